@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs the Debian packages machrt needs, only those that are missing.
+# Called by `make deps` (and so by `make`, `make test` and `make run`).
+set -eu
+PACKAGES="gcc make pkg-config lua5.4 liblua5.4-dev libreadline-dev libopenblas-openmp-dev
+libcjson-dev check"
+missing=""
+for p in $PACKAGES; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$status" in
+        *"install ok installed"*) ;;
+        *) missing="$missing $p" ;;
+    esac
+done
+[ -z "$missing" ] && exit 0
+echo "machrt: installing missing Debian packages:$missing"
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+        echo "machrt: need root (or sudo) to install:$missing" >&2; exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends $missing
