@@ -1,0 +1,29 @@
+/* Lua bindings of the machrt core: shared declarations. */
+#ifndef MACHRT_L_MACHRT_H
+#define MACHRT_L_MACHRT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include "machrt/tensor.h"
+
+#define MRT_TENSOR_MT "machrt.Tensor"
+
+/* Module openers (also found by stock lua5.4 in build/lua/machrt.so). */
+int luaopen_machrt(lua_State *L);
+
+/* Registers every C module in package.preload (used by the machrt host). */
+void mrt_lua_preload(lua_State *L);
+
+/* Tensor userdata. push_new returns an empty tensor owned by the new
+ * userdata on top of the stack (create the userdata first, then fill it, so
+ * an allocation failure cannot leak: liolib's pattern). */
+mrt_tensor *mrt_lua_push_tensor(lua_State *L);
+mrt_tensor *mrt_lua_check_tensor(lua_State *L, int idx);
+mrt_tensor *mrt_lua_test_tensor(lua_State *L, int idx);
+/* Raises the pending core error as a Lua error unless st == MRT_OK. */
+void mrt_lua_check(lua_State *L, mrt_status st);
+/* Reads a shape from a Lua list at idx, or from integers idx..top. */
+int mrt_lua_check_shape(lua_State *L, int idx, int64_t *shape, const char *what);
+void mrt_lua_open_tensor(lua_State *L); /* installs the metatable */
+
+#endif
