@@ -38,7 +38,7 @@ LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ := $(BUILD)/obj/runtime/main.o
 CTEST_SRC := $(wildcard tests/c/test_*.c)
 CTEST_BIN := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
-HEADERS  := $(wildcard runtime/include/machrt/*.h runtime/lua/*.h tests/c/*.h)
+HEADERS  := $(wildcard runtime/include/machrt/*.h runtime/core/*.h runtime/cpu/*.h runtime/lua/*.h tests/c/*.h)
 
 .PHONY: all deps run test test-c test-lua sanitize bench install uninstall clean
 .DEFAULT_GOAL := all

@@ -10,7 +10,8 @@
  *    shape; pass an allocated one and the op checks its shape and writes
  *    into it (so `out == a` gives an in-place op).
  *  - Every fallible call returns mrt_status and records a message naming the
- *    operation and the shapes involved (see status.h).
+ *    operation and the shapes involved (see status.h). Messages number
+ *    dimensions and indices from 1, as the Lua user sees them.
  */
 #ifndef MACHRT_TENSOR_H
 #define MACHRT_TENSOR_H
@@ -48,6 +49,8 @@ void mrt_storage_release(mrt_storage *s);
 /* ---- lifecycle -------------------------------------------------------- */
 /* Allocates a contiguous, zero-filled tensor. `t` must be empty. */
 mrt_status mrt_tensor_alloc(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape);
+/* Same, contents left undefined: for outputs that are written in full. */
+mrt_status mrt_tensor_alloc_uninit(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape);
 /* Drops the storage reference; idempotent (safe to call twice). */
 void mrt_tensor_release(mrt_tensor *t);
 /* Makes `dst` another reference to `src` (same view). `dst` must be empty. */
@@ -110,9 +113,9 @@ typedef enum { MRT_SUM, MRT_MEAN, MRT_MAX, MRT_MIN, MRT_ARGMAX, MRT_ARGMIN } mrt
 /* Whole tensor: value (double accumulation); for ARG* ops `value` is the
  * extreme value and `*index` its 0-based flat (row-major) index. */
 mrt_status mrt_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value, int64_t *index);
-/* Along `dim` (removed from the result). `values` gets float32 results
- * (for ARG* the extreme values); `indices`, when non-NULL, gets int64 0-based
- * positions (required for ARG* ops). */
+/* Along `dim` (removed from the result). `values` (empty on entry) gets
+ * float32 results (for ARG* the extreme values); `indices`, when non-NULL
+ * (and empty), gets int64 0-based positions (required for ARG* ops). */
 mrt_status mrt_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_tensor *values,
                           mrt_tensor *indices);
 

@@ -1,0 +1,282 @@
+/* Elementwise float32 ops with numpy broadcasting, copy and fill. */
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+#include "machrt/tensor.h"
+#include "../core/strided.h"
+
+const char *mrt_binop_name(mrt_binop op)
+{
+    static const char *names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum"};
+    return names[op];
+}
+
+const char *mrt_unop_name(mrt_unop op)
+{
+    static const char *names[] = {"neg", "exp", "log", "sigmoid", "relu", "abs", "sqrt", "tanh"};
+    return names[op];
+}
+
+mrt_status mrt_broadcast_shape(const char *opname, const mrt_tensor *a, const mrt_tensor *b,
+                               int *ndim, int64_t *shape)
+{
+    int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
+    for (int i = 0; i < nd; i++) {
+        int ia = i - (nd - a->ndim), ib = i - (nd - b->ndim);
+        int64_t sa = ia >= 0 ? a->shape[ia] : 1, sb = ib >= 0 ? b->shape[ib] : 1;
+        if (sa != sb && sa != 1 && sb != 1) {
+            char x[MRT_SHAPE_STRLEN], y[MRT_SHAPE_STRLEN];
+            return mrt_fail(MRT_ERR_SHAPE, "%s: shapes %s and %s cannot be broadcast", opname,
+                            mrt_shape_str(a->ndim, a->shape, x, sizeof x),
+                            mrt_shape_str(b->ndim, b->shape, y, sizeof y));
+        }
+        shape[i] = sa == 1 ? sb : sa;
+    }
+    *ndim = nd;
+    return MRT_OK;
+}
+
+static mrt_status require_f32(const char *op, const mrt_tensor *t)
+{
+    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "%s: tensor has been released", op);
+    if (t->dtype != MRT_F32)
+        return mrt_fail(MRT_ERR_DTYPE, "%s: expected a float32 tensor, got %s (convert with "
+                        ":float())", op, mrt_dtype_name(t->dtype));
+    return MRT_OK;
+}
+
+/* Allocates `out` with the given shape when empty, or checks its shape. */
+static mrt_status prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
+                              const int64_t *shape)
+{
+    if (!out->storage) return mrt_tensor_alloc_uninit(out, dtype, ndim, shape);
+    int same = out->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = out->shape[i] == shape[i];
+    if (!same) {
+        char x[MRT_SHAPE_STRLEN], y[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: output has shape %s, the result has shape %s", op,
+                        mrt_shape_str(out->ndim, out->shape, x, sizeof x),
+                        mrt_shape_str(ndim, shape, y, sizeof y));
+    }
+    if (out->dtype != dtype)
+        return mrt_fail(MRT_ERR_DTYPE, "%s: output is %s, the result is %s", op,
+                        mrt_dtype_name(out->dtype), mrt_dtype_name(dtype));
+    return MRT_OK;
+}
+
+/* ---- binary ------------------------------------------------------------ */
+
+/* The unit-stride and one-side-broadcast cases get their own loops so the
+ * compiler vectorises them; anything else takes the strided loop. */
+#define BINARY_ROW(NAME, EXPR)                                                              \
+    static void NAME(void *ctx, char **p, const int64_t *s, int64_t n, int64_t start)       \
+    {                                                                                       \
+        (void)ctx; (void)start;                                                             \
+        float *o = (float *)p[0];                                                           \
+        const float *pa = (const float *)p[1], *pb = (const float *)p[2];                   \
+        if (s[0] == 1 && s[1] == 1 && s[2] == 1) {                                          \
+            for (int64_t i = 0; i < n; i++) { float x = pa[i], y = pb[i]; o[i] = (EXPR); }  \
+        } else if (s[0] == 1 && s[1] == 1 && s[2] == 0) {                                   \
+            const float y = *pb;                                                            \
+            for (int64_t i = 0; i < n; i++) { float x = pa[i]; o[i] = (EXPR); }             \
+        } else if (s[0] == 1 && s[1] == 0 && s[2] == 1) {                                   \
+            const float x = *pa;                                                            \
+            for (int64_t i = 0; i < n; i++) { float y = pb[i]; o[i] = (EXPR); }             \
+        } else {                                                                            \
+            for (int64_t i = 0; i < n; i++) {                                               \
+                float x = pa[i * s[1]], y = pb[i * s[2]];                                   \
+                o[i * s[0]] = (EXPR);                                                       \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+BINARY_ROW(row_add, x + y)
+BINARY_ROW(row_sub, x - y)
+BINARY_ROW(row_mul, x * y)
+BINARY_ROW(row_div, x / y)
+BINARY_ROW(row_pow, powf(x, y))
+/* NaN propagates, as in PyTorch's maximum/minimum. */
+BINARY_ROW(row_maximum, (x != x || x > y) ? x : y)
+BINARY_ROW(row_minimum, (x != x || x < y) ? x : y)
+
+static mrt_row_fn binary_row(mrt_binop op)
+{
+    static const mrt_row_fn rows[] = {row_add, row_sub, row_mul, row_div,
+                                      row_pow, row_maximum, row_minimum};
+    return rows[op];
+}
+
+mrt_status mrt_binary(mrt_binop op, const mrt_tensor *a, const mrt_tensor *b, mrt_tensor *out)
+{
+    const char *name = mrt_binop_name(op);
+    mrt_status st = require_f32(name, a);
+    if (!st) st = require_f32(name, b);
+    if (st) return st;
+    int nd;
+    int64_t shape[MRT_MAX_DIMS];
+    if ((st = mrt_broadcast_shape(name, a, b, &nd, shape))) return st;
+    /* Copy the operand headers first: `out` may be `a` or `b` (in place). */
+    mrt_tensor ta = *a, tb = *b;
+    if ((st = prepare_out(name, out, MRT_F32, nd, shape))) return st;
+    mrt_iter it;
+    mrt_iter_init(&it, nd, shape);
+    mrt_iter_add(&it, out);
+    mrt_iter_add(&it, &ta);
+    mrt_iter_add(&it, &tb);
+    mrt_iter_run(&it, binary_row(op), NULL);
+    return MRT_OK;
+}
+
+mrt_status mrt_binary_scalar(mrt_binop op, const mrt_tensor *a, double s, int scalar_left,
+                             mrt_tensor *out)
+{
+    const char *name = mrt_binop_name(op);
+    mrt_status st = require_f32(name, a);
+    if (st) return st;
+    mrt_tensor ta = *a;
+    if ((st = prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
+    float value = (float)s;
+    mrt_iter it;
+    mrt_iter_init(&it, ta.ndim, ta.shape);
+    mrt_iter_add(&it, out);
+    if (scalar_left) {
+        mrt_iter_add_scalar(&it, &value, sizeof value);
+        mrt_iter_add(&it, &ta);
+    } else {
+        mrt_iter_add(&it, &ta);
+        mrt_iter_add_scalar(&it, &value, sizeof value);
+    }
+    mrt_iter_run(&it, binary_row(op), NULL);
+    return MRT_OK;
+}
+
+/* ---- unary ------------------------------------------------------------- */
+
+#define UNARY_ROW(NAME, EXPR)                                                               \
+    static void NAME(void *ctx, char **p, const int64_t *s, int64_t n, int64_t start)       \
+    {                                                                                       \
+        (void)ctx; (void)start;                                                             \
+        float *o = (float *)p[0];                                                           \
+        const float *pa = (const float *)p[1];                                              \
+        if (s[0] == 1 && s[1] == 1) {                                                       \
+            for (int64_t i = 0; i < n; i++) { float x = pa[i]; o[i] = (EXPR); }             \
+        } else {                                                                            \
+            for (int64_t i = 0; i < n; i++) { float x = pa[i * s[1]]; o[i * s[0]] = (EXPR); } \
+        }                                                                                   \
+    }
+
+UNARY_ROW(row_neg, -x)
+UNARY_ROW(row_exp, expf(x))
+UNARY_ROW(row_log, logf(x))
+UNARY_ROW(row_sigmoid, 1.0f / (1.0f + expf(-x)))
+UNARY_ROW(row_relu, x > 0.0f ? x : 0.0f)
+UNARY_ROW(row_abs, fabsf(x))
+UNARY_ROW(row_sqrt, sqrtf(x))
+UNARY_ROW(row_tanh, tanhf(x))
+
+mrt_status mrt_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor *out)
+{
+    static const mrt_row_fn rows[] = {row_neg, row_exp,  row_log,  row_sigmoid,
+                                      row_relu, row_abs, row_sqrt, row_tanh};
+    const char *name = mrt_unop_name(op);
+    mrt_status st = require_f32(name, a);
+    if (st) return st;
+    mrt_tensor ta = *a;
+    if ((st = prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
+    mrt_iter it;
+    mrt_iter_init(&it, ta.ndim, ta.shape);
+    mrt_iter_add(&it, out);
+    mrt_iter_add(&it, &ta);
+    mrt_iter_run(&it, rows[op], NULL);
+    return MRT_OK;
+}
+
+/* ---- copy and fill ----------------------------------------------------- */
+
+#define COPY_ROW(NAME, TO, FROM)                                                            \
+    static void NAME(void *ctx, char **p, const int64_t *s, int64_t n, int64_t start)       \
+    {                                                                                       \
+        (void)ctx; (void)start;                                                             \
+        TO *o = (TO *)p[0];                                                                 \
+        const FROM *src = (const FROM *)p[1];                                               \
+        if (s[0] == 1 && s[1] == 1) {                                                       \
+            for (int64_t i = 0; i < n; i++) o[i] = (TO)src[i];                              \
+        } else {                                                                            \
+            for (int64_t i = 0; i < n; i++) o[i * s[0]] = (TO)src[i * s[1]];                \
+        }                                                                                   \
+    }
+
+COPY_ROW(row_copy_ff, float, float)
+COPY_ROW(row_copy_ll, int64_t, int64_t)
+COPY_ROW(row_copy_fl, float, int64_t)
+COPY_ROW(row_copy_lf, int64_t, float)
+
+mrt_status mrt_tensor_copy(mrt_tensor *dst, const mrt_tensor *src)
+{
+    if (!dst->storage || !src->storage)
+        return mrt_fail(MRT_ERR_ARG, "copy: tensor has been released");
+    int nd;
+    int64_t shape[MRT_MAX_DIMS];
+    mrt_status st = mrt_broadcast_shape("copy", dst, src, &nd, shape);
+    int fits = st == MRT_OK && nd == dst->ndim;
+    for (int i = 0; fits && i < nd; i++) fits = shape[i] == dst->shape[i];
+    if (!fits) {
+        char x[MRT_SHAPE_STRLEN], y[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "copy: source of shape %s does not broadcast to %s",
+                        mrt_shape_str(src->ndim, src->shape, y, sizeof y),
+                        mrt_shape_str(dst->ndim, dst->shape, x, sizeof x));
+    }
+    mrt_row_fn fn = dst->dtype == MRT_F32 ? (src->dtype == MRT_F32 ? row_copy_ff : row_copy_fl)
+                                          : (src->dtype == MRT_F32 ? row_copy_lf : row_copy_ll);
+    mrt_iter it;
+    mrt_iter_init(&it, dst->ndim, dst->shape);
+    mrt_iter_add(&it, dst);
+    mrt_iter_add(&it, src);
+    mrt_iter_run(&it, fn, NULL);
+    return MRT_OK;
+}
+
+typedef struct { double start, step; } range_ctx;
+
+static void row_fill_range_f(void *ctx, char **p, const int64_t *s, int64_t n, int64_t start)
+{
+    const range_ctx *r = ctx;
+    float *o = (float *)p[0];
+    for (int64_t i = 0; i < n; i++) o[i * s[0]] = (float)(r->start + r->step * (double)(start + i));
+}
+
+static void row_fill_range_l(void *ctx, char **p, const int64_t *s, int64_t n, int64_t start)
+{
+    const range_ctx *r = ctx;
+    int64_t *o = (int64_t *)p[0];
+    for (int64_t i = 0; i < n; i++) o[i * s[0]] = (int64_t)(r->start + r->step * (double)(start + i));
+}
+
+mrt_status mrt_tensor_fill_range(mrt_tensor *t, double start, double step)
+{
+    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
+    range_ctx r = {start, step};
+    mrt_iter it;
+    mrt_iter_init(&it, t->ndim, t->shape);
+    mrt_iter_add(&it, t);
+    mrt_iter_run(&it, t->dtype == MRT_F32 ? row_fill_range_f : row_fill_range_l, &r);
+    return MRT_OK;
+}
+
+mrt_status mrt_tensor_fill(mrt_tensor *t, double value)
+{
+    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
+    float f = (float)value;
+    int64_t l = (int64_t)value;
+    mrt_iter it;
+    mrt_iter_init(&it, t->ndim, t->shape);
+    mrt_iter_add(&it, t);
+    if (t->dtype == MRT_F32) {
+        mrt_iter_add_scalar(&it, &f, sizeof f);
+        mrt_iter_run(&it, row_copy_ff, NULL);
+    } else {
+        mrt_iter_add_scalar(&it, &l, sizeof l);
+        mrt_iter_run(&it, row_copy_ll, NULL);
+    }
+    return MRT_OK;
+}

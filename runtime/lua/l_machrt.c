@@ -1,0 +1,326 @@
+/* The `machrt` Lua module: constructors, safetensors I/O, seed, threads,
+ * clock. Tensor methods live in l_tensor.c. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cjson/cJSON.h>
+#include "l_machrt.h"
+#include "machrt/rng.h"
+#include "machrt/safetensors.h"
+
+static mrt_dtype check_dtype(lua_State *L, int idx)
+{
+    static const char *const names[] = {"float32", "int64", NULL};
+    return luaL_checkoption(L, idx, "float32", names) == 1 ? MRT_I64 : MRT_F32;
+}
+
+/* ---- mt.tensor(nested table) ------------------------------------------- */
+
+static int nested_shape(lua_State *L, int idx, int64_t *shape)
+{
+    int nd = 0;
+    lua_pushvalue(L, idx);
+    while (lua_istable(L, -1)) {
+        if (nd == MRT_MAX_DIMS)
+            luaL_error(L, "tensor: nesting deeper than %d dimensions", MRT_MAX_DIMS);
+        shape[nd++] = (int64_t)luaL_len(L, -1);
+        if (shape[nd - 1] == 0) break;
+        lua_geti(L, -1, 1);
+        lua_remove(L, -2);
+    }
+    lua_pop(L, 1);
+    return nd;
+}
+
+static void fill_nested(lua_State *L, const mrt_tensor *t, int d, int64_t *off, char *path, size_t plen)
+{
+    /* value to read is on top of the stack */
+    if (d == t->ndim) {
+        int ok;
+        if (t->dtype == MRT_F32) {
+            lua_Number v = lua_tonumberx(L, -1, &ok);
+            if (!ok) luaL_error(L, "tensor: element %s is a %s, expected a number", path,
+                                luaL_typename(L, -1));
+            mrt_f32(t)[(*off)++] = (float)v;
+        } else {
+            lua_Integer v = lua_tointegerx(L, -1, &ok);
+            if (!ok) luaL_error(L, "tensor: element %s is not an integer (int64 tensor)", path);
+            mrt_i64(t)[(*off)++] = v;
+        }
+        return;
+    }
+    if (!lua_istable(L, -1))
+        luaL_error(L, "tensor: ragged nested table: element %s is a %s, expected a table of %lld",
+                   path, luaL_typename(L, -1), (long long)t->shape[d]);
+    int64_t n = (int64_t)luaL_len(L, -1);
+    if (n != t->shape[d])
+        luaL_error(L, "tensor: ragged nested table: %s has %lld elements, expected %lld",
+                   d == 0 ? "the table" : path, (long long)n, (long long)t->shape[d]);
+    luaL_checkstack(L, 3, "tensor: nesting too deep");
+    for (int64_t i = 0; i < n; i++) {
+        size_t used = strlen(path);
+        snprintf(path + used, plen - used, "[%lld]", (long long)i + 1);
+        lua_geti(L, -1, i + 1);
+        fill_nested(L, t, d + 1, off, path, plen);
+        lua_pop(L, 1);
+        path[used] = '\0';
+    }
+}
+
+static int m_tensor(lua_State *L)
+{
+    mrt_tensor *src = mrt_lua_test_tensor(L, 1);
+    if (src) {
+        mrt_tensor *r = mrt_lua_push_tensor(L);
+        mrt_lua_check(L, mrt_tensor_clone(r, src));
+        return 1;
+    }
+    if (!lua_istable(L, 1) && !lua_isnumber(L, 1))
+        luaL_typeerror(L, 1, "nested table of numbers, number or tensor");
+    mrt_dtype dtype = check_dtype(L, 2);
+    int64_t shape[MRT_MAX_DIMS];
+    int nd = lua_istable(L, 1) ? nested_shape(L, 1, shape) : 0;
+    mrt_tensor *r = mrt_lua_push_tensor(L);
+    mrt_lua_check(L, mrt_tensor_alloc(r, dtype, nd, shape));
+    int64_t off = 0;
+    char path[256] = "";
+    lua_pushvalue(L, 1);
+    fill_nested(L, r, 0, &off, path, sizeof path);
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* ---- shaped constructors ------------------------------------------------ */
+
+/* Shape at arg 1 (a list, or integers); returns the index after it. */
+static mrt_tensor *new_shaped(lua_State *L, const char *what, int *next, mrt_dtype dtype_default,
+                              int dtype_allowed)
+{
+    int64_t shape[MRT_MAX_DIMS];
+    int nd = mrt_lua_check_shape(L, 1, shape, what);
+    for (int i = 0; i < nd; i++)
+        if (shape[i] < 0) luaL_error(L, "%s: shape entry %d must be non-negative", what, i + 1);
+    *next = lua_istable(L, 1) ? 2 : nd + 1;
+    mrt_dtype dtype = dtype_default;
+    if (dtype_allowed && lua_type(L, *next) == LUA_TSTRING) dtype = check_dtype(L, *next);
+    mrt_tensor *r = mrt_lua_push_tensor(L);
+    mrt_lua_check(L, mrt_tensor_alloc(r, dtype, nd, shape));
+    return r;
+}
+
+static int m_zeros(lua_State *L)
+{
+    int next;
+    new_shaped(L, "zeros", &next, MRT_F32, 1);
+    return 1;
+}
+
+static int m_ones(lua_State *L)
+{
+    int next;
+    mrt_tensor *r = new_shaped(L, "ones", &next, MRT_F32, 1);
+    mrt_lua_check(L, mrt_tensor_fill(r, 1.0));
+    return 1;
+}
+
+static int m_full(lua_State *L)
+{
+    int next;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Number v = luaL_checknumber(L, 2);
+    mrt_tensor *r = new_shaped(L, "full", &next, MRT_F32, 0);
+    if (lua_type(L, 3) == LUA_TSTRING && check_dtype(L, 3) == MRT_I64) {
+        mrt_tensor *l = mrt_lua_push_tensor(L);
+        mrt_lua_check(L, mrt_tensor_alloc(l, MRT_I64, r->ndim, r->shape));
+        r = l;
+    }
+    mrt_lua_check(L, mrt_tensor_fill(r, v));
+    return 1;
+}
+
+static int m_rand(lua_State *L)
+{
+    int next;
+    mrt_tensor *r = new_shaped(L, "rand", &next, MRT_F32, 0);
+    mrt_lua_check(L, mrt_rng_uniform(mrt_rng_default(), r, 0.0, 1.0));
+    return 1;
+}
+
+static int m_randn(lua_State *L)
+{
+    int next;
+    mrt_tensor *r = new_shaped(L, "randn", &next, MRT_F32, 0);
+    mrt_lua_check(L, mrt_rng_normal(mrt_rng_default(), r, 0.0, 1.0));
+    return 1;
+}
+
+/* arange(n) = 0..n-1; arange(start, stop[, step]), stop excluded (PyTorch). */
+static int m_arange(lua_State *L)
+{
+    lua_Number start = 0, stop, step = 1;
+    if (lua_isnoneornil(L, 2)) {
+        stop = luaL_checknumber(L, 1);
+    } else {
+        start = luaL_checknumber(L, 1);
+        stop = luaL_checknumber(L, 2);
+        step = luaL_optnumber(L, 3, 1);
+    }
+    if (step == 0) return luaL_error(L, "arange: step must not be 0");
+    double count = ceil((stop - start) / step);
+    if (!(count >= 0)) count = 0;
+    if (count > 1e10) return luaL_error(L, "arange: too many elements (%g)", count);
+    int64_t n = (int64_t)count;
+    mrt_tensor *r = mrt_lua_push_tensor(L);
+    mrt_lua_check(L, mrt_tensor_alloc_uninit(r, MRT_F32, 1, &n));
+    mrt_lua_check(L, mrt_tensor_fill_range(r, start, step));
+    return 1;
+}
+
+/* ---- safetensors ----------------------------------------------------------- */
+
+/* mt.save(path, {name = tensor, ...} [, {key = "value", ...}]) */
+static int m_save(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "save: keys must be tensor names (strings), got a %s",
+                       luaL_typename(L, -2));
+        mrt_tensor *t = mrt_lua_test_tensor(L, -1);
+        if (!t || !t->storage)
+            luaL_error(L, "save: value for '%s' is not a tensor", lua_tostring(L, -2));
+        n++;
+        lua_pop(L, 1);
+    }
+    char *meta = NULL;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        cJSON *obj = cJSON_CreateObject();
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1)) {
+                cJSON_Delete(obj);
+                luaL_error(L, "save: metadata must map strings to strings");
+            }
+            cJSON_AddStringToObject(obj, lua_tostring(L, -2), lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        meta = cJSON_PrintUnformatted(obj);
+        cJSON_Delete(obj);
+    }
+    /* The names point into the Lua table's keys, which stay alive (arg 2). */
+    mrt_named_tensor *list = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *list, 0);
+    int i = 0;
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        list[i].name = (char *)lua_tostring(L, -2);
+        list[i].tensor = *mrt_lua_test_tensor(L, -1);
+        i++;
+        lua_pop(L, 1);
+    }
+    mrt_status st = mrt_safetensors_save(path, list, n, meta);
+    cJSON_free(meta);
+    mrt_lua_check(L, st);
+    return 0;
+}
+
+/* mt.load(path) -> {name = tensor, ...}, metadata table */
+static int m_load(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    mrt_named_tensor *list = NULL;
+    int n = 0;
+    char *meta = NULL;
+    mrt_lua_check(L, mrt_safetensors_load(path, &list, &n, &meta));
+    lua_createtable(L, 0, n);
+    for (int i = 0; i < n; i++) {
+        mrt_tensor *r = mrt_lua_push_tensor(L);
+        *r = list[i].tensor;
+        list[i].tensor.storage = NULL; /* ownership moved to the userdata */
+        lua_setfield(L, -2, list[i].name);
+    }
+    mrt_safetensors_free(list, n);
+    lua_newtable(L);
+    cJSON *obj = meta ? cJSON_Parse(meta) : NULL;
+    free(meta);
+    for (cJSON *e = obj ? obj->child : NULL; e; e = e->next) {
+        if (cJSON_IsString(e)) {
+            lua_pushstring(L, e->valuestring);
+            lua_setfield(L, -2, e->string);
+        }
+    }
+    cJSON_Delete(obj);
+    return 2;
+}
+
+/* ---- process-wide settings ----------------------------------------------------- */
+
+static int m_manual_seed(lua_State *L)
+{
+    mrt_rng_default_seed((uint64_t)luaL_checkinteger(L, 1));
+    return 0;
+}
+
+static int m_set_num_threads(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 1) return luaL_error(L, "set_num_threads: need at least 1 thread, got %d", (int)n);
+    mrt_set_num_threads((int)n);
+    return 0;
+}
+
+static int m_get_num_threads(lua_State *L)
+{
+    lua_pushinteger(L, mrt_get_num_threads());
+    return 1;
+}
+
+static int m_cuda_available(lua_State *L)
+{
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+static int m_clock(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
+static int m_is_tensor(lua_State *L)
+{
+    lua_pushboolean(L, mrt_lua_test_tensor(L, 1) != NULL);
+    return 1;
+}
+
+static const luaL_Reg machrt_funcs[] = {
+    {"tensor", m_tensor}, {"zeros", m_zeros}, {"ones", m_ones}, {"full", m_full},
+    {"rand", m_rand}, {"randn", m_randn}, {"arange", m_arange},
+    {"save", m_save}, {"load", m_load}, {"manual_seed", m_manual_seed},
+    {"set_num_threads", m_set_num_threads}, {"get_num_threads", m_get_num_threads},
+    {"cuda_available", m_cuda_available}, {"clock", m_clock}, {"is_tensor", m_is_tensor},
+    {NULL, NULL}};
+
+int luaopen_machrt(lua_State *L)
+{
+    mrt_lua_open_tensor(L);
+    luaL_newlib(L, machrt_funcs);
+    lua_pushstring(L, MACHRT_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}
+
+void mrt_lua_preload(lua_State *L)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_machrt);
+    lua_setfield(L, -2, "machrt");
+    lua_pop(L, 1);
+}
