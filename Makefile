@@ -50,23 +50,28 @@ deps:
 
 $(BUILD)/obj/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/libmachrt.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@echo "  AR      $@"
+	@rm -f $@ && ar rcs $@ $^
 
 machrt: $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a
-	$(CC) -o $@ $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL) -lreadline
+	@echo "  LD      $@"
+	@$(CC) -o $@ $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL) -lreadline
 
 # The same C modules for the stock lua5.4 interpreter (package.cpath).
 $(BUILD)/lua/machrt.so: $(LUA_OBJ) $(BUILD)/libmachrt.a
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL)
+	@echo "  LD      $@"
+	@$(CC) -shared -o $@ $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL)
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libmachrt.a $(HEADERS) | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itests/c $< -o $@ $(BUILD)/libmachrt.a $(LIBS_ALL) \
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_ALL) -Itests/c $< -o $@ $(BUILD)/libmachrt.a $(LIBS_ALL) \
 	    $$(pkg-config --libs check)
 
 run: all
@@ -89,8 +94,13 @@ sanitize:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test-c
 
-bench: all
-	@sh bench/run.sh
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libmachrt.a | deps
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libmachrt.a $(LIBS_ALL)
+
+bench: all $(BUILD)/bench/blas_direct
+	@BUILD=$(BUILD) sh bench/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/machrt \

@@ -1,9 +1,124 @@
+/* Refcounted storage with a caching allocator.
+ *
+ * Large blocks are kept after release, bucketed by size class, and handed
+ * out again: a training loop allocates the same activation sizes every step,
+ * and a fresh mmap'd block costs a page fault per 4 KiB on first touch
+ * (measured: a 64 MiB `a + b` ran 10x slower than the in-place add). Small
+ * blocks go straight to malloc, which already caches them. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "machrt/tensor.h"
 
 /* 64-byte alignment: a cache line, and what AVX-512 loads want. */
 #define MRT_ALIGN 64
+#define CACHE_MIN_BYTES ((size_t)1 << 16)
+#define NUM_CLASSES 192
+/* Cached (free) bytes above this are returned to the system. */
+#define CACHE_LIMIT_DEFAULT ((size_t)4 << 30)
+
+typedef struct cached_block {
+    void *data;
+    struct cached_block *next;
+} cached_block;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static cached_block *cache[NUM_CLASSES];
+static size_t cached_bytes, cache_limit = CACHE_LIMIT_DEFAULT;
+static size_t live_bytes;
+
+/* Size classes: four steps per power of two (x1, x1.25, x1.5, x1.75), so a
+ * reused block wastes at most 25 %. */
+static int size_class(size_t nbytes, size_t *class_bytes)
+{
+    int log2 = 63 - __builtin_clzll((unsigned long long)nbytes);
+    size_t base = (size_t)1 << log2;
+    size_t quarter = base >> 2;
+    int step = (int)((nbytes - base + quarter - 1) / quarter); /* 0..4 */
+    *class_bytes = base + (size_t)step * quarter;
+    return (log2 - 16) * 4 + step;
+}
+
+static void *block_get(size_t nbytes, size_t *capacity)
+{
+    *capacity = (nbytes + MRT_ALIGN - 1) / MRT_ALIGN * MRT_ALIGN;
+    if (*capacity == 0) *capacity = MRT_ALIGN;
+    int cls = -1;
+    if (*capacity >= CACHE_MIN_BYTES) {
+        cls = size_class(*capacity, capacity);
+        if (cls < NUM_CLASSES) {
+            pthread_mutex_lock(&cache_lock);
+            cached_block *b = cache[cls];
+            if (b) {
+                cache[cls] = b->next;
+                cached_bytes -= *capacity;
+            }
+            pthread_mutex_unlock(&cache_lock);
+            if (b) {
+                void *data = b->data;
+                free(b);
+                return data;
+            }
+        }
+    }
+    void *data = NULL;
+    if (posix_memalign(&data, MRT_ALIGN, *capacity) != 0) return NULL;
+    return data;
+}
+
+static void block_put(void *data, size_t capacity)
+{
+    if (capacity >= CACHE_MIN_BYTES) {
+        size_t cb;
+        int cls = size_class(capacity, &cb);
+        cached_block *b = cls < NUM_CLASSES ? malloc(sizeof *b) : NULL;
+        if (b) {
+            pthread_mutex_lock(&cache_lock);
+            int keep = cached_bytes + capacity <= cache_limit;
+            if (keep) {
+                b->data = data;
+                b->next = cache[cls];
+                cache[cls] = b;
+                cached_bytes += capacity;
+            }
+            pthread_mutex_unlock(&cache_lock);
+            if (keep) return;
+            free(b);
+        }
+    }
+    free(data);
+}
+
+void mrt_storage_empty_cache(void)
+{
+    pthread_mutex_lock(&cache_lock);
+    for (int c = 0; c < NUM_CLASSES; c++) {
+        while (cache[c]) {
+            cached_block *b = cache[c];
+            cache[c] = b->next;
+            free(b->data);
+            free(b);
+        }
+    }
+    cached_bytes = 0;
+    pthread_mutex_unlock(&cache_lock);
+}
+
+void mrt_storage_set_cache_limit(size_t bytes)
+{
+    pthread_mutex_lock(&cache_lock);
+    cache_limit = bytes;
+    pthread_mutex_unlock(&cache_lock);
+    if (cached_bytes > bytes) mrt_storage_empty_cache();
+}
+
+void mrt_storage_stats(size_t *live, size_t *cached)
+{
+    pthread_mutex_lock(&cache_lock);
+    if (live) *live = live_bytes;
+    if (cached) *cached = cached_bytes;
+    pthread_mutex_unlock(&cache_lock);
+}
 
 mrt_status mrt_storage_new(size_t nbytes, mrt_device device, mrt_storage **out)
 {
@@ -12,15 +127,17 @@ mrt_status mrt_storage_new(size_t nbytes, mrt_device device, mrt_storage **out)
                         mrt_device_name(device));
     mrt_storage *s = malloc(sizeof *s);
     if (!s) return mrt_fail(MRT_ERR_NOMEM, "storage: out of memory");
-    size_t padded = (nbytes + MRT_ALIGN - 1) / MRT_ALIGN * MRT_ALIGN;
-    s->data = NULL;
-    if (padded > 0 && posix_memalign(&s->data, MRT_ALIGN, padded) != 0) {
+    s->data = block_get(nbytes, &s->capacity);
+    if (!s->data) {
         free(s);
         return mrt_fail(MRT_ERR_NOMEM, "storage: cannot allocate %zu bytes", nbytes);
     }
     s->nbytes = nbytes;
     s->refcount = 1;
     s->device = device;
+    pthread_mutex_lock(&cache_lock);
+    live_bytes += s->capacity;
+    pthread_mutex_unlock(&cache_lock);
     *out = s;
     return MRT_OK;
 }
@@ -33,7 +150,10 @@ void mrt_storage_retain(mrt_storage *s)
 void mrt_storage_release(mrt_storage *s)
 {
     if (s && __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
-        free(s->data);
+        pthread_mutex_lock(&cache_lock);
+        live_bytes -= s->capacity;
+        pthread_mutex_unlock(&cache_lock);
+        block_put(s->data, s->capacity);
         free(s);
     }
 }

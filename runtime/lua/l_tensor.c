@@ -12,8 +12,27 @@
 
 /* ---- userdata plumbing ------------------------------------------------- */
 
+/* Lua's collector only sees the small userdata, not the tensor bytes behind
+ * it, so a loop creating large temporaries would grow memory without bound.
+ * Like Torch7's heap tracking: when the bytes held by tensors pass a
+ * threshold, run a full collection, then set the next threshold to twice
+ * what survived (at least 256 MiB). */
+#define GC_MIN_THRESHOLD ((size_t)256 << 20)
+static size_t gc_threshold = GC_MIN_THRESHOLD;
+
+static void track_heap(lua_State *L)
+{
+    size_t live;
+    mrt_storage_stats(&live, NULL);
+    if (live < gc_threshold) return;
+    lua_gc(L, LUA_GCCOLLECT);
+    mrt_storage_stats(&live, NULL);
+    gc_threshold = 2 * live > GC_MIN_THRESHOLD ? 2 * live : GC_MIN_THRESHOLD;
+}
+
 mrt_tensor *mrt_lua_push_tensor(lua_State *L)
 {
+    track_heap(L);
     mrt_tensor *t = lua_newuserdatauv(L, sizeof *t, 0);
     memset(t, 0, sizeof *t);
     luaL_setmetatable(L, MRT_TENSOR_MT);

@@ -28,6 +28,7 @@ typedef enum { MRT_CPU = 0, MRT_CUDA = 1 } mrt_device;
 typedef struct mrt_storage {
     void *data;
     size_t nbytes;
+    size_t capacity; /* bytes actually reserved (size class of the cache) */
     int refcount;
     mrt_device device;
 } mrt_storage;
@@ -45,6 +46,11 @@ typedef struct mrt_tensor {
 mrt_status mrt_storage_new(size_t nbytes, mrt_device device, mrt_storage **out);
 void mrt_storage_retain(mrt_storage *s);
 void mrt_storage_release(mrt_storage *s);
+/* The storage allocator keeps released large blocks for reuse (see
+ * storage.c). live = bytes held by storages, cached = free bytes kept. */
+void mrt_storage_stats(size_t *live, size_t *cached);
+void mrt_storage_empty_cache(void);
+void mrt_storage_set_cache_limit(size_t bytes);
 
 /* ---- lifecycle -------------------------------------------------------- */
 /* Allocates a contiguous, zero-filled tensor. `t` must be empty. */

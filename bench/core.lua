@@ -1,0 +1,59 @@
+-- Core benchmarks (issue: runtime foundation). Run through `make bench`.
+-- matmul through the tensor API next to OpenBLAS called directly, elementwise
+-- add bandwidth on 64 MiB tensors, and the host's start-up time.
+local mt = require "machrt"
+local build = arg[1] or "build"
+
+local function best_of(reps, fn)
+  local best = math.huge
+  for _ = 1, reps do
+    -- Collect the previous result outside the timed region, so the op reuses
+    -- a cached block as it does in a steady-state loop.
+    collectgarbage()
+    local t0 = mt.clock(); fn(); local dt = mt.clock() - t0
+    if dt < best then best = dt end
+  end
+  return best
+end
+
+print(string.format("threads: %d", mt.get_num_threads()))
+print("")
+print(string.format("%-28s %14s %14s %8s", "matmul (n x n x n)", "tensor API", "OpenBLAS", "ratio"))
+local direct = {}
+local p = assert(io.popen(build .. "/bench/blas_direct 1024 2048"))
+for line in p:lines() do
+  local n, g = line:match("^sgemm (%d+) ([%d.]+)")
+  if n then direct[tonumber(n)] = tonumber(g) end
+end
+p:close()
+for _, n in ipairs{1024, 2048} do
+  local a, b = mt.rand{n, n}, mt.rand{n, n}
+  a:matmul(b)
+  local t = best_of(n <= 1024 and 20 or 5, function() a:matmul(b) end)
+  local g = 2 * n * n * n / t * 1e-9
+  print(string.format("%-28s %9.1f GF/s %9.1f GF/s %7.1f%%", ("sgemm %d"):format(n), g,
+    direct[n] or 0, direct[n] and 100 * g / direct[n] or 0))
+end
+
+print("")
+local n = 64 * 1024 * 1024 // 4
+local a, b = mt.rand{n}, mt.rand{n}
+local c = a + b
+local t_out = best_of(10, function() c = nil; c = a + b end)
+local t_in = best_of(10, function() a:add_(b) end)
+local bytes = 3 * n * 4
+print(string.format("%-28s %9.2f GB/s  (3 x 64 MiB moved, new output each time)", "add  c = a + b", bytes / t_out / 1e9))
+print(string.format("%-28s %9.2f GB/s  (3 x 64 MiB moved)", "add  a:add_(b)", bytes / t_in / 1e9))
+
+print("")
+local runs = 30
+local exe = arg[2] or "./machrt"
+local function time_cmd(cmd)
+  local t0 = mt.clock()
+  for _ = 1, runs do os.execute(cmd) end
+  return (mt.clock() - t0) / runs
+end
+local t_host = time_cmd(exe .. " -e ''")
+local t_true = time_cmd("true")
+print(string.format("%-28s %9.2f ms   (mean of %d, shell spawn of %.2f ms subtracted)",
+  "start-up  machrt -e ''", (t_host - t_true) * 1e3, runs, t_true * 1e3))

@@ -1,0 +1,6 @@
+#!/bin/sh
+# `make bench`: every benchmark, one after the other.
+set -e
+BUILD=${BUILD:-build}
+echo "== core: matmul, elementwise bandwidth, start-up"
+./machrt bench/core.lua "$BUILD" ./machrt
