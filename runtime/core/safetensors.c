@@ -393,6 +393,12 @@ static mrt_status read_header(const char *path, int fd, uint64_t file_size, cJSO
         free(buf);
         return mrt_fail(MRT_ERR_FORMAT, "safetensors: %s: header is not valid UTF-8", path);
     }
+    /* cJSON treats a NUL as whitespace between tokens and as the end of a
+     * key, so one could hide or truncate entries; JSON never needs it raw. */
+    if (memchr(buf, '\0', (size_t)n)) {
+        free(buf);
+        return mrt_fail(MRT_ERR_FORMAT, "safetensors: %s: header contains a NUL byte", path);
+    }
     const char *end = NULL;
     cJSON *json = cJSON_ParseWithLengthOpts(buf, (size_t)n, &end, 0);
     if (!json) {

@@ -76,6 +76,24 @@ mrt_status mrt_tensor_alloc(mrt_tensor *t, mrt_dtype dtype, int ndim, const int6
     return st;
 }
 
+mrt_status mrt_tensor_prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
+                                  const int64_t *shape)
+{
+    if (!out->storage) return mrt_tensor_alloc_uninit(out, dtype, ndim, shape);
+    int same = out->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = out->shape[i] == shape[i];
+    if (!same) {
+        char x[MRT_SHAPE_STRLEN], y[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: output has shape %s, the result has shape %s", op,
+                        mrt_shape_str(out->ndim, out->shape, x, sizeof x),
+                        mrt_shape_str(ndim, shape, y, sizeof y));
+    }
+    if (out->dtype != dtype)
+        return mrt_fail(MRT_ERR_DTYPE, "%s: output is %s, the result is %s", op,
+                        mrt_dtype_name(out->dtype), mrt_dtype_name(dtype));
+    return MRT_OK;
+}
+
 void mrt_tensor_release(mrt_tensor *t)
 {
     if (t && t->storage) {

@@ -45,25 +45,6 @@ static mrt_status require_f32(const char *op, const mrt_tensor *t)
     return MRT_OK;
 }
 
-/* Allocates `out` with the given shape when empty, or checks its shape. */
-static mrt_status prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
-                              const int64_t *shape)
-{
-    if (!out->storage) return mrt_tensor_alloc_uninit(out, dtype, ndim, shape);
-    int same = out->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = out->shape[i] == shape[i];
-    if (!same) {
-        char x[MRT_SHAPE_STRLEN], y[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: output has shape %s, the result has shape %s", op,
-                        mrt_shape_str(out->ndim, out->shape, x, sizeof x),
-                        mrt_shape_str(ndim, shape, y, sizeof y));
-    }
-    if (out->dtype != dtype)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: output is %s, the result is %s", op,
-                        mrt_dtype_name(out->dtype), mrt_dtype_name(dtype));
-    return MRT_OK;
-}
-
 /* ---- binary ------------------------------------------------------------ */
 
 /* The unit-stride and one-side-broadcast cases get their own loops so the
@@ -117,7 +98,7 @@ mrt_status mrt_binary(mrt_binop op, const mrt_tensor *a, const mrt_tensor *b, mr
     if ((st = mrt_broadcast_shape(name, a, b, &nd, shape))) return st;
     /* Copy the operand headers first: `out` may be `a` or `b` (in place). */
     mrt_tensor ta = *a, tb = *b;
-    if ((st = prepare_out(name, out, MRT_F32, nd, shape))) return st;
+    if ((st = mrt_tensor_prepare_out(name, out, MRT_F32, nd, shape))) return st;
     mrt_iter it;
     mrt_iter_init(&it, nd, shape);
     mrt_iter_add(&it, out);
@@ -134,7 +115,7 @@ mrt_status mrt_binary_scalar(mrt_binop op, const mrt_tensor *a, double s, int sc
     mrt_status st = require_f32(name, a);
     if (st) return st;
     mrt_tensor ta = *a;
-    if ((st = prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
+    if ((st = mrt_tensor_prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
     float value = (float)s;
     mrt_iter it;
     mrt_iter_init(&it, ta.ndim, ta.shape);
@@ -182,7 +163,7 @@ mrt_status mrt_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor *out)
     mrt_status st = require_f32(name, a);
     if (st) return st;
     mrt_tensor ta = *a;
-    if ((st = prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
+    if ((st = mrt_tensor_prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
     mrt_iter it;
     mrt_iter_init(&it, ta.ndim, ta.shape);
     mrt_iter_add(&it, out);

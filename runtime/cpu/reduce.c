@@ -116,10 +116,13 @@ mrt_status mrt_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_ten
         ostride_in[ond] = a->stride[i];
         ond++;
     }
-    mrt_tensor v = {0}, ix = {0};
-    if ((st = mrt_tensor_alloc_uninit(&v, MRT_F32, ond, oshape))) return st;
-    if (indices && (st = mrt_tensor_alloc_uninit(&ix, MRT_I64, ond, oshape))) {
-        mrt_tensor_release(&v);
+    /* Results go to local headers first so that a failure leaves the
+     * caller's outputs untouched. */
+    mrt_tensor v = *values, ix = indices ? *indices : (mrt_tensor){0};
+    int own_v = !v.storage;
+    if ((st = mrt_tensor_prepare_out(name, &v, MRT_F32, ond, oshape))) return st;
+    if (indices && (st = mrt_tensor_prepare_out(name, &ix, MRT_I64, ond, oshape))) {
+        if (own_v) mrt_tensor_release(&v);
         return st;
     }
     int64_t nout = mrt_tensor_numel(&v);
@@ -130,23 +133,27 @@ mrt_status mrt_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_ten
     const int want_max = is_max_like(op);
 #pragma omp parallel for schedule(static) if (nout * len >= 32768)
     for (int64_t o = 0; o < nout; o++) {
-        int64_t off = 0, r = o;
+        /* Outputs may be strided views supplied by the caller. */
+        int64_t off = 0, vo_off = 0, io_off = 0, r = o;
         for (int d = ond - 1; d >= 0; d--) {
-            off += (r % oshape[d]) * ostride_in[d];
+            int64_t idx = r % oshape[d];
+            off += idx * ostride_in[d];
+            vo_off += idx * v.stride[d];
+            io_off += indices ? idx * ix.stride[d] : 0;
             r /= oshape[d];
         }
         const float *p = x + off;
         if (!is_extreme(op)) {
             double acc = 0.0;
             for (int64_t i = 0; i < len; i++) acc += p[i * step];
-            vo[o] = (float)(op == MRT_MEAN ? (len ? acc / (double)len : NAN) : acc);
-            if (io) io[o] = 0;
+            vo[vo_off] = (float)(op == MRT_MEAN ? (len ? acc / (double)len : NAN) : acc);
+            if (io) io[io_off] = 0;
         } else {
             int64_t bi = 0;
             for (int64_t i = 1; i < len; i++)
                 if (better(p[i * step], p[bi * step], want_max)) bi = i;
-            vo[o] = p[bi * step];
-            if (io) io[o] = bi;
+            vo[vo_off] = p[bi * step];
+            if (io) io[io_off] = bi;
         }
     }
     *values = v;

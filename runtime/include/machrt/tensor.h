@@ -57,6 +57,11 @@ void mrt_storage_set_cache_limit(size_t bytes);
 mrt_status mrt_tensor_alloc(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape);
 /* Same, contents left undefined: for outputs that are written in full. */
 mrt_status mrt_tensor_alloc_uninit(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape);
+/* The output convention of every op: allocates `out` (uninitialised) when
+ * it is empty, otherwise checks that its shape and dtype are the result's,
+ * with a message naming `op`. */
+mrt_status mrt_tensor_prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
+                                  const int64_t *shape);
 /* Drops the storage reference; idempotent (safe to call twice). */
 void mrt_tensor_release(mrt_tensor *t);
 /* Makes `dst` another reference to `src` (same view). `dst` must be empty. */
@@ -119,9 +124,10 @@ typedef enum { MRT_SUM, MRT_MEAN, MRT_MAX, MRT_MIN, MRT_ARGMAX, MRT_ARGMIN } mrt
 /* Whole tensor: value (double accumulation); for ARG* ops `value` is the
  * extreme value and `*index` its 0-based flat (row-major) index. */
 mrt_status mrt_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value, int64_t *index);
-/* Along `dim` (removed from the result). `values` (empty on entry) gets
- * float32 results (for ARG* the extreme values); `indices`, when non-NULL
- * (and empty), gets int64 0-based positions (required for ARG* ops). */
+/* Along `dim` (removed from the result). `values` gets float32 results
+ * (for ARG* the extreme values); `indices`, when non-NULL, gets int64
+ * 0-based positions (required for ARG* ops). Both follow the output
+ * convention (allocated when empty, checked when not). */
 mrt_status mrt_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_tensor *values,
                           mrt_tensor *indices);
 
