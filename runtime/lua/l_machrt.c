@@ -52,12 +52,12 @@ static void fill_nested(lua_State *L, const mrt_tensor *t, int d, int64_t *off, 
         return;
     }
     if (!lua_istable(L, -1))
-        luaL_error(L, "tensor: ragged nested table: element %s is a %s, expected a table of %lld",
-                   path, luaL_typename(L, -1), (long long)t->shape[d]);
+        luaL_error(L, "tensor: ragged nested table: element %s is a %s, expected a table of %I",
+                   path, luaL_typename(L, -1), (lua_Integer)t->shape[d]);
     int64_t n = (int64_t)luaL_len(L, -1);
     if (n != t->shape[d])
-        luaL_error(L, "tensor: ragged nested table: %s has %lld elements, expected %lld",
-                   d == 0 ? "the table" : path, (long long)n, (long long)t->shape[d]);
+        luaL_error(L, "tensor: ragged nested table: %s has %I elements, expected %I",
+                   d == 0 ? "the table" : path, (lua_Integer)n, (lua_Integer)t->shape[d]);
     luaL_checkstack(L, 3, "tensor: nesting too deep");
     for (int64_t i = 0; i < n; i++) {
         size_t used = strlen(path);
@@ -170,7 +170,7 @@ static int m_arange(lua_State *L)
     if (step == 0) return luaL_error(L, "arange: step must not be 0");
     double count = ceil((stop - start) / step);
     if (!(count >= 0)) count = 0;
-    if (count > 1e10) return luaL_error(L, "arange: too many elements (%g)", count);
+    if (count > 1e10) return luaL_error(L, "arange: too many elements (%f)", (lua_Number)count);
     int64_t n = (int64_t)count;
     mrt_tensor *r = mrt_lua_push_tensor(L);
     mrt_lua_check(L, mrt_tensor_alloc_uninit(r, MRT_F32, 1, &n));

@@ -177,8 +177,8 @@ static int64_t element_offset(lua_State *L, const mrt_tensor *t, int first, cons
     for (int i = 0; i < t->ndim; i++) {
         lua_Integer ix = luaL_checkinteger(L, first + i);
         if (ix < 1 || ix > t->shape[i])
-            luaL_error(L, "%s: index %" PRId64 " out of range for dimension %d (size %" PRId64 ")",
-                       op, (int64_t)ix, i + 1, t->shape[i]);
+            luaL_error(L, "%s: index %I out of range for dimension %d (size %I)", op,
+                       (lua_Integer)ix, i + 1, (lua_Integer)t->shape[i]);
         off += (ix - 1) * t->stride[i];
     }
     return off;
@@ -212,7 +212,7 @@ static int t_item(lua_State *L)
 {
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
     int64_t n = mrt_tensor_numel(t);
-    if (n != 1) luaL_error(L, "item: tensor has %" PRId64 " elements, expected exactly 1", n);
+    if (n != 1) luaL_error(L, "item: tensor has %I elements, expected exactly 1", (lua_Integer)n);
     int64_t off = t->offset;
     push_element(L, t, off);
     return 1;
