@@ -142,6 +142,12 @@ mrt_status mrt_view_expand(const mrt_tensor *t, int ndim, const int64_t *shape, 
     for (int i = 0; i < ndim; i++) {
         int64_t want = shape[i];
         if (i < lead) {
+            if (want < 0) {
+                mrt_tensor_release(&v);
+                return mrt_fail(MRT_ERR_SHAPE, "expand: cannot expand %s to %s (new dimension %d "
+                                "has size %" PRId64 ")", SHAPE(t, a),
+                                mrt_shape_str(ndim, shape, b, sizeof b), i + 1, want);
+            }
             v.shape[i] = want;
             v.stride[i] = 0;
             continue;

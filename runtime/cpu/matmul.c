@@ -90,13 +90,17 @@ mrt_status mrt_matmul(const mrt_tensor *a_in, const mrt_tensor *b_in, mrt_tensor
 
     mrt_status st;
     if (out->storage) {
-        int same = out->ndim == ond && out->dtype == MRT_F32 && mrt_tensor_is_contiguous(out);
-        for (int i = 0; same && i < ond; i++) same = out->shape[i] == oshape[i];
-        if (!same) {
-            char x[MRT_SHAPE_STRLEN], y[MRT_SHAPE_STRLEN];
-            return mrt_fail(MRT_ERR_SHAPE, "matmul: output must be a contiguous float32 %s "
-                            "tensor, got %s", mrt_shape_str(ond, oshape, x, sizeof x),
-                            mrt_shape_str(out->ndim, out->shape, y, sizeof y));
+        /* sgemm overwrites C before it has read A and B, so an output that
+         * shares storage with an input, or that sgemm cannot address, gets
+         * the product computed aside and copied in. */
+        if ((st = mrt_tensor_prepare_out("matmul", out, MRT_F32, ond, oshape))) return st;
+        if (out->storage == a_in->storage || out->storage == b_in->storage ||
+            !mrt_tensor_is_contiguous(out)) {
+            mrt_tensor tmp = {0};
+            if ((st = mrt_matmul(a_in, b_in, &tmp))) return st;
+            st = mrt_tensor_copy(out, &tmp);
+            mrt_tensor_release(&tmp);
+            return st;
         }
     } else if ((st = mrt_tensor_alloc_uninit(out, MRT_F32, ond, oshape))) {
         return st;

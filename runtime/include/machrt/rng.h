@@ -22,6 +22,9 @@ void mrt_rng_default_seed(uint64_t seed);
 
 /* One Philox4x32-10 block: 4 uint32 from (counter, key). */
 void mrt_philox4x32(uint64_t counter, uint64_t key, uint32_t out[4]);
+/* The same on the full 128-bit counter and 64-bit key, as the published
+ * known-answer vectors state them. */
+void mrt_philox4x32_block(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
 /* Fill float32 tensors in row-major order (any strides). */
 mrt_status mrt_rng_uniform(mrt_rng *rng, mrt_tensor *t, double low, double high);

@@ -22,7 +22,8 @@ mrt_status mrt_safetensors_save(const char *path, const mrt_named_tensor *tensor
                                 const char *metadata_json);
 
 /* Reads every tensor of the file. On success *out is a malloc'd array of *n
- * entries (free with mrt_safetensors_free) in file order of data offsets;
+ * entries (free with mrt_safetensors_free) in file order of data offsets
+ * (NULL when the file holds no tensors; on failure *out = NULL, *n = 0);
  * *metadata_json (if not NULL) gets a malloc'd copy of the "__metadata__"
  * object as JSON, or NULL. */
 mrt_status mrt_safetensors_load(const char *path, mrt_named_tensor **out, int *n,
