@@ -19,22 +19,29 @@ end
 print(string.format("threads: %d", mt.get_num_threads()))
 print("")
 print(string.format("%-28s %14s %14s %8s", "matmul (n x n x n)", "tensor API", "OpenBLAS", "ratio"))
-local direct = {}
-local p = assert(io.popen(build .. "/bench/blas_direct 1024 2048"))
-for line in p:lines() do
-  local n, g = line:match("^sgemm (%d+) ([%d.]+)")
-  if n then direct[tonumber(n)] = tonumber(g) end
+-- The VM's neighbours make single runs noisy, so both sides are measured in
+-- alternating rounds and each keeps its best.
+local direct, api = {}, {}
+local sizes = {1024, 2048}
+local mats = {}
+for _, n in ipairs(sizes) do mats[n] = {mt.rand{n, n}, mt.rand{n, n}} end
+for _ = 1, 3 do
+  local p = assert(io.popen(build .. "/bench/blas_direct 1024 2048"))
+  for line in p:lines() do
+    local n, g = line:match("^sgemm (%d+) ([%d.]+)")
+    if n then direct[tonumber(n)] = math.max(direct[tonumber(n)] or 0, tonumber(g)) end
+  end
+  p:close()
+  for _, n in ipairs(sizes) do
+    local a, b = mats[n][1], mats[n][2]
+    local t = best_of(n <= 1024 and 20 or 5, function() a:matmul(b) end)
+    api[n] = math.max(api[n] or 0, 2 * n * n * n / t * 1e-9)
+  end
 end
-p:close()
-for _, n in ipairs{1024, 2048} do
-  local a, b = mt.rand{n, n}, mt.rand{n, n}
-  a:matmul(b)
-  local t = best_of(n <= 1024 and 20 or 5, function() a:matmul(b) end)
-  local g = 2 * n * n * n / t * 1e-9
-  print(string.format("%-28s %9.1f GF/s %9.1f GF/s %7.1f%%", ("sgemm %d"):format(n), g,
-    direct[n] or 0, direct[n] and 100 * g / direct[n] or 0))
+for _, n in ipairs(sizes) do
+  print(string.format("%-28s %9.1f GF/s %9.1f GF/s %7.1f%%", ("sgemm %d"):format(n), api[n],
+    direct[n], 100 * api[n] / direct[n]))
 end
-
 print("")
 local n = 64 * 1024 * 1024 // 4
 local a, b = mt.rand{n}, mt.rand{n}
