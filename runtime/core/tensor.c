@@ -30,13 +30,16 @@ static mrt_status check_shape(const char *op, int ndim, const int64_t *shape, in
     if (ndim < 0 || ndim > MRT_MAX_DIMS)
         return mrt_fail(MRT_ERR_SHAPE, "%s: %d dimensions (at most %d supported)", op, ndim,
                         MRT_MAX_DIMS);
-    int64_t n = 1;
+    /* Strides multiply the non-zero sizes even when some size is 0, so that
+     * product is what must not overflow. */
+    int64_t n = 1, span = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return mrt_fail(MRT_ERR_SHAPE, "%s: negative size %" PRId64 " in dimension %d", op,
                             shape[i], i + 1);
-        if (shape[i] > 0 && n > INT64_MAX / 8 / shape[i])
+        if (shape[i] > 0 && span > INT64_MAX / 8 / shape[i])
             return mrt_fail(MRT_ERR_SHAPE, "%s: shape too large", op);
+        if (shape[i] > 0) span *= shape[i];
         n *= shape[i];
     }
     *numel = n;

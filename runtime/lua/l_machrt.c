@@ -212,6 +212,7 @@ static int m_save(lua_State *L)
         }
         meta = cJSON_PrintUnformatted(obj);
         cJSON_Delete(obj);
+        if (!meta) luaL_error(L, "save: out of memory encoding the metadata of '%s'", path);
     }
     /* The names point into the Lua table's keys, which stay alive (arg 2). */
     mrt_named_tensor *list = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *list, 0);
