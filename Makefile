@@ -20,8 +20,8 @@ OPENBLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 
 # Recursive (=) so pkg-config runs after `deps` has installed it.
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcjson)
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libcjson)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcjson sndfile fftw3f soxr)
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libcjson sndfile fftw3f soxr)
 
 OPT      ?= -O2
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
@@ -31,14 +31,14 @@ CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) $(WARN)
 LIBS_ALL   = -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas $(PKG_LIBS) -fopenmp -lm \
              $(EXTRA_LDFLAGS)
 
-CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c)
+CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/nn/*.c runtime/optim/*.c)
 LUA_SRC  := $(wildcard runtime/lua/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ := $(BUILD)/obj/runtime/main.o
 CTEST_SRC := $(wildcard tests/c/test_*.c)
 CTEST_BIN := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
-HEADERS  := $(wildcard runtime/include/machrt/*.h runtime/core/*.h runtime/cpu/*.h runtime/lua/*.h tests/c/*.h)
+HEADERS  := $(wildcard runtime/include/machrt/*.h runtime/*/*.h tests/c/*.h)
 
 .PHONY: all deps run test test-c test-lua sanitize bench install uninstall clean
 .DEFAULT_GOAL := all

@@ -323,5 +323,9 @@ void mrt_lua_preload(lua_State *L)
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_machrt);
     lua_setfield(L, -2, "machrt");
+    lua_pushcfunction(L, luaopen_machrt_audio);
+    lua_setfield(L, -2, "machrt.audio");
+    lua_pushcfunction(L, luaopen_machrt_kernels);
+    lua_setfield(L, -2, "machrt.kernels");
     lua_pop(L, 1);
 }

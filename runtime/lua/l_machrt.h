@@ -10,6 +10,14 @@
 
 /* Module openers (also found by stock lua5.4 in build/lua/machrt.so). */
 int luaopen_machrt(lua_State *L);
+int luaopen_machrt_audio(lua_State *L);   /* l_audio.c */
+int luaopen_machrt_kernels(lua_State *L); /* l_kernels.c: nn and optim kernels */
+
+/* Each adds its functions to the table on top of the stack. */
+void mrt_lua_audio_io(lua_State *L);       /* l_audio_io.c: info, load, save, resample */
+void mrt_lua_audio_spectral(lua_State *L); /* l_audio_spectral.c: MelSpectrogram, ... */
+void mrt_lua_nn(lua_State *L);             /* l_nn.c */
+void mrt_lua_optim(lua_State *L);          /* l_optim.c */
 
 /* Registers every C module in package.preload (used by the machrt host). */
 void mrt_lua_preload(lua_State *L);

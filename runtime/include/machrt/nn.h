@@ -1,0 +1,119 @@
+/* Neural-network layer kernels (CPU), in the style of Torch7's THNN and
+ * llm.c: plain functions with an explicit forward and backward.
+ *
+ * Conventions:
+ *  - Images are NCHW float32 tensors; inputs may be any strided view unless
+ *    a function says "contiguous".
+ *  - Outputs (y, dx, ...) follow tensor.h's output convention: an empty
+ *    tensor is allocated, an allocated one is checked and overwritten.
+ *  - Parameter gradients (dw, db, dweight, dbias, dp) ACCUMULATE (+=) into
+ *    allocated tensors of the parameter's shape, so gradient accumulation over
+ *    several backward calls needs nothing special. Pass NULL to skip one.
+ *  - Scratch memory is owned by the caller in an mrt_workspace that grows on
+ *    demand and is reused across calls (one per model or per layer).
+ *  - Shape errors name the function and the shapes; the Lua layer adds the
+ *    module path (e.g. "layer2.0.conv1"). */
+#ifndef MACHRT_NN_H
+#define MACHRT_NN_H
+
+#include "machrt/rng.h"
+#include "machrt/tensor.h"
+
+typedef struct mrt_workspace {
+    float *data;
+    size_t capacity; /* in floats */
+} mrt_workspace;
+
+/* Ensures at least `floats` floats of scratch (contents not preserved). */
+mrt_status mrt_workspace_reserve(mrt_workspace *ws, size_t floats);
+void mrt_workspace_free(mrt_workspace *ws);
+
+/* ---- convolution: y[n,o] = b[o] + sum_c w[o,c] * x[n,c] (cross-correlation) */
+typedef struct mrt_conv2d_params {
+    int stride_h, stride_w;
+    int pad_h, pad_w; /* zero padding */
+} mrt_conv2d_params;
+
+/* x: N,C,H,W; w: O,C,KH,KW; b: O or NULL; y: N,O,OH,OW with
+ * OH = (H + 2*pad_h - KH) / stride_h + 1. */
+mrt_status mrt_conv2d_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                              const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws);
+/* dx (overwritten) = grad wrt x; dw += grad wrt w; db += grad wrt b. */
+mrt_status mrt_conv2d_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                               const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
+                               mrt_tensor *db, mrt_workspace *ws);
+
+/* ---- linear: y = x w^T + b; x: N,IN; w: OUT,IN; b: OUT or NULL; y: N,OUT */
+mrt_status mrt_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                              mrt_tensor *y);
+mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                               mrt_tensor *dx, mrt_tensor *dw, mrt_tensor *db);
+
+/* ---- batch norm over N,H,W per channel --------------------------------------
+ * training: normalise with the batch mean and biased variance; update
+ *   running_mean/var in place with `momentum` (running_var gets the unbiased
+ *   variance), as PyTorch. evaluation: normalise with the running statistics.
+ * save_mean/save_invstd (C each; output convention) receive the mean and
+ * 1/sqrt(var + eps) that were used, for the backward pass. */
+mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x, const mrt_tensor *weight,
+                                   const mrt_tensor *bias, mrt_tensor *running_mean,
+                                   mrt_tensor *running_var, int training, double momentum,
+                                   double eps, mrt_tensor *y, mrt_tensor *save_mean,
+                                   mrt_tensor *save_invstd);
+/* training = 1: the statistics depend on x (full batch-norm gradient);
+ * training = 0: they are constants. */
+mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x, const mrt_tensor *dy,
+                                    const mrt_tensor *weight, const mrt_tensor *save_mean,
+                                    const mrt_tensor *save_invstd, int training, mrt_tensor *dx,
+                                    mrt_tensor *dweight, mrt_tensor *dbias);
+
+/* ---- ReLU: y may be x (in place). Backward from the output: dx = dy * (y > 0);
+ * dx may be dy. */
+mrt_status mrt_relu_forward(const mrt_tensor *x, mrt_tensor *y);
+mrt_status mrt_relu_backward(const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx);
+
+/* ---- max pooling (padding with -inf); indices (int64, y's shape) record the
+ * flat h*W+w position of each maximum in its input plane. */
+typedef struct mrt_pool2d_params {
+    int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+} mrt_pool2d_params;
+mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p, mrt_tensor *y,
+                                 mrt_tensor *indices);
+/* dx (overwritten, x's shape N,C,H,W given by dx when allocated, else by
+ * `in_h`, `in_w`). */
+mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices, int64_t in_h,
+                                  int64_t in_w, mrt_tensor *dx);
+
+/* ---- global average pooling (AdaptiveAvgPool2d(1)): x N,C,H,W -> y N,C */
+mrt_status mrt_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y);
+mrt_status mrt_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64_t in_w,
+                                       mrt_tensor *dx);
+
+/* ---- GeM pooling: y[n,c] = (mean_hw clamp(x, eps)^p)^(1/p); p is a
+ * one-element tensor (learnable). x N,C,H,W -> y N,C. */
+mrt_status mrt_gem_forward(const mrt_tensor *x, const mrt_tensor *p, double eps, mrt_tensor *y);
+/* dx overwritten; dp += d loss / d p. Needs y from the forward pass. */
+mrt_status mrt_gem_backward(const mrt_tensor *x, const mrt_tensor *p, double eps,
+                            const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx,
+                            mrt_tensor *dp);
+
+/* ---- dropout (inverted: kept values scaled by 1/(1-prob)); mask (x's shape)
+ * receives the per-element scale (0 or 1/(1-prob)) drawn from rng. */
+mrt_status mrt_dropout_forward(const mrt_tensor *x, double prob, mrt_rng *rng, mrt_tensor *y,
+                               mrt_tensor *mask);
+mrt_status mrt_dropout_backward(const mrt_tensor *dy, const mrt_tensor *mask, mrt_tensor *dx);
+
+/* ---- losses (mean reduction) -------------------------------------------------
+ * BCE with logits, numerically stable: mean over every element of
+ * max(z,0) - z*t + log(1 + exp(-|z|)); targets may be soft (in [0,1]). */
+mrt_status mrt_bce_logits_forward(const mrt_tensor *logits, const mrt_tensor *target, double *loss);
+mrt_status mrt_bce_logits_backward(const mrt_tensor *logits, const mrt_tensor *target,
+                                   mrt_tensor *dlogits);
+/* Cross entropy: logits N,C; target either int64 N (0-based class index) or
+ * float32 N,C (class probabilities). Mean over N. */
+mrt_status mrt_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor *target,
+                                     double *loss);
+mrt_status mrt_cross_entropy_backward(const mrt_tensor *logits, const mrt_tensor *target,
+                                      mrt_tensor *dlogits);
+
+#endif
