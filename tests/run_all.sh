@@ -11,7 +11,7 @@ for suite in "sh tests/run_c.sh $BUILD" "./machrt tests/lua/run.lua" "sh tests/h
 done
 rm -f "$log.rc"
 passed=0; failed=0; skipped=0
-for l in $(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' "$log" | sed -E 's/^[a-z-]+: ([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?.*/\1:\2:\3/'); do
+for l in $(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' "$log" | sed -E 's/^[a-z-]+: ([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?.*/\1:\2:\4/'); do
     passed=$((passed + ${l%%:*})); rest=${l#*:}; failed=$((failed + ${rest%%:*}))
     s=${rest#*:}; skipped=$((skipped + ${s:-0}))
 done

@@ -117,6 +117,18 @@ static int m_zeros(lua_State *L)
     return 1;
 }
 
+/* Uninitialised: for buffers a kernel overwrites in full. */
+static int m_empty(lua_State *L)
+{
+    int64_t shape[MRT_MAX_DIMS];
+    int nd = mrt_lua_check_shape(L, 1, shape, "empty");
+    int next = lua_istable(L, 1) ? 2 : nd + 1;
+    mrt_dtype dtype = lua_type(L, next) == LUA_TSTRING ? check_dtype(L, next) : MRT_F32;
+    mrt_tensor *r = mrt_lua_push_tensor(L);
+    mrt_lua_check(L, mrt_tensor_alloc_uninit(r, dtype, nd, shape));
+    return 1;
+}
+
 static int m_ones(lua_State *L)
 {
     int next;
@@ -302,7 +314,7 @@ static int m_is_tensor(lua_State *L)
 }
 
 static const luaL_Reg machrt_funcs[] = {
-    {"tensor", m_tensor}, {"zeros", m_zeros}, {"ones", m_ones}, {"full", m_full},
+    {"tensor", m_tensor}, {"zeros", m_zeros}, {"empty", m_empty}, {"ones", m_ones}, {"full", m_full},
     {"rand", m_rand}, {"randn", m_randn}, {"arange", m_arange},
     {"save", m_save}, {"load", m_load}, {"manual_seed", m_manual_seed},
     {"set_num_threads", m_set_num_threads}, {"get_num_threads", m_get_num_threads},

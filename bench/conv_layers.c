@@ -1,0 +1,261 @@
+/* Convolution cost of a ResNet34 training step, layer shape by layer shape:
+ * batch 32 of 1 x 128 x 431 (10 s log-mel clips). For every distinct conv
+ * shape it times machrt's forward and backward (dx + dw, no dx for the first
+ * layer, whose input is data) and prints GFLOP/s; with --peer it also runs
+ * bench/peers/torch_conv_layers.py (PyTorch's CPU path, oneDNN) and prints
+ * both side by side, with the whole network's conv time (each shape times
+ * the number of layers of that shape).
+ *
+ * The machine is shared, so machrt and PyTorch are measured in alternating
+ * rounds and each keeps its best time per layer.
+ *
+ *   conv_layers [--peer] [--rounds R] [--reps K] [--threads T] [--batch N]
+ *               [--algo auto|im2col|winograd|gemm1x1] [--block B] [--only NAME] [--cpu]
+ *
+ * --cpu times CPU seconds instead of wall-clock ones (meaningful with
+ * --threads 1 when the machine is busy; both sides switch). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "machrt/nn.h"
+#include "../runtime/nn/conv2d.h"
+
+typedef struct {
+    const char *name;
+    int cin, cout, k, stride, pad, h, w, count, grad_input;
+} layer;
+
+/* The same table as bench/peers/torch_conv_layers.py. */
+static const layer LAYERS[] = {
+    {"conv1_7x7s2", 1, 64, 7, 2, 3, 128, 431, 1, 0},
+    {"l1_3x3_64", 64, 64, 3, 1, 1, 32, 108, 6, 1},
+    {"l2_3x3s2_64_128", 64, 128, 3, 2, 1, 32, 108, 1, 1},
+    {"l2_3x3_128", 128, 128, 3, 1, 1, 16, 54, 7, 1},
+    {"l2_ds_1x1s2", 64, 128, 1, 2, 0, 32, 108, 1, 1},
+    {"l3_3x3s2_128_256", 128, 256, 3, 2, 1, 16, 54, 1, 1},
+    {"l3_3x3_256", 256, 256, 3, 1, 1, 8, 27, 11, 1},
+    {"l3_ds_1x1s2", 128, 256, 1, 2, 0, 16, 54, 1, 1},
+    {"l4_3x3s2_256_512", 256, 512, 3, 2, 1, 8, 27, 1, 1},
+    {"l4_3x3_512", 512, 512, 3, 1, 1, 4, 14, 5, 1},
+    {"l4_ds_1x1s2", 256, 512, 1, 2, 0, 8, 27, 1, 1},
+};
+#define NLAYERS ((int)(sizeof LAYERS / sizeof LAYERS[0]))
+
+/* Wall-clock time, or with --cpu the process's CPU time: with one thread
+ * on a loaded machine that still measures the code rather than the load. */
+static clockid_t clock_id = CLOCK_MONOTONIC;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(clock_id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void fill(mrt_tensor *t, unsigned seed, float scale)
+{
+    float *p = mrt_f32(t);
+    int64_t n = mrt_tensor_numel(t);
+    unsigned s = seed * 2654435761u + 1;
+    for (int64_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        p[i] = scale * ((float)(s >> 8) / 16777216.0f - 0.5f);
+    }
+}
+
+static int die(const char *what)
+{
+    fprintf(stderr, "conv_layers: %s: %s\n", what, mrt_last_error());
+    return 1;
+}
+
+/* Best forward and backward times (seconds) of `reps` runs of one layer. */
+static int time_layer(const layer *l, int batch, int reps, const mrt_conv2d_opts *opts,
+                      mrt_workspace *ws, double *tf, double *tb)
+{
+    mrt_tensor x = {0}, w = {0}, y = {0}, dy = {0}, dx = {0}, dw = {0};
+    const int64_t xs[4] = {batch, l->cin, l->h, l->w}, wsz[4] = {l->cout, l->cin, l->k, l->k};
+    mrt_conv2d_params p = {l->stride, l->stride, l->pad, l->pad};
+    int rc = 0;
+    if (mrt_tensor_alloc(&x, MRT_F32, 4, xs) || mrt_tensor_alloc(&w, MRT_F32, 4, wsz) ||
+        mrt_tensor_alloc(&dw, MRT_F32, 4, wsz))
+        return die("alloc");
+    fill(&x, 1, 2.0f);
+    fill(&w, 2, 0.1f);
+    if (mrt_conv2d_forward_opts(&x, &w, NULL, &p, &y, ws, opts)) {
+        rc = die(l->name);
+        goto out;
+    }
+    if (mrt_tensor_alloc(&dy, MRT_F32, 4, y.shape)) {
+        rc = die("alloc");
+        goto out;
+    }
+    fill(&dy, 3, 1.0f);
+    mrt_tensor *dxp = l->grad_input ? &dx : NULL;
+    /* one untimed backward: allocates dx and grows the workspace */
+    if (mrt_conv2d_backward_opts(&x, &w, &dy, &p, dxp, &dw, NULL, ws, opts)) {
+        rc = die(l->name);
+        goto out;
+    }
+    *tf = *tb = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        mrt_conv2d_forward_opts(&x, &w, NULL, &p, &y, ws, opts);
+        double t1 = now();
+        mrt_conv2d_backward_opts(&x, &w, &dy, &p, dxp, &dw, NULL, ws, opts);
+        double t2 = now();
+        if (t1 - t0 < *tf) *tf = t1 - t0;
+        if (t2 - t1 < *tb) *tb = t2 - t1;
+    }
+out:
+    mrt_tensor_release(&x);
+    mrt_tensor_release(&w);
+    mrt_tensor_release(&y);
+    mrt_tensor_release(&dy);
+    mrt_tensor_release(&dx);
+    mrt_tensor_release(&dw);
+    return rc;
+}
+
+static double layer_flops(const layer *l, int batch)
+{
+    int oh = (l->h + 2 * l->pad - l->k) / l->stride + 1;
+    int ow = (l->w + 2 * l->pad - l->k) / l->stride + 1;
+    return 2.0 * batch * l->cout * l->cin * l->k * l->k * (double)oh * ow;
+}
+
+/* Runs the PyTorch peer once; fills its best times (seconds). Returns 0 when
+ * it ran. */
+/* $PYTHON, else Debian's /usr/bin/python3 (where python3-torch lives), else
+ * python3, as the other benchmarks choose. */
+static const char *python(void)
+{
+    const char *p = getenv("PYTHON");
+    if (p && *p) return p;
+    return access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+}
+
+static int run_peer(int batch, int threads, int reps, double *pf, double *pb)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "%s bench/peers/torch_conv_layers.py --batch %d --threads %d --reps %d%s "
+             "2>/dev/null", python(), batch, threads, reps,
+             clock_id == CLOCK_MONOTONIC ? "" : " --cpu");
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    char line[256], name[64];
+    double a, b;
+    int got = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "layer %63s %lf %lf", name, &a, &b) != 3) continue;
+        for (int i = 0; i < NLAYERS; i++) {
+            if (strcmp(name, LAYERS[i].name) != 0) continue;
+            if (a * 1e-3 < pf[i]) pf[i] = a * 1e-3;
+            if (b * 1e-3 < pb[i]) pb[i] = b * 1e-3;
+            got++;
+        }
+    }
+    int st = pclose(f);
+    return got > 0 && st == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    int peer = 0, rounds = 3, reps = 3, threads = 2, batch = 32;
+    const char *only = NULL;
+    mrt_conv2d_opts opts = {MRT_CONV_AUTO, 0, 0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--peer")) peer = 1;
+        else if (!strcmp(a, "--cpu")) clock_id = CLOCK_PROCESS_CPUTIME_ID;
+        else if (!strcmp(a, "--rounds") && v) rounds = atoi(argv[++i]);
+        else if (!strcmp(a, "--reps") && v) reps = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--batch") && v) batch = atoi(argv[++i]);
+        else if (!strcmp(a, "--block") && v) opts.images_per_block = atoi(argv[++i]);
+        else if (!strcmp(a, "--only") && v) only = argv[++i];
+        else if (!strcmp(a, "--algo") && v) {
+            const char *s = argv[++i];
+            opts.algo = !strcmp(s, "im2col")     ? MRT_CONV_IM2COL
+                        : !strcmp(s, "winograd") ? MRT_CONV_WINOGRAD
+                        : !strcmp(s, "gemm1x1")  ? MRT_CONV_GEMM1X1
+                                                 : MRT_CONV_AUTO;
+        } else {
+            fprintf(stderr, "usage: conv_layers [--peer] [--rounds R] [--reps K] [--threads T] "
+                            "[--batch N] [--algo A] [--block B] [--only NAME] [--cpu]\n");
+            return 2;
+        }
+    }
+    mrt_set_num_threads(threads);
+    double mf[NLAYERS], mb[NLAYERS], pf[NLAYERS], pb[NLAYERS];
+    int use[NLAYERS];
+    for (int i = 0; i < NLAYERS; i++) {
+        mf[i] = mb[i] = pf[i] = pb[i] = 1e30;
+        use[i] = !only || strstr(LAYERS[i].name, only) != NULL;
+    }
+    mrt_workspace ws = {0};
+    int have_peer = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < NLAYERS; i++) {
+            if (!use[i]) continue;
+            mrt_conv2d_opts o = opts;
+            /* A forced algorithm applies where it can; the rest go automatic. */
+            const layer *l = &LAYERS[i];
+            mrt_conv_geom g = {batch, l->cin, l->h, l->w, l->cout, l->k, l->k,
+                               (l->h + 2 * l->pad - l->k) / l->stride + 1,
+                               (l->w + 2 * l->pad - l->k) / l->stride + 1,
+                               l->stride, l->stride, l->pad, l->pad};
+            if (!mrt_conv2d_algo_supports(o.algo, &g)) o.algo = MRT_CONV_AUTO;
+            double tf, tb;
+            if (time_layer(l, batch, reps, &o, &ws, &tf, &tb)) return 1;
+            if (tf < mf[i]) mf[i] = tf;
+            if (tb < mb[i]) mb[i] = tb;
+        }
+        if (peer && run_peer(batch, threads, reps, pf, pb) == 0) have_peer = 1;
+    }
+    mrt_workspace_free(&ws);
+
+    printf("conv layers of a ResNet34 training step, batch %d x 1 x 128 x 431, %d threads, "
+           "best of %d rounds x %d%s\n", batch, threads, rounds, reps,
+           clock_id == CLOCK_MONOTONIC ? "" : ", CPU time");
+    printf("%-18s %3s %-8s %9s %9s %7s %7s", "layer", "n", "algo", "fwd ms", "bwd ms", "fwd GF",
+           "bwd GF");
+    if (have_peer) printf(" %9s %9s %6s %6s", "torch fwd", "torch bwd", "x fwd", "x bwd");
+    printf("\n");
+    double tot_mf = 0, tot_mb = 0, tot_pf = 0, tot_pb = 0;
+    for (int i = 0; i < NLAYERS; i++) {
+        if (!use[i]) continue;
+        const layer *l = &LAYERS[i];
+        mrt_conv_geom g = {batch, l->cin, l->h, l->w, l->cout, l->k, l->k,
+                           (l->h + 2 * l->pad - l->k) / l->stride + 1,
+                           (l->w + 2 * l->pad - l->k) / l->stride + 1,
+                           l->stride, l->stride, l->pad, l->pad};
+        mrt_conv_algo a = opts.algo != MRT_CONV_AUTO && mrt_conv2d_algo_supports(opts.algo, &g)
+                              ? opts.algo
+                              : mrt_conv2d_choose(&g);
+        double fl = layer_flops(l, batch);
+        double blf = fl * (l->grad_input ? 2.0 : 1.0);
+        printf("%-18s %3d %-8s %9.2f %9.2f %7.1f %7.1f", l->name, l->count, mrt_conv_algo_name(a),
+               mf[i] * 1e3, mb[i] * 1e3, fl / mf[i] * 1e-9, blf / mb[i] * 1e-9);
+        if (have_peer)
+            printf(" %9.2f %9.2f %6.2f %6.2f", pf[i] * 1e3, pb[i] * 1e3, pf[i] / mf[i],
+                   pb[i] / mb[i]);
+        printf("\n");
+        tot_mf += l->count * mf[i];
+        tot_mb += l->count * mb[i];
+        tot_pf += l->count * pf[i];
+        tot_pb += l->count * pb[i];
+    }
+    printf("network conv time per step: machrt fwd %.0f ms + bwd %.0f ms = %.0f ms", tot_mf * 1e3,
+           tot_mb * 1e3, (tot_mf + tot_mb) * 1e3);
+    if (have_peer)
+        printf("; torch fwd %.0f ms + bwd %.0f ms = %.0f ms; speedup %.2fx", tot_pf * 1e3,
+               tot_pb * 1e3, (tot_pf + tot_pb) * 1e3, (tot_pf + tot_pb) / (tot_mf + tot_mb));
+    printf("\n");
+    return 0;
+}

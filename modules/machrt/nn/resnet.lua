@@ -1,0 +1,117 @@
+-- ResNets with torchvision's structure, initialisation and state-dict names,
+-- so weights move to and from torchvision.models.resnet18/34 (with a
+-- 1-channel conv1 when in_channels = 1).
+local mt = require "machrt"
+local Module = require "machrt.nn.module"
+local Conv2d = require "machrt.nn.conv"
+local BatchNorm2d = require "machrt.nn.batchnorm"
+local ReLU = require "machrt.nn.activation"
+local Linear = require "machrt.nn.linear"
+local Dropout = require "machrt.nn.dropout"
+local pooling = require "machrt.nn.pooling"
+local containers = require "machrt.nn.containers"
+
+local Sequential, Flatten = containers.Sequential, containers.Flatten
+
+-- The residual block: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
+local BasicBlock = Module.class("BasicBlock", Module)
+
+function BasicBlock:__init(inplanes, planes, stride)
+  stride = stride or 1
+  self:add("conv1", Conv2d(inplanes, planes, 3, {stride = stride, padding = 1, bias = false}))
+  self:add("bn1", BatchNorm2d(planes))
+  self:add("relu", ReLU{inplace = true})
+  self:add("conv2", Conv2d(planes, planes, 3, {padding = 1, bias = false}))
+  self:add("bn2", BatchNorm2d(planes))
+  if stride ~= 1 or inplanes ~= planes then
+    self:add("downsample", Sequential{
+      Conv2d(inplanes, planes, 1, {stride = stride, bias = false}),
+      BatchNorm2d(planes),
+    })
+  end
+  self.out_relu = ReLU{inplace = true}
+end
+
+function BasicBlock:forward(x)
+  local c = self.children
+  local h = c.relu:forward(c.bn1:forward(c.conv1:forward(x)))
+  self.h = h
+  local main = c.bn2:forward(c.conv2:forward(h))
+  local shortcut = c.downsample and c.downsample:forward(x) or x
+  self.sum = Module.reuse(self.sum, main:shape()):copy(main):add_(shortcut)
+  self.output = self.out_relu:forward(self.sum)
+  return self.output
+end
+
+function BasicBlock:backward(x, grad_output)
+  local c = self.children
+  local g = self.out_relu:backward(self.sum, grad_output)
+  local gm = c.bn2:backward(c.conv2.output, g)
+  gm = c.conv2:backward(self.h, gm)
+  gm = c.relu:backward(c.bn1.output, gm)
+  gm = c.bn1:backward(c.conv1.output, gm)
+  gm = c.conv1:backward(x, gm)
+  local gs = c.downsample and c.downsample:backward(x, g) or g
+  self.gradInput = Module.reuse(self.gradInput, x:shape()):copy(gm):add_(gs)
+  return self.gradInput
+end
+
+-- Kaiming normal, fan_out, for ReLU (torchvision's choice for ResNets).
+local function kaiming_normal_fan_out(w)
+  local s = w:shape()
+  local fan_out = s[1] * s[3] * s[4]
+  w:copy(mt.randn(s) * math.sqrt(2 / fan_out))
+end
+
+local function build(blocks, opts)
+  opts = opts or {}
+  local valid = {in_channels = true, num_classes = true, pool = true, dropout = true, gem_p = true,
+                 input_grad = true}
+  for k in pairs(opts) do
+    if not valid[k] then
+      error(("resnet: unknown option '%s' (valid: in_channels, num_classes, pool, dropout, gem_p, input_grad)")
+        :format(tostring(k)), 3)
+    end
+  end
+  local in_channels = opts.in_channels or 3
+  local num_classes = opts.num_classes or 1000
+  local pool = opts.pool or "avg"
+  if pool ~= "avg" and pool ~= "gem" then
+    error(("resnet: pool must be 'avg' or 'gem', got '%s'"):format(tostring(pool)), 3)
+  end
+  local model = Sequential()
+  model.__name = "ResNet"
+  model:add("conv1", Conv2d(in_channels, 64, 7, {stride = 2, padding = 3, bias = false}))
+  model:add("bn1", BatchNorm2d(64))
+  model:add("relu", ReLU{inplace = true})
+  model:add("maxpool", pooling.MaxPool2d(3, 2, 1))
+  local inplanes = 64
+  for i, planes in ipairs{64, 128, 256, 512} do
+    local layer = Sequential()
+    for j = 1, blocks[i] do
+      layer:add(tostring(j - 1), BasicBlock(inplanes, planes, (j == 1 and i > 1) and 2 or 1))
+      inplanes = planes
+    end
+    model:add("layer" .. i, layer)
+  end
+  if pool == "gem" then
+    model:add("pool", pooling.GeM{p = opts.gem_p or 3})
+  else
+    model:add("avgpool", pooling.AdaptiveAvgPool2d(1))
+  end
+  model:add("flatten", Flatten())
+  model:add("dropout", Dropout(opts.dropout or 0))
+  model:add("fc", Linear(512, num_classes))
+  -- The gradient with respect to the input image is rarely needed and costs
+  -- a full convolution; ask for it with input_grad = true.
+  model.children.conv1.need_input_grad = opts.input_grad == true
+  model:apply(function(m)
+    if m.__name == "Conv2d" then kaiming_normal_fan_out(m.params.weight.param) end
+  end)
+  return model:flatten_parameters()
+end
+
+local resnet = {BasicBlock = BasicBlock}
+function resnet.resnet18(opts) return build({2, 2, 2, 2}, opts) end
+function resnet.resnet34(opts) return build({3, 4, 6, 3}, opts) end
+return resnet

@@ -1,0 +1,467 @@
+/* Batch normalisation over (N, H, W) per channel, forward and backward.
+ *
+ * Work is split into (channel, image) planes: each plane's partial sums are
+ * computed by one thread and then added per channel in image order, so the
+ * statistics are the same bits for any thread count, and a batch of 32 keeps
+ * both cores busy even when a layer has few channels.
+ *
+ * Sums are accumulated in double. The forward statistics take one pass with
+ * sums shifted by the channel's first value: sum(x - K) and sum((x - K)^2)
+ * stay well conditioned when the mean is large against the spread (the
+ * naive E[x^2] - E[x]^2 is not), without the extra pass over x that a
+ * two-pass variance would cost. The forward pass therefore reads x twice
+ * (statistics, then normalisation) and the training backward pass reads x
+ * and dy twice (sums, then dx); the evaluation backward pass reads them once.
+ *
+ * The elementwise loops carry `omp simd`: outputs may alias inputs element
+ * for element (in place), which stops the compiler from vectorising them on
+ * its own; element i only touches position i, so the assertion holds. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include "machrt/nn.h"
+
+/* Below this many elements a parallel region costs more than the work. */
+#define BN_PARALLEL_MIN 32768
+/* Independent accumulators: break the add latency chain and let the
+ * compiler use vector registers, in a fixed order (reproducible). */
+#define LANES 8
+
+/* ---- argument checks ------------------------------------------------------ */
+
+static mrt_status need_f32(const char *op, const char *name, const mrt_tensor *t)
+{
+    if (!t || !t->storage)
+        return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
+    if (t->storage->device != MRT_CPU)
+        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, this kernel runs on the cpu", op,
+                        name, mrt_device_name(t->storage->device));
+    if (t->dtype != MRT_F32)
+        return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be float32, got %s", op, name,
+                        mrt_dtype_name(t->dtype));
+    return MRT_OK;
+}
+
+/* A per-channel vector (weight, bias, running and saved statistics, their
+ * gradients): 1-d of size C. */
+static mrt_status need_channel_vec(const char *op, const char *name, const mrt_tensor *t,
+                                   const mrt_tensor *x)
+{
+    mrt_status st = need_f32(op, name, t);
+    if (st) return st;
+    if (t->ndim != 1 || t->shape[0] != x->shape[1]) {
+        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: %s has shape %s, expected %" PRId64 " (the channels of input %s)",
+                        op, name, mrt_shape_str(t->ndim, t->shape, a, sizeof a), x->shape[1],
+                        mrt_shape_str(x->ndim, x->shape, b, sizeof b));
+    }
+    return MRT_OK;
+}
+
+static mrt_status need_nchw(const char *op, const char *name, const mrt_tensor *t)
+{
+    mrt_status st = need_f32(op, name, t);
+    if (st) return st;
+    if (t->ndim != 4) {
+        char a[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: %s must be 4-d (N,C,H,W), got shape %s", op, name,
+                        mrt_shape_str(t->ndim, t->shape, a, sizeof a));
+    }
+    return MRT_OK;
+}
+
+static mrt_status need_same_shape(const char *op, const char *name, const mrt_tensor *t,
+                                  const char *ref_name, const mrt_tensor *ref)
+{
+    int same = t->ndim == ref->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == ref->shape[d];
+    if (!same) {
+        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: %s has shape %s, expected %s's shape %s", op, name,
+                        mrt_shape_str(t->ndim, t->shape, a, sizeof a), ref_name,
+                        mrt_shape_str(ref->ndim, ref->shape, b, sizeof b));
+    }
+    return MRT_OK;
+}
+
+/* Outputs: an allocated one is checked here (so the message names it); an
+ * empty one is allocated only once every check has passed, and released
+ * again if a later allocation fails, so a failing call changes nothing. */
+typedef struct {
+    mrt_tensor *dst;
+    int64_t shape[MRT_MAX_DIMS];
+    int ndim;
+    const char *name;
+    int allocated;
+} out_slot;
+
+static mrt_status out_check(const char *op, out_slot *s, mrt_tensor *dst, const char *name,
+                            int ndim, const int64_t *shape)
+{
+    s->dst = dst;
+    s->name = name;
+    s->ndim = ndim;
+    s->allocated = 0;
+    for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
+    if (!dst || !dst->storage) return MRT_OK;
+    mrt_status st = need_f32(op, name, dst);
+    if (st) return st;
+    int same = dst->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++) same = dst->shape[d] == shape[d];
+    if (!same) {
+        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: output %s has shape %s, expected %s", op, name,
+                        mrt_shape_str(dst->ndim, dst->shape, a, sizeof a),
+                        mrt_shape_str(ndim, shape, b, sizeof b));
+    }
+    return MRT_OK;
+}
+
+static mrt_status out_alloc(out_slot *slots, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!slots[i].dst || slots[i].dst->storage) continue;
+        mrt_status st = mrt_tensor_alloc_uninit(slots[i].dst, MRT_F32, slots[i].ndim,
+                                                slots[i].shape);
+        if (st) {
+            for (int j = 0; j < i; j++)
+                if (slots[j].allocated) mrt_tensor_release(slots[j].dst);
+            return st;
+        }
+        slots[i].allocated = 1;
+    }
+    return MRT_OK;
+}
+
+static inline float *vec_at(const mrt_tensor *t, int64_t c) { return mrt_f32(t) + c * t->stride[0]; }
+
+/* ---- plane geometry --------------------------------------------------------
+ * A (n, c) plane of H x W elements is walked as `rows` rows of `len`
+ * elements; a plane that is contiguous in every operand becomes one row of
+ * H*W with unit stride (the fast, vectorised path). */
+typedef struct {
+    int64_t rows, len;
+    int64_t row_stride[4], elem_stride[4];
+} plane_walk;
+
+static void plane_walk_init(plane_walk *pw, int64_t H, int64_t W, int nops, const mrt_tensor **ops)
+{
+    int flat = 1;
+    for (int k = 0; k < nops; k++)
+        if (!((ops[k]->stride[3] == 1 || W == 1) && (ops[k]->stride[2] == W || H == 1))) flat = 0;
+    if (flat) {
+        pw->rows = 1;
+        pw->len = H * W;
+        for (int k = 0; k < nops; k++) pw->row_stride[k] = 0, pw->elem_stride[k] = 1;
+    } else {
+        pw->rows = H;
+        pw->len = W;
+        for (int k = 0; k < nops; k++)
+            pw->row_stride[k] = ops[k]->stride[2], pw->elem_stride[k] = ops[k]->stride[3];
+    }
+}
+
+static inline float *plane_at(const mrt_tensor *t, int64_t n, int64_t c)
+{
+    return mrt_f32(t) + n * t->stride[0] + c * t->stride[1];
+}
+
+/* s1 += sum(p - k), s2 += sum((p - k)^2) over a row. */
+static void row_shifted_sums(const float *p, int64_t len, int64_t es, double k, double *s1,
+                             double *s2)
+{
+    double a[LANES] = {0}, b[LANES] = {0};
+    int64_t i = 0;
+    if (es == 1) {
+        for (; i + LANES <= len; i += LANES)
+            for (int j = 0; j < LANES; j++) {
+                double d = (double)p[i + j] - k;
+                a[j] += d;
+                b[j] += d * d;
+            }
+    }
+    for (; i < len; i++) {
+        double d = (double)p[i * es] - k;
+        a[0] += d;
+        b[0] += d * d;
+    }
+    for (int j = 0; j < LANES; j++) *s1 += a[j], *s2 += b[j];
+}
+
+/* s1 += sum(g), s2 += sum(g * (x - mean)) over a row. */
+static void row_grad_sums(const float *x, int64_t xs, const float *g, int64_t gs, int64_t len,
+                          double mean, double *s1, double *s2)
+{
+    double a[LANES] = {0}, b[LANES] = {0};
+    int64_t i = 0;
+    if (xs == 1 && gs == 1) {
+        for (; i + LANES <= len; i += LANES)
+            for (int j = 0; j < LANES; j++) {
+                double gv = (double)g[i + j];
+                a[j] += gv;
+                b[j] += gv * ((double)x[i + j] - mean);
+            }
+    }
+    for (; i < len; i++) {
+        double gv = (double)g[i * gs];
+        a[0] += gv;
+        b[0] += gv * ((double)x[i * xs] - mean);
+    }
+    for (int j = 0; j < LANES; j++) *s1 += a[j], *s2 += b[j];
+}
+
+/* ---- forward ---------------------------------------------------------------- */
+
+mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *weight,
+                                   const mrt_tensor *bias, mrt_tensor *running_mean,
+                                   mrt_tensor *running_var, int training, double momentum,
+                                   double eps, mrt_tensor *y, mrt_tensor *save_mean,
+                                   mrt_tensor *save_invstd)
+{
+    static const char *op = "batchnorm2d_forward";
+    mrt_status st;
+    if ((st = need_nchw(op, "input", x_in))) return st;
+    /* y may be x (in place): keep x's header before y is touched. */
+    const mrt_tensor x = *x_in;
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    const int64_t count = N * H * W;
+    /* weight/bias NULL = affine=False (1 and 0). */
+    if (weight && (st = need_channel_vec(op, "weight", weight, &x))) return st;
+    if (bias && (st = need_channel_vec(op, "bias", bias, &x))) return st;
+    if (!running_mean != !running_var)
+        return mrt_fail(MRT_ERR_ARG, "%s: give both running_mean and running_var, or neither", op);
+    if (running_mean) {
+        if ((st = need_channel_vec(op, "running_mean", running_mean, &x))) return st;
+        if ((st = need_channel_vec(op, "running_var", running_var, &x))) return st;
+    } else if (!training) {
+        return mrt_fail(MRT_ERR_ARG, "%s: evaluation mode needs running_mean and running_var", op);
+    }
+    if (!isfinite(eps) || eps < 0.0)
+        return mrt_fail(MRT_ERR_ARG, "%s: eps must be finite and >= 0, got %g", op, eps);
+    if (training && (!isfinite(momentum) || momentum < 0.0 || momentum > 1.0))
+        return mrt_fail(MRT_ERR_ARG, "%s: momentum must be in [0, 1], got %g", op, momentum);
+    if (training && count <= 1) {
+        /* The unbiased variance divides by count - 1, as PyTorch refuses too. */
+        char a[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: training needs more than 1 value per channel, input has shape %s", op,
+                        mrt_shape_str(x.ndim, x.shape, a, sizeof a));
+    }
+    if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
+    out_slot slots[3];
+    const int64_t vshape[1] = {C};
+    if ((st = out_check(op, &slots[0], y, "y", 4, x.shape))) return st;
+    if ((st = out_check(op, &slots[1], save_mean, "save_mean", 1, vshape))) return st;
+    if ((st = out_check(op, &slots[2], save_invstd, "save_invstd", 1, vshape))) return st;
+    /* Per-channel mean, invstd (double) and, in training, per-plane sums. */
+    size_t nsums = training ? (size_t)(2 * C * N) : 0;
+    double *buf = malloc(((size_t)(2 * C) + nsums) * sizeof *buf + 1);
+    if (!buf) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
+    if ((st = out_alloc(slots, 3))) {
+        free(buf);
+        return st;
+    }
+    double *mean = buf, *invstd = buf + C, *part = buf + 2 * C;
+    const int64_t total = count * C;
+    const int64_t items = C * N; /* item = c * N + n */
+
+    if (training) {
+        const mrt_tensor *ops[1] = {&x};
+        plane_walk pw;
+        plane_walk_init(&pw, H, W, 1, ops);
+#pragma omp parallel for schedule(static) if (total >= BN_PARALLEL_MIN)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t c = it / N, n = it % N;
+            const double k = (double)*plane_at(&x, 0, c); /* the shift K */
+            const float *p = plane_at(&x, n, c);
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t r = 0; r < pw.rows; r++)
+                row_shifted_sums(p + r * pw.row_stride[0], pw.len, pw.elem_stride[0], k, &s1, &s2);
+            part[2 * it] = s1;
+            part[2 * it + 1] = s2;
+        }
+        for (int64_t c = 0; c < C; c++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t n = 0; n < N; n++) s1 += part[2 * (c * N + n)], s2 += part[2 * (c * N + n) + 1];
+            double m = s1 / (double)count;
+            double var = s2 / (double)count - m * m; /* biased, around the shift */
+            if (var < 0.0) var = 0.0;
+            mean[c] = (double)*plane_at(&x, 0, c) + m;
+            invstd[c] = 1.0 / sqrt(var + eps);
+            if (running_mean) {
+                float *rm = vec_at(running_mean, c), *rv = vec_at(running_var, c);
+                double unbiased = var * (double)count / (double)(count - 1);
+                *rm = (float)((1.0 - momentum) * (double)*rm + momentum * mean[c]);
+                *rv = (float)((1.0 - momentum) * (double)*rv + momentum * unbiased);
+            }
+        }
+    } else {
+        for (int64_t c = 0; c < C; c++) {
+            mean[c] = (double)*vec_at(running_mean, c);
+            invstd[c] = 1.0 / sqrt((double)*vec_at(running_var, c) + eps);
+        }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        if (save_mean) *vec_at(save_mean, c) = (float)mean[c];
+        if (save_invstd) *vec_at(save_invstd, c) = (float)invstd[c];
+    }
+
+    /* y = ((x - mh) - ml) * a + bias with a = w * invstd and the mean split
+     * into float parts mh + ml. PyTorch's x * a + (bias - mean * a) loses
+     * the digits of y when |mean| is large against the spread (x * a and
+     * mean * a are then large and nearly cancel); x - mh is exact for x near
+     * the mean (Sterbenz), and ml restores what rounding the mean to float
+     * dropped. Four float operations, still vectorised. */
+    const mrt_tensor *ops[2] = {&x, y};
+    plane_walk pw;
+    plane_walk_init(&pw, H, W, 2, ops);
+    const mrt_tensor yv = *y;
+#pragma omp parallel for schedule(static) if (total >= BN_PARALLEL_MIN)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t c = it / N, n = it % N;
+        double w = weight ? (double)*vec_at(weight, c) : 1.0;
+        double b0 = bias ? (double)*vec_at(bias, c) : 0.0;
+        const float a = (float)(w * invstd[c]), b = (float)b0;
+        const float mh = (float)mean[c], ml = (float)(mean[c] - (double)mh);
+        const float *px = plane_at(&x, n, c);
+        float *py = plane_at(&yv, n, c);
+        for (int64_t r = 0; r < pw.rows; r++) {
+            const float *xr = px + r * pw.row_stride[0];
+            float *yr = py + r * pw.row_stride[1];
+            const int64_t xs = pw.elem_stride[0], ys = pw.elem_stride[1];
+            if (xs == 1 && ys == 1) {
+#pragma omp simd
+                for (int64_t i = 0; i < pw.len; i++) yr[i] = ((xr[i] - mh) - ml) * a + b;
+            } else {
+                for (int64_t i = 0; i < pw.len; i++) yr[i * ys] = ((xr[i * xs] - mh) - ml) * a + b;
+            }
+        }
+    }
+    free(buf);
+    return MRT_OK;
+}
+
+/* ---- backward --------------------------------------------------------------- */
+
+mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy_in,
+                                    const mrt_tensor *weight, const mrt_tensor *save_mean,
+                                    const mrt_tensor *save_invstd, int training, mrt_tensor *dx,
+                                    mrt_tensor *dweight, mrt_tensor *dbias)
+{
+    static const char *op = "batchnorm2d_backward";
+    mrt_status st;
+    if ((st = need_nchw(op, "input", x_in))) return st;
+    if ((st = need_f32(op, "grad_output", dy_in))) return st;
+    /* dx may be dy or x: keep their headers before dx is touched. */
+    const mrt_tensor x = *x_in, dy = *dy_in;
+    if ((st = need_same_shape(op, "grad_output", &dy, "input", &x))) return st;
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    const int64_t count = N * H * W;
+    if (weight && (st = need_channel_vec(op, "weight", weight, &x))) return st;
+    if (!save_mean || !save_invstd)
+        return mrt_fail(MRT_ERR_ARG, "%s: save_mean and save_invstd from the forward pass are required", op);
+    if ((st = need_channel_vec(op, "save_mean", save_mean, &x))) return st;
+    if ((st = need_channel_vec(op, "save_invstd", save_invstd, &x))) return st;
+    if (dweight && (st = need_channel_vec(op, "dweight", dweight, &x))) return st;
+    if (dbias && (st = need_channel_vec(op, "dbias", dbias, &x))) return st;
+    if (training && count <= 1) {
+        char a[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: training needs more than 1 value per channel, input has shape %s", op,
+                        mrt_shape_str(x.ndim, x.shape, a, sizeof a));
+    }
+    out_slot slot;
+    if ((st = out_check(op, &slot, dx, "dx", 4, x.shape))) return st;
+    /* Per-plane sums: sum(dy), sum(dy * (x - mean)). */
+    const int64_t items = C * N;
+    double *part = malloc((size_t)(2 * items) * sizeof *part + 1);
+    if (!part) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
+    if ((st = out_alloc(&slot, 1))) {
+        free(part);
+        return st;
+    }
+    const int64_t total = count * C;
+    const int need_sums = training || dweight || dbias;
+    const mrt_tensor dxv = dx ? *dx : (mrt_tensor){0};
+    const mrt_tensor *ops[3] = {&x, &dy, &dxv};
+    plane_walk pw;
+    plane_walk_init(&pw, H, W, dx ? 3 : 2, ops);
+
+    /* Evaluation: dx = dy * w * invstd needs no statistics of dy, so the
+     * sums for dweight/dbias are taken in the same pass. Training: the sums
+     * come first, dx needs them. */
+    if (need_sums || (!training && dx)) {
+#pragma omp parallel for schedule(static) if (total >= BN_PARALLEL_MIN)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t c = it / N, n = it % N;
+            const double m = (double)*vec_at(save_mean, c);
+            const float *px = plane_at(&x, n, c), *pg = plane_at(&dy, n, c);
+            float *pd = dx ? plane_at(&dxv, n, c) : NULL;
+            const float a = (float)((weight ? (double)*vec_at(weight, c) : 1.0) *
+                                    (double)*vec_at(save_invstd, c));
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t r = 0; r < pw.rows; r++) {
+                const float *xr = px + r * pw.row_stride[0], *gr = pg + r * pw.row_stride[1];
+                if (need_sums)
+                    row_grad_sums(xr, pw.elem_stride[0], gr, pw.elem_stride[1], pw.len, m, &s1, &s2);
+                if (!training && pd) {
+                    /* After the sums: dx may be dy. */
+                    float *dr = pd + r * pw.row_stride[2];
+                    const int64_t gs = pw.elem_stride[1], ds = pw.elem_stride[2];
+                    if (gs == 1 && ds == 1) {
+#pragma omp simd
+                        for (int64_t i = 0; i < pw.len; i++) dr[i] = gr[i] * a;
+                    } else {
+                        for (int64_t i = 0; i < pw.len; i++) dr[i * ds] = gr[i * gs] * a;
+                    }
+                }
+            }
+            part[2 * it] = s1;
+            part[2 * it + 1] = s2;
+        }
+    }
+    /* Per channel: mean(dy) and k = invstd^2 * mean(dy * (x - mean)) for
+     * the training dx; parameter gradients accumulate. */
+    double *mdy = NULL, *kk = NULL;
+    if (need_sums) {
+        for (int64_t c = 0; c < C; c++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t n = 0; n < N; n++) s1 += part[2 * (c * N + n)], s2 += part[2 * (c * N + n) + 1];
+            const double is = (double)*vec_at(save_invstd, c);
+            if (dbias) *vec_at(dbias, c) += (float)s1;
+            if (dweight) *vec_at(dweight, c) += (float)(s2 * is);
+            /* Reuse the partial slots of image 0 (already summed). */
+            part[2 * c * N] = s1 / (double)count;
+            part[2 * c * N + 1] = is * is * s2 / (double)count;
+        }
+        mdy = part;
+        kk = part + 1;
+    }
+    if (training && dx) {
+#pragma omp parallel for schedule(static) if (total >= BN_PARALLEL_MIN)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t c = it / N, n = it % N;
+            const float m = *vec_at(save_mean, c);
+            const float a = (float)((weight ? (double)*vec_at(weight, c) : 1.0) *
+                                    (double)*vec_at(save_invstd, c));
+            const float g0 = (float)mdy[2 * c * N], k = (float)kk[2 * c * N];
+            const float *px = plane_at(&x, n, c), *pg = plane_at(&dy, n, c);
+            float *pd = plane_at(&dxv, n, c);
+            for (int64_t r = 0; r < pw.rows; r++) {
+                const float *xr = px + r * pw.row_stride[0], *gr = pg + r * pw.row_stride[1];
+                float *dr = pd + r * pw.row_stride[2];
+                const int64_t xs = pw.elem_stride[0], gs = pw.elem_stride[1], ds = pw.elem_stride[2];
+                if (xs == 1 && gs == 1 && ds == 1) {
+#pragma omp simd
+                    for (int64_t i = 0; i < pw.len; i++) dr[i] = (gr[i] - g0 - (xr[i] - m) * k) * a;
+                } else {
+                    for (int64_t i = 0; i < pw.len; i++)
+                        dr[i * ds] = (gr[i * gs] - g0 - (xr[i * xs] - m) * k) * a;
+                }
+            }
+        }
+    }
+    free(part);
+    return MRT_OK;
+}

@@ -1,0 +1,351 @@
+/* 2-D convolution: argument checks, operand layout and the choice of
+ * algorithm per shape. The arithmetic lives in conv2d_gemm.c (im2col + sgemm
+ * and 1x1 GEMMs) and conv2d_winograd.c (Winograd F(4x4, 3x3)).
+ *
+ * The kernels want contiguous NCHW buffers, so strided inputs are copied
+ * once; outputs that are strided or share storage with an input are computed
+ * aside and copied in (the kernels write outputs before they have read all of
+ * the inputs). Scratch comes from the caller's workspace, which only grows, so
+ * a training loop stops allocating after its first step. */
+#include <inttypes.h>
+#include <limits.h>
+#include <string.h>
+#include "conv2d.h"
+
+/* Below this many input and output channels the Winograd transforms cost
+ * more than the GEMMs they shrink (measured with bench/conv_layers). */
+#define WINO_MIN_CHANNELS 16
+
+const char *mrt_conv_algo_name(mrt_conv_algo algo)
+{
+    switch (algo) {
+    case MRT_CONV_AUTO: return "auto";
+    case MRT_CONV_IM2COL: return "im2col";
+    case MRT_CONV_GEMM1X1: return "gemm1x1";
+    case MRT_CONV_WINOGRAD: return "winograd";
+    }
+    return "unknown";
+}
+
+int mrt_conv2d_algo_supports(mrt_conv_algo algo, const mrt_conv_geom *g)
+{
+    switch (algo) {
+    case MRT_CONV_AUTO:
+    case MRT_CONV_IM2COL: return 1;
+    case MRT_CONV_GEMM1X1:
+        return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+    case MRT_CONV_WINOGRAD:
+        /* dX runs as a convolution with padding 2 - pad, hence pad <= 2. */
+        return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->ph <= 2 && g->pw <= 2;
+    }
+    return 0;
+}
+
+mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g)
+{
+    if (mrt_conv2d_algo_supports(MRT_CONV_WINOGRAD, g) && g->c >= WINO_MIN_CHANNELS &&
+        g->o >= WINO_MIN_CHANNELS)
+        return MRT_CONV_WINOGRAD;
+    if (mrt_conv2d_algo_supports(MRT_CONV_GEMM1X1, g)) return MRT_CONV_GEMM1X1;
+    return MRT_CONV_IM2COL;
+}
+
+/* ---- checks ------------------------------------------------------------------ */
+
+#define SHP(t, buf) mrt_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
+
+static mrt_status check_operand(const char *fn, const char *what, const mrt_tensor *t)
+{
+    if (!t || !t->storage) return mrt_fail(MRT_ERR_ARG, "%s: %s is missing or released", fn, what);
+    if (t->storage->device != MRT_CPU)
+        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, expected cpu", fn, what,
+                        mrt_device_name(t->storage->device));
+    if (t->dtype != MRT_F32)
+        return mrt_fail(MRT_ERR_DTYPE, "%s: %s is %s, expected float32", fn, what,
+                        mrt_dtype_name(t->dtype));
+    return MRT_OK;
+}
+
+/* Checks x, w, b and the parameters against each other and fills `g`. */
+static mrt_status resolve(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
+                          const mrt_tensor *b, const mrt_conv2d_params *p, mrt_conv_geom *g)
+{
+    char xs[MRT_SHAPE_STRLEN], ws[MRT_SHAPE_STRLEN], bs[MRT_SHAPE_STRLEN];
+    mrt_status st;
+    if ((st = check_operand(fn, "input", x)) || (st = check_operand(fn, "weight", w))) return st;
+    if (b && (st = check_operand(fn, "bias", b))) return st;
+    if (!p) return mrt_fail(MRT_ERR_ARG, "%s: no convolution parameters given", fn);
+    if (x->ndim != 4)
+        return mrt_fail(MRT_ERR_SHAPE, "%s: input must be 4-D (N,C,H,W), got %s (weight %s)", fn,
+                        SHP(x, xs), SHP(w, ws));
+    if (w->ndim != 4)
+        return mrt_fail(MRT_ERR_SHAPE, "%s: weight must be 4-D (O,C,KH,KW), got %s (input %s)",
+                        fn, SHP(w, ws), SHP(x, xs));
+    if (w->shape[0] < 1 || w->shape[1] < 1 || w->shape[2] < 1 || w->shape[3] < 1)
+        return mrt_fail(MRT_ERR_SHAPE, "%s: weight %s has an empty dimension (input %s)", fn,
+                        SHP(w, ws), SHP(x, xs));
+    if (x->shape[1] != w->shape[1])
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: input %s has %" PRId64 " channels, weight %s expects %" PRId64, fn,
+                        SHP(x, xs), x->shape[1], SHP(w, ws), w->shape[1]);
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: bias %s does not match weight %s (expected %" PRId64 " elements)",
+                        fn, SHP(b, bs), SHP(w, ws), w->shape[0]);
+    if (p->stride_h < 1 || p->stride_w < 1 || p->pad_h < 0 || p->pad_w < 0)
+        return mrt_fail(MRT_ERR_ARG, "%s: stride %dx%d and padding %dx%d: strides must be >= 1 "
+                        "and paddings >= 0", fn, p->stride_h, p->stride_w, p->pad_h, p->pad_w);
+    g->n = x->shape[0];
+    g->c = x->shape[1];
+    g->h = x->shape[2];
+    g->w = x->shape[3];
+    g->o = w->shape[0];
+    g->kh = w->shape[2];
+    g->kw = w->shape[3];
+    g->sh = p->stride_h;
+    g->sw = p->stride_w;
+    g->ph = p->pad_h;
+    g->pw = p->pad_w;
+    if (g->h + 2 * g->ph < g->kh || g->w + 2 * g->pw < g->kw)
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: input %s is too small for weight %s with padding %" PRId64
+                        "x%" PRId64, fn, SHP(x, xs), SHP(w, ws), g->ph, g->pw);
+    g->oh = (g->h + 2 * g->ph - g->kh) / g->sh + 1;
+    g->ow = (g->w + 2 * g->pw - g->kw) / g->sw + 1;
+    /* sgemm takes int dimensions: every matrix side the kernels form must
+     * fit (K, O, and up to a whole batch of output positions). */
+    int64_t k = g->c * g->kh * g->kw, pos = g->oh * g->ow, hw = g->h * g->w;
+    if (k > INT_MAX || g->o > INT_MAX || pos > INT_MAX / (g->n > 0 ? g->n : 1) ||
+        hw > INT_MAX / (g->n > 0 ? g->n : 1) || 36 * g->o * g->c > INT_MAX)
+        return mrt_fail(MRT_ERR_SHAPE, "%s: input %s with weight %s is too large", fn,
+                        SHP(x, xs), SHP(w, ws));
+    return MRT_OK;
+}
+
+static mrt_status pick_algo(const char *fn, const mrt_conv_geom *g, const mrt_conv2d_opts *opts,
+                            mrt_conv_algo *algo, int64_t *nb)
+{
+    mrt_conv_algo a = opts ? opts->algo : MRT_CONV_AUTO;
+    if (a == MRT_CONV_AUTO) a = mrt_conv2d_choose(g);
+    if (!mrt_conv2d_algo_supports(a, g))
+        return mrt_fail(MRT_ERR_ARG,
+                        "%s: algorithm %s cannot compute kernel %" PRId64 "x%" PRId64
+                        " stride %" PRId64 "x%" PRId64 " padding %" PRId64 "x%" PRId64,
+                        fn, mrt_conv_algo_name(a), g->kh, g->kw, g->sh, g->sw, g->ph, g->pw);
+    int64_t b = opts && opts->images_per_block > 0 ? opts->images_per_block : 0;
+    if (b == 0) b = a == MRT_CONV_WINOGRAD ? mrt_conv_wino_block(g) : mrt_conv_gemm_block(g, a);
+    /* at most the whole batch: n images, or n * ceil(oh / 4) tile rows */
+    const int64_t most = a == MRT_CONV_WINOGRAD ? g->n * ((g->oh + 3) / 4) : g->n;
+    if (b > most) b = most;
+    *algo = a;
+    *nb = b < 1 ? 1 : b;
+    return MRT_OK;
+}
+
+/* A contiguous float32 tensor the kernels may write in full: `out` itself
+ * when it allows, else a fresh one to be copied into `out` afterwards. */
+static mrt_status writable(const mrt_tensor *out, const mrt_tensor *const *inputs, int ninputs,
+                           mrt_tensor *target, int *aside)
+{
+    int ok = mrt_tensor_is_contiguous(out);
+    for (int i = 0; ok && i < ninputs; i++)
+        if (inputs[i] && inputs[i]->storage == out->storage) ok = 0;
+    *aside = !ok;
+    if (ok) {
+        *target = *out;
+        return MRT_OK;
+    }
+    memset(target, 0, sizeof *target);
+    return mrt_tensor_alloc_uninit(target, MRT_F32, out->ndim, out->shape);
+}
+
+static mrt_status reserve(mrt_workspace *ws, mrt_workspace *local, size_t floats, float **data)
+{
+    mrt_workspace *use = ws ? ws : local;
+    mrt_status st = mrt_workspace_reserve(use, floats ? floats : 1);
+    *data = use->data;
+    return st;
+}
+
+/* ---- forward ---------------------------------------------------------------- */
+
+mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                                   const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws,
+                                   const mrt_conv2d_opts *opts)
+{
+    static const char fn[] = "conv2d_forward";
+    mrt_conv_geom g;
+    mrt_conv_algo algo;
+    int64_t nb;
+    mrt_status st;
+    if ((st = resolve(fn, x, w, b, p, &g))) return st;
+    if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
+    if ((st = pick_algo(fn, &g, opts, &algo, &nb))) return st;
+    const int64_t yshape[4] = {g.n, g.o, g.oh, g.ow};
+    if ((st = mrt_tensor_prepare_out(fn, y, MRT_F32, 4, yshape))) return st;
+    if (g.n == 0) return MRT_OK;
+
+    mrt_tensor xc = {0}, wc = {0}, bc = {0}, yt = {0};
+    mrt_workspace local = {0};
+    const mrt_tensor *ins[3] = {x, w, b};
+    int aside = 0;
+    float *scratch = NULL;
+    size_t need = algo == MRT_CONV_WINOGRAD ? mrt_conv_wino_fwd_scratch(&g, nb)
+                                            : mrt_conv_gemm_fwd_scratch(&g, algo, nb);
+    if ((st = mrt_tensor_contiguous(x, &xc)) || (st = mrt_tensor_contiguous(w, &wc)) ||
+        (b && (st = mrt_tensor_contiguous(b, &bc))) ||
+        (st = writable(y, ins, 3, &yt, &aside)) || (st = reserve(ws, &local, need, &scratch)))
+        goto done;
+    if (algo == MRT_CONV_WINOGRAD)
+        mrt_conv_wino_forward(&g, nb, opts && opts->portable, mrt_f32(&xc), mrt_f32(&wc), b ? mrt_f32(&bc) : NULL,
+                              mrt_f32(&yt), scratch);
+    else
+        mrt_conv_gemm_forward(&g, algo, nb, mrt_f32(&xc), mrt_f32(&wc), b ? mrt_f32(&bc) : NULL,
+                              mrt_f32(&yt), scratch);
+    if (aside) st = mrt_tensor_copy(y, &yt);
+done:
+    if (aside) mrt_tensor_release(&yt);
+    mrt_tensor_release(&xc);
+    mrt_tensor_release(&wc);
+    mrt_tensor_release(&bc);
+    mrt_workspace_free(&local);
+    return st;
+}
+
+mrt_status mrt_conv2d_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                              const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws)
+{
+    return mrt_conv2d_forward_opts(x, w, b, p, y, ws, NULL);
+}
+
+/* ---- backward --------------------------------------------------------------- */
+
+/* db[o] += sum over n, p of dy[n][o][p], in double: a batch of 32 images
+ * of 3456 positions sums 1e5 terms per channel. */
+static void bias_grad(const mrt_conv_geom *g, const float *dy, float *db)
+{
+    const int64_t P = g->oh * g->ow;
+#pragma omp parallel for schedule(static) if (g->n * g->o * P > MRT_CONV_PAR_MIN)
+    for (int64_t o = 0; o < g->o; o++) {
+        double s = 0.0;
+        for (int64_t n = 0; n < g->n; n++) {
+            const float *row = dy + (n * g->o + o) * P;
+            float part = 0.0f;
+            for (int64_t q = 0; q < P; q++) part += row[q];
+            s += part;
+        }
+        db[o] += (float)s;
+    }
+}
+
+/* A parameter gradient to accumulate into: allocated zero-filled when empty,
+ * otherwise checked against the parameter's shape. */
+static mrt_status grad_target(const char *fn, const char *what, mrt_tensor *grad, int ndim,
+                              const int64_t *shape)
+{
+    char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
+    if (!grad->storage) return mrt_tensor_alloc(grad, MRT_F32, ndim, shape);
+    mrt_status st = check_operand(fn, what, grad);
+    if (st) return st;
+    int same = grad->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = grad->shape[i] == shape[i];
+    if (!same)
+        return mrt_fail(MRT_ERR_SHAPE, "%s: %s %s does not match the parameter's shape %s", fn,
+                        what, SHP(grad, gs), mrt_shape_str(ndim, shape, ps, sizeof ps));
+    return MRT_OK;
+}
+
+/* Where a gradient accumulates: the tensor itself when it is contiguous and
+ * shares no storage with the operands; otherwise a zeroed buffer added in at
+ * the end. */
+static mrt_status accum_target(mrt_tensor *grad, const mrt_tensor *const *inputs, int ninputs,
+                               mrt_tensor *target, int *aside)
+{
+    int ok = mrt_tensor_is_contiguous(grad);
+    for (int i = 0; ok && i < ninputs; i++)
+        if (inputs[i] && inputs[i]->storage == grad->storage) ok = 0;
+    *aside = !ok;
+    if (ok) {
+        *target = *grad;
+        return MRT_OK;
+    }
+    memset(target, 0, sizeof *target);
+    return mrt_tensor_alloc(target, MRT_F32, grad->ndim, grad->shape);
+}
+
+mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                                    const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
+                                    mrt_tensor *db, mrt_workspace *ws,
+                                    const mrt_conv2d_opts *opts)
+{
+    static const char fn[] = "conv2d_backward";
+    char s1[MRT_SHAPE_STRLEN], s2[MRT_SHAPE_STRLEN], s3[MRT_SHAPE_STRLEN], s4[MRT_SHAPE_STRLEN];
+    mrt_conv_geom g;
+    mrt_conv_algo algo;
+    int64_t nb;
+    mrt_status st;
+    if ((st = resolve(fn, x, w, NULL, p, &g))) return st;
+    if ((st = check_operand(fn, "grad_output", dy))) return st;
+    const int64_t yshape[4] = {g.n, g.o, g.oh, g.ow};
+    int same = dy->ndim == 4;
+    for (int i = 0; same && i < 4; i++) same = dy->shape[i] == yshape[i];
+    if (!same)
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: grad_output %s does not match the output shape %s of input %s "
+                        "and weight %s", fn, SHP(dy, s1),
+                        mrt_shape_str(4, yshape, s2, sizeof s2), SHP(x, s3), SHP(w, s4));
+    if ((st = pick_algo(fn, &g, opts, &algo, &nb))) return st;
+    if (dx && (st = mrt_tensor_prepare_out(fn, dx, MRT_F32, 4, x->shape))) return st;
+    if (dw && (st = grad_target(fn, "weight gradient", dw, 4, w->shape))) return st;
+    if (db && (st = grad_target(fn, "bias gradient", db, 1, &g.o))) return st;
+    if (g.n == 0) {
+        /* No images: dx is empty, and nothing accumulates. */
+        return MRT_OK;
+    }
+
+    mrt_tensor xc = {0}, wc = {0}, dyc = {0}, dxt = {0}, dwt = {0}, dbt = {0};
+    mrt_workspace local = {0};
+    const mrt_tensor *ins[3] = {x, w, dy};
+    int dx_aside = 0, dw_aside = 0, db_aside = 0;
+    float *scratch = NULL;
+    size_t need = algo == MRT_CONV_WINOGRAD
+                      ? mrt_conv_wino_bwd_scratch(&g, nb, dx != NULL, dw != NULL)
+                      : mrt_conv_gemm_bwd_scratch(&g, algo, nb, dx != NULL, dw != NULL);
+    if ((st = mrt_tensor_contiguous(dy, &dyc))) goto done;
+    if ((dx || dw) && (st = mrt_tensor_contiguous(w, &wc))) goto done;
+    if (dw && (st = mrt_tensor_contiguous(x, &xc))) goto done;
+    if (dx && (st = writable(dx, ins, 3, &dxt, &dx_aside))) goto done;
+    if (dw && (st = accum_target(dw, ins, 3, &dwt, &dw_aside))) goto done;
+    if (db && (st = accum_target(db, ins, 3, &dbt, &db_aside))) goto done;
+    if ((dx || dw) && (st = reserve(ws, &local, need, &scratch))) goto done;
+
+    if (db) bias_grad(&g, mrt_f32(&dyc), mrt_f32(&dbt));
+    if (dx || dw) {
+        const float *xp = dw ? mrt_f32(&xc) : NULL;
+        float *dxp = dx ? mrt_f32(&dxt) : NULL, *dwp = dw ? mrt_f32(&dwt) : NULL;
+        if (algo == MRT_CONV_WINOGRAD)
+            mrt_conv_wino_backward(&g, nb, opts && opts->portable, xp, mrt_f32(&wc), mrt_f32(&dyc), dxp, dwp, scratch);
+        else
+            mrt_conv_gemm_backward(&g, algo, nb, xp, mrt_f32(&wc), mrt_f32(&dyc), dxp, dwp,
+                                   scratch);
+    }
+    if (dx_aside && (st = mrt_tensor_copy(dx, &dxt))) goto done;
+    if (dw_aside && (st = mrt_binary(MRT_ADD, dw, &dwt, dw))) goto done;
+    if (db_aside && (st = mrt_binary(MRT_ADD, db, &dbt, db))) goto done;
+done:
+    if (dx_aside) mrt_tensor_release(&dxt);
+    if (dw_aside) mrt_tensor_release(&dwt);
+    if (db_aside) mrt_tensor_release(&dbt);
+    mrt_tensor_release(&xc);
+    mrt_tensor_release(&wc);
+    mrt_tensor_release(&dyc);
+    mrt_workspace_free(&local);
+    return st;
+}
+
+mrt_status mrt_conv2d_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                               const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
+                               mrt_tensor *db, mrt_workspace *ws)
+{
+    return mrt_conv2d_backward_opts(x, w, dy, p, dx, dw, db, ws, NULL);
+}

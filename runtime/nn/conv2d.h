@@ -1,0 +1,122 @@
+/* Internal interface of the 2-D convolution kernels (not installed).
+ *
+ * conv2d.c checks arguments, makes operands contiguous and picks an
+ * algorithm per shape; the algorithms live in conv2d_gemm.c (im2col + sgemm,
+ * and 1x1 convolutions as plain GEMMs) and conv2d_winograd.c (Winograd
+ * F(4x4, 3x3) for 3x3 stride-1 convolutions). The tests and the benchmark
+ * call the *_algo entry points to force every path on any shape. */
+#ifndef MACHRT_NN_CONV2D_H
+#define MACHRT_NN_CONV2D_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "machrt/nn.h"
+
+typedef enum {
+    MRT_CONV_AUTO = 0, /* chosen by shape (mrt_conv2d_choose) */
+    MRT_CONV_IM2COL,   /* im2col + sgemm; any kernel, stride, padding */
+    MRT_CONV_GEMM1X1,  /* 1x1, stride 1, no padding: sgemm on the input itself */
+    MRT_CONV_WINOGRAD  /* 3x3, stride 1, padding <= 2: Winograd F(4x4, 3x3) */
+} mrt_conv_algo;
+
+typedef struct {
+    mrt_conv_algo algo;
+    /* Images per GEMM block (im2col and 1x1), or tile rows (4 output rows
+     * of one image) per transform group (Winograd); 0 = chosen from the
+     * shape. Tests set it to cover the one-image and many-image code. */
+    int64_t images_per_block;
+    /* Winograd only: 1 = the portable C transforms even where the CPU has
+     * AVX2 (the tests check both). */
+    int portable;
+} mrt_conv2d_opts;
+
+/* Shape of one convolution, resolved and checked by conv2d.c. */
+typedef struct {
+    int64_t n, c, h, w;    /* input */
+    int64_t o, kh, kw;     /* weight */
+    int64_t oh, ow;        /* output */
+    int64_t sh, sw, ph, pw;
+} mrt_conv_geom;
+
+const char *mrt_conv_algo_name(mrt_conv_algo algo);
+/* Whether `algo` can compute this shape (AUTO: always). */
+int mrt_conv2d_algo_supports(mrt_conv_algo algo, const mrt_conv_geom *g);
+/* The algorithm the dispatcher uses for this shape. */
+mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g);
+
+/* Same contract as mrt_conv2d_forward / mrt_conv2d_backward, with the
+ * algorithm and blocking forced by `opts` (NULL = automatic). A forced
+ * algorithm that cannot compute the shape is an MRT_ERR_ARG. */
+mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                                   const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws,
+                                   const mrt_conv2d_opts *opts);
+mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                                    const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
+                                    mrt_tensor *db, mrt_workspace *ws,
+                                    const mrt_conv2d_opts *opts);
+
+/* ---- algorithm kernels: contiguous float32 NCHW buffers, shapes checked.
+ * y/dx are written in full; dw (O*C*KH*KW floats) accumulates (+=). Bias and
+ * db are handled by conv2d.c. `nb` = images per block (>= 1). */
+
+/* Floats of scratch the kernels below need (they take `scratch` of at
+ * least that size, 64-byte aligned). */
+size_t mrt_conv_gemm_fwd_scratch(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t nb);
+size_t mrt_conv_gemm_bwd_scratch(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t nb,
+                                 int want_dx, int want_dw);
+void mrt_conv_gemm_forward(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t nb,
+                           const float *x, const float *w, const float *bias, float *y,
+                           float *scratch);
+void mrt_conv_gemm_backward(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t nb,
+                            const float *x, const float *w, const float *dy, float *dx,
+                            float *dw, float *scratch);
+/* Images per block the GEMM paths use when not forced. */
+int64_t mrt_conv_gemm_block(const mrt_conv_geom *g, mrt_conv_algo algo);
+
+size_t mrt_conv_wino_fwd_scratch(const mrt_conv_geom *g, int64_t nb);
+size_t mrt_conv_wino_bwd_scratch(const mrt_conv_geom *g, int64_t nb, int want_dx, int want_dw);
+void mrt_conv_wino_forward(const mrt_conv_geom *g, int64_t nb, int portable, const float *x,
+                           const float *w, const float *bias, float *y, float *scratch);
+void mrt_conv_wino_backward(const mrt_conv_geom *g, int64_t nb, int portable, const float *x,
+                            const float *w, const float *dy, float *dx, float *dw,
+                            float *scratch);
+int64_t mrt_conv_wino_block(const mrt_conv_geom *g);
+
+/* Winograd tile transforms for `lanes` horizontally adjacent tiles at a time
+ * (fewer, `cnt`, at the end of a tile row). V and M are [36][rows][T] with
+ * `stride` floats between the 36 positions; see conv2d_winograd.c. With
+ * cnt < lanes, `input` and `grad` may still store all `lanes` values of each
+ * position (the caller lays V out so that the extra ones land on tiles it
+ * writes afterwards or in padding) and `output` may load them (the caller
+ * keeps them finite); only cnt tiles of output are written. */
+typedef struct {
+    const char *name;
+    int lanes;
+    /* V of the tiles whose 6x6 patches start at (iy0, ix0 + 4 l). */
+    void (*input)(const float *plane, int64_t h, int64_t w, int64_t iy0, int64_t ix0, int cnt,
+                  float *v, size_t stride);
+    /* Output tiles at (oy0, ox0 + 4 l) from M, plus bias, clipped to the plane. */
+    void (*output)(const float *m, size_t stride, int cnt, float bias, float *plane, int64_t oh,
+                   int64_t ow, int64_t oy0, int64_t ox0);
+    /* A dY A^T of the 4x4 gradient tiles at (oy0, ox0 + 4 l), zero outside. */
+    void (*grad)(const float *plane, int64_t oh, int64_t ow, int64_t oy0, int64_t ox0, int cnt,
+                 float *v, size_t stride);
+} mrt_wino_kernels;
+
+/* The AVX2 + FMA transforms, or NULL when the CPU (or the build) lacks them. */
+const mrt_wino_kernels *mrt_wino_kernels_avx2(void);
+/* dst[u] = row[ix0 + u] for u < len, zero where ix0 + u is outside [0, w). */
+void mrt_wino_load_row(float *dst, const float *row, int64_t w, int64_t ix0, int64_t len);
+
+/* OpenMP loops run in parallel only above this much work (elements
+ * touched): waking the second thread costs microseconds, and when the
+ * machine is oversubscribed a barrier can wait a whole scheduler slice, which
+ * small convolutions (the tests, a ResNet's last layers at batch 1) must not
+ * pay. */
+#define MRT_CONV_PAR_MIN ((int64_t)1 << 15)
+
+/* Rounds a float count up to whole 64-byte lines, so that buffers carved
+ * one after another from a workspace all stay 64-byte aligned. */
+static inline size_t mrt_conv_align16(size_t floats) { return (floats + 15) & ~(size_t)15; }
+
+#endif

@@ -1,0 +1,184 @@
+/* Fully connected layer: y = x w^T + b, as one sgemm each way.
+ *
+ *   forward   y[N][OUT]   = x[N][IN] . w[OUT][IN]^T (+ b)
+ *   backward  dx[N][IN]   = dy[N][OUT] . w[OUT][IN]
+ *             dw[OUT][IN] += dy^T . x       (sgemm with beta = 1)
+ *             db[OUT]     += column sums of dy
+ * Strided operands are made contiguous first (they are small: the ResNet head
+ * is 32 x 512 x 4); outputs that are strided or share storage with an input
+ * are computed aside and copied in. */
+#include <cblas.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <string.h>
+#include "machrt/nn.h"
+
+#define SHP(t, buf) mrt_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
+
+static mrt_status check_operand(const char *fn, const char *what, const mrt_tensor *t)
+{
+    if (!t || !t->storage) return mrt_fail(MRT_ERR_ARG, "%s: %s is missing or released", fn, what);
+    if (t->storage->device != MRT_CPU)
+        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, expected cpu", fn, what,
+                        mrt_device_name(t->storage->device));
+    if (t->dtype != MRT_F32)
+        return mrt_fail(MRT_ERR_DTYPE, "%s: %s is %s, expected float32", fn, what,
+                        mrt_dtype_name(t->dtype));
+    return MRT_OK;
+}
+
+static mrt_status check_shapes(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
+                               const mrt_tensor *b)
+{
+    char xs[MRT_SHAPE_STRLEN], ws[MRT_SHAPE_STRLEN], bs[MRT_SHAPE_STRLEN];
+    mrt_status st;
+    if ((st = check_operand(fn, "input", x)) || (st = check_operand(fn, "weight", w))) return st;
+    if (b && (st = check_operand(fn, "bias", b))) return st;
+    if (x->ndim != 2)
+        return mrt_fail(MRT_ERR_SHAPE, "%s: input must be 2-D (N,IN), got %s (weight %s)", fn,
+                        SHP(x, xs), SHP(w, ws));
+    if (w->ndim != 2 || w->shape[0] < 1 || w->shape[1] < 1)
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: weight must be 2-D (OUT,IN) and non-empty, got %s (input %s)", fn,
+                        SHP(w, ws), SHP(x, xs));
+    if (x->shape[1] != w->shape[1])
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: input %s has %" PRId64 " features, weight %s expects %" PRId64, fn,
+                        SHP(x, xs), x->shape[1], SHP(w, ws), w->shape[1]);
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: bias %s does not match weight %s (expected %" PRId64 " elements)",
+                        fn, SHP(b, bs), SHP(w, ws), w->shape[0]);
+    if (x->shape[0] > INT_MAX || w->shape[0] > INT_MAX || w->shape[1] > INT_MAX)
+        return mrt_fail(MRT_ERR_SHAPE, "%s: input %s with weight %s is too large", fn,
+                        SHP(x, xs), SHP(w, ws));
+    return MRT_OK;
+}
+
+/* `out` itself when it is contiguous and shares no storage with the inputs,
+ * else a fresh tensor of its shape (zero-filled when `zero`). */
+static mrt_status target_for(const mrt_tensor *out, const mrt_tensor *const *inputs, int ninputs,
+                             int zero, mrt_tensor *target, int *aside)
+{
+    int ok = mrt_tensor_is_contiguous(out);
+    for (int i = 0; ok && i < ninputs; i++)
+        if (inputs[i] && inputs[i]->storage == out->storage) ok = 0;
+    *aside = !ok;
+    if (ok) {
+        *target = *out;
+        return MRT_OK;
+    }
+    memset(target, 0, sizeof *target);
+    return zero ? mrt_tensor_alloc(target, MRT_F32, out->ndim, out->shape)
+                : mrt_tensor_alloc_uninit(target, MRT_F32, out->ndim, out->shape);
+}
+
+mrt_status mrt_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                              mrt_tensor *y)
+{
+    static const char fn[] = "linear_forward";
+    mrt_status st;
+    if ((st = check_shapes(fn, x, w, b))) return st;
+    if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
+    const int64_t n = x->shape[0], in = w->shape[1], out = w->shape[0];
+    const int64_t yshape[2] = {n, out};
+    if ((st = mrt_tensor_prepare_out(fn, y, MRT_F32, 2, yshape))) return st;
+    if (n == 0) return MRT_OK;
+
+    mrt_tensor xc = {0}, wc = {0}, bc = {0}, yt = {0};
+    const mrt_tensor *ins[3] = {x, w, b};
+    int aside = 0;
+    if ((st = mrt_tensor_contiguous(x, &xc)) || (st = mrt_tensor_contiguous(w, &wc)) ||
+        (b && (st = mrt_tensor_contiguous(b, &bc))) ||
+        (st = target_for(y, ins, 3, 0, &yt, &aside)))
+        goto done;
+    float *yp = mrt_f32(&yt);
+    /* The bias is laid down first and sgemm adds the product to it. */
+    if (b) {
+        const float *bp = mrt_f32(&bc);
+        for (int64_t i = 0; i < n; i++) memcpy(yp + i * out, bp, sizeof(float) * (size_t)out);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f,
+                mrt_f32(&xc), (int)in, mrt_f32(&wc), (int)in, b ? 1.0f : 0.0f, yp, (int)out);
+    if (aside) st = mrt_tensor_copy(y, &yt);
+done:
+    if (aside) mrt_tensor_release(&yt);
+    mrt_tensor_release(&xc);
+    mrt_tensor_release(&wc);
+    mrt_tensor_release(&bc);
+    return st;
+}
+
+static mrt_status grad_shape(const char *fn, const char *what, mrt_tensor *grad, int ndim,
+                             const int64_t *shape)
+{
+    char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
+    if (!grad->storage) return mrt_tensor_alloc(grad, MRT_F32, ndim, shape);
+    mrt_status st = check_operand(fn, what, grad);
+    if (st) return st;
+    int same = grad->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = grad->shape[i] == shape[i];
+    if (!same)
+        return mrt_fail(MRT_ERR_SHAPE, "%s: %s %s does not match the parameter's shape %s", fn,
+                        what, SHP(grad, gs), mrt_shape_str(ndim, shape, ps, sizeof ps));
+    return MRT_OK;
+}
+
+mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                               mrt_tensor *dx, mrt_tensor *dw, mrt_tensor *db)
+{
+    static const char fn[] = "linear_backward";
+    char s1[MRT_SHAPE_STRLEN], s2[MRT_SHAPE_STRLEN], s3[MRT_SHAPE_STRLEN];
+    mrt_status st;
+    if ((st = check_shapes(fn, x, w, NULL)) || (st = check_operand(fn, "grad_output", dy)))
+        return st;
+    const int64_t n = x->shape[0], in = w->shape[1], out = w->shape[0];
+    if (dy->ndim != 2 || dy->shape[0] != n || dy->shape[1] != out)
+        return mrt_fail(MRT_ERR_SHAPE,
+                        "%s: grad_output %s does not match the output shape %" PRId64
+                        "x%" PRId64 " of input %s and weight %s",
+                        fn, SHP(dy, s1), n, out, SHP(x, s2), SHP(w, s3));
+    if (dx && (st = mrt_tensor_prepare_out(fn, dx, MRT_F32, 2, x->shape))) return st;
+    if (dw && (st = grad_shape(fn, "weight gradient", dw, 2, w->shape))) return st;
+    if (db && (st = grad_shape(fn, "bias gradient", db, 1, &out))) return st;
+    if (n == 0) return MRT_OK;
+
+    mrt_tensor xc = {0}, wc = {0}, dyc = {0}, dxt = {0}, dwt = {0}, dbt = {0};
+    const mrt_tensor *ins[3] = {x, w, dy};
+    int dx_aside = 0, dw_aside = 0, db_aside = 0;
+    if ((st = mrt_tensor_contiguous(dy, &dyc))) goto done;
+    if (dx && ((st = mrt_tensor_contiguous(w, &wc)) ||
+               (st = target_for(dx, ins, 3, 0, &dxt, &dx_aside))))
+        goto done;
+    if (dw && ((st = mrt_tensor_contiguous(x, &xc)) ||
+               (st = target_for(dw, ins, 3, 1, &dwt, &dw_aside))))
+        goto done;
+    if (db && (st = target_for(db, ins, 3, 1, &dbt, &db_aside))) goto done;
+
+    const float *dyp = mrt_f32(&dyc);
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)in, (int)out, 1.0f,
+                    dyp, (int)out, mrt_f32(&wc), (int)in, 0.0f, mrt_f32(&dxt), (int)in);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)n, 1.0f,
+                    dyp, (int)out, mrt_f32(&xc), (int)in, 1.0f, mrt_f32(&dwt), (int)in);
+    if (db) {
+        float *dbp = mrt_f32(&dbt);
+        for (int64_t o = 0; o < out; o++) {
+            double s = 0.0;
+            for (int64_t i = 0; i < n; i++) s += dyp[i * out + o];
+            dbp[o] += (float)s;
+        }
+    }
+    if (dx_aside && (st = mrt_tensor_copy(dx, &dxt))) goto done;
+    if (dw_aside && (st = mrt_binary(MRT_ADD, dw, &dwt, dw))) goto done;
+    if (db_aside && (st = mrt_binary(MRT_ADD, db, &dbt, db))) goto done;
+done:
+    if (dx_aside) mrt_tensor_release(&dxt);
+    if (dw_aside) mrt_tensor_release(&dwt);
+    if (db_aside) mrt_tensor_release(&dbt);
+    mrt_tensor_release(&xc);
+    mrt_tensor_release(&wc);
+    mrt_tensor_release(&dyc);
+    return st;
+}
