@@ -99,7 +99,7 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libmachrt.a | deps
 	@echo "  CC      $@"
 	@$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libmachrt.a $(LIBS_ALL)
 
-bench: all $(BUILD)/bench/blas_direct
+bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers
 	@BUILD=$(BUILD) sh bench/run.sh
 
 install: all

@@ -37,14 +37,15 @@
 #define LANES 16  /* tiles of one tile row transformed together */
 #define LCOLS (4 * LANES + 2) /* input columns those tiles read */
 
-/* Tiles per group (when the batch has them). With few channels the GEMMs
- * are short and the transforms, which stream V and M, dominate: small groups
- * keep V and M in cache. With many channels the GEMMs dominate and want
- * long rows; V and M outgrow the caches whatever the group. (Measured with
- * bench/conv_layers on the ResNet34 shapes: 64 channels fastest at 1-2 tile
- * rows, 128 at ~200 tiles, 256 and 512 with the whole batch.) */
+/* Tiles per group (when the batch has them). With few channels the
+ * transforms, which stream V and M, weigh most and smaller groups keep V and
+ * M nearer the core; with many channels the GEMMs dominate and want long
+ * rows, and V and M outgrow the caches whatever the group. Every group also
+ * costs three barriers. (Measured with bench/conv_layers on the ResNet34
+ * shapes, 2 threads: 64 and 128 channels best at 400-900 tiles, 256 and 512
+ * with the whole batch.) */
 #define WINO_FEW_CHANNELS 256 /* input + output channels */
-#define WINO_TILES_FEW 192
+#define WINO_TILES_FEW 512
 #define WINO_TILES_MANY 2048
 
 /* One transform problem: a stride-1 3x3 convolution from `cin` channels of

@@ -61,7 +61,9 @@ mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x, const mrt_tensor *weight
                                    double eps, mrt_tensor *y, mrt_tensor *save_mean,
                                    mrt_tensor *save_invstd);
 /* training = 1: the statistics depend on x (full batch-norm gradient);
- * training = 0: they are constants. */
+ * training = 0: they are constants.
+ * NULL is accepted for weight/bias (no affine parameters), for the running
+ * statistics in training, for save_mean/save_invstd in forward and for dx. */
 mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x, const mrt_tensor *dy,
                                     const mrt_tensor *weight, const mrt_tensor *save_mean,
                                     const mrt_tensor *save_invstd, int training, mrt_tensor *dx,
@@ -80,7 +82,9 @@ typedef struct mrt_pool2d_params {
 mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p, mrt_tensor *y,
                                  mrt_tensor *indices);
 /* dx (overwritten, x's shape N,C,H,W given by dx when allocated, else by
- * `in_h`, `in_w`). */
+ * `in_h`, `in_w`; 0 for both is allowed with an allocated dx, and values
+ * that disagree with it are a shape error). indices may be NULL in forward
+ * (then backward is not possible). */
 mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices, int64_t in_h,
                                   int64_t in_w, mrt_tensor *dx);
 
@@ -92,13 +96,15 @@ mrt_status mrt_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64
 /* ---- GeM pooling: y[n,c] = (mean_hw clamp(x, eps)^p)^(1/p); p is a
  * one-element tensor (learnable). x N,C,H,W -> y N,C. */
 mrt_status mrt_gem_forward(const mrt_tensor *x, const mrt_tensor *p, double eps, mrt_tensor *y);
-/* dx overwritten; dp += d loss / d p. Needs y from the forward pass. */
+/* dx overwritten (NULL skips it); dp += d loss / d p. y is only
+ * shape-checked: the mean is recomputed from x in double. */
 mrt_status mrt_gem_backward(const mrt_tensor *x, const mrt_tensor *p, double eps,
                             const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx,
                             mrt_tensor *dp);
 
 /* ---- dropout (inverted: kept values scaled by 1/(1-prob)); mask (x's shape)
- * receives the per-element scale (0 or 1/(1-prob)) drawn from rng. */
+ * receives the per-element scale (0 or 1/(1-prob)) drawn from rng (NULL: the
+ * default generator); mask may be NULL when no backward follows. */
 mrt_status mrt_dropout_forward(const mrt_tensor *x, double prob, mrt_rng *rng, mrt_tensor *y,
                                mrt_tensor *mask);
 mrt_status mrt_dropout_backward(const mrt_tensor *dy, const mrt_tensor *mask, mrt_tensor *dx);
