@@ -307,6 +307,25 @@ static int m_clock(lua_State *L)
     return 1;
 }
 
+/* {live = bytes held by tensors, cached = freed bytes kept for reuse} */
+static int m_memory_stats(lua_State *L)
+{
+    size_t live, cached;
+    mrt_storage_stats(&live, &cached);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)live);
+    lua_setfield(L, -2, "live");
+    lua_pushinteger(L, (lua_Integer)cached);
+    lua_setfield(L, -2, "cached");
+    return 1;
+}
+
+static int m_empty_cache(lua_State *L)
+{
+    mrt_storage_empty_cache();
+    return 0;
+}
+
 static int m_is_tensor(lua_State *L)
 {
     lua_pushboolean(L, mrt_lua_test_tensor(L, 1) != NULL);
@@ -319,6 +338,7 @@ static const luaL_Reg machrt_funcs[] = {
     {"save", m_save}, {"load", m_load}, {"manual_seed", m_manual_seed},
     {"set_num_threads", m_set_num_threads}, {"get_num_threads", m_get_num_threads},
     {"cuda_available", m_cuda_available}, {"clock", m_clock}, {"is_tensor", m_is_tensor},
+    {"memory_stats", m_memory_stats}, {"empty_cache", m_empty_cache},
     {NULL, NULL}};
 
 int luaopen_machrt(lua_State *L)

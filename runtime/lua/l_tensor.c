@@ -136,6 +136,13 @@ static int t_stride(lua_State *L)
     return 1;
 }
 
+static int t_is_released(lua_State *L)
+{
+    mrt_tensor *t = luaL_checkudata(L, 1, MRT_TENSOR_MT);
+    lua_pushboolean(L, t->storage == NULL);
+    return 1;
+}
+
 static int t_dim(lua_State *L)
 {
     lua_pushinteger(L, mrt_lua_check_tensor(L, 1)->ndim);
@@ -349,6 +356,25 @@ static int t_fill(lua_State *L)
     return 1;
 }
 
+/* In-place fills from the default generator (mt.manual_seed). */
+static int t_uniform_(lua_State *L)
+{
+    mrt_tensor *t = mrt_lua_check_tensor(L, 1);
+    lua_Number lo = luaL_optnumber(L, 2, 0), hi = luaL_optnumber(L, 3, 1);
+    mrt_lua_check(L, mrt_rng_uniform(mrt_rng_default(), t, lo, hi));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int t_normal_(lua_State *L)
+{
+    mrt_tensor *t = mrt_lua_check_tensor(L, 1);
+    lua_Number mean = luaL_optnumber(L, 2, 0), std = luaL_optnumber(L, 3, 1);
+    mrt_lua_check(L, mrt_rng_normal(mrt_rng_default(), t, mean, std));
+    lua_settop(L, 1);
+    return 1;
+}
+
 static int t_to(lua_State *L)
 {
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
@@ -503,7 +529,8 @@ static const luaL_Reg tensor_methods[] = {
     {"sqrt_", t_sqrt_}, {"tanh", t_tanh}, {"tanh_", t_tanh_},
     {"matmul", t_matmul}, {"sum", t_sum}, {"mean", t_mean}, {"max", t_max}, {"min", t_min},
     {"argmax", t_argmax}, {"argmin", t_argmin},
-    {"release", tensor_release},
+    {"release", tensor_release}, {"is_released", t_is_released},
+    {"uniform_", t_uniform_}, {"normal_", t_normal_},
     {NULL, NULL}};
 
 static const luaL_Reg tensor_meta[] = {

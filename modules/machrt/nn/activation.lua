@@ -1,4 +1,5 @@
 -- nn.ReLU({inplace = false})
+local mt = require "machrt"
 local K = require "machrt.kernels"
 local Module = require "machrt.nn.module"
 
@@ -15,10 +16,11 @@ function ReLU:forward(x)
 end
 
 -- The mask comes from the output, so in-place operation loses nothing.
-function ReLU:backward(x, grad_output)
-  self.gradInput = self:kernel(K.relu_backward, self.output, grad_output,
-    Module.reuse(self.gradInput, grad_output:shape()))
-  return self.gradInput
+-- grad_is_scratch: the caller will not use grad_output again, so the
+-- gradient is computed in it.
+function ReLU:backward(x, grad_output, grad_is_scratch)
+  local dx = grad_is_scratch and grad_output or mt.empty(grad_output:shape())
+  return (self:kernel(K.relu_backward, self.output, grad_output, dx))
 end
 
 return ReLU

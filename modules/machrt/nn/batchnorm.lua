@@ -40,10 +40,9 @@ end
 
 function BatchNorm2d:backward(x, grad_output)
   local p = self.params
-  self.gradInput = self:kernel(K.batchnorm2d_backward, x, grad_output, p.weight.param,
-    self.save_mean, self.save_invstd, self.stats_from_batch, Module.reuse(self.gradInput, x:shape()),
-    p.weight.grad, p.bias.grad)
-  return self.gradInput
+  return (self:kernel(K.batchnorm2d_backward, x, grad_output, p.weight.param,
+    self.save_mean, self.save_invstd, self.stats_from_batch, mt.empty(x:shape()),
+    p.weight.grad, p.bias.grad))
 end
 
 return BatchNorm2d

@@ -19,12 +19,27 @@ function Sequential:forward(x)
   return x
 end
 
+-- Each intermediate gradient is released once the child before has used it
+-- (never the caller's grad_output, nor one a child handed back unchanged),
+-- and each inner activation once both its producer and its consumer are
+-- done with it. The last child's output is the caller's, and is kept; an
+-- output that is also the previous child's (in-place ReLU, inactive
+-- dropout) is released with that one.
 function Sequential:backward(x, grad_output)
   local g = grad_output
-  for i = #self.child_order, 1, -1 do
-    g = self.children[self.child_order[i]]:backward(self.inputs[i], g)
+  local n = #self.child_order
+  for i = n, 1, -1 do
+    local child = self.children[self.child_order[i]]
+    if g == nil then
+      error(("%s: %s returned no input gradient, but the modules before it need one")
+        :format(self:where(), self.children[self.child_order[i + 1]]:where()), 2)
+    end
+    -- A gradient this container made itself may be overwritten by the child.
+    local gi = child:backward(self.inputs[i], g, g ~= grad_output)
+    if g ~= grad_output and g ~= gi then g:release() end
+    g = gi
+    if i < n and child.output ~= self.inputs[i] then Module.free(child.output) end
   end
-  self.gradInput = g
   return g
 end
 
@@ -37,8 +52,7 @@ function Flatten:forward(x)
 end
 
 function Flatten:backward(x, grad_output)
-  self.gradInput = grad_output:reshape(x:shape())
-  return self.gradInput
+  return grad_output:reshape(x:shape())
 end
 
 return {Sequential = Sequential, Flatten = Flatten}

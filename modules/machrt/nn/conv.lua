@@ -26,9 +26,9 @@ function Conv2d:__init(cin, cout, k, opts)
   self.ph, self.pw = pair(opts.padding or 0, "padding")
   -- PyTorch's default initialisation: U(-b, b), b = 1/sqrt(fan_in).
   local bound = 1 / math.sqrt(cin * self.kh * self.kw)
-  self:register_parameter("weight", mt.rand{cout, cin, self.kh, self.kw} * (2 * bound) - bound)
+  self:register_parameter("weight", mt.empty{cout, cin, self.kh, self.kw}:uniform_(-bound, bound))
   if opts.bias ~= false then
-    self:register_parameter("bias", mt.rand{cout} * (2 * bound) - bound)
+    self:register_parameter("bias", mt.empty{cout}:uniform_(-bound, bound))
   end
   self.need_input_grad = true
   shared_workspace = shared_workspace or K.workspace()
@@ -58,13 +58,13 @@ function Conv2d:forward(x)
   return self.output
 end
 
+-- Returns nil when need_input_grad is false (the first layer of a network).
 function Conv2d:backward(x, grad_output)
   local p = self.params
-  local dx = self.need_input_grad and Module.reuse(self.gradInput, x:shape()) or false
-  self.gradInput = self:kernel(K.conv2d_backward, x, p.weight.param, grad_output,
-    self.sh, self.sw, self.ph, self.pw, self.workspace, dx, p.weight.grad, p.bias and p.bias.grad or false)
-  if not self.need_input_grad then self.gradInput = nil end
-  return self.gradInput
+  local dx = self:kernel(K.conv2d_backward, x, p.weight.param, grad_output,
+    self.sh, self.sw, self.ph, self.pw, self.workspace, self.need_input_grad and mt.empty(x:shape()) or false,
+    p.weight.grad, p.bias and p.bias.grad or false)
+  return self.need_input_grad and dx or nil
 end
 
 return Conv2d

@@ -1,5 +1,6 @@
 -- nn.Dropout(p = 0.5): inverted dropout in training, identity in evaluation.
 -- Masks come from machrt's seeded generator (mt.manual_seed).
+local mt = require "machrt"
 local K = require "machrt.kernels"
 local Module = require "machrt.nn.module"
 
@@ -26,13 +27,8 @@ function Dropout:forward(x)
 end
 
 function Dropout:backward(x, grad_output)
-  if not self:active() then
-    self.gradInput = grad_output
-    return grad_output
-  end
-  self.gradInput = self:kernel(K.dropout_backward, grad_output, self.mask,
-    Module.reuse(self.gradInput, x:shape()))
-  return self.gradInput
+  if not self:active() then return grad_output end
+  return (self:kernel(K.dropout_backward, grad_output, self.mask, mt.empty(x:shape())))
 end
 
 return Dropout

@@ -12,9 +12,9 @@ function Linear:__init(cin, cout, opts)
   self.cin, self.cout = cin, cout
   -- PyTorch's default initialisation: U(-b, b), b = 1/sqrt(fan_in).
   local bound = 1 / math.sqrt(cin)
-  self:register_parameter("weight", mt.rand{cout, cin} * (2 * bound) - bound)
+  self:register_parameter("weight", mt.empty{cout, cin}:uniform_(-bound, bound))
   if not (opts and opts.bias == false) then
-    self:register_parameter("bias", mt.rand{cout} * (2 * bound) - bound)
+    self:register_parameter("bias", mt.empty{cout}:uniform_(-bound, bound))
   end
 end
 
@@ -30,9 +30,8 @@ end
 
 function Linear:backward(x, grad_output)
   local p = self.params
-  self.gradInput = self:kernel(K.linear_backward, x, p.weight.param, grad_output,
-    Module.reuse(self.gradInput, x:shape()), p.weight.grad, p.bias and p.bias.grad or false)
-  return self.gradInput
+  return (self:kernel(K.linear_backward, x, p.weight.param, grad_output, mt.empty(x:shape()),
+    p.weight.grad, p.bias and p.bias.grad or false))
 end
 
 return Linear

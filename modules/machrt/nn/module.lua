@@ -2,10 +2,14 @@
 --
 -- A module owns named parameters (each {param = tensor, grad = tensor}, the
 -- gradient accumulating across backward calls), named buffers (running
--- statistics) and named children. Layers keep their outputs and gradient
--- buffers between calls and write into them again when the shapes repeat,
--- so a training loop allocates nothing after its first step: an output is
--- overwritten by the next forward (clone it to keep it).
+-- statistics) and named children. Layers keep their outputs between calls
+-- and write into them again when the shapes repeat (an output is overwritten
+-- by the next forward: clone it to keep it). backward returns a new gradient
+-- tensor; containers release each intermediate gradient as soon as it is
+-- consumed, and each inner activation once no backward needs it any more
+-- (as PyTorch frees saved tensors), so the peak memory of a step is that of
+-- the activations plus the gradients in flight. The storage allocator hands
+-- the released blocks to the next step. Hence: one backward per forward.
 local mt = require "machrt"
 
 local Module = {}
@@ -78,7 +82,7 @@ end
 
 -- A buffer of the given shape: `buf` itself when its shape already matches.
 function Module.reuse(buf, shape)
-  if buf and buf:dim() == #shape then
+  if buf and not buf:is_released() and buf:dim() == #shape then
     local same = true
     for i = 1, #shape do
       if buf:size(i) ~= shape[i] then same = false; break end
@@ -86,6 +90,11 @@ function Module.reuse(buf, shape)
     if same then return buf end
   end
   return mt.empty(shape)
+end
+
+-- Releases a tensor's storage now (nil and released tensors are ignored).
+function Module.free(t)
+  if t and not t:is_released() then t:release() end
 end
 
 function Module:register_parameter(name, tensor)
@@ -239,6 +248,10 @@ function Module:flatten_parameters()
     offset = offset + n
   end
   self.flat_params, self.flat_grads = flat_p:narrow(1, 1, total), flat_g:narrow(1, 1, total)
+  -- The per-parameter tensors just copied are garbage now: give their memory
+  -- back to the system rather than keep it cached.
+  collectgarbage()
+  mt.empty_cache()
   return self
 end
 

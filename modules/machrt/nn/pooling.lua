@@ -40,9 +40,8 @@ function MaxPool2d:forward(x)
 end
 
 function MaxPool2d:backward(x, grad_output)
-  self.gradInput = self:kernel(K.maxpool2d_backward, grad_output, self.indices, x:size(3), x:size(4),
-    Module.reuse(self.gradInput, x:shape()))
-  return self.gradInput
+  return (self:kernel(K.maxpool2d_backward, grad_output, self.indices, x:size(3), x:size(4),
+    mt.empty(x:shape())))
 end
 
 local AdaptiveAvgPool2d = Module.class("AdaptiveAvgPool2d", Module)
@@ -63,9 +62,8 @@ function AdaptiveAvgPool2d:forward(x)
 end
 
 function AdaptiveAvgPool2d:backward(x, grad_output)
-  self.gradInput = self:kernel(K.avgpool_global_backward, grad_output:reshape{x:size(1), x:size(2)},
-    x:size(3), x:size(4), Module.reuse(self.gradInput, x:shape()))
-  return self.gradInput
+  return (self:kernel(K.avgpool_global_backward, grad_output:reshape{x:size(1), x:size(2)},
+    x:size(3), x:size(4), mt.empty(x:shape())))
 end
 
 -- Generalized mean pooling; the exponent p is learned.
@@ -91,9 +89,8 @@ end
 
 function GeM:backward(x, grad_output)
   local p = self.params.p
-  self.gradInput = self:kernel(K.gem_backward, x, p.param, self.eps, self.pooled,
-    grad_output:reshape{x:size(1), x:size(2)}, Module.reuse(self.gradInput, x:shape()), p.grad)
-  return self.gradInput
+  return (self:kernel(K.gem_backward, x, p.param, self.eps, self.pooled,
+    grad_output:reshape{x:size(1), x:size(2)}, mt.empty(x:shape()), p.grad))
 end
 
 return {MaxPool2d = MaxPool2d, AdaptiveAvgPool2d = AdaptiveAvgPool2d, GeM = GeM}

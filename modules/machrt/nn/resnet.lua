@@ -1,7 +1,6 @@
 -- ResNets with torchvision's structure, initialisation and state-dict names,
 -- so weights move to and from torchvision.models.resnet18/34 (with a
 -- 1-channel conv1 when in_channels = 1).
-local mt = require "machrt"
 local Module = require "machrt.nn.module"
 local Conv2d = require "machrt.nn.conv"
 local BatchNorm2d = require "machrt.nn.batchnorm"
@@ -32,35 +31,49 @@ function BasicBlock:__init(inplanes, planes, stride)
   self.out_relu = ReLU{inplace = true}
 end
 
+-- The residual sum is formed in bn2's output (its backward needs only its
+-- input) and the ReLUs work in place, so a block keeps four activations.
 function BasicBlock:forward(x)
   local c = self.children
   local h = c.relu:forward(c.bn1:forward(c.conv1:forward(x)))
-  self.h = h
   local main = c.bn2:forward(c.conv2:forward(h))
-  local shortcut = c.downsample and c.downsample:forward(x) or x
-  self.sum = Module.reuse(self.sum, main:shape()):copy(main):add_(shortcut)
-  self.output = self.out_relu:forward(self.sum)
+  if c.downsample then
+    local shortcut = c.downsample:forward(x)
+    main:add_(shortcut)
+    Module.free(shortcut) -- the sum does not need it again
+  else
+    main:add_(x)
+  end
+  self.output = self.out_relu:forward(main)
   return self.output
 end
 
-function BasicBlock:backward(x, grad_output)
+-- Frees each inner activation as soon as its last user is done; the
+-- block's output (bn2's, summed in place) is its parent's to free.
+function BasicBlock:backward(x, grad_output, grad_is_scratch)
   local c = self.children
-  local g = self.out_relu:backward(self.sum, grad_output)
-  local gm = c.bn2:backward(c.conv2.output, g)
-  gm = c.conv2:backward(self.h, gm)
-  gm = c.relu:backward(c.bn1.output, gm)
-  gm = c.bn1:backward(c.conv1.output, gm)
-  gm = c.conv1:backward(x, gm)
-  local gs = c.downsample and c.downsample:backward(x, g) or g
-  self.gradInput = Module.reuse(self.gradInput, x:shape()):copy(gm):add_(gs)
-  return self.gradInput
+  local free = Module.free
+  local g = self.out_relu:backward(x, grad_output, grad_is_scratch)
+  local t = c.bn2:backward(c.conv2.output, g); free(c.conv2.output)
+  local u = c.conv2:backward(c.relu.output, t); t:release()
+  local v = c.relu:backward(c.bn1.output, u, true); free(c.bn1.output)
+  local w = c.bn1:backward(c.conv1.output, v); v:release(); free(c.conv1.output)
+  local gx = c.conv1:backward(x, w); w:release()
+  if c.downsample then
+    local gs = c.downsample:backward(x, g)
+    gx:add_(gs)
+    gs:release()
+  else
+    gx:add_(g)
+  end
+  if g ~= grad_output then g:release() end
+  return gx
 end
 
 -- Kaiming normal, fan_out, for ReLU (torchvision's choice for ResNets).
 local function kaiming_normal_fan_out(w)
   local s = w:shape()
-  local fan_out = s[1] * s[3] * s[4]
-  w:copy(mt.randn(s) * math.sqrt(2 / fan_out))
+  w:normal_(0, math.sqrt(2 / (s[1] * s[3] * s[4])))
 end
 
 local function build(blocks, opts)
