@@ -2,9 +2,17 @@
 # `make bench`: every benchmark, one after the other.
 set -e
 BUILD=${BUILD:-build}
+if [ -z "${MACHRT_SAMPLE_DATA:-}" ] && [ -d ../shared/data/mimii-sample ]; then
+    MACHRT_SAMPLE_DATA="$(cd ../shared/data/mimii-sample && pwd)"
+    export MACHRT_SAMPLE_DATA
+fi
 echo "== core: matmul, elementwise bandwidth, start-up"
 ./machrt bench/core.lua "$BUILD" ./machrt
+echo "== log-mel front end"
 ./machrt bench/audio_mel.lua
+echo "== decoding and resampling"
 ./machrt bench/audio_io.lua
 echo "== conv layers of a ResNet34 training step, machrt vs PyTorch (bench/conv_layers.c)"
 "$BUILD"/bench/conv_layers --peer
+echo "== ResNet34 training step and inference"
+./machrt bench/train_step.lua --profile
