@@ -16,6 +16,7 @@ int luaopen_machrt_kernels(lua_State *L); /* l_kernels.c: nn and optim kernels *
 /* Each adds its functions to the table on top of the stack. */
 void mrt_lua_audio_io(lua_State *L);       /* l_audio_io.c: info, load, save, resample */
 void mrt_lua_audio_spectral(lua_State *L); /* l_audio_spectral.c: MelSpectrogram, ... */
+void mrt_lua_audio_synth(lua_State *L);    /* l_synth.c: synth_clip, synth_write, ... */
 void mrt_lua_nn(lua_State *L);             /* l_nn.c */
 void mrt_lua_optim(lua_State *L);          /* l_optim.c */
 

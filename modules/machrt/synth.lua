@@ -1,0 +1,233 @@
+-- The embedded default dataset: plans and writes a synthetic MIMII-like
+-- corpus (the sounds come from the C synthesizer, audio.synth_write).
+--
+--   local synth = require "machrt.synth"
+--   local info = synth.generate("data/synthetic", {clips = 960, seed = 1})
+--   local info = synth.ensure("data/synthetic")   -- generates on first use only
+--   -- info = {data_folder =, csv =, clips =, seconds =}
+--
+-- Layout as MIMII: <type>/id_<NN>/<normal|abnormal>/<NNNNNNNN>.wav, 16 kHz,
+-- 16-bit, 10 s; plus <out>/dataset.csv in the reference layout (an unnamed
+-- index column, audio, label, model_id, condition, snr_db). Clip k's sound
+-- depends only on (seed, k) and the options, so any thread count writes the
+-- same bytes.
+
+local audio = require "machrt.audio"
+local mt = require "machrt"
+
+local M = {}
+
+M.CSV_NAME = "dataset.csv"
+
+M.DEFAULTS = {
+    clips = 960,                                -- the reference run's size
+    seed = 1,
+    types = { "fan", "pump", "slider", "valve" },
+    ids = { 0, 2, 4, 6 },                       -- MIMII's model ids
+    abnormal_fraction = 0.2,
+    snr = { 6, 0, -6 },                         -- MIMII's three mixes
+    channels = 1,
+    threads = nil,                              -- nil: mt.get_num_threads()
+    force = false,
+    progress = nil,                             -- function(done, total, seconds) or nil
+}
+
+local function fail(fmt, ...)
+    error("synth: " .. string.format(fmt, ...), 0)
+end
+
+local function is_int(v) return math.type(v) == "integer" or (type(v) == "number" and v == math.floor(v)) end
+
+-- Fills defaults and checks every option; returns a new table.
+function M.options(opts)
+    opts = opts or {}
+    local o = {}
+    for k, v in pairs(M.DEFAULTS) do o[k] = v end
+    for k, v in pairs(opts) do
+        if M.DEFAULTS[k] == nil and k ~= "threads" and k ~= "progress" then
+            local names = {}
+            for name in pairs(M.DEFAULTS) do names[#names + 1] = name end
+            table.sort(names)
+            fail("unknown option '%s' (options: %s)", tostring(k), table.concat(names, ", "))
+        end
+        o[k] = v
+    end
+    if not is_int(o.clips) or o.clips < 1 then
+        fail("the number of clips must be a positive integer, got %s", tostring(o.clips))
+    end
+    if not is_int(o.seed) or o.seed < 0 then
+        fail("the seed must be a non-negative integer, got %s", tostring(o.seed))
+    end
+    local known = {}
+    for _, t in ipairs(audio.synth_types()) do known[t] = true end
+    if type(o.types) ~= "table" or #o.types == 0 then fail("no machine types given") end
+    local seen = {}
+    for _, t in ipairs(o.types) do
+        if not known[t] then
+            fail("unknown machine type '%s' (fan, pump, slider, valve)", tostring(t))
+        end
+        if seen[t] then fail("machine type '%s' given twice", t) end
+        seen[t] = true
+    end
+    if type(o.ids) ~= "table" or #o.ids == 0 then fail("no model ids given") end
+    seen = {}
+    for _, id in ipairs(o.ids) do
+        if not is_int(id) or id < 0 or id > 99 then
+            fail("a model id must be an integer in 0..99, got %s", tostring(id))
+        end
+        if seen[id] then fail("model id %d given twice", id) end
+        seen[id] = true
+    end
+    local f = o.abnormal_fraction
+    if type(f) ~= "number" or f ~= f or f < 0 or f > 1 then
+        fail("the abnormal fraction must be a number in [0, 1], got %s", tostring(f))
+    end
+    if type(o.snr) ~= "table" or #o.snr == 0 then fail("no SNR given") end
+    for _, s in ipairs(o.snr) do
+        if type(s) ~= "number" or s ~= s or s < -30 or s > 30 then
+            fail("an SNR must be a number of dB in [-30, 30], got %s", tostring(s))
+        end
+    end
+    if o.channels ~= 1 and o.channels ~= 8 then
+        fail("channels must be 1 or 8, got %s", tostring(o.channels))
+    end
+    if o.threads ~= nil and (not is_int(o.threads) or o.threads < 1) then
+        fail("threads must be a positive integer, got %s", tostring(o.threads))
+    end
+    return o
+end
+
+-- The corpus as a list of clips: {path (relative), type, model_id,
+-- condition, snr_db, channels, seed, index}. Types take turns, then model
+-- ids within a type; the n-th clip of a (type, id) pair gets SNR
+-- snr[n % #snr + 1] and is abnormal when floor((n + 1) * f) > floor(n * f),
+-- which spreads the abnormal clips evenly (with f = 0.2: every fifth,
+-- cycling through the SNRs).
+function M.plan(opts)
+    local o = M.options(opts)
+    local nt, ni, ns = #o.types, #o.ids, #o.snr
+    local counters, clips = {}, {}
+    for k = 0, o.clips - 1 do
+        local t = o.types[k % nt + 1]
+        local j = k // nt
+        local id = math.tointeger(o.ids[j % ni + 1])
+        local m = j // ni
+        local f = o.abnormal_fraction
+        local cond = math.floor((m + 1) * f + 1e-9) > math.floor(m * f + 1e-9) and "abnormal" or "normal"
+        local dir = string.format("%s/id_%02d/%s", t, id, cond)
+        local num = counters[dir] or 0
+        counters[dir] = num + 1
+        clips[#clips + 1] = {
+            path = string.format("%s/%08d.wav", dir, num),
+            type = t, model_id = id, condition = cond, snr_db = o.snr[m % ns + 1],
+            channels = o.channels, seed = math.tointeger(o.seed), index = k,
+        }
+    end
+    return clips, o
+end
+
+local function fmt_number(v)
+    if math.type(v) == "integer" or v == math.floor(v) then return string.format("%d", v) end
+    return string.format("%g", v)
+end
+
+-- The CSV text of a plan, in the reference layout.
+function M.csv(clips)
+    local lines = { ",audio,label,model_id,condition,snr_db" }
+    for i, c in ipairs(clips) do
+        lines[#lines + 1] = string.format("%d,%s,%s,%02d,%s,%s", i - 1, c.path, c.type,
+            c.model_id, c.condition, fmt_number(c.snr_db))
+    end
+    return table.concat(lines, "\n") .. "\n"
+end
+
+-- Writes `text` to `path` through a temporary name, so `path` never holds
+-- a half-written file.
+local function write_atomic(path, text)
+    local tmp = path .. ".tmp"
+    local f, err = io.open(tmp, "wb")
+    if not f then fail("cannot write %s: %s", path, err) end
+    local ok, werr = f:write(text)
+    local cok, cerr = f:close()
+    if not ok or not cok then
+        os.remove(tmp)
+        fail("cannot write %s: %s", path, tostring(werr or cerr))
+    end
+    local rok, rerr = os.rename(tmp, path)
+    if not rok then
+        os.remove(tmp)
+        fail("cannot write %s: %s", path, rerr)
+    end
+end
+
+-- Checks that `out` can receive the corpus: refuses a folder holding other
+-- files unless `force`, creates it otherwise, and proves it writable.
+local function prepare_folder(out, force)
+    if type(out) ~= "string" or out == "" then fail("needs an output folder") end
+    local state, entry = audio.synth_folder_state(out)
+    if state == "file" then fail("%s exists and is not a folder", out) end
+    if state == "nonempty" and not force then
+        fail("%s already holds files (%s, ...); choose another folder or pass --force "
+            .. "to write over it", out, entry)
+    end
+    local ok, err = pcall(audio.synth_mkdirs, out)
+    if not ok then fail("cannot create the output folder %s: %s", out, tostring(err)) end
+    local probe = out .. "/.synth-write-test"
+    local f, ferr = io.open(probe, "wb")
+    if not f then fail("cannot write into %s: %s", out, ferr) end
+    f:close()
+    os.remove(probe)
+end
+
+-- Generates the corpus into `out`; returns {data_folder, csv, clips, seconds}.
+function M.generate(out, opts)
+    local clips, o = M.plan(opts)
+    prepare_folder(out, o.force)
+    local threads = o.threads or mt.get_num_threads()
+    local t0 = mt.clock()
+    -- Batches keep progress visible; each batch runs in parallel in C.
+    local batch = math.max(16, 8 * threads)
+    for first = 1, #clips, batch do
+        local list = {}
+        for i = first, math.min(first + batch - 1, #clips) do
+            local c = clips[i]
+            list[#list + 1] = { path = out .. "/" .. c.path, type = c.type, model_id = c.model_id,
+                condition = c.condition, snr_db = c.snr_db, channels = c.channels,
+                seed = c.seed, index = c.index }
+        end
+        audio.synth_write(list, { threads = threads })
+        if o.progress then o.progress(first + #list - 1, #clips, mt.clock() - t0) end
+    end
+    local csv = out .. "/" .. M.CSV_NAME
+    -- Written last: its presence marks a complete corpus (see ensure).
+    write_atomic(csv, M.csv(clips))
+    return { data_folder = out, csv = csv, clips = #clips, seconds = mt.clock() - t0 }
+end
+
+local function exists(path)
+    local f = io.open(path, "rb")
+    if f then f:close() end
+    return f ~= nil
+end
+
+-- The corpus in `folder` (default data/synthetic), generated with `opts`
+-- first when its CSV is missing, saying so on stderr.
+function M.ensure(folder, opts)
+    folder = folder or "data/synthetic"
+    local csv = folder .. "/" .. M.CSV_NAME
+    if exists(csv) then return { data_folder = folder, csv = csv, generated = false } end
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    -- A folder left by an interrupted run holds clips but no CSV: finish it.
+    o.force = true
+    local n = o.clips or M.DEFAULTS.clips
+    io.stderr:write(string.format("synth: no dataset in %s; generating the default synthetic "
+        .. "corpus (%d clips, seed %d) ...\n", folder, n, o.seed or M.DEFAULTS.seed))
+    local info = M.generate(folder, o)
+    io.stderr:write(string.format("synth: %d clips written to %s in %.1f s\n", info.clips,
+        folder, info.seconds))
+    info.generated = true
+    return info
+end
+
+return M

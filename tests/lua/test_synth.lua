@@ -1,0 +1,214 @@
+-- The synthetic corpus: determinism, layout, CSV, SNR, 8-channel output and
+-- bad input (machrt.synth, scripts/synth.lua, audio.synth_*). Corpora here
+-- are 8 to 12 clips (about 30 ms each), written under temporary folders.
+
+local mt = require "machrt"
+local audio = require "machrt.audio"
+local synth = require "machrt.synth"
+local A = require "assert"
+
+local T = {}
+local tmp_dirs = {}
+
+local function test(name, fn)
+    T[#T + 1] = { name, function()
+        local ok, err = pcall(fn)
+        for _, d in ipairs(tmp_dirs) do os.execute("rm -rf '" .. d .. "'") end
+        tmp_dirs = {}
+        if not ok then error(err, 0) end
+    end }
+end
+
+-- A fresh path for a folder (not created); removed when the test ends.
+local function tmpdir()
+    local p = os.tmpname()
+    os.remove(p)
+    tmp_dirs[#tmp_dirs + 1] = p
+    return p
+end
+
+local function read(path)
+    local f = assert(io.open(path, "rb"))
+    local s = f:read("a")
+    f:close()
+    return s
+end
+
+local function files_of(folder)
+    local list = {}
+    local p = assert(io.popen("cd '" .. folder .. "' && find . -type f | sort"))
+    for line in p:lines() do list[#list + 1] = line:sub(3) end
+    p:close()
+    return list
+end
+
+local function power(t) return (t * t):mean() end
+
+test("two runs with the same seed give the same bytes, for 1 and 2 threads", function()
+    local a, b, c = tmpdir(), tmpdir(), tmpdir()
+    synth.generate(a, { clips = 8, seed = 3, threads = 1 })
+    synth.generate(b, { clips = 8, seed = 3, threads = 2 })
+    synth.generate(c, { clips = 8, seed = 4, threads = 2 })
+    local fa, fb = files_of(a), files_of(b)
+    A.eq(#fa, 9)
+    A.eq(fa, fb)
+    for _, f in ipairs(fa) do
+        A.truthy(read(a .. "/" .. f) == read(b .. "/" .. f), f .. " differs between runs")
+    end
+    A.truthy(read(a .. "/fan/id_00/normal/00000000.wav") ~= read(c .. "/fan/id_00/normal/00000000.wav"),
+        "another seed must give another clip")
+end)
+
+test("layout, WAV format and CSV columns follow MIMII and the reference", function()
+    local out = tmpdir()
+    local info = synth.generate(out, { clips = 12, seed = 1, abnormal_fraction = 0.5 })
+    A.eq(info.clips, 12)
+    A.eq(info.csv, out .. "/dataset.csv")
+    local lines = {}
+    for line in io.lines(info.csv) do lines[#lines + 1] = line end
+    A.eq(lines[1], ",audio,label,model_id,condition,snr_db")
+    A.eq(#lines, 13)
+    A.eq(lines[2], "0,fan/id_00/normal/00000000.wav,fan,00,normal,6")
+    local seen = {}
+    for i = 2, #lines do
+        local idx, path, label, id, cond, snr = lines[i]:match("^(%d+),([^,]+),(%a+),(%d%d),(%a+),(%-?%d+)$")
+        A.truthy(idx, "bad CSV row: " .. lines[i])
+        A.eq(tonumber(idx), i - 2)
+        A.eq(path, string.format("%s/id_%s/%s/%s", label, id, cond, path:match("(%d+)%.wav$") .. ".wav"))
+        A.truthy(path:match("/%d%d%d%d%d%d%d%d%.wav$"), path)
+        A.truthy(cond == "normal" or cond == "abnormal", cond)
+        A.truthy(snr == "6" or snr == "0" or snr == "-6", snr)
+        seen[label] = (seen[label] or 0) + 1
+        local wi = audio.info(out .. "/" .. path)
+        A.eq({ wi.sample_rate, wi.channels, wi.frames, wi.format, wi.encoding },
+            { 16000, 1, 160000, "wav", "pcm16" })
+    end
+    A.eq(seen, { fan = 3, pump = 3, slider = 3, valve = 3 })
+    for _, f in ipairs(files_of(out)) do A.truthy(not f:find("%.tmp"), "left over: " .. f) end
+end)
+
+test("the SNR measured on the written file is within 0.5 dB of the request", function()
+    local out = tmpdir()
+    audio.synth_mkdirs(out)
+    for ti, t in ipairs(audio.synth_types()) do
+        for _, snr in ipairs({ 6, 0, -6 }) do
+            local clip = { type = t, model_id = 2, condition = ti % 2 == 0 and "abnormal" or "normal",
+                snr_db = snr, seed = 5, index = ti }
+            local mix, machine, noise = audio.synth_clip(clip)
+            A.near(10 * math.log10(power(machine) / power(noise)), snr, 1e-3)
+            local path = out .. "/" .. t .. snr .. ".wav"
+            clip.path = path
+            audio.synth_write({ clip })
+            local wave = audio.load(path)
+            A.truthy((wave - mix):abs():max() <= 1 / 32768 + 1e-6, "file differs from the mix")
+            local measured = 10 * math.log10(power(machine) / power(wave - machine))
+            A.near(measured, snr, 0.5, t .. " at " .. snr .. " dB")
+        end
+    end
+end)
+
+test("8-channel clips load with 8 channels; channel 1 is the mono clip", function()
+    local out = tmpdir()
+    local clip = { type = "pump", model_id = 4, snr_db = 0, seed = 2, index = 7,
+        path = out .. "/a8.wav", channels = 8 }
+    audio.synth_write({ clip })
+    local wave, sr = audio.load(clip.path)
+    A.shape_eq(wave, { 8, 160000 })
+    A.eq(sr, 16000)
+    clip.channels, clip.path = 1, out .. "/a1.wav"
+    audio.synth_write({ clip })
+    local mono = audio.load(clip.path, { channel = 1 })
+    A.eq((wave:select(1, 1) - mono):abs():max(), 0)
+    -- The other microphones hear the same scene, delayed and with their own gain.
+    local c1, c5 = wave:select(1, 1), wave:select(1, 5)
+    A.truthy((c1 - c5):abs():max() > 0, "channels must differ")
+    local r = (c1 * c5):mean() / math.sqrt(power(c1) * power(c5))
+    A.truthy(r > 0.5, "channels should be strongly correlated, got " .. r)
+    local dir = tmpdir()
+    local info = synth.generate(dir, { clips = 2, channels = 8 })
+    A.eq(audio.info(dir .. "/pump/id_00/normal/00000000.wav").channels, 8)
+    A.eq(info.clips, 2)
+end)
+
+test("bad options give clear errors", function()
+    local out = tmpdir()
+    A.raises(function() synth.generate(out, { types = { "fan", "drill" } }) end,
+        "unknown machine type 'drill'")
+    A.raises(function() synth.generate(out, { clips = 0 }) end, "positive integer")
+    A.raises(function() synth.generate(out, { clips = 2, ids = { 100 } }) end, "0..99")
+    A.raises(function() synth.generate(out, { clips = 2, snr = { 40 } }) end, "[-30, 30]")
+    A.raises(function() synth.generate(out, { clips = 2, channels = 2 }) end, "1 or 8")
+    A.raises(function() synth.generate(out, { clips = 2, abnormal_fraction = 2 }) end, "[0, 1]")
+    A.raises(function() synth.generate(out, { clips = 2, colour = 1 }) end, "unknown option 'colour'")
+    A.raises(function() audio.synth_clip{ type = "fan", condition = "broken" } end, "condition")
+    A.raises(function() audio.synth_clip{ type = "fan", snr = 3 } end, "unknown key 'snr'")
+    -- Nothing was written by the refused calls.
+    A.eq(audio.synth_folder_state(out), "missing")
+end)
+
+test("a folder holding other files is refused unless forced", function()
+    local out = tmpdir()
+    audio.synth_mkdirs(out)
+    local f = assert(io.open(out .. "/notes.txt", "w"))
+    f:write("mine\n")
+    f:close()
+    A.raises(function() synth.generate(out, { clips = 1 }) end, "already holds files", "--force")
+    synth.generate(out, { clips = 1, force = true })
+    A.eq(read(out .. "/notes.txt"), "mine\n")
+    A.truthy(audio.info(out .. "/fan/id_00/normal/00000000.wav").frames == 160000)
+end)
+
+test("an unwritable output folder is a clear error", function()
+    local base = tmpdir()
+    audio.synth_mkdirs(base)
+    local f = assert(io.open(base .. "/file", "w"))
+    f:close()
+    A.raises(function() synth.generate(base .. "/file", { clips = 1 }) end, "not a folder")
+    A.raises(function() synth.generate(base .. "/file/sub", { clips = 1 }) end,
+        "cannot create the output folder", "file/sub")
+    A.raises(function() audio.synth_write({ { type = "fan", path = base .. "/file/x.wav" } }) end,
+        "cannot create folder")
+end)
+
+test("ensure generates once, with a message, and then reuses the corpus", function()
+    local out = tmpdir()
+    local info = synth.ensure(out, { clips = 4 })
+    A.truthy(info.generated)
+    A.eq(#files_of(out), 5)
+    local again = synth.ensure(out, { clips = 4 })
+    A.eq(again.generated, false)
+    A.eq(again.csv, out .. "/dataset.csv")
+    -- A run interrupted before its CSV was written is finished on next use.
+    os.remove(out .. "/dataset.csv")
+    A.truthy(synth.ensure(out, { clips = 4 }).generated)
+end)
+
+test("the command line: a corpus in one call, and errors with exit status 1", function()
+    local out = tmpdir()
+    local function run(args)
+        local p = io.popen("./machrt scripts/synth.lua " .. args .. " 2>&1")
+        local text = p:read("a")
+        local ok, _, code = p:close()
+        return text, ok and 0 or code
+    end
+    local text, code = run("--out " .. out .. " --clips 4 --seed 2 --types pump,valve --ids 1,3 "
+        .. "--snr=0 --quiet")
+    A.eq(code, 0, text)
+    A.truthy(text:find("4 clips", 1, true), text)
+    A.truthy(audio.info(out .. "/valve/id_01/normal/00000000.wav").frames == 160000)
+    local cases = {
+        { "--out " .. out .. "x --types fan,drill", "unknown machine type 'drill'" },
+        { "--out " .. out .. "x --clips 0", "positive integer" },
+        { "--out " .. out .. " --clips 1", "already holds files" },
+        { "--clips 2", "--out FOLDER is required" },
+        { "--out " .. out .. "x --colour red", "unknown option --colour" },
+        { "--out " .. out .. "x --clips many", "--clips must be an integer" },
+    }
+    for _, c in ipairs(cases) do
+        local t, rc = run(c[1])
+        A.eq(rc, 1, c[1])
+        A.truthy(t:find(c[2], 1, true), "expected '" .. c[2] .. "' in: " .. t)
+    end
+end)
+
+return T
