@@ -9,8 +9,11 @@
  * The machine is shared, so machrt and PyTorch are measured in alternating
  * rounds and each keeps its best time per layer.
  *
- *   conv_layers [--peer] [--rounds R] [--reps K] [--threads T] [--batch N]
- *               [--algo auto|im2col|winograd|gemm1x1] [--block B] [--only NAME] [--cpu]
+ *   conv_layers [--peer] [--rounds R] [--reps K] [--threads T] [--batch N] [--width W]
+ *               [--algo auto|im2col|winograd|winograd2x2|gemm1x1] [--block B]
+ *               [--only NAME] [--cpu]
+ *
+ * --width 216 gives the shapes of the inference benchmark (5 s chunks).
  *
  * --cpu times CPU seconds instead of wall-clock ones (meaningful with
  * --threads 1 when the machine is busy; both sides switch). */
@@ -28,21 +31,36 @@ typedef struct {
     int cin, cout, k, stride, pad, h, w, count, grad_input;
 } layer;
 
-/* The same table as bench/peers/torch_conv_layers.py. */
-static const layer LAYERS[] = {
-    {"conv1_7x7s2", 1, 64, 7, 2, 3, 128, 431, 1, 0},
-    {"l1_3x3_64", 64, 64, 3, 1, 1, 32, 108, 6, 1},
-    {"l2_3x3s2_64_128", 64, 128, 3, 2, 1, 32, 108, 1, 1},
-    {"l2_3x3_128", 128, 128, 3, 1, 1, 16, 54, 7, 1},
-    {"l2_ds_1x1s2", 64, 128, 1, 2, 0, 32, 108, 1, 1},
-    {"l3_3x3s2_128_256", 128, 256, 3, 2, 1, 16, 54, 1, 1},
-    {"l3_3x3_256", 256, 256, 3, 1, 1, 8, 27, 11, 1},
-    {"l3_ds_1x1s2", 128, 256, 1, 2, 0, 16, 54, 1, 1},
-    {"l4_3x3s2_256_512", 256, 512, 3, 2, 1, 8, 27, 1, 1},
-    {"l4_3x3_512", 512, 512, 3, 1, 1, 4, 14, 5, 1},
-    {"l4_ds_1x1s2", 256, 512, 1, 2, 0, 8, 27, 1, 1},
-};
-#define NLAYERS ((int)(sizeof LAYERS / sizeof LAYERS[0]))
+/* The distinct conv shapes of a ResNet34 on 1 x 128 x W input (the same
+ * table as bench/peers/torch_conv_layers.py): conv1 7x7/2, a 3x3/2 max pool,
+ * then each stage halves the plane. */
+static layer LAYERS[11];
+#define NLAYERS 11
+
+static int half(int n, int k, int s, int p) { return (n + 2 * p - k) / s + 1; }
+
+static void make_layers(int height, int width)
+{
+    int h[6], w[6];
+    h[0] = height, w[0] = width;                                  /* conv1 input */
+    h[1] = half(half(h[0], 7, 2, 3), 3, 2, 1);                   /* layer1 */
+    w[1] = half(half(w[0], 7, 2, 3), 3, 2, 1);
+    for (int i = 2; i < 5; i++) h[i] = half(h[i - 1], 3, 2, 1), w[i] = half(w[i - 1], 3, 2, 1);
+    const layer t[NLAYERS] = {
+        {"conv1_7x7s2", 1, 64, 7, 2, 3, h[0], w[0], 1, 0},
+        {"l1_3x3_64", 64, 64, 3, 1, 1, h[1], w[1], 6, 1},
+        {"l2_3x3s2_64_128", 64, 128, 3, 2, 1, h[1], w[1], 1, 1},
+        {"l2_3x3_128", 128, 128, 3, 1, 1, h[2], w[2], 7, 1},
+        {"l2_ds_1x1s2", 64, 128, 1, 2, 0, h[1], w[1], 1, 1},
+        {"l3_3x3s2_128_256", 128, 256, 3, 2, 1, h[2], w[2], 1, 1},
+        {"l3_3x3_256", 256, 256, 3, 1, 1, h[3], w[3], 11, 1},
+        {"l3_ds_1x1s2", 128, 256, 1, 2, 0, h[2], w[2], 1, 1},
+        {"l4_3x3s2_256_512", 256, 512, 3, 2, 1, h[3], w[3], 1, 1},
+        {"l4_3x3_512", 512, 512, 3, 1, 1, h[4], w[4], 5, 1},
+        {"l4_ds_1x1s2", 256, 512, 1, 2, 0, h[3], w[3], 1, 1},
+    };
+    memcpy(LAYERS, t, sizeof t);
+}
 
 /* Wall-clock time, or with --cpu the process's CPU time: with one thread
  * on a loaded machine that still measures the code rather than the load. */
@@ -138,12 +156,12 @@ static const char *python(void)
     return access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
 }
 
-static int run_peer(int batch, int threads, int reps, double *pf, double *pb)
+static int run_peer(int batch, int width, int threads, int reps, double *pf, double *pb)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "%s bench/peers/torch_conv_layers.py --batch %d --threads %d --reps %d%s "
-             "2>/dev/null", python(), batch, threads, reps,
+             "%s bench/peers/torch_conv_layers.py --batch %d --width %d --threads %d --reps %d%s "
+             "2>/dev/null", python(), batch, width, threads, reps,
              clock_id == CLOCK_MONOTONIC ? "" : " --cpu");
     FILE *f = popen(cmd, "r");
     if (!f) return -1;
@@ -165,7 +183,7 @@ static int run_peer(int batch, int threads, int reps, double *pf, double *pb)
 
 int main(int argc, char **argv)
 {
-    int peer = 0, rounds = 3, reps = 3, threads = 2, batch = 32;
+    int peer = 0, rounds = 3, reps = 3, threads = 2, batch = 32, width = 431;
     const char *only = NULL;
     mrt_conv2d_opts opts = {MRT_CONV_AUTO, 0, 0};
     for (int i = 1; i < argc; i++) {
@@ -177,20 +195,27 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--reps") && v) reps = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--batch") && v) batch = atoi(argv[++i]);
+        else if (!strcmp(a, "--width") && v) width = atoi(argv[++i]);
         else if (!strcmp(a, "--block") && v) opts.images_per_block = atoi(argv[++i]);
         else if (!strcmp(a, "--only") && v) only = argv[++i];
         else if (!strcmp(a, "--algo") && v) {
             const char *s = argv[++i];
-            opts.algo = !strcmp(s, "im2col")     ? MRT_CONV_IM2COL
-                        : !strcmp(s, "winograd") ? MRT_CONV_WINOGRAD
-                        : !strcmp(s, "gemm1x1")  ? MRT_CONV_GEMM1X1
-                                                 : MRT_CONV_AUTO;
+            opts.algo = !strcmp(s, "im2col")        ? MRT_CONV_IM2COL
+                        : !strcmp(s, "winograd")    ? MRT_CONV_WINOGRAD
+                        : !strcmp(s, "winograd2x2") ? MRT_CONV_WINOGRAD2
+                        : !strcmp(s, "gemm1x1")     ? MRT_CONV_GEMM1X1
+                                                    : MRT_CONV_AUTO;
         } else {
             fprintf(stderr, "usage: conv_layers [--peer] [--rounds R] [--reps K] [--threads T] "
-                            "[--batch N] [--algo A] [--block B] [--only NAME] [--cpu]\n");
+                            "[--batch N] [--width W] [--algo A] [--block B] [--only NAME] [--cpu]\n");
             return 2;
         }
     }
+    if (width < 32 || batch < 1) {
+        fprintf(stderr, "conv_layers: --width must be >= 32 and --batch >= 1\n");
+        return 2;
+    }
+    make_layers(128, width);
     mrt_set_num_threads(threads);
     double mf[NLAYERS], mb[NLAYERS], pf[NLAYERS], pb[NLAYERS];
     int use[NLAYERS];
@@ -216,15 +241,15 @@ int main(int argc, char **argv)
             if (tf < mf[i]) mf[i] = tf;
             if (tb < mb[i]) mb[i] = tb;
         }
-        if (peer && run_peer(batch, threads, reps, pf, pb) == 0) have_peer = 1;
+        if (peer && run_peer(batch, width, threads, reps, pf, pb) == 0) have_peer = 1;
     }
     mrt_workspace_free(&ws);
 
-    printf("conv layers of a ResNet34 training step, batch %d x 1 x 128 x 431, %d threads, "
-           "best of %d rounds x %d%s\n", batch, threads, rounds, reps,
+    printf("conv layers of a ResNet34 training step, batch %d x 1 x 128 x %d, %d threads, "
+           "best of %d rounds x %d%s\n", batch, width, threads, rounds, reps,
            clock_id == CLOCK_MONOTONIC ? "" : ", CPU time");
-    printf("%-18s %3s %-8s %9s %9s %7s %7s", "layer", "n", "algo", "fwd ms", "bwd ms", "fwd GF",
-           "bwd GF");
+    printf("%-18s %3s %-12s %-12s %8s %8s %6s %6s", "layer", "n", "fwd algo", "bwd algo",
+           "fwd ms", "bwd ms", "fwd GF", "bwd GF");
     if (have_peer) printf(" %9s %9s %6s %6s", "torch fwd", "torch bwd", "x fwd", "x bwd");
     printf("\n");
     double tot_mf = 0, tot_mb = 0, tot_pf = 0, tot_pb = 0;
@@ -235,13 +260,14 @@ int main(int argc, char **argv)
                            (l->h + 2 * l->pad - l->k) / l->stride + 1,
                            (l->w + 2 * l->pad - l->k) / l->stride + 1,
                            l->stride, l->stride, l->pad, l->pad};
-        mrt_conv_algo a = opts.algo != MRT_CONV_AUTO && mrt_conv2d_algo_supports(opts.algo, &g)
-                              ? opts.algo
-                              : mrt_conv2d_choose(&g);
+        const int forced = opts.algo != MRT_CONV_AUTO && mrt_conv2d_algo_supports(opts.algo, &g);
+        mrt_conv_algo af = forced ? opts.algo : mrt_conv2d_choose(&g, 0);
+        mrt_conv_algo ab = forced ? opts.algo : mrt_conv2d_choose(&g, 1);
         double fl = layer_flops(l, batch);
         double blf = fl * (l->grad_input ? 2.0 : 1.0);
-        printf("%-18s %3d %-8s %9.2f %9.2f %7.1f %7.1f", l->name, l->count, mrt_conv_algo_name(a),
-               mf[i] * 1e3, mb[i] * 1e3, fl / mf[i] * 1e-9, blf / mb[i] * 1e-9);
+        printf("%-18s %3d %-12s %-12s %8.2f %8.2f %6.0f %6.0f", l->name, l->count,
+               mrt_conv_algo_name(af), mrt_conv_algo_name(ab), mf[i] * 1e3, mb[i] * 1e3,
+               fl / mf[i] * 1e-9, blf / mb[i] * 1e-9);
         if (have_peer)
             printf(" %9.2f %9.2f %6.2f %6.2f", pf[i] * 1e3, pb[i] * 1e3, pf[i] / mf[i],
                    pb[i] / mb[i]);

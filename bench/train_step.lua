@@ -47,13 +47,17 @@ local function instrument(root)
     local p = profile[key]
     m.forward = function(self, xin)
       local t0 = mt.clock(); local y = f(self, xin); p.fwd = p.fwd + mt.clock() - t0
-      if key == "Conv2d" then p.flops_f = p.flops_f + conv_flops(self, xin) end
+      -- Counted here: backward releases the output it consumed.
+      if key == "Conv2d" then
+        self.profile_flops = conv_flops(self, xin)
+        p.flops_f = p.flops_f + self.profile_flops
+      end
       return y
     end
-    m.backward = function(self, xin, g)
-      local t0 = mt.clock(); local gi = b(self, xin, g); p.bwd = p.bwd + mt.clock() - t0
+    m.backward = function(self, xin, g, scratch)
+      local t0 = mt.clock(); local gi = b(self, xin, g, scratch); p.bwd = p.bwd + mt.clock() - t0
       if key == "Conv2d" then
-        p.flops_b = p.flops_b + conv_flops(self, xin) * (self.need_input_grad and 2 or 1)
+        p.flops_b = p.flops_b + self.profile_flops * (self.need_input_grad and 2 or 1)
       end
       return gi
     end

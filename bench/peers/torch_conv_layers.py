@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch's side of bench/conv_layers.c: every distinct convolution shape of a
-ResNet34 training step (batch 32 of 1 x 128 x 431), timed through
-torch.nn.functional.conv2d forward and autograd backward on the CPU (oneDNN),
-with 2 threads by default.
+ResNet34 training step (batch 32 of 1 x 128 x 431; --width changes the 431),
+timed through torch.nn.functional.conv2d forward and autograd backward on the
+CPU (oneDNN), with 2 threads by default.
 
 Prints one line per shape, "layer <name> <fwd_ms> <bwd_ms>" (best of --reps),
 which bench/conv_layers parses; --table prints a readable table instead.
@@ -18,20 +18,33 @@ except ImportError:
     print("torch not available", file=sys.stderr)
     sys.exit(2)
 
-# name, cin, cout, k, stride, pad, H, W, count in the network, needs grad input
-LAYERS = [
-    ("conv1_7x7s2", 1, 64, 7, 2, 3, 128, 431, 1, False),
-    ("l1_3x3_64", 64, 64, 3, 1, 1, 32, 108, 6, True),
-    ("l2_3x3s2_64_128", 64, 128, 3, 2, 1, 32, 108, 1, True),
-    ("l2_3x3_128", 128, 128, 3, 1, 1, 16, 54, 7, True),
-    ("l2_ds_1x1s2", 64, 128, 1, 2, 0, 32, 108, 1, True),
-    ("l3_3x3s2_128_256", 128, 256, 3, 2, 1, 16, 54, 1, True),
-    ("l3_3x3_256", 256, 256, 3, 1, 1, 8, 27, 11, True),
-    ("l3_ds_1x1s2", 128, 256, 1, 2, 0, 16, 54, 1, True),
-    ("l4_3x3s2_256_512", 256, 512, 3, 2, 1, 8, 27, 1, True),
-    ("l4_3x3_512", 512, 512, 3, 1, 1, 4, 14, 5, True),
-    ("l4_ds_1x1s2", 256, 512, 1, 2, 0, 8, 27, 1, True),
-]
+
+def half(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+def layers(height, width):
+    """name, cin, cout, k, stride, pad, H, W, count in the network, needs grad
+    input: the distinct conv shapes of a ResNet34 on 1 x height x width."""
+    h, w = [height], [width]
+    h.append(half(half(h[0], 7, 2, 3), 3, 2, 1))
+    w.append(half(half(w[0], 7, 2, 3), 3, 2, 1))
+    for _ in range(3):
+        h.append(half(h[-1], 3, 2, 1))
+        w.append(half(w[-1], 3, 2, 1))
+    return [
+        ("conv1_7x7s2", 1, 64, 7, 2, 3, h[0], w[0], 1, False),
+        ("l1_3x3_64", 64, 64, 3, 1, 1, h[1], w[1], 6, True),
+        ("l2_3x3s2_64_128", 64, 128, 3, 2, 1, h[1], w[1], 1, True),
+        ("l2_3x3_128", 128, 128, 3, 1, 1, h[2], w[2], 7, True),
+        ("l2_ds_1x1s2", 64, 128, 1, 2, 0, h[1], w[1], 1, True),
+        ("l3_3x3s2_128_256", 128, 256, 3, 2, 1, h[2], w[2], 1, True),
+        ("l3_3x3_256", 256, 256, 3, 1, 1, h[3], w[3], 11, True),
+        ("l3_ds_1x1s2", 128, 256, 1, 2, 0, h[2], w[2], 1, True),
+        ("l4_3x3s2_256_512", 256, 512, 3, 2, 1, h[3], w[3], 1, True),
+        ("l4_3x3_512", 512, 512, 3, 1, 1, h[4], w[4], 5, True),
+        ("l4_ds_1x1s2", 256, 512, 1, 2, 0, h[3], w[3], 1, True),
+    ]
 
 
 clock = time.perf_counter
@@ -49,6 +62,7 @@ def best_ms(fn, reps):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--width", type=int, default=431, help="input frames (431 = 10 s, 216 = 5 s)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--table", action="store_true")
@@ -61,7 +75,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     total_f = total_b = 0.0
-    for name, cin, cout, k, s, p, h, w, count, gin in LAYERS:
+    for name, cin, cout, k, s, p, h, w, count, gin in layers(128, a.width):
         x = torch.randn(a.batch, cin, h, w, requires_grad=gin)
         wt = (torch.randn(cout, cin, k, k) * 0.05).requires_grad_(True)
         y = F.conv2d(x, wt, None, s, p)
@@ -91,7 +105,11 @@ def main():
         total_f += tf * count
         total_b += tb * count
         if a.table:
-            print(f"{name:18s} x{count:<3d} fwd {tf:8.2f} ms  bwd {tb:8.2f} ms")
+            oh, ow = half(h, k, s, p), half(w, k, s, p)
+            flops = 2.0 * a.batch * cout * cin * k * k * oh * ow
+            bflops = flops * (2 if gin else 1)
+            print(f"{name:18s} x{count:<3d} fwd {tf:8.2f} ms {flops / tf * 1e-6:6.1f} GF/s  "
+                  f"bwd {tb:8.2f} ms {bflops / tb * 1e-6:6.1f} GF/s")
         else:
             print(f"layer {name} {tf:.4f} {tb:.4f}", flush=True)
     if a.table:

@@ -1,6 +1,14 @@
 /* 2-D convolution: argument checks, operand layout and the choice of
- * algorithm per shape. The arithmetic lives in conv2d_gemm.c (im2col + sgemm
- * and 1x1 GEMMs) and conv2d_winograd.c (Winograd F(4x4, 3x3)).
+ * algorithm per shape and direction. The arithmetic lives in conv2d_gemm.c
+ * (im2col + sgemm and 1x1 GEMMs) and conv2d_winograd.c (Winograd F(4x4, 3x3)
+ * and F(2x2, 3x3)).
+ *
+ * 3x3 stride-1 layers (all but five of a ResNet34's convolutions) run
+ * Winograd: F(2x2, 3x3) forward, which is as accurate as direct summation,
+ * and F(4x4, 3x3) backward, which does a quarter of direct convolution's
+ * multiplications but rounds more; in the forward pass that extra rounding
+ * reaches the batch statistics and every later layer, in the backward pass
+ * it stays in the gradients, where it is harmless (see conv2d_winograd.c).
  *
  * The kernels want contiguous NCHW buffers, so strided inputs are copied
  * once; outputs that are strided or share storage with an input are computed
@@ -12,9 +20,12 @@
 #include <string.h>
 #include "conv2d.h"
 
-/* Below this many input and output channels the Winograd transforms cost
- * more than the GEMMs they shrink (measured with bench/conv_layers). */
-#define WINO_MIN_CHANNELS 16
+/* Below this many input channels Winograd loses: its output transform
+ * costs about as much per output as a GEMM with K = 9 C. Measured on 8
+ * images of 64 x 96, one thread: 1 or 3 -> 64 channels, im2col 1.5-2.5x
+ * faster; 4-6 -> 64 about even; 8 -> 64 even forward, Winograd 15% faster
+ * backward; 16 -> 64 Winograd 1.4x / 1.7x; from 64 channels on 2.5-3x. */
+#define WINO_MIN_CHANNELS 8
 
 const char *mrt_conv_algo_name(mrt_conv_algo algo)
 {
@@ -22,7 +33,8 @@ const char *mrt_conv_algo_name(mrt_conv_algo algo)
     case MRT_CONV_AUTO: return "auto";
     case MRT_CONV_IM2COL: return "im2col";
     case MRT_CONV_GEMM1X1: return "gemm1x1";
-    case MRT_CONV_WINOGRAD: return "winograd";
+    case MRT_CONV_WINOGRAD: return "winograd4x4";
+    case MRT_CONV_WINOGRAD2: return "winograd2x2";
     }
     return "unknown";
 }
@@ -35,17 +47,17 @@ int mrt_conv2d_algo_supports(mrt_conv_algo algo, const mrt_conv_geom *g)
     case MRT_CONV_GEMM1X1:
         return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
     case MRT_CONV_WINOGRAD:
+    case MRT_CONV_WINOGRAD2:
         /* dX runs as a convolution with padding 2 - pad, hence pad <= 2. */
         return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->ph <= 2 && g->pw <= 2;
     }
     return 0;
 }
 
-mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g)
+mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward)
 {
-    if (mrt_conv2d_algo_supports(MRT_CONV_WINOGRAD, g) && g->c >= WINO_MIN_CHANNELS &&
-        g->o >= WINO_MIN_CHANNELS)
-        return MRT_CONV_WINOGRAD;
+    if (mrt_conv2d_algo_supports(MRT_CONV_WINOGRAD, g) && g->c >= WINO_MIN_CHANNELS)
+        return backward ? MRT_CONV_WINOGRAD : MRT_CONV_WINOGRAD2;
     if (mrt_conv2d_algo_supports(MRT_CONV_GEMM1X1, g)) return MRT_CONV_GEMM1X1;
     return MRT_CONV_IM2COL;
 }
@@ -122,20 +134,24 @@ static mrt_status resolve(const char *fn, const mrt_tensor *x, const mrt_tensor 
     return MRT_OK;
 }
 
+static int is_wino(mrt_conv_algo a) { return a == MRT_CONV_WINOGRAD || a == MRT_CONV_WINOGRAD2; }
+static int wino_m(mrt_conv_algo a) { return a == MRT_CONV_WINOGRAD2 ? 2 : 4; }
+
 static mrt_status pick_algo(const char *fn, const mrt_conv_geom *g, const mrt_conv2d_opts *opts,
-                            mrt_conv_algo *algo, int64_t *nb)
+                            int backward, mrt_conv_algo *algo, int64_t *nb)
 {
     mrt_conv_algo a = opts ? opts->algo : MRT_CONV_AUTO;
-    if (a == MRT_CONV_AUTO) a = mrt_conv2d_choose(g);
+    if (a == MRT_CONV_AUTO) a = mrt_conv2d_choose(g, backward);
     if (!mrt_conv2d_algo_supports(a, g))
         return mrt_fail(MRT_ERR_ARG,
                         "%s: algorithm %s cannot compute kernel %" PRId64 "x%" PRId64
                         " stride %" PRId64 "x%" PRId64 " padding %" PRId64 "x%" PRId64,
                         fn, mrt_conv_algo_name(a), g->kh, g->kw, g->sh, g->sw, g->ph, g->pw);
     int64_t b = opts && opts->images_per_block > 0 ? opts->images_per_block : 0;
-    if (b == 0) b = a == MRT_CONV_WINOGRAD ? mrt_conv_wino_block(g) : mrt_conv_gemm_block(g, a);
-    /* at most the whole batch: n images, or n * ceil(oh / 4) tile rows */
-    const int64_t most = a == MRT_CONV_WINOGRAD ? g->n * ((g->oh + 3) / 4) : g->n;
+    if (b == 0) b = is_wino(a) ? mrt_conv_wino_block(g, wino_m(a)) : mrt_conv_gemm_block(g, a);
+    /* at most the whole batch: n images, or n * ceil(oh / m) tile rows */
+    const int64_t m = wino_m(a);
+    const int64_t most = is_wino(a) ? g->n * ((g->oh + m - 1) / m) : g->n;
     if (b > most) b = most;
     *algo = a;
     *nb = b < 1 ? 1 : b;
@@ -180,7 +196,7 @@ mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, con
     mrt_status st;
     if ((st = resolve(fn, x, w, b, p, &g))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
-    if ((st = pick_algo(fn, &g, opts, &algo, &nb))) return st;
+    if ((st = pick_algo(fn, &g, opts, 0, &algo, &nb))) return st;
     const int64_t yshape[4] = {g.n, g.o, g.oh, g.ow};
     if ((st = mrt_tensor_prepare_out(fn, y, MRT_F32, 4, yshape))) return st;
     if (g.n == 0) return MRT_OK;
@@ -190,14 +206,14 @@ mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, con
     const mrt_tensor *ins[3] = {x, w, b};
     int aside = 0;
     float *scratch = NULL;
-    size_t need = algo == MRT_CONV_WINOGRAD ? mrt_conv_wino_fwd_scratch(&g, nb)
-                                            : mrt_conv_gemm_fwd_scratch(&g, algo, nb);
+    size_t need = is_wino(algo) ? mrt_conv_wino_fwd_scratch(&g, wino_m(algo), nb)
+                                : mrt_conv_gemm_fwd_scratch(&g, algo, nb);
     if ((st = mrt_tensor_contiguous(x, &xc)) || (st = mrt_tensor_contiguous(w, &wc)) ||
         (b && (st = mrt_tensor_contiguous(b, &bc))) ||
         (st = writable(y, ins, 3, &yt, &aside)) || (st = reserve(ws, &local, need, &scratch)))
         goto done;
-    if (algo == MRT_CONV_WINOGRAD)
-        mrt_conv_wino_forward(&g, nb, opts && opts->portable, mrt_f32(&xc), mrt_f32(&wc), b ? mrt_f32(&bc) : NULL,
+    if (is_wino(algo))
+        mrt_conv_wino_forward(&g, wino_m(algo), nb, opts && opts->portable, mrt_f32(&xc), mrt_f32(&wc), b ? mrt_f32(&bc) : NULL,
                               mrt_f32(&yt), scratch);
     else
         mrt_conv_gemm_forward(&g, algo, nb, mrt_f32(&xc), mrt_f32(&wc), b ? mrt_f32(&bc) : NULL,
@@ -294,7 +310,7 @@ mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, co
                         "%s: grad_output %s does not match the output shape %s of input %s "
                         "and weight %s", fn, SHP(dy, s1),
                         mrt_shape_str(4, yshape, s2, sizeof s2), SHP(x, s3), SHP(w, s4));
-    if ((st = pick_algo(fn, &g, opts, &algo, &nb))) return st;
+    if ((st = pick_algo(fn, &g, opts, 1, &algo, &nb))) return st;
     if (dx && (st = mrt_tensor_prepare_out(fn, dx, MRT_F32, 4, x->shape))) return st;
     if (dw && (st = grad_target(fn, "weight gradient", dw, 4, w->shape))) return st;
     if (db && (st = grad_target(fn, "bias gradient", db, 1, &g.o))) return st;
@@ -308,8 +324,8 @@ mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, co
     const mrt_tensor *ins[3] = {x, w, dy};
     int dx_aside = 0, dw_aside = 0, db_aside = 0;
     float *scratch = NULL;
-    size_t need = algo == MRT_CONV_WINOGRAD
-                      ? mrt_conv_wino_bwd_scratch(&g, nb, dx != NULL, dw != NULL)
+    size_t need = is_wino(algo)
+                      ? mrt_conv_wino_bwd_scratch(&g, wino_m(algo), nb, dx != NULL, dw != NULL)
                       : mrt_conv_gemm_bwd_scratch(&g, algo, nb, dx != NULL, dw != NULL);
     if ((st = mrt_tensor_contiguous(dy, &dyc))) goto done;
     if ((dx || dw) && (st = mrt_tensor_contiguous(w, &wc))) goto done;
@@ -323,8 +339,8 @@ mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, co
     if (dx || dw) {
         const float *xp = dw ? mrt_f32(&xc) : NULL;
         float *dxp = dx ? mrt_f32(&dxt) : NULL, *dwp = dw ? mrt_f32(&dwt) : NULL;
-        if (algo == MRT_CONV_WINOGRAD)
-            mrt_conv_wino_backward(&g, nb, opts && opts->portable, xp, mrt_f32(&wc), mrt_f32(&dyc), dxp, dwp, scratch);
+        if (is_wino(algo))
+            mrt_conv_wino_backward(&g, wino_m(algo), nb, opts && opts->portable, xp, mrt_f32(&wc), mrt_f32(&dyc), dxp, dwp, scratch);
         else
             mrt_conv_gemm_backward(&g, algo, nb, xp, mrt_f32(&wc), mrt_f32(&dyc), dxp, dwp,
                                    scratch);

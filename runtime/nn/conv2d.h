@@ -1,10 +1,12 @@
 /* Internal interface of the 2-D convolution kernels (not installed).
  *
  * conv2d.c checks arguments, makes operands contiguous and picks an
- * algorithm per shape; the algorithms live in conv2d_gemm.c (im2col + sgemm,
- * and 1x1 convolutions as plain GEMMs) and conv2d_winograd.c (Winograd
- * F(4x4, 3x3) for 3x3 stride-1 convolutions). The tests and the benchmark
- * call the *_algo entry points to force every path on any shape. */
+ * algorithm per shape and direction; the algorithms live in conv2d_gemm.c
+ * (im2col + sgemm, and 1x1 convolutions as plain GEMMs) and
+ * conv2d_winograd.c (Winograd F(4x4, 3x3) and F(2x2, 3x3) for 3x3 stride-1
+ * convolutions, with AVX2 transforms in conv2d_winograd_avx2.c). The tests
+ * and the benchmark call the *_opts entry points to force every path on any
+ * shape. */
 #ifndef MACHRT_NN_CONV2D_H
 #define MACHRT_NN_CONV2D_H
 
@@ -13,15 +15,16 @@
 #include "machrt/nn.h"
 
 typedef enum {
-    MRT_CONV_AUTO = 0, /* chosen by shape (mrt_conv2d_choose) */
-    MRT_CONV_IM2COL,   /* im2col + sgemm; any kernel, stride, padding */
-    MRT_CONV_GEMM1X1,  /* 1x1, stride 1, no padding: sgemm on the input itself */
-    MRT_CONV_WINOGRAD  /* 3x3, stride 1, padding <= 2: Winograd F(4x4, 3x3) */
+    MRT_CONV_AUTO = 0,   /* chosen by shape and direction (mrt_conv2d_choose) */
+    MRT_CONV_IM2COL,     /* im2col + sgemm; any kernel, stride, padding */
+    MRT_CONV_GEMM1X1,    /* 1x1, stride 1, no padding: sgemm on the input itself */
+    MRT_CONV_WINOGRAD,   /* 3x3, stride 1, padding <= 2: Winograd F(4x4, 3x3) */
+    MRT_CONV_WINOGRAD2   /* the same shapes, Winograd F(2x2, 3x3) */
 } mrt_conv_algo;
 
 typedef struct {
     mrt_conv_algo algo;
-    /* Images per GEMM block (im2col and 1x1), or tile rows (4 output rows
+    /* Images per GEMM chunk (im2col and 1x1), or tile rows (m output rows
      * of one image) per transform group (Winograd); 0 = chosen from the
      * shape. Tests set it to cover the one-image and many-image code. */
     int64_t images_per_block;
@@ -41,8 +44,9 @@ typedef struct {
 const char *mrt_conv_algo_name(mrt_conv_algo algo);
 /* Whether `algo` can compute this shape (AUTO: always). */
 int mrt_conv2d_algo_supports(mrt_conv_algo algo, const mrt_conv_geom *g);
-/* The algorithm the dispatcher uses for this shape. */
-mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g);
+/* The algorithm the dispatcher uses for this shape, for the forward pass
+ * (backward = 0) or the backward pass (1). */
+mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward);
 
 /* Same contract as mrt_conv2d_forward / mrt_conv2d_backward, with the
  * algorithm and blocking forced by `opts` (NULL = automatic). A forced
@@ -56,8 +60,11 @@ mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, co
                                     const mrt_conv2d_opts *opts);
 
 /* ---- algorithm kernels: contiguous float32 NCHW buffers, shapes checked.
- * y/dx are written in full; dw (O*C*KH*KW floats) accumulates (+=). Bias and
- * db are handled by conv2d.c. `nb` = images per block (>= 1). */
+ * y/dx are written in full; dw (O*C*KH*KW floats) accumulates (+=); dx or dw
+ * NULL skips it. The bias is added by the forward kernels; db is computed by
+ * conv2d.c. `nb` = images per chunk or tile rows per group (>= 1). The
+ * scratch sizes depend on omp_get_max_threads(), which must not change
+ * between sizing and the call. */
 
 /* Floats of scratch the kernels below need (they take `scratch` of at
  * least that size, 64-byte aligned). */
@@ -70,21 +77,26 @@ void mrt_conv_gemm_forward(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t n
 void mrt_conv_gemm_backward(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t nb,
                             const float *x, const float *w, const float *dy, float *dx,
                             float *dw, float *scratch);
-/* Images per block the GEMM paths use when not forced. */
+/* Images per chunk the GEMM paths use when not forced. */
 int64_t mrt_conv_gemm_block(const mrt_conv_geom *g, mrt_conv_algo algo);
 
-size_t mrt_conv_wino_fwd_scratch(const mrt_conv_geom *g, int64_t nb);
-size_t mrt_conv_wino_bwd_scratch(const mrt_conv_geom *g, int64_t nb, int want_dx, int want_dw);
-void mrt_conv_wino_forward(const mrt_conv_geom *g, int64_t nb, int portable, const float *x,
-                           const float *w, const float *bias, float *y, float *scratch);
-void mrt_conv_wino_backward(const mrt_conv_geom *g, int64_t nb, int portable, const float *x,
-                            const float *w, const float *dy, float *dx, float *dw,
-                            float *scratch);
-int64_t mrt_conv_wino_block(const mrt_conv_geom *g);
+/* Winograd with output tiles of m x m (m = 4: F(4x4, 3x3), m = 2:
+ * F(2x2, 3x3)); nb = tile rows per group. */
+size_t mrt_conv_wino_fwd_scratch(const mrt_conv_geom *g, int m, int64_t nb);
+size_t mrt_conv_wino_bwd_scratch(const mrt_conv_geom *g, int m, int64_t nb, int want_dx,
+                                 int want_dw);
+void mrt_conv_wino_forward(const mrt_conv_geom *g, int m, int64_t nb, int portable,
+                           const float *x, const float *w, const float *bias, float *y,
+                           float *scratch);
+void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int portable,
+                            const float *x, const float *w, const float *dy, float *dx,
+                            float *dw, float *scratch);
+int64_t mrt_conv_wino_block(const mrt_conv_geom *g, int m);
 
-/* Winograd tile transforms for `lanes` horizontally adjacent tiles at a time
- * (fewer, `cnt`, at the end of a tile row). V and M are [36][rows][T] with
- * `stride` floats between the 36 positions; see conv2d_winograd.c. With
+/* Winograd tile transforms (of one tile size m) for `lanes` horizontally
+ * adjacent tiles at a time (fewer, `cnt`, at the end of a tile row). V and M
+ * are [(m+2)^2][rows][T] with `stride` floats between the positions; see
+ * conv2d_winograd.c. With
  * cnt < lanes, `input` and `grad` may still store all `lanes` values of each
  * position (the caller lays V out so that the extra ones land on tiles it
  * writes afterwards or in padding) and `output` may load them (the caller
@@ -92,19 +104,20 @@ int64_t mrt_conv_wino_block(const mrt_conv_geom *g);
 typedef struct {
     const char *name;
     int lanes;
-    /* V of the tiles whose 6x6 patches start at (iy0, ix0 + 4 l). */
+    /* V of the tiles whose (m+2)^2 patches start at (iy0, ix0 + m l). */
     void (*input)(const float *plane, int64_t h, int64_t w, int64_t iy0, int64_t ix0, int cnt,
                   float *v, size_t stride);
-    /* Output tiles at (oy0, ox0 + 4 l) from M, plus bias, clipped to the plane. */
+    /* Output tiles at (oy0, ox0 + m l) from M, plus bias, clipped to the plane. */
     void (*output)(const float *m, size_t stride, int cnt, float bias, float *plane, int64_t oh,
                    int64_t ow, int64_t oy0, int64_t ox0);
-    /* A dY A^T of the 4x4 gradient tiles at (oy0, ox0 + 4 l), zero outside. */
+    /* A dY A^T of the m x m gradient tiles at (oy0, ox0 + m l), zero outside. */
     void (*grad)(const float *plane, int64_t oh, int64_t ow, int64_t oy0, int64_t ox0, int cnt,
                  float *v, size_t stride);
 } mrt_wino_kernels;
 
-/* The AVX2 + FMA transforms, or NULL when the CPU (or the build) lacks them. */
-const mrt_wino_kernels *mrt_wino_kernels_avx2(void);
+/* The AVX2 + FMA transforms for tile size m, or NULL when the CPU (or the
+ * build) lacks them. */
+const mrt_wino_kernels *mrt_wino_kernels_avx2(int m);
 /* dst[u] = row[ix0 + u] for u < len, zero where ix0 + u is outside [0, w). */
 void mrt_wino_load_row(float *dst, const float *row, int64_t w, int64_t ix0, int64_t len);
 

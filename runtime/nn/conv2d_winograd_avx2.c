@@ -1,5 +1,7 @@
-/* AVX2 + FMA versions of the Winograd F(4x4, 3x3) tile transforms (see
- * conv2d_winograd.c for the algorithm), used when the CPU has them.
+/* AVX2 + FMA versions of the Winograd F(4x4, 3x3) and F(2x2, 3x3) tile
+ * transforms (see conv2d_winograd.c for the algorithm), used when the CPU has
+ * them. The F(4x4) case is described here; F(2x2) is the same with tiles 2
+ * apart, patches 4 wide and a stride-2 de-interleave.
  *
  * Each call transforms 8 horizontally adjacent tiles, one per vector lane.
  * The tiles' input patches overlap (stride 4, width 6), so a row of 32 input
@@ -23,7 +25,8 @@
 #define AVX2 __attribute__((target("avx2,fma")))
 #define ROWLEN 36 /* input floats one 8-tile chunk row reads */
 
-/* Zero row for patch rows that fall in the padding. */
+/* Zero row for patch rows that fall in the padding (long enough for both
+ * tile sizes). */
 static const float zero_row[ROWLEN];
 
 /* p_r[l] = row[4l + r] for r = 0..3, l = 0..7. */
@@ -206,18 +209,162 @@ AVX2 static void grad_chunk8(const float *plane, int64_t oh, int64_t ow, int64_t
     }
 }
 
-static const mrt_wino_kernels avx2_kernels = {"avx2", 8, input_chunk8, output_chunk8,
-                                              grad_chunk8};
+/* ---- F(2x2, 3x3): tiles 2 apart, patches 4 wide ---------------------------- */
 
-const mrt_wino_kernels *mrt_wino_kernels_avx2(void)
+#define ROWLEN2 18 /* input floats one 8-tile chunk row reads */
+
+/* p_r[l] = row[2l + r] for r = 0, 1, l = 0..7. */
+AVX2 static inline void deinterleave2x(const float *row, __m256 *p0, __m256 *p1)
+{
+    __m256 a = _mm256_loadu_ps(row), b = _mm256_loadu_ps(row + 8);
+    /* (a0 a2 b0 b2 | a4 a6 b4 b6), then the 64-bit pairs put in order */
+    __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    *p0 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0)));
+    *p1 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* The inverse: out[2l + r] = y_r[l], 16 floats. */
+AVX2 static inline void interleave2x(__m256 y0, __m256 y1, float *out)
+{
+    __m256 lo = _mm256_unpacklo_ps(y0, y1), hi = _mm256_unpackhi_ps(y0, y1);
+    _mm256_storeu_ps(out, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+/* B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] */
+AVX2 static inline void bt4(const __m256 *d, __m256 *out)
+{
+    out[0] = _mm256_sub_ps(d[0], d[2]);
+    out[1] = _mm256_add_ps(d[1], d[2]);
+    out[2] = _mm256_sub_ps(d[2], d[1]);
+    out[3] = _mm256_sub_ps(d[1], d[3]);
+}
+
+/* A^T = [1 1 1 0; 0 1 -1 -1] */
+AVX2 static inline void at4(const __m256 *m, __m256 *out)
+{
+    out[0] = _mm256_add_ps(_mm256_add_ps(m[0], m[1]), m[2]);
+    out[1] = _mm256_sub_ps(_mm256_sub_ps(m[1], m[2]), m[3]);
+}
+
+/* A = [1 0; 1 1; 1 -1; 0 -1] */
+AVX2 static inline void a2(const __m256 *v, __m256 *out)
+{
+    out[0] = v[0];
+    out[1] = _mm256_add_ps(v[0], v[1]);
+    out[2] = _mm256_sub_ps(v[0], v[1]);
+    out[3] = _mm256_sub_ps(_mm256_setzero_ps(), v[1]);
+}
+
+AVX2 static void input_chunk8_2(const float *plane, int64_t h, int64_t w, int64_t iy0,
+                                int64_t ix0, int cnt, float *v, size_t stride)
+{
+    float buf[4][ROWLEN2];
+    __m256 e[4][4];
+    const int inside = ix0 >= 0 && ix0 + ROWLEN2 <= w;
+    for (int i = 0; i < 4; i++) {
+        const int64_t iy = iy0 + i;
+        const float *row;
+        if (iy < 0 || iy >= h) {
+            row = zero_row;
+        } else if (inside) {
+            row = plane + iy * w + ix0;
+        } else {
+            mrt_wino_load_row(buf[i], plane + iy * w, w, ix0, ROWLEN2);
+            row = buf[i];
+        }
+        __m256 d[4];
+        deinterleave2x(row, &d[0], &d[1]);
+        deinterleave2x(row + 2, &d[2], &d[3]);
+        bt4(d, e[i]);
+    }
+    (void)cnt; /* all 8 lanes are stored: see mrt_wino_kernels */
+    for (int l = 0; l < 4; l++) {
+        __m256 col[4] = {e[0][l], e[1][l], e[2][l], e[3][l]}, out[4];
+        bt4(col, out);
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(v + (size_t)(4 * k + l) * stride, out[k]);
+    }
+}
+
+AVX2 static void output_chunk8_2(const float *m, size_t stride, int cnt, float bias, float *plane,
+                                 int64_t oh, int64_t ow, int64_t oy0, int64_t ox0)
+{
+    __m256 s[4][2];
+    for (int k = 0; k < 4; k++) {
+        __m256 row[4];
+        for (int l = 0; l < 4; l++) row[l] = _mm256_loadu_ps(m + (size_t)(4 * k + l) * stride);
+        at4(row, s[k]);
+    }
+    const __m256 b = _mm256_set1_ps(bias);
+    __m256 y[2][2];
+    for (int j = 0; j < 2; j++) {
+        __m256 col[4] = {s[0][j], s[1][j], s[2][j], s[3][j]}, out[2];
+        at4(col, out);
+        y[0][j] = _mm256_add_ps(out[0], b);
+        y[1][j] = _mm256_add_ps(out[1], b);
+    }
+    const int64_t ncols = ow - ox0 < 2 * cnt ? ow - ox0 : 2 * cnt;
+    for (int i = 0; i < 2 && oy0 + i < oh; i++) {
+        float *dst = plane + (oy0 + i) * ow + ox0;
+        if (ncols == 16) {
+            interleave2x(y[i][0], y[i][1], dst);
+        } else {
+            float line[16];
+            interleave2x(y[i][0], y[i][1], line);
+            memcpy(dst, line, sizeof(float) * (size_t)ncols);
+        }
+    }
+}
+
+AVX2 static void grad_chunk8_2(const float *plane, int64_t oh, int64_t ow, int64_t oy0,
+                               int64_t ox0, int cnt, float *v, size_t stride)
+{
+    float buf[2][16];
+    __m256 q[2][2], hc[4][2];
+    const int inside = ox0 + 16 <= ow;
+    for (int i = 0; i < 2; i++) {
+        const float *row;
+        if (oy0 + i >= oh) {
+            row = zero_row;
+        } else if (inside) {
+            row = plane + (oy0 + i) * ow + ox0;
+        } else {
+            mrt_wino_load_row(buf[i], plane + (oy0 + i) * ow, ow, ox0, 16);
+            row = buf[i];
+        }
+        deinterleave2x(row, &q[i][0], &q[i][1]);
+    }
+    for (int j = 0; j < 2; j++) {
+        __m256 col[2] = {q[0][j], q[1][j]}, out[4];
+        a2(col, out);
+        for (int k = 0; k < 4; k++) hc[k][j] = out[k];
+    }
+    (void)cnt; /* all 8 lanes are stored: see mrt_wino_kernels */
+    for (int k = 0; k < 4; k++) {
+        __m256 out[4];
+        a2(hc[k], out);
+        for (int l = 0; l < 4; l++) _mm256_storeu_ps(v + (size_t)(4 * k + l) * stride, out[l]);
+    }
+}
+
+static const mrt_wino_kernels avx2_f4 = {"avx2", 8, input_chunk8, output_chunk8, grad_chunk8};
+static const mrt_wino_kernels avx2_f2 = {"avx2", 8, input_chunk8_2, output_chunk8_2,
+                                         grad_chunk8_2};
+
+const mrt_wino_kernels *mrt_wino_kernels_avx2(int m)
 {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2_kernels;
-    return NULL;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    return m == 2 ? &avx2_f2 : &avx2_f4;
 }
 
 #else
 
-const mrt_wino_kernels *mrt_wino_kernels_avx2(void) { return NULL; }
+const mrt_wino_kernels *mrt_wino_kernels_avx2(int m)
+{
+    (void)m;
+    return NULL;
+}
 
 #endif

@@ -18,6 +18,9 @@
 /* Winograd F(4x4, 3x3): the transforms scale values by up to 8 * 8 before
  * the GEMM and back after; measured worst ~3e-6 up to 512 channels. */
 #define WINO_REL 5e-5
+/* Winograd F(2x2, 3x3): transform constants 1 and 1/2, errors like a direct
+ * sum's. */
+#define WINO2_REL 2e-5
 #define ABS_TOL 1e-6
 
 typedef struct {
@@ -139,7 +142,12 @@ static mrt_conv2d_params params_of(const conv_case *k) {
     return p;
 }
 
-static double rel_of(mrt_conv_algo a) { return a == MRT_CONV_WINOGRAD ? WINO_REL : GEMM_REL; }
+static double rel_of(mrt_conv_algo a)
+{
+    return a == MRT_CONV_WINOGRAD ? WINO_REL : a == MRT_CONV_WINOGRAD2 ? WINO2_REL : GEMM_REL;
+}
+
+static int is_wino(mrt_conv_algo a) { return a == MRT_CONV_WINOGRAD || a == MRT_CONV_WINOGRAD2; }
 
 /* Inputs of a case, filled deterministically. */
 typedef struct {
@@ -165,8 +173,8 @@ static void free_operands(operands *op) {
 }
 
 static const mrt_conv_algo ALGOS[] = {MRT_CONV_AUTO, MRT_CONV_IM2COL, MRT_CONV_GEMM1X1,
-                                      MRT_CONV_WINOGRAD};
-#define N_ALGOS 4
+                                      MRT_CONV_WINOGRAD, MRT_CONV_WINOGRAD2};
+#define N_ALGOS 5
 static const int64_t BLOCKS[] = {0, 1, 2, 5};
 #define N_BLOCKS 4
 
@@ -217,10 +225,10 @@ START_TEST(test_forward_against_naive) {
     mrt_workspace ws = {0};
     for (int a = 0; a < N_ALGOS; a++) {
         if (!mrt_conv2d_algo_supports(ALGOS[a], &g)) continue;
-        mrt_conv_algo used = ALGOS[a] == MRT_CONV_AUTO ? mrt_conv2d_choose(&g) : ALGOS[a];
+        mrt_conv_algo used = ALGOS[a] == MRT_CONV_AUTO ? mrt_conv2d_choose(&g, 0) : ALGOS[a];
         /* Winograd: the AVX2 transforms (where the CPU has them) and the
          * portable ones. */
-        for (int v = 0; v < (used == MRT_CONV_WINOGRAD ? 2 : 1) * N_BLOCKS; v++) {
+        for (int v = 0; v < (is_wino(used) ? 2 : 1) * N_BLOCKS; v++) {
             const int bi = v % N_BLOCKS;
             /* AUTO: only its own block choice; portable transforms: two */
             if ((ALGOS[a] == MRT_CONV_AUTO && v > 0) || (v >= N_BLOCKS && bi > 1)) continue;
@@ -236,7 +244,7 @@ START_TEST(test_forward_against_naive) {
     /* The public entry point (automatic choice, no workspace given). */
     mrt_tensor y = {0};
     TU_OK(mrt_conv2d_forward(&op.x, &op.w, k->bias ? &op.b : NULL, &p, &y, NULL));
-    ASSERT_CLOSE(&y, ref, bound, rel_of(mrt_conv2d_choose(&g)), "forward", k, MRT_CONV_AUTO, 0);
+    ASSERT_CLOSE(&y, ref, bound, rel_of(mrt_conv2d_choose(&g, 0)), "forward", k, MRT_CONV_AUTO, 0);
     mrt_tensor_release(&y);
     mrt_workspace_free(&ws);
     free(x);
@@ -267,7 +275,7 @@ START_TEST(test_forward_views) {
 
         /* x as an NHWC buffer seen through a permutation; w narrowed out of a
          * wider tensor; b every other element of a longer vector. */
-        mrt_tensor xh = {0}, xv = {0}, wbig = {0}, wv = {0}, bbig = {0}, bv = {0}, bv2 = {0};
+        mrt_tensor xh = {0}, xv = {0}, wbig = {0}, wv = {0}, bbig = {0}, bv = {0};
         TU_ALLOC(&xh, MRT_F32, k->n, k->h, k->w, k->c);
         const int perm[4] = {0, 3, 1, 2};
         TU_OK(mrt_view_permute(&xh, perm, &xv));
@@ -301,7 +309,6 @@ START_TEST(test_forward_views) {
         TU_OK(mrt_tensor_fill(&y2, NAN));
         TU_OK(mrt_conv2d_forward(&op.x, &op.w, &op.b, &p, &y2, NULL));
         ck_assert(tu_max_abs_diff(&y2, &ref) == 0.0);
-        (void)bv2;
         mrt_tensor_release(&y2);
         mrt_tensor_release(&yv);
         mrt_tensor_release(&ybig);
@@ -360,8 +367,8 @@ START_TEST(test_backward_against_naive) {
     mrt_workspace ws = {0};
     for (int a = 0; a < N_ALGOS; a++) {
         if (!mrt_conv2d_algo_supports(ALGOS[a], &g)) continue;
-        mrt_conv_algo used = ALGOS[a] == MRT_CONV_AUTO ? mrt_conv2d_choose(&g) : ALGOS[a];
-        for (int v = 0; v < (used == MRT_CONV_WINOGRAD ? 2 : 1) * N_BLOCKS; v++) {
+        mrt_conv_algo used = ALGOS[a] == MRT_CONV_AUTO ? mrt_conv2d_choose(&g, 1) : ALGOS[a];
+        for (int v = 0; v < (is_wino(used) ? 2 : 1) * N_BLOCKS; v++) {
             const int bi = v % N_BLOCKS;
             /* AUTO: only its own block choice; portable transforms: two */
             if ((ALGOS[a] == MRT_CONV_AUTO && v > 0) || (v >= N_BLOCKS && bi > 1)) continue;
@@ -454,9 +461,9 @@ START_TEST(test_backward_finite_differences) {
     TU_ALLOC(&r, MRT_F32, k->n, k->o, g.oh, g.ow);
     tu_fill_uniform(&r, 600 + (uint64_t)_i, -1.0, 1.0);
     mrt_workspace ws = {0};
-    for (int v = 1; v < N_ALGOS + 1; v++) {
-        /* the last round: Winograd with the portable transforms */
-        const int a = v < N_ALGOS ? v : 3, portable = v == N_ALGOS;
+    for (int v = 1; v < N_ALGOS + 2; v++) {
+        /* the last two rounds: both Winograds with the portable transforms */
+        const int a = v < N_ALGOS ? v : v - 2, portable = v >= N_ALGOS;
         if (!mrt_conv2d_algo_supports(ALGOS[a], &g)) continue;
         mrt_conv2d_opts opts = {ALGOS[a], 1, portable};
         mrt_tensor gx = {0}, gw = {0}, gb = {0};
@@ -622,19 +629,20 @@ START_TEST(test_dispatch_choices) {
     const conv_case pad3 = {2, 32, 8, 8, 32, 3, 3, 1, 1, 3, 3, 0};
     mrt_conv_geom g;
     g = geom_of(&stem);
-    ck_assert_int_eq(mrt_conv2d_choose(&g), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     g = geom_of(&l1);
-    ck_assert_int_eq(mrt_conv2d_choose(&g), MRT_CONV_WINOGRAD);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_WINOGRAD2);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_WINOGRAD);
     g = geom_of(&l2s);
-    ck_assert_int_eq(mrt_conv2d_choose(&g), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     g = geom_of(&ds);
-    ck_assert_int_eq(mrt_conv2d_choose(&g), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     g = geom_of(&pw);
-    ck_assert_int_eq(mrt_conv2d_choose(&g), MRT_CONV_GEMM1X1);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_GEMM1X1);
     g = geom_of(&tiny);
-    ck_assert_int_eq(mrt_conv2d_choose(&g), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     g = geom_of(&pad3);
-    ck_assert_int_eq(mrt_conv2d_choose(&g), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     ck_assert(!mrt_conv2d_algo_supports(MRT_CONV_WINOGRAD, &g));
 }
 END_TEST
