@@ -13,19 +13,7 @@
  * a ReLU input. Element i only touches position i, so the assertion holds. */
 #include "machrt/nn.h"
 #include "../core/strided.h"
-
-static mrt_status need_f32(const char *op, const char *name, const mrt_tensor *t)
-{
-    if (!t || !t->storage)
-        return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, this kernel runs on the cpu", op,
-                        name, mrt_device_name(t->storage->device));
-    if (t->dtype != MRT_F32)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be float32, got %s", op, name,
-                        mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
+#include "nn_args.h"
 
 /* Output convention, with the output named in the message. */
 static mrt_status prepare_out(const char *op, const char *name, mrt_tensor *out,
@@ -33,7 +21,7 @@ static mrt_status prepare_out(const char *op, const char *name, mrt_tensor *out,
 {
     if (!out) return mrt_fail(MRT_ERR_ARG, "%s: output %s is required", op, name);
     if (out->storage) {
-        mrt_status st = need_f32(op, name, out);
+        mrt_status st = mrt_nn_need_f32(op, name, out);
         if (st) return st;
         int same = out->ndim == like->ndim;
         for (int d = 0; same && d < like->ndim; d++) same = out->shape[d] == like->shape[d];
@@ -87,7 +75,7 @@ static void row_relu_grad(void *ctx, char **p, const int64_t *s, int64_t n, int6
 mrt_status mrt_relu_forward(const mrt_tensor *x_in, mrt_tensor *y)
 {
     static const char *op = "relu_forward";
-    mrt_status st = need_f32(op, "input", x_in);
+    mrt_status st = mrt_nn_need_f32(op, "input", x_in);
     if (st) return st;
     const mrt_tensor x = *x_in; /* y may be x */
     if ((st = prepare_out(op, "y", y, &x))) return st;
@@ -102,8 +90,8 @@ mrt_status mrt_relu_forward(const mrt_tensor *x_in, mrt_tensor *y)
 mrt_status mrt_relu_backward(const mrt_tensor *y_in, const mrt_tensor *dy_in, mrt_tensor *dx)
 {
     static const char *op = "relu_backward";
-    mrt_status st = need_f32(op, "output", y_in);
-    if (!st) st = need_f32(op, "grad_output", dy_in);
+    mrt_status st = mrt_nn_need_f32(op, "output", y_in);
+    if (!st) st = mrt_nn_need_f32(op, "grad_output", dy_in);
     if (st) return st;
     const mrt_tensor y = *y_in, dy = *dy_in; /* dx may be dy */
     int same = y.ndim == dy.ndim;

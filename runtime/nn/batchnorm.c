@@ -20,6 +20,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include "machrt/nn.h"
+#include "nn_args.h"
 
 /* Below this many elements a parallel region costs more than the work. */
 #define BN_PARALLEL_MIN 32768
@@ -29,25 +30,12 @@
 
 /* ---- argument checks ------------------------------------------------------ */
 
-static mrt_status need_f32(const char *op, const char *name, const mrt_tensor *t)
-{
-    if (!t || !t->storage)
-        return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, this kernel runs on the cpu", op,
-                        name, mrt_device_name(t->storage->device));
-    if (t->dtype != MRT_F32)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be float32, got %s", op, name,
-                        mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
-
 /* A per-channel vector (weight, bias, running and saved statistics, their
  * gradients): 1-d of size C. */
 static mrt_status need_channel_vec(const char *op, const char *name, const mrt_tensor *t,
                                    const mrt_tensor *x)
 {
-    mrt_status st = need_f32(op, name, t);
+    mrt_status st = mrt_nn_need_f32(op, name, t);
     if (st) return st;
     if (t->ndim != 1 || t->shape[0] != x->shape[1]) {
         char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
@@ -61,7 +49,7 @@ static mrt_status need_channel_vec(const char *op, const char *name, const mrt_t
 
 static mrt_status need_nchw(const char *op, const char *name, const mrt_tensor *t)
 {
-    mrt_status st = need_f32(op, name, t);
+    mrt_status st = mrt_nn_need_f32(op, name, t);
     if (st) return st;
     if (t->ndim != 4) {
         char a[MRT_SHAPE_STRLEN];
@@ -81,55 +69,6 @@ static mrt_status need_same_shape(const char *op, const char *name, const mrt_te
         return mrt_fail(MRT_ERR_SHAPE, "%s: %s has shape %s, expected %s's shape %s", op, name,
                         mrt_shape_str(t->ndim, t->shape, a, sizeof a), ref_name,
                         mrt_shape_str(ref->ndim, ref->shape, b, sizeof b));
-    }
-    return MRT_OK;
-}
-
-/* Outputs: an allocated one is checked here (so the message names it); an
- * empty one is allocated only once every check has passed, and released
- * again if a later allocation fails, so a failing call changes nothing. */
-typedef struct {
-    mrt_tensor *dst;
-    int64_t shape[MRT_MAX_DIMS];
-    int ndim;
-    const char *name;
-    int allocated;
-} out_slot;
-
-static mrt_status out_check(const char *op, out_slot *s, mrt_tensor *dst, const char *name,
-                            int ndim, const int64_t *shape)
-{
-    s->dst = dst;
-    s->name = name;
-    s->ndim = ndim;
-    s->allocated = 0;
-    for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
-    if (!dst || !dst->storage) return MRT_OK;
-    mrt_status st = need_f32(op, name, dst);
-    if (st) return st;
-    int same = dst->ndim == ndim;
-    for (int d = 0; same && d < ndim; d++) same = dst->shape[d] == shape[d];
-    if (!same) {
-        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: output %s has shape %s, expected %s", op, name,
-                        mrt_shape_str(dst->ndim, dst->shape, a, sizeof a),
-                        mrt_shape_str(ndim, shape, b, sizeof b));
-    }
-    return MRT_OK;
-}
-
-static mrt_status out_alloc(out_slot *slots, int n)
-{
-    for (int i = 0; i < n; i++) {
-        if (!slots[i].dst || slots[i].dst->storage) continue;
-        mrt_status st = mrt_tensor_alloc_uninit(slots[i].dst, MRT_F32, slots[i].ndim,
-                                                slots[i].shape);
-        if (st) {
-            for (int j = 0; j < i; j++)
-                if (slots[j].allocated) mrt_tensor_release(slots[j].dst);
-            return st;
-        }
-        slots[i].allocated = 1;
     }
     return MRT_OK;
 }
@@ -249,16 +188,16 @@ mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *wei
                         mrt_shape_str(x.ndim, x.shape, a, sizeof a));
     }
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
-    out_slot slots[3];
+    mrt_nn_out slots[3];
     const int64_t vshape[1] = {C};
-    if ((st = out_check(op, &slots[0], y, "y", 4, x.shape))) return st;
-    if ((st = out_check(op, &slots[1], save_mean, "save_mean", 1, vshape))) return st;
-    if ((st = out_check(op, &slots[2], save_invstd, "save_invstd", 1, vshape))) return st;
+    if ((st = mrt_nn_out_check(op, &slots[0], y, "y", MRT_F32, 4, x.shape))) return st;
+    if ((st = mrt_nn_out_check(op, &slots[1], save_mean, "save_mean", MRT_F32, 1, vshape))) return st;
+    if ((st = mrt_nn_out_check(op, &slots[2], save_invstd, "save_invstd", MRT_F32, 1, vshape))) return st;
     /* Per-channel mean, invstd (double) and, in training, per-plane sums. */
     size_t nsums = training ? (size_t)(2 * C * N) : 0;
     double *buf = malloc(((size_t)(2 * C) + nsums) * sizeof *buf + 1);
     if (!buf) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
-    if ((st = out_alloc(slots, 3))) {
+    if ((st = mrt_nn_out_alloc(slots, 3))) {
         free(buf);
         return st;
     }
@@ -352,7 +291,7 @@ mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy
     static const char *op = "batchnorm2d_backward";
     mrt_status st;
     if ((st = need_nchw(op, "input", x_in))) return st;
-    if ((st = need_f32(op, "grad_output", dy_in))) return st;
+    if ((st = mrt_nn_need_f32(op, "grad_output", dy_in))) return st;
     /* dx may be dy or x: keep their headers before dx is touched. */
     const mrt_tensor x = *x_in, dy = *dy_in;
     if ((st = need_same_shape(op, "grad_output", &dy, "input", &x))) return st;
@@ -371,13 +310,13 @@ mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy
                         "%s: training needs more than 1 value per channel, input has shape %s", op,
                         mrt_shape_str(x.ndim, x.shape, a, sizeof a));
     }
-    out_slot slot;
-    if ((st = out_check(op, &slot, dx, "dx", 4, x.shape))) return st;
+    mrt_nn_out slot;
+    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, x.shape))) return st;
     /* Per-plane sums: sum(dy), sum(dy * (x - mean)). */
     const int64_t items = C * N;
     double *part = malloc((size_t)(2 * items) * sizeof *part + 1);
     if (!part) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
-    if ((st = out_alloc(&slot, 1))) {
+    if ((st = mrt_nn_out_alloc(&slot, 1))) {
         free(part);
         return st;
     }

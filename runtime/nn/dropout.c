@@ -12,35 +12,15 @@
 #include <math.h>
 #include "machrt/nn.h"
 #include "../core/strided.h"
-
-static mrt_status need_f32(const char *op, const char *name, const mrt_tensor *t)
-{
-    if (!t || !t->storage)
-        return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, this kernel runs on the cpu", op,
-                        name, mrt_device_name(t->storage->device));
-    if (t->dtype != MRT_F32)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be float32, got %s", op, name,
-                        mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
-
-static int same_shape(const mrt_tensor *a, const mrt_tensor *b)
-{
-    if (a->ndim != b->ndim) return 0;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d]) return 0;
-    return 1;
-}
+#include "nn_args.h"
 
 static mrt_status check_out(const char *op, const char *name, const mrt_tensor *out,
                             const mrt_tensor *like)
 {
     if (!out->storage) return MRT_OK;
-    mrt_status st = need_f32(op, name, out);
+    mrt_status st = mrt_nn_need_f32(op, name, out);
     if (st) return st;
-    if (!same_shape(out, like)) {
+    if (!mrt_nn_same_shape_as(out, like)) {
         char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
         return mrt_fail(MRT_ERR_SHAPE, "%s: output %s has shape %s, expected %s", op, name,
                         mrt_shape_str(out->ndim, out->shape, a, sizeof a),
@@ -91,7 +71,7 @@ mrt_status mrt_dropout_forward(const mrt_tensor *x_in, double prob, mrt_rng *rng
                                mrt_tensor *mask)
 {
     static const char *op = "dropout_forward";
-    mrt_status st = need_f32(op, "input", x_in);
+    mrt_status st = mrt_nn_need_f32(op, "input", x_in);
     if (st) return st;
     if (!(prob >= 0.0 && prob <= 1.0))
         return mrt_fail(MRT_ERR_ARG, "%s: probability must be in [0, 1], got %g", op, prob);
@@ -141,11 +121,11 @@ mrt_status mrt_dropout_forward(const mrt_tensor *x_in, double prob, mrt_rng *rng
 mrt_status mrt_dropout_backward(const mrt_tensor *dy_in, const mrt_tensor *mask_in, mrt_tensor *dx)
 {
     static const char *op = "dropout_backward";
-    mrt_status st = need_f32(op, "grad_output", dy_in);
-    if (!st) st = need_f32(op, "mask", mask_in);
+    mrt_status st = mrt_nn_need_f32(op, "grad_output", dy_in);
+    if (!st) st = mrt_nn_need_f32(op, "mask", mask_in);
     if (st) return st;
     const mrt_tensor dy = *dy_in, mask = *mask_in; /* dx may be dy */
-    if (!same_shape(&mask, &dy)) {
+    if (!mrt_nn_same_shape_as(&mask, &dy)) {
         char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
         return mrt_fail(MRT_ERR_SHAPE, "%s: mask has shape %s, expected grad_output's shape %s", op,
                         mrt_shape_str(mask.ndim, mask.shape, a, sizeof a),

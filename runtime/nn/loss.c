@@ -10,29 +10,9 @@
 #include <stdlib.h>
 #include "machrt/nn.h"
 #include "../core/strided.h"
+#include "nn_args.h"
 
 #define LOSS_BLOCK 16384
-
-static mrt_status need_dtype(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dt)
-{
-    if (!t || !t->storage)
-        return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, this kernel runs on the cpu", op,
-                        name, mrt_device_name(t->storage->device));
-    if (t->dtype != dt)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be %s, got %s", op, name, mrt_dtype_name(dt),
-                        mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
-
-static int same_shape(const mrt_tensor *a, const mrt_tensor *b)
-{
-    if (a->ndim != b->ndim) return 0;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d]) return 0;
-    return 1;
-}
 
 static mrt_status fail_mismatch(const char *op, const char *name, const mrt_tensor *t,
                                 const char *ref_name, const mrt_tensor *ref)
@@ -48,9 +28,9 @@ static mrt_status prepare_grad(const char *op, mrt_tensor *out, const mrt_tensor
 {
     if (!out) return mrt_fail(MRT_ERR_ARG, "%s: output dlogits is required", op);
     if (!out->storage) return mrt_tensor_alloc_uninit(out, MRT_F32, like->ndim, like->shape);
-    mrt_status st = need_dtype(op, "dlogits", out, MRT_F32);
+    mrt_status st = mrt_nn_need(op, "dlogits", out, MRT_F32);
     if (st) return st;
-    if (!same_shape(out, like)) return fail_mismatch(op, "output dlogits", out, "logits", like);
+    if (!mrt_nn_same_shape_as(out, like)) return fail_mismatch(op, "output dlogits", out, "logits", like);
     return MRT_OK;
 }
 
@@ -74,13 +54,13 @@ static inline double sigmoid(double z)
 static mrt_status check_bce(const char *op, const mrt_tensor *logits, const mrt_tensor *target)
 {
     mrt_status st;
-    if ((st = need_dtype(op, "logits", logits, MRT_F32))) return st;
+    if ((st = mrt_nn_need(op, "logits", logits, MRT_F32))) return st;
     if (target->dtype == MRT_F32 && target->ndim == 1 && target->shape[0] == logits->shape[0])
         return mrt_fail(MRT_ERR_DTYPE,
                         "%s: a class-index target must be int64, got float32 (convert with :long())",
                         op);
-    if ((st = need_dtype(op, "target", target, MRT_F32))) return st;
-    if (!same_shape(target, logits)) return fail_mismatch(op, "target", target, "logits", logits);
+    if ((st = mrt_nn_need(op, "target", target, MRT_F32))) return st;
+    if (!mrt_nn_same_shape_as(target, logits)) return fail_mismatch(op, "target", target, "logits", logits);
     if (mrt_tensor_numel(logits) == 0) {
         char a[MRT_SHAPE_STRLEN];
         return mrt_fail(MRT_ERR_SHAPE, "%s: logits of shape %s hold no elements to average", op,
@@ -161,14 +141,14 @@ static mrt_status check_ce(const char *op, const mrt_tensor *logits, const mrt_t
 {
     mrt_status st;
     char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-    if ((st = need_dtype(op, "logits", logits, MRT_F32))) return st;
+    if ((st = mrt_nn_need(op, "logits", logits, MRT_F32))) return st;
     if (logits->ndim != 2 || logits->shape[0] < 1 || logits->shape[1] < 1)
         return mrt_fail(MRT_ERR_SHAPE, "%s: logits must be 2-d (N,C) with N, C >= 1, got shape %s",
                         op, mrt_shape_str(logits->ndim, logits->shape, a, sizeof a));
     if (!target || !target->storage)
         return mrt_fail(MRT_ERR_ARG, "%s: target is not allocated (empty or released)", op);
     if (target->dtype == MRT_I64) {
-        if ((st = need_dtype(op, "target", target, MRT_I64))) return st;
+        if ((st = mrt_nn_need(op, "target", target, MRT_I64))) return st;
         if (target->ndim != 1 || target->shape[0] != logits->shape[0])
             return mrt_fail(MRT_ERR_SHAPE,
                             "%s: class-index target has shape %s, expected %" PRId64
@@ -193,8 +173,8 @@ static mrt_status check_ce(const char *op, const mrt_tensor *logits, const mrt_t
         return mrt_fail(MRT_ERR_DTYPE,
                         "%s: a class-index target must be int64, got float32 (convert with :long())",
                         op);
-    if ((st = need_dtype(op, "target", target, MRT_F32))) return st;
-    if (!same_shape(target, logits))
+    if ((st = mrt_nn_need(op, "target", target, MRT_F32))) return st;
+    if (!mrt_nn_same_shape_as(target, logits))
         return mrt_fail(MRT_ERR_SHAPE,
                         "%s: probability target has shape %s, expected logits' shape %s "
                         "(or an int64 target of shape %" PRId64 ")",

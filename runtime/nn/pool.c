@@ -10,24 +10,12 @@
 #include <stdlib.h>
 #include <omp.h>
 #include "machrt/nn.h"
+#include "nn_args.h"
 
 /* Below this many elements a parallel region costs more than the work. */
 #define POOL_PARALLEL_MIN 32768
 
 /* ---- argument checks ------------------------------------------------------ */
-
-static mrt_status need_dtype(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dt)
-{
-    if (!t || !t->storage)
-        return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, this kernel runs on the cpu", op,
-                        name, mrt_device_name(t->storage->device));
-    if (t->dtype != dt)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be %s, got %s", op, name, mrt_dtype_name(dt),
-                        mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
 
 static mrt_status need_ndim(const char *op, const char *name, const mrt_tensor *t, int ndim,
                             const char *layout)
@@ -40,68 +28,12 @@ static mrt_status need_ndim(const char *op, const char *name, const mrt_tensor *
     return MRT_OK;
 }
 
-static int same_shape(const mrt_tensor *t, int ndim, const int64_t *shape)
-{
-    if (t->ndim != ndim) return 0;
-    for (int d = 0; d < ndim; d++)
-        if (t->shape[d] != shape[d]) return 0;
-    return 1;
-}
-
 static mrt_status fail_shape(const char *op, const char *name, const mrt_tensor *t, int ndim,
                              const int64_t *shape)
 {
     char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
     return mrt_fail(MRT_ERR_SHAPE, "%s: %s has shape %s, expected %s", op, name,
                     mrt_shape_str(t->ndim, t->shape, a, sizeof a), mrt_shape_str(ndim, shape, b, sizeof b));
-}
-
-/* Outputs: an allocated one is checked here (so the message names it); an
- * empty one is allocated only after every check has passed. */
-typedef struct {
-    mrt_tensor *dst;
-    mrt_dtype dtype;
-    int ndim;
-    int64_t shape[MRT_MAX_DIMS];
-    int allocated;
-} out_slot;
-
-static mrt_status out_check(const char *op, out_slot *s, mrt_tensor *dst, const char *name,
-                            mrt_dtype dtype, int ndim, const int64_t *shape)
-{
-    s->dst = dst;
-    s->dtype = dtype;
-    s->ndim = ndim;
-    s->allocated = 0;
-    for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
-    if (!dst || !dst->storage) return MRT_OK;
-    mrt_status st = need_dtype(op, name, dst, dtype);
-    if (st) return st;
-    if (!same_shape(dst, ndim, shape)) {
-        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: output %s has shape %s, expected %s", op, name,
-                        mrt_shape_str(dst->ndim, dst->shape, a, sizeof a),
-                        mrt_shape_str(ndim, shape, b, sizeof b));
-    }
-    return MRT_OK;
-}
-
-/* Allocates the empty outputs; on failure releases those it allocated, so
- * the caller's tensors are as they were. */
-static mrt_status out_alloc(out_slot *slots, int n)
-{
-    for (int i = 0; i < n; i++) {
-        if (!slots[i].dst || slots[i].dst->storage) continue;
-        mrt_status st = mrt_tensor_alloc_uninit(slots[i].dst, slots[i].dtype, slots[i].ndim,
-                                                slots[i].shape);
-        if (st) {
-            for (int j = 0; j < i; j++)
-                if (slots[j].allocated) mrt_tensor_release(slots[j].dst);
-            return st;
-        }
-        slots[i].allocated = 1;
-    }
-    return MRT_OK;
 }
 
 static inline const float *plane_f32(const mrt_tensor *t, int64_t n, int64_t c)
@@ -138,7 +70,7 @@ mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p
 {
     static const char *op = "maxpool2d_forward";
     mrt_status st;
-    if ((st = need_dtype(op, "input", x, MRT_F32))) return st;
+    if ((st = mrt_nn_need(op, "input", x, MRT_F32))) return st;
     if ((st = need_ndim(op, "input", x, 4, "N,C,H,W"))) return st;
     if ((st = check_pool_params(op, p))) return st;
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
@@ -160,11 +92,11 @@ mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p
     }
     const int64_t oshape[4] = {N, C, OH, OW};
     const mrt_tensor xv = *x;
-    out_slot slots[2];
-    if ((st = out_check(op, &slots[0], y, "y", MRT_F32, 4, oshape))) return st;
-    if ((st = out_check(op, &slots[1], indices, "indices", MRT_I64, 4, oshape))) return st;
+    mrt_nn_out slots[2];
+    if ((st = mrt_nn_out_check(op, &slots[0], y, "y", MRT_F32, 4, oshape))) return st;
+    if ((st = mrt_nn_out_check(op, &slots[1], indices, "indices", MRT_I64, 4, oshape))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
-    if ((st = out_alloc(slots, 2))) return st;
+    if ((st = mrt_nn_out_alloc(slots, 2))) return st;
     const mrt_tensor yv = *y, iv = indices ? *indices : (mrt_tensor){0};
     const int64_t xsh = xv.stride[2], xsw = xv.stride[3];
     /* Locals: stores through the int64 index pointer could alias the
@@ -271,15 +203,15 @@ mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indice
 {
     static const char *op = "maxpool2d_backward";
     mrt_status st;
-    if ((st = need_dtype(op, "grad_output", dy, MRT_F32))) return st;
+    if ((st = mrt_nn_need(op, "grad_output", dy, MRT_F32))) return st;
     if ((st = need_ndim(op, "grad_output", dy, 4, "N,C,OH,OW"))) return st;
-    if ((st = need_dtype(op, "indices", indices, MRT_I64))) return st;
-    if (!same_shape(indices, 4, dy->shape)) return fail_shape(op, "indices", indices, 4, dy->shape);
+    if ((st = mrt_nn_need(op, "indices", indices, MRT_I64))) return st;
+    if (!mrt_nn_same_shape(indices, 4, dy->shape)) return fail_shape(op, "indices", indices, 4, dy->shape);
     if (!dx) return mrt_fail(MRT_ERR_ARG, "%s: output dx is required", op);
     const int64_t N = dy->shape[0], C = dy->shape[1], OH = dy->shape[2], OW = dy->shape[3];
     int64_t H = in_h, W = in_w;
     if (dx->storage) {
-        if ((st = need_dtype(op, "dx", dx, MRT_F32))) return st;
+        if ((st = mrt_nn_need(op, "dx", dx, MRT_F32))) return st;
         if ((st = need_ndim(op, "dx", dx, 4, "N,C,H,W"))) return st;
         /* The allocated dx gives the input size; in_h/in_w, when given,
          * must agree (a mismatch means the wrong tensor was passed). */
@@ -296,8 +228,8 @@ mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indice
                         in_h, in_w);
     }
     const int64_t xshape[4] = {N, C, H, W};
-    out_slot slot;
-    if ((st = out_check(op, &slot, dx, "dx", MRT_F32, 4, xshape))) return st;
+    mrt_nn_out slot;
+    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, xshape))) return st;
     const int64_t planes = N * C, hw = H * W;
     const mrt_tensor iv = *indices, gv = *dy;
 
@@ -325,7 +257,7 @@ mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indice
                                 op, k, pl / C + 1, pl % C + 1, oh + 1, ow + 1, H, W);
         }
     }
-    if ((st = out_alloc(&slot, 1))) return st;
+    if ((st = mrt_nn_out_alloc(&slot, 1))) return st;
     const mrt_tensor dv = *dx;
     const int64_t dsh = dv.stride[2], dsw = dv.stride[3];
     const int contiguous_plane = (dsw == 1 || W == 1) && (dsh == W || H == 1);
@@ -379,7 +311,7 @@ static double plane_sum(const float *p, int64_t H, int64_t W, int64_t sh, int64_
 static mrt_status check_pool_input(const char *op, const mrt_tensor *x)
 {
     mrt_status st;
-    if ((st = need_dtype(op, "input", x, MRT_F32))) return st;
+    if ((st = mrt_nn_need(op, "input", x, MRT_F32))) return st;
     if ((st = need_ndim(op, "input", x, 4, "N,C,H,W"))) return st;
     if (x->shape[2] < 1 || x->shape[3] < 1) {
         char a[MRT_SHAPE_STRLEN];
@@ -398,9 +330,9 @@ mrt_status mrt_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y)
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int64_t oshape[2] = {N, C};
     const mrt_tensor xv = *x;
-    out_slot slot;
-    if ((st = out_check(op, &slot, y, "y", MRT_F32, 2, oshape))) return st;
-    if ((st = out_alloc(&slot, 1))) return st;
+    mrt_nn_out slot;
+    if ((st = mrt_nn_out_check(op, &slot, y, "y", MRT_F32, 2, oshape))) return st;
+    if ((st = mrt_nn_out_alloc(&slot, 1))) return st;
     const mrt_tensor yv = *y;
     const int64_t planes = N * C;
     const double inv = 1.0 / (double)(H * W);
@@ -416,15 +348,15 @@ mrt_status mrt_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y)
 /* Checks dy (N,C) and dx (N,C,H,W, its H and W from dx when allocated,
  * else from in_h/in_w) for the backward passes of the global poolings. */
 static mrt_status check_global_backward(const char *op, const mrt_tensor *dy, int64_t in_h,
-                                        int64_t in_w, mrt_tensor *dx, out_slot *slot)
+                                        int64_t in_w, mrt_tensor *dx, mrt_nn_out *slot)
 {
     mrt_status st;
-    if ((st = need_dtype(op, "grad_output", dy, MRT_F32))) return st;
+    if ((st = mrt_nn_need(op, "grad_output", dy, MRT_F32))) return st;
     if ((st = need_ndim(op, "grad_output", dy, 2, "N,C"))) return st;
     if (!dx) return mrt_fail(MRT_ERR_ARG, "%s: output dx is required", op);
     int64_t H = in_h, W = in_w;
     if (dx->storage) {
-        if ((st = need_dtype(op, "dx", dx, MRT_F32))) return st;
+        if ((st = mrt_nn_need(op, "dx", dx, MRT_F32))) return st;
         if ((st = need_ndim(op, "dx", dx, 4, "N,C,H,W"))) return st;
         if ((in_h > 0 && in_h != dx->shape[2]) || (in_w > 0 && in_w != dx->shape[3])) {
             char a[MRT_SHAPE_STRLEN];
@@ -439,17 +371,17 @@ static mrt_status check_global_backward(const char *op, const mrt_tensor *dy, in
         return mrt_fail(MRT_ERR_ARG, "%s: input size %" PRId64 "x%" PRId64 " must be positive", op,
                         H, W);
     const int64_t xshape[4] = {dy->shape[0], dy->shape[1], H, W};
-    return out_check(op, slot, dx, "dx", MRT_F32, 4, xshape);
+    return mrt_nn_out_check(op, slot, dx, "dx", MRT_F32, 4, xshape);
 }
 
 mrt_status mrt_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64_t in_w,
                                        mrt_tensor *dx)
 {
     static const char *op = "avgpool_global_backward";
-    out_slot slot;
+    mrt_nn_out slot;
     mrt_status st;
     if ((st = check_global_backward(op, dy, in_h, in_w, dx, &slot))) return st;
-    if ((st = out_alloc(&slot, 1))) return st;
+    if ((st = mrt_nn_out_alloc(&slot, 1))) return st;
     const mrt_tensor gv = *dy, dv = *dx;
     const int64_t N = dv.shape[0], C = dv.shape[1], H = dv.shape[2], W = dv.shape[3];
     const int64_t planes = N * C;
@@ -473,7 +405,7 @@ mrt_status mrt_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64
 static mrt_status check_gem_p(const char *op, const mrt_tensor *p, double eps, double *pv)
 {
     mrt_status st;
-    if ((st = need_dtype(op, "p", p, MRT_F32))) return st;
+    if ((st = mrt_nn_need(op, "p", p, MRT_F32))) return st;
     if (mrt_tensor_numel(p) != 1) {
         char a[MRT_SHAPE_STRLEN];
         return mrt_fail(MRT_ERR_SHAPE, "%s: p must hold one element, got shape %s", op,
@@ -512,9 +444,9 @@ mrt_status mrt_gem_forward(const mrt_tensor *x, const mrt_tensor *p, double eps,
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int64_t oshape[2] = {N, C};
     const mrt_tensor xv = *x;
-    out_slot slot;
-    if ((st = out_check(op, &slot, y, "y", MRT_F32, 2, oshape))) return st;
-    if ((st = out_alloc(&slot, 1))) return st;
+    mrt_nn_out slot;
+    if ((st = mrt_nn_out_check(op, &slot, y, "y", MRT_F32, 2, oshape))) return st;
+    if ((st = mrt_nn_out_alloc(&slot, 1))) return st;
     const mrt_tensor yv = *y;
     const int64_t planes = N * C;
     const double inv = 1.0 / (double)(H * W);
@@ -547,22 +479,22 @@ mrt_status mrt_gem_backward(const mrt_tensor *x, const mrt_tensor *p, double eps
     if ((st = check_gem_p(op, p, eps, &pv))) return st;
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     const int64_t oshape[2] = {N, C};
-    if ((st = need_dtype(op, "y", y, MRT_F32))) return st;
-    if (!same_shape(y, 2, oshape)) return fail_shape(op, "y", y, 2, oshape);
-    if ((st = need_dtype(op, "grad_output", dy, MRT_F32))) return st;
-    if (!same_shape(dy, 2, oshape)) return fail_shape(op, "grad_output", dy, 2, oshape);
+    if ((st = mrt_nn_need(op, "y", y, MRT_F32))) return st;
+    if (!mrt_nn_same_shape(y, 2, oshape)) return fail_shape(op, "y", y, 2, oshape);
+    if ((st = mrt_nn_need(op, "grad_output", dy, MRT_F32))) return st;
+    if (!mrt_nn_same_shape(dy, 2, oshape)) return fail_shape(op, "grad_output", dy, 2, oshape);
     if (dp) {
-        if ((st = need_dtype(op, "dp", dp, MRT_F32))) return st;
+        if ((st = mrt_nn_need(op, "dp", dp, MRT_F32))) return st;
         if (mrt_tensor_numel(dp) != 1) return fail_shape(op, "dp", dp, p->ndim, p->shape);
     }
     const mrt_tensor xv = *x, gv = *dy;
-    out_slot slot;
-    if ((st = out_check(op, &slot, dx, "dx", MRT_F32, 4, xv.shape))) return st;
+    mrt_nn_out slot;
+    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, xv.shape))) return st;
     const int64_t planes = N * C;
     double *dp_part = NULL;
     if (dp && !(dp_part = malloc((size_t)planes * sizeof *dp_part + 1)))
         return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory", op);
-    if ((st = out_alloc(&slot, 1))) {
+    if ((st = mrt_nn_out_alloc(&slot, 1))) {
         free(dp_part);
         return st;
     }

@@ -1,0 +1,58 @@
+#include "nn_args.h"
+
+mrt_status mrt_nn_need(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dtype)
+{
+    if (!t || !t->storage)
+        return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
+    if (t->storage->device != MRT_CPU)
+        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, this kernel runs on the cpu", op,
+                        name, mrt_device_name(t->storage->device));
+    if (t->dtype != dtype)
+        return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be %s, got %s", op, name,
+                        mrt_dtype_name(dtype), mrt_dtype_name(t->dtype));
+    return MRT_OK;
+}
+
+int mrt_nn_same_shape(const mrt_tensor *t, int ndim, const int64_t *shape)
+{
+    if (t->ndim != ndim) return 0;
+    for (int d = 0; d < ndim; d++)
+        if (t->shape[d] != shape[d]) return 0;
+    return 1;
+}
+
+mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, const char *name,
+                            mrt_dtype dtype, int ndim, const int64_t *shape)
+{
+    s->dst = dst;
+    s->dtype = dtype;
+    s->ndim = ndim;
+    s->allocated = 0;
+    for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
+    if (!dst || !dst->storage) return MRT_OK;
+    mrt_status st = mrt_nn_need(op, name, dst, dtype);
+    if (st) return st;
+    if (!mrt_nn_same_shape(dst, ndim, shape)) {
+        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: output %s has shape %s, expected %s", op, name,
+                        mrt_shape_str(dst->ndim, dst->shape, a, sizeof a),
+                        mrt_shape_str(ndim, shape, b, sizeof b));
+    }
+    return MRT_OK;
+}
+
+mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!slots[i].dst || slots[i].dst->storage) continue;
+        mrt_status st = mrt_tensor_alloc_uninit(slots[i].dst, slots[i].dtype, slots[i].ndim,
+                                                slots[i].shape);
+        if (st) {
+            for (int j = 0; j < i; j++)
+                if (slots[j].allocated) mrt_tensor_release(slots[j].dst);
+            return st;
+        }
+        slots[i].allocated = 1;
+    }
+    return MRT_OK;
+}

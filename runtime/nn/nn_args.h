@@ -1,0 +1,39 @@
+/* Internal: the argument checks and the output convention shared by the
+ * layer kernels (batch norm, activations, pooling, dropout, losses), so
+ * every kernel words its errors the same way. */
+#ifndef MACHRT_NN_ARGS_H
+#define MACHRT_NN_ARGS_H
+
+#include "machrt/tensor.h"
+
+/* t must be allocated, on the CPU, of the given dtype; `name` is how the
+ * message calls it ("x", "dy", "output dx", ...). */
+mrt_status mrt_nn_need(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dtype);
+static inline mrt_status mrt_nn_need_f32(const char *op, const char *name, const mrt_tensor *t)
+{
+    return mrt_nn_need(op, name, t, MRT_F32);
+}
+
+int mrt_nn_same_shape(const mrt_tensor *t, int ndim, const int64_t *shape);
+static inline int mrt_nn_same_shape_as(const mrt_tensor *a, const mrt_tensor *b)
+{
+    return mrt_nn_same_shape(a, b->ndim, b->shape);
+}
+
+/* Outputs: an allocated one is checked by mrt_nn_out_check (so the message
+ * names it); empty ones are allocated by mrt_nn_out_alloc only once every
+ * check has passed, and released again if a later allocation fails, so a
+ * failing call leaves the caller's tensors as they were. */
+typedef struct {
+    mrt_tensor *dst;
+    mrt_dtype dtype;
+    int ndim;
+    int64_t shape[MRT_MAX_DIMS];
+    int allocated;
+} mrt_nn_out;
+
+mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, const char *name,
+                            mrt_dtype dtype, int ndim, const int64_t *shape);
+mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n);
+
+#endif
