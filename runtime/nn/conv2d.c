@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <string.h>
 #include "conv2d.h"
+#include "nn_args.h"
 
 /* Below this many input channels Winograd loses: its output transform
  * costs about as much per output as a GEMM with K = 9 C. Measured on 8
@@ -66,26 +67,14 @@ mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward)
 
 #define SHP(t, buf) mrt_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
 
-static mrt_status check_operand(const char *fn, const char *what, const mrt_tensor *t)
-{
-    if (!t || !t->storage) return mrt_fail(MRT_ERR_ARG, "%s: %s is missing or released", fn, what);
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, expected cpu", fn, what,
-                        mrt_device_name(t->storage->device));
-    if (t->dtype != MRT_F32)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: %s is %s, expected float32", fn, what,
-                        mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
-
 /* Checks x, w, b and the parameters against each other and fills `g`. */
 static mrt_status resolve(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
                           const mrt_tensor *b, const mrt_conv2d_params *p, mrt_conv_geom *g)
 {
     char xs[MRT_SHAPE_STRLEN], ws[MRT_SHAPE_STRLEN], bs[MRT_SHAPE_STRLEN];
     mrt_status st;
-    if ((st = check_operand(fn, "input", x)) || (st = check_operand(fn, "weight", w))) return st;
-    if (b && (st = check_operand(fn, "bias", b))) return st;
+    if ((st = mrt_nn_need_f32(fn, "input", x)) || (st = mrt_nn_need_f32(fn, "weight", w))) return st;
+    if (b && (st = mrt_nn_need_f32(fn, "bias", b))) return st;
     if (!p) return mrt_fail(MRT_ERR_ARG, "%s: no convolution parameters given", fn);
     if (x->ndim != 4)
         return mrt_fail(MRT_ERR_SHAPE, "%s: input must be 4-D (N,C,H,W), got %s (weight %s)", fn,
@@ -261,7 +250,7 @@ static mrt_status grad_target(const char *fn, const char *what, mrt_tensor *grad
 {
     char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
     if (!grad->storage) return mrt_tensor_alloc(grad, MRT_F32, ndim, shape);
-    mrt_status st = check_operand(fn, what, grad);
+    mrt_status st = mrt_nn_need_f32(fn, what, grad);
     if (st) return st;
     int same = grad->ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = grad->shape[i] == shape[i];
@@ -301,7 +290,7 @@ mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, co
     int64_t nb;
     mrt_status st;
     if ((st = resolve(fn, x, w, NULL, p, &g))) return st;
-    if ((st = check_operand(fn, "grad_output", dy))) return st;
+    if ((st = mrt_nn_need_f32(fn, "grad_output", dy))) return st;
     const int64_t yshape[4] = {g.n, g.o, g.oh, g.ow};
     int same = dy->ndim == 4;
     for (int i = 0; same && i < 4; i++) same = dy->shape[i] == yshape[i];

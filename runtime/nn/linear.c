@@ -12,28 +12,17 @@
 #include <limits.h>
 #include <string.h>
 #include "machrt/nn.h"
+#include "nn_args.h"
 
 #define SHP(t, buf) mrt_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
-
-static mrt_status check_operand(const char *fn, const char *what, const mrt_tensor *t)
-{
-    if (!t || !t->storage) return mrt_fail(MRT_ERR_ARG, "%s: %s is missing or released", fn, what);
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, expected cpu", fn, what,
-                        mrt_device_name(t->storage->device));
-    if (t->dtype != MRT_F32)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: %s is %s, expected float32", fn, what,
-                        mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
 
 static mrt_status check_shapes(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
                                const mrt_tensor *b)
 {
     char xs[MRT_SHAPE_STRLEN], ws[MRT_SHAPE_STRLEN], bs[MRT_SHAPE_STRLEN];
     mrt_status st;
-    if ((st = check_operand(fn, "input", x)) || (st = check_operand(fn, "weight", w))) return st;
-    if (b && (st = check_operand(fn, "bias", b))) return st;
+    if ((st = mrt_nn_need_f32(fn, "input", x)) || (st = mrt_nn_need_f32(fn, "weight", w))) return st;
+    if (b && (st = mrt_nn_need_f32(fn, "bias", b))) return st;
     if (x->ndim != 2)
         return mrt_fail(MRT_ERR_SHAPE, "%s: input must be 2-D (N,IN), got %s (weight %s)", fn,
                         SHP(x, xs), SHP(w, ws));
@@ -114,7 +103,7 @@ static mrt_status grad_shape(const char *fn, const char *what, mrt_tensor *grad,
 {
     char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
     if (!grad->storage) return mrt_tensor_alloc(grad, MRT_F32, ndim, shape);
-    mrt_status st = check_operand(fn, what, grad);
+    mrt_status st = mrt_nn_need_f32(fn, what, grad);
     if (st) return st;
     int same = grad->ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = grad->shape[i] == shape[i];
@@ -130,7 +119,7 @@ mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const m
     static const char fn[] = "linear_backward";
     char s1[MRT_SHAPE_STRLEN], s2[MRT_SHAPE_STRLEN], s3[MRT_SHAPE_STRLEN];
     mrt_status st;
-    if ((st = check_shapes(fn, x, w, NULL)) || (st = check_operand(fn, "grad_output", dy)))
+    if ((st = check_shapes(fn, x, w, NULL)) || (st = mrt_nn_need_f32(fn, "grad_output", dy)))
         return st;
     const int64_t n = x->shape[0], in = w->shape[1], out = w->shape[0];
     if (dy->ndim != 2 || dy->shape[0] != n || dy->shape[1] != out)
