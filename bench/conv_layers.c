@@ -96,7 +96,7 @@ static int time_layer(const layer *l, int batch, int reps, const mrt_conv2d_opts
 {
     mrt_tensor x = {0}, w = {0}, y = {0}, dy = {0}, dx = {0}, dw = {0};
     const int64_t xs[4] = {batch, l->cin, l->h, l->w}, wsz[4] = {l->cout, l->cin, l->k, l->k};
-    mrt_conv2d_params p = {l->stride, l->stride, l->pad, l->pad};
+    mrt_conv2d_params p = {l->stride, l->stride, l->pad, l->pad, 0};
     int rc = 0;
     if (mrt_tensor_alloc(&x, MRT_F32, 4, xs) || mrt_tensor_alloc(&w, MRT_F32, 4, wsz) ||
         mrt_tensor_alloc(&dw, MRT_F32, 4, wsz))

@@ -77,12 +77,13 @@ static mrt_workspace *check_workspace(lua_State *L, int idx)
 
 /* ---- convolution and linear ------------------------------------------------ */
 
-/* conv2d_forward(x, w, b|nil, stride_h, stride_w, pad_h, pad_w, ws, y?) -> y */
+/* conv2d_forward(x, w, b|nil, stride_h, stride_w, pad_h, pad_w, ws, y?, inference?) -> y */
 static int k_conv2d_forward(lua_State *L)
 {
     mrt_tensor *x = mrt_lua_check_tensor(L, 1), *w = mrt_lua_check_tensor(L, 2);
     mrt_tensor *b = opt_tensor(L, 3);
-    mrt_conv2d_params p = {check_int(L, 4), check_int(L, 5), check_int(L, 6), check_int(L, 7)};
+    mrt_conv2d_params p = {check_int(L, 4), check_int(L, 5), check_int(L, 6), check_int(L, 7),
+                           lua_toboolean(L, 10)};
     mrt_workspace *ws = check_workspace(L, 8);
     out_arg y = out_at(L, 9);
     mrt_lua_check(L, mrt_conv2d_forward(x, w, b, &p, y.t, ws));
@@ -95,7 +96,7 @@ static int k_conv2d_backward(lua_State *L)
 {
     mrt_tensor *x = mrt_lua_check_tensor(L, 1), *w = mrt_lua_check_tensor(L, 2);
     mrt_tensor *dy = mrt_lua_check_tensor(L, 3);
-    mrt_conv2d_params p = {check_int(L, 4), check_int(L, 5), check_int(L, 6), check_int(L, 7)};
+    mrt_conv2d_params p = {check_int(L, 4), check_int(L, 5), check_int(L, 6), check_int(L, 7), 0};
     mrt_workspace *ws = check_workspace(L, 8);
     mrt_tensor *dw = opt_tensor(L, 10), *db = opt_tensor(L, 11);
     out_arg dx = out_at(L, 9);

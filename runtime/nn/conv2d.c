@@ -186,6 +186,10 @@ mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, con
     if ((st = resolve(fn, x, w, b, p, &g))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
     if ((st = pick_algo(fn, &g, opts, 0, &algo, &nb))) return st;
+    if (p->inference && algo == MRT_CONV_WINOGRAD2 && (!opts || opts->algo == MRT_CONV_AUTO)) {
+        algo = MRT_CONV_WINOGRAD;
+        nb = mrt_conv_wino_block(&g, wino_m(algo));
+    }
     const int64_t yshape[4] = {g.n, g.o, g.oh, g.ow};
     if ((st = mrt_tensor_prepare_out(fn, y, MRT_F32, 4, yshape))) return st;
     if (g.n == 0) return MRT_OK;

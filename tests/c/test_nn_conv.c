@@ -138,7 +138,7 @@ static mrt_conv_geom geom_of(const conv_case *k) {
 }
 
 static mrt_conv2d_params params_of(const conv_case *k) {
-    mrt_conv2d_params p = {k->sh, k->sw, k->ph, k->pw};
+    mrt_conv2d_params p = {k->sh, k->sw, k->ph, k->pw, 0};
     return p;
 }
 
@@ -650,7 +650,7 @@ END_TEST
 /* ---- errors -------------------------------------------------------------------- */
 
 START_TEST(test_conv_errors) {
-    mrt_conv2d_params p = {1, 1, 1, 1};
+    mrt_conv2d_params p = {1, 1, 1, 1, 0};
     mrt_tensor x = {0}, w = {0}, b = {0}, y = {0}, dy = {0}, x3 = {0}, xl = {0}, bad = {0};
     TU_ALLOC(&x, MRT_F32, 2, 3, 8, 9);
     TU_ALLOC(&w, MRT_F32, 4, 3, 3, 3);
@@ -682,7 +682,7 @@ START_TEST(test_conv_errors) {
 
     /* input too small for the kernel */
     TU_ALLOC(&xl, MRT_F32, 2, 3, 2, 9);
-    mrt_conv2d_params p0 = {1, 1, 0, 0};
+    mrt_conv2d_params p0 = {1, 1, 0, 0, 0};
     TU_FAILS(MRT_ERR_SHAPE, mrt_conv2d_forward(&xl, &w, NULL, &p0, &y, NULL));
     TU_MSG_HAS("2x3x2x9");
     TU_MSG_HAS("4x3x3x3");
@@ -726,9 +726,9 @@ START_TEST(test_conv_errors) {
     mrt_tensor_release(&bad);
 
     /* bad parameters, dtype, released operands, forced algorithms */
-    mrt_conv2d_params ps = {0, 1, 0, 0};
+    mrt_conv2d_params ps = {0, 1, 0, 0, 0};
     TU_FAILS(MRT_ERR_ARG, mrt_conv2d_forward(&x, &w, NULL, &ps, &y, NULL));
-    mrt_conv2d_params pn = {1, 1, -1, 0};
+    mrt_conv2d_params pn = {1, 1, -1, 0, 0};
     TU_FAILS(MRT_ERR_ARG, mrt_conv2d_forward(&x, &w, NULL, &pn, &y, NULL));
     TU_FAILS(MRT_ERR_ARG, mrt_conv2d_forward(&x, &w, NULL, NULL, &y, NULL));
     TU_ALLOC(&bad, MRT_I64, 2, 3, 8, 9);
@@ -739,7 +739,7 @@ START_TEST(test_conv_errors) {
     mrt_conv2d_opts o1 = {MRT_CONV_GEMM1X1, 0, 0};
     TU_FAILS(MRT_ERR_ARG, mrt_conv2d_forward_opts(&x, &w, NULL, &p, &y, NULL, &o1));
     TU_MSG_HAS("gemm1x1");
-    mrt_conv2d_params p3 = {1, 1, 3, 3};
+    mrt_conv2d_params p3 = {1, 1, 3, 3, 0};
     mrt_conv2d_opts ow = {MRT_CONV_WINOGRAD, 0, 0};
     TU_FAILS(MRT_ERR_ARG, mrt_conv2d_forward_opts(&x, &w, NULL, &p3, &y, NULL, &ow));
     TU_MSG_HAS("winograd");
@@ -756,7 +756,7 @@ END_TEST
 
 /* An empty batch is not an error: the output is empty, nothing accumulates. */
 START_TEST(test_empty_batch) {
-    mrt_conv2d_params p = {1, 1, 1, 1};
+    mrt_conv2d_params p = {1, 1, 1, 1, 0};
     mrt_tensor x = {0}, w = {0}, y = {0}, dx = {0}, dw = {0};
     TU_ALLOC(&x, MRT_F32, 0, 3, 8, 9);
     TU_ALLOC(&w, MRT_F32, 4, 3, 3, 3);
@@ -803,7 +803,7 @@ START_TEST(test_workspace) {
     TU_FAILS(MRT_ERR_ARG, mrt_workspace_reserve(NULL, 1));
 
     /* one workspace serves convolutions of different sizes in turn */
-    mrt_conv2d_params p = {1, 1, 1, 1};
+    mrt_conv2d_params p = {1, 1, 1, 1, 0};
     mrt_tensor xs = {0}, ws_ = {0}, xb = {0}, wb = {0}, y1 = {0}, y2 = {0}, r1 = {0}, r2 = {0};
     TU_ALLOC(&xs, MRT_F32, 1, 2, 4, 4);
     TU_ALLOC(&ws_, MRT_F32, 2, 2, 3, 3);
@@ -1058,6 +1058,37 @@ START_TEST(test_linear_errors) {
 }
 END_TEST
 
+/* inference = 1 lets a 3x3 stride-1 forward take Winograd F(4x4): the
+ * result is that path's, bit for bit, and within rounding of F(2x2)'s. */
+START_TEST(test_inference_forward_uses_f4x4)
+{
+    mrt_tensor x = {0}, w = {0}, y_train = {0}, y_infer = {0}, y_f4 = {0};
+    TU_ALLOC(&x, MRT_F32, 2, 16, 9, 11);
+    TU_ALLOC(&w, MRT_F32, 16, 16, 3, 3);
+    tu_fill_uniform(&x, 7, -1, 1);
+    tu_fill_uniform(&w, 8, -0.3, 0.3);
+    mrt_conv2d_params train = {1, 1, 1, 1, 0}, infer = {1, 1, 1, 1, 1};
+    mrt_conv2d_opts f4 = {.algo = MRT_CONV_WINOGRAD};
+    TU_OK(mrt_conv2d_forward(&x, &w, NULL, &train, &y_train, NULL));
+    TU_OK(mrt_conv2d_forward(&x, &w, NULL, &infer, &y_infer, NULL));
+    TU_OK(mrt_conv2d_forward_opts(&x, &w, NULL, &train, &y_f4, NULL, &f4));
+    int64_t n = mrt_tensor_numel(&y_infer);
+    double maxdiff = 0, scale = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert(mrt_f32(&y_infer)[i] == mrt_f32(&y_f4)[i]);
+        double d = fabs((double)mrt_f32(&y_infer)[i] - mrt_f32(&y_train)[i]);
+        if (d > maxdiff) maxdiff = d;
+        if (fabs(mrt_f32(&y_train)[i]) > scale) scale = fabs(mrt_f32(&y_train)[i]);
+    }
+    ck_assert_msg(maxdiff <= 1e-5 * scale, "F(4x4) vs F(2x2): %g of %g", maxdiff, scale);
+    mrt_tensor_release(&x);
+    mrt_tensor_release(&w);
+    mrt_tensor_release(&y_train);
+    mrt_tensor_release(&y_infer);
+    mrt_tensor_release(&y_f4);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("nn_conv");
 
@@ -1082,6 +1113,7 @@ int main(void) {
     tcase_add_test(er, test_conv_errors);
     tcase_add_test(er, test_empty_batch);
     tcase_add_test(er, test_workspace);
+    tcase_add_test(er, test_inference_forward_uses_f4x4);
     suite_add_tcase(s, er);
 
     TCase *li = tcase_create("linear");

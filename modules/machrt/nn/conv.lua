@@ -54,7 +54,8 @@ function Conv2d:forward(x)
   self:check_input(x, 4, 2, self.cin, ("N x %d x H x W"):format(self.cin))
   local p = self.params
   self.output = self:kernel(K.conv2d_forward, x, p.weight.param, p.bias and p.bias.param,
-    self.sh, self.sw, self.ph, self.pw, self.workspace, Module.reuse(self.output, self:output_shape(x)))
+    self.sh, self.sw, self.ph, self.pw, self.workspace, Module.reuse(self.output, self:output_shape(x)),
+    not self.train)
   return self.output
 end
 

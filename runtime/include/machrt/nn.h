@@ -32,6 +32,10 @@ void mrt_workspace_free(mrt_workspace *ws);
 typedef struct mrt_conv2d_params {
     int stride_h, stride_w;
     int pad_h, pad_w; /* zero padding */
+    /* 1: no backward follows (evaluation), so the forward may use the faster
+     * Winograd F(4x4, 3x3), whose rounding is larger (about 1e-5 relative)
+     * but harmless when no gradient is taken from it. */
+    int inference;
 } mrt_conv2d_params;
 
 /* x: N,C,H,W; w: O,C,KH,KW; b: O or NULL; y: N,O,OH,OW with
