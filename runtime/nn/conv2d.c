@@ -147,23 +147,6 @@ static mrt_status pick_algo(const char *fn, const mrt_conv_geom *g, const mrt_co
     return MRT_OK;
 }
 
-/* A contiguous float32 tensor the kernels may write in full: `out` itself
- * when it allows, else a fresh one to be copied into `out` afterwards. */
-static mrt_status writable(const mrt_tensor *out, const mrt_tensor *const *inputs, int ninputs,
-                           mrt_tensor *target, int *aside)
-{
-    int ok = mrt_tensor_is_contiguous(out);
-    for (int i = 0; ok && i < ninputs; i++)
-        if (inputs[i] && inputs[i]->storage == out->storage) ok = 0;
-    *aside = !ok;
-    if (ok) {
-        *target = *out;
-        return MRT_OK;
-    }
-    memset(target, 0, sizeof *target);
-    return mrt_tensor_alloc_uninit(target, MRT_F32, out->ndim, out->shape);
-}
-
 static mrt_status reserve(mrt_workspace *ws, mrt_workspace *local, size_t floats, float **data)
 {
     mrt_workspace *use = ws ? ws : local;
@@ -203,7 +186,7 @@ mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, con
                                 : mrt_conv_gemm_fwd_scratch(&g, algo, nb);
     if ((st = mrt_tensor_contiguous(x, &xc)) || (st = mrt_tensor_contiguous(w, &wc)) ||
         (b && (st = mrt_tensor_contiguous(b, &bc))) ||
-        (st = writable(y, ins, 3, &yt, &aside)) || (st = reserve(ws, &local, need, &scratch)))
+        (st = mrt_nn_write_target(y, ins, 3, 0, &yt, &aside)) || (st = reserve(ws, &local, need, &scratch)))
         goto done;
     if (is_wino(algo))
         mrt_conv_wino_forward(&g, wino_m(algo), nb, opts && opts->portable, mrt_f32(&xc), mrt_f32(&wc), b ? mrt_f32(&bc) : NULL,
@@ -247,41 +230,6 @@ static void bias_grad(const mrt_conv_geom *g, const float *dy, float *db)
     }
 }
 
-/* A parameter gradient to accumulate into: allocated zero-filled when empty,
- * otherwise checked against the parameter's shape. */
-static mrt_status grad_target(const char *fn, const char *what, mrt_tensor *grad, int ndim,
-                              const int64_t *shape)
-{
-    char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
-    if (!grad->storage) return mrt_tensor_alloc(grad, MRT_F32, ndim, shape);
-    mrt_status st = mrt_nn_need_f32(fn, what, grad);
-    if (st) return st;
-    int same = grad->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = grad->shape[i] == shape[i];
-    if (!same)
-        return mrt_fail(MRT_ERR_SHAPE, "%s: %s %s does not match the parameter's shape %s", fn,
-                        what, SHP(grad, gs), mrt_shape_str(ndim, shape, ps, sizeof ps));
-    return MRT_OK;
-}
-
-/* Where a gradient accumulates: the tensor itself when it is contiguous and
- * shares no storage with the operands; otherwise a zeroed buffer added in at
- * the end. */
-static mrt_status accum_target(mrt_tensor *grad, const mrt_tensor *const *inputs, int ninputs,
-                               mrt_tensor *target, int *aside)
-{
-    int ok = mrt_tensor_is_contiguous(grad);
-    for (int i = 0; ok && i < ninputs; i++)
-        if (inputs[i] && inputs[i]->storage == grad->storage) ok = 0;
-    *aside = !ok;
-    if (ok) {
-        *target = *grad;
-        return MRT_OK;
-    }
-    memset(target, 0, sizeof *target);
-    return mrt_tensor_alloc(target, MRT_F32, grad->ndim, grad->shape);
-}
-
 mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
                                     const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
                                     mrt_tensor *db, mrt_workspace *ws,
@@ -305,8 +253,8 @@ mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, co
                         mrt_shape_str(4, yshape, s2, sizeof s2), SHP(x, s3), SHP(w, s4));
     if ((st = pick_algo(fn, &g, opts, 1, &algo, &nb))) return st;
     if (dx && (st = mrt_tensor_prepare_out(fn, dx, MRT_F32, 4, x->shape))) return st;
-    if (dw && (st = grad_target(fn, "weight gradient", dw, 4, w->shape))) return st;
-    if (db && (st = grad_target(fn, "bias gradient", db, 1, &g.o))) return st;
+    if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 4, w->shape))) return st;
+    if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &g.o))) return st;
     if (g.n == 0) {
         /* No images: dx is empty, and nothing accumulates. */
         return MRT_OK;
@@ -323,9 +271,9 @@ mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, co
     if ((st = mrt_tensor_contiguous(dy, &dyc))) goto done;
     if ((dx || dw) && (st = mrt_tensor_contiguous(w, &wc))) goto done;
     if (dw && (st = mrt_tensor_contiguous(x, &xc))) goto done;
-    if (dx && (st = writable(dx, ins, 3, &dxt, &dx_aside))) goto done;
-    if (dw && (st = accum_target(dw, ins, 3, &dwt, &dw_aside))) goto done;
-    if (db && (st = accum_target(db, ins, 3, &dbt, &db_aside))) goto done;
+    if (dx && (st = mrt_nn_write_target(dx, ins, 3, 0, &dxt, &dx_aside))) goto done;
+    if (dw && (st = mrt_nn_write_target(dw, ins, 3, 1, &dwt, &dw_aside))) goto done;
+    if (db && (st = mrt_nn_write_target(db, ins, 3, 1, &dbt, &db_aside))) goto done;
     if ((dx || dw) && (st = reserve(ws, &local, need, &scratch))) goto done;
 
     if (db) bias_grad(&g, mrt_f32(&dyc), mrt_f32(&dbt));

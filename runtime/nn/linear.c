@@ -44,24 +44,6 @@ static mrt_status check_shapes(const char *fn, const mrt_tensor *x, const mrt_te
     return MRT_OK;
 }
 
-/* `out` itself when it is contiguous and shares no storage with the inputs,
- * else a fresh tensor of its shape (zero-filled when `zero`). */
-static mrt_status target_for(const mrt_tensor *out, const mrt_tensor *const *inputs, int ninputs,
-                             int zero, mrt_tensor *target, int *aside)
-{
-    int ok = mrt_tensor_is_contiguous(out);
-    for (int i = 0; ok && i < ninputs; i++)
-        if (inputs[i] && inputs[i]->storage == out->storage) ok = 0;
-    *aside = !ok;
-    if (ok) {
-        *target = *out;
-        return MRT_OK;
-    }
-    memset(target, 0, sizeof *target);
-    return zero ? mrt_tensor_alloc(target, MRT_F32, out->ndim, out->shape)
-                : mrt_tensor_alloc_uninit(target, MRT_F32, out->ndim, out->shape);
-}
-
 mrt_status mrt_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
                               mrt_tensor *y)
 {
@@ -79,7 +61,7 @@ mrt_status mrt_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mr
     int aside = 0;
     if ((st = mrt_tensor_contiguous(x, &xc)) || (st = mrt_tensor_contiguous(w, &wc)) ||
         (b && (st = mrt_tensor_contiguous(b, &bc))) ||
-        (st = target_for(y, ins, 3, 0, &yt, &aside)))
+        (st = mrt_nn_write_target(y, ins, 3, 0, &yt, &aside)))
         goto done;
     float *yp = mrt_f32(&yt);
     /* The bias is laid down first and sgemm adds the product to it. */
@@ -98,21 +80,6 @@ done:
     return st;
 }
 
-static mrt_status grad_shape(const char *fn, const char *what, mrt_tensor *grad, int ndim,
-                             const int64_t *shape)
-{
-    char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
-    if (!grad->storage) return mrt_tensor_alloc(grad, MRT_F32, ndim, shape);
-    mrt_status st = mrt_nn_need_f32(fn, what, grad);
-    if (st) return st;
-    int same = grad->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = grad->shape[i] == shape[i];
-    if (!same)
-        return mrt_fail(MRT_ERR_SHAPE, "%s: %s %s does not match the parameter's shape %s", fn,
-                        what, SHP(grad, gs), mrt_shape_str(ndim, shape, ps, sizeof ps));
-    return MRT_OK;
-}
-
 mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
                                mrt_tensor *dx, mrt_tensor *dw, mrt_tensor *db)
 {
@@ -128,8 +95,8 @@ mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const m
                         "x%" PRId64 " of input %s and weight %s",
                         fn, SHP(dy, s1), n, out, SHP(x, s2), SHP(w, s3));
     if (dx && (st = mrt_tensor_prepare_out(fn, dx, MRT_F32, 2, x->shape))) return st;
-    if (dw && (st = grad_shape(fn, "weight gradient", dw, 2, w->shape))) return st;
-    if (db && (st = grad_shape(fn, "bias gradient", db, 1, &out))) return st;
+    if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 2, w->shape))) return st;
+    if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &out))) return st;
     if (n == 0) return MRT_OK;
 
     mrt_tensor xc = {0}, wc = {0}, dyc = {0}, dxt = {0}, dwt = {0}, dbt = {0};
@@ -137,12 +104,12 @@ mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const m
     int dx_aside = 0, dw_aside = 0, db_aside = 0;
     if ((st = mrt_tensor_contiguous(dy, &dyc))) goto done;
     if (dx && ((st = mrt_tensor_contiguous(w, &wc)) ||
-               (st = target_for(dx, ins, 3, 0, &dxt, &dx_aside))))
+               (st = mrt_nn_write_target(dx, ins, 3, 0, &dxt, &dx_aside))))
         goto done;
     if (dw && ((st = mrt_tensor_contiguous(x, &xc)) ||
-               (st = target_for(dw, ins, 3, 1, &dwt, &dw_aside))))
+               (st = mrt_nn_write_target(dw, ins, 3, 1, &dwt, &dw_aside))))
         goto done;
-    if (db && (st = target_for(db, ins, 3, 1, &dbt, &db_aside))) goto done;
+    if (db && (st = mrt_nn_write_target(db, ins, 3, 1, &dbt, &db_aside))) goto done;
 
     const float *dyp = mrt_f32(&dyc);
     if (dx)

@@ -1,3 +1,4 @@
+#include <string.h>
 #include "nn_args.h"
 
 mrt_status mrt_nn_need(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dtype)
@@ -53,6 +54,37 @@ mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n)
             return st;
         }
         slots[i].allocated = 1;
+    }
+    return MRT_OK;
+}
+
+mrt_status mrt_nn_write_target(const mrt_tensor *out, const mrt_tensor *const *inputs,
+                               int ninputs, int zero, mrt_tensor *target, int *aside)
+{
+    int ok = mrt_tensor_is_contiguous(out);
+    for (int i = 0; ok && i < ninputs; i++)
+        if (inputs[i] && inputs[i]->storage == out->storage) ok = 0;
+    *aside = !ok;
+    if (ok) {
+        *target = *out;
+        return MRT_OK;
+    }
+    memset(target, 0, sizeof *target);
+    return zero ? mrt_tensor_alloc(target, MRT_F32, out->ndim, out->shape)
+                : mrt_tensor_alloc_uninit(target, MRT_F32, out->ndim, out->shape);
+}
+
+mrt_status mrt_nn_grad_target(const char *op, const char *what, mrt_tensor *grad, int ndim,
+                              const int64_t *shape)
+{
+    if (!grad->storage) return mrt_tensor_alloc(grad, MRT_F32, ndim, shape);
+    mrt_status st = mrt_nn_need_f32(op, what, grad);
+    if (st) return st;
+    if (!mrt_nn_same_shape(grad, ndim, shape)) {
+        char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: %s %s does not match the parameter's shape %s", op,
+                        what, mrt_shape_str(grad->ndim, grad->shape, gs, sizeof gs),
+                        mrt_shape_str(ndim, shape, ps, sizeof ps));
     }
     return MRT_OK;
 }

@@ -36,4 +36,16 @@ mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, cons
                             mrt_dtype dtype, int ndim, const int64_t *shape);
 mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n);
 
+/* Where a kernel writes `out`: `out` itself when it is contiguous and shares
+ * no storage with the inputs (*aside = 0), else a fresh contiguous tensor of
+ * its shape (*aside = 1; zero-filled when `zero`, for accumulation) that the
+ * caller copies or adds into `out` at the end. */
+mrt_status mrt_nn_write_target(const mrt_tensor *out, const mrt_tensor *const *inputs,
+                               int ninputs, int zero, mrt_tensor *target, int *aside);
+
+/* A parameter gradient to accumulate into: allocated zero-filled when empty,
+ * otherwise checked against the parameter's shape (`what` names it). */
+mrt_status mrt_nn_grad_target(const char *op, const char *what, mrt_tensor *grad, int ndim,
+                              const int64_t *shape);
+
 #endif
