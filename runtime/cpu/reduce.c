@@ -11,7 +11,7 @@
 
 #define REDUCE_BLOCK 65536
 
-static const char *reduce_name(mrt_reduceop op)
+const char *mrt_reduceop_name(mrt_reduceop op)
 {
     static const char *names[] = {"sum", "mean", "max", "min", "argmax", "argmin"};
     return names[op];
@@ -40,7 +40,7 @@ static mrt_status check_input(const char *op, const mrt_tensor *a)
 
 mrt_status mrt_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value, int64_t *index)
 {
-    const char *name = reduce_name(op);
+    const char *name = mrt_reduceop_name(op);
     mrt_status st = check_input(name, a);
     if (st) return st;
     int64_t n = mrt_tensor_numel(a);
@@ -96,7 +96,7 @@ mrt_status mrt_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value, i
 mrt_status mrt_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_tensor *values,
                           mrt_tensor *indices)
 {
-    const char *name = reduce_name(op);
+    const char *name = mrt_reduceop_name(op);
     mrt_status st = check_input(name, a);
     if (st) return st;
     if (dim < 0 || dim >= a->ndim)

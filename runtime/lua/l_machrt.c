@@ -94,76 +94,62 @@ static int m_tensor(lua_State *L)
 
 /* ---- shaped constructors ------------------------------------------------ */
 
-/* Shape at arg 1 (a list, or integers); returns the index after it. */
-static mrt_tensor *new_shaped(lua_State *L, const char *what, int *next, mrt_dtype dtype_default,
-                              int dtype_allowed)
+/* A new uninitialised tensor (pushed) of the shape at arg 1 (a list, or
+ * integers). Its dtype is the string at arg `dtype_arg` if there is one
+ * (0: right after the shape; -1: no dtype argument), else float32. Every
+ * constructor fills it in full, so nothing is zeroed twice. */
+static mrt_tensor *new_shaped(lua_State *L, const char *what, int dtype_arg)
 {
     int64_t shape[MRT_MAX_DIMS];
     int nd = mrt_lua_check_shape(L, 1, shape, what);
     for (int i = 0; i < nd; i++)
         if (shape[i] < 0) luaL_error(L, "%s: shape entry %d must be non-negative", what, i + 1);
-    *next = lua_istable(L, 1) ? 2 : nd + 1;
-    mrt_dtype dtype = dtype_default;
-    if (dtype_allowed && lua_type(L, *next) == LUA_TSTRING) dtype = check_dtype(L, *next);
+    if (dtype_arg == 0) dtype_arg = lua_istable(L, 1) ? 2 : nd + 1;
+    mrt_dtype dtype = MRT_F32;
+    if (dtype_arg > 0 && lua_type(L, dtype_arg) == LUA_TSTRING) dtype = check_dtype(L, dtype_arg);
     mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_tensor_alloc(r, dtype, nd, shape));
+    mrt_lua_check(L, mrt_tensor_alloc_uninit(r, dtype, nd, shape));
     return r;
 }
 
 static int m_zeros(lua_State *L)
 {
-    int next;
-    new_shaped(L, "zeros", &next, MRT_F32, 1);
+    mrt_lua_check(L, mrt_tensor_fill(new_shaped(L, "zeros", 0), 0.0));
     return 1;
 }
 
 /* Uninitialised: for buffers a kernel overwrites in full. */
 static int m_empty(lua_State *L)
 {
-    int64_t shape[MRT_MAX_DIMS];
-    int nd = mrt_lua_check_shape(L, 1, shape, "empty");
-    int next = lua_istable(L, 1) ? 2 : nd + 1;
-    mrt_dtype dtype = lua_type(L, next) == LUA_TSTRING ? check_dtype(L, next) : MRT_F32;
-    mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_tensor_alloc_uninit(r, dtype, nd, shape));
+    new_shaped(L, "empty", 0);
     return 1;
 }
 
 static int m_ones(lua_State *L)
 {
-    int next;
-    mrt_tensor *r = new_shaped(L, "ones", &next, MRT_F32, 1);
-    mrt_lua_check(L, mrt_tensor_fill(r, 1.0));
+    mrt_lua_check(L, mrt_tensor_fill(new_shaped(L, "ones", 0), 1.0));
     return 1;
 }
 
+/* full(shape, value [, dtype]) */
 static int m_full(lua_State *L)
 {
-    int next;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_Number v = luaL_checknumber(L, 2);
-    mrt_tensor *r = new_shaped(L, "full", &next, MRT_F32, 0);
-    if (lua_type(L, 3) == LUA_TSTRING && check_dtype(L, 3) == MRT_I64) {
-        mrt_tensor *l = mrt_lua_push_tensor(L);
-        mrt_lua_check(L, mrt_tensor_alloc(l, MRT_I64, r->ndim, r->shape));
-        r = l;
-    }
-    mrt_lua_check(L, mrt_tensor_fill(r, v));
+    mrt_lua_check(L, mrt_tensor_fill(new_shaped(L, "full", 3), v));
     return 1;
 }
 
 static int m_rand(lua_State *L)
 {
-    int next;
-    mrt_tensor *r = new_shaped(L, "rand", &next, MRT_F32, 0);
+    mrt_tensor *r = new_shaped(L, "rand", -1);
     mrt_lua_check(L, mrt_rng_uniform(mrt_rng_default(), r, 0.0, 1.0));
     return 1;
 }
 
 static int m_randn(lua_State *L)
 {
-    int next;
-    mrt_tensor *r = new_shaped(L, "randn", &next, MRT_F32, 0);
+    mrt_tensor *r = new_shaped(L, "randn", -1);
     mrt_lua_check(L, mrt_rng_normal(mrt_rng_default(), r, 0.0, 1.0));
     return 1;
 }

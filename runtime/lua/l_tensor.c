@@ -478,8 +478,7 @@ static int reduce(lua_State *L, mrt_reduceop op)
         else lua_pushnumber(L, v);
         return 1;
     }
-    static const char *names[] = {"sum", "mean", "max", "min", "argmax", "argmin"};
-    int d = check_dim(L, t, 2, names[op]);
+    int d = check_dim(L, t, 2, mrt_reduceop_name(op));
     mrt_tensor *values = mrt_lua_push_tensor(L);
     mrt_tensor *indices = extreme ? mrt_lua_push_tensor(L) : NULL;
     mrt_lua_check(L, mrt_reduce_dim(op, t, d, values, indices));

@@ -121,6 +121,7 @@ mrt_status mrt_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor *out);
 
 /* ---- reductions (float32) --------------------------------------------- */
 typedef enum { MRT_SUM, MRT_MEAN, MRT_MAX, MRT_MIN, MRT_ARGMAX, MRT_ARGMIN } mrt_reduceop;
+const char *mrt_reduceop_name(mrt_reduceop op);
 /* Whole tensor: value (double accumulation); for ARG* ops `value` is the
  * extreme value and `*index` its 0-based flat (row-major) index. */
 mrt_status mrt_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value, int64_t *index);
