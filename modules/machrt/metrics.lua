@@ -1,0 +1,153 @@
+-- machrt.metrics: classification scores for validation and interpretation
+-- reports, with scikit-learn's definitions (checked against it by
+-- tests/fixtures/gen_metrics_fixtures.py).
+local M = {}
+
+local function fail(fmt, ...)
+  error(string.format(fmt, ...), 3)
+end
+
+-- probs as a Lua list of n rows of C numbers (from a tensor or a list).
+local function prob_rows(probs)
+  if type(probs) == "userdata" then
+    local ok, dim = pcall(function() return probs:dim() end)
+    if not ok then fail("classification: probs must be a tensor or a list of lists") end
+    if dim ~= 2 then fail("classification: probs must be n x C, got a %d-d tensor", dim) end
+    return probs:totable(), probs:size(1), probs:size(2)
+  end
+  if type(probs) ~= "table" then
+    fail("classification: probs must be an n x C tensor or a list of lists, got %s", type(probs))
+  end
+  local n = #probs
+  local C = type(probs[1]) == "table" and #probs[1] or 0
+  for i = 1, n do
+    if type(probs[i]) ~= "table" or #probs[i] ~= C then
+      fail("classification: probs row %d must be a list of %d numbers", i, C)
+    end
+  end
+  return probs, n, C
+end
+
+-- Mann-Whitney form of the ROC AUC for one class: the probability that a
+-- positive row scores above a negative one, ties counted half (equal to
+-- the area under the trapezoidal ROC curve that scikit-learn computes).
+local function auc(scores, positive)
+  local n = #scores
+  local order = {}
+  for i = 1, n do order[i] = i end
+  table.sort(order, function(a, b) return scores[a] < scores[b] end)
+  local rank_sum, npos = 0, 0
+  local i = 1
+  while i <= n do
+    local j = i
+    while j < n and scores[order[j + 1]] == scores[order[i]] do j = j + 1 end
+    local rank = (i + j) / 2                -- mean rank of a run of ties
+    for k = i, j do
+      if positive[order[k]] then
+        rank_sum = rank_sum + rank
+        npos = npos + 1
+      end
+    end
+    i = j + 1
+  end
+  local nneg = n - npos
+  return (rank_sum - npos * (npos + 1) / 2) / (npos * nneg)
+end
+
+--- Scores argmax predictions of an {n, C} probability matrix (tensor or
+--- list of lists) against 1-based true classes. Returns {f1, accuracy,
+--- per_class = {{class, precision, recall, f1, support}, ...}, roc_auc,
+--- roc_auc_skipped = {class, ...}, confusion = C x C (rows true, columns
+--- predicted), predicted = {1-based class per row}}.
+---
+--- As scikit-learn with zero_division=0: a class with no predicted (true)
+--- rows has precision (recall) 0; macro F1 averages the classes that occur
+--- in the truth or the predictions (f1_score's default labels). Macro ROC
+--- AUC is one-vs-rest over the classes that have both positive and negative
+--- rows; the others are listed in roc_auc_skipped, and roc_auc is NaN when
+--- no class can be scored (e.g. a single row).
+function M.classification(probs, true_index, classes)
+  local rows, n, C = prob_rows(probs)
+  if n == 0 then fail("classification: no rows to score") end
+  if C == 0 then fail("classification: probs has no class columns") end
+  if type(true_index) ~= "table" or #true_index ~= n then
+    fail("classification: expected %d true classes (one per row), got %s", n,
+      type(true_index) == "table" and tostring(#true_index) or type(true_index))
+  end
+  if classes ~= nil and (type(classes) ~= "table" or #classes ~= C) then
+    fail("classification: classes must list %d names (one per column)", C)
+  end
+  local function name(c) return classes and classes[c] or c end
+
+  local confusion, predicted = {}, {}
+  for a = 1, C do
+    confusion[a] = {}
+    for b = 1, C do confusion[a][b] = 0 end
+  end
+  local correct = 0
+  for i = 1, n do
+    local t = true_index[i]
+    if math.type(t) ~= "integer" or t < 1 or t > C then
+      fail("classification: true class of row %d is %s, not in 1..%d", i, tostring(t), C)
+    end
+    local row = rows[i]
+    local best = 1
+    for c = 1, C do
+      local p = row[c]
+      if type(p) ~= "number" or p ~= p then
+        fail("classification: probs[%d][%d] is %s, not a number", i, c, tostring(p))
+      end
+      if p > row[best] then best = c end   -- the first maximum, as numpy's argmax
+    end
+    predicted[i] = best
+    confusion[t][best] = confusion[t][best] + 1
+    if best == t then correct = correct + 1 end
+  end
+
+  local per_class, f1_sum, f1_count = {}, 0, 0
+  for c = 1, C do
+    local tp, support, npred = confusion[c][c], 0, 0
+    for k = 1, C do
+      support = support + confusion[c][k]
+      npred = npred + confusion[k][c]
+    end
+    local fp, fn = npred - tp, support - tp
+    local precision = npred > 0 and tp / npred or 0
+    local recall = support > 0 and tp / support or 0
+    local f1 = (2 * tp + fp + fn) > 0 and 2 * tp / (2 * tp + fp + fn) or 0
+    per_class[c] = { class = name(c), precision = precision, recall = recall, f1 = f1,
+                     support = support }
+    if support > 0 or npred > 0 then
+      f1_sum = f1_sum + f1
+      f1_count = f1_count + 1
+    end
+  end
+
+  local auc_sum, auc_count, skipped = 0, 0, {}
+  for c = 1, C do
+    local scores, positive, npos = {}, {}, 0
+    for i = 1, n do
+      scores[i] = rows[i][c]
+      positive[i] = true_index[i] == c
+      if positive[i] then npos = npos + 1 end
+    end
+    if npos == 0 or npos == n then
+      skipped[#skipped + 1] = name(c)
+    else
+      auc_sum = auc_sum + auc(scores, positive)
+      auc_count = auc_count + 1
+    end
+  end
+
+  return {
+    f1 = f1_sum / f1_count,
+    accuracy = correct / n,
+    per_class = per_class,
+    roc_auc = auc_count > 0 and auc_sum / auc_count or 0 / 0,
+    roc_auc_skipped = skipped,
+    confusion = confusion,
+    predicted = predicted,
+  }
+end
+
+return M
