@@ -331,6 +331,7 @@ int luaopen_machrt(lua_State *L)
 {
     mrt_lua_open_tensor(L);
     luaL_newlib(L, machrt_funcs);
+    mrt_lua_system(L);
     lua_pushstring(L, MACHRT_VERSION);
     lua_setfield(L, -2, "version");
     return 1;
@@ -345,5 +346,7 @@ void mrt_lua_preload(lua_State *L)
     lua_setfield(L, -2, "machrt.audio");
     lua_pushcfunction(L, luaopen_machrt_kernels);
     lua_setfield(L, -2, "machrt.kernels");
+    lua_pushcfunction(L, luaopen_machrt_workers);
+    lua_setfield(L, -2, "machrt.workers");
     lua_pop(L, 1);
 }

@@ -18,7 +18,8 @@
  * threshold, run a full collection, then set the next threshold to twice
  * what survived (at least 256 MiB). */
 #define GC_MIN_THRESHOLD ((size_t)256 << 20)
-static size_t gc_threshold = GC_MIN_THRESHOLD;
+/* Per thread: each worker thread has its own Lua state and collector. */
+static _Thread_local size_t gc_threshold = GC_MIN_THRESHOLD;
 
 static void track_heap(lua_State *L)
 {
