@@ -16,11 +16,11 @@ local function fail(fmt, ...)
   error(string.format(fmt, ...), 0)
 end
 
--- Number of "\n" in s[i..j].
-local function count_newlines(s, i, j)
+-- Number of "\n" in s (quoted fields may span lines).
+local function count_newlines(s)
   local n = 0
-  local p = s:find("\n", i, true)
-  while p and p <= j do
+  local p = s:find("\n", 1, true)
+  while p do
     n = n + 1
     p = s:find("\n", p + 1, true)
   end
@@ -63,7 +63,7 @@ local function records(text, name)
           end
         end
         if doubled then field = field:gsub('""', '"') end
-        line = line + count_newlines(field, 1, #field)
+        line = line + count_newlines(field)
         local c = text:byte(stop)
         if c == 13 and text:byte(stop + 1) == 10 then
           stop = stop + 1
@@ -80,7 +80,7 @@ local function records(text, name)
         else
           field = text:sub(pos)
         end
-        -- A quote inside an unquoted field is kept as it is (as pandas does).
+        -- (A quote inside an unquoted field is kept as it is, as pandas does.)
         -- CRLF: the CR belongs to the line end, not to the last field.
         if (stop == nil or text:byte(stop) == 10) and field:byte(-1) == 13 then
           field = field:sub(1, -2)
