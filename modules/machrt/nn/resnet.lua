@@ -79,10 +79,10 @@ end
 local function build(blocks, opts)
   opts = opts or {}
   local valid = {in_channels = true, num_classes = true, pool = true, dropout = true, gem_p = true,
-                 input_grad = true}
+                 input_grad = true, width = true}
   for k in pairs(opts) do
     if not valid[k] then
-      error(("resnet: unknown option '%s' (valid: in_channels, num_classes, pool, dropout, gem_p, input_grad)")
+      error(("resnet: unknown option '%s' (valid: in_channels, num_classes, pool, dropout, gem_p, input_grad, width)")
         :format(tostring(k)), 3)
     end
   end
@@ -92,14 +92,20 @@ local function build(blocks, opts)
   if pool ~= "avg" and pool ~= "gem" then
     error(("resnet: pool must be 'avg' or 'gem', got '%s'"):format(tostring(pool)), 3)
   end
+  -- width: channels of the first stage (64 in torchvision); the stages
+  -- double it. Narrow networks make quick end-to-end tests.
+  local width = opts.width or 64
+  if math.type(width) ~= "integer" or width < 1 then
+    error(("resnet: width must be a positive integer, got %s"):format(tostring(width)), 3)
+  end
   local model = Sequential()
   model.__name = "ResNet"
-  model:add("conv1", Conv2d(in_channels, 64, 7, {stride = 2, padding = 3, bias = false}))
-  model:add("bn1", BatchNorm2d(64))
+  model:add("conv1", Conv2d(in_channels, width, 7, {stride = 2, padding = 3, bias = false}))
+  model:add("bn1", BatchNorm2d(width))
   model:add("relu", ReLU{inplace = true})
   model:add("maxpool", pooling.MaxPool2d(3, 2, 1))
-  local inplanes = 64
-  for i, planes in ipairs{64, 128, 256, 512} do
+  local inplanes = width
+  for i, planes in ipairs{width, 2 * width, 4 * width, 8 * width} do
     local layer = Sequential()
     for j = 1, blocks[i] do
       layer:add(tostring(j - 1), BasicBlock(inplanes, planes, (j == 1 and i > 1) and 2 or 1))
@@ -114,7 +120,7 @@ local function build(blocks, opts)
   end
   model:add("flatten", Flatten())
   model:add("dropout", Dropout(opts.dropout or 0))
-  model:add("fc", Linear(512, num_classes))
+  model:add("fc", Linear(8 * width, num_classes))
   -- The gradient with respect to the input image is rarely needed and costs
   -- a full convolution; ask for it with input_grad = true.
   model.children.conv1.need_input_grad = opts.input_grad == true

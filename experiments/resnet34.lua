@@ -1,0 +1,137 @@
+-- The reference experiment (REFERENCE.md): ResNet34 + GeM on 128-bin log-mel
+-- spectrograms, BCE, AdamW, cosine schedule, fold 4 of 5.
+--
+--   machrt experiments/resnet34.lua                        -- built-in synthetic corpus
+--   machrt experiments/resnet34.lua --training.epochs=2 --dataset.folds=0,1
+--   machrt experiments/resnet34.lua --dataset.data_folder=../shared/data/mimii-sample \
+--       --dataset.train_dataframe=../shared/data/mimii-sample/sample.csv
+--   machrt experiments/resnet34.lua --resume runs/<experiment_name>/fold4
+--   machrt experiments/resnet34.lua --help                 -- every setting and its default
+--
+-- The config mirrors the reference yaml: same sections, same keys, same
+-- values. Keys marked "machrt:" are additions; an empty data_folder and
+-- train_dataframe mean the built-in synthetic corpus (generated on first use).
+
+local mt = require "machrt"
+local train = require "machrt.train"
+local log = require "machrt.log"
+
+local defaults = {
+    architecture = { backbone = "resnet34", dropout = 0, pool = "GeM", pretrained = false,
+                     width = 64 },                  -- machrt: first-stage channels
+    audio = {
+        sample_rate = 22050, stft_window_size = 2048, hop_size = 512, mel_frequency_bins = 128,
+        minimum_frequency = 50, maximum_frequency = 16000, spectrogram_normalization = "No",
+        training_chunk_seconds = 10,
+        channel = 1,                                -- machrt: channel of multi-channel files
+    },
+    augmentation = { mix_audio = "Disabled", mix_concentration = 1.0, mix_iterations = 1,
+                     mix_probability = 1.0, mix_target = "Ratio" },
+    dataset = {
+        audio_column = "audio", label_columns = { "label" },
+        data_folder = "", train_dataframe = "", validation_dataframe = "",
+        validation_strategy = "kfold", folds = { "4" }, group_fold_column = "Unnamed: 0",
+        validation_size = 0.2, data_sample = 1,
+        cache = "memory",                           -- machrt: memory | disk | none (decoded waves)
+        cache_folder = "cache/waves",               -- machrt: for cache = disk
+        on_error = "fail",                          -- machrt: fail | skip unreadable files
+    },
+    environment = { mixed_precision_training = true, mixed_precision_inference = false,
+                    number_of_workers = 4, seed = -1,
+                    threads = 0 },                  -- machrt: compute threads (0 = all cores)
+    experiment_name = "final_machinetype_audio_classification",
+    output_directory = "runs",                      -- machrt: runs/<experiment_name>/fold<k>
+    prediction = { inference_chunk_method = "Fix", inference_chunk_seconds = 5,
+                   max_inference_chunk_seconds = 600, metric = "F1", probability_threshold = 0.5 },
+    training = {
+        batch_size = 32, epochs = 5, drop_last_batch = true, evaluation_epochs = 1,
+        learning_rate = 0.001, differential_learning_rate = 0.001,
+        differential_learning_rate_layers = {}, optimizer = "AdamW", weight_decay = 0,
+        schedule = "Cosine", warmup_epochs = 0, gradient_clip = 0.0, grad_accumulation = 1,
+        loss_function = "BCE", save_best_checkpoint = false, build_scoring_pipelines = true,
+        run_interpretations = true,
+    },
+}
+
+local cfg, run = train.setup(defaults, arg)
+local tr = cfg.training
+
+for _, fold in ipairs(run.folds) do
+    local dir = run.dir_of(fold)
+    local split = train.prepare_data(cfg, fold)
+    log.info("fold %d: %d training and %d validation clips, classes: %s -> %s", fold,
+             #split.train.files, #split.val.files, table.concat(split.classes, ", "), dir)
+
+    local front = train.front_end(cfg)
+    local loaders <close> = train.loaders(cfg, split)
+    local steps_per_epoch = loaders.train:num_batches()
+
+    mt.manual_seed(cfg.environment.seed)             -- weight init and dropout draw from here
+    local model = train.model(cfg, #split.classes)
+    local loss_fn = train.loss(cfg)
+    local opt, set_lr, total_steps = train.optimizer(cfg, model, steps_per_epoch)
+
+    -- Resume: the checkpoint restores weights, optimizer, RNG and history.
+    local state = train.load_checkpoint(dir, model, opt)
+        or { epoch = 0, step = 0, history = {}, seed = cfg.environment.seed }
+    if state.epoch > 0 then
+        log.info("resuming %s after epoch %d (step %d)", dir, state.epoch, state.step)
+    end
+    train.write_config(dir, cfg)
+    if cfg.environment.mixed_precision_training and not mt.cuda_available() then
+        log.info("environment.mixed_precision_training applies on GPU only; training in float32")
+    end
+
+    for epoch = state.epoch + 1, tr.epochs do
+        local evaluation
+        model:zero_grad() -- a partial accumulation never carries over an epoch boundary
+        local bar = log.progress{ title = string.format("fold %d epoch %d/%d", fold, epoch, tr.epochs),
+                                  total = steps_per_epoch, fields = { "loss", "lr" } }
+        local loss_sum, seen, lr = 0, 0, opt.param_groups[1].lr
+        model:training()
+        for b, batch in loaders.train:epoch(epoch) do
+            for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
+            if batch.wave then
+                local x = front(batch.wave)
+                local logits = model:forward(x)
+                local loss = loss_fn:forward(logits, batch.target)
+                if loss ~= loss or loss == math.huge or loss == -math.huge then
+                    error(string.format("training loss is %s at epoch %d, step %d; stopping (the "
+                        .. "last good checkpoint in %s is kept)", tostring(loss), epoch, state.step + 1,
+                        dir), 0)
+                end
+                -- Gradients accumulate over grad_accumulation batches per step.
+                model:backward(x, loss_fn:backward(logits, batch.target), true)
+                loss_sum, seen = loss_sum + loss * batch.wave:size(1), seen + batch.wave:size(1)
+                if b % tr.grad_accumulation == 0 then
+                    state.step = state.step + 1
+                    if tr.gradient_clip > 0 then train.clip_gradients(model, tr.gradient_clip) end
+                    lr = set_lr(state.step)
+                    opt:step()
+                    model:zero_grad()
+                    train.kill_point(state.step)
+                end
+                bar:update(b, { loss = loss_sum / seen, lr = lr }, batch.wave:size(1))
+            end
+        end
+        local seconds = bar:finish()
+        local row = { epoch = epoch, step = state.step, lr = lr, train_loss = loss_sum / math.max(seen, 1),
+                      seconds = seconds, samples_per_second = seen / seconds }
+
+        if epoch % tr.evaluation_epochs == 0 or epoch == tr.epochs then
+            evaluation = train.evaluate(cfg, model, front, loaders.val, split)
+            row.val_loss, row.val_f1 = evaluation.loss, evaluation.f1
+            row.val_accuracy, row.val_roc_auc = evaluation.accuracy, evaluation.roc_auc
+            log.info("fold %d epoch %d: train loss %.4f  val loss %.4f  val F1 %.4f  accuracy %.4f  (%.1f s, %.1f samples/s)",
+                     fold, epoch, row.train_loss, row.val_loss, row.val_f1, row.val_accuracy,
+                     seconds, row.samples_per_second)
+        end
+        state.epoch = epoch
+        state.history[#state.history + 1] = row
+        train.save_checkpoint(dir, model, opt, state)  -- first, so the files below can be rebuilt
+        train.write_log(dir, state.history)
+        if evaluation then train.write_evaluation(dir, cfg, split, evaluation, epoch) end
+    end
+
+    train.summary(fold, state.history)
+end

@@ -1,0 +1,481 @@
+-- Helpers of experiment scripts: each does one step of the reference recipe
+-- (REFERENCE.md) so that experiments/resnet34.lua reads top to bottom.
+--
+--   local cfg, run = train.setup(defaults, arg)          -- CLI, resume, seed, data, threads
+--   local split = train.prepare_data(cfg, fold)          -- dataframe, labels, fold split
+--   local front = train.front_end(cfg)                   -- wave {B, frames} -> {B, 1, mels, T}
+--   local loaders = train.loaders(cfg, split)            -- training and validation loaders
+--   local model = train.model(cfg, #split.classes)
+--   local opt, lr_at = train.optimizer(cfg, model, steps_per_epoch)
+--   local ev = train.evaluate(cfg, model, front, loaders.val, split)
+--   train.save_checkpoint(dir, state) / train.load_checkpoint(dir, model, opt)
+--   train.write_outputs(dir, cfg, split, history, ev)
+
+local mt = require "machrt"
+local audio = require "machrt.audio"
+local nn = require "machrt.nn"
+local optim = require "machrt.optim"
+local data = require "machrt.data"
+local config = require "machrt.config"
+local metrics = require "machrt.metrics"
+local random = require "machrt.random"
+local log = require "machrt.log"
+
+local M = {}
+
+M.CHECKPOINT = "checkpoint.safetensors"
+M.CONFIG = "config.json"
+M.DEFAULT_DATA = "data/synthetic"
+
+local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+
+local function file_exists(path)
+    local st = mt.stat(path)
+    return st ~= nil and not st.is_dir
+end
+
+-- ---- setup ---------------------------------------------------------------
+
+--- Parses the command line, resolves the seed and the data, sets threads and
+--- returns cfg and run = {dir_of(fold), folds = {...}, resume = dir|nil}.
+function M.setup(defaults, args)
+    local cfg, opts = config.from_args(defaults, args)
+    if opts.help then
+        io.write("usage: machrt experiments/<name>.lua [--section.key=value ...] [--resume <run folder>]\n\n",
+                 "settings (defaults):\n  ", table.concat(config.describe(cfg), "\n  "), "\n")
+        os.exit(0)
+    end
+    local run = { resume = opts.resume }
+    if opts.resume then
+        local text = assert(io.open(opts.resume .. "/" .. M.CONFIG)
+            or fail("--resume %s: no %s there (is it a run folder runs/<experiment>/fold<k>?)",
+                    opts.resume, M.CONFIG)):read("a")
+        local saved = mt.json_decode(text, opts.resume .. "/" .. M.CONFIG)
+        for _, o in ipairs(opts.overrides) do
+            if not o.path:match("^environment%.") then
+                fail("--resume continues a run with its saved settings; only environment.* may be "
+                     .. "overridden, got --%s", o.path)
+            end
+        end
+        local resumed = config.copy(defaults)
+        for section, v in pairs(saved) do
+            if type(v) == "table" and type(resumed[section]) == "table" and v[1] == nil then
+                for k, x in pairs(v) do resumed[section][k] = x end
+            else
+                resumed[section] = v
+            end
+        end
+        for _, o in ipairs(opts.overrides) do config.set(resumed, o.path, o.text) end
+        cfg = resumed
+    end
+    local env, ds = cfg.environment, cfg.dataset
+    if env.seed == -1 then
+        env.seed = random.draw_seed()
+        log.info("environment.seed = -1: drew seed %d (recorded in the run's %s)", env.seed, M.CONFIG)
+    end
+    if math.type(env.seed) ~= "integer" or env.seed < 0 then
+        fail("environment.seed must be -1 or a non-negative integer, got %s", tostring(env.seed))
+    end
+    if (env.threads or 0) > 0 then mt.set_num_threads(env.threads) end
+    if ds.data_folder == "" and ds.train_dataframe == "" then
+        local synth = require "machrt.synth"
+        local info = synth.ensure(M.DEFAULT_DATA)
+        ds.data_folder, ds.train_dataframe = info.data_folder, info.csv
+        log.info("dataset: the built-in synthetic corpus in %s (no dataset.data_folder given)", ds.data_folder)
+    elseif ds.train_dataframe == "" then
+        fail("dataset.train_dataframe is empty but dataset.data_folder is '%s': give both, or "
+             .. "neither for the built-in synthetic corpus", ds.data_folder)
+    end
+    run.folds = {}
+    for _, f in ipairs(ds.folds) do
+        local n = math.tointeger(tonumber(f))
+        if not n then fail("dataset.folds: '%s' is not a fold number", tostring(f)) end
+        run.folds[#run.folds + 1] = n
+    end
+    if #run.folds == 0 then fail("dataset.folds is empty: name at least one fold") end
+    if opts.resume and #run.folds > 1 then
+        -- A resumed run continues the folder it was given.
+        local k = math.tointeger(tonumber(opts.resume:match("fold(%d+)/?$")))
+        run.folds = { k or run.folds[1] }
+    end
+    function run.dir_of(fold)
+        if opts.resume then return (opts.resume:gsub("/$", "")) end
+        return string.format("%s/%s/fold%d", cfg.output_directory, cfg.experiment_name, fold)
+    end
+    return cfg, run
+end
+
+-- ---- data ----------------------------------------------------------------
+
+local function items_of(df, cfg, enc)
+    local files = df:column(cfg.dataset.audio_column)
+    local targets, rows = {}, {}
+    local C = #enc.classes
+    for i = 1, df:nrows() do
+        local t = {}
+        for c = 1, C do t[c] = enc.targets:get(i, c) end
+        targets[i] = t
+        rows[i] = df.row_ids and df.row_ids[i] or i
+    end
+    return { df = df, files = files, targets = targets, index = enc.index, rows = rows }
+end
+
+-- Row numbers as the user sees them in the CSV (1 = first data row).
+local function with_row_ids(df)
+    df:add_column("__row", (function()
+        local ids = {}
+        for i = 1, df:nrows() do ids[i] = tostring(i) end
+        return ids
+    end)())
+    return df
+end
+
+--- Reads the dataframe(s), encodes labels and splits off the validation
+--- fold. Returns {classes, train = items, val = items, k}.
+function M.prepare_data(cfg, fold)
+    local ds = cfg.dataset
+    local df = with_row_ids(data.read_csv(ds.train_dataframe))
+    df:require_columns({ ds.audio_column }, "dataset.audio_column")
+    df:require_columns(ds.label_columns, "dataset.label_columns")
+    if ds.data_sample < 1 then df = df:sample(ds.data_sample, cfg.environment.seed) end
+    local enc = data.encode_labels(df, ds.label_columns)
+    local train_df, val_df, k
+    if ds.validation_strategy == "kfold" then
+        local fold_ids
+        fold_ids, k = data.assign_folds(df, ds)
+        train_df, val_df = data.split(df, fold_ids, fold)
+    elseif ds.validation_strategy == "custom" then
+        if ds.validation_dataframe == "" then
+            fail("dataset.validation_strategy = custom needs dataset.validation_dataframe")
+        end
+        train_df = df
+        val_df = with_row_ids(data.read_csv(ds.validation_dataframe))
+        val_df:require_columns({ ds.audio_column }, "dataset.audio_column")
+        val_df:require_columns(ds.label_columns, "dataset.label_columns")
+    else
+        fail("dataset.validation_strategy must be 'kfold' or 'custom', got '%s'",
+             tostring(ds.validation_strategy))
+    end
+    local classes = #ds.label_columns == 1 and enc.classes or nil
+    local function encode(part)
+        local e = data.encode_labels(part, ds.label_columns, classes)
+        local items = items_of(part, cfg, e)
+        for i = 1, part:nrows() do items.rows[i] = math.tointeger(tonumber(part:get(i, "__row"))) end
+        return items
+    end
+    return { classes = enc.classes, train = encode(train_df), val = encode(val_df), k = k }
+end
+
+-- ---- front end and loaders -------------------------------------------------
+
+--- The log-mel front end: wave {B, frames} -> dB spectrogram {B, 1, n_mels, T}.
+function M.front_end(cfg)
+    local a = cfg.audio
+    if a.spectrogram_normalization ~= "No" then
+        fail("audio.spectrogram_normalization: only 'No' (dB values as they are) is supported, got '%s'",
+             tostring(a.spectrogram_normalization))
+    end
+    local mel = audio.MelSpectrogram{
+        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
+        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
+        n_mels = a.mel_frequency_bins,
+    }
+    local power, db
+    return function(wave)
+        power = mel(wave, power ~= nil and power:size(1) == wave:size(1) and power or nil)
+        local want = { wave:size(1), a.mel_frequency_bins, power:size(3) }
+        if db == nil or db:size(1) ~= want[1] then db = mt.empty(want) end
+        audio.amplitude_to_db(power, { out = db })
+        return db:reshape{ want[1], 1, want[2], want[3] }
+    end
+end
+
+local function clip_config(cfg, items, mode, chunk_seconds)
+    local ds, aug = cfg.dataset, cfg.augmentation
+    local augment = {}
+    if mode == "train" and aug.mix_audio ~= "Disabled" then
+        if aug.mix_audio ~= "Enabled" then
+            fail("augmentation.mix_audio must be 'Enabled' or 'Disabled', got '%s'", tostring(aug.mix_audio))
+        end
+        augment.mix = { probability = aug.mix_probability, concentration = aug.mix_concentration,
+                        iterations = aug.mix_iterations, target = aug.mix_target }
+    end
+    return {
+        data_folder = ds.data_folder, files = items.files, rows = items.rows, targets = items.targets,
+        sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel, mode = mode,
+        chunk_seconds = chunk_seconds, max_seconds = cfg.prediction.max_inference_chunk_seconds,
+        cache = ds.cache, cache_folder = ds.cache_folder, on_error = ds.on_error,
+        seed = cfg.environment.seed, augment = augment,
+    }
+end
+
+--- The training loader (random crops, shuffled, drop_last) and the
+--- validation loader (Fix chunks, in order).
+function M.loaders(cfg, split)
+    local ds, tr, env = cfg.dataset, cfg.training, cfg.environment
+    if ds.on_error ~= "fail" and ds.on_error ~= "skip" then
+        fail("dataset.on_error must be 'fail' or 'skip', got '%s'", tostring(ds.on_error))
+    end
+    if ds.cache == "disk" then mt.mkdir(ds.cache_folder) end
+    local train = data.Loader{
+        name = "training loader", module = "machrt.data.clips",
+        config = clip_config(cfg, split.train, "train", cfg.audio.training_chunk_seconds),
+        size = #split.train.files, batch_size = tr.batch_size, shuffle = true,
+        drop_last = tr.drop_last_batch, seed = env.seed, workers = env.number_of_workers,
+    }
+    local val = data.Loader{
+        name = "validation loader", module = "machrt.data.clips",
+        config = clip_config(cfg, split.val, "chunks", cfg.prediction.inference_chunk_seconds),
+        size = #split.val.files, batch_size = tr.batch_size, shuffle = false, drop_last = false,
+        seed = env.seed, workers = env.number_of_workers,
+    }
+    if cfg.prediction.inference_chunk_method ~= "Fix" then
+        fail("prediction.inference_chunk_method: only 'Fix' is supported, got '%s'",
+             tostring(cfg.prediction.inference_chunk_method))
+    end
+    return setmetatable({ train = train, val = val }, {
+        __close = function(l) l.train:close(); l.val:close() end })
+end
+
+-- ---- model and optimizer ----------------------------------------------------
+
+--- The backbone of architecture.backbone with GeM or average pooling.
+function M.model(cfg, num_classes)
+    local a = cfg.architecture
+    local build = nn[a.backbone]
+    if type(build) ~= "function" then
+        fail("architecture.backbone '%s' is not available (resnet18, resnet34)", tostring(a.backbone))
+    end
+    if a.pretrained then
+        fail("architecture.pretrained = true: no pretrained weights ship with machrt (set it to false)")
+    end
+    local pools = { GeM = "gem", Avg = "avg", Average = "avg" }
+    local pool = pools[a.pool] or fail("architecture.pool must be GeM or Avg, got '%s'", tostring(a.pool))
+    return build{ in_channels = 1, num_classes = num_classes, pool = pool, dropout = a.dropout,
+                  width = a.width }
+end
+
+--- AdamW (or SGD) over parameter groups (no decay on biases and norm
+--- weights; differential rate for the named layers) and lr_at(step), the
+--- rate for optimizer step `step` (1-based): linear warmup, then cosine to 0.
+function M.optimizer(cfg, model, steps_per_epoch)
+    local t = cfg.training
+    local groups = optim.param_groups(model:parameters(), {
+        lr = t.learning_rate, weight_decay = t.weight_decay,
+        differential_lr = #t.differential_learning_rate_layers > 0 and t.differential_learning_rate or nil,
+        differential_layers = #t.differential_learning_rate_layers > 0 and t.differential_learning_rate_layers or nil,
+    })
+    local opt
+    if t.optimizer == "AdamW" then
+        opt = optim.AdamW(groups)
+    elseif t.optimizer == "SGD" then
+        opt = optim.SGD(groups, { momentum = 0.9 })
+    else
+        fail("training.optimizer must be AdamW or SGD, got '%s'", tostring(t.optimizer))
+    end
+    local total = steps_per_epoch * t.epochs // t.grad_accumulation
+    local warmup = math.floor(t.warmup_epochs * steps_per_epoch / t.grad_accumulation + 0.5)
+    local factor
+    if t.schedule == "Cosine" then
+        factor = optim.cosine{ base_lr = 1, warmup_steps = warmup, total_steps = total }
+    elseif t.schedule == "Constant" then
+        factor = function(k) return warmup > 0 and k < warmup and k / warmup or 1 end
+    else
+        fail("training.schedule must be Cosine or Constant, got '%s'", tostring(t.schedule))
+    end
+    local function set_lr(step)
+        for _, g in ipairs(opt.param_groups) do g.lr = g.initial_lr * factor(step - 1) end
+        return opt.param_groups[1].lr
+    end
+    return opt, set_lr, total
+end
+
+--- Clips the global gradient norm (training.gradient_clip > 0).
+function M.clip_gradients(model, max_norm)
+    return optim.clip_grad_norm(model:parameters(), max_norm)
+end
+
+--- The loss of training.loss_function.
+function M.loss(cfg)
+    local name = cfg.training.loss_function
+    if name == "BCE" then return nn.BCEWithLogitsLoss() end
+    fail("training.loss_function: only 'BCE' (BCE with logits on one-hot or mixed targets) is "
+         .. "supported, got '%s'", tostring(name))
+end
+
+-- ---- evaluation ----------------------------------------------------------------
+
+local function bce_of_probs(probs, targets)
+    local n, C = probs:size(1), probs:size(2)
+    local sum = 0
+    for i = 1, n do
+        for c = 1, C do
+            local p = math.min(math.max(probs:get(i, c), 1e-7), 1 - 1e-7)
+            local y = targets:get(i, c)
+            sum = sum - (y * math.log(p) + (1 - y) * math.log(1 - p))
+        end
+    end
+    return sum / (n * C)
+end
+
+--- Predicts every validation clip (Fix chunks, mean of the chunks' sigmoid
+--- outputs) and scores it. Returns {probs = {n, C}, loss, f1, accuracy,
+--- roc_auc, per_class, confusion, predicted, rows, skipped}.
+function M.evaluate(cfg, model, front, loader, split)
+    model:evaluate()
+    local n, C = #split.val.files, #split.classes
+    local probs, targets = mt.zeros{ n, C }, mt.zeros{ n, C }
+    local kept, skipped = {}, {}
+    local filled = 0
+    for _, batch in loader:epoch(0) do
+        for _, why in ipairs(batch.skipped) do skipped[#skipped + 1] = why end
+        if batch.chunks then
+            local logits = model:forward(front(batch.chunks))
+            local p = logits:sigmoid()
+            local at = 1
+            for k, i in ipairs(batch.indices) do
+                filled = filled + 1
+                kept[filled] = i
+                local m = p:narrow(1, at, batch.counts[k]):mean(1)
+                probs:select(1, filled):copy(m)
+                targets:select(1, filled):copy(batch.target:select(1, k))
+                at = at + batch.counts[k]
+            end
+        end
+    end
+    model:training()
+    if filled == 0 then fail("validation: no clip could be read (%d skipped)", #skipped) end
+    probs, targets = probs:narrow(1, 1, filled):contiguous(), targets:narrow(1, 1, filled):contiguous()
+    local true_index = {}
+    for k, i in ipairs(kept) do true_index[k] = split.val.index[i] end
+    local m = metrics.classification(probs, true_index, split.classes)
+    m.loss = bce_of_probs(probs, targets)
+    m.probs, m.items, m.true_index, m.skipped = probs, kept, true_index, skipped
+    return m
+end
+
+-- ---- checkpoints -------------------------------------------------------------------
+
+--- Saves model, optimizer and run state in one safetensors file, atomically
+--- (temporary file + rename): a kill at any moment leaves the previous
+--- checkpoint or the new one, never a torn file.
+function M.save_checkpoint(dir, model, opt, state)
+    local tensors = {}
+    for k, v in pairs(model:state_dict()) do tensors[k] = v end
+    local opt_tensors, opt_info = opt:state_dict()
+    for k, v in pairs(opt_tensors) do tensors[k] = v end
+    local meta = {}
+    for k, v in pairs(opt_info) do meta[k] = v end
+    meta["machrt.run"] = mt.json_encode(state)
+    meta["machrt.rng"] = mt.json_encode(mt.rng_state())
+    mt.save(dir .. "/" .. M.CHECKPOINT, tensors, meta)
+end
+
+--- Loads a checkpoint into model and optimizer; returns the run state
+--- ({epoch, step, history, ...}) saved with it.
+function M.load_checkpoint(dir, model, opt)
+    local path = dir .. "/" .. M.CHECKPOINT
+    if not file_exists(path) then return nil end
+    local ok, tensors, meta = pcall(mt.load, path)
+    if not ok then fail("checkpoint %s cannot be read: %s", path, tostring(tensors)) end
+    if not meta or not meta["machrt.run"] then
+        fail("checkpoint %s has no run state (machrt.run metadata): not written by a machrt run", path)
+    end
+    local weights = {}
+    for k, v in pairs(tensors) do
+        if not k:match("^state%.") then weights[k] = v end
+    end
+    model:load_state_dict(weights)
+    opt:load_state_dict(tensors, meta)
+    mt.set_rng_state(mt.json_decode(meta["machrt.rng"], path .. " (rng)"))
+    return mt.json_decode(meta["machrt.run"], path .. " (run state)")
+end
+
+-- ---- outputs ---------------------------------------------------------------------
+
+local LOG_COLUMNS = { "epoch", "step", "lr", "train_loss", "val_loss", "val_f1", "val_accuracy",
+                      "val_roc_auc", "seconds", "samples_per_second" }
+
+local function csv_cell(v)
+    if v == nil then return "" end
+    if type(v) == "number" then
+        if math.type(v) == "integer" then return tostring(v) end
+        if v ~= v then return "nan" end
+        return string.format("%.6g", v)
+    end
+    local s = tostring(v)
+    if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
+    return s
+end
+
+local function csv_text(header, rows)
+    local out = { table.concat(header, ",") }
+    for _, r in ipairs(rows) do
+        local cells = {}
+        for j, name in ipairs(header) do cells[j] = csv_cell(r[name] or r[j]) end
+        out[#out + 1] = table.concat(cells, ",")
+    end
+    return table.concat(out, "\n") .. "\n"
+end
+
+--- log.csv: one row per epoch, from the run history.
+function M.write_log(dir, history)
+    mt.write_file(dir .. "/log.csv", csv_text(LOG_COLUMNS, history))
+end
+
+--- val_predictions.csv (file, true label, predicted label, one probability
+--- column per class) and metrics.json.
+function M.write_evaluation(dir, cfg, split, ev, epoch)
+    local header = { "row", cfg.dataset.audio_column, "label", "predicted" }
+    for _, c in ipairs(split.classes) do header[#header + 1] = "p_" .. c end
+    local rows = {}
+    for k, i in ipairs(ev.items) do
+        local r = { split.val.rows[i], split.val.files[i], split.classes[ev.true_index[k]],
+                    split.classes[ev.predicted[k]] }
+        for c = 1, #split.classes do r[#r + 1] = ev.probs:get(k, c) end
+        rows[k] = r
+    end
+    mt.write_file(dir .. "/val_predictions.csv", csv_text(header, rows))
+    mt.write_file(dir .. "/metrics.json", mt.json_encode({
+        epoch = epoch, metric = cfg.prediction.metric, f1 = ev.f1, accuracy = ev.accuracy,
+        roc_auc = ev.roc_auc, loss = ev.loss, classes = split.classes, per_class = ev.per_class,
+        confusion = ev.confusion, validation_clips = #ev.items, skipped = ev.skipped,
+    }, { indent = true }) .. "\n")
+end
+
+--- The resolved config, as the run used it (resume reads it back).
+function M.write_config(dir, cfg)
+    mt.mkdir(dir)
+    mt.write_file(dir .. "/" .. M.CONFIG, mt.json_encode(cfg, { indent = true }) .. "\n")
+end
+
+-- Published for the reference run (REFERENCE.md, fold 4, real MIMII, V100).
+M.REFERENCE_F1 = { 0.536, 0.849, 0.875, 0.964, 0.964 }
+M.REFERENCE_LOSS = { 0.417, 0.180, 0.164, 0.063, 0.056 }
+
+--- The end-of-fold table: each epoch's losses and F1 beside the reference.
+function M.summary(fold, history)
+    local rows = {}
+    for _, h in ipairs(history) do
+        rows[#rows + 1] = { h.epoch, h.train_loss, h.val_loss or "", h.val_f1 or "",
+                            M.REFERENCE_LOSS[h.epoch] or "", M.REFERENCE_F1[h.epoch] or "",
+                            string.format("%.1f", h.seconds), string.format("%.1f", h.samples_per_second) }
+    end
+    log.info("fold %d summary (reference: the published run on real MIMII)", fold)
+    log.table({ "epoch", "train loss", "val loss", "val F1", "ref loss", "ref F1", "seconds", "samples/s" }, rows)
+end
+
+--- A stop from outside, for tests of kill-and-resume: MACHRT_KILL_AT_STEP=n
+--- sends SIGKILL to this process right after optimizer step n.
+function M.kill_point(step)
+    local at = tonumber(os.getenv("MACHRT_KILL_AT_STEP") or "")
+    if at and step == at then
+        local f = io.open("/proc/self/stat")
+        local pid = f and f:read("n")
+        if f then f:close() end
+        io.stdout:flush()
+        os.execute("kill -KILL " .. math.tointeger(pid))
+    end
+end
+
+return M
