@@ -337,6 +337,8 @@ int luaopen_machrt(lua_State *L)
     return 1;
 }
 
+int luaopen_machrt_plot_c(lua_State *L); /* l_plot.c: cairo canvas for machrt.plot */
+
 void mrt_lua_preload(lua_State *L)
 {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
@@ -346,6 +348,8 @@ void mrt_lua_preload(lua_State *L)
     lua_setfield(L, -2, "machrt.audio");
     lua_pushcfunction(L, luaopen_machrt_kernels);
     lua_setfield(L, -2, "machrt.kernels");
+    lua_pushcfunction(L, luaopen_machrt_plot_c);
+    lua_setfield(L, -2, "machrt.plot_c");
     lua_pushcfunction(L, luaopen_machrt_workers);
     lua_setfield(L, -2, "machrt.workers");
     lua_pop(L, 1);
