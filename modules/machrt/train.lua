@@ -180,13 +180,23 @@ function M.front_end(cfg)
         hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
         n_mels = a.mel_frequency_bins,
     }
-    local power, db
+    -- Outputs are reused while the batch shape stays (training and
+    -- evaluation batches differ, so each shape keeps its own pair).
+    local buffers = {}
     return function(wave)
-        power = mel(wave, power ~= nil and power:size(1) == wave:size(1) and power or nil)
-        local want = { wave:size(1), a.mel_frequency_bins, power:size(3) }
-        if db == nil or db:size(1) ~= want[1] then db = mt.empty(want) end
-        audio.amplitude_to_db(power, { out = db })
-        return db:reshape{ want[1], 1, want[2], want[3] }
+        local B, T = wave:size(1), mel:frames(wave:size(2))
+        local key = B .. "x" .. T
+        local buf = buffers[key]
+        if not buf then
+            if #buffers >= 4 then buffers = {} end -- shapes vary (clip lengths): bound the memory
+            buffers[#buffers + 1] = key
+            local shape = { B, a.mel_frequency_bins, T }
+            buf = { power = mt.empty(shape), db = mt.empty(shape) }
+            buffers[key] = buf
+        end
+        mel(wave, buf.power)
+        audio.amplitude_to_db(buf.power, { out = buf.db })
+        return buf.db:reshape{ B, 1, a.mel_frequency_bins, T }
     end
 end
 

@@ -1,0 +1,249 @@
+-- End-to-end runs of experiments/resnet34.lua as a user starts it (a child
+-- process), on a tiny synthetic corpus with a narrow network: outputs,
+-- kill-and-resume equality, and the bad-input paths of the pipeline.
+
+local A = require "assert"
+local mt = require "machrt"
+local audio = require "machrt.audio"
+
+local tmp_dirs = {}
+
+local function tmpdir()
+    local p = os.tmpname()
+    os.remove(p)
+    tmp_dirs[#tmp_dirs + 1] = p
+    return p
+end
+
+local function read(path)
+    local f = assert(io.open(path, "rb"))
+    local s = f:read("a")
+    f:close()
+    return s
+end
+
+local function exists(path) return mt.stat(path) ~= nil end
+
+-- One corpus for the whole file: 40 clips, 4 types (generated once).
+local corpus
+local function tiny_corpus()
+    if not corpus then
+        corpus = tmpdir()
+        require("machrt.synth").generate(corpus, { clips = 40, seed = 5 })
+    end
+    return corpus
+end
+
+local function common_args(data, out)
+    return table.concat({
+        "--dataset.data_folder=" .. data, "--dataset.train_dataframe=" .. data .. "/dataset.csv",
+        "--architecture.width=4", "--training.batch_size=8", "--training.epochs=2",
+        "--environment.number_of_workers=2", "--environment.seed=11",
+        "--audio.training_chunk_seconds=4", "--prediction.inference_chunk_seconds=5",
+        "--output_directory=" .. out,
+    }, " ")
+end
+
+-- Runs the experiment; returns exit status code and output.
+local function run(args, env)
+    local cmd = string.format("%s ./machrt experiments/resnet34.lua %s 2>&1", env or "", args)
+    local p = assert(io.popen(cmd))
+    local out = p:read("a")
+    local _, _, code = p:close()
+    return code, out
+end
+
+local function fold_dir(out) return out .. "/final_machinetype_audio_classification/fold4" end
+
+local function weights(path)
+    local t = mt.load(path)
+    return t
+end
+
+local function assert_same_tensors(a, b)
+    local n = 0
+    for name, x in pairs(a) do
+        local y = b[name]
+        A.truthy(y, "tensor " .. name .. " missing from the second checkpoint")
+        A.eq(table.concat(x:shape(), "x"), table.concat(y:shape(), "x"), name .. " shape")
+        if x:numel() > 0 then
+            local d = (x:float() - y:float()):abs():max()
+            A.eq(d, 0, name .. " differs (max abs diff)")
+        end
+        n = n + 1
+    end
+    for name in pairs(b) do A.truthy(a[name], "extra tensor " .. name) end
+    return n
+end
+
+local tests = {}
+local function test(name, fn)
+    tests[#tests + 1] = { name, function()
+        local ok, err = pcall(fn)
+        for i = #tmp_dirs, 1, -1 do
+            if tmp_dirs[i] ~= corpus then
+                os.execute("rm -rf '" .. tmp_dirs[i] .. "'")
+                table.remove(tmp_dirs, i)
+            end
+        end
+        if not ok then error(err, 0) end
+    end }
+end
+
+test("a run writes config, log, checkpoint, predictions and metrics", function()
+    local data, out = tiny_corpus(), tmpdir()
+    local code, text = run(common_args(data, out))
+    A.eq(code, 0, "exit status; output:\n" .. text)
+    local dir = fold_dir(out)
+    for _, f in ipairs{ "config.json", "log.csv", "checkpoint.safetensors", "val_predictions.csv",
+                        "metrics.json" } do
+        A.truthy(exists(dir .. "/" .. f), f .. " missing; output:\n" .. text)
+    end
+    local cfg = mt.json_decode(read(dir .. "/config.json"))
+    A.eq(cfg.environment.seed, 11)
+    A.eq(cfg.training.epochs, 2)
+    local log_lines = {}
+    for line in read(dir .. "/log.csv"):gmatch("[^\n]+") do log_lines[#log_lines + 1] = line end
+    A.eq(#log_lines, 3, "header + one row per epoch")
+    A.truthy(log_lines[1]:find("^epoch,step,lr,train_loss,val_loss,val_f1"), log_lines[1])
+    -- 40 clips, validation_size 0.2: 32 training (4 steps of 8), 8 validation.
+    A.truthy(log_lines[3]:find("^2,8,"), "epoch 2 ends at step 8: " .. log_lines[3])
+    local pred = {}
+    for line in read(dir .. "/val_predictions.csv"):gmatch("[^\n]+") do pred[#pred + 1] = line end
+    A.eq(#pred, 9, "header + 8 validation clips")
+    A.eq(pred[1], "row,audio,label,predicted,p_fan,p_pump,p_slider,p_valve")
+    local m = mt.json_decode(read(dir .. "/metrics.json"))
+    A.eq(m.validation_clips, 8)
+    A.eq(#m.classes, 4)
+    A.truthy(m.f1 >= 0 and m.f1 <= 1, "f1 in [0, 1]")
+    A.truthy(text:find("summary"), "the summary table is printed")
+end)
+
+test("a killed run resumes to the same weights, bit for bit", function()
+    local data = tiny_corpus()
+    local a, b = tmpdir(), tmpdir()
+    local args = common_args(data, a):gsub("training.epochs=2", "training.epochs=3")
+    local code, text = run(args)
+    A.eq(code, 0, "uninterrupted run; output:\n" .. text)
+    -- SIGKILL right after step 6 (in epoch 2; the epoch-1 checkpoint is on disk).
+    local args_b = common_args(data, b):gsub("training.epochs=2", "training.epochs=3")
+    code, text = run(args_b, "MACHRT_KILL_AT_STEP=6")
+    A.truthy(code ~= 0, "the killed run must not exit cleanly")
+    local state = mt.load(fold_dir(b) .. "/checkpoint.safetensors")
+    A.truthy(state["fc.weight"], "a checkpoint survives the kill")
+    code, text = run("--resume " .. fold_dir(b) .. " --environment.number_of_workers=3")
+    A.eq(code, 0, "resumed run; output:\n" .. text)
+    A.truthy(text:find("resuming"), "the resumed run says so")
+    local n = assert_same_tensors(weights(fold_dir(a) .. "/checkpoint.safetensors"),
+                                  weights(fold_dir(b) .. "/checkpoint.safetensors"))
+    A.truthy(n > 100, "model and optimizer tensors compared: " .. n)
+    -- The log is rebuilt from the checkpoint: the same losses per epoch.
+    local function losses(dir)
+        local l = {}
+        for line in read(dir .. "/log.csv"):gmatch("[^\n]+") do
+            local e, s, lr, tl, vl, f1 = line:match("^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)")
+            l[#l + 1] = table.concat({ e, s, lr, tl, vl, f1 }, ",")
+        end
+        return table.concat(l, "\n")
+    end
+    A.eq(losses(fold_dir(b)), losses(fold_dir(a)))
+end)
+
+test("resume refuses changed training settings", function()
+    local out = tmpdir()
+    local dir = out .. "/x/fold4"
+    mt.mkdir(dir)
+    mt.write_file(dir .. "/config.json", "{}")
+    local code, text = run("--resume " .. dir .. " --training.epochs=9")
+    A.truthy(code ~= 0)
+    A.truthy(text:find("only environment.* may be overridden", 1, true), text)
+    code, text = run("--resume " .. out .. "/nothing")
+    A.truthy(code ~= 0)
+    A.truthy(text:find("config.json", 1, true), text)
+end)
+
+test("a NaN loss stops with the step and keeps the last good checkpoint", function()
+    local data = tmpdir()
+    require("machrt.synth").generate(data, { clips = 20, seed = 2 })
+    local out = tmpdir()
+    local args = common_args(data, out):gsub("batch_size=8", "batch_size=4")
+    -- 16 training clips, 4 steps per epoch: killed in epoch 2, after the
+    -- epoch-1 checkpoint.
+    local code, text = run(args, "MACHRT_KILL_AT_STEP=5")
+    A.truthy(code ~= 0, "killed")
+    local dir = fold_dir(out)
+    local before = read(dir .. "/checkpoint.safetensors")
+    -- Every clip now holds huge samples (float WAV): the spectrum overflows
+    -- and the next step's loss is NaN.
+    local p = assert(io.popen("cd '" .. data .. "' && find . -name '*.wav'"))
+    for f in p:lines() do
+        local w, sr = audio.load(data .. "/" .. f)
+        for k = 1, w:size(2), 4000 do w:set(3e38, 1, k) end
+        audio.save(data .. "/" .. f, w, sr, { float = true })
+    end
+    p:close()
+    code, text = run("--resume " .. dir)
+    A.truthy(code ~= 0, "a NaN loss must fail the run; output:\n" .. text)
+    A.truthy(text:find("training loss is %-?nan at epoch 2, step 5") or text:find("loss is nan"), text)
+    A.eq(read(dir .. "/checkpoint.safetensors") == before, true, "checkpoint unchanged")
+end)
+
+test("bad input: missing column, missing file, fold, batch size, unknown key", function()
+    local data = tiny_corpus()
+    local out = tmpdir()
+    mt.mkdir(out)
+    local base = common_args(data, out)
+    -- A CSV without the audio column names it and lists the columns present.
+    local csv = out .. "/no_audio.csv"
+    mt.write_file(csv, (read(data .. "/dataset.csv"):gsub("^,audio,", ",path,", 1)))
+    local code, text = run(base .. " --dataset.train_dataframe=" .. csv)
+    A.truthy(code ~= 0)
+    A.truthy(text:find("column 'audio' not found", 1, true) and text:find("columns present", 1, true), text)
+    -- A row whose file is missing: the default policy fails naming row and file.
+    local lines = {}
+    for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do lines[#lines + 1] = line end
+    lines[3] = lines[3]:gsub("%d+%.wav", "99999999.wav")
+    local missing_row = lines[3]:match("^(%d+),")
+    local bad = out .. "/missing.csv"
+    mt.write_file(bad, table.concat(lines, "\n") .. "\n")
+    code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1")
+    A.truthy(code ~= 0, "fail policy")
+    A.truthy(text:find("99999999.wav", 1, true) and text:find("row 2", 1, true), text)
+    A.truthy(missing_row == "1", "the CSV's second data row is row 2")
+    -- ... and the skip policy reports it and goes on.
+    code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1 "
+                     .. "--dataset.on_error=skip")
+    A.eq(code, 0, "skip policy; output:\n" .. text)
+    A.truthy(text:find("skipped row 2", 1, true), text)
+    -- A fold that does not exist.
+    code, text = run(base .. " --dataset.folds=7")
+    A.truthy(code ~= 0)
+    A.truthy(text:find("fold 7 does not exist; folds present: 0, 1, 2, 3, 4", 1, true), text)
+    -- A batch larger than the training set.
+    code, text = run(base .. " --training.batch_size=64")
+    A.truthy(code ~= 0)
+    A.truthy(text:find("batch size 64 is larger than the 32 items", 1, true), text)
+    -- An unknown key lists the valid ones.
+    code, text = run(base .. " --training.epoch=3")
+    A.truthy(code ~= 0)
+    A.truthy(text:find("unknown key 'epoch' in section 'training'", 1, true)
+             and text:find("epochs", 1, true), text)
+end)
+
+test("real 8-channel MIMII files run end to end (channel pick, resample)", function()
+    local sample = os.getenv("MACHRT_SAMPLE_DATA")
+    if not sample or not exists(sample .. "/sample.csv") then
+        A.skip("MACHRT_SAMPLE_DATA does not name the MIMII sample folder")
+    end
+    local out = tmpdir()
+    local code, text = run(table.concat({
+        "--dataset.data_folder=" .. sample, "--dataset.train_dataframe=" .. sample .. "/sample.csv",
+        "--architecture.width=4", "--training.batch_size=2", "--training.epochs=1",
+        "--environment.number_of_workers=2", "--environment.seed=1", "--output_directory=" .. out,
+    }, " "))
+    A.eq(code, 0, "output:\n" .. text)
+    local pred = read(fold_dir(out) .. "/val_predictions.csv")
+    A.truthy(select(2, pred:gsub("\n", "")) >= 2, "header and at least one clip")
+end)
+
+return tests
