@@ -130,6 +130,7 @@ for _, fold in ipairs(run.folds) do
         state.history[#state.history + 1] = row
         train.save_checkpoint(dir, model, opt, state)  -- first, so the files below can be rebuilt
         train.write_log(dir, state.history)
+        train.write_curves(dir, state.history)
         if evaluation then train.write_evaluation(dir, cfg, split, evaluation, epoch) end
     end
 

@@ -453,6 +453,24 @@ function M.write_evaluation(dir, cfg, split, ev, epoch)
     }, { indent = true }) .. "\n")
 end
 
+--- curves.png: training and validation loss, validation F1 and the
+--- learning rate per epoch.
+function M.write_curves(dir, history)
+    local plot = require "machrt.plot"
+    local epochs, tl, vl, f1, lr = {}, {}, {}, {}, {}
+    for i, h in ipairs(history) do
+        epochs[i], tl[i], lr[i] = h.epoch, h.train_loss, h.lr
+        vl[i], f1[i] = h.val_loss or 0 / 0, h.val_f1 or 0 / 0
+    end
+    plot.grid(dir .. "/curves.png", {
+        { title = "loss", xlabel = "epoch", series = { { name = "training", x = epochs, y = tl },
+                                                        { name = "validation", x = epochs, y = vl } } },
+        { title = "validation F1", xlabel = "epoch", ylim = { 0, 1 },
+          series = { { name = "F1", x = epochs, y = f1 } } },
+        { title = "learning rate (end of epoch)", xlabel = "epoch", series = { { name = "lr", x = epochs, y = lr } } },
+    }, { title = "training curves" })
+end
+
 --- The resolved config, as the run used it (resume reads it back).
 function M.write_config(dir, cfg)
     mt.mkdir(dir)
