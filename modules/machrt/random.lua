@@ -100,10 +100,31 @@ function Stream:gamma(shape)
     end
 end
 
---- Beta(a, b) as X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b).
+-- log(Gamma(shape, 1)), drawn as Stream:gamma draws it (same uniforms in the
+-- same order) but kept in logs: for a small shape, u ^ (1 / shape) underflows
+-- to 0 although its log is finite.
+local function log_gamma_draw(self, shape)
+    if shape < 1 then
+        local u = 1.0 - self:uniform()
+        return log_gamma_draw(self, shape + 1) + math.log(u) / shape
+    end
+    return math.log(self:gamma(shape))
+end
+
+--- Beta(a, b) as X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b); for a or b
+--- below 1 the ratio is taken from the logs (X and Y may both underflow to
+--- 0, and 0 / 0 is NaN).
 function Stream:beta(a, b)
-    local x, y = self:gamma(a), self:gamma(b)
-    return x / (x + y)
+    if a >= 1 and b >= 1 then
+        local x, y = self:gamma(a), self:gamma(b)
+        return x / (x + y)
+    end
+    if not (a > 0) or not (b > 0) then
+        error(string.format("random.beta: parameters must be positive, got %s, %s",
+                            tostring(a), tostring(b)), 2)
+    end
+    local lx, ly = log_gamma_draw(self, a), log_gamma_draw(self, b)
+    return 1.0 / (1.0 + math.exp(ly - lx))
 end
 
 --- A random order of 1..n (Fisher-Yates).
