@@ -544,6 +544,7 @@ static int w_roundtrip(lua_State *L)
 
 typedef struct cache_entry {
     char *key;
+    size_t keylen; /* keys are byte strings: they may hold NULs */
     mrt_tensor tensor;
     struct cache_entry *next;
 } cache_entry;
@@ -564,7 +565,7 @@ static unsigned hash_key(const char *s, size_t n)
 static cache_entry *cache_find(const char *key, size_t n)
 {
     for (cache_entry *e = cache_table[hash_key(key, n)]; e; e = e->next)
-        if (strlen(e->key) == n && memcmp(e->key, key, n) == 0) return e;
+        if (e->keylen == n && memcmp(e->key, key, n) == 0) return e;
     return NULL;
 }
 
@@ -612,6 +613,7 @@ static int w_cache_put(lua_State *L)
         return 0;
     }
     fresh->key = k;
+    fresh->keylen = n;
     mrt_tensor_share(&fresh->tensor, t);
     unsigned h = hash_key(key, n);
     fresh->next = cache_table[h];
