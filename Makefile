@@ -20,8 +20,8 @@ OPENBLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 
 # Recursive (=) so pkg-config runs after `deps` has installed it.
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcjson sndfile fftw3f soxr cairo)
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libcjson sndfile fftw3f soxr cairo)
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto)
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto)
 
 OPT      ?= -O2
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter

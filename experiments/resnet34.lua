@@ -73,7 +73,7 @@ for _, fold in ipairs(run.folds) do
 
     -- Resume: the checkpoint restores weights, optimizer, RNG and history.
     local state = train.load_checkpoint(dir, model, opt)
-        or { epoch = 0, step = 0, history = {}, seed = cfg.environment.seed }
+        or { epoch = 0, step = 0, history = {}, seed = cfg.environment.seed, classes = split.classes }
     if state.epoch > 0 then
         log.info("resuming %s after epoch %d (step %d)", dir, state.epoch, state.step)
     end
@@ -135,4 +135,8 @@ for _, fold in ipairs(run.folds) do
     end
 
     train.summary(fold, state.history)
+    if tr.build_scoring_pipelines then
+        local scorer = train.build_scorer(dir, cfg, model, split.classes)
+        log.info("scorer written to %s (use it: machrt %s/score.lua file.wav ...)", scorer, scorer)
+    end
 end

@@ -20,6 +20,7 @@ local config = require "machrt.config"
 local metrics = require "machrt.metrics"
 local random = require "machrt.random"
 local log = require "machrt.log"
+local infer = require "machrt.infer"
 
 local M = {}
 
@@ -169,36 +170,7 @@ end
 -- ---- front end and loaders -------------------------------------------------
 
 --- The log-mel front end: wave {B, frames} -> dB spectrogram {B, 1, n_mels, T}.
-function M.front_end(cfg)
-    local a = cfg.audio
-    if a.spectrogram_normalization ~= "No" then
-        fail("audio.spectrogram_normalization: only 'No' (dB values as they are) is supported, got '%s'",
-             tostring(a.spectrogram_normalization))
-    end
-    local mel = audio.MelSpectrogram{
-        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
-        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
-        n_mels = a.mel_frequency_bins,
-    }
-    -- Outputs are reused while the batch shape stays (training and
-    -- evaluation batches differ, so each shape keeps its own pair).
-    local buffers = {}
-    return function(wave)
-        local B, T = wave:size(1), mel:frames(wave:size(2))
-        local key = B .. "x" .. T
-        local buf = buffers[key]
-        if not buf then
-            if #buffers >= 4 then buffers = {} end -- shapes vary (clip lengths): bound the memory
-            buffers[#buffers + 1] = key
-            local shape = { B, a.mel_frequency_bins, T }
-            buf = { power = mt.empty(shape), db = mt.empty(shape) }
-            buffers[key] = buf
-        end
-        mel(wave, buf.power)
-        audio.amplitude_to_db(buf.power, { out = buf.db })
-        return buf.db:reshape{ B, 1, a.mel_frequency_bins, T }
-    end
-end
+function M.front_end(cfg) return infer.front_end(cfg.audio) end
 
 local function clip_config(cfg, items, mode, chunk_seconds)
     local ds, aug = cfg.dataset, cfg.augmentation
@@ -251,18 +223,10 @@ end
 
 --- The backbone of architecture.backbone with GeM or average pooling.
 function M.model(cfg, num_classes)
-    local a = cfg.architecture
-    local build = nn[a.backbone]
-    if type(build) ~= "function" then
-        fail("architecture.backbone '%s' is not available (resnet18, resnet34)", tostring(a.backbone))
-    end
-    if a.pretrained then
+    if cfg.architecture.pretrained then
         fail("architecture.pretrained = true: no pretrained weights ship with machrt (set it to false)")
     end
-    local pools = { GeM = "gem", Avg = "avg", Average = "avg" }
-    local pool = pools[a.pool] or fail("architecture.pool must be GeM or Avg, got '%s'", tostring(a.pool))
-    return build{ in_channels = 1, num_classes = num_classes, pool = pool, dropout = a.dropout,
-                  width = a.width }
+    return infer.build_model(cfg.architecture, num_classes)
 end
 
 --- AdamW (or SGD) over parameter groups (no decay on biases and norm
@@ -340,16 +304,12 @@ function M.evaluate(cfg, model, front, loader, split)
     for _, batch in loader:epoch(0) do
         for _, why in ipairs(batch.skipped) do skipped[#skipped + 1] = why end
         if batch.chunks then
-            local logits = model:forward(front(batch.chunks))
-            local p = logits:sigmoid()
-            local at = 1
+            local p = infer.clip_probabilities(model, front, batch.chunks, batch.counts)
             for k, i in ipairs(batch.indices) do
                 filled = filled + 1
                 kept[filled] = i
-                local m = p:narrow(1, at, batch.counts[k]):mean(1)
-                probs:select(1, filled):copy(m)
+                probs:select(1, filled):copy(p:select(1, k))
                 targets:select(1, filled):copy(batch.target:select(1, k))
-                at = at + batch.counts[k]
             end
         end
     end
@@ -469,6 +429,42 @@ function M.write_curves(dir, history)
           series = { { name = "F1", x = epochs, y = f1 } } },
         { title = "learning rate (end of epoch)", xlabel = "epoch", series = { { name = "lr", x = epochs, y = lr } } },
     }, { title = "training curves" })
+end
+
+--- The scorer folder (build_scoring_pipelines): weights, a manifest with
+--- their SHA-256, the classes and the front-end settings, and score.lua, so
+--- `machrt <dir>/scorer/score.lua file.wav ...` predicts with nothing else
+--- from the run.
+function M.build_scorer(dir, cfg, model, classes)
+    local out = dir .. "/scorer"
+    mt.mkdir(out)
+    mt.save(out .. "/model.safetensors", model:state_dict())
+    local keep = {}
+    for _, section in ipairs{ "architecture", "audio", "prediction" } do keep[section] = cfg[section] end
+    keep.experiment_name = cfg.experiment_name
+    local manifest = {
+        format = "machrt-scorer", version = 1, machrt = mt.version, classes = classes, config = keep,
+        weights = { file = "model.safetensors", sha256 = mt.sha256_file(out .. "/model.safetensors") },
+    }
+    mt.write_file(out .. "/manifest.json", mt.json_encode(manifest, { indent = true }) .. "\n")
+    mt.write_file(out .. "/score.lua", [=[
+-- A packaged machrt model: predicts machine types of audio files.
+--   machrt score.lua file.wav [file2.wav ...]      (prints a CSV)
+-- Needs only this folder: manifest.json (classes, front end, checksum) and
+-- model.safetensors, whose checksum is verified before use.
+local infer = require "machrt.infer"
+local here = (arg and arg[0] or "score.lua"):match("^(.*)/[^/]*$") or "."
+local scorer = infer.load_scorer(here)
+if #arg == 0 then
+    io.stderr:write("usage: machrt " .. (arg[0] or "score.lua") .. " file.wav [...]\n")
+    os.exit(2)
+end
+local files = {}
+for i = 1, #arg do files[i] = arg[i] end
+io.write(infer.csv_header(scorer), "\n")
+infer.predict_files(scorer, files, { on_result = function(r) io.write(infer.csv_row(scorer, r), "\n") end })
+]=])
+    return out
 end
 
 --- The resolved config, as the run used it (resume reads it back).

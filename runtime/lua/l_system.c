@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 #include "l_machrt.h"
 #include "machrt/rng.h"
 
@@ -55,6 +56,31 @@ static int s_write_file(lua_State *L)
         return luaL_error(L, "cannot write %s: %s", path, strerror(e));
     }
     return 0;
+}
+
+/* mt.sha256_file(path) -> lowercase hex digest (OpenSSL's libcrypto). */
+static int s_sha256_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    FILE *f = fopen(path, "rb");
+    if (!f) return luaL_error(L, "cannot read %s: %s", path, strerror(errno));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    unsigned char buf[1 << 16];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0) ok = EVP_DigestUpdate(ctx, buf, n);
+    int read_error = ferror(f);
+    fclose(f);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (ok) ok = EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    if (read_error) return luaL_error(L, "cannot read %s: read error", path);
+    if (!ok) return luaL_error(L, "sha256 of %s failed", path);
+    char hex[2 * EVP_MAX_MD_SIZE + 1];
+    for (unsigned int i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    lua_pushlstring(L, hex, 2 * (size_t)len);
+    return 1;
 }
 
 /* mt.stat(path) -> {size =, mtime =, is_dir =} or nil, message */
@@ -319,7 +345,7 @@ static int s_set_rng_state(lua_State *L)
 }
 
 static const luaL_Reg system_funcs[] = {
-    {"write_file", s_write_file}, {"stat", s_stat}, {"mkdir", s_mkdir}, {"isatty", s_isatty},
+    {"write_file", s_write_file}, {"sha256_file", s_sha256_file}, {"stat", s_stat}, {"mkdir", s_mkdir}, {"isatty", s_isatty},
     {"json_encode", s_json_encode}, {"json_decode", s_json_decode},
     {"philox", s_philox}, {"rng_state", s_rng_state}, {"set_rng_state", s_set_rng_state},
     {NULL, NULL}};

@@ -1,0 +1,293 @@
+-- Inference on audio files with a trained model: the `Fix` method of the
+-- reference (non-overlapping chunks of inference_chunk_seconds, at most
+-- max_inference_chunk_seconds per file, mean of the chunks' sigmoid
+-- outputs, argmax label), shared by validation, scripts/predict.lua and the
+-- scorers that training packages.
+--
+--   local infer = require "machrt.infer"
+--   local p = infer.load_run("runs/<experiment>/fold4")   -- or infer.load_scorer(dir)
+--   infer.predict_files(p, {"a.wav", "b.wav"}, {on_result = function(r) ... end})
+--   -- r = {file =, label =, probs = {...}, chunks =, seconds =} or {file =, error =}
+--
+-- Files are read in windows of whole chunks (memory is bounded by the
+-- window and the batch, not the file) and chunks of several files share a
+-- batch, so short files run at full batch width.
+
+local mt = require "machrt"
+local audio = require "machrt.audio"
+local nn = require "machrt.nn"
+
+local M = {}
+
+local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+
+local function read_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then fail("cannot read %s: %s", path, err) end
+    local s = f:read("a")
+    f:close()
+    return s
+end
+
+--- The log-mel front end of an audio config section: wave {B, frames} ->
+--- dB spectrogram {B, 1, n_mels, T}. Outputs are reused per batch shape.
+function M.front_end(a)
+    if (a.spectrogram_normalization or "No") ~= "No" then
+        fail("audio.spectrogram_normalization: only 'No' (dB values as they are) is supported, got '%s'",
+             tostring(a.spectrogram_normalization))
+    end
+    local mel = audio.MelSpectrogram{
+        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
+        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
+        n_mels = a.mel_frequency_bins,
+    }
+    local buffers = {}
+    return function(wave)
+        local B, T = wave:size(1), mel:frames(wave:size(2))
+        local key = B .. "x" .. T
+        local buf = buffers[key]
+        if not buf then
+            if #buffers >= 4 then buffers = {} end -- shapes vary (clip lengths): bound the memory
+            buffers[#buffers + 1] = key
+            local shape = { B, a.mel_frequency_bins, T }
+            buf = { power = mt.empty(shape), db = mt.empty(shape) }
+            buffers[key] = buf
+        end
+        mel(wave, buf.power)
+        audio.amplitude_to_db(buf.power, { out = buf.db })
+        return buf.db:reshape{ B, 1, a.mel_frequency_bins, T }
+    end
+end
+
+--- The network of an architecture config section.
+function M.build_model(arch, num_classes)
+    local build = nn[arch.backbone]
+    if type(build) ~= "function" then
+        fail("architecture.backbone '%s' is not available (resnet18, resnet34)", tostring(arch.backbone))
+    end
+    local pools = { GeM = "gem", Avg = "avg", Average = "avg" }
+    local pool = pools[arch.pool] or fail("architecture.pool must be GeM or Avg, got '%s'", tostring(arch.pool))
+    return build{ in_channels = 1, num_classes = num_classes, pool = pool, dropout = arch.dropout,
+                  width = arch.width }
+end
+
+--- Mean of the sigmoid outputs per clip: chunks {N, frames} holds
+--- counts[1] chunks of the first clip, then counts[2] of the second, ...
+--- Returns {#counts, C}.
+function M.clip_probabilities(model, front, chunks, counts)
+    local p = model:forward(front(chunks)):sigmoid()
+    local out = mt.empty{ #counts, p:size(2) }
+    local at = 1
+    for k, n in ipairs(counts) do
+        out:select(1, k):copy(p:narrow(1, at, n):mean(1))
+        at = at + n
+    end
+    return out
+end
+
+-- ---- predictors ----------------------------------------------------------------
+
+local function predictor(cfg, classes, weights, source)
+    local model = M.build_model(cfg.architecture, #classes)
+    local ok, err = pcall(model.load_state_dict, model, weights)
+    if not ok then fail("%s: the weights do not fit the network: %s", source, tostring(err)) end
+    model:evaluate()
+    return {
+        cfg = cfg, classes = classes, model = model, front = M.front_end(cfg.audio), source = source,
+        sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel or 1,
+        chunk_seconds = cfg.prediction.inference_chunk_seconds,
+        max_seconds = cfg.prediction.max_inference_chunk_seconds,
+    }
+end
+
+--- A predictor from a training run folder (config.json + checkpoint).
+function M.load_run(dir)
+    dir = dir:gsub("/$", "")
+    local cfg_path, ckpt = dir .. "/config.json", dir .. "/checkpoint.safetensors"
+    if not mt.stat(cfg_path) then fail("%s is not a run folder: it has no config.json", dir) end
+    if not mt.stat(ckpt) then fail("run folder %s has no checkpoint (checkpoint.safetensors): was training interrupted before the first epoch ended?", dir) end
+    local cfg = mt.json_decode(read_file(cfg_path), cfg_path)
+    local ok, tensors, meta = pcall(mt.load, ckpt)
+    if not ok then fail("checkpoint %s cannot be read: %s", ckpt, tostring(tensors)) end
+    local run = meta and meta["machrt.run"] and mt.json_decode(meta["machrt.run"], ckpt)
+    if not run or not run.classes then fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt) end
+    local weights = {}
+    for k, v in pairs(tensors) do
+        if not k:match("^state%.") then weights[k] = v end
+    end
+    return predictor(cfg, run.classes, weights, ckpt)
+end
+
+--- A predictor from a scorer folder (manifest.json + weights), after
+--- checking the weights' SHA-256 against the manifest.
+function M.load_scorer(dir)
+    dir = dir:gsub("/$", "")
+    local manifest_path = dir .. "/manifest.json"
+    if not mt.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
+    local m = mt.json_decode(read_file(manifest_path), manifest_path)
+    if m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
+    local weights_path = dir .. "/" .. m.weights.file
+    if not mt.stat(weights_path) then fail("scorer %s: weights file %s is missing", dir, m.weights.file) end
+    local digest = mt.sha256_file(weights_path)
+    if digest ~= m.weights.sha256 then
+        fail("scorer %s: %s does not match its manifest checksum (sha256 %s, manifest says %s): "
+             .. "the file was changed or damaged", dir, m.weights.file, digest, m.weights.sha256)
+    end
+    return predictor(m.config, m.classes, mt.load(weights_path), weights_path)
+end
+
+-- ---- streaming prediction -------------------------------------------------------
+
+-- Reads `path` in windows of whole chunks; calls emit(chunks {n, frames})
+-- per window. Windows of up to 60 s of audio each, read with a second of
+-- context either side so that resampling at a window edge sees the same
+-- neighbours as it would in one piece.
+local WINDOW_CHUNKS_SECONDS = 60
+local CONTEXT_SECONDS = 1
+
+local function stream_chunks(p, path, emit)
+    local info = audio.info(path)
+    local opts = { sample_rate = p.sample_rate }
+    if info.channels > 1 then
+        if p.channel > info.channels then
+            fail("%s has %d channels; audio.channel = %d does not exist", path, info.channels, p.channel)
+        end
+        opts.channel = p.channel
+    end
+    local total = math.min(info.seconds, p.max_seconds)
+    local per_window = math.max(1, math.floor(WINDOW_CHUNKS_SECONDS / p.chunk_seconds)) * p.chunk_seconds
+    local function load(offset, duration)
+        local o = { sample_rate = opts.sample_rate, channel = opts.channel, offset = offset, duration = duration }
+        local w = audio.load(path, o)
+        if w:dim() == 2 then w = w:select(1, 1) end
+        return w
+    end
+    if total <= per_window or total < p.chunk_seconds then
+        emit(audio.chunks(load(0, total), p.sample_rate, p.chunk_seconds, { max_seconds = p.max_seconds }))
+        return
+    end
+    local usable = math.floor(total / p.chunk_seconds) * p.chunk_seconds
+    local start = 0
+    while start < usable - 1e-9 do
+        local len = math.min(per_window, usable - start)
+        local before = math.min(CONTEXT_SECONDS, start)
+        local after = math.min(CONTEXT_SECONDS, info.seconds - start - len)
+        local w = load(start - before, before + len + after)
+        local skip = math.floor(before * p.sample_rate + 0.5)
+        local frames = math.floor(len * p.sample_rate + 0.5)
+        frames = math.min(frames, w:size(1) - skip)
+        emit(audio.chunks(w:narrow(1, skip + 1, frames), p.sample_rate, p.chunk_seconds))
+        start = start + len
+    end
+end
+
+--- Predicts files in order. opts: batch_chunks (default 32), on_result(r)
+--- called once per file in input order, progress(done, total) optional.
+function M.predict_files(p, files, opts)
+    opts = opts or {}
+    local batch_chunks = opts.batch_chunks or 32
+    local frames = math.floor(p.chunk_seconds * p.sample_rate + 0.5)
+    local C = #p.classes
+    local results, next_out = {}, 1
+    local batch, owners, filled = mt.empty{ batch_chunks, frames }, {}, 0
+    local pending = {} -- file index -> {sum = {C}, chunks, left = chunks not yet scored, done_reading}
+
+    local function emit_ready()
+        while results[next_out] and (results[next_out].error or results[next_out].complete) do
+            local r = results[next_out]
+            results[next_out] = nil
+            if not r.error then
+                local best, probs = 1, {}
+                for c = 1, C do
+                    probs[c] = r.sum[c] / r.chunks
+                    if probs[c] > probs[best] then best = c end
+                end
+                r = { file = r.file, label = p.classes[best], probs = probs, chunks = r.chunks,
+                      seconds = r.chunks * p.chunk_seconds }
+            end
+            if opts.on_result then opts.on_result(r) end
+            if opts.progress then opts.progress(next_out, #files) end
+            next_out = next_out + 1
+        end
+    end
+
+    local function flush()
+        if filled == 0 then return end
+        local x = filled == batch_chunks and batch or batch:narrow(1, 1, filled)
+        local probs = p.model:forward(p.front(x)):sigmoid()
+        for k = 1, filled do
+            local st = pending[owners[k]]
+            for c = 1, C do st.sum[c] = st.sum[c] + probs:get(k, c) end
+            st.left = st.left - 1
+            if st.left == 0 and st.done_reading then st.complete = true end
+        end
+        filled = 0
+        emit_ready()
+    end
+
+    for i, path in ipairs(files) do
+        local st = { file = path, sum = {}, chunks = 0, left = 0 }
+        for c = 1, C do st.sum[c] = 0 end
+        pending[i], results[i] = st, st
+        local ok, err = pcall(stream_chunks, p, path, function(chunks)
+            for k = 1, chunks:size(1) do
+                filled = filled + 1
+                batch:select(1, filled):copy(chunks:select(1, k))
+                owners[filled] = i
+                st.chunks, st.left = st.chunks + 1, st.left + 1
+                if filled == batch_chunks then flush() end
+            end
+        end)
+        if not ok then
+            -- Chunks of a file that failed half-way are dropped with it.
+            local kept = 0
+            for k = 1, filled do
+                if owners[k] ~= i then
+                    kept = kept + 1
+                    if kept ~= k then batch:select(1, kept):copy(batch:select(1, k)); owners[kept] = owners[k] end
+                end
+            end
+            filled = kept
+            -- The message names the file; the code position inside machrt does not help.
+            st.error = tostring(err):gsub("\n.*", ""):gsub("^[^:]*%.lua:%d+: ", "")
+        else
+            st.done_reading = true
+            if st.left == 0 then st.complete = true end
+        end
+        emit_ready()
+    end
+    flush()
+    emit_ready()
+end
+
+-- ---- CSV output ------------------------------------------------------------------
+
+local function csv_cell(v)
+    local s = tostring(v == nil and "" or v)
+    if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
+    return s
+end
+
+--- The header of prediction CSVs: file, label, one probability column per
+--- class, chunks, error.
+function M.csv_header(p)
+    local h = { "file", "label" }
+    for _, c in ipairs(p.classes) do h[#h + 1] = "p_" .. c end
+    h[#h + 1] = "chunks"
+    h[#h + 1] = "error"
+    return table.concat(h, ",")
+end
+
+--- One result as a CSV line (an unreadable file: empty label and
+--- probabilities, the reason in the error column).
+function M.csv_row(p, r)
+    local cells = { csv_cell(r.file), csv_cell(r.label) }
+    for c = 1, #p.classes do
+        cells[#cells + 1] = r.probs and string.format("%.6f", r.probs[c]) or ""
+    end
+    cells[#cells + 1] = r.error and "" or r.chunks
+    cells[#cells + 1] = csv_cell(r.error)
+    return table.concat(cells, ",")
+end
+
+return M

@@ -1,0 +1,109 @@
+-- Predicts machine types of audio files with a trained run or a scorer.
+--
+--   machrt scripts/predict.lua --run runs/<experiment>/fold4 --input <file | folder | csv> [--out predictions.csv]
+--   machrt scripts/predict.lua --scorer runs/<experiment>/fold4/scorer --input clips/
+--
+-- Options:
+--   --run DIR          a training run folder (config.json + checkpoint.safetensors)
+--   --scorer DIR       or a scorer folder (manifest.json + checked weights)
+--   --input PATH       an audio file, a folder (searched recursively for audio
+--                      files), or a CSV with an audio column (repeatable)
+--   --column NAME      the CSV's audio column (default: the run's dataset.audio_column)
+--   --data-folder DIR  where a CSV's relative paths start (default: the CSV's folder)
+--   --out FILE         the predictions CSV (default: printed to stdout);
+--                      written whole under its name only at the end
+--   --batch N          chunks per forward pass (default 32)
+--   --threads N        compute threads (default: all cores)
+--
+-- Every file goes through the training front end; `Fix` chunks of
+-- inference_chunk_seconds (at most max_inference_chunk_seconds of a file),
+-- the mean of the chunks' sigmoid outputs and its argmax. A file that
+-- cannot be read gets a row with the reason in the error column; the run
+-- goes on. Long files are read window by window.
+
+local mt = require "machrt"
+local infer = require "machrt.infer"
+local data = require "machrt.data"
+local log = require "machrt.log"
+
+local function usage(msg)
+    io.stderr:write("predict: ", msg, "\n",
+        "usage: machrt scripts/predict.lua (--run DIR | --scorer DIR) --input PATH [--input PATH ...] "
+        .. "[--out FILE] [--column NAME] [--data-folder DIR] [--batch N] [--threads N]\n")
+    os.exit(2)
+end
+
+local opts = { inputs = {} }
+local i = 1
+while i <= #arg do
+    local key, value = arg[i]:match("^%-%-([%w-]+)=(.*)$")
+    if not key then
+        key = arg[i]:match("^%-%-([%w-]+)$")
+        if not key then usage("cannot read argument '" .. arg[i] .. "'") end
+        value = arg[i + 1]
+        i = i + 1
+    end
+    if value == nil then usage("--" .. key .. " needs a value") end
+    if key == "input" then opts.inputs[#opts.inputs + 1] = value
+    elseif key == "run" or key == "scorer" or key == "out" or key == "column" or key == "data-folder"
+        or key == "batch" or key == "threads" then opts[key] = value
+    else usage("unknown option --" .. key) end
+    i = i + 1
+end
+if not opts.run == not opts.scorer then usage("give one of --run or --scorer") end
+if #opts.inputs == 0 then usage("give at least one --input") end
+if opts.threads then mt.set_num_threads(math.tointeger(tonumber(opts.threads)) or usage("--threads needs an integer")) end
+local batch = math.tointeger(tonumber(opts.batch or "32"))
+if not batch or batch < 1 then usage("--batch needs a positive integer") end
+
+local t0 = mt.clock()
+local p = opts.run and infer.load_run(opts.run) or infer.load_scorer(opts.scorer)
+local load_seconds = mt.clock() - t0
+
+-- Inputs -> the list of files, in a stable order.
+local AUDIO = { wav = true, flac = true, ogg = true, aiff = true, aif = true, au = true, w64 = true, caf = true }
+local files = {}
+for _, input in ipairs(opts.inputs) do
+    local st = mt.stat(input)
+    if not st then usage("--input " .. input .. " does not exist") end
+    if st.is_dir then
+        local found = {}
+        local pipe = assert(io.popen("find '" .. input:gsub("'", "'\\''") .. "' -type f | LC_ALL=C sort"))
+        for path in pipe:lines() do
+            local ext = path:match("%.([%w]+)$")
+            if ext and AUDIO[ext:lower()] then found[#found + 1] = path end
+        end
+        pipe:close()
+        if #found == 0 then usage("--input " .. input .. " holds no audio files") end
+        table.move(found, 1, #found, #files + 1, files)
+    elseif input:lower():match("%.csv$") then
+        local df = data.read_csv(input)
+        local column = opts.column or (p.cfg.dataset and p.cfg.dataset.audio_column) or "audio"
+        df:require_columns({ column }, "--column")
+        local base = opts["data-folder"] or input:match("^(.*)/[^/]*$") or "."
+        for _, f in ipairs(df:column(column)) do
+            files[#files + 1] = f:sub(1, 1) == "/" and f or base .. "/" .. f
+        end
+    else
+        files[#files + 1] = input
+    end
+end
+
+local lines = { infer.csv_header(p) }
+local bar = log.progress{ title = "predict", total = #files, fields = {}, stream = io.stderr }
+local audio_seconds, errors = 0, 0
+infer.predict_files(p, files, {
+    batch_chunks = batch,
+    on_result = function(r)
+        lines[#lines + 1] = infer.csv_row(p, r)
+        if r.error then errors = errors + 1 else audio_seconds = audio_seconds + r.seconds end
+    end,
+    progress = function(done) bar:update(done, {}, 1) end,
+})
+local seconds = bar:finish()
+local text = table.concat(lines, "\n") .. "\n"
+if opts.out then mt.write_file(opts.out, text) else io.write(text) end
+io.stderr:write(string.format(
+    "predict: %d files (%d unreadable), %.0f s of audio in %.2f s: %.1f files/s, %.0f audio-s/s "
+    .. "(model loaded in %.3f s)%s\n", #files, errors, audio_seconds, seconds, #files / seconds,
+    audio_seconds / seconds, load_seconds, opts.out and (", written to " .. opts.out) or ""))
