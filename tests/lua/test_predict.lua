@@ -1,0 +1,221 @@
+-- Inference: machrt.infer against a direct computation, windowed reading of
+-- long files, batching across files, the scorer folder and its checksum,
+-- scripts/predict.lua and bad input.
+
+local A = require "assert"
+local mt = require "machrt"
+local audio = require "machrt.audio"
+local infer = require "machrt.infer"
+local train = require "machrt.train"
+local optim = require "machrt.optim"
+
+local tmp_dirs = {}
+local function tmpdir()
+    local p = os.tmpname()
+    os.remove(p)
+    tmp_dirs[#tmp_dirs + 1] = p
+    mt.mkdir(p)
+    return p
+end
+
+local CLASSES = { "fan", "pump", "slider", "valve" }
+
+local function config()
+    return {
+        architecture = { backbone = "resnet18", pool = "GeM", dropout = 0, width = 4, pretrained = false },
+        audio = { sample_rate = 8000, stft_window_size = 512, hop_size = 256, mel_frequency_bins = 32,
+                  minimum_frequency = 50, maximum_frequency = 4000, spectrogram_normalization = "No",
+                  channel = 1 },
+        prediction = { inference_chunk_method = "Fix", inference_chunk_seconds = 2,
+                       max_inference_chunk_seconds = 600 },
+        dataset = { audio_column = "audio" },
+    }
+end
+
+-- A run folder as training leaves it: config.json and a checkpoint, with
+-- BN running statistics made non-trivial so evaluation mode matters.
+local function make_run(dir)
+    local cfg = config()
+    mt.manual_seed(7)
+    local model = infer.build_model(cfg.architecture, #CLASSES)
+    for name, t in pairs(model:state_dict()) do
+        if name:match("running_var$") then t:uniform_(0.5, 2) end
+        if name:match("running_mean$") then t:uniform_(-0.5, 0.5) end
+    end
+    local opt = optim.AdamW(model:parameters())
+    train.write_config(dir, cfg)
+    train.save_checkpoint(dir, model, opt, { epoch = 1, step = 1, history = {}, classes = CLASSES })
+    return cfg, model
+end
+
+local function write_wave(path, seconds, sr, seed, channels)
+    mt.manual_seed(seed)
+    local w = mt.randn{ channels or 1, math.floor(seconds * sr) } * 0.1
+    audio.save(path, w, sr)
+end
+
+-- The reference computation, written out step by step: whole file,
+-- resampled in one piece, chunks, front end, forward, sigmoid, mean.
+local function direct(cfg, model, path)
+    local a = cfg.audio
+    local w = audio.load(path, { sample_rate = a.sample_rate })
+    if w:dim() == 2 then w = w:select(1, 1):contiguous() end
+    local chunks = audio.chunks(w, a.sample_rate, cfg.prediction.inference_chunk_seconds)
+    local mel = audio.MelSpectrogram{ sample_rate = a.sample_rate, n_fft = a.stft_window_size,
+        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
+        n_mels = a.mel_frequency_bins }
+    local db = audio.amplitude_to_db(mel:forward(chunks))
+    model:evaluate()
+    local p = model:forward(db:reshape{ db:size(1), 1, db:size(2), db:size(3) }):sigmoid()
+    return p:mean(1):totable(), chunks:size(1)
+end
+
+local function predict_all(p, files, batch)
+    local out = {}
+    infer.predict_files(p, files, { batch_chunks = batch, on_result = function(r) out[#out + 1] = r end })
+    return out
+end
+
+local tests = {}
+local function test(name, fn)
+    tests[#tests + 1] = { name, function()
+        local ok, err = pcall(fn)
+        for _, d in ipairs(tmp_dirs) do os.execute("rm -rf '" .. d .. "'") end
+        tmp_dirs = {}
+        if not ok then error(err, 0) end
+    end }
+end
+
+test("predictions equal the direct computation, for any batch width", function()
+    local dir = tmpdir()
+    local cfg, model = make_run(dir .. "/run")
+    local files = {}
+    for k, secs in ipairs{ 6, 4.5, 1.2, 9 } do
+        files[k] = string.format("%s/clip%d.wav", dir, k)
+        write_wave(files[k], secs, 16000, k)
+    end
+    local p = infer.load_run(dir .. "/run")
+    local ref = {}
+    for k, f in ipairs(files) do ref[k] = { direct(cfg, model, f) } end
+    for _, batch in ipairs{ 1, 3, 32 } do
+        local got = predict_all(p, files, batch)
+        A.eq(#got, #files)
+        for k, r in ipairs(got) do
+            A.eq(r.file, files[k], "results in input order")
+            A.eq(r.chunks, ref[k][2], "chunks of " .. files[k])
+            local best = 1
+            for c = 1, 4 do
+                A.near(r.probs[c], ref[k][1][c], 2e-5, string.format("batch %d, file %d, class %d", batch, k, c))
+                if ref[k][1][c] > ref[k][1][best] then best = c end
+            end
+            A.eq(r.label, CLASSES[best])
+        end
+    end
+    -- 1.2 s < one 2 s chunk: padded to one chunk; 4.5 s: two chunks, tail dropped.
+    A.eq(ref[3][2], 1)
+    A.eq(ref[2][2], 2)
+end)
+
+test("a long file read window by window matches reading it whole", function()
+    local dir = tmpdir()
+    local cfg, model = make_run(dir .. "/run")
+    local long = dir .. "/long.wav"
+    write_wave(long, 150, 16000, 3)           -- 150 s: three reading windows
+    local p = infer.load_run(dir .. "/run")
+    local r = predict_all(p, { long }, 16)[1]
+    local ref, n = direct(cfg, model, long)
+    A.eq(r.chunks, n)
+    for c = 1, 4 do A.near(r.probs[c], ref[c], 1e-4, "class " .. c) end
+    -- max_inference_chunk_seconds caps the audio used.
+    p.max_seconds = 20
+    A.eq(predict_all(p, { long }, 16)[1].chunks, 10)
+end)
+
+test("unreadable files get an error row; the others go on", function()
+    local dir = tmpdir()
+    make_run(dir .. "/run")
+    local good, text, missing = dir .. "/good.wav", dir .. "/notes.wav", dir .. "/missing.wav"
+    write_wave(good, 4, 16000, 1)
+    mt.write_file(text, "this is not audio\n")
+    local multi = dir .. "/multi.wav"
+    write_wave(multi, 4, 16000, 2, 2)
+    local p = infer.load_run(dir .. "/run")
+    p.channel = 3
+    local got = predict_all(p, { text, good, missing, multi }, 4)
+    A.eq(#got, 4)
+    A.truthy(got[1].error and got[1].error:find("notes.wav", 1, true), tostring(got[1].error))
+    A.truthy(got[2].probs and not got[2].error, "the good file is predicted")
+    A.truthy(got[3].error and got[3].error:find("missing.wav", 1, true), tostring(got[3].error))
+    A.truthy(got[4].error and got[4].error:find("audio.channel = 3", 1, true), tostring(got[4].error))
+    local row = infer.csv_row(p, got[1])
+    A.truthy(row:match("^[^,]+,,,,,,,"), "an error row has empty label and probabilities: " .. row)
+end)
+
+test("a run folder without a checkpoint is a clear error", function()
+    local dir = tmpdir()
+    A.raises(function() infer.load_run(dir) end, "has no config.json")
+    train.write_config(dir, config())
+    A.raises(function() infer.load_run(dir) end, "has no checkpoint")
+    mt.write_file(dir .. "/checkpoint.safetensors", "garbage")
+    A.raises(function() infer.load_run(dir) end, "cannot be read")
+end)
+
+test("the scorer predicts alone and refuses weights that fail the checksum", function()
+    local dir = tmpdir()
+    local cfg, model = make_run(dir .. "/run")
+    local scorer = train.build_scorer(dir .. "/run", cfg, model, CLASSES)
+    -- Moved away from the run: it needs nothing else.
+    os.execute(string.format("mv '%s' '%s/packed'", scorer, dir))
+    local clip = dir .. "/clip.wav"
+    write_wave(clip, 4, 16000, 9)
+    local pipe = io.popen(string.format("./machrt '%s/packed/score.lua' '%s' 2>/dev/null", dir, clip))
+    local out = pipe:read("a")
+    pipe:close()
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    A.eq(lines[1], "file,label,p_fan,p_pump,p_slider,p_valve,chunks,error")
+    local ref = direct(cfg, model, clip)
+    local probs = {}
+    for v in lines[2]:gmatch(",([%d%.]+)") do probs[#probs + 1] = tonumber(v) end
+    for c = 1, 4 do A.near(probs[c], ref[c], 1e-5, "class " .. c) end
+    -- One changed byte in the weights: refused, naming the checksum.
+    local w = dir .. "/packed/model.safetensors"
+    local f = assert(io.open(w, "r+b"))
+    f:seek("end", -3)
+    local b = f:read(1)
+    f:seek("end", -3)
+    f:write(string.char((b:byte() + 1) % 256))
+    f:close()
+    A.raises(function() infer.load_scorer(dir .. "/packed") end, "does not match its manifest checksum")
+    A.raises(function() infer.load_scorer(dir) end, "has no manifest.json")
+end)
+
+test("predict.lua writes its CSV whole, or not at all", function()
+    local dir = tmpdir()
+    make_run(dir .. "/run")
+    mt.mkdir(dir .. "/clips/a")
+    write_wave(dir .. "/clips/a/one.wav", 3, 16000, 1)
+    write_wave(dir .. "/clips/two.wav", 5, 16000, 2)
+    mt.write_file(dir .. "/clips/readme.txt", "skipped: not an audio extension\n")
+    local function run(args)
+        local p = io.popen("./machrt scripts/predict.lua " .. args .. " 2>&1")
+        local out = p:read("a")
+        local _, _, code = p:close()
+        return code, out
+    end
+    local code, out = run(string.format("--run %s/run --input %s/clips --out %s/pred.csv", dir, dir, dir))
+    A.eq(code, 0, out)
+    A.truthy(out:find("2 files", 1, true), out)
+    local csv = io.open(dir .. "/pred.csv"):read("a")
+    A.truthy(csv:find("clips/a/one.wav,", 1, true) and csv:find("clips/two.wav,", 1, true), csv)
+    code, out = run(string.format("--run %s/run --input %s/clips --out %s/no/such/folder/p.csv", dir, dir, dir))
+    A.truthy(code ~= 0, "an unwritable output fails")
+    A.truthy(out:find("no/such/folder/p.csv", 1, true), out)
+    code, out = run(string.format("--run %s/nothing --input %s/clips", dir, dir))
+    A.truthy(code ~= 0)
+    A.truthy(out:find("no config.json", 1, true), out)
+    code, out = run(string.format("--run %s/run", dir))
+    A.truthy(code ~= 0 and out:find("--input", 1, true), out)
+end)
+
+return tests
