@@ -79,8 +79,9 @@ function M.load_wave(path, cfg)
     if not wave then
         wave = decode(path, cfg)
         if file then
-            mt.save(file, { wave = wave }, { key = key, size = tostring(st.size),
-                                             mtime = string.format("%.9f", st.mtime) })
+            -- A cache that cannot be written costs speed, not the clip.
+            pcall(mt.save, file, { wave = wave }, { key = key, size = tostring(st.size),
+                                                   mtime = string.format("%.9f", st.mtime) })
         end
     end
     if cache ~= "none" then workers.cache_put(key, wave) end
@@ -185,6 +186,13 @@ end
 
 --- The factory the worker pool calls in each worker: returns the job function.
 function M.factory(cfg)
+    cfg.channel = cfg.channel or 1
+    if cfg.cache == "disk" then
+        if not cfg.cache_folder or cfg.cache_folder == "" then
+            error("clips: cache = 'disk' needs a cache_folder", 0)
+        end
+        mt.mkdir(cfg.cache_folder)
+    end
     local augment = cfg.augment and next(cfg.augment) and require "machrt.augment" or nil
     if cfg.mode == "chunks" then
         return function(job) return chunk_batch(cfg, job) end
