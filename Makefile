@@ -6,12 +6,18 @@
 #   make sanitize   C suites under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      throughput benchmarks (side by side with PyTorch when present)
 #   make install    machrt on the PATH (PREFIX=/usr/local)
+#   make CUDA=1     the same with the CUDA backend (nvcc, cuBLAS, cuFFT; build-cuda/)
 #
 # Every target first runs scripts/deps.sh, which apt-installs whatever Debian
 # package is missing, so a fresh machine needs nothing but make.
 
 PREFIX   ?= /usr/local
+CUDA     ?= 0
+ifeq ($(CUDA),1)
+BUILD    ?= build-cuda
+else
 BUILD    ?= build
+endif
 CC       ?= gcc
 VERSION  := 0.1.0
 MAIN_SCRIPT := experiments/resnet34.lua
@@ -40,6 +46,38 @@ CTEST_SRC := $(wildcard tests/c/test_*.c)
 CTEST_BIN := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard runtime/include/machrt/*.h runtime/*/*.h tests/c/*.h)
 
+# ---- CUDA backend ---------------------------------------------------------
+# runtime/cuda/*.cu are built twice: by nvcc for the device (CUDA=1), and
+# always by the C++ compiler against runtime/cuda/emu/cuda_emu.h, which runs
+# the same kernels on the CPU (cuBLAS -> OpenBLAS, cuFFT -> FFTW) for the
+# backend-parity suite of `make test`.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+CU_SRC    := $(wildcard runtime/cuda/*.cu)
+CU_HEADERS := $(wildcard runtime/cuda/*.h runtime/cuda/emu/*.h)
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+EMU_CXXFLAGS = -std=c++17 -x c++ -D_DEFAULT_SOURCE $(OPT) $(WARN) -fPIC -fopenmp \
+               -Iruntime/include -Iruntime/cuda -I$(OPENBLAS_INC) $(EXTRA_CFLAGS)
+EMU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/emu/%.o) $(BUILD)/emu/runtime/cuda/emu/cuda_emu.o \
+             $(BUILD)/emu/runtime/core/backend.o
+EMU_LIBS   = -lfftw3f -lstdc++
+ifeq ($(CUDA),1)
+CFLAGS_ALL += -DMRT_HAVE_CUDA
+CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+CORE_OBJ  += $(CU_OBJ)
+LIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcufft -lcudart -lstdc++
+NVCCFLAGS = -std=c++17 -O2 $(CUDA_ARCH) -Werror all-warnings -DMRT_HAVE_CUDA \
+            -Xcompiler -fPIC,-fopenmp,-Wall,-Wextra,-Wno-unused-parameter \
+            -Iruntime/include -Iruntime/cuda -I$(OPENBLAS_INC)
+LINK_MODE := cuda
+else
+LINK_MODE := cpu
+endif
+# ./machrt is shared by both builds: relink it when the mode changes.
+LINK_STAMP := build/.link-mode
+$(shell mkdir -p build && (echo $(LINK_MODE) | cmp -s - $(LINK_STAMP) || echo $(LINK_MODE) > $(LINK_STAMP)))
+
 .PHONY: all deps run test test-c test-lua sanitize bench install uninstall clean
 .DEFAULT_GOAL := all
 
@@ -58,12 +96,38 @@ $(BUILD)/libmachrt.a: $(CORE_OBJ)
 	@echo "  AR      $@"
 	@rm -f $@ && ar rcs $@ $^
 
-machrt: $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a
+$(BUILD)/obj/runtime/cuda/%.o: runtime/cuda/%.cu $(HEADERS) $(CU_HEADERS) | deps
+	@mkdir -p $(dir $@)
+	@echo "  NVCC    $<"
+	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/emu/runtime/cuda/%.o: runtime/cuda/%.cu $(HEADERS) $(CU_HEADERS) | deps
+	@mkdir -p $(dir $@)
+	@echo "  CXX     $< (emulated)"
+	@$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+
+$(BUILD)/emu/runtime/cuda/emu/cuda_emu.o: runtime/cuda/emu/cuda_emu.cpp $(CU_HEADERS) | deps
+	@mkdir -p $(dir $@)
+	@echo "  CXX     $<"
+	@$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+
+$(BUILD)/emu/runtime/core/backend.o: runtime/core/backend.c $(HEADERS) | deps
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (emulated CUDA)"
+	@$(CC) $(CFLAGS_ALL) -DMRT_HAVE_CUDA -c $< -o $@
+
+# The core with the emulated CUDA backend (for the parity suite).
+$(BUILD)/libmachrt_emu.a: $(filter-out $(BUILD)/obj/runtime/core/backend.o $(CU_OBJ),$(CORE_OBJ)) $(EMU_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  AR      $@"
+	@rm -f $@ && ar rcs $@ $^
+
+machrt: $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a $(LINK_STAMP)
 	@echo "  LD      $@"
 	@$(CC) -o $@ $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL) -lreadline
 
 # The same C modules for the stock lua5.4 interpreter (package.cpath).
-$(BUILD)/lua/machrt.so: $(LUA_OBJ) $(BUILD)/libmachrt.a
+$(BUILD)/lua/machrt.so: $(LUA_OBJ) $(BUILD)/libmachrt.a $(LINK_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) -shared -o $@ $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL)
@@ -73,6 +137,21 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libmachrt.a $(HEADERS) | deps
 	@echo "  CC      $@"
 	@$(CC) $(CFLAGS_ALL) -Itests/c $< -o $@ $(BUILD)/libmachrt.a $(LIBS_ALL) \
 	    $$(pkg-config --libs check)
+
+# The backend-parity suite: against the emulated backend, or with CUDA=1
+# against the device (it reports itself skipped when no device is found).
+ifeq ($(CUDA),1)
+$(BUILD)/tests/test_backend_parity: tests/c/test_backend_parity.c $(BUILD)/libmachrt.a $(HEADERS) | deps
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_ALL) -Itests/c $< -o $@ $(BUILD)/libmachrt.a $(LIBS_ALL) $$(pkg-config --libs check)
+else
+$(BUILD)/tests/test_backend_parity: tests/c/test_backend_parity.c $(BUILD)/libmachrt_emu.a $(HEADERS) | deps
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@ (emulated CUDA)"
+	@$(CC) $(CFLAGS_ALL) -DMRT_HAVE_CUDA -Itests/c $< -o $@ $(BUILD)/libmachrt_emu.a $(LIBS_ALL) \
+	    $(EMU_LIBS) $$(pkg-config --libs check)
+endif
 
 run: all
 	@if [ -f $(MAIN_SCRIPT) ]; then ./machrt $(MAIN_SCRIPT) $(ARGS); else \

@@ -4,6 +4,7 @@
  * Element i of a fill is a pure function of (seed, offset + i), so a fill can
  * be split into chunks in any order, on any number of threads, and still give
  * the same tensor bit for bit. */
+#include "machrt/backend.h"
 #include "machrt/rng.h"
 
 #include <math.h>
@@ -188,6 +189,7 @@ static mrt_status fill(mrt_rng *rng, mrt_tensor *t, dist *d, const char *op)
 
 mrt_status mrt_rng_uniform(mrt_rng *rng, mrt_tensor *t, double low, double high)
 {
+    MRT_ROUTE("rng uniform", rng, uniform, (rng, t, low, high), t);
     if (!isfinite(low) || !isfinite(high) || !(low <= high))
         return mrt_fail(MRT_ERR_ARG, "rng uniform: need finite low <= high, got [%g, %g)", low, high);
     float fhigh = (float)high;
@@ -202,6 +204,7 @@ mrt_status mrt_rng_uniform(mrt_rng *rng, mrt_tensor *t, double low, double high)
 
 mrt_status mrt_rng_normal(mrt_rng *rng, mrt_tensor *t, double mean, double std)
 {
+    MRT_ROUTE("rng normal", rng, normal, (rng, t, mean, std), t);
     if (!isfinite(mean) || !isfinite(std) || std < 0.0)
         return mrt_fail(MRT_ERR_ARG, "rng normal: need finite mean and std >= 0, got mean %g std %g",
                         mean, std);
@@ -211,6 +214,7 @@ mrt_status mrt_rng_normal(mrt_rng *rng, mrt_tensor *t, double mean, double std)
 
 mrt_status mrt_rng_bernoulli(mrt_rng *rng, mrt_tensor *t, double p)
 {
+    MRT_ROUTE("rng bernoulli", rng, bernoulli, (rng, t, p), t);
     if (!(p >= 0.0 && p <= 1.0))
         return mrt_fail(MRT_ERR_ARG, "rng bernoulli: p must be in [0, 1], got %g", p);
     dist d = {.kind = DIST_BERNOULLI, .a = p};

@@ -8,7 +8,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include "machrt/tensor.h"
+#include "machrt/backend.h"
 
 /* 64-byte alignment: a cache line, and what AVX-512 loads want. */
 #define MRT_ALIGN 64
@@ -122,11 +122,25 @@ void mrt_storage_stats(size_t *live, size_t *cached)
 
 mrt_status mrt_storage_new(size_t nbytes, mrt_device device, mrt_storage **out)
 {
-    if (device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "storage: device '%s' is not available in this build",
-                        mrt_device_name(device));
     mrt_storage *s = malloc(sizeof *s);
     if (!s) return mrt_fail(MRT_ERR_NOMEM, "storage: out of memory");
+    if (device != MRT_CPU) {
+        /* Device memory comes from the backend's own caching allocator. */
+        const mrt_backend *b = mrt_backend_get(device);
+        mrt_status st = b ? b->memory.alloc(nbytes, &s->data, &s->capacity)
+                          : mrt_fail(MRT_ERR_DEVICE,
+                                     "storage: device '%s' is not available in this build",
+                                     mrt_device_name(device));
+        if (st) {
+            free(s);
+            return st;
+        }
+        s->nbytes = nbytes;
+        s->refcount = 1;
+        s->device = device;
+        *out = s;
+        return MRT_OK;
+    }
     s->data = block_get(nbytes, &s->capacity);
     if (!s->data) {
         free(s);
@@ -150,6 +164,11 @@ void mrt_storage_retain(mrt_storage *s)
 void mrt_storage_release(mrt_storage *s)
 {
     if (s && __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
+        if (s->device != MRT_CPU) {
+            mrt_backend_get(s->device)->memory.free(s->data, s->capacity);
+            free(s);
+            return;
+        }
         pthread_mutex_lock(&cache_lock);
         live_bytes -= s->capacity;
         pthread_mutex_unlock(&cache_lock);

@@ -2,7 +2,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include "machrt/tensor.h"
+#include "machrt/backend.h"
 
 size_t mrt_dtype_size(mrt_dtype dtype) { return dtype == MRT_I64 ? 8 : 4; }
 const char *mrt_dtype_name(mrt_dtype dtype) { return dtype == MRT_I64 ? "int64" : "float32"; }
@@ -57,11 +57,17 @@ static void set_contiguous_strides(mrt_tensor *t)
 
 mrt_status mrt_tensor_alloc_uninit(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape)
 {
+    return mrt_tensor_alloc_on(t, dtype, ndim, shape, MRT_CPU);
+}
+
+mrt_status mrt_tensor_alloc_on(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape,
+                               mrt_device device)
+{
     int64_t n = 0;
     mrt_status st = check_shape("alloc", ndim, shape, &n);
     if (st) return st;
     mrt_storage *s;
-    st = mrt_storage_new((size_t)n * mrt_dtype_size(dtype), MRT_CPU, &s);
+    st = mrt_storage_new((size_t)n * mrt_dtype_size(dtype), device, &s);
     if (st) return st;
     memset(t, 0, sizeof *t);
     t->storage = s;
@@ -149,7 +155,8 @@ mrt_status mrt_tensor_clone(mrt_tensor *dst, const mrt_tensor *src)
 {
     if (!src->storage) return mrt_fail(MRT_ERR_ARG, "clone: tensor has been released");
     mrt_tensor out;
-    mrt_status st = mrt_tensor_alloc_uninit(&out, src->dtype, src->ndim, src->shape);
+    mrt_status st = mrt_tensor_alloc_on(&out, src->dtype, src->ndim, src->shape,
+                                        src->storage->device);
     if (st) return st;
     st = mrt_tensor_copy(&out, src);
     if (st) {

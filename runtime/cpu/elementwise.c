@@ -2,7 +2,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
-#include "machrt/tensor.h"
+#include "machrt/backend.h"
 #include "../core/strided.h"
 
 const char *mrt_binop_name(mrt_binop op)
@@ -90,6 +90,7 @@ static mrt_row_fn binary_row(mrt_binop op)
 mrt_status mrt_binary(mrt_binop op, const mrt_tensor *a, const mrt_tensor *b, mrt_tensor *out)
 {
     const char *name = mrt_binop_name(op);
+    MRT_ROUTE(name, tensor, binary, (op, a, b, out), a, b, out);
     mrt_status st = require_f32(name, a);
     if (!st) st = require_f32(name, b);
     if (st) return st;
@@ -112,6 +113,7 @@ mrt_status mrt_binary_scalar(mrt_binop op, const mrt_tensor *a, double s, int sc
                              mrt_tensor *out)
 {
     const char *name = mrt_binop_name(op);
+    MRT_ROUTE(name, tensor, binary_scalar, (op, a, s, scalar_left, out), a, out);
     mrt_status st = require_f32(name, a);
     if (st) return st;
     mrt_tensor ta = *a;
@@ -160,6 +162,7 @@ mrt_status mrt_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor *out)
     static const mrt_row_fn rows[] = {row_neg, row_exp,  row_log,  row_sigmoid,
                                       row_relu, row_abs, row_sqrt, row_tanh};
     const char *name = mrt_unop_name(op);
+    MRT_ROUTE(name, tensor, unary, (op, a, out), a, out);
     mrt_status st = require_f32(name, a);
     if (st) return st;
     mrt_tensor ta = *a;
@@ -196,6 +199,8 @@ mrt_status mrt_tensor_copy(mrt_tensor *dst, const mrt_tensor *src)
 {
     if (!dst->storage || !src->storage)
         return mrt_fail(MRT_ERR_ARG, "copy: tensor has been released");
+    if (dst->storage->device != src->storage->device) return mrt_tensor_copy_across(dst, src);
+    MRT_ROUTE("copy", tensor, copy, (dst, src), dst);
     int nd;
     int64_t shape[MRT_MAX_DIMS];
     mrt_status st = mrt_broadcast_shape("copy", dst, src, &nd, shape);
@@ -236,6 +241,7 @@ static void row_fill_range_l(void *ctx, char **p, const int64_t *s, int64_t n, i
 mrt_status mrt_tensor_fill_range(mrt_tensor *t, double start, double step)
 {
     if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
+    MRT_ROUTE("fill", tensor, fill_range, (t, start, step), t);
     range_ctx r = {start, step};
     mrt_iter it;
     mrt_iter_init(&it, t->ndim, t->shape);
@@ -247,6 +253,7 @@ mrt_status mrt_tensor_fill_range(mrt_tensor *t, double start, double step)
 mrt_status mrt_tensor_fill(mrt_tensor *t, double value)
 {
     if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
+    MRT_ROUTE("fill", tensor, fill, (t, value), t);
     float f = (float)value;
     int64_t l = (int64_t)value;
     mrt_iter it;

@@ -5,7 +5,7 @@
  * only other layouts are made contiguous first. */
 #include <inttypes.h>
 #include <cblas.h>
-#include "machrt/tensor.h"
+#include "machrt/backend.h"
 
 typedef struct {
     const float *ptr;
@@ -44,6 +44,7 @@ mrt_status mrt_matmul(const mrt_tensor *a_in, const mrt_tensor *b_in, mrt_tensor
 {
     if (!a_in->storage || !b_in->storage)
         return mrt_fail(MRT_ERR_ARG, "matmul: tensor has been released");
+    MRT_ROUTE("matmul", tensor, matmul, (a_in, b_in, out), a_in, b_in, out);
     if (a_in->dtype != MRT_F32 || b_in->dtype != MRT_F32)
         return mrt_fail(MRT_ERR_DTYPE, "matmul: expected float32 tensors, got %s and %s",
                         mrt_dtype_name(a_in->dtype), mrt_dtype_name(b_in->dtype));

@@ -7,7 +7,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
-#include "machrt/tensor.h"
+#include "machrt/backend.h"
 
 #define REDUCE_BLOCK 65536
 
@@ -41,6 +41,7 @@ static mrt_status check_input(const char *op, const mrt_tensor *a)
 mrt_status mrt_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value, int64_t *index)
 {
     const char *name = mrt_reduceop_name(op);
+    MRT_ROUTE(name, tensor, reduce_all, (op, a, value, index), a);
     mrt_status st = check_input(name, a);
     if (st) return st;
     int64_t n = mrt_tensor_numel(a);
@@ -97,6 +98,7 @@ mrt_status mrt_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_ten
                           mrt_tensor *indices)
 {
     const char *name = mrt_reduceop_name(op);
+    MRT_ROUTE(name, tensor, reduce_dim, (op, a, dim, values, indices), a, values, indices);
     mrt_status st = check_input(name, a);
     if (st) return st;
     if (dim < 0 || dim >= a->ndim)

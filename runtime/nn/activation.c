@@ -11,6 +11,7 @@
  * keeps the compiler from vectorising them by itself (at -O2), and the
  * scalar select then costs a mispredicted branch on every other element of
  * a ReLU input. Element i only touches position i, so the assertion holds. */
+#include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "../core/strided.h"
 #include "nn_args.h"
@@ -74,6 +75,7 @@ static void row_relu_grad(void *ctx, char **p, const int64_t *s, int64_t n, int6
 
 mrt_status mrt_relu_forward(const mrt_tensor *x_in, mrt_tensor *y)
 {
+    MRT_ROUTE("relu_forward", nn, relu_forward, (x_in, y), x_in, y);
     static const char *op = "relu_forward";
     mrt_status st = mrt_nn_need_f32(op, "input", x_in);
     if (st) return st;
@@ -89,6 +91,7 @@ mrt_status mrt_relu_forward(const mrt_tensor *x_in, mrt_tensor *y)
 
 mrt_status mrt_relu_backward(const mrt_tensor *y_in, const mrt_tensor *dy_in, mrt_tensor *dx)
 {
+    MRT_ROUTE("relu_backward", nn, relu_backward, (y_in, dy_in, dx), y_in, dy_in, dx);
     static const char *op = "relu_backward";
     mrt_status st = mrt_nn_need_f32(op, "output", y_in);
     if (!st) st = mrt_nn_need_f32(op, "grad_output", dy_in);

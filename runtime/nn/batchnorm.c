@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
+#include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "nn_args.h"
 
@@ -158,6 +159,9 @@ mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *wei
                                    double eps, mrt_tensor *y, mrt_tensor *save_mean,
                                    mrt_tensor *save_invstd)
 {
+    MRT_ROUTE("batchnorm2d_forward", nn, batchnorm2d_forward, (x_in, weight, bias, running_mean,
+              running_var, training, momentum, eps, y, save_mean, save_invstd), x_in, weight, bias,
+              running_mean, running_var, y, save_mean, save_invstd);
     static const char *op = "batchnorm2d_forward";
     mrt_status st;
     if ((st = need_nchw(op, "input", x_in))) return st;
@@ -288,6 +292,9 @@ mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy
                                     const mrt_tensor *save_invstd, int training, mrt_tensor *dx,
                                     mrt_tensor *dweight, mrt_tensor *dbias)
 {
+    MRT_ROUTE("batchnorm2d_backward", nn, batchnorm2d_backward, (x_in, dy_in, weight, save_mean,
+              save_invstd, training, dx, dweight, dbias), x_in, dy_in, weight, save_mean,
+              save_invstd, dx, dweight, dbias);
     static const char *op = "batchnorm2d_backward";
     mrt_status st;
     if ((st = need_nchw(op, "input", x_in))) return st;

@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <string.h>
+#include "machrt/backend.h"
 #include "conv2d.h"
 #include "nn_args.h"
 
@@ -207,6 +208,7 @@ done:
 mrt_status mrt_conv2d_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
                               const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws)
 {
+    MRT_ROUTE("conv2d_forward", nn, conv2d_forward, (x, w, b, p, y, ws), x, w, b, y);
     return mrt_conv2d_forward_opts(x, w, b, p, y, ws, NULL);
 }
 
@@ -304,5 +306,7 @@ mrt_status mrt_conv2d_backward(const mrt_tensor *x, const mrt_tensor *w, const m
                                const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
                                mrt_tensor *db, mrt_workspace *ws)
 {
+    MRT_ROUTE("conv2d_backward", nn, conv2d_backward, (x, w, dy, p, dx, dw, db, ws), x, w, dy, dx,
+              dw, db);
     return mrt_conv2d_backward_opts(x, w, dy, p, dx, dw, db, ws, NULL);
 }

@@ -10,6 +10,7 @@
  * `omp simd` on the unit-stride loops: y may be x and dx may be dy (element
  * for element), which keeps the compiler from vectorising them by itself. */
 #include <math.h>
+#include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "../core/strided.h"
 #include "nn_args.h"
@@ -70,6 +71,7 @@ static void row_mul(void *ctx, char **p, const int64_t *s, int64_t n, int64_t st
 mrt_status mrt_dropout_forward(const mrt_tensor *x_in, double prob, mrt_rng *rng, mrt_tensor *y,
                                mrt_tensor *mask)
 {
+    MRT_ROUTE("dropout_forward", nn, dropout_forward, (x_in, prob, rng, y, mask), x_in, y, mask);
     static const char *op = "dropout_forward";
     mrt_status st = mrt_nn_need_f32(op, "input", x_in);
     if (st) return st;
@@ -120,6 +122,7 @@ mrt_status mrt_dropout_forward(const mrt_tensor *x_in, double prob, mrt_rng *rng
 
 mrt_status mrt_dropout_backward(const mrt_tensor *dy_in, const mrt_tensor *mask_in, mrt_tensor *dx)
 {
+    MRT_ROUTE("dropout_backward", nn, dropout_backward, (dy_in, mask_in, dx), dy_in, mask_in, dx);
     static const char *op = "dropout_backward";
     mrt_status st = mrt_nn_need_f32(op, "grad_output", dy_in);
     if (!st) st = mrt_nn_need_f32(op, "mask", mask_in);

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <string.h>
+#include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "nn_args.h"
 
@@ -47,6 +48,7 @@ static mrt_status check_shapes(const char *fn, const mrt_tensor *x, const mrt_te
 mrt_status mrt_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
                               mrt_tensor *y)
 {
+    MRT_ROUTE("linear_forward", nn, linear_forward, (x, w, b, y), x, w, b, y);
     static const char fn[] = "linear_forward";
     mrt_status st;
     if ((st = check_shapes(fn, x, w, b))) return st;
@@ -83,6 +85,7 @@ done:
 mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
                                mrt_tensor *dx, mrt_tensor *dw, mrt_tensor *db)
 {
+    MRT_ROUTE("linear_backward", nn, linear_backward, (x, w, dy, dx, dw, db), x, w, dy, dx, dw, db);
     static const char fn[] = "linear_backward";
     char s1[MRT_SHAPE_STRLEN], s2[MRT_SHAPE_STRLEN], s3[MRT_SHAPE_STRLEN];
     mrt_status st;

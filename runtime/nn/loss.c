@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
+#include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "../core/strided.h"
 #include "nn_args.h"
@@ -71,6 +72,7 @@ static mrt_status check_bce(const char *op, const mrt_tensor *logits, const mrt_
 
 mrt_status mrt_bce_logits_forward(const mrt_tensor *logits, const mrt_tensor *target, double *loss)
 {
+    MRT_ROUTE("bce_logits_forward", nn, bce_logits_forward, (logits, target, loss), logits, target);
     static const char *op = "bce_logits_forward";
     mrt_status st;
     if ((st = check_bce(op, logits, target))) return st;
@@ -120,6 +122,8 @@ static void row_bce_grad(void *ctx, char **p, const int64_t *s, int64_t n, int64
 mrt_status mrt_bce_logits_backward(const mrt_tensor *logits_in, const mrt_tensor *target_in,
                                    mrt_tensor *dlogits)
 {
+    MRT_ROUTE("bce_logits_backward", nn, bce_logits_backward, (logits_in, target_in, dlogits),
+              logits_in, target_in, dlogits);
     static const char *op = "bce_logits_backward";
     mrt_status st;
     if ((st = check_bce(op, logits_in, target_in))) return st;
@@ -204,6 +208,8 @@ static inline void row_lse(const float *z, int64_t C, int64_t cs, double *mx, do
 mrt_status mrt_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor *target,
                                      double *loss)
 {
+    MRT_ROUTE("cross_entropy_forward", nn, cross_entropy_forward, (logits, target, loss), logits,
+              target);
     static const char *op = "cross_entropy_forward";
     mrt_status st;
     if ((st = check_ce(op, logits, target))) return st;
@@ -246,6 +252,8 @@ mrt_status mrt_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor 
 mrt_status mrt_cross_entropy_backward(const mrt_tensor *logits_in, const mrt_tensor *target_in,
                                       mrt_tensor *dlogits)
 {
+    MRT_ROUTE("cross_entropy_backward", nn, cross_entropy_backward, (logits_in, target_in,
+              dlogits), logits_in, target_in, dlogits);
     static const char *op = "cross_entropy_backward";
     mrt_status st;
     if ((st = check_ce(op, logits_in, target_in))) return st;

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <omp.h>
+#include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "nn_args.h"
 
@@ -68,6 +69,7 @@ static mrt_status check_pool_params(const char *op, const mrt_pool2d_params *p)
 mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p, mrt_tensor *y,
                                  mrt_tensor *indices)
 {
+    MRT_ROUTE("maxpool2d_forward", nn, maxpool2d_forward, (x, p, y, indices), x, y, indices);
     static const char *op = "maxpool2d_forward";
     mrt_status st;
     if ((st = mrt_nn_need(op, "input", x, MRT_F32))) return st;
@@ -201,6 +203,8 @@ mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p
 mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices, int64_t in_h,
                                   int64_t in_w, mrt_tensor *dx)
 {
+    MRT_ROUTE("maxpool2d_backward", nn, maxpool2d_backward, (dy, indices, in_h, in_w, dx), dy,
+              indices, dx);
     static const char *op = "maxpool2d_backward";
     mrt_status st;
     if ((st = mrt_nn_need(op, "grad_output", dy, MRT_F32))) return st;
@@ -323,6 +327,7 @@ static mrt_status check_pool_input(const char *op, const mrt_tensor *x)
 
 mrt_status mrt_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y)
 {
+    MRT_ROUTE("avgpool_global_forward", nn, avgpool_global_forward, (x, y), x, y);
     static const char *op = "avgpool_global_forward";
     mrt_status st;
     if ((st = check_pool_input(op, x))) return st;
@@ -377,6 +382,7 @@ static mrt_status check_global_backward(const char *op, const mrt_tensor *dy, in
 mrt_status mrt_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64_t in_w,
                                        mrt_tensor *dx)
 {
+    MRT_ROUTE("avgpool_global_backward", nn, avgpool_global_backward, (dy, in_h, in_w, dx), dy, dx);
     static const char *op = "avgpool_global_backward";
     mrt_nn_out slot;
     mrt_status st;
@@ -435,6 +441,7 @@ static double gem_plane_sum(const float *px, int64_t H, int64_t W, int64_t sh, i
 
 mrt_status mrt_gem_forward(const mrt_tensor *x, const mrt_tensor *p, double eps, mrt_tensor *y)
 {
+    MRT_ROUTE("gem_forward", nn, gem_forward, (x, p, eps, y), x, p, y);
     static const char *op = "gem_forward";
     mrt_status st;
     double pv;
@@ -472,6 +479,7 @@ mrt_status mrt_gem_backward(const mrt_tensor *x, const mrt_tensor *p, double eps
                             const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx,
                             mrt_tensor *dp)
 {
+    MRT_ROUTE("gem_backward", nn, gem_backward, (x, p, eps, y, dy, dx, dp), x, p, y, dy, dx, dp);
     static const char *op = "gem_backward";
     mrt_status st;
     double pv;

@@ -21,6 +21,7 @@
  * code's, so a lane and the scalar tail give bit-identical results. */
 #include <math.h>
 #include <stdlib.h>
+#include "machrt/backend.h"
 #include "machrt/optim.h"
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -128,6 +129,8 @@ mrt_status mrt_adamw_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor 
                           mrt_tensor *exp_avg_sq, mrt_tensor *max_exp_avg_sq,
                           const mrt_adamw_config *cfg, int64_t step)
 {
+    MRT_ROUTE("adamw_step", optim, adamw_step, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
+              cfg, step), param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq);
     static const char op[] = "adamw_step";
     mrt_status st;
     if (!cfg) return mrt_fail(MRT_ERR_ARG, "%s: no configuration given", op);
@@ -177,6 +180,8 @@ mrt_status mrt_adamw_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor 
 mrt_status mrt_sgd_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *momentum_buf,
                         const mrt_sgd_config *cfg, int first)
 {
+    MRT_ROUTE("sgd_step", optim, sgd_step, (param, grad, momentum_buf, cfg, first), param, grad,
+              momentum_buf);
     static const char op[] = "sgd_step";
     mrt_status st;
     if (!cfg) return mrt_fail(MRT_ERR_ARG, "%s: no configuration given", op);
@@ -219,6 +224,7 @@ mrt_status mrt_sgd_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *m
 
 mrt_status mrt_sum_squares(const mrt_tensor *t, double *out)
 {
+    MRT_ROUTE("sum_squares", optim, sum_squares, (t, out), t);
     static const char op[] = "sum_squares";
     mrt_status st = check_buffer(op, "tensor", t, NULL);
     if (st) return st;

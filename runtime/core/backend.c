@@ -1,0 +1,153 @@
+/* The backend tables and the device-level tensor helpers (see backend.h).
+ *
+ * The CPU table points at the public functions themselves: on CPU tensors
+ * they run their own bodies, so going through the table or calling them
+ * directly is the same thing. */
+#include <string.h>
+#include "machrt/backend.h"
+
+static const mrt_backend cpu_backend = {
+    .name = "cpu",
+    .device = MRT_CPU,
+    .tensor = {mrt_tensor_copy, mrt_tensor_fill, mrt_tensor_fill_range, mrt_binary,
+               mrt_binary_scalar, mrt_unary, mrt_reduce_all, mrt_reduce_dim, mrt_matmul},
+    .nn = {mrt_conv2d_forward, mrt_conv2d_backward, mrt_linear_forward, mrt_linear_backward,
+           mrt_batchnorm2d_forward, mrt_batchnorm2d_backward, mrt_relu_forward,
+           mrt_relu_backward, mrt_maxpool2d_forward, mrt_maxpool2d_backward,
+           mrt_avgpool_global_forward, mrt_avgpool_global_backward, mrt_gem_forward,
+           mrt_gem_backward, mrt_dropout_forward, mrt_dropout_backward, mrt_bce_logits_forward,
+           mrt_bce_logits_backward, mrt_cross_entropy_forward, mrt_cross_entropy_backward},
+    .optim = {mrt_adamw_step, mrt_sgd_step, mrt_sum_squares},
+    .rng = {mrt_rng_uniform, mrt_rng_normal, mrt_rng_bernoulli},
+};
+
+#ifdef MRT_HAVE_CUDA
+/* runtime/cuda/backend.cu: NULL when no device can be used. */
+const mrt_backend *mrt_cuda_backend(void);
+const char *mrt_cuda_backend_mode(void);
+#endif
+
+const mrt_backend *mrt_backend_get(mrt_device device)
+{
+    if (device == MRT_CPU) return &cpu_backend;
+#ifdef MRT_HAVE_CUDA
+    if (device == MRT_CUDA) return mrt_cuda_backend();
+#endif
+    return NULL;
+}
+
+int mrt_cuda_available(void) { return mrt_backend_get(MRT_CUDA) != NULL; }
+
+const char *mrt_cuda_mode(void)
+{
+#ifdef MRT_HAVE_CUDA
+    return mrt_cuda_backend() ? mrt_cuda_backend_mode() : "none";
+#else
+    return "none";
+#endif
+}
+
+mrt_status mrt_common_device(const char *op, const mrt_tensor *const *ts, int n,
+                             mrt_device *device)
+{
+    int first = -1;
+    for (int i = 0; i < n; i++) {
+        if (!ts[i] || !ts[i]->storage) continue;
+        if (first < 0) {
+            first = i;
+        } else if (ts[i]->storage->device != ts[first]->storage->device) {
+            return mrt_fail(MRT_ERR_DEVICE,
+                            "%s: expected all tensors on the same device, got %s and %s", op,
+                            mrt_device_name(ts[first]->storage->device),
+                            mrt_device_name(ts[i]->storage->device));
+        }
+    }
+    *device = first < 0 ? MRT_CPU : ts[first]->storage->device;
+    return MRT_OK;
+}
+
+/* Raw bytes between a host buffer and a storage of any device. */
+static mrt_status move_bytes(mrt_device dst_dev, void *dst, mrt_device src_dev, const void *src,
+                             size_t nbytes)
+{
+    if (nbytes == 0) return MRT_OK;
+    if (dst_dev == MRT_CPU && src_dev == MRT_CPU) {
+        memcpy(dst, src, nbytes);
+        return MRT_OK;
+    }
+    if (dst_dev != MRT_CPU && src_dev != MRT_CPU)
+        return mrt_fail(MRT_ERR_DEVICE, "copy: between two devices (%s and %s)",
+                        mrt_device_name(dst_dev), mrt_device_name(src_dev));
+    const mrt_backend *b = mrt_backend_get(dst_dev != MRT_CPU ? dst_dev : src_dev);
+    if (!b) return mrt_fail(MRT_ERR_DEVICE, "copy: no backend for the device");
+    return dst_dev != MRT_CPU ? b->memory.to_device(dst, src, nbytes)
+                              : b->memory.to_host(dst, src, nbytes);
+}
+
+mrt_status mrt_tensor_copy_across(mrt_tensor *dst, const mrt_tensor *src)
+{
+    const mrt_device dd = dst->storage->device, sd = src->storage->device;
+    mrt_status st;
+    /* Fast path: the same contiguous layout on both sides, one transfer. */
+    int same_shape = dst->ndim == src->ndim;
+    for (int i = 0; same_shape && i < dst->ndim; i++) same_shape = dst->shape[i] == src->shape[i];
+    if (same_shape && dst->dtype == src->dtype && mrt_tensor_is_contiguous(dst) &&
+        mrt_tensor_is_contiguous(src)) {
+        size_t es = mrt_dtype_size(dst->dtype);
+        return move_bytes(dd, (char *)dst->storage->data + dst->offset * (int64_t)es, sd,
+                          (const char *)src->storage->data + src->offset * (int64_t)es,
+                          (size_t)mrt_tensor_numel(dst) * es);
+    }
+    /* Otherwise: contiguous on the source's device, one transfer, then the
+     * destination device's own copy (broadcasting, dtype, strides). */
+    mrt_tensor c = {0}, moved = {0};
+    if ((st = mrt_tensor_contiguous(src, &c))) return st;
+    if (!(st = mrt_tensor_alloc_on(&moved, c.dtype, c.ndim, c.shape, dd))) {
+        size_t es = mrt_dtype_size(c.dtype);
+        st = move_bytes(dd, moved.storage->data, sd,
+                        (const char *)c.storage->data + c.offset * (int64_t)es,
+                        (size_t)mrt_tensor_numel(&c) * es);
+        if (!st) st = mrt_tensor_copy(dst, &moved);
+    }
+    mrt_tensor_release(&moved);
+    mrt_tensor_release(&c);
+    return st;
+}
+
+mrt_status mrt_tensor_to(const mrt_tensor *t, mrt_device device, mrt_tensor *out)
+{
+    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "to: tensor has been released");
+    if (device != MRT_CPU && !mrt_backend_get(device))
+        return mrt_fail(MRT_ERR_DEVICE, "to: device '%s' is not available%s",
+                        mrt_device_name(device),
+#ifdef MRT_HAVE_CUDA
+                        " (no CUDA device found)"
+#else
+                        " (machrt was built without CUDA)"
+#endif
+        );
+    if (t->storage->device == device) return mrt_tensor_contiguous(t, out);
+    mrt_tensor r = {0};
+    mrt_status st = mrt_tensor_alloc_on(&r, t->dtype, t->ndim, t->shape, device);
+    if (!st) st = mrt_tensor_copy_across(&r, t);
+    if (st) {
+        mrt_tensor_release(&r);
+        return st;
+    }
+    *out = r;
+    return MRT_OK;
+}
+
+mrt_status mrt_tensor_read_elem(const mrt_tensor *t, int64_t offset, void *value)
+{
+    size_t es = mrt_dtype_size(t->dtype);
+    return move_bytes(MRT_CPU, value, t->storage->device,
+                      (const char *)t->storage->data + offset * (int64_t)es, es);
+}
+
+mrt_status mrt_tensor_write_elem(mrt_tensor *t, int64_t offset, const void *value)
+{
+    size_t es = mrt_dtype_size(t->dtype);
+    return move_bytes(t->storage->device, (char *)t->storage->data + offset * (int64_t)es,
+                      MRT_CPU, value, es);
+}

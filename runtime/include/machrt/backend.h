@@ -1,0 +1,166 @@
+/* Backends: one table of function pointers per op family, one table per
+ * device.
+ *
+ * The public functions (mrt_binary, mrt_conv2d_forward, mrt_adamw_step, ...)
+ * are the entry points. Each first finds the device of its tensor arguments
+ * (MRT_ROUTE below): tensors on different devices are an MRT_ERR_DEVICE
+ * error naming both; a non-CPU device hands the call, unchanged, to that
+ * device's table; the CPU falls through to the function's own body. The
+ * CPU path therefore stays a direct call (one check per op, nothing per
+ * element), and the CPU table below points at those same functions.
+ *
+ * The CUDA table exists only in builds with MRT_HAVE_CUDA (make CUDA=1, or
+ * the emulation build of the test suite, where the same .cu sources run on
+ * the CPU; see runtime/cuda/README). Without it mrt_backend_get(MRT_CUDA)
+ * is NULL and device tensors cannot be created. */
+#ifndef MACHRT_BACKEND_H
+#define MACHRT_BACKEND_H
+
+#include "machrt/nn.h"
+#include "machrt/optim.h"
+#include "machrt/tensor.h"
+
+typedef struct mrt_backend_memory {
+    mrt_status (*alloc)(size_t nbytes, void **ptr, size_t *capacity);
+    void (*free)(void *ptr, size_t capacity);
+    /* Host <-> device copies of raw bytes (synchronous for the caller). */
+    mrt_status (*to_device)(void *dst, const void *src, size_t nbytes);
+    mrt_status (*to_host)(void *dst, const void *src, size_t nbytes);
+    void (*stats)(size_t *live, size_t *cached, size_t *device_mallocs);
+    void (*empty_cache)(void);
+    mrt_status (*synchronize)(void);
+} mrt_backend_memory;
+
+typedef struct mrt_backend_tensor {
+    /* Same-device copy with broadcasting and dtype conversion. */
+    mrt_status (*copy)(mrt_tensor *dst, const mrt_tensor *src);
+    mrt_status (*fill)(mrt_tensor *t, double value);
+    mrt_status (*fill_range)(mrt_tensor *t, double start, double step);
+    mrt_status (*binary)(mrt_binop op, const mrt_tensor *a, const mrt_tensor *b, mrt_tensor *out);
+    mrt_status (*binary_scalar)(mrt_binop op, const mrt_tensor *a, double s, int scalar_left,
+                                mrt_tensor *out);
+    mrt_status (*unary)(mrt_unop op, const mrt_tensor *a, mrt_tensor *out);
+    mrt_status (*reduce_all)(mrt_reduceop op, const mrt_tensor *a, double *value, int64_t *index);
+    mrt_status (*reduce_dim)(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_tensor *values,
+                             mrt_tensor *indices);
+    mrt_status (*matmul)(const mrt_tensor *a, const mrt_tensor *b, mrt_tensor *out);
+} mrt_backend_tensor;
+
+typedef struct mrt_backend_nn {
+    mrt_status (*conv2d_forward)(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                                 const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws);
+    mrt_status (*conv2d_backward)(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                                  const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
+                                  mrt_tensor *db, mrt_workspace *ws);
+    mrt_status (*linear_forward)(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                                 mrt_tensor *y);
+    mrt_status (*linear_backward)(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                                  mrt_tensor *dx, mrt_tensor *dw, mrt_tensor *db);
+    mrt_status (*batchnorm2d_forward)(const mrt_tensor *x, const mrt_tensor *weight,
+                                      const mrt_tensor *bias, mrt_tensor *running_mean,
+                                      mrt_tensor *running_var, int training, double momentum,
+                                      double eps, mrt_tensor *y, mrt_tensor *save_mean,
+                                      mrt_tensor *save_invstd);
+    mrt_status (*batchnorm2d_backward)(const mrt_tensor *x, const mrt_tensor *dy,
+                                       const mrt_tensor *weight, const mrt_tensor *save_mean,
+                                       const mrt_tensor *save_invstd, int training,
+                                       mrt_tensor *dx, mrt_tensor *dweight, mrt_tensor *dbias);
+    mrt_status (*relu_forward)(const mrt_tensor *x, mrt_tensor *y);
+    mrt_status (*relu_backward)(const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx);
+    mrt_status (*maxpool2d_forward)(const mrt_tensor *x, const mrt_pool2d_params *p,
+                                    mrt_tensor *y, mrt_tensor *indices);
+    mrt_status (*maxpool2d_backward)(const mrt_tensor *dy, const mrt_tensor *indices,
+                                     int64_t in_h, int64_t in_w, mrt_tensor *dx);
+    mrt_status (*avgpool_global_forward)(const mrt_tensor *x, mrt_tensor *y);
+    mrt_status (*avgpool_global_backward)(const mrt_tensor *dy, int64_t in_h, int64_t in_w,
+                                          mrt_tensor *dx);
+    mrt_status (*gem_forward)(const mrt_tensor *x, const mrt_tensor *p, double eps,
+                              mrt_tensor *y);
+    mrt_status (*gem_backward)(const mrt_tensor *x, const mrt_tensor *p, double eps,
+                               const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx,
+                               mrt_tensor *dp);
+    mrt_status (*dropout_forward)(const mrt_tensor *x, double prob, mrt_rng *rng, mrt_tensor *y,
+                                  mrt_tensor *mask);
+    mrt_status (*dropout_backward)(const mrt_tensor *dy, const mrt_tensor *mask, mrt_tensor *dx);
+    mrt_status (*bce_logits_forward)(const mrt_tensor *logits, const mrt_tensor *target,
+                                     double *loss);
+    mrt_status (*bce_logits_backward)(const mrt_tensor *logits, const mrt_tensor *target,
+                                      mrt_tensor *dlogits);
+    mrt_status (*cross_entropy_forward)(const mrt_tensor *logits, const mrt_tensor *target,
+                                        double *loss);
+    mrt_status (*cross_entropy_backward)(const mrt_tensor *logits, const mrt_tensor *target,
+                                         mrt_tensor *dlogits);
+} mrt_backend_nn;
+
+typedef struct mrt_backend_optim {
+    mrt_status (*adamw_step)(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *exp_avg,
+                             mrt_tensor *exp_avg_sq, mrt_tensor *max_exp_avg_sq,
+                             const mrt_adamw_config *cfg, int64_t step);
+    mrt_status (*sgd_step)(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *momentum_buf,
+                           const mrt_sgd_config *cfg, int first);
+    mrt_status (*sum_squares)(const mrt_tensor *t, double *out);
+} mrt_backend_optim;
+
+typedef struct mrt_backend_rng {
+    mrt_status (*uniform)(mrt_rng *rng, mrt_tensor *t, double low, double high);
+    mrt_status (*normal)(mrt_rng *rng, mrt_tensor *t, double mean, double std);
+    mrt_status (*bernoulli)(mrt_rng *rng, mrt_tensor *t, double p);
+} mrt_backend_rng;
+
+typedef struct mrt_backend {
+    const char *name;
+    mrt_device device;
+    mrt_backend_memory memory;
+    mrt_backend_tensor tensor;
+    mrt_backend_nn nn;
+    mrt_backend_optim optim;
+    mrt_backend_rng rng;
+} mrt_backend;
+
+/* The backend of `device`, or NULL when this build or machine has none. */
+const mrt_backend *mrt_backend_get(mrt_device device);
+/* 1 when CUDA tensors can be created (built with CUDA and a device found). */
+int mrt_cuda_available(void);
+/* "emulated" (the .cu sources run on the CPU), "cuda" (a device) or "none". */
+const char *mrt_cuda_mode(void);
+
+/* The device shared by the allocated tensors in ts[0..n) (NULL and empty
+ * ones are skipped; none allocated = the CPU). Different devices are an
+ * MRT_ERR_DEVICE error naming `op` and both devices. */
+mrt_status mrt_common_device(const char *op, const mrt_tensor *const *ts, int n,
+                             mrt_device *device);
+
+/* The dispatch at the top of a public op: `FAM.FN ARGS` on the tensors'
+ * device when that is not the CPU; falls through on the CPU. */
+#define MRT_ROUTE(OPNAME, FAM, FN, ARGS, ...)                                                   \
+    do {                                                                                       \
+        const mrt_tensor *const mrt_route_ts_[] = {__VA_ARGS__};                               \
+        mrt_device mrt_route_dev_;                                                             \
+        mrt_status mrt_route_st_ = mrt_common_device(                                          \
+            (OPNAME), mrt_route_ts_, (int)(sizeof mrt_route_ts_ / sizeof mrt_route_ts_[0]),    \
+            &mrt_route_dev_);                                                                  \
+        if (mrt_route_st_) return mrt_route_st_;                                               \
+        if (mrt_route_dev_ != MRT_CPU) {                                                       \
+            const mrt_backend *mrt_route_b_ = mrt_backend_get(mrt_route_dev_);                 \
+            if (!mrt_route_b_ || !mrt_route_b_->FAM.FN)                                        \
+                return mrt_fail(MRT_ERR_DEVICE, "%s: not available on %s", (OPNAME),           \
+                                mrt_device_name(mrt_route_dev_));                              \
+            return mrt_route_b_->FAM.FN ARGS;                                                  \
+        }                                                                                      \
+    } while (0)
+
+/* ---- tensors across devices ---------------------------------------------- */
+/* `out` must be empty: a contiguous copy of `t` on `device` (a new
+ * reference to `t`'s storage when it is already there and contiguous). */
+mrt_status mrt_tensor_to(const mrt_tensor *t, mrt_device device, mrt_tensor *out);
+/* Allocates a contiguous tensor on `device`, contents undefined. */
+mrt_status mrt_tensor_alloc_on(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape,
+                               mrt_device device);
+/* dst and src on different devices: src broadcast into dst, dtype converted
+ * (mrt_tensor_copy comes here when the devices differ). */
+mrt_status mrt_tensor_copy_across(mrt_tensor *dst, const mrt_tensor *src);
+/* Reads / writes one element given its storage offset (in elements). */
+mrt_status mrt_tensor_read_elem(const mrt_tensor *t, int64_t offset, void *value);
+mrt_status mrt_tensor_write_elem(mrt_tensor *t, int64_t offset, const void *value);
+
+#endif
