@@ -1,0 +1,356 @@
+-- machrt.interpret: what the model gets wrong, as files and pictures (the
+-- reference recipe's run_interpretations step, run after the last evaluation).
+--
+--   local interpret = require "machrt.interpret"
+--   local files = interpret.write(dir, {
+--       classes = split.classes,          -- class names, one per probability column
+--       evaluation = ev,                  -- train.evaluate's table (probs, items, true_index, loss, ...)
+--       val = split.val,                  -- {files = {...}, rows = {...}}: ev.items index these
+--       data_folder = cfg.dataset.data_folder,
+--       history = state.history,          -- log rows, one per epoch
+--       cfg = cfg,                        -- resolved config (audio section, experiment_name)
+--       number_of_audios = 5,             -- how many worst clips get a picture (default 5)
+--   })
+--
+-- Writes into dir/interpretations/:
+--   confusion.csv              counts, rows true class, columns predicted class
+--   confusion.png              annotated counts; confusion_normalized.png: row fractions (recall)
+--   per_class.csv              class, precision, recall, f1, support
+--   worst.csv                  every validation clip, ranked by the probability given to its
+--                              true class (lowest first, ties by CSV row), with a picture column
+--   worst_<rank>.png           log-mel spectrogram of each of the number_of_audios worst clips
+-- and dir/curves.png (kept when the experiment already drew it) and dir/index.html,
+-- which shows it all. Returns the list of paths written, in order.
+--
+-- Arguments that do not fit raise a clear error before anything is written.
+-- A worst clip that cannot be read or drawn any more gets a row saying why and
+-- no picture. Every file is written under a temporary name and renamed, so a
+-- failure never leaves a partial file under its final name.
+
+local mt = require "machrt"
+local audio = require "machrt.audio"
+local metrics = require "machrt.metrics"
+local plot = require "machrt.plot"
+local report = require "machrt.report"
+
+local M = {}
+
+M.FOLDER = "interpretations"
+M.DEFAULT_NUMBER_OF_AUDIOS = 5
+
+local function fail(fmt, ...) error("interpret.write: " .. string.format(fmt, ...), 0) end
+
+-- ---- CSV -------------------------------------------------------------------------
+
+local function csv_cell(v)
+    if v == nil then return "" end
+    if type(v) == "number" then
+        if math.type(v) == "integer" then return tostring(v) end
+        if v ~= v then return "nan" end
+        return string.format("%.6g", v)
+    end
+    local s = tostring(v)
+    if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
+    return s
+end
+
+local function csv_text(header, rows)
+    local out = {}
+    local function line(r)
+        local cells = {}
+        for j = 1, #header do cells[j] = csv_cell(r[j]) end
+        out[#out + 1] = table.concat(cells, ",")
+    end
+    line(header)
+    for _, r in ipairs(rows) do line(r) end
+    return table.concat(out, "\n") .. "\n"
+end
+
+-- ---- arguments -----------------------------------------------------------------------
+
+local function check(dir, o)
+    if type(dir) ~= "string" or dir == "" then fail("dir must be a non-empty string, got %s", type(dir)) end
+    if type(o) ~= "table" then fail("options must be a table, got %s", type(o)) end
+    local classes = o.classes
+    if type(classes) ~= "table" or #classes == 0 then fail("classes must be a non-empty list of names") end
+    for i, c in ipairs(classes) do
+        if type(c) ~= "string" and type(c) ~= "number" then fail("classes[%d] is a %s, not a name", i, type(c)) end
+    end
+    local ev, val = o.evaluation, o.val
+    if type(ev) ~= "table" then fail("evaluation must be the table train.evaluate returns, got %s", type(ev)) end
+    if type(val) ~= "table" or type(val.files) ~= "table" then
+        fail("val must be the split's validation items {files = {...}, rows = {...}}")
+    end
+    local probs = ev.probs
+    if not mt.is_tensor(probs) or probs:dim() ~= 2 then fail("evaluation.probs must be an {n, C} tensor") end
+    local n, C = probs:size(1), probs:size(2)
+    if C ~= #classes then fail("evaluation.probs has %d columns but there are %d classes", C, #classes) end
+    if n == 0 then fail("evaluation.probs has no rows (no validation clip was scored)") end
+    for _, key in ipairs { "items", "true_index" } do
+        if type(ev[key]) ~= "table" or #ev[key] ~= n then
+            fail("evaluation.%s must list %d entries (one per probs row)", key, n)
+        end
+    end
+    for k = 1, n do
+        local i = ev.items[k]
+        if math.type(i) ~= "integer" or i < 1 or i > #val.files then
+            fail("evaluation.items[%d] = %s is not a validation item (1..%d)", k, tostring(i), #val.files)
+        end
+    end
+    local count = o.number_of_audios
+    if count == nil then count = M.DEFAULT_NUMBER_OF_AUDIOS end
+    if math.type(count) ~= "integer" or count < 0 then
+        fail("number_of_audios must be a non-negative integer, got %s", tostring(count))
+    end
+    if o.history ~= nil and type(o.history) ~= "table" then fail("history must be a list of log rows") end
+    if o.cfg ~= nil and type(o.cfg) ~= "table" then fail("cfg must be the resolved config table") end
+    return count
+end
+
+-- ---- the worst clips ------------------------------------------------------------------
+
+-- Every scored clip as {k (probs row), item, row, file, true, predicted, p_true},
+-- lowest p_true first; ties go by CSV row so the order never depends on sorting.
+local function ranked(ev, val, m)
+    local list = {}
+    for k, i in ipairs(ev.items) do
+        local t = ev.true_index[k]
+        list[k] = { k = k, item = i, row = val.rows and val.rows[i] or i, file = val.files[i],
+                    true_index = t, predicted = m.predicted[k], p_true = ev.probs:get(k, t) }
+    end
+    table.sort(list, function(a, b)
+        if a.p_true ~= b.p_true then return a.p_true < b.p_true end
+        if a.row ~= b.row then return a.row < b.row end
+        return a.k < b.k
+    end)
+    for r, w in ipairs(list) do w.rank = r end
+    return list
+end
+
+local function path_of(data_folder, file)
+    if file:sub(1, 1) == "/" or data_folder == nil or data_folder == "" then return file end
+    return data_folder .. "/" .. file
+end
+
+-- The clip as the model heard it: the configured channel of a multi-channel
+-- file (the only one of a mono file), resampled to the front end's rate.
+local function decode(path, a, max_seconds)
+    local st = mt.stat(path)
+    if not st then error("file not found: " .. path, 0) end
+    if st.is_dir then error("not a file: " .. path, 0) end
+    local info = audio.info(path)
+    local opts = { sample_rate = a.sample_rate, duration = max_seconds }
+    if info.channels > 1 then
+        local ch = a.channel or 1
+        if ch > info.channels then
+            error(string.format("%s has %d channels; audio.channel = %d does not exist", path,
+                                info.channels, ch), 0)
+        end
+        opts.channel = ch
+    end
+    local wave = audio.load(path, opts)
+    if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
+    if wave:size(1) == 0 then error(path .. " holds no samples", 0) end
+    return wave
+end
+
+-- A long path keeps its end (the part that tells clips apart) so the title fits.
+local function short(file, max)
+    if #file <= max then return file end
+    return "..." .. file:sub(-(max - 3))
+end
+
+-- One spectrogram picture; raises with the reason when the clip cannot be drawn.
+local function draw_clip(png, w, classes, o, mel, a)
+    local max_seconds = o.cfg and o.cfg.prediction and o.cfg.prediction.max_inference_chunk_seconds
+    local wave = decode(path_of(o.data_folder, w.file), a, max_seconds)
+    local db = audio.amplitude_to_db(mel:forward(wave))
+    local top = db:max()
+    if top ~= top then error("the spectrogram holds NaN (a damaged file?)", 0) end
+    plot.heatmap(png, db, {
+        title = string.format("%s  (true %s, predicted %s, p_true %.3f)", short(w.file, 60), classes[w.true_index],
+                              classes[w.predicted], w.p_true),
+        xlabel = "time (s)", ylabel = "mel band", clabel = "dB", colormap = "magma",
+        origin = "lower", xrange = { 0, wave:size(1) / a.sample_rate }, yrange = { 0, db:size(1) },
+        -- 80 dB below the peak, as librosa's top_db: empty bands above Nyquist
+        -- (-100 dB) would otherwise wash out the rest of the picture.
+        vmin = math.max(db:min(), top - 80), vmax = top,
+        width = 960, height = 420,
+    })
+end
+
+-- The log-mel front end of the audio section, as train.front_end builds it.
+local function mel_of(a)
+    return audio.MelSpectrogram{
+        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
+        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
+        n_mels = a.mel_frequency_bins,
+    }
+end
+
+-- ---- the page ---------------------------------------------------------------------------
+
+local function fmt_number(v)
+    if type(v) ~= "number" then return v end
+    if v ~= v then return "nan" end
+    return v
+end
+
+local LOG_COLUMNS = { "epoch", "step", "lr", "train_loss", "val_loss", "val_f1", "val_accuracy",
+                      "val_roc_auc", "seconds", "samples_per_second" }
+
+--- Writes the interpretation files of a finished evaluation; see the header.
+function M.write(dir, o)
+    local count = check(dir, o)
+    local classes, ev, val = {}, o.evaluation, o.val
+    for i, c in ipairs(o.classes) do classes[i] = tostring(c) end
+    local C = #classes
+    local history = o.history or {}
+    local cfg = o.cfg or {}
+    -- Scores recomputed from probs and truth: the files agree with each other
+    -- whatever else the evaluation table carries.
+    local m = metrics.classification(ev.probs, ev.true_index, classes)
+
+    local out = dir .. "/" .. M.FOLDER
+    mt.mkdir(out)
+    local written = {}
+    local function write(path, text)
+        mt.write_file(path, text)
+        written[#written + 1] = path
+    end
+
+    -- Confusion matrix, counts and row fractions.
+    local header = { "true \\ predicted" }
+    for c = 1, C do header[c + 1] = classes[c] end
+    local rows, counts, fractions = {}, mt.zeros{ C, C }, mt.zeros{ C, C }
+    for a = 1, C do
+        local r, support = { classes[a] }, 0
+        for b = 1, C do
+            r[b + 1] = m.confusion[a][b]
+            counts:set(m.confusion[a][b], a, b)
+            support = support + m.confusion[a][b]
+        end
+        for b = 1, C do fractions:set(support > 0 and m.confusion[a][b] / support or 0 / 0, a, b) end
+        rows[a] = r
+    end
+    write(out .. "/confusion.csv", csv_text(header, rows))
+    local n = ev.probs:size(1)
+    local side = math.max(560, math.min(1100, 160 + 70 * C))
+    local heat = { xticks = classes, yticks = classes, xlabel = "predicted", ylabel = "true",
+                   annotate = true, square = true, width = side + 80, height = side }
+    heat.title, heat.fmt, heat.clabel = string.format("confusion matrix (%d validation clips)", n), "%d", "clips"
+    heat.vmin = 0 -- an empty cell is always the darkest colour
+    plot.heatmap(out .. "/confusion.png", counts, heat)
+    written[#written + 1] = out .. "/confusion.png"
+    heat.title, heat.fmt, heat.clabel = "confusion matrix, fraction of each true class", "%.2f", "fraction"
+    heat.vmin, heat.vmax = 0, 1
+    plot.heatmap(out .. "/confusion_normalized.png", fractions, heat)
+    written[#written + 1] = out .. "/confusion_normalized.png"
+
+    -- Per-class scores.
+    local per_class = {}
+    for c, s in ipairs(m.per_class) do
+        per_class[c] = { classes[c], s.precision, s.recall, s.f1, s.support }
+    end
+    write(out .. "/per_class.csv", csv_text({ "class", "precision", "recall", "f1", "support" }, per_class))
+
+    -- The worst clips: pictures for the first `count`, the full ranking in CSV.
+    local list = ranked(ev, val, m)
+    local a = cfg.audio
+    local mel, mel_err
+    if count > 0 and type(a) == "table" then
+        local ok, made = pcall(mel_of, a)
+        if ok then mel = made else mel_err = "no spectrogram: " .. tostring(made) end
+    elseif count > 0 then
+        mel_err = "no spectrogram: cfg.audio is missing"
+    end
+    local worst_images, worst_rows = {}, {}
+    for r, w in ipairs(list) do
+        if r > count then break end
+        local png = string.format("worst_%d.png", r)
+        local ok, err = false, mel_err
+        if mel then ok, err = pcall(draw_clip, out .. "/" .. png, w, classes, o, mel, a) end
+        if ok then
+            w.picture = png
+            written[#written + 1] = out .. "/" .. png
+            worst_images[#worst_images + 1] = {
+                file = M.FOLDER .. "/" .. png,
+                title = string.format("worst %d: %s (row %s), true %s, predicted %s, p_true %.3f",
+                                      r, w.file, tostring(w.row), classes[w.true_index],
+                                      classes[w.predicted], w.p_true) }
+        else
+            w.picture = "no picture: " .. tostring(err)
+        end
+        worst_rows[r] = { r, w.row, w.file, classes[w.true_index], classes[w.predicted], w.p_true,
+                          w.picture }
+    end
+    local wheader = { "rank", "row", "file", "label", "predicted", "p_true" }
+    for c = 1, C do wheader[#wheader + 1] = "p_" .. classes[c] end
+    wheader[#wheader + 1] = "picture"
+    local wrows = {}
+    for r, w in ipairs(list) do
+        local row = { r, w.row, w.file, classes[w.true_index], classes[w.predicted], w.p_true }
+        for c = 1, C do row[#row + 1] = ev.probs:get(w.k, c) end
+        row[#row + 1] = w.picture or ""
+        wrows[r] = row
+    end
+    write(out .. "/worst.csv", csv_text(wheader, wrows))
+
+    -- Training curves: the experiment redraws curves.png every epoch; draw
+    -- it here only when it is missing (a run from an older version).
+    local images = {}
+    if mt.stat(dir .. "/curves.png") then
+        images[1] = { title = "training curves", file = "curves.png" }
+    elseif #history > 0 then
+        local ok, err = pcall(require("machrt.train").write_curves, dir, history)
+        if ok then
+            images[1] = { title = "training curves", file = "curves.png" }
+            written[#written + 1] = dir .. "/curves.png"
+        else
+            io.stderr:write("interpret: no curves.png: ", tostring(err), "\n")
+        end
+    end
+    images[#images + 1] = { title = "confusion matrix (counts)", file = M.FOLDER .. "/confusion.png" }
+    images[#images + 1] = { title = "confusion matrix (fraction of each true class = recall on the diagonal)",
+                            file = M.FOLDER .. "/confusion_normalized.png" }
+    for _, im in ipairs(worst_images) do images[#images + 1] = im end
+
+    -- The page.
+    local last = history[#history] or {}
+    local function pick(x, y) if x ~= nil then return x end return y end
+    local facts = {
+        { "experiment", cfg.experiment_name or "" },
+        { "fold folder", dir },
+        { "epochs", last.epoch or #history },
+        { "validation clips", n },
+        { "val F1 (macro)", fmt_number(pick(ev.f1, m.f1)) },
+        { "val accuracy", fmt_number(pick(ev.accuracy, m.accuracy)) },
+        { "val ROC AUC (macro)", fmt_number(pick(ev.roc_auc, m.roc_auc)) },
+        { "val loss", fmt_number(ev.loss) },
+    }
+    if type(ev.skipped) == "table" and #ev.skipped > 0 then
+        facts[#facts + 1] = { "clips skipped (unreadable)", #ev.skipped }
+    end
+    local log_rows = {}
+    for i, h in ipairs(history) do
+        local r = {}
+        for j, k in ipairs(LOG_COLUMNS) do r[j] = fmt_number(h[k]) end
+        log_rows[i] = r
+    end
+    local worst_header = { "rank", "row", "file", "label", "predicted", "p_true", "picture" }
+    local tables = {
+        { title = "Per-class scores", header = { "class", "precision", "recall", "F1", "support" }, rows = per_class },
+        { title = "Confusion matrix (rows: true class, columns: predicted)", header = header, rows = rows },
+        { title = string.format("The %d worst-predicted validation clips (lowest probability of the true class)",
+                                #worst_rows), header = worst_header, rows = worst_rows },
+    }
+    if #log_rows > 0 then
+        tables[#tables + 1] = { title = "Epoch log", header = LOG_COLUMNS, rows = log_rows }
+    end
+    local title = (cfg.experiment_name and cfg.experiment_name ~= "" and cfg.experiment_name .. ": " or "")
+        .. "interpretations"
+    written[#written + 1] = report.write_index(dir, { title = title, facts = facts, tables = tables, images = images })
+    return written
+end
+
+return M
