@@ -40,6 +40,7 @@ local defaults = {
                     number_of_workers = 4, seed = -1,
                     threads = 0 },                  -- machrt: compute threads (0 = all cores)
     experiment_name = "final_machinetype_audio_classification",
+    logging = { number_of_audios = 5 },             -- worst validation clips pictured by run_interpretations
     output_directory = "runs",                      -- machrt: runs/<experiment_name>/fold<k>
     prediction = { inference_chunk_method = "Fix", inference_chunk_seconds = 5,
                    max_inference_chunk_seconds = 600, metric = "F1", probability_threshold = 0.5 },
@@ -82,6 +83,7 @@ for _, fold in ipairs(run.folds) do
         log.info("environment.mixed_precision_training applies on GPU only; training in float32")
     end
 
+    local last_evaluation
     for epoch = state.epoch + 1, tr.epochs do
         local evaluation
         model:zero_grad() -- a partial accumulation never carries over an epoch boundary
@@ -132,9 +134,17 @@ for _, fold in ipairs(run.folds) do
         train.write_log(dir, state.history)
         train.write_curves(dir, state.history)
         if evaluation then train.write_evaluation(dir, cfg, split, evaluation, epoch) end
+        last_evaluation = evaluation or last_evaluation
     end
 
     train.summary(fold, state.history)
+    if tr.run_interpretations then
+        local ev = last_evaluation or train.evaluate(cfg, model, front, loaders.val, split)
+        require("machrt.interpret").write(dir, {
+            classes = split.classes, evaluation = ev, val = split.val, data_folder = cfg.dataset.data_folder,
+            history = state.history, cfg = cfg, number_of_audios = cfg.logging.number_of_audios })
+        log.info("interpretations: %s/index.html", dir)
+    end
     if tr.build_scoring_pipelines then
         local scorer = train.build_scorer(dir, cfg, model, split.classes)
         log.info("scorer written to %s (use it: machrt %s/score.lua file.wav ...)", scorer, scorer)
