@@ -1,0 +1,27 @@
+-- Hyperparameter sweeps: runs an experiment once per trial, each in its own
+-- folder and process, and ranks the trials by a validation metric.
+--
+--   machrt scripts/sweep.lua experiments/resnet34.lua \
+--       --grid training.learning_rate=1e-3,3e-4 --grid training.batch_size=16,32
+--   machrt scripts/sweep.lua experiments/resnet34.lua --random 8 \
+--       --range training.learning_rate=1e-4:3e-3:log --choice architecture.pool=GeM,avg
+--   ... --jobs 2 --training.epochs=1      -- two trials at once, a fixed override
+--
+-- See `--help` and modules/machrt/sweep.lua.
+
+local sweep = require "machrt.sweep"
+
+local ok, result = pcall(function()
+    local opts = sweep.parse_args(arg)
+    if opts.help then
+        io.write(sweep.USAGE)
+        return true
+    end
+    -- The trials run the same host binary as this script.
+    return sweep.run(opts, arg[-1] or "machrt")
+end)
+if not ok then
+    io.stderr:write(tostring(result), "\n")
+    os.exit(1)
+end
+os.exit(result and 0 or 1)
