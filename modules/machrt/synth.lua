@@ -6,6 +6,11 @@
 --   local info = synth.ensure("data/synthetic")   -- generates on first use only
 --   -- info = {data_folder =, csv =, clips =, seconds =}
 --
+-- <out>/synth.json records the generator version (M.VERSION) and the options
+-- the corpus was made with; ensure regenerates a corpus whose version is not
+-- the current one (or that has no synth.json: made before versions existed),
+-- so a corpus left on disk by an older synthesizer is never silently reused.
+--
 -- Layout as MIMII: <type>/id_<NN>/<normal|abnormal>/<NNNNNNNN>.wav, 16 kHz,
 -- 16-bit, 10 s; plus <out>/dataset.csv in the reference layout (an unnamed
 -- index column, audio, label, model_id, condition, snr_db). Clip k's sound
@@ -18,6 +23,13 @@ local mt = require "machrt"
 local M = {}
 
 M.CSV_NAME = "dataset.csv"
+M.META_NAME = "synth.json"
+
+-- The generator version: raised whenever the sounds change for the same
+-- seed and options. 1: the first synthesizer (no synth.json); 2: slide
+-- rails with a positioning program, a fixed drive line, high friction noise
+-- and low rumble (closer to the MIMII slider samples).
+M.VERSION = 2
 
 M.DEFAULTS = {
     clips = 960,                                -- the reference run's size
@@ -179,6 +191,38 @@ local function prepare_folder(out, force)
     os.remove(probe)
 end
 
+-- The text of synth.json for options `o` (keys in a fixed order, so the
+-- file is byte-identical for the same options).
+local function meta_text(o)
+    local function list(t)
+        local parts = {}
+        for i, v in ipairs(t) do
+            parts[i] = type(v) == "string" and string.format("%q", v) or fmt_number(v)
+        end
+        return "[" .. table.concat(parts, ", ") .. "]"
+    end
+    return string.format('{\n  "generator_version": %d,\n  "clips": %d,\n  "seed": %d,\n'
+        .. '  "types": %s,\n  "ids": %s,\n  "abnormal_fraction": %s,\n  "snr": %s,\n'
+        .. '  "channels": %d\n}\n', M.VERSION, o.clips, o.seed, list(o.types), list(o.ids),
+        fmt_number(o.abnormal_fraction), list(o.snr), o.channels)
+end
+
+-- The generator version recorded in `folder` (1 when synth.json is
+-- missing: corpora made before versions existed), or nil and a reason when
+-- the file cannot be read.
+function M.version_of(folder)
+    local path = folder .. "/" .. M.META_NAME
+    local f = io.open(path, "rb")
+    if not f then return 1 end
+    local text = f:read("a")
+    f:close()
+    local ok, meta = pcall(mt.json_decode, text or "", path)
+    if not ok or type(meta) ~= "table" or math.type(meta.generator_version) == nil then
+        return nil, path .. " holds no generator_version"
+    end
+    return math.tointeger(meta.generator_version) or meta.generator_version
+end
+
 -- Generates the corpus into `out`; returns {data_folder, csv, clips, seconds}.
 function M.generate(out, opts)
     local clips, o = M.plan(opts)
@@ -199,6 +243,7 @@ function M.generate(out, opts)
         if o.progress then o.progress(first + #list - 1, #clips, mt.clock() - t0) end
     end
     local csv = out .. "/" .. M.CSV_NAME
+    write_atomic(out .. "/" .. M.META_NAME, meta_text(o))
     -- Written last: its presence marks a complete corpus (see ensure).
     write_atomic(csv, M.csv(clips))
     return { data_folder = out, csv = csv, clips = #clips, seconds = mt.clock() - t0 }
@@ -211,18 +256,33 @@ local function exists(path)
 end
 
 -- The corpus in `folder` (default data/synthetic), generated with `opts`
--- first when its CSV is missing, saying so on stderr.
+-- first when its CSV is missing or it was made by another generator
+-- version, saying so on stderr.
 function M.ensure(folder, opts)
     folder = folder or "data/synthetic"
     local csv = folder .. "/" .. M.CSV_NAME
-    if exists(csv) then return { data_folder = folder, csv = csv, generated = false } end
     local o = {}
     for k, v in pairs(opts or {}) do o[k] = v end
+    local n = o.clips or M.DEFAULTS.clips
+    local what = string.format("the default synthetic corpus (%d clips, seed %d)", n,
+        o.seed or M.DEFAULTS.seed)
+    if exists(csv) then
+        local version, why = M.version_of(folder)
+        if version == M.VERSION then
+            return { data_folder = folder, csv = csv, generated = false }
+        end
+        io.stderr:write(string.format("synth: the dataset in %s was made by synthesizer "
+            .. "version %s, this is version %d; regenerating %s ...\n", folder,
+            version and tostring(version) or ("unknown (" .. why .. ")"), M.VERSION, what))
+        -- Until the new CSV is written the folder must not look complete.
+        os.remove(csv)
+        os.remove(folder .. "/" .. M.META_NAME)
+    else
+        io.stderr:write(string.format("synth: no dataset in %s; generating %s ...\n", folder,
+            what))
+    end
     -- A folder left by an interrupted run holds clips but no CSV: finish it.
     o.force = true
-    local n = o.clips or M.DEFAULTS.clips
-    io.stderr:write(string.format("synth: no dataset in %s; generating the default synthetic "
-        .. "corpus (%d clips, seed %d) ...\n", folder, n, o.seed or M.DEFAULTS.seed))
     local info = M.generate(folder, o)
     io.stderr:write(string.format("synth: %d clips written to %s in %.1f s\n", info.clips,
         folder, info.seconds))

@@ -198,62 +198,140 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
 
 /* ---- slider (slide rail) ----------------------------------------------------- */
 
-/* Back-and-forth strokes: friction noise and a drive whine that follow the
- * carriage speed, and end-stop impacts ringing the rail at each reversal.
- * Fault: rail damage (irregular impacts and rattle while moving). */
+/* A motor-driven slide rail running a positioning program: a few indexed
+ * moves separated by short stops, then a longer pause, over and over. Each
+ * move has a trapezoidal speed profile (ramp, cruise, ramp). While the
+ * carriage moves, the drive motor sings at its electrical frequency (a fixed
+ * line at cruise speed, gliding up and down during the ramps) with a train
+ * of harmonics; the carriage rolling on the rail makes high, hissing
+ * friction noise and a low structure-borne rumble; each stop thumps the
+ * rail, the last one of a cycle (the end stop) hardest. The rail and its
+ * carriage radiate little between about 300 Hz and 1 kHz, as the MIMII
+ * slider samples show: the friction sits above it and the rumble below.
+ * Fault: rail damage (irregular knocks and rattle while moving, a drive
+ * line that labours). */
+
+/* Carriage speed (0..1) of a program of `moves` moves of `move` s with
+ * `ramp` s ramps, `stop` s between moves and `pause` s after the last one,
+ * started `start` s into a cycle; writes the times (s) where moves end into
+ * `ends` (at most `max_ends`, flagging the last move of a cycle in `last`)
+ * and returns how many. */
+static int slider_program(double *v, int n, int moves, double move, double ramp, double stop,
+                          double pause, double start, double *ends, int *last, int max_ends)
+{
+    double cycle = moves * move + (moves - 1) * stop + pause;
+    int count = 0;
+    zero(v, n);
+    for (double c0 = -start; c0 < n / SYN_SR; c0 += cycle) {
+        for (int m = 0; m < moves; m++) {
+            double t0 = c0 + m * (move + stop), t1 = t0 + move;
+            if (t1 <= 0.0) continue;
+            if (t0 >= n / SYN_SR) break;
+            int i0 = t0 < 0.0 ? 0 : (int)(t0 * SYN_SR), i1 = (int)(t1 * SYN_SR);
+            for (int i = i0; i < i1 && i < n; i++) {
+                double u = i / SYN_SR - t0, d = fmin(u, move - u);
+                v[i] = d >= ramp ? 1.0 : 0.5 - 0.5 * cos(SYN_PI * d / ramp);
+            }
+            if (t1 < n / SYN_SR && count < max_ends) {
+                ends[count] = t1;
+                last[count++] = m == moves - 1;
+            }
+        }
+    }
+    return count;
+}
+
+#define SLIDER_MAX_ENDS 128
+
 static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double *v, double *dev)
 {
     streams s;
     open_streams(c, &s);
-    double period = syn_range(&s.model, 0.8, 2.2), dwell = syn_range(&s.model, 0.05, 0.3);
-    double whine_f = syn_range(&s.model, 180.0, 350.0);
-    double fric_f = syn_range(&s.model, 400.0, 1500.0), fric_q = syn_range(&s.model, 0.5, 1.5);
-    double whine_db = syn_range(&s.model, -2.0, 6.0), hit_db = syn_range(&s.model, -6.0, 2.0);
+    /* The build: drive, program, rail. */
+    double drive_f = syn_range(&s.model, 215.0, 290.0);
+    double harm[10];
+    int strong = 4 + syn_int(&s.model, 7); /* an upper harmonic the drive favours */
+    harm[0] = 1.0;
+    for (int k = 1; k < 10; k++)
+        harm[k] = syn_range(&s.model, 0.03, k < 3 ? 0.1 : 0.2) *
+                  (k + 1 == strong ? syn_range(&s.model, 1.5, 3.0) : 1.0);
+    int moves = 2 + syn_int(&s.model, 4);
+    double move = syn_range(&s.model, 0.25, 0.7), ramp = syn_range(&s.model, 0.03, 0.08);
+    double stop = syn_range(&s.model, 0.05, 0.2), pause = syn_range(&s.model, 0.2, 0.6);
+    double fric_f = syn_range(&s.model, 2500.0, 5500.0), fric_q = syn_range(&s.model, 0.4, 0.8);
+    double rumble_f = syn_range(&s.model, 60.0, 180.0);
+    double fric_db = syn_range(&s.model, -11.0, -5.0), rumble_db = syn_range(&s.model, -8.0, -2.0);
+    double hit_db = syn_range(&s.model, -12.0, -5.0);
     double mf[3], mt[3], mg[3];
-    for (int k = 0; k < 3; k++) {
-        mf[k] = syn_range(&s.model, 200.0, 2500.0);
-        mt[k] = syn_range(&s.model, 0.004, 0.03);
-        mg[k] = syn_range(&s.model, 0.3, 1.0);
-    }
-    period *= 1.0 + 0.01 * syn_normal(&s.clip);
-    double start = syn_range(&s.clip, 0.0, period);
-
-    /* Carriage speed: a half-sine per stroke, still during the dwell. */
-    double half = period / 2.0, move = half * (1.0 - dwell);
-    for (int i = 0; i < n; i++) {
-        double u = fmod(i / SYN_SR + start, half);
-        v[i] = u < move ? sin(SYN_PI * u / move) : 0.0;
+    mf[0] = syn_range(&s.model, 60.0, 200.0);
+    mt[0] = syn_range(&s.model, 0.02, 0.06);
+    mg[0] = 1.0;
+    for (int k = 1; k < 3; k++) {
+        mf[k] = syn_range(&s.model, 1200.0, 4000.0);
+        mt[k] = syn_range(&s.model, 0.003, 0.015);
+        mg[k] = syn_range(&s.model, 0.2, 0.6);
     }
 
-    /* Friction: band noise whose level follows the speed. */
+    /* This recording's operating point. */
+    drive_f *= 1.0 + 0.005 * syn_normal(&s.clip);
+    double tempo = 1.0 + 0.01 * syn_normal(&s.clip);
+    move *= tempo;
+    stop *= tempo;
+    pause *= tempo;
+    double cycle = moves * move + (moves - 1) * stop + pause;
+    double ends[SLIDER_MAX_ENDS];
+    int last[SLIDER_MAX_ENDS];
+    int nends = slider_program(v, n, moves, move, ramp, stop, pause,
+                               syn_range(&s.clip, 0.0, cycle), ends, last, SLIDER_MAX_ENDS);
+    int fault = c->abnormal;
+    double sev = fault ? severity(&s.fault) : 0.0;
+
+    /* Drive line and harmonics: pitch follows the speed through the ramps,
+     * level follows it too (the motor is idle at a stop). A damaged rail
+     * loads the motor, which strains audibly (wavering, louder line). */
+    for (int i = 0; i < n; i++) dev[i] = 0.3 * (v[i] - 1.0);
     zero(a, n);
-    syn_add_colored(&s.src, a, n, 1.0, 300.0, 0.1);
+    for (int k = 0; k < 10 && drive_f * (k + 1) < 7500.0; k++)
+        syn_add_tone(a, n, drive_f * (k + 1), harm[k], syn_range(&s.clip, 0, 2 * SYN_PI), dev);
+    if (fault) {
+        syn_slow_noise(&s.fault, dev, n, syn_range(&s.fault, 0.05, 0.2));
+        for (int i = 0; i < n; i++) a[i] *= v[i] * exp(0.3 * sev * dev[i]);
+    } else {
+        for (int i = 0; i < n; i++) a[i] *= v[i];
+    }
+    syn_mix_in(x, a, n, 1.0);
+
+    /* Friction of the carriage on the rail: high band noise following the
+     * speed, with a little left at rest (other axes, the lubricant pump). */
+    zero(a, n);
+    syn_add_white(&s.src, a, n, 1.0);
     syn_biquad f;
     syn_bandpass(&f, fric_f, fric_q);
     syn_filter(&f, a, n);
-    for (int i = 0; i < n; i++) a[i] *= 0.15 + v[i];
-    syn_mix_in(x, a, n, 1.0);
+    syn_highpass(&f, 1500.0, 0.7);
+    syn_filter(&f, a, n);
+    for (int i = 0; i < n; i++) a[i] *= 0.2 + v[i];
+    syn_mix_in(x, a, n, syn_db(fric_db + (fault ? 4.0 * sev : 0.0)));
 
-    /* Drive whine: pitch and level follow the speed. */
-    for (int i = 0; i < n; i++) dev[i] = 0.3 * (v[i] - 1.0);
+    /* Rumble of the moving mass through the frame. */
     zero(a, n);
-    for (int k = 1; k <= 4; k++)
-        syn_add_tone(a, n, whine_f * k, 1.0 / (k * k), syn_range(&s.clip, 0, 2 * SYN_PI), dev);
-    for (int i = 0; i < n; i++) a[i] *= v[i];
-    syn_mix_in(x, a, n, syn_db(whine_db));
+    syn_add_white(&s.src, a, n, 1.0);
+    syn_lowpass(&f, rumble_f, 0.9);
+    syn_filter(&f, a, n);
+    syn_lowpass(&f, rumble_f, 0.9);
+    syn_filter(&f, a, n);
+    for (int i = 0; i < n; i++) a[i] *= 0.3 + v[i];
+    syn_mix_in(x, a, n, syn_db(rumble_db));
 
-    /* End-stop impacts where each stroke ends. */
+    /* A thump at every stop, the end stop hardest. */
     zero(a, n);
-    for (double t = move - start; t < n / SYN_SR; t += half) {
-        if (t < 0) continue;
-        syn_add_strike(a, n, (int)(t * SYN_SR), mf, mt, mg, 3,
-                       syn_range(&s.clip, 0.8, 1.2));
-    }
+    for (int e = 0; e < nends; e++)
+        syn_add_strike(a, n, (int)(ends[e] * SYN_SR), mf, mt, mg, 3,
+                       (last[e] ? 1.0 : 0.4) * syn_range(&s.clip, 0.8, 1.2));
     syn_mix_in(x, a, n, syn_db(hit_db));
 
-    if (!c->abnormal) return;
+    if (!fault) return;
     /* Rail damage: knocks at irregular places along the stroke, and rattle. */
-    double sev = severity(&s.fault);
     zero(a, n);
     double rate = syn_range(&s.fault, 3.0, 12.0);
     double df[3], dt[3];
@@ -267,19 +345,19 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
         if (v[at < n ? at : n - 1] > 0.2)
             syn_add_strike(a, n, at, df, dt, mg, 3, syn_range(&s.fault, 0.3, 1.0));
     }
+    syn_mix_in(x, a, n, sev * syn_db(hit_db + 2.0));
     zero(dev, n);
     syn_add_tone(dev, n, syn_range(&s.fault, 15.0, 40.0), 1.0, 0.0, NULL);
     for (int i = 0; i < n; i++) {
         double r2 = dev[i] * dev[i];
         dev[i] = v[i] * r2 * r2;
     }
-    syn_mix_in(x, a, n, sev * syn_db(hit_db - 2.0));
     zero(a, n);
     syn_add_white(&s.fault, a, n, 1.0);
     syn_highpass(&f, syn_range(&s.fault, 1500.0, 4000.0), 0.7);
     syn_filter(&f, a, n);
     for (int i = 0; i < n; i++) a[i] *= dev[i];
-    syn_mix_in(x, a, n, sev * syn_db(-3.0));
+    syn_mix_in(x, a, n, sev * syn_db(-6.0));
 }
 
 /* ---- valve ------------------------------------------------------------------- */

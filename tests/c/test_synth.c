@@ -70,6 +70,47 @@ START_TEST(render_is_deterministic_and_mixes_at_the_snr)
 }
 END_TEST
 
+/* Power of x between f0 and f1 Hz: Hann-windowed DFT frames of 2048
+ * samples (7.8 Hz bins), summed over the bins and averaged over frames. */
+static double band_power(const float *x, size_t n, double f0, double f1)
+{
+    enum { L = 2048 };
+    double sum = 0.0;
+    int frames = 0;
+    for (size_t at = 0; at + L <= n; at += 4 * L, frames++) {
+        for (int k = (int)(f0 * L / MRT_SYNTH_RATE); k <= (int)(f1 * L / MRT_SYNTH_RATE); k++) {
+            double re = 0.0, im = 0.0;
+            for (int i = 0; i < L; i++) {
+                double w = 0.5 - 0.5 * cos(2.0 * M_PI * i / L), ph = 2.0 * M_PI * k * i / L;
+                re += w * x[at + i] * cos(ph);
+                im -= w * x[at + i] * sin(ph);
+            }
+            sum += re * re + im * im;
+        }
+    }
+    return sum / frames;
+}
+
+/* The slide rail sounds like the MIMII slider samples: its drive line
+ * (200 to 300 Hz) stands far above the quiet band from 300 Hz to 1 kHz, for
+ * every model id. */
+START_TEST(slider_has_a_drive_line_over_a_quiet_midband)
+{
+    float *mix = malloc(N * sizeof *mix), *m = malloc(N * sizeof *m);
+    ck_assert(mix && m);
+    for (int id = 0; id <= 6; id += 2) {
+        mrt_synth_clip c = clip_of(MRT_SYNTH_SLIDER, 0, 6.0, 1);
+        c.model_id = id;
+        TU_OK(mrt_synth_render(&c, mix, m, NULL));
+        double line = band_power(m, N, 200.0, 300.0), mid = band_power(m, N, 300.0, 1000.0);
+        ck_assert_msg(line > 4.0 * mid, "slider id %d: 200-300 Hz %g, 300-1000 Hz %g", id, line,
+                      mid);
+    }
+    free(mix);
+    free(m);
+}
+END_TEST
+
 /* Channel 1 of the array is the mono clip; other channels differ. */
 START_TEST(array_channel_one_is_mono)
 {
@@ -128,6 +169,7 @@ int main(void)
     tcase_add_test(tc, names_round_trip);
     tcase_add_test(tc, render_is_deterministic_and_mixes_at_the_snr);
     tcase_add_test(tc, array_channel_one_is_mono);
+    tcase_add_test(tc, slider_has_a_drive_line_over_a_quiet_midband);
     tcase_add_test(tc, bad_descriptions_fail_naming_the_field);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

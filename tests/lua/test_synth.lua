@@ -50,7 +50,7 @@ test("two runs with the same seed give the same bytes, for 1 and 2 threads", fun
     synth.generate(b, { clips = 8, seed = 3, threads = 2 })
     synth.generate(c, { clips = 8, seed = 4, threads = 2 })
     local fa, fb = files_of(a), files_of(b)
-    A.eq(#fa, 9)
+    A.eq(#fa, 10) -- 8 clips, dataset.csv, synth.json
     A.eq(fa, fb)
     for _, f in ipairs(fa) do
         A.truthy(read(a .. "/" .. f) == read(b .. "/" .. f), f .. " differs between runs")
@@ -174,13 +174,65 @@ test("ensure generates once, with a message, and then reuses the corpus", functi
     local out = tmpdir()
     local info = synth.ensure(out, { clips = 4 })
     A.truthy(info.generated)
-    A.eq(#files_of(out), 5)
+    A.eq(#files_of(out), 6)
     local again = synth.ensure(out, { clips = 4 })
     A.eq(again.generated, false)
     A.eq(again.csv, out .. "/dataset.csv")
     -- A run interrupted before its CSV was written is finished on next use.
     os.remove(out .. "/dataset.csv")
     A.truthy(synth.ensure(out, { clips = 4 }).generated)
+end)
+
+-- Runs fn with io.stderr captured; returns what was written to it.
+local function stderr_of(fn)
+    local saved, text = io.stderr, {}
+    io.stderr = { write = function(_, ...) for _, v in ipairs{...} do text[#text + 1] = v end end }
+    local ok, err = pcall(fn)
+    io.stderr = saved
+    if not ok then error(err, 0) end
+    return table.concat(text)
+end
+
+test("synth.json records the generator version; ensure regenerates another version's corpus", function()
+    local out = tmpdir()
+    synth.ensure(out, { clips = 4, seed = 5 })
+    A.eq(synth.version_of(out), synth.VERSION)
+    local meta = mt.json_decode(read(out .. "/synth.json"))
+    A.eq(meta.generator_version, synth.VERSION)
+    A.eq(meta.clips, 4)
+    A.eq(meta.seed, 5)
+    A.eq(meta.types, { "fan", "pump", "slider", "valve" })
+    local clip = out .. "/slider/id_00/normal/00000000.wav"
+    local good = read(clip)
+    -- The current version: reused, silently.
+    local msg = stderr_of(function() A.eq(synth.ensure(out, { clips = 4, seed = 5 }).generated, false) end)
+    A.eq(msg, "")
+    -- A corpus from an older synthesizer (its clips sound different): remade, saying so.
+    local function make_old(version_text)
+        local f = assert(io.open(clip, "wb"))
+        f:write("old clip")
+        f:close()
+        if version_text then
+            f = assert(io.open(out .. "/synth.json", "wb"))
+            f:write(version_text)
+            f:close()
+        else
+            os.remove(out .. "/synth.json")
+        end
+    end
+    for _, case in ipairs{ { '{"generator_version": 1}', "version 1" },
+                           { nil, "version 1" },                    -- made before synth.json existed
+                           { '{"generator_version": 99}', "version 99" },
+                           { "not json", "unknown" } } do
+        make_old(case[1])
+        local info
+        msg = stderr_of(function() info = synth.ensure(out, { clips = 4, seed = 5 }) end)
+        A.truthy(info.generated, case[2])
+        A.truthy(msg:find(case[2], 1, true) and msg:find("regenerating", 1, true), msg)
+        A.truthy(msg:find("version " .. synth.VERSION, 1, true), msg)
+        A.truthy(read(clip) == good, "the clip was not regenerated")
+        A.eq(synth.version_of(out), synth.VERSION)
+    end
 end)
 
 test("the command line: a corpus in one call, and errors with exit status 1", function()
