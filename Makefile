@@ -122,6 +122,11 @@ $(BUILD)/libmachrt_emu.a: $(filter-out $(BUILD)/obj/runtime/core/backend.o $(CU_
 	@echo "  AR      $@"
 	@rm -f $@ && ar rcs $@ $^
 
+# A host on the emulated backend, for the Lua part of the parity suite.
+$(BUILD)/machrt-emu: $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt_emu.a
+	@echo "  LD      $@"
+	@$(CC) -o $@ $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt_emu.a $(LIBS_ALL) $(EMU_LIBS) -lreadline
+
 machrt: $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a $(LINK_STAMP)
 	@echo "  LD      $@"
 	@$(CC) -o $@ $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL) -lreadline
@@ -144,12 +149,15 @@ ifeq ($(CUDA),1)
 $(BUILD)/tests/test_backend_parity: tests/c/test_backend_parity.c $(BUILD)/libmachrt.a $(HEADERS) | deps
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_ALL) -Itests/c $< -o $@ $(BUILD)/libmachrt.a $(LIBS_ALL) $$(pkg-config --libs check)
+	@$(CC) $(CFLAGS_ALL) -DMRT_PARITY_HOST='"./machrt"' -Itests/c $< -o $@ $(BUILD)/libmachrt.a \
+	    $(LIBS_ALL) $$(pkg-config --libs check)
 else
-$(BUILD)/tests/test_backend_parity: tests/c/test_backend_parity.c $(BUILD)/libmachrt_emu.a $(HEADERS) | deps
+$(BUILD)/tests/test_backend_parity: tests/c/test_backend_parity.c $(BUILD)/libmachrt_emu.a $(HEADERS) \
+    $(BUILD)/machrt-emu | deps
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@ (emulated CUDA)"
-	@$(CC) $(CFLAGS_ALL) -DMRT_HAVE_CUDA -Itests/c $< -o $@ $(BUILD)/libmachrt_emu.a $(LIBS_ALL) \
+	@$(CC) $(CFLAGS_ALL) -DMRT_HAVE_CUDA -DMRT_PARITY_HOST='"$(BUILD)/machrt-emu"' -Itests/c $< \
+	    -o $@ $(BUILD)/libmachrt_emu.a $(LIBS_ALL) \
 	    $(EMU_LIBS) $$(pkg-config --libs check)
 endif
 

@@ -67,11 +67,10 @@ KINDS.AdamW = {
   update = function(e, s, g)
     local m, v, vmax = s.exp_avg, s.exp_avg_sq, s.max_exp_avg_sq
     if not m then
-      local shape = e.param:shape()
-      m, v = mt.zeros(shape), mt.zeros(shape)
+      m, v = e.param:new_zeros(), e.param:new_zeros() -- on the parameter's device
     end
     -- amsgrad may have been switched on after earlier steps.
-    if g.amsgrad and not vmax then vmax = mt.zeros(e.param:shape()) end
+    if g.amsgrad and not vmax then vmax = e.param:new_zeros() end
     local step = (s.step or 0) + 1
     K.adamw_step(e.param, e.grad, m, v, g.amsgrad and vmax or nil, g, step)
     s.step, s.exp_avg, s.exp_avg_sq, s.max_exp_avg_sq = step, m, v, vmax
@@ -92,7 +91,7 @@ KINDS.SGD = {
     local buf, first = s.momentum_buffer, false
     if g.momentum ~= 0 and not buf then
       -- The first step sets the buffer to the gradient (PyTorch's clone).
-      buf, first = mt.zeros(e.param:shape()), true
+      buf, first = e.param:new_zeros(), true
     end
     K.sgd_step(e.param, e.grad, g.momentum ~= 0 and buf or nil, g, first)
     s.momentum_buffer = buf

@@ -36,6 +36,15 @@ const mrt_backend *mrt_backend_get(mrt_device device)
     return NULL;
 }
 
+int mrt_cuda_built(void)
+{
+#ifdef MRT_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int mrt_cuda_available(void) { return mrt_backend_get(MRT_CUDA) != NULL; }
 
 const char *mrt_cuda_mode(void)

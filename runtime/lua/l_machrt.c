@@ -7,6 +7,7 @@
 #include <time.h>
 #include <cjson/cJSON.h>
 #include "l_machrt.h"
+#include "machrt/backend.h"
 #include "machrt/rng.h"
 #include "machrt/safetensors.h"
 
@@ -219,6 +220,15 @@ static int m_save(lua_State *L)
     while (lua_next(L, 2)) {
         list[i].name = (char *)lua_tostring(L, -2);
         list[i].tensor = *mrt_lua_test_tensor(L, -1);
+        if (list[i].tensor.storage->device != MRT_CPU) {
+            /* Device tensors are written from host copies, kept on the stack
+             * (below the iteration's key and value) until the file is done. */
+            luaL_checkstack(L, 4, "save: too many device tensors");
+            mrt_tensor *h = mrt_lua_push_tensor(L);
+            mrt_lua_check(L, mrt_tensor_to(mrt_lua_test_tensor(L, -2), MRT_CPU, h));
+            list[i].tensor = *h;
+            lua_insert(L, -3);
+        }
         i++;
         lua_pop(L, 1);
     }
@@ -281,7 +291,7 @@ static int m_get_num_threads(lua_State *L)
 
 static int m_cuda_available(lua_State *L)
 {
-    lua_pushboolean(L, 0);
+    lua_pushboolean(L, mrt_cuda_available());
     return 1;
 }
 
@@ -303,12 +313,36 @@ static int m_memory_stats(lua_State *L)
     lua_setfield(L, -2, "live");
     lua_pushinteger(L, (lua_Integer)cached);
     lua_setfield(L, -2, "cached");
+    const mrt_backend *cuda = mrt_backend_get(MRT_CUDA);
+    if (cuda) {
+        /* cuda = {live, cached, mallocs}: device bytes and cudaMalloc calls. */
+        size_t dl, dc, dm;
+        cuda->memory.stats(&dl, &dc, &dm);
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, (lua_Integer)dl);
+        lua_setfield(L, -2, "live");
+        lua_pushinteger(L, (lua_Integer)dc);
+        lua_setfield(L, -2, "cached");
+        lua_pushinteger(L, (lua_Integer)dm);
+        lua_setfield(L, -2, "mallocs");
+        lua_setfield(L, -2, "cuda");
+    }
     return 1;
 }
 
 static int m_empty_cache(lua_State *L)
 {
     mrt_storage_empty_cache();
+    const mrt_backend *cuda = mrt_backend_get(MRT_CUDA);
+    if (cuda) cuda->memory.empty_cache();
+    return 0;
+}
+
+/* Waits for the device's queued work (timing); a no-op without CUDA. */
+static int m_cuda_synchronize(lua_State *L)
+{
+    const mrt_backend *cuda = mrt_backend_get(MRT_CUDA);
+    if (cuda) mrt_lua_check(L, cuda->memory.synchronize());
     return 0;
 }
 
@@ -325,6 +359,7 @@ static const luaL_Reg machrt_funcs[] = {
     {"set_num_threads", m_set_num_threads}, {"get_num_threads", m_get_num_threads},
     {"cuda_available", m_cuda_available}, {"clock", m_clock}, {"is_tensor", m_is_tensor},
     {"memory_stats", m_memory_stats}, {"empty_cache", m_empty_cache},
+    {"cuda_synchronize", m_cuda_synchronize},
     {NULL, NULL}};
 
 int luaopen_machrt(lua_State *L)

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <string.h>
 #include "l_machrt.h"
+#include "machrt/backend.h"
 #include "machrt/rng.h"
 
 /* ---- userdata plumbing ------------------------------------------------- */
@@ -194,6 +195,14 @@ static int64_t element_offset(lua_State *L, const mrt_tensor *t, int first, cons
 
 static void push_element(lua_State *L, const mrt_tensor *t, int64_t off)
 {
+    if (t->storage->device != MRT_CPU) {
+        /* One element from the device (synchronises with its queue). */
+        union { float f; int64_t l; } v;
+        mrt_lua_check(L, mrt_tensor_read_elem(t, off, &v));
+        if (t->dtype == MRT_F32) lua_pushnumber(L, v.f);
+        else lua_pushinteger(L, v.l);
+        return;
+    }
     if (t->dtype == MRT_F32) lua_pushnumber(L, ((const float *)t->storage->data)[off]);
     else lua_pushinteger(L, ((const int64_t *)t->storage->data)[off]);
 }
@@ -210,8 +219,15 @@ static int t_set(lua_State *L)
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
     lua_Number v = luaL_checknumber(L, 2);
     int64_t off = element_offset(L, t, 3, "set");
-    if (t->dtype == MRT_F32) ((float *)t->storage->data)[off] = (float)v;
-    else ((int64_t *)t->storage->data)[off] = (int64_t)luaL_checkinteger(L, 2);
+    if (t->storage->device != MRT_CPU) {
+        float f = (float)v;
+        int64_t l = t->dtype == MRT_I64 ? (int64_t)luaL_checkinteger(L, 2) : 0;
+        mrt_lua_check(L, mrt_tensor_write_elem(t, off, t->dtype == MRT_F32 ? (void *)&f : (void *)&l));
+    } else if (t->dtype == MRT_F32) {
+        ((float *)t->storage->data)[off] = (float)v;
+    } else {
+        ((int64_t *)t->storage->data)[off] = (int64_t)luaL_checkinteger(L, 2);
+    }
     lua_settop(L, 1);
     return 1;
 }
@@ -243,6 +259,13 @@ static void push_table(lua_State *L, const mrt_tensor *t, int dim, int64_t off)
 static int t_totable(lua_State *L)
 {
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
+    if (t->storage->device != MRT_CPU) {
+        /* Through a host copy: one transfer, not one per element. */
+        mrt_tensor *h = mrt_lua_push_tensor(L);
+        mrt_lua_check(L, mrt_tensor_to(t, MRT_CPU, h));
+        push_table(L, h, 0, h->offset);
+        return 1;
+    }
     push_table(L, t, 0, t->offset);
     return 1;
 }
@@ -376,20 +399,58 @@ static int t_normal_(lua_State *L)
     return 1;
 }
 
+/* Device names: "cpu", "cuda" (or "cuda:0", the one device used). */
+static mrt_device check_device(lua_State *L, int idx, const char *op)
+{
+    const char *dev = luaL_checkstring(L, idx);
+    if (strcmp(dev, "cpu") == 0) return MRT_CPU;
+    if (strcmp(dev, "cuda") == 0 || strcmp(dev, "cuda:0") == 0) {
+        if (!mrt_cuda_available())
+            luaL_error(L, "%s: device 'cuda' is not available (%s; see mt.cuda_available())", op,
+                       mrt_cuda_built() ? "no CUDA device was found"
+                                        : "machrt was built without CUDA");
+        return MRT_CUDA;
+    }
+    luaL_error(L, "%s: unknown device '%s' (expected 'cpu' or 'cuda')", op, dev);
+    return MRT_CPU;
+}
+
+/* t:to(device): t itself when it is there already, else a copy there. */
 static int t_to(lua_State *L)
 {
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
-    const char *dev = luaL_checkstring(L, 2);
-    if (strcmp(dev, "cpu") == 0) {
+    mrt_device d = check_device(L, 2, "to");
+    if (!t->storage) return luaL_argerror(L, 1, "tensor has been released (closed)");
+    if (t->storage->device == d) {
         lua_settop(L, 1);
         return 1;
     }
-    if (strcmp(dev, "cuda") == 0 || strncmp(dev, "cuda:", 5) == 0)
-        return luaL_error(L, "to: device 'cuda' is not available (machrt was built without CUDA; "
-                          "see mt.cuda_available())");
-    (void)t;
-    return luaL_error(L, "to: unknown device '%s' (expected 'cpu' or 'cuda')", dev);
+    mrt_tensor *r = mrt_lua_push_tensor(L);
+    mrt_lua_check(L, mrt_tensor_to(t, d, r));
+    return 1;
 }
+
+/* t:new_empty(shape?) / t:new_zeros(shape?): a float32 tensor (default: t's
+ * shape) on t's device, uninitialised / zeroed. */
+static int new_like(lua_State *L, int zero)
+{
+    mrt_tensor *t = mrt_lua_check_tensor(L, 1);
+    if (!t->storage) return luaL_argerror(L, 1, "tensor has been released (closed)");
+    int64_t shape[MRT_MAX_DIMS];
+    int nd = t->ndim;
+    if (lua_isnoneornil(L, 2)) {
+        for (int i = 0; i < nd; i++) shape[i] = t->shape[i];
+    } else {
+        nd = mrt_lua_check_shape(L, 2, shape, zero ? "new_zeros" : "new_empty");
+    }
+    mrt_tensor *r = mrt_lua_push_tensor(L);
+    mrt_lua_check(L, mrt_tensor_alloc_on(r, MRT_F32, nd, shape, t->storage->device));
+    if (zero) mrt_lua_check(L, mrt_tensor_fill(r, 0.0));
+    return 1;
+}
+
+static int t_new_empty(lua_State *L) { return new_like(L, 0); }
+static int t_new_zeros(lua_State *L) { return new_like(L, 1); }
 
 /* ---- arithmetic ----------------------------------------------------------- */
 
@@ -485,8 +546,18 @@ static int reduce(lua_State *L, mrt_reduceop op)
     mrt_lua_check(L, mrt_reduce_dim(op, t, d, values, indices));
     if (!indices) return 1;
     /* 1-based positions, as everywhere in Lua. argmax returns only them. */
-    int64_t n = mrt_tensor_numel(indices), *ip = mrt_i64(indices);
-    for (int64_t i = 0; i < n; i++) ip[i] += 1;
+    if (indices->storage->device != MRT_CPU) {
+        mrt_tensor h = {0};
+        mrt_lua_check(L, mrt_tensor_to(indices, MRT_CPU, &h));
+        int64_t n = mrt_tensor_numel(&h), *ip = mrt_i64(&h);
+        for (int64_t i = 0; i < n; i++) ip[i] += 1;
+        mrt_status st = mrt_tensor_copy(indices, &h);
+        mrt_tensor_release(&h);
+        mrt_lua_check(L, st);
+    } else {
+        int64_t n = mrt_tensor_numel(indices), *ip = mrt_i64(indices);
+        for (int64_t i = 0; i < n; i++) ip[i] += 1;
+    }
     if (arg) {
         lua_remove(L, -2);
         return 1;
@@ -519,6 +590,7 @@ static const luaL_Reg tensor_methods[] = {
     {"permute", t_permute}, {"narrow", t_narrow}, {"select", t_select}, {"expand", t_expand},
     {"contiguous", t_contiguous}, {"clone", t_clone}, {"copy", t_copy}, {"fill", t_fill},
     {"float", t_float}, {"long", t_long}, {"to", t_to},
+    {"new_empty", t_new_empty}, {"new_zeros", t_new_zeros},
     {"add", t_add}, {"add_", t_add_}, {"sub", t_sub}, {"sub_", t_sub_},
     {"mul", t_mul}, {"mul_", t_mul_}, {"div", t_div}, {"div_", t_div_},
     {"pow", t_pow}, {"pow_", t_pow_}, {"maximum", t_maximum}, {"maximum_", t_maximum_},

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include "l_machrt.h"
+#include "machrt/backend.h"
 
 #define SUMMARY_THRESHOLD 1000
 #define EDGE 3
@@ -132,6 +133,13 @@ int mrt_lua_tensor_tostring(lua_State *L)
         lua_pushstring(L, "[machrt.Tensor (released)]");
         return 1;
     }
+    const mrt_device device = t->storage->device;
+    if (device != MRT_CPU) {
+        /* Printed from a host copy (owned by a userdata on the stack). */
+        mrt_tensor *h = mrt_lua_push_tensor(L);
+        mrt_lua_check(L, mrt_tensor_to(t, MRT_CPU, h));
+        t = h;
+    }
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     printer p = {.t = t, .summarise = mrt_tensor_numel(t) > SUMMARY_THRESHOLD, .b = &b};
@@ -150,9 +158,10 @@ int mrt_lua_tensor_tostring(lua_State *L)
         }
     }
     char shape[MRT_SHAPE_STRLEN], foot[MRT_SHAPE_STRLEN + 64];
-    snprintf(foot, sizeof foot, "[machrt.%s of size %s]",
+    snprintf(foot, sizeof foot, "[machrt.%s of size %s%s]",
              t->dtype == MRT_F32 ? "FloatTensor" : "LongTensor",
-             mrt_shape_str(t->ndim, t->shape, shape, sizeof shape));
+             mrt_shape_str(t->ndim, t->shape, shape, sizeof shape),
+             device == MRT_CUDA ? " on cuda" : "");
     luaL_addstring(&b, foot);
     luaL_pushresult(&b);
     return 1;

@@ -675,6 +675,18 @@ START_TEST(test_training_step_and_allocator)
 }
 END_TEST
 
+#ifdef MRT_PARITY_HOST
+/* The Lua layer on the device: tests/cuda/lua_on_device.lua run by a host
+ * with this backend (the emulated host in `make test`, ./machrt with CUDA=1). */
+START_TEST(test_lua_modules_on_device)
+{
+    int rc = system("LUA_PATH='modules/?.lua;modules/?/init.lua;;' " MRT_PARITY_HOST
+                    " tests/cuda/lua_on_device.lua");
+    ck_assert_msg(rc == 0, "%s tests/cuda/lua_on_device.lua failed (status %d)", MRT_PARITY_HOST, rc);
+}
+END_TEST
+#endif
+
 /* MRT_PARITY_ONLY=conv2d runs the tests whose name contains "conv2d". */
 static int wanted(const char *name)
 {
@@ -714,6 +726,9 @@ static Suite *parity_suite(void)
     ADD(tc, test_losses);
     ADD(tc, test_optimizers);
     ADD(tc, test_training_step_and_allocator);
+#ifdef MRT_PARITY_HOST
+    ADD(tc, test_lua_modules_on_device);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }

@@ -30,7 +30,7 @@ function BatchNorm2d:forward(x)
   local p, b = self.params, self.buffers
   self.output, self.save_mean, self.save_invstd = self:kernel(K.batchnorm2d_forward, x,
     p.weight.param, p.bias.param, b.running_mean, b.running_var, self.train, self.momentum,
-    self.eps, Module.reuse(self.output, x:shape()), self.save_mean, self.save_invstd)
+    self.eps, Module.reuse(self.output, x:shape(), x), self.save_mean, self.save_invstd)
   if self.train then
     b.num_batches_tracked:set(b.num_batches_tracked:item() + 1)
   end
@@ -41,7 +41,7 @@ end
 function BatchNorm2d:backward(x, grad_output)
   local p = self.params
   return (self:kernel(K.batchnorm2d_backward, x, grad_output, p.weight.param,
-    self.save_mean, self.save_invstd, self.stats_from_batch, mt.empty(x:shape()),
+    self.save_mean, self.save_invstd, self.stats_from_batch, x:new_empty(),
     p.weight.grad, p.bias.grad))
 end
 

@@ -54,7 +54,7 @@ function Conv2d:forward(x)
   self:check_input(x, 4, 2, self.cin, ("N x %d x H x W"):format(self.cin))
   local p = self.params
   self.output = self:kernel(K.conv2d_forward, x, p.weight.param, p.bias and p.bias.param,
-    self.sh, self.sw, self.ph, self.pw, self.workspace, Module.reuse(self.output, self:output_shape(x)),
+    self.sh, self.sw, self.ph, self.pw, self.workspace, Module.reuse(self.output, self:output_shape(x), x),
     not self.train)
   return self.output
 end
@@ -63,7 +63,7 @@ end
 function Conv2d:backward(x, grad_output)
   local p = self.params
   local dx = self:kernel(K.conv2d_backward, x, p.weight.param, grad_output,
-    self.sh, self.sw, self.ph, self.pw, self.workspace, self.need_input_grad and mt.empty(x:shape()) or false,
+    self.sh, self.sw, self.ph, self.pw, self.workspace, self.need_input_grad and x:new_empty() or false,
     p.weight.grad, p.bias and p.bias.grad or false)
   return self.need_input_grad and dx or nil
 end

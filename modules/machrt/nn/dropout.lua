@@ -22,13 +22,13 @@ function Dropout:forward(x)
     return x
   end
   self.output, self.mask = self:kernel(K.dropout_forward, x, self.p,
-    Module.reuse(self.output, x:shape()), Module.reuse(self.mask, x:shape()))
+    Module.reuse(self.output, x:shape(), x), Module.reuse(self.mask, x:shape(), x))
   return self.output
 end
 
 function Dropout:backward(x, grad_output)
   if not self:active() then return grad_output end
-  return (self:kernel(K.dropout_backward, grad_output, self.mask, mt.empty(x:shape())))
+  return (self:kernel(K.dropout_backward, grad_output, self.mask, x:new_empty()))
 end
 
 return Dropout

@@ -24,13 +24,13 @@ function Linear:forward(x)
   self:check_input(x, 2, 2, self.cin, ("N x %d"):format(self.cin))
   local p = self.params
   self.output = self:kernel(K.linear_forward, x, p.weight.param, p.bias and p.bias.param,
-    Module.reuse(self.output, {x:size(1), self.cout}))
+    Module.reuse(self.output, {x:size(1), self.cout}, x))
   return self.output
 end
 
 function Linear:backward(x, grad_output)
   local p = self.params
-  return (self:kernel(K.linear_backward, x, p.weight.param, grad_output, mt.empty(x:shape()),
+  return (self:kernel(K.linear_backward, x, p.weight.param, grad_output, x:new_empty(),
     p.weight.grad, p.bias and p.bias.grad or false))
 end
 

@@ -80,16 +80,18 @@ function Module:kernel(fn, ...)
   return a, b, c
 end
 
--- A buffer of the given shape: `buf` itself when its shape already matches.
-function Module.reuse(buf, shape)
-  if buf and not buf:is_released() and buf:dim() == #shape then
+-- A buffer of the given shape on `like`'s device (the CPU without `like`):
+-- `buf` itself when its shape and device already match.
+function Module.reuse(buf, shape, like)
+  local device = like and like:device() or "cpu"
+  if buf and not buf:is_released() and buf:dim() == #shape and buf:device() == device then
     local same = true
     for i = 1, #shape do
       if buf:size(i) ~= shape[i] then same = false; break end
     end
     if same then return buf end
   end
-  return mt.empty(shape)
+  return like and like:new_empty(shape) or mt.empty(shape)
 end
 
 -- Releases a tensor's storage now (nil and released tensors are ignored).
@@ -99,7 +101,7 @@ end
 
 function Module:register_parameter(name, tensor)
   assert(not self.params[name], "parameter registered twice: " .. name)
-  self.params[name] = {param = tensor, grad = mt.zeros(tensor:shape())}
+  self.params[name] = {param = tensor, grad = tensor:new_zeros()}
   self.param_order[#self.param_order + 1] = name
 end
 
@@ -218,9 +220,33 @@ function Module:evaluate()
   return self
 end
 
+-- Moves every parameter, gradient and buffer to `device` ("cpu" or
+-- "cuda"), in place; kept outputs are dropped (the next forward makes them
+-- on the new device). A flattened model is flattened again there.
 function Module:to(device)
-  if device ~= "cpu" then
-    error(("to: device '%s' is not available (machrt was built without CUDA)"):format(device), 2)
+  if device ~= "cpu" and device ~= "cuda" and device ~= "cuda:0" then
+    error(("to: unknown device '%s' (expected 'cpu' or 'cuda')"):format(tostring(device)), 2)
+  end
+  if device ~= "cpu" and not mt.cuda_available() then
+    error("to: device 'cuda' is not available (see mt.cuda_available())", 2)
+  end
+  local flat = self.flat_params ~= nil
+  self:apply(function(m)
+    for _, n in ipairs(m.param_order) do
+      local e = m.params[n]
+      e.param, e.grad = e.param:to(device), e.grad:to(device)
+    end
+    for _, n in ipairs(m.buffer_order) do
+      if m.buffers[n] then m.buffers[n] = m.buffers[n]:to(device) end
+    end
+    for k, v in pairs(m) do
+      if k ~= "workspace" and mt.is_tensor(v) then m[k] = nil end
+    end
+  end)
+  self.device = device
+  if flat then
+    self.flat_params, self.flat_grads = nil, nil
+    self:flatten_parameters()
   end
   return self
 end
@@ -237,7 +263,9 @@ function Module:flatten_parameters()
       total = total + m.params[n].param:numel()
     end
   end)
-  local flat_p, flat_g = mt.empty{math.max(total, 1)}, mt.zeros{math.max(total, 1)}
+  local like = entries[1] and entries[1].param
+  local flat_p = like and like:new_empty{math.max(total, 1)} or mt.empty{math.max(total, 1)}
+  local flat_g = like and like:new_zeros{math.max(total, 1)} or mt.zeros{math.max(total, 1)}
   local offset = 0
   for _, e in ipairs(entries) do
     local n, shape = e.param:numel(), e.param:shape()

@@ -34,14 +34,14 @@ function MaxPool2d:forward(x)
   end
   local shape = {x:size(1), x:size(2), oh, ow}
   self.output, self.indices = self:kernel(K.maxpool2d_forward, x, self.kh, self.kw, self.sh, self.sw,
-    self.ph, self.pw, Module.reuse(self.output, shape),
+    self.ph, self.pw, Module.reuse(self.output, shape, x),
     self.indices and Module.shape_str(self.indices) == table.concat(shape, "x") and self.indices or nil)
   return self.output
 end
 
 function MaxPool2d:backward(x, grad_output)
   return (self:kernel(K.maxpool2d_backward, grad_output, self.indices, x:size(3), x:size(4),
-    mt.empty(x:shape())))
+    x:new_empty()))
 end
 
 local AdaptiveAvgPool2d = Module.class("AdaptiveAvgPool2d", Module)
@@ -56,14 +56,14 @@ function AdaptiveAvgPool2d:describe() return "1" end
 function AdaptiveAvgPool2d:forward(x)
   self:check_input(x, 4, nil, nil, "N x C x H x W")
   local n, c = x:size(1), x:size(2)
-  self.pooled = self:kernel(K.avgpool_global_forward, x, Module.reuse(self.pooled, {n, c}))
+  self.pooled = self:kernel(K.avgpool_global_forward, x, Module.reuse(self.pooled, {n, c}, x))
   self.output = self.pooled:reshape{n, c, 1, 1}
   return self.output
 end
 
 function AdaptiveAvgPool2d:backward(x, grad_output)
   return (self:kernel(K.avgpool_global_backward, grad_output:reshape{x:size(1), x:size(2)},
-    x:size(3), x:size(4), mt.empty(x:shape())))
+    x:size(3), x:size(4), x:new_empty()))
 end
 
 -- Generalized mean pooling; the exponent p is learned.
@@ -82,7 +82,7 @@ end
 function GeM:forward(x)
   self:check_input(x, 4, nil, nil, "N x C x H x W")
   local n, c = x:size(1), x:size(2)
-  self.pooled = self:kernel(K.gem_forward, x, self.params.p.param, self.eps, Module.reuse(self.pooled, {n, c}))
+  self.pooled = self:kernel(K.gem_forward, x, self.params.p.param, self.eps, Module.reuse(self.pooled, {n, c}, x))
   self.output = self.pooled:reshape{n, c, 1, 1}
   return self.output
 end
@@ -90,7 +90,7 @@ end
 function GeM:backward(x, grad_output)
   local p = self.params.p
   return (self:kernel(K.gem_backward, x, p.param, self.eps, self.pooled,
-    grad_output:reshape{x:size(1), x:size(2)}, mt.empty(x:shape()), p.grad))
+    grad_output:reshape{x:size(1), x:size(2)}, x:new_empty(), p.grad))
 end
 
 return {MaxPool2d = MaxPool2d, AdaptiveAvgPool2d = AdaptiveAvgPool2d, GeM = GeM}

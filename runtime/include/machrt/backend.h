@@ -119,6 +119,8 @@ typedef struct mrt_backend {
 
 /* The backend of `device`, or NULL when this build or machine has none. */
 const mrt_backend *mrt_backend_get(mrt_device device);
+/* 1 when this build has the CUDA backend (a device may still be missing). */
+int mrt_cuda_built(void);
 /* 1 when CUDA tensors can be created (built with CUDA and a device found). */
 int mrt_cuda_available(void);
 /* "emulated" (the .cu sources run on the CPU), "cuda" (a device) or "none". */
