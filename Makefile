@@ -186,8 +186,15 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libmachrt.a | deps
 	@echo "  CC      $@"
 	@$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libmachrt.a $(LIBS_ALL)
 
+ifeq ($(CUDA),1)
+# make bench CUDA=1: training samples/s and log-mel clips/s on the device,
+# next to PyTorch CUDA when it is installed.
+bench: all
+	@./machrt bench/cuda.lua
+else
 bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers
 	@BUILD=$(BUILD) sh bench/run.sh
+endif
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/machrt \

@@ -307,6 +307,59 @@ START_TEST(test_matmul)
 }
 END_TEST
 
+/* Mixed precision: GEMM operands rounded to bf16 / fp16, fp32 accumulation.
+ * The reference rounds the operands here (round to nearest even, written
+ * independently of the backend) and multiplies them in fp32 on the CPU. */
+mrt_status mrt_cuda_set_mixed_precision(const char *mode); /* runtime/cuda/backend.cu */
+
+static float round_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float round_fp16(float f)
+{
+    /* fp16 keeps 11 significant bits: scale to an integer mantissa, round
+     * half to even, scale back (normal range only, as the test data is). */
+    int e;
+    frexpf(f, &e);
+    float scale = ldexpf(1.0f, 11 - e);
+    return nearbyintf(f * scale) / scale;
+}
+
+START_TEST(test_mixed_precision_gemm)
+{
+    mrt_tensor a = RAND(60, -1, 1, 2, 9, 33), b = RAND(61, -1, 1, 33, 7);
+    mrt_tensor da = dev(&a), db = dev(&b);
+    for (int mode = 0; mode < 2; mode++) {
+        mrt_tensor ar = {0}, br = {0}, h = {0}, g = {0}, full = {0};
+        TU_OK(mrt_tensor_clone(&ar, &a));
+        TU_OK(mrt_tensor_clone(&br, &b));
+        float *pa = (float *)ar.storage->data, *pb = (float *)br.storage->data;
+        for (int64_t i = 0; i < tu_numel(&ar); i++) pa[i] = mode ? round_fp16(pa[i]) : round_bf16(pa[i]);
+        for (int64_t i = 0; i < tu_numel(&br); i++) pb[i] = mode ? round_fp16(pb[i]) : round_bf16(pb[i]);
+        TU_OK(mrt_matmul(&ar, &br, &h));
+        TU_OK(mrt_cuda_set_mixed_precision(mode ? "fp16" : "bf16"));
+        mrt_status st = mrt_matmul(&da, &db, &g);
+        TU_OK(mrt_cuda_set_mixed_precision("fp32"));
+        TU_OK(st);
+        assert_close(&g, &h, 1e-5, mode ? "fp16 gemm" : "bf16 gemm");
+        /* and it is not the fp32 product (the rounding did happen) */
+        TU_OK(mrt_matmul(&a, &b, &full));
+        ck_assert(tu_max_abs_diff(&h, &full) > 1e-4);
+        mrt_tensor all[] = {ar, br, h, g, full};
+        release_all(all, 5);
+    }
+    TU_FAILS(MRT_ERR_ARG, mrt_cuda_set_mixed_precision("fp8"));
+    mrt_tensor all[] = {a, b, da, db};
+    release_all(all, 4);
+}
+END_TEST
+
 /* ---- nn ---------------------------------------------------------------------------------- */
 
 static void conv_case(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int k, int s, int pad,
@@ -702,7 +755,8 @@ static Suite *parity_suite(void)
     TCase *tc = tcase_create("parity");
     tcase_set_timeout(tc, 120);
     if (!mrt_cuda_available()) {
-        printf("backend parity: no CUDA device (%s build): skipped\n", mrt_cuda_mode());
+        printf("backend parity: no CUDA device found (%s): skipped\n",
+               mrt_cuda_built() ? "built with CUDA" : "built without CUDA");
         suite_add_tcase(s, tc);
         return s;
     }
@@ -718,6 +772,7 @@ static Suite *parity_suite(void)
     ADD(tc, test_fill_and_copy);
     ADD(tc, test_reductions);
     ADD(tc, test_matmul);
+    ADD(tc, test_mixed_precision_gemm);
     ADD(tc, test_conv2d);
     ADD(tc, test_linear);
     ADD(tc, test_batchnorm);
