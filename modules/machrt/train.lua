@@ -296,6 +296,10 @@ end
 --- outputs) and scores it. Returns {probs = {n, C}, loss, f1, accuracy,
 --- roc_auc, per_class, confusion, predicted, rows, skipped}.
 function M.evaluate(cfg, model, front, loader, split)
+    -- Evaluation shapes differ from training's: hand training's activations
+    -- back first, and evaluation's afterwards, so the two never add up.
+    model:clear_state()
+    mt.empty_cache()
     model:evaluate()
     local n, C = #split.val.files, #split.classes
     local probs, targets = mt.zeros{ n, C }, mt.zeros{ n, C }
@@ -313,6 +317,8 @@ function M.evaluate(cfg, model, front, loader, split)
             end
         end
     end
+    model:clear_state()
+    mt.empty_cache()
     model:training()
     if filled == 0 then fail("validation: no clip could be read (%d skipped)", #skipped) end
     probs, targets = probs:narrow(1, 1, filled):contiguous(), targets:narrow(1, 1, filled):contiguous()

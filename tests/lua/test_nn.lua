@@ -209,4 +209,29 @@ tests["unknown resnet options are rejected"] = function()
   A.raises(function() nn.resnet34():to("cuda") end, "cuda")
 end
 
+tests["clear_state releases activations, keeps the input, and changes no result"] = function()
+  local model = nn.resnet18{in_channels = 1, num_classes = 3, width = 8}
+  mt.manual_seed(5)
+  local x = mt.randn{4, 1, 32, 48}
+  local y1 = model:forward(x):clone()
+  local live_before = mt.memory_stats().live
+  model:clear_state()
+  A.truthy(mt.memory_stats().live < live_before, "activations released")
+  A.eq(rawget(model.children.layer1.children["0"], "output"), nil, "block output dropped")
+  A.eq(rawget(model.children.layer1.children["0"].out_relu, "output"), nil, "helper ReLU output dropped")
+  A.eq(x:is_released(), false, "the caller's input is kept")
+  A.near(x:sum(), x:clone():sum(), 0, "input intact")
+  -- Forward and backward work again, with the same numbers (training mode
+  -- updates BN statistics, so compare in evaluation mode).
+  model:evaluate()
+  local e1 = model:forward(x):clone()
+  model:clear_state()
+  local e2 = model:forward(x)
+  A.eq((e1 - e2):abs():max(), 0, "same evaluation output after clear_state")
+  model:training()
+  local out = model:forward(x)
+  model:backward(x, mt.ones(out:shape()))
+  A.eq(y1:dim(), 2)
+end
+
 return tests

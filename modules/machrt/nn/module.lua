@@ -295,4 +295,35 @@ end
 
 function Module:__call(...) return self:forward(...) end
 
+-- What forward and backward keep between calls (Torch7's clearState).
+local STATE_FIELDS = { "output", "save_mean", "save_invstd", "mask", "indices" }
+
+local function clear_fields(m, keep, seen)
+  if seen[m] then return end
+  seen[m] = true
+  for _, k in ipairs(STATE_FIELDS) do
+    local t = rawget(m, k)
+    if mt.is_tensor(t) and t ~= keep then Module.free(t) end
+    m[k] = nil
+  end
+  m.inputs = nil
+  -- Helper modules held outside `children` (a block's final ReLU).
+  for k, v in pairs(m) do
+    if k ~= "children" and type(v) == "table" and rawget(v, "child_order") and v.forward then
+      clear_fields(v, keep, seen)
+    end
+  end
+end
+
+--- Releases every activation and saved tensor the tree holds (not the
+--- caller's input), so memory goes back before a phase with other shapes:
+--- evaluation after training, or the reverse. The next forward allocates
+--- again; call it between phases, not every step.
+function Module:clear_state()
+  local keep = self.inputs and self.inputs[1]
+  local seen = {}
+  self:apply(function(m) clear_fields(m, keep, seen) end)
+  return self
+end
+
 return Module
