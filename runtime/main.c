@@ -350,12 +350,27 @@ static int loadline(lua_State *L)
     return status;
 }
 
+/* Shows results through machrt.repl (tables by value), or print when that
+ * module cannot be loaded. */
+static void push_printer(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "machrt.repl");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "show");
+        lua_remove(L, -2);
+        if (lua_isfunction(L, -1)) return;
+    }
+    lua_pop(L, 1);
+    lua_getglobal(L, "print");
+}
+
 static void print_results(lua_State *L)
 {
     int n = lua_gettop(L);
     if (n > 0) {
         luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-        lua_getglobal(L, "print");
+        push_printer(L);
         lua_insert(L, 1);
         if (lua_pcall(L, n, 0, 0) != LUA_OK)
             report_message(progname,
@@ -369,6 +384,14 @@ static void do_repl(lua_State *L)
     progname = NULL;
     if (interactive)
         init_history();
+    /* The usual modules as globals (mt, audio, nn, optim, data). */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "machrt.repl");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "setup");
+        if (lua_pcall(L, 0, 0, 0) != LUA_OK) lua_pop(L, 1);
+    }
+    lua_settop(L, 0);
     int status;
     while ((status = loadline(L)) != -1) {
         if (status == LUA_OK)

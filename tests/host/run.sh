@@ -132,6 +132,11 @@ check "REPL runs a statement spread over several lines" 'out_has "1;2;3;"'
 check "REPL output has nothing but the values" \
     '[ "$(cat "$tmp/out")" = "$(printf "2\nab\n1;2;3;\n3\nnil\n20")" ]'
 
+feed '{"fan", "pump", n = 2, deep = {1, {2}}}
+mt.ones{2}:sum(), audio ~= nil, nn ~= nil, optim ~= nil, data ~= nil' "$BIN"
+check "REPL shows tables by value and has the usual modules as globals" \
+    '[ $rc = 0 ] && out_is "$(printf "{\"fan\", \"pump\", deep = {1, {...}}, n = 2}\n2.0\ttrue\ttrue\ttrue\ttrue")"'
+
 feed 'print(require("machrt") ~= nil)' "$BIN"
 check "REPL can require machrt" '[ $rc = 0 ] && out_is true'
 
