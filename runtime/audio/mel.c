@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "machrt/backend.h"
 #include "spectral_internal.h"
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -368,8 +369,20 @@ mrt_status mrt_mel_spec_forward(const mrt_mel_spec *m, const mrt_tensor *wave, m
     mrt_tensor x = {0};
     int64_t batch, n;
     int batched;
-    mrt_status st = mrt_framer_wave(&m->fr, what, wave, &x, &batch, &n, &batched);
+    const mrt_tensor *const devs[] = {wave, out};
+    mrt_device device;
+    mrt_status st = mrt_common_device(what, devs, 2, &device);
     if (st) return st;
+    if ((st = mrt_framer_wave(&m->fr, what, wave, &x, &batch, &n, &batched))) return st;
+    if (device != MRT_CPU) {
+        /* Checked and contiguous on its device: the device's front end. */
+        const mrt_backend *b = mrt_backend_get(device);
+        st = b && b->audio.mel_forward
+                 ? b->audio.mel_forward(m, &x, out)
+                 : mrt_fail(MRT_ERR_DEVICE, "%s: not available on %s", what, mrt_device_name(device));
+        mrt_tensor_release(&x);
+        return st;
+    }
     const mrt_stft_config *c = &m->cfg.stft;
     const int64_t T = mrt_stft_frames(n, c->n_fft, c->hop_length, c->center);
     const int nf = m->n_freqs, nm = m->n_mels;
@@ -527,6 +540,7 @@ mrt_status mrt_amplitude_to_db(const mrt_tensor *x, double multiplier, double to
         return mrt_fail(MRT_ERR_ARG, "%s: multiplier must be positive, got %g", what, multiplier);
     if (!(top_db < 0) && !isfinite(top_db))
         return mrt_fail(MRT_ERR_ARG, "%s: top_db must be a finite number of dB, got %g", what, top_db);
+    MRT_ROUTE(what, audio, amplitude_to_db, (x, multiplier, top_db, out), x, out);
     /* Copy the header first: `out` may be `x` (in place). */
     mrt_tensor xv = *x, src = {0}, res = {0};
     mrt_status st = mrt_tensor_contiguous(&xv, &src);

@@ -113,6 +113,16 @@ int64_t mrt_stft_min_length(const mrt_stft_config *c)
 
 /* ---- framing -------------------------------------------------------------- */
 
+void mrt_stft_window(const mrt_stft_config *c, float *w)
+{
+    const int wl = (c->n_fft - c->win_length) / 2;
+    /* Periodic Hann (torch.hann_window(win_length), periodic=True),
+     * evaluated in double and rounded once. */
+    for (int j = 0; j < c->n_fft; j++) w[j] = 0.0f;
+    for (int i = 0; i < c->win_length; i++)
+        w[wl + i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / c->win_length));
+}
+
 mrt_status mrt_framer_init(mrt_framer *f, const mrt_stft_config *c, const char *what)
 {
     memset(f, 0, sizeof *f);
@@ -125,11 +135,7 @@ mrt_status mrt_framer_init(mrt_framer *f, const mrt_stft_config *c, const char *
     f->wr = f->wl + c->win_length;
     f->window = fftwf_malloc(sizeof(float) * (size_t)c->n_fft);
     if (!f->window) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for the window", what);
-    /* Periodic Hann (torch.hann_window(win_length), periodic=True),
-     * evaluated in double and rounded once. */
-    for (int j = 0; j < c->n_fft; j++) f->window[j] = 0.0f;
-    for (int i = 0; i < c->win_length; i++)
-        f->window[f->wl + i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / c->win_length));
+    mrt_stft_window(c, f->window);
     if ((st = mrt_fft_plan_r2c(c->n_fft, &f->plan))) {
         mrt_framer_free(f);
         return st;

@@ -19,6 +19,7 @@ static const mrt_backend cpu_backend = {
            mrt_bce_logits_backward, mrt_cross_entropy_forward, mrt_cross_entropy_backward},
     .optim = {mrt_adamw_step, mrt_sgd_step, mrt_sum_squares},
     .rng = {mrt_rng_uniform, mrt_rng_normal, mrt_rng_bernoulli},
+    .audio = {mrt_mel_spec_forward, mrt_amplitude_to_db},
 };
 
 #ifdef MRT_HAVE_CUDA

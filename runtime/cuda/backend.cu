@@ -291,12 +291,12 @@ template <typename H> __global__ void k_narrow(int64_t n, const float *__restric
 
 /* Rounds `n` floats (a whole operand, batches included) to fp16/bf16 in
  * scratch memory. */
-static mrt_status narrow_copy(const char *op, const float *src, int64_t n, void **dst,
-                              size_t *cap)
+static mrt_status narrow_copy(const char *op, int precision, const float *src, int64_t n,
+                              void **dst, size_t *cap)
 {
     mrt_status st = mem_alloc((size_t)n * 2, dst, cap);
     if (st) return st;
-    if (gemm_precision == 1)
+    if (precision == 1)
         MRT_LAUNCH(k_narrow<__half>, mrt_cu_blocks(n), MRT_CU_THREADS, compute_stream, n, src,
                    (__half *)*dst);
     else
@@ -305,10 +305,10 @@ static mrt_status narrow_copy(const char *op, const float *src, int64_t n, void 
     return mrt_cu_launched(op);
 }
 
-mrt_status mrt_cu_gemm(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k,
-                       float alpha, const float *a, int64_t lda, int64_t stride_a,
-                       const float *b, int64_t ldb, int64_t stride_b, float beta, float *c,
-                       int64_t ldc, int64_t stride_c, int64_t batch)
+static mrt_status gemm_with(int precision, const char *op, int ta, int tb, int64_t m, int64_t n,
+                            int64_t k, float alpha, const float *a, int64_t lda,
+                            int64_t stride_a, const float *b, int64_t ldb, int64_t stride_b,
+                            float beta, float *c, int64_t ldc, int64_t stride_c, int64_t batch)
 {
     if (m == 0 || n == 0 || batch == 0) return MRT_OK;
     if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
@@ -317,7 +317,7 @@ mrt_status mrt_cu_gemm(const char *op, int ta, int tb, int64_t m, int64_t n, int
     /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap
      * the operands and the roles of m and n. */
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    if (gemm_precision == 0 || k == 0) {
+    if (precision == 0 || k == 0) {
         if (batch == 1)
             return mrt_cu_check_blas(op, cublasSgemm(blas_handle, opb, opa, (int)n, (int)m, (int)k,
                                                      &alpha, b, (int)ldb, a, (int)lda, &beta, c,
@@ -333,9 +333,9 @@ mrt_status mrt_cu_gemm(const char *op, int ta, int tb, int64_t m, int64_t n, int
     int64_t span_b = (batch - 1) * stride_b + (tb ? n * ldb : k * ldb);
     void *la = NULL, *lb = NULL;
     size_t ca = 0, cb = 0;
-    mrt_status st = narrow_copy(op, a, span_a, &la, &ca);
-    if (!st) st = narrow_copy(op, b, span_b, &lb, &cb);
-    cudaDataType t = gemm_precision == 1 ? CUDA_R_16F : CUDA_R_16BF;
+    mrt_status st = narrow_copy(op, precision, a, span_a, &la, &ca);
+    if (!st) st = narrow_copy(op, precision, b, span_b, &lb, &cb);
+    cudaDataType t = precision == 1 ? CUDA_R_16F : CUDA_R_16BF;
     for (int64_t i = 0; !st && i < batch; i++) {
         st = mrt_cu_check_blas(
             op, cublasGemmEx(blas_handle, opb, opa, (int)n, (int)m, (int)k, &alpha,
@@ -347,6 +347,24 @@ mrt_status mrt_cu_gemm(const char *op, int ta, int tb, int64_t m, int64_t n, int
     mrt_cu_scratch_free(la, ca);
     mrt_cu_scratch_free(lb, cb);
     return st;
+}
+
+mrt_status mrt_cu_gemm(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                       float alpha, const float *a, int64_t lda, int64_t stride_a,
+                       const float *b, int64_t ldb, int64_t stride_b, float beta, float *c,
+                       int64_t ldc, int64_t stride_c, int64_t batch)
+{
+    return gemm_with(gemm_precision, op, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                     stride_b, beta, c, ldc, stride_c, batch);
+}
+
+mrt_status mrt_cu_gemm_fp32(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, int64_t stride_a,
+                            const float *b, int64_t ldb, int64_t stride_b, float beta, float *c,
+                            int64_t ldc, int64_t stride_c, int64_t batch)
+{
+    return gemm_with(0, op, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
+                     ldc, stride_c, batch);
 }
 
 /* ---- the table --------------------------------------------------------------------------- */
@@ -377,6 +395,7 @@ static void init_backend(void)
     mrt_cu_register_tensor_ops(&cuda_backend);
     mrt_cu_register_nn_ops(&cuda_backend);
     mrt_cu_register_optim_ops(&cuda_backend);
+    mrt_cu_register_audio_ops(&cuda_backend);
     device_ok = 1;
 }
 

@@ -29,6 +29,7 @@ extern "C" {
 #include "machrt/nn.h"
 #include "machrt/optim.h"
 #include "machrt/rng.h"
+#include "machrt/spectral.h"
 #include "machrt/tensor.h"
 }
 
@@ -60,6 +61,13 @@ mrt_status mrt_cu_gemm(const char *op, int ta, int tb, int64_t m, int64_t n, int
                        float alpha, const float *a, int64_t lda, int64_t stride_a,
                        const float *b, int64_t ldb, int64_t stride_b, float beta, float *c,
                        int64_t ldc, int64_t stride_c, int64_t batch);
+
+/* The same, always with fp32 operands (the front end stays in fp32 under
+ * mixed precision). */
+mrt_status mrt_cu_gemm_fp32(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, int64_t stride_a,
+                            const float *b, int64_t ldb, int64_t stride_b, float beta, float *c,
+                            int64_t ldc, int64_t stride_c, int64_t batch);
 
 static inline unsigned mrt_cu_blocks(int64_t n, int64_t cap = MRT_CU_MAX_BLOCKS)
 {
@@ -132,6 +140,7 @@ mrt_status mrt_cu_matmul(const mrt_tensor *a, const mrt_tensor *b, mrt_tensor *o
 void mrt_cu_register_tensor_ops(mrt_backend *b);
 void mrt_cu_register_nn_ops(mrt_backend *b);
 void mrt_cu_register_optim_ops(mrt_backend *b);
+void mrt_cu_register_audio_ops(mrt_backend *b);
 }
 
 #endif

@@ -20,6 +20,7 @@
 #include "machrt/nn.h"
 #include "machrt/optim.h"
 #include "machrt/rng.h"
+#include "machrt/spectral.h"
 
 #define TOL_EXACT 0.0
 #define TOL_ULP 2e-6
@@ -728,6 +729,170 @@ START_TEST(test_training_step_and_allocator)
 }
 END_TEST
 
+/* ---- the spectral front end (cuFFT + cuBLAS against FFTW + the sparse CPU projection) ---- */
+
+/* Relative Frobenius error ||got - want|| / ||want|| and the largest
+ * elementwise |got - want| / (|want| + 1e-3 max|want|). */
+static void rel_errors(const mrt_tensor *got_any, const mrt_tensor *want, double *frob,
+                       double *worst)
+{
+    mrt_tensor got = host(got_any);
+    tu_assert_shape(&got, want->ndim, want->shape);
+    int64_t n = tu_numel(want);
+    double num = 0, den = 0, mx = 0;
+    for (int64_t i = 0; i < n; i++) mx = fmax(mx, fabs(tu_get(want, i)));
+    *worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double g = tu_get(&got, i), w = tu_get(want, i);
+        num += (g - w) * (g - w);
+        den += w * w;
+        *worst = fmax(*worst, fabs(g - w) / (fabs(w) + 1e-3 * mx));
+    }
+    *frob = den > 0 ? sqrt(num / den) : sqrt(num);
+    mrt_tensor_release(&got);
+}
+
+typedef struct {
+    int64_t sr;
+    int n_fft, win, hop, n_mels, center;
+    mrt_pad_mode pad;
+    double f_min, f_max, power;
+    mrt_mel_scale scale;
+    mrt_mel_norm norm;
+    int batched;
+    int64_t B, n;
+} mel_case;
+
+START_TEST(test_mel_front_end)
+{
+    const mel_case cases[] = {
+        /* the reference settings (f_max above Nyquist: zero filters), {B, frames} */
+        {22050, 2048, 2048, 512, 128, 1, MRT_PAD_REFLECT, 50, 16000, 2, MRT_MEL_HTK,
+         MRT_MEL_NORM_NONE, 1, 3, 22050},
+        /* torchaudio's defaults at 16 kHz, {frames} */
+        {16000, 400, 400, 200, 128, 1, MRT_PAD_REFLECT, 0, 8000, 2, MRT_MEL_HTK,
+         MRT_MEL_NORM_NONE, 0, 1, 4000},
+        /* window shorter than n_fft, constant padding, magnitude, Slaney;
+         * 630 frames: more than one cuFFT group of 512 */
+        {16000, 512, 300, 128, 40, 1, MRT_PAD_CONSTANT, 20, 7000, 1, MRT_MEL_SLANEY,
+         MRT_MEL_NORM_SLANEY, 1, 5, 16000},
+        /* no centering, power 1.5, odd n_fft */
+        {8000, 255, 255, 100, 32, 0, MRT_PAD_REFLECT, 0, 4000, 1.5, MRT_MEL_HTK,
+         MRT_MEL_NORM_NONE, 1, 4, 2000},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const mel_case *k = &cases[ci];
+        mrt_mel_config c;
+        mrt_mel_config_init(&c, k->sr);
+        c.stft.n_fft = k->n_fft;
+        c.stft.win_length = k->win;
+        c.stft.hop_length = k->hop;
+        c.stft.center = k->center;
+        c.stft.pad_mode = k->pad;
+        c.f_min = k->f_min;
+        c.f_max = k->f_max;
+        c.n_mels = k->n_mels;
+        c.power = k->power;
+        c.mel_scale = k->scale;
+        c.norm = k->norm;
+        mrt_mel_spec *m = NULL;
+        TU_OK(mrt_mel_spec_new(&c, &m));
+        /* A tone over noise: a spectrum with peaks and a floor. */
+        mrt_tensor w = k->batched ? RAND(1000 + ci, -0.5, 0.5, k->B, k->n)
+                                  : RAND(1000 + ci, -0.5, 0.5, k->n);
+        float *pw = (float *)w.storage->data;
+        for (int64_t i = 0; i < tu_numel(&w); i++)
+            pw[i] += (float)(0.8 * sin(2 * M_PI * 440.0 * (double)(i % k->n) / (double)k->sr));
+        mrt_tensor dw = dev(&w), want = {0}, got = {0}, want_db = {0}, got_db = {0};
+        TU_OK(mrt_mel_spec_forward(m, &w, &want));
+        TU_OK(mrt_mel_spec_forward(m, &dw, &got));
+        ck_assert_int_eq(got.storage->device, MRT_CUDA);
+        double frob, worst;
+        rel_errors(&got, &want, &frob, &worst);
+        ck_assert_msg(frob <= 1e-5 && worst <= 1e-4,
+                      "case %zu: mel relative Frobenius error %g, worst element %g", ci, frob,
+                      worst);
+        TU_OK(mrt_amplitude_to_db(&want, 10.0, -1.0, &want_db));
+        TU_OK(mrt_amplitude_to_db(&got, 10.0, -1.0, &got_db));
+        ck_assert_int_eq(got_db.storage->device, MRT_CUDA);
+        assert_close(&got_db, &want_db, 1e-4, "log-mel dB");
+        /* The front end stays in fp32 when the GEMMs are in fp16. */
+        mrt_tensor half = {0};
+        TU_OK(mrt_cuda_set_mixed_precision("fp16"));
+        mrt_status st = mrt_mel_spec_forward(m, &dw, &half);
+        TU_OK(mrt_cuda_set_mixed_precision("fp32"));
+        TU_OK(st);
+        rel_errors(&half, &want, &frob, &worst);
+        ck_assert_msg(frob <= 1e-5, "case %zu under fp16 GEMMs: error %g", ci, frob);
+        mrt_tensor all[] = {w, dw, want, got, want_db, got_db, half};
+        release_all(all, 7);
+        mrt_mel_spec_free(m);
+    }
+}
+END_TEST
+
+START_TEST(test_mel_front_end_views_and_errors)
+{
+    mrt_mel_config c;
+    mrt_mel_config_init(&c, 16000);
+    mrt_mel_spec *m = NULL;
+    TU_OK(mrt_mel_spec_new(&c, &m));
+    /* A strided wave ({n, B} transposed) and a strided output view. */
+    mrt_tensor w = RAND(1100, -1, 1, 3000, 2), wt = {0}, dw = dev(&w), dwt = {0};
+    TU_OK(mrt_view_transpose(&w, 0, 1, &wt));
+    TU_OK(mrt_view_transpose(&dw, 0, 1, &dwt));
+    mrt_tensor want = {0}, big = {0}, view = {0};
+    TU_OK(mrt_mel_spec_forward(m, &wt, &want));
+    TU_OK(mrt_tensor_alloc_on(&big, MRT_F32, 3, (const int64_t[]){2, 16, 128}, MRT_CUDA));
+    TU_OK(mrt_view_permute(&big, (const int[]){0, 2, 1}, &view));
+    TU_OK(mrt_mel_spec_forward(m, &dwt, &view));
+    double frob, worst;
+    rel_errors(&view, &want, &frob, &worst);
+    ck_assert_msg(frob <= 1e-5 && worst <= 1e-4, "strided: %g %g", frob, worst);
+    /* Errors: devices mixed, a clip too short for reflect padding. */
+    mrt_tensor host_out = {0}, short_w = RAND(1101, -1, 1, 100), dshort = dev(&short_w), o = {0};
+    TU_ALLOC(&host_out, MRT_F32, 2, 128, 16);
+    TU_FAILS(MRT_ERR_DEVICE, mrt_mel_spec_forward(m, &dwt, &host_out));
+    TU_FAILS(MRT_ERR_SHAPE, mrt_mel_spec_forward(m, &dshort, &o));
+    TU_MSG_HAS("reflect padding");
+    mrt_tensor all[] = {w, wt, dw, dwt, want, big, view, host_out, short_w, dshort, o};
+    release_all(all, 11);
+    mrt_mel_spec_free(m);
+}
+END_TEST
+
+START_TEST(test_amplitude_to_db)
+{
+    mrt_tensor x = RAND(1200, 0, 1, 2, 3, 4, 5);
+    float *p = (float *)x.storage->data;
+    for (int64_t i = 0; i < tu_numel(&x); i++) p[i] = (float)pow(10.0, 16.0 * p[i] - 13.0);
+    p[0] = 0.0f;
+    p[1] = -1.0f;
+    p[2] = NAN;
+    p[3] = INFINITY;
+    p[4] = 1e-10f;
+    p[70] = NAN;
+    mrt_tensor dx = dev(&x);
+    for (int top = 0; top < 2; top++)
+        for (int mag = 0; mag < 2; mag++) {
+            mrt_tensor want = {0}, got = {0};
+            double mul = mag ? 20.0 : 10.0, top_db = top ? 80.0 : -1.0;
+            TU_OK(mrt_amplitude_to_db(&x, mul, top_db, &want));
+            TU_OK(mrt_amplitude_to_db(&dx, mul, top_db, &got));
+            assert_close(&got, &want, 1e-5, top ? "dB, top_db 80" : "dB");
+            mrt_tensor all[] = {want, got};
+            release_all(all, 2);
+        }
+    /* In place, and top_db over a 2-d tensor (one group). */
+    mrt_tensor y = RAND(1201, 1e-6, 10, 7, 9), dy = dev(&y), want = {0};
+    TU_OK(mrt_amplitude_to_db(&y, 10.0, 20.0, &want));
+    TU_OK(mrt_amplitude_to_db(&dy, 10.0, 20.0, &dy));
+    assert_close(&dy, &want, 1e-5, "dB in place");
+    mrt_tensor all[] = {x, dx, y, dy, want};
+    release_all(all, 5);
+}
+END_TEST
+
 #ifdef MRT_PARITY_HOST
 /* The Lua layer on the device: tests/cuda/lua_on_device.lua run by a host
  * with this backend (the emulated host in `make test`, ./machrt with CUDA=1). */
@@ -781,6 +946,9 @@ static Suite *parity_suite(void)
     ADD(tc, test_losses);
     ADD(tc, test_optimizers);
     ADD(tc, test_training_step_and_allocator);
+    ADD(tc, test_mel_front_end);
+    ADD(tc, test_mel_front_end_views_and_errors);
+    ADD(tc, test_amplitude_to_db);
 #ifdef MRT_PARITY_HOST
     ADD(tc, test_lua_modules_on_device);
 #endif

@@ -96,4 +96,14 @@ gpu_model:evaluate(); cpu_model:evaluate()
 check(max_rel_diff(gpu_model:forward(input:to("cuda")), cpu_model:forward(input)) < 1e-3, "evaluation forward")
 gpu_model:to("cpu")
 check(gpu_model.flat_params:device() == "cpu", "back to the cpu")
+-- The log-mel front end on the device (cuFFT + cuBLAS) against the CPU's.
+local audio = require "machrt.audio"
+local mel = audio.MelSpectrogram{sample_rate = 16000, n_fft = 512, hop_length = 160, n_mels = 64}
+mt.manual_seed(11)
+local wave = mt.randn{2, 8000} * 0.1
+local host_db = audio.amplitude_to_db(mel:forward(wave))
+local dev_db = audio.amplitude_to_db(mel(wave:to("cuda")))
+check(dev_db:device() == "cuda", "front end output on the device")
+check(max_rel_diff(dev_db, host_db) < 1e-5, "log-mel on the device: " .. max_rel_diff(dev_db, host_db))
+check(max_rel_diff(audio.amplitude_to_db(mel(wave:select(1, 1):to("cuda"))), host_db:select(1, 1)) < 1e-5, "log-mel of one clip")
 print("lua on device: ok")

@@ -18,6 +18,7 @@
 
 #include "machrt/nn.h"
 #include "machrt/optim.h"
+#include "machrt/spectral.h"
 #include "machrt/tensor.h"
 
 typedef struct mrt_backend_memory {
@@ -107,6 +108,15 @@ typedef struct mrt_backend_rng {
     mrt_status (*bernoulli)(mrt_rng *rng, mrt_tensor *t, double p);
 } mrt_backend_rng;
 
+/* The spectral front end. mel_forward receives a wave already checked and
+ * made contiguous by mrt_mel_spec_forward (on the wave's device); `out`
+ * follows tensor.h's output convention on that device. */
+typedef struct mrt_backend_audio {
+    mrt_status (*mel_forward)(const mrt_mel_spec *m, const mrt_tensor *wave, mrt_tensor *out);
+    mrt_status (*amplitude_to_db)(const mrt_tensor *x, double multiplier, double top_db,
+                                  mrt_tensor *out);
+} mrt_backend_audio;
+
 typedef struct mrt_backend {
     const char *name;
     mrt_device device;
@@ -115,6 +125,7 @@ typedef struct mrt_backend {
     mrt_backend_nn nn;
     mrt_backend_optim optim;
     mrt_backend_rng rng;
+    mrt_backend_audio audio;
 } mrt_backend;
 
 /* The backend of `device`, or NULL when this build or machine has none. */

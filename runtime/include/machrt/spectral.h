@@ -57,6 +57,10 @@ void mrt_stft_config_init(mrt_stft_config *c, int n_fft);
 /* Checks the settings; messages start with `what` ("MelSpectrogram: ...")
  * and name the parameter. */
 mrt_status mrt_stft_config_check(const mrt_stft_config *c, const char *what);
+/* The analysis window of the settings: n_fft values, a periodic Hann of
+ * win_length samples (evaluated in double, rounded once) centred in n_fft,
+ * zero outside. The CPU framing and the CUDA front end both use it. */
+void mrt_stft_window(const mrt_stft_config *c, float *w);
 /* Number of frames for n samples (0 when n is too short without center). */
 int64_t mrt_stft_frames(int64_t n, int n_fft, int hop_length, int center);
 /* The shortest signal the settings accept (reflect padding needs more than
