@@ -60,7 +60,7 @@ function M.front_end(a)
 end
 
 --- The network of an architecture config section.
-function M.build_model(arch, num_classes)
+function M.build_model(arch, num_classes, opts)
     local build = nn[arch.backbone]
     if type(build) ~= "function" then
         fail("architecture.backbone '%s' is not available (resnet18, resnet34)", tostring(arch.backbone))
@@ -68,7 +68,7 @@ function M.build_model(arch, num_classes)
     local pools = { GeM = "gem", Avg = "avg", Average = "avg" }
     local pool = pools[arch.pool] or fail("architecture.pool must be GeM or Avg, got '%s'", tostring(arch.pool))
     return build{ in_channels = 1, num_classes = num_classes, pool = pool, dropout = arch.dropout,
-                  width = arch.width }
+                  width = arch.width, init = not (opts and opts.init == false) }
 end
 
 --- Mean of the sigmoid outputs per clip: chunks {N, frames} holds
@@ -88,7 +88,8 @@ end
 -- ---- predictors ----------------------------------------------------------------
 
 local function predictor(cfg, classes, weights, source)
-    local model = M.build_model(cfg.architecture, #classes)
+    -- No initialisation: the weights are loaded right away.
+    local model = M.build_model(cfg.architecture, #classes, { init = false })
     local ok, err = pcall(model.load_state_dict, model, weights)
     if not ok then fail("%s: the weights do not fit the network: %s", source, tostring(err)) end
     model:evaluate()

@@ -26,9 +26,9 @@ function Conv2d:__init(cin, cout, k, opts)
   self.ph, self.pw = pair(opts.padding or 0, "padding")
   -- PyTorch's default initialisation: U(-b, b), b = 1/sqrt(fan_in).
   local bound = 1 / math.sqrt(cin * self.kh * self.kw)
-  self:register_parameter("weight", mt.empty{cout, cin, self.kh, self.kw}:uniform_(-bound, bound))
+  self:register_parameter("weight", Module.uniform_param({cout, cin, self.kh, self.kw}, bound))
   if opts.bias ~= false then
-    self:register_parameter("bias", mt.empty{cout}:uniform_(-bound, bound))
+    self:register_parameter("bias", Module.uniform_param({cout}, bound))
   end
   self.need_input_grad = true
   shared_workspace = shared_workspace or K.workspace()

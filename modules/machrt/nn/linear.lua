@@ -12,9 +12,9 @@ function Linear:__init(cin, cout, opts)
   self.cin, self.cout = cin, cout
   -- PyTorch's default initialisation: U(-b, b), b = 1/sqrt(fan_in).
   local bound = 1 / math.sqrt(cin)
-  self:register_parameter("weight", mt.empty{cout, cin}:uniform_(-bound, bound))
+  self:register_parameter("weight", Module.uniform_param({cout, cin}, bound))
   if not (opts and opts.bias == false) then
-    self:register_parameter("bias", mt.empty{cout}:uniform_(-bound, bound))
+    self:register_parameter("bias", Module.uniform_param({cout}, bound))
   end
 end
 

@@ -94,6 +94,27 @@ function Module.reuse(buf, shape, like)
   return like and like:new_empty(shape) or mt.empty(shape)
 end
 
+-- Set while building a model whose weights are loaded right after (see
+-- Module.without_init): constructors then leave parameters uninitialised.
+Module.skip_init = false
+
+--- Runs build() with parameter initialisation off, and returns its result.
+function Module.without_init(build)
+  Module.skip_init = true
+  local ok, result = pcall(build)
+  Module.skip_init = false
+  if not ok then error(result, 0) end
+  return result
+end
+
+-- A parameter tensor initialised U(-bound, bound), PyTorch's default,
+-- unless initialisation is off.
+function Module.uniform_param(shape, bound)
+  local t = mt.empty(shape)
+  if not Module.skip_init then t:uniform_(-bound, bound) end
+  return t
+end
+
 -- Releases a tensor's storage now (nil and released tensors are ignored).
 function Module.free(t)
   if t and not t:is_released() then t:release() end

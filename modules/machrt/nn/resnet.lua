@@ -76,13 +76,27 @@ local function kaiming_normal_fan_out(w)
   w:normal_(0, math.sqrt(2 / (s[1] * s[3] * s[4])))
 end
 
+local build_model
+
 local function build(blocks, opts)
   opts = opts or {}
+  if opts.init == false then
+    -- No initialisation at all: the weights are loaded next (a scorer,
+    -- predictions), and drawing 21 M random numbers twice is most of a build.
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.init = nil
+    return Module.without_init(function() return build_model(blocks, o) end)
+  end
+  return build_model(blocks, opts)
+end
+
+build_model = function(blocks, opts)
   local valid = {in_channels = true, num_classes = true, pool = true, dropout = true, gem_p = true,
-                 input_grad = true, width = true}
+                 input_grad = true, width = true, init = true}
   for k in pairs(opts) do
     if not valid[k] then
-      error(("resnet: unknown option '%s' (valid: in_channels, num_classes, pool, dropout, gem_p, input_grad, width)")
+      error(("resnet: unknown option '%s' (valid: in_channels, num_classes, pool, dropout, gem_p, input_grad, width, init)")
         :format(tostring(k)), 3)
     end
   end
@@ -124,9 +138,11 @@ local function build(blocks, opts)
   -- The gradient with respect to the input image is rarely needed and costs
   -- a full convolution; ask for it with input_grad = true.
   model.children.conv1.need_input_grad = opts.input_grad == true
-  model:apply(function(m)
-    if m.__name == "Conv2d" then kaiming_normal_fan_out(m.params.weight.param) end
-  end)
+  if not Module.skip_init then
+    model:apply(function(m)
+      if m.__name == "Conv2d" then kaiming_normal_fan_out(m.params.weight.param) end
+    end)
+  end
   return model:flatten_parameters()
 end
 
