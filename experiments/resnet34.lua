@@ -38,7 +38,8 @@ local defaults = {
     },
     environment = { mixed_precision_training = true, mixed_precision_inference = false,
                     number_of_workers = 4, seed = -1,
-                    threads = 0 },                  -- machrt: compute threads (0 = all cores)
+                    threads = 0,                    -- machrt: compute threads (0 = all cores)
+                    device = "auto" },              -- machrt: auto | cpu | cuda (auto = cuda when a GPU is usable)
     experiment_name = "final_machinetype_audio_classification",
     logging = { number_of_audios = 5 },             -- worst validation clips pictured by run_interpretations
     output_directory = "runs",                      -- machrt: runs/<experiment_name>/fold<k>
@@ -56,6 +57,7 @@ local defaults = {
 
 local cfg, run = train.setup(defaults, arg)
 local tr = cfg.training
+local device = train.device(cfg)                    -- model, batches and front end live there
 
 for _, fold in ipairs(run.folds) do
     local dir = run.dir_of(fold)
@@ -63,12 +65,12 @@ for _, fold in ipairs(run.folds) do
     log.info("fold %d: %d training and %d validation clips, classes: %s -> %s", fold,
              #split.train.files, #split.val.files, table.concat(split.classes, ", "), dir)
 
-    local front = train.front_end(cfg)
+    local front = train.front_end(cfg, device)
     local loaders <close> = train.loaders(cfg, split)
     local steps_per_epoch = loaders.train:num_batches()
 
     mt.manual_seed(cfg.environment.seed)             -- weight init and dropout draw from here
-    local model = train.model(cfg, #split.classes)
+    local model = train.model(cfg, #split.classes, device)
     local loss_fn = train.loss(cfg)
     local opt, set_lr, total_steps = train.optimizer(cfg, model, steps_per_epoch)
 
@@ -79,7 +81,7 @@ for _, fold in ipairs(run.folds) do
         log.info("resuming %s after epoch %d (step %d)", dir, state.epoch, state.step)
     end
     train.write_config(dir, cfg)
-    if cfg.environment.mixed_precision_training and not mt.cuda_available() then
+    if cfg.environment.mixed_precision_training and device == "cpu" then
         log.info("environment.mixed_precision_training applies on GPU only; training in float32")
     end
 
@@ -95,15 +97,16 @@ for _, fold in ipairs(run.folds) do
             for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
             if batch.wave then
                 local x = front(batch.wave)
+                local target = batch.target:to(device)  -- the same tensor on the CPU
                 local logits = model:forward(x)
-                local loss = loss_fn:forward(logits, batch.target)
+                local loss = loss_fn:forward(logits, target)
                 if loss ~= loss or loss == math.huge or loss == -math.huge then
                     error(string.format("training loss is %s at epoch %d, step %d; stopping (the "
                         .. "last good checkpoint in %s is kept)", tostring(loss), epoch, state.step + 1,
                         dir), 0)
                 end
                 -- Gradients accumulate over grad_accumulation batches per step.
-                model:backward(x, loss_fn:backward(logits, batch.target), true)
+                model:backward(x, loss_fn:backward(logits, target), true)
                 loss_sum, seen = loss_sum + loss * batch.wave:size(1), seen + batch.wave:size(1)
                 if b % tr.grad_accumulation == 0 then
                     state.step = state.step + 1

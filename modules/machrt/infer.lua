@@ -31,7 +31,9 @@ end
 
 --- The log-mel front end of an audio config section: wave {B, frames} ->
 --- dB spectrogram {B, 1, n_mels, T}. Outputs are reused per batch shape.
-function M.front_end(a)
+--- With a device other than "cpu" the wave is copied there first and the
+--- whole front end runs on it (float32 always).
+function M.front_end(a, device)
     if (a.spectrogram_normalization or "No") ~= "No" then
         fail("audio.spectrogram_normalization: only 'No' (dB values as they are) is supported, got '%s'",
              tostring(a.spectrogram_normalization))
@@ -43,6 +45,7 @@ function M.front_end(a)
     }
     local buffers = {}
     return function(wave)
+        if device and device ~= "cpu" then wave = wave:to(device) end
         local B, T = wave:size(1), mel:frames(wave:size(2))
         local key = B .. "x" .. T
         local buf = buffers[key]
@@ -50,7 +53,7 @@ function M.front_end(a)
             if #buffers >= 4 then buffers = {} end -- shapes vary (clip lengths): bound the memory
             buffers[#buffers + 1] = key
             local shape = { B, a.mel_frequency_bins, T }
-            buf = { power = mt.empty(shape), db = mt.empty(shape) }
+            buf = { power = wave:new_empty(shape), db = wave:new_empty(shape) }
             buffers[key] = buf
         end
         mel(wave, buf.power)
@@ -75,7 +78,7 @@ end
 --- counts[1] chunks of the first clip, then counts[2] of the second, ...
 --- Returns {#counts, C}.
 function M.clip_probabilities(model, front, chunks, counts)
-    local p = model:forward(front(chunks)):sigmoid()
+    local p = model:forward(front(chunks)):sigmoid():to("cpu") -- itself on the CPU
     local out = mt.empty{ #counts, p:size(2) }
     local at = 1
     for k, n in ipairs(counts) do

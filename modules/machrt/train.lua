@@ -170,7 +170,22 @@ end
 -- ---- front end and loaders -------------------------------------------------
 
 --- The log-mel front end: wave {B, frames} -> dB spectrogram {B, 1, n_mels, T}.
-function M.front_end(cfg) return infer.front_end(cfg.audio) end
+function M.front_end(cfg, device) return infer.front_end(cfg.audio, device) end
+
+--- The compute device of environment.device: "auto" (cuda when a GPU is
+--- usable, else cpu), "cpu" or "cuda".
+function M.device(cfg)
+    local d = cfg.environment.device or "auto"
+    if d == "auto" then return mt.cuda_available() and "cuda" or "cpu" end
+    if d == "cuda" and not mt.cuda_available() then
+        fail("environment.device = cuda, but no CUDA device is usable (machrt built without "
+             .. "CUDA, or no GPU found); use cpu or auto")
+    end
+    if d ~= "cpu" and d ~= "cuda" then
+        fail("environment.device must be auto, cpu or cuda, got '%s'", tostring(d))
+    end
+    return d
+end
 
 local function clip_config(cfg, items, mode, chunk_seconds)
     local ds, aug = cfg.dataset, cfg.augmentation
@@ -221,12 +236,16 @@ end
 
 -- ---- model and optimizer ----------------------------------------------------
 
---- The backbone of architecture.backbone with GeM or average pooling.
-function M.model(cfg, num_classes)
+--- The backbone of architecture.backbone with GeM or average pooling,
+--- initialised on the CPU (same weights for a seed on every device), then
+--- moved to `device` when that is not the CPU.
+function M.model(cfg, num_classes, device)
     if cfg.architecture.pretrained then
         fail("architecture.pretrained = true: no pretrained weights ship with machrt (set it to false)")
     end
-    return infer.build_model(cfg.architecture, num_classes)
+    local model = infer.build_model(cfg.architecture, num_classes)
+    if device and device ~= "cpu" then model:to(device) end
+    return model
 end
 
 --- AdamW (or SGD) over parameter groups (no decay on biases and norm
@@ -359,7 +378,11 @@ function M.load_checkpoint(dir, model, opt)
     end
     local weights = {}
     for k, v in pairs(tensors) do
-        if not k:match("^state%.") then weights[k] = v end
+        if k:match("^state%.") then
+            tensors[k] = v:to(model.device or "cpu") -- optimizer state on the parameters' device
+        else
+            weights[k] = v
+        end
     end
     model:load_state_dict(weights)
     opt:load_state_dict(tensors, meta)

@@ -903,6 +903,16 @@ START_TEST(test_lua_modules_on_device)
     ck_assert_msg(rc == 0, "%s tests/cuda/lua_on_device.lua failed (status %d)", MRT_PARITY_HOST, rc);
 }
 END_TEST
+
+/* experiments/resnet34.lua with --environment.device=cuda against the CPU. */
+START_TEST(test_experiment_on_device)
+{
+    int rc = system("LUA_PATH='modules/?.lua;modules/?/init.lua;;' " MRT_PARITY_HOST
+                    " tests/cuda/experiment_on_device.lua " MRT_PARITY_HOST);
+    ck_assert_msg(rc == 0, "%s tests/cuda/experiment_on_device.lua failed (status %d)",
+                  MRT_PARITY_HOST, rc);
+}
+END_TEST
 #endif
 
 /* MRT_PARITY_ONLY=conv2d runs the tests whose name contains "conv2d". */
@@ -951,6 +961,7 @@ static Suite *parity_suite(void)
     ADD(tc, test_amplitude_to_db);
 #ifdef MRT_PARITY_HOST
     ADD(tc, test_lua_modules_on_device);
+    ADD(tc, test_experiment_on_device);
 #endif
     suite_add_tcase(s, tc);
     return s;

@@ -223,6 +223,15 @@ test("bad input: missing column, missing file, fold, batch size, unknown key", f
     code, text = run(base .. " --training.batch_size=64")
     A.truthy(code ~= 0)
     A.truthy(text:find("batch size 64 is larger than the 32 items", 1, true), text)
+    -- environment.device: an unknown name, and cuda where no device is usable.
+    code, text = run(base .. " --environment.device=tpu")
+    A.truthy(code ~= 0)
+    A.truthy(text:find("environment.device must be auto, cpu or cuda, got 'tpu'", 1, true), text)
+    if not mt.cuda_available() then
+        code, text = run(base .. " --environment.device=cuda")
+        A.truthy(code ~= 0)
+        A.truthy(text:find("no CUDA device is usable", 1, true), text)
+    end
     -- An unknown key lists the valid ones.
     code, text = run(base .. " --training.epoch=3")
     A.truthy(code ~= 0)

@@ -502,7 +502,9 @@ struct emu_plan {
     fftwf_plan plan;
 };
 static std::mutex fft_lock;
-static std::vector<emu_plan *> fft_plans;
+/* Never destroyed: plans cached by the backend for the life of the
+ * process stay reachable at exit (a destroyed vector would drop them). */
+static std::vector<emu_plan *> &fft_plans = *new std::vector<emu_plan *>;
 
 cufftResult cufftPlanMany(cufftHandle *plan, int rank, int *n, int *inembed, int istride,
                           int idist, int *onembed, int ostride, int odist, cufftType type,
