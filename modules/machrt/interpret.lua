@@ -28,6 +28,7 @@
 -- failure never leaves a partial file under its final name.
 
 local mt = require "machrt"
+local csv = require "machrt.data.csv"
 local audio = require "machrt.audio"
 local metrics = require "machrt.metrics"
 local plot = require "machrt.plot"
@@ -42,29 +43,7 @@ local function fail(fmt, ...) error("interpret.write: " .. string.format(fmt, ..
 
 -- ---- CSV -------------------------------------------------------------------------
 
-local function csv_cell(v)
-    if v == nil then return "" end
-    if type(v) == "number" then
-        if math.type(v) == "integer" then return tostring(v) end
-        if v ~= v then return "nan" end
-        return string.format("%.6g", v)
-    end
-    local s = tostring(v)
-    if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
-    return s
-end
-
-local function csv_text(header, rows)
-    local out = {}
-    local function line(r)
-        local cells = {}
-        for j = 1, #header do cells[j] = csv_cell(r[j]) end
-        out[#out + 1] = table.concat(cells, ",")
-    end
-    line(header)
-    for _, r in ipairs(rows) do line(r) end
-    return table.concat(out, "\n") .. "\n"
-end
+local function csv_text(header, rows) return csv.table_text(header, rows, { digits = 6 }) end
 
 -- ---- arguments -----------------------------------------------------------------------
 

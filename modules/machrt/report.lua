@@ -11,6 +11,7 @@
 -- Writes folder/index.html.tmp and renames it to folder/index.html. All text
 -- is HTML-escaped; the page has no external resources besides the images.
 
+local mt = require "machrt"
 local M = {}
 
 local function fail(fmt, ...)
@@ -138,20 +139,8 @@ function M.write_index(folder, opts)
     add("<footer>written ", esc(os.date("!%Y-%m-%d %H:%M UTC")), " by machrt</footer>\n</body>\n</html>\n")
 
     local path = folder .. "/index.html"
-    local tmp = path .. ".tmp"
-    local f, err = io.open(tmp, "wb")
-    if not f then fail("report.write_index: cannot write '%s': %s", path, err) end
-    local ok, werr = f:write(table.concat(out))
-    local cok, cerr = f:close()
-    if not ok or not cok then
-        os.remove(tmp)
-        fail("report.write_index: cannot write '%s': %s", path, tostring(werr or cerr))
-    end
-    local rok, rerr = os.rename(tmp, path)
-    if not rok then
-        os.remove(tmp)
-        fail("report.write_index: cannot write '%s': %s", path, rerr)
-    end
+    local ok, err = pcall(mt.write_file, path, table.concat(out))
+    if not ok then fail("report.write_index: %s", tostring(err)) end
     return path
 end
 

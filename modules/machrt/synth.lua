@@ -156,20 +156,8 @@ end
 -- Writes `text` to `path` through a temporary name, so `path` never holds
 -- a half-written file.
 local function write_atomic(path, text)
-    local tmp = path .. ".tmp"
-    local f, err = io.open(tmp, "wb")
-    if not f then fail("cannot write %s: %s", path, err) end
-    local ok, werr = f:write(text)
-    local cok, cerr = f:close()
-    if not ok or not cok then
-        os.remove(tmp)
-        fail("cannot write %s: %s", path, tostring(werr or cerr))
-    end
-    local rok, rerr = os.rename(tmp, path)
-    if not rok then
-        os.remove(tmp)
-        fail("cannot write %s: %s", path, rerr)
-    end
+    local ok, err = pcall(mt.write_file, path, text)
+    if not ok then fail("%s", tostring(err)) end
 end
 
 -- Checks that `out` can receive the corpus: refuses a folder holding other

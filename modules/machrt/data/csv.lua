@@ -6,6 +6,7 @@
 -- (experiment configs name such columns, e.g. group_fold_column 'Unnamed: 0').
 -- Every cell stays a string; DataFrame:numbers() converts where a number is
 -- meant, so that a column such as a file name is never mangled.
+local mt = require "machrt"
 local DataFrame = require "machrt.data.frame"
 
 local M = {}
@@ -218,25 +219,43 @@ function M.format(df)
   return table.concat(lines, "\n")
 end
 
---- Writes a DataFrame to `path` atomically (path .. ".tmp", then rename), so a
---- reader never sees a half-written file.
+--- Writes a DataFrame to `path` atomically (a temporary name, then rename),
+--- so a reader never sees a half-written file.
 function M.write(path, df)
   if type(path) ~= "string" then fail("write_csv: expected a path string, got %s", type(path)) end
-  local text = M.format(df)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then fail("write_csv: cannot open '%s': %s", tmp, err) end
-  local ok, werr = f:write(text)
-  local cok, cerr = f:close()
-  if not ok or not cok then
-    os.remove(tmp)
-    fail("write_csv: cannot write '%s': %s", tmp, tostring(werr or cerr))
+  local ok, err = pcall(mt.write_file, path, M.format(df))
+  if not ok then fail("write_csv: %s", tostring(err)) end
+end
+
+--- CSV text of a table given as a header (list of names) and rows (lists in
+--- header order, or tables keyed by the names). Numbers: integers as they
+--- are, others with opts.digits significant digits (default: the shortest
+--- form that reads back exactly), NaN as "nan"; nil as an empty cell.
+function M.table_text(header, rows, opts)
+  local digits = opts and opts.digits
+  local function cell(v)
+    if v == nil then return "" end
+    if type(v) == "number" then
+      if v ~= v then return "nan" end
+      if math.type(v) == "integer" or not digits then return number_string(v) end
+      return string.format("%." .. digits .. "g", v)
+    end
+    return quote(tostring(v))
   end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then
-    os.remove(tmp)
-    fail("write_csv: cannot rename '%s' to '%s': %s", tmp, path, tostring(rerr))
+  local lines = {}
+  local function add(values, keyed)
+    local parts = {}
+    for j, name in ipairs(header) do
+      local v = values[j]
+      if v == nil and keyed then v = values[name] end
+      parts[j] = cell(v)
+    end
+    lines[#lines + 1] = table.concat(parts, ",")
   end
+  add(header)
+  for _, r in ipairs(rows) do add(r, true) end
+  lines[#lines + 1] = ""
+  return table.concat(lines, "\n")
 end
 
 return M
