@@ -84,6 +84,11 @@ for _, fold in ipairs(run.folds) do
     if cfg.environment.mixed_precision_training and device == "cpu" then
         log.info("environment.mixed_precision_training applies on GPU only; training in float32")
     end
+    local scaler = train.mixed_precision(cfg, device)  -- nil: fp32 training (always on the CPU)
+    if scaler then
+        if state.amp then scaler:load_state_dict(state.amp) end
+        log.info("mixed precision: fp16 GEMM operands, fp32 master weights, loss scale %g", scaler:get_scale())
+    end
 
     local last_evaluation
     for epoch = state.epoch + 1, tr.epochs do
@@ -106,13 +111,21 @@ for _, fold in ipairs(run.folds) do
                         dir), 0)
                 end
                 -- Gradients accumulate over grad_accumulation batches per step.
-                model:backward(x, loss_fn:backward(logits, target), true)
+                local grad = loss_fn:backward(logits, target)
+                model:backward(x, scaler and scaler:scale(grad) or grad, true)
                 loss_sum, seen = loss_sum + loss * batch.wave:size(1), seen + batch.wave:size(1)
                 if b % tr.grad_accumulation == 0 then
                     state.step = state.step + 1
-                    if tr.gradient_clip > 0 then train.clip_gradients(model, tr.gradient_clip) end
+                    -- With loss scaling, a step with an Inf/NaN gradient is skipped.
+                    local finite = not scaler or train.unscale(scaler, model)
+                    if finite and tr.gradient_clip > 0 then train.clip_gradients(model, tr.gradient_clip) end
                     lr = set_lr(state.step)
-                    opt:step()
+                    if finite then opt:step() end
+                    if scaler then
+                        if not finite then log.info("step %d skipped: Inf/NaN gradient at loss scale %g", state.step, scaler:get_scale()) end
+                        scaler:update()
+                        state.amp = scaler:state_dict()
+                    end
                     model:zero_grad()
                     train.kill_point(state.step)
                 end

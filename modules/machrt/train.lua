@@ -283,6 +283,21 @@ function M.optimizer(cfg, model, steps_per_epoch)
     return opt, set_lr, total
 end
 
+--- Mixed precision (environment.mixed_precision_training on a CUDA device):
+--- the convolution / linear GEMMs take fp16 operands (fp32 accumulation,
+--- fp32 master weights and gradients) and the loss is scaled dynamically
+--- (machrt.amp). Returns the loss scaler, or nil where training stays fp32.
+function M.mixed_precision(cfg, device)
+    if not cfg.environment.mixed_precision_training or device == "cpu" then return nil end
+    mt.set_gemm_precision("fp16")
+    return require("machrt.amp").GradScaler()
+end
+
+--- Unscales the model's gradients; false when one is Inf/NaN (skip the step).
+function M.unscale(scaler, model)
+    return scaler:unscale(model.flat_grads and { { grad = model.flat_grads } } or model:parameters())
+end
+
 --- Clips the global gradient norm (training.gradient_clip > 0).
 function M.clip_gradients(model, max_norm)
     return optim.clip_grad_norm(model:parameters(), max_norm)
@@ -320,6 +335,9 @@ function M.evaluate(cfg, model, front, loader, split)
     model:clear_state()
     mt.empty_cache()
     model:evaluate()
+    -- On a device, inference GEMMs follow environment.mixed_precision_inference.
+    local precision = model.device == "cuda"
+        and mt.set_gemm_precision(cfg.environment.mixed_precision_inference and "fp16" or "fp32")
     local n, C = #split.val.files, #split.classes
     local probs, targets = mt.zeros{ n, C }, mt.zeros{ n, C }
     local kept, skipped = {}, {}
@@ -339,6 +357,7 @@ function M.evaluate(cfg, model, front, loader, split)
     model:clear_state()
     mt.empty_cache()
     model:training()
+    if precision then mt.set_gemm_precision(precision) end
     if filled == 0 then fail("validation: no clip could be read (%d skipped)", #skipped) end
     probs, targets = probs:narrow(1, 1, filled):contiguous(), targets:narrow(1, 1, filled):contiguous()
     local true_index = {}

@@ -26,7 +26,31 @@ static const mrt_backend cpu_backend = {
 /* runtime/cuda/backend.cu: NULL when no device can be used. */
 const mrt_backend *mrt_cuda_backend(void);
 const char *mrt_cuda_backend_mode(void);
+mrt_status mrt_cuda_set_mixed_precision(const char *mode);
+const char *mrt_cuda_mixed_precision(void);
 #endif
+
+mrt_status mrt_set_gemm_precision(const char *mode)
+{
+    const int fp32 = mode && strcmp(mode, "fp32") == 0;
+    if (!fp32 && mode && strcmp(mode, "fp16") != 0 && strcmp(mode, "bf16") != 0)
+        return mrt_fail(MRT_ERR_ARG, "set_gemm_precision: unknown mode '%s' (fp32, fp16 or bf16)",
+                        mode);
+#ifdef MRT_HAVE_CUDA
+    if (mrt_cuda_backend()) return mrt_cuda_set_mixed_precision(mode);
+#endif
+    if (fp32) return MRT_OK;
+    return mrt_fail(MRT_ERR_DEVICE, "set_gemm_precision: %s GEMMs need a CUDA device (the CPU "
+                    "computes in fp32)", mode ? mode : "(null)");
+}
+
+const char *mrt_gemm_precision(void)
+{
+#ifdef MRT_HAVE_CUDA
+    if (mrt_cuda_backend()) return mrt_cuda_mixed_precision();
+#endif
+    return "fp32";
+}
 
 const mrt_backend *mrt_backend_get(mrt_device device)
 {

@@ -275,6 +275,12 @@ extern "C" mrt_status mrt_cuda_set_mixed_precision(const char *mode)
     return MRT_OK;
 }
 
+extern "C" const char *mrt_cuda_mixed_precision(void);
+extern "C" const char *mrt_cuda_mixed_precision(void)
+{
+    return gemm_precision == 1 ? "fp16" : gemm_precision == 2 ? "bf16" : "fp32";
+}
+
 template <typename H> __device__ __forceinline__ H to_low(float v);
 template <> __device__ __forceinline__ __half to_low<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 to_low<__nv_bfloat16>(float v)

@@ -346,6 +346,17 @@ static int m_cuda_synchronize(lua_State *L)
     return 0;
 }
 
+/* mt.set_gemm_precision("fp16" | "bf16" | "fp32"): the operands of the
+ * device's convolution / linear / matmul GEMMs (fp32 accumulation and
+ * outputs); returns the previous mode. The CPU computes in fp32 only. */
+static int m_set_gemm_precision(lua_State *L)
+{
+    const char *mode = luaL_checkstring(L, 1);
+    lua_pushstring(L, mrt_gemm_precision());
+    mrt_lua_check(L, mrt_set_gemm_precision(mode));
+    return 1;
+}
+
 static int m_is_tensor(lua_State *L)
 {
     lua_pushboolean(L, mrt_lua_test_tensor(L, 1) != NULL);
@@ -359,7 +370,7 @@ static const luaL_Reg machrt_funcs[] = {
     {"set_num_threads", m_set_num_threads}, {"get_num_threads", m_get_num_threads},
     {"cuda_available", m_cuda_available}, {"clock", m_clock}, {"is_tensor", m_is_tensor},
     {"memory_stats", m_memory_stats}, {"empty_cache", m_empty_cache},
-    {"cuda_synchronize", m_cuda_synchronize},
+    {"cuda_synchronize", m_cuda_synchronize}, {"set_gemm_precision", m_set_gemm_precision},
     {NULL, NULL}};
 
 int luaopen_machrt(lua_State *L)

@@ -74,6 +74,8 @@ end
 local gpu_dir, gpu_text = run("cuda")
 local cpu_dir = run("cpu")
 check(not gpu_text:find("applies on GPU only", 1, true), "the device run trained on the CPU?")
+-- environment.mixed_precision_training is on by default: fp16 GEMMs and loss scaling.
+check(gpu_text:find("mixed precision: fp16 GEMM operands", 1, true), "mixed precision on the device:\n" .. gpu_text)
 
 local g, c = log_row(gpu_dir), log_row(cpu_dir)
 check(math.abs(g.train_loss - c.train_loss) < 1e-2 * (1 + math.abs(c.train_loss)),

@@ -136,6 +136,11 @@ int mrt_cuda_built(void);
 int mrt_cuda_available(void);
 /* "emulated" (the .cu sources run on the CPU), "cuda" (a device) or "none". */
 const char *mrt_cuda_mode(void);
+/* Operands of the CUDA backend's GEMMs: "fp32", "fp16" or "bf16" (fp32
+ * accumulation and outputs either way). Anything but "fp32" needs a CUDA
+ * device; the CPU always computes in fp32. */
+mrt_status mrt_set_gemm_precision(const char *mode);
+const char *mrt_gemm_precision(void);
 
 /* The device shared by the allocated tensors in ts[0..n) (NULL and empty
  * ones are skipped; none allocated = the CPU). Different devices are an
