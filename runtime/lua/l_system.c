@@ -216,7 +216,8 @@ static void add_json(lua_State *L, int idx, cJSON *parent, const char *key, int 
     case LUA_TTABLE: {
         if (depth > 64) luaL_error(L, "json_encode: tables nested too deep (a cycle?)");
         lua_Integer n;
-        item = is_array(L, idx, &n) && n > 0 ? cJSON_CreateArray() : cJSON_CreateObject();
+        /* An empty table is written as [] (our empty tables are lists). */
+        item = is_array(L, idx, &n) ? cJSON_CreateArray() : cJSON_CreateObject();
         break;
     }
     default:
