@@ -16,6 +16,7 @@
 local mt = require "machrt"
 local audio = require "machrt.audio"
 local nn = require "machrt.nn"
+local csv = require "machrt.data.csv"
 
 local M = {}
 
@@ -266,12 +267,6 @@ end
 
 -- ---- CSV output ------------------------------------------------------------------
 
-local function csv_cell(v)
-    local s = tostring(v == nil and "" or v)
-    if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
-    return s
-end
-
 --- The header of prediction CSVs: file, label, one probability column per
 --- class, chunks, error.
 function M.csv_header(p)
@@ -279,19 +274,18 @@ function M.csv_header(p)
     for _, c in ipairs(p.classes) do h[#h + 1] = "p_" .. c end
     h[#h + 1] = "chunks"
     h[#h + 1] = "error"
-    return table.concat(h, ",")
+    return csv.row_text(h)
 end
 
 --- One result as a CSV line (an unreadable file: empty label and
 --- probabilities, the reason in the error column).
 function M.csv_row(p, r)
-    local cells = { csv_cell(r.file), csv_cell(r.label) }
-    for c = 1, #p.classes do
-        cells[#cells + 1] = r.probs and string.format("%.6f", r.probs[c]) or ""
-    end
-    cells[#cells + 1] = r.error and "" or r.chunks
-    cells[#cells + 1] = csv_cell(r.error)
-    return table.concat(cells, ",")
+    local C = #p.classes
+    local cells = { r.file, r.label }
+    for c = 1, C do cells[2 + c] = r.probs and string.format("%.6f", r.probs[c]) or nil end
+    if not r.error then cells[C + 3] = r.chunks end
+    cells[C + 4] = r.error
+    return csv.row_text(cells, C + 4)
 end
 
 return M

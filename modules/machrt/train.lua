@@ -16,6 +16,7 @@ local audio = require "machrt.audio"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
 local data = require "machrt.data"
+local csv = require "machrt.data.csv"
 local config = require "machrt.config"
 local metrics = require "machrt.metrics"
 local random = require "machrt.random"
@@ -414,27 +415,7 @@ end
 local LOG_COLUMNS = { "epoch", "step", "lr", "train_loss", "val_loss", "val_f1", "val_accuracy",
                       "val_roc_auc", "seconds", "samples_per_second" }
 
-local function csv_cell(v)
-    if v == nil then return "" end
-    if type(v) == "number" then
-        if math.type(v) == "integer" then return tostring(v) end
-        if v ~= v then return "nan" end
-        return string.format("%.6g", v)
-    end
-    local s = tostring(v)
-    if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
-    return s
-end
-
-local function csv_text(header, rows)
-    local out = { table.concat(header, ",") }
-    for _, r in ipairs(rows) do
-        local cells = {}
-        for j, name in ipairs(header) do cells[j] = csv_cell(r[name] or r[j]) end
-        out[#out + 1] = table.concat(cells, ",")
-    end
-    return table.concat(out, "\n") .. "\n"
-end
+local function csv_text(header, rows) return csv.table_text(header, rows, { digits = 6 }) end
 
 --- log.csv: one row per epoch, from the run history.
 function M.write_log(dir, history)

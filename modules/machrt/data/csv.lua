@@ -227,33 +227,40 @@ function M.write(path, df)
   if not ok then fail("write_csv: %s", tostring(err)) end
 end
 
---- CSV text of a table given as a header (list of names) and rows (lists in
---- header order, or tables keyed by the names). Numbers: integers as they
---- are, others with opts.digits significant digits (default: the shortest
---- form that reads back exactly), NaN as "nan"; nil as an empty cell.
-function M.table_text(header, rows, opts)
+-- One cell: integers as they are, other numbers with `digits` significant
+-- digits (default: the shortest form that reads back exactly), NaN as
+-- "nan", nil as empty, text quoted where RFC 4180 needs it.
+local function cell_text(v, digits)
+  if v == nil then return "" end
+  if type(v) == "number" then
+    if v ~= v then return "nan" end
+    if math.type(v) == "integer" or not digits then return number_string(v) end
+    return string.format("%." .. digits .. "g", v)
+  end
+  return quote(tostring(v))
+end
+
+--- One CSV line (no line end) from a list of values (see cell_text).
+function M.row_text(values, n, opts)
   local digits = opts and opts.digits
-  local function cell(v)
-    if v == nil then return "" end
-    if type(v) == "number" then
-      if v ~= v then return "nan" end
-      if math.type(v) == "integer" or not digits then return number_string(v) end
-      return string.format("%." .. digits .. "g", v)
-    end
-    return quote(tostring(v))
-  end
-  local lines = {}
-  local function add(values, keyed)
-    local parts = {}
+  local parts = {}
+  for j = 1, n or #values do parts[j] = cell_text(values[j], digits) end
+  return table.concat(parts, ",")
+end
+
+--- CSV text of a table given as a header (list of names) and rows (lists in
+--- header order, or tables keyed by the names); opts.digits as row_text.
+function M.table_text(header, rows, opts)
+  local lines = { M.row_text(header, #header) }
+  for _, r in ipairs(rows) do
+    local values = {}
     for j, name in ipairs(header) do
-      local v = values[j]
-      if v == nil and keyed then v = values[name] end
-      parts[j] = cell(v)
+      local v = r[j]
+      if v == nil then v = r[name] end
+      values[j] = v
     end
-    lines[#lines + 1] = table.concat(parts, ",")
+    lines[#lines + 1] = M.row_text(values, #header, opts)
   end
-  add(header)
-  for _, r in ipairs(rows) do add(r, true) end
   lines[#lines + 1] = ""
   return table.concat(lines, "\n")
 end
