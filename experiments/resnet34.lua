@@ -144,8 +144,14 @@ for _, fold in ipairs(run.folds) do
                      fold, epoch, row.train_loss, row.val_loss, row.val_f1, row.val_accuracy,
                      seconds, row.samples_per_second)
         end
+        -- save_best_checkpoint: best.safetensors keeps the weights of the
+        -- best prediction.metric so far (checkpoint.safetensors stays the last).
+        local value, better = train.metric(cfg, evaluation, state.best and state.best.value)
+        local new_best = tr.save_best_checkpoint and better
+        if new_best then state.best = { epoch = epoch, value = value, metric = cfg.prediction.metric } end
         state.epoch = epoch
         state.history[#state.history + 1] = row
+        if new_best then train.save_best(dir, model) end
         train.save_checkpoint(dir, model, opt, state)  -- first, so the files below can be rebuilt
         train.write_log(dir, state.history)
         train.write_curves(dir, state.history)
@@ -154,6 +160,12 @@ for _, fold in ipairs(run.folds) do
     end
 
     train.summary(fold, state.history)
+    if tr.save_best_checkpoint and train.load_best(dir, model) then
+        -- The scorer and the interpretations describe the best model.
+        log.info("best %s %.4f at epoch %d: best.safetensors is used from here on",
+                 state.best.metric, state.best.value, state.best.epoch)
+        last_evaluation = state.best.epoch ~= state.epoch and nil or last_evaluation
+    end
     if tr.run_interpretations then
         local ev = last_evaluation or train.evaluate(cfg, model, front, loaders.val, split)
         require("machrt.interpret").write(dir, {

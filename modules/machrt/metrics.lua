@@ -66,8 +66,12 @@ end
 --- AUC is one-vs-rest over the classes that have both positive and negative
 --- rows; the others are listed in roc_auc_skipped, and roc_auc is NaN when
 --- no class can be scored (e.g. a single row).
-function M.classification(probs, true_index, classes)
+function M.classification(probs, true_index, classes, opts)
   local rows, n, C = prob_rows(probs)
+  -- Two classes and a threshold: class 2 when its probability reaches the
+  -- threshold (prediction.probability_threshold), as a binary classifier.
+  local threshold = opts and opts.threshold
+  if threshold ~= nil and C ~= 2 then threshold = nil end
   if n == 0 then fail("classification: no rows to score") end
   if C == 0 then fail("classification: probs has no class columns") end
   if type(true_index) ~= "table" or #true_index ~= n then
@@ -99,6 +103,7 @@ function M.classification(probs, true_index, classes)
       end
       if p > row[best] then best = c end   -- the first maximum, as numpy's argmax
     end
+    if threshold then best = row[2] >= threshold and 2 or 1 end
     predicted[i] = best
     confusion[t][best] = confusion[t][best] + 1
     if best == t then correct = correct + 1 end
@@ -148,6 +153,59 @@ function M.classification(probs, true_index, classes)
     confusion = confusion,
     predicted = predicted,
   }
+end
+
+--- Multi-label scores: probs {n, C} against targets (n lists of C values,
+--- 1 = the label applies); a label is predicted when its probability
+--- reaches `threshold`. Returns {f1 = macro F1 over the labels, accuracy =
+--- the fraction of rows with every label right (scikit-learn's subset
+--- accuracy), per_class, roc_auc = macro over labels with both positive and
+--- negative rows, roc_auc_skipped, predicted = {1-based argmax per row}}.
+function M.multilabel(probs, targets, threshold, classes)
+  local rows, n, C = prob_rows(probs)
+  if n == 0 then fail("multilabel: no rows to score") end
+  if type(targets) ~= "table" or #targets ~= n then
+    fail("multilabel: expected %d target rows, got %s", n, type(targets) == "table" and #targets or type(targets))
+  end
+  threshold = threshold or 0.5
+  local function name(c) return classes and classes[c] or c end
+  local per_class, f1_sum, exact = {}, 0, 0
+  local row_ok = {}
+  for i = 1, n do row_ok[i] = true end
+  local auc_sum, auc_count, skipped = 0, 0, {}
+  for c = 1, C do
+    local tp, fp, fn, support = 0, 0, 0, 0
+    local scores, positive, npos = {}, {}, 0
+    for i = 1, n do
+      local truth = (targets[i][c] or 0) >= 0.5
+      local pred = rows[i][c] >= threshold
+      if truth then support = support + 1 end
+      if pred and truth then tp = tp + 1 elseif pred then fp = fp + 1 elseif truth then fn = fn + 1 end
+      if pred ~= truth then row_ok[i] = false end
+      scores[i], positive[i] = rows[i][c], truth
+      if truth then npos = npos + 1 end
+    end
+    local precision = (tp + fp) > 0 and tp / (tp + fp) or 0
+    local recall = (tp + fn) > 0 and tp / (tp + fn) or 0
+    local f1 = (2 * tp + fp + fn) > 0 and 2 * tp / (2 * tp + fp + fn) or 0
+    per_class[c] = { class = name(c), precision = precision, recall = recall, f1 = f1, support = support }
+    f1_sum = f1_sum + f1
+    if npos == 0 or npos == n then
+      skipped[#skipped + 1] = name(c)
+    else
+      auc_sum, auc_count = auc_sum + auc(scores, positive), auc_count + 1
+    end
+  end
+  local predicted = {}
+  for i = 1, n do
+    if row_ok[i] then exact = exact + 1 end
+    local best = 1
+    for c = 2, C do if rows[i][c] > rows[i][best] then best = c end end
+    predicted[i] = best
+  end
+  return { f1 = f1_sum / C, accuracy = exact / n, per_class = per_class,
+           roc_auc = auc_count > 0 and auc_sum / auc_count or 0 / 0, roc_auc_skipped = skipped,
+           predicted = predicted }
 end
 
 return M

@@ -88,6 +88,7 @@ function M.setup(defaults, args)
         fail("dataset.train_dataframe is empty but dataset.data_folder is '%s': give both, or "
              .. "neither for the built-in synthetic corpus", ds.data_folder)
     end
+    M.metric(cfg, nil) -- an unknown prediction.metric fails now, not after an epoch
     run.folds = {}
     for _, f in ipairs(ds.folds) do
         local n = math.tointeger(tonumber(f))
@@ -363,10 +364,34 @@ function M.evaluate(cfg, model, front, loader, split)
     probs, targets = probs:narrow(1, 1, filled):contiguous(), targets:narrow(1, 1, filled):contiguous()
     local true_index = {}
     for k, i in ipairs(kept) do true_index[k] = split.val.index[i] end
-    local m = metrics.classification(probs, true_index, split.classes)
+    local m
+    local threshold = cfg.prediction.probability_threshold
+    if #cfg.dataset.label_columns > 1 then
+        m = metrics.multilabel(probs, targets:totable(), threshold, split.classes)
+    else
+        -- The threshold applies to two classes only; more take the argmax.
+        m = metrics.classification(probs, true_index, split.classes, { threshold = threshold })
+    end
     m.loss = bce_of_probs(probs, targets)
     m.probs, m.items, m.true_index, m.skipped = probs, kept, true_index, skipped
     return m
+end
+
+-- prediction.metric: the evaluation field it reads and whether higher is better.
+local METRICS = { F1 = { "f1", true }, Accuracy = { "accuracy", true }, AUC = { "roc_auc", true },
+                  LogLoss = { "loss", false } }
+
+--- The value of prediction.metric in an evaluation, and whether it beats
+--- `best` (a value or nil).
+function M.metric(cfg, ev, best)
+    local m = METRICS[cfg.prediction.metric]
+    if not m then
+        fail("prediction.metric must be one of F1, Accuracy, AUC, LogLoss; got '%s'", tostring(cfg.prediction.metric))
+    end
+    local v = ev and ev[m[1]]
+    if v == nil then return nil, false end
+    if best == nil then return v, v == v end
+    return v, m[2] and v > best or (not m[2] and v < best)
 end
 
 -- ---- checkpoints -------------------------------------------------------------------
@@ -384,6 +409,21 @@ function M.save_checkpoint(dir, model, opt, state)
     meta["machrt.run"] = mt.json_encode(state)
     meta["machrt.rng"] = mt.json_encode(mt.rng_state())
     mt.save(dir .. "/" .. M.CHECKPOINT, tensors, meta)
+end
+
+--- best.safetensors: the model weights of the best evaluation so far
+--- (save_best_checkpoint), written atomically.
+function M.save_best(dir, model)
+    mt.save(dir .. "/best.safetensors", model:state_dict())
+end
+
+--- Loads best.safetensors into the model (true), or returns false when the
+--- run has none.
+function M.load_best(dir, model)
+    local path = dir .. "/best.safetensors"
+    if not file_exists(path) then return false end
+    model:load_state_dict(mt.load(path))
+    return true
 end
 
 --- Loads a checkpoint into model and optimizer; returns the run state

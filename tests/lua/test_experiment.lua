@@ -119,6 +119,52 @@ test("a run writes config, log, checkpoint, predictions and metrics", function()
     A.truthy(text:find("summary"), "the summary table is printed")
 end)
 
+test("save_best_checkpoint keeps the best epoch's weights by prediction.metric", function()
+    local data, out = tiny_corpus(), tmpdir()
+    local args = common_args(data, out):gsub("training.epochs=2", "training.epochs=3")
+    local code, text = run(args .. " --training.save_best_checkpoint=true --prediction.metric=LogLoss")
+    A.eq(code, 0, "output:\n" .. text)
+    local dir = fold_dir(out)
+    A.truthy(exists(dir .. "/best.safetensors"), "best.safetensors written")
+    -- The best epoch is the one with the lowest validation loss in log.csv.
+    local best_epoch, best_loss = nil, math.huge
+    for line in read(dir .. "/log.csv"):gmatch("[^\n]+") do
+        local e, vl = line:match("^(%d+),[^,]*,[^,]*,[^,]*,([^,]*),")
+        if e and tonumber(vl) < best_loss then best_epoch, best_loss = tonumber(e), tonumber(vl) end
+    end
+    local _, meta = mt.load(dir .. "/checkpoint.safetensors")
+    local run_state = mt.json_decode(meta["machrt.run"])
+    A.eq(run_state.best.epoch, best_epoch)
+    A.truthy(text:find("best LogLoss", 1, true), text)
+    code, text = run(common_args(data, tmpdir()) .. " --prediction.metric=Bogus")
+    A.truthy(code ~= 0 and text:find("prediction.metric must be one of", 1, true), text)
+end)
+
+test("several label columns train a multi-label model", function()
+    local data, out = tiny_corpus(), tmpdir()
+    mt.mkdir(out)
+    -- One 0/1 column per machine type, from the label column.
+    local lines, classes = {}, { "fan", "pump", "slider", "valve" }
+    for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do
+        if #lines == 0 then
+            lines[1] = line .. ",is_fan,is_pump,is_slider,is_valve"
+        else
+            local label = line:match("^[^,]*,[^,]*,([^,]*),")
+            local cells = {}
+            for i, c in ipairs(classes) do cells[i] = c == label and "1" or "0" end
+            lines[#lines + 1] = line .. "," .. table.concat(cells, ",")
+        end
+    end
+    local csv = out .. "/multi.csv"
+    mt.write_file(csv, table.concat(lines, "\n") .. "\n")
+    local code, text = run(common_args(data, out) .. " --dataset.train_dataframe=" .. csv
+        .. " --dataset.label_columns=is_fan,is_pump,is_slider,is_valve --training.epochs=1")
+    A.eq(code, 0, "output:\n" .. text)
+    local m = mt.json_decode(read(fold_dir(out) .. "/metrics.json"))
+    A.eq(m.classes, { "is_fan", "is_pump", "is_slider", "is_valve" })
+    A.truthy(m.f1 >= 0 and m.f1 <= 1)
+end)
+
 test("a killed run resumes to the same weights, bit for bit", function()
     local data = tiny_corpus()
     local a, b = tmpdir(), tmpdir()

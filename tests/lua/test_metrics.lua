@@ -95,4 +95,40 @@ test("bad input gives clear errors", function()
     "classes must list 2")
 end)
 
+-- Hand-computed: 4 rows, 3 labels, threshold 0.5.
+--   probs                 targets   predicted labels
+--   0.9 0.2 0.6           1 0 1     1 0 1   (exact)
+--   0.4 0.7 0.1           1 1 0     0 1 0
+--   0.8 0.5 0.3           1 0 0     1 1 0
+--   0.1 0.3 0.9           0 0 1     0 0 1   (exact)
+-- label 1: tp 2, fp 0, fn 1 -> P 1, R 2/3, F1 0.8
+-- label 2: tp 1, fp 1, fn 0 -> P 0.5, R 1, F1 2/3
+-- label 3: tp 2, fp 0, fn 0 -> F1 1
+test("multilabel: thresholded per-label scores, subset accuracy, macro AUC", function()
+  local probs = { { 0.9, 0.2, 0.6 }, { 0.4, 0.7, 0.1 }, { 0.8, 0.5, 0.3 }, { 0.1, 0.3, 0.9 } }
+  local targets = { { 1, 0, 1 }, { 1, 1, 0 }, { 1, 0, 0 }, { 0, 0, 1 } }
+  local r = metrics.multilabel(probs, targets, 0.5, { "a", "b", "c" })
+  A.near(r.per_class[1].f1, 0.8, 1e-12)
+  A.near(r.per_class[1].recall, 2 / 3, 1e-12)
+  A.near(r.per_class[2].precision, 0.5, 1e-12)
+  A.near(r.per_class[2].f1, 2 / 3, 1e-12)
+  A.near(r.per_class[3].f1, 1, 1e-12)
+  A.near(r.f1, (0.8 + 2 / 3 + 1) / 3, 1e-12)
+  A.near(r.accuracy, 0.5, 1e-12)
+  -- AUC label 1: positives {0.9, 0.4, 0.8} vs negative {0.1}: 1; label 2:
+  -- positive {0.7} vs {0.2, 0.5, 0.3}: 1; label 3: positives {0.6, 0.9} vs
+  -- {0.1, 0.3}: 1.
+  A.near(r.roc_auc, 1, 1e-12)
+  A.near(metrics.multilabel(probs, targets, 0.95).f1, 0, 1e-12, "nothing reaches 0.95")
+end)
+
+test("two classes with a threshold predict class 2 when it reaches it", function()
+  local probs = { { 0.7, 0.3 }, { 0.4, 0.6 }, { 0.5, 0.45 } }
+  A.eq(metrics.classification(probs, { 1, 2, 2 }).predicted, { 1, 2, 1 })
+  A.eq(metrics.classification(probs, { 1, 2, 2 }, nil, { threshold = 0.25 }).predicted, { 2, 2, 2 })
+  -- More than two classes: the threshold does not apply.
+  A.eq(metrics.classification({ { 0.2, 0.3, 0.5 } }, { 3 }, nil, { threshold = 0.1 }).predicted, { 3 })
+end)
+
 return T
+
