@@ -9,34 +9,10 @@ local mt = require "machrt"
 local plot = require "machrt.plot"
 local interpret = require "machrt.interpret"
 
-local T = {}
-local tmp_dirs = {}
+local F = require "files"
 
-local function test(name, fn)
-    T[#T + 1] = { name, function()
-        local ok, err = pcall(fn)
-        for _, d in ipairs(tmp_dirs) do os.execute("rm -rf '" .. d .. "'") end
-        tmp_dirs = {}
-        if not ok then error(err, 0) end
-    end }
-end
-
-local function tmpdir()
-    local p = os.tmpname()
-    os.remove(p)
-    assert(os.execute("mkdir -p '" .. p .. "'"))
-    tmp_dirs[#tmp_dirs + 1] = p
-    return p
-end
-
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("a")
-    f:close()
-    return s
-end
-
-local function exists(path) return mt.stat(path) ~= nil end
+local T, test, tmpdir = F.suite()
+local read, exists = F.read, F.exists
 
 local function csv_rows(path)
     local rows = {}

@@ -14,32 +14,13 @@ local synth = require "machrt.synth"
 local workers = require "machrt.workers"
 local A = require "assert"
 
-local T = {}
-local cleanups = {}
+local F = require "files"
 
-local function test(name, fn)
-    T[#T + 1] = { name, function()
-        local saved_path = package.path
-        local ok, err = pcall(fn)
-        for i = #cleanups, 1, -1 do pcall(cleanups[i]) end
-        cleanups = {}
-        package.path = saved_path
-        collectgarbage("collect")
-        if not ok then error(err, 0) end
-    end }
-end
-
-local function tmpdir()
-    local p = os.tmpname()
-    os.remove(p)
-    mt.mkdir(p)
-    cleanups[#cleanups + 1] = function() os.execute("rm -rf '" .. p .. "'") end
-    return p
-end
+local T, test, tmpdir, defer = F.suite()
 
 local function loader(opts)
     local l = data.Loader(opts)
-    cleanups[#cleanups + 1] = function() l:close() end
+    defer(function() l:close() end)
     return l
 end
 
@@ -80,7 +61,7 @@ local function job_module()
     f:write(JOB)
     f:close()
     package.path = dir .. "/?.lua;" .. package.path
-    cleanups[#cleanups + 1] = function() package.loaded.lt_job = nil end
+    defer(function() package.loaded.lt_job = nil end)
 end
 
 -- What a batch holds, without the worker-dependent fields.
@@ -418,7 +399,7 @@ end)
 test("cache memory: a second epoch hits; cache none keeps nothing", function()
     local dir, files, targets = corpus(4)
     workers.cache_clear()
-    cleanups[#cleanups + 1] = workers.cache_clear
+    defer(workers.cache_clear)
     local none = loader{ module = "machrt.data.clips", config = clip_config(dir, files, targets),
                          size = 4, batch_size = 2, workers = 2 }
     collect(none, 1)
@@ -439,7 +420,7 @@ test("cache disk: files in cache_folder, read back after clearing and by a fresh
     local dir, files, targets = corpus(3)
     local cache = tmpdir()
     workers.cache_clear()
-    cleanups[#cleanups + 1] = workers.cache_clear
+    defer(workers.cache_clear)
     local cfg = clip_config(dir, files, targets, { cache = "disk", cache_folder = cache,
                                                    mode = "chunks", chunk_seconds = 5 })
     local l = loader{ module = "machrt.data.clips", config = cfg, size = 3, batch_size = 3, shuffle = false }
@@ -455,7 +436,7 @@ test("cache disk: files in cache_folder, read back after clearing and by a fresh
     workers.cache_clear()
     local real_load, decoded = audio.load, 0
     audio.load = function(...) decoded = decoded + 1; return real_load(...) end
-    cleanups[#cleanups + 1] = function() audio.load = real_load end
+    defer(function() audio.load = real_load end)
     local again = collect(l, 1)[1].batch.chunks:totable()
     audio.load = real_load
     A.eq(decoded, 0, "audio.load calls with a disk cache")
@@ -476,10 +457,8 @@ for i, path in ipairs({ %q, %q, %q }) do out["w" .. i] = clips.load_wave(path, c
 mt.save(%q, out)
 ]], cache, dir .. "/" .. files[1], dir .. "/" .. files[2], dir .. "/" .. files[3], out))
     f:close()
-    local pipe = io.popen("./machrt '" .. script .. "' 2>&1")
-    local text = pipe:read("a")
-    local ok = pipe:close()
-    A.truthy(ok, "the fresh process failed: " .. text)
+    local code, text = F.run("./machrt '" .. script .. "'")
+    A.truthy(code == 0, "the fresh process failed: " .. text)
     local saved = mt.load(out)
     for i = 1, 3 do
         A.eq(saved["w" .. i]:totable(), full(dir .. "/" .. files[i], { sample_rate = 8000 }), "file " .. i)

@@ -9,39 +9,10 @@ local plot = require "machrt.plot"
 local report = require "machrt.report"
 local A = require "assert"
 
-local T = {}
-local tmp_dirs = {}
+local F = require "files"
 
-local function test(name, fn)
-    T[#T + 1] = { name, function()
-        local ok, err = pcall(fn)
-        for _, d in ipairs(tmp_dirs) do os.execute("rm -rf '" .. d .. "'") end
-        tmp_dirs = {}
-        if not ok then error(err, 0) end
-    end }
-end
-
--- A fresh folder, removed when the test ends.
-local function tmpdir()
-    local p = os.tmpname()
-    os.remove(p)
-    assert(os.execute("mkdir -p '" .. p .. "'"))
-    tmp_dirs[#tmp_dirs + 1] = p
-    return p
-end
-
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("a")
-    f:close()
-    return s
-end
-
-local function exists(path)
-    local f = io.open(path, "rb")
-    if f then f:close() end
-    return f ~= nil
-end
+local T, test, tmpdir = F.suite()
+local read, exists = F.read, F.exists
 
 -- Checks the PNG signature and returns the IHDR width and height.
 local function png_size(path)

@@ -9,14 +9,9 @@ local infer = require "machrt.infer"
 local train = require "machrt.train"
 local optim = require "machrt.optim"
 
-local tmp_dirs = {}
-local function tmpdir()
-    local p = os.tmpname()
-    os.remove(p)
-    tmp_dirs[#tmp_dirs + 1] = p
-    mt.mkdir(p)
-    return p
-end
+local F = require "files"
+
+local tests, test, tmpdir = F.suite()
 
 local CLASSES = { "fan", "pump", "slider", "valve" }
 
@@ -74,16 +69,6 @@ local function predict_all(p, files, batch)
     local out = {}
     infer.predict_files(p, files, { batch_chunks = batch, on_result = function(r) out[#out + 1] = r end })
     return out
-end
-
-local tests = {}
-local function test(name, fn)
-    tests[#tests + 1] = { name, function()
-        local ok, err = pcall(fn)
-        for _, d in ipairs(tmp_dirs) do os.execute("rm -rf '" .. d .. "'") end
-        tmp_dirs = {}
-        if not ok then error(err, 0) end
-    end }
 end
 
 test("predictions equal the direct computation, for any batch width", function()
@@ -197,16 +182,11 @@ test("predict.lua writes its CSV whole, or not at all", function()
     write_wave(dir .. "/clips/a/one.wav", 3, 16000, 1)
     write_wave(dir .. "/clips/two.wav", 5, 16000, 2)
     mt.write_file(dir .. "/clips/readme.txt", "skipped: not an audio extension\n")
-    local function run(args)
-        local p = io.popen("./machrt scripts/predict.lua " .. args .. " 2>&1")
-        local out = p:read("a")
-        local _, _, code = p:close()
-        return code, out
-    end
+    local function run(args) return F.run("./machrt scripts/predict.lua " .. args) end
     local code, out = run(string.format("--run %s/run --input %s/clips --out %s/pred.csv", dir, dir, dir))
     A.eq(code, 0, out)
     A.truthy(out:find("2 files", 1, true), out)
-    local csv = io.open(dir .. "/pred.csv"):read("a")
+    local csv = F.read(dir .. "/pred.csv")
     A.truthy(csv:find("clips/a/one.wav,", 1, true) and csv:find("clips/two.wav,", 1, true), csv)
     code, out = run(string.format("--run %s/run --input %s/clips --out %s/no/such/folder/p.csv", dir, dir, dir))
     A.truthy(code ~= 0, "an unwritable output fails")

@@ -7,29 +7,16 @@ local A = require "assert"
 local mt = require "machrt"
 local sweep = require "machrt.sweep"
 
-local tmp_dirs = {}
+local F = require "files"
 
-local function tmpdir()
-    local p = os.tmpname()
-    os.remove(p)
-    tmp_dirs[#tmp_dirs + 1] = p
-    return p
-end
-
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("a")
-    f:close()
-    return s
-end
-
-local function exists(path) return mt.stat(path) ~= nil end
+local tests, test, tmpdir = F.suite()
+local read, exists = F.read, F.exists
 
 -- One corpus for the whole file: 20 clips (16 training, 4 validation).
 local corpus
 local function tiny_corpus()
     if not corpus then
-        corpus = tmpdir()
+        corpus = tmpdir{ create = false, keep = true }
         require("machrt.synth").generate(corpus, { clips = 20, seed = 3 })
     end
     return corpus
@@ -45,12 +32,7 @@ end
 
 -- Runs the sweep; returns exit status code and output.
 local function run(args, env)
-    local cmd = string.format("%s ./machrt scripts/sweep.lua experiments/resnet34.lua %s 2>&1",
-                              env or "", args)
-    local p = assert(io.popen(cmd))
-    local out = p:read("a")
-    local _, _, code = p:close()
-    return code, out
+    return F.run(string.format("%s ./machrt scripts/sweep.lua experiments/resnet34.lua %s", env or "", args))
 end
 
 local function csv_rows(path)
@@ -72,22 +54,8 @@ local function count(text, s)
     end
 end
 
-local tests = {}
-local function test(name, fn)
-    tests[#tests + 1] = { name, function()
-        local ok, err = pcall(fn)
-        for i = #tmp_dirs, 1, -1 do
-            if tmp_dirs[i] ~= corpus then
-                os.execute("rm -rf '" .. tmp_dirs[i] .. "'")
-                table.remove(tmp_dirs, i)
-            end
-        end
-        if not ok then error(err, 0) end
-    end }
-end
-
 test("a 2x2 grid with --jobs 2: trial folders, sorted results, a rerun skips them all", function()
-    local data, out = tiny_corpus(), tmpdir()
+    local data, out = tiny_corpus(), tmpdir{ create = false }
     local args = "--grid training.learning_rate=1e-3,3e-4 --grid training.batch_size=4,8 --jobs 2 --out "
         .. out .. " " .. tiny_args(data):gsub("%-%-training%.batch_size=4 ", "")
     local code, text = run(args)
@@ -141,7 +109,7 @@ test("a 2x2 grid with --jobs 2: trial folders, sorted results, a rerun skips the
 end)
 
 test("a failed trial is recorded and the sweep goes on; a rerun resumes a killed one", function()
-    local data, out = tiny_corpus(), tmpdir()
+    local data, out = tiny_corpus(), tmpdir{ create = false }
     -- batch size 4: 4 steps per epoch, killed at step 5 (in epoch 2, after the
     -- epoch-1 checkpoint); batch size 64 exceeds the 16 training clips.
     local args = "--grid training.batch_size=4,64 --out " .. out .. " "
@@ -164,7 +132,7 @@ test("a failed trial is recorded and the sweep goes on; a rerun resumes a killed
 end)
 
 test("bad input: unknown key lists the valid ones, empty or inverted ranges; nothing starts", function()
-    local data, out = tiny_corpus(), tmpdir()
+    local data, out = tiny_corpus(), tmpdir{ create = false }
     local base = "--out " .. out .. " " .. tiny_args(data)
     local code, text = run("--grid training.lr=1e-3,3e-4 " .. base)
     A.truthy(code ~= 0)

@@ -7,32 +7,10 @@ local audio = require "machrt.audio"
 local synth = require "machrt.synth"
 local A = require "assert"
 
-local T = {}
-local tmp_dirs = {}
+local F = require "files"
 
-local function test(name, fn)
-    T[#T + 1] = { name, function()
-        local ok, err = pcall(fn)
-        for _, d in ipairs(tmp_dirs) do os.execute("rm -rf '" .. d .. "'") end
-        tmp_dirs = {}
-        if not ok then error(err, 0) end
-    end }
-end
-
--- A fresh path for a folder (not created); removed when the test ends.
-local function tmpdir()
-    local p = os.tmpname()
-    os.remove(p)
-    tmp_dirs[#tmp_dirs + 1] = p
-    return p
-end
-
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("a")
-    f:close()
-    return s
-end
+local T, test, tmpdir = F.suite()
+local read = F.read
 
 local function files_of(folder)
     local list = {}
@@ -45,7 +23,7 @@ end
 local function power(t) return (t * t):mean() end
 
 test("two runs with the same seed give the same bytes, for 1 and 2 threads", function()
-    local a, b, c = tmpdir(), tmpdir(), tmpdir()
+    local a, b, c = tmpdir{ create = false }, tmpdir{ create = false }, tmpdir{ create = false }
     synth.generate(a, { clips = 8, seed = 3, threads = 1 })
     synth.generate(b, { clips = 8, seed = 3, threads = 2 })
     synth.generate(c, { clips = 8, seed = 4, threads = 2 })
@@ -60,7 +38,7 @@ test("two runs with the same seed give the same bytes, for 1 and 2 threads", fun
 end)
 
 test("layout, WAV format and CSV columns follow MIMII and the reference", function()
-    local out = tmpdir()
+    local out = tmpdir{ create = false }
     local info = synth.generate(out, { clips = 12, seed = 1, abnormal_fraction = 0.5 })
     A.eq(info.clips, 12)
     A.eq(info.csv, out .. "/dataset.csv")
@@ -88,7 +66,7 @@ test("layout, WAV format and CSV columns follow MIMII and the reference", functi
 end)
 
 test("the SNR measured on the written file is within 0.5 dB of the request", function()
-    local out = tmpdir()
+    local out = tmpdir{ create = false }
     audio.synth_mkdirs(out)
     for ti, t in ipairs(audio.synth_types()) do
         for _, snr in ipairs({ 6, 0, -6 }) do
@@ -108,7 +86,7 @@ test("the SNR measured on the written file is within 0.5 dB of the request", fun
 end)
 
 test("8-channel clips load with 8 channels; channel 1 is the mono clip", function()
-    local out = tmpdir()
+    local out = tmpdir{ create = false }
     local clip = { type = "pump", model_id = 4, snr_db = 0, seed = 2, index = 7,
         path = out .. "/a8.wav", channels = 8 }
     audio.synth_write({ clip })
@@ -124,14 +102,14 @@ test("8-channel clips load with 8 channels; channel 1 is the mono clip", functio
     A.truthy((c1 - c5):abs():max() > 0, "channels must differ")
     local r = (c1 * c5):mean() / math.sqrt(power(c1) * power(c5))
     A.truthy(r > 0.5, "channels should be strongly correlated, got " .. r)
-    local dir = tmpdir()
+    local dir = tmpdir{ create = false }
     local info = synth.generate(dir, { clips = 2, channels = 8 })
     A.eq(audio.info(dir .. "/pump/id_00/normal/00000000.wav").channels, 8)
     A.eq(info.clips, 2)
 end)
 
 test("bad options give clear errors", function()
-    local out = tmpdir()
+    local out = tmpdir{ create = false }
     A.raises(function() synth.generate(out, { types = { "fan", "drill" } }) end,
         "unknown machine type 'drill'")
     A.raises(function() synth.generate(out, { clips = 0 }) end, "positive integer")
@@ -147,7 +125,7 @@ test("bad options give clear errors", function()
 end)
 
 test("a folder holding other files is refused unless forced", function()
-    local out = tmpdir()
+    local out = tmpdir{ create = false }
     audio.synth_mkdirs(out)
     local f = assert(io.open(out .. "/notes.txt", "w"))
     f:write("mine\n")
@@ -159,7 +137,7 @@ test("a folder holding other files is refused unless forced", function()
 end)
 
 test("an unwritable output folder is a clear error", function()
-    local base = tmpdir()
+    local base = tmpdir{ create = false }
     audio.synth_mkdirs(base)
     local f = assert(io.open(base .. "/file", "w"))
     f:close()
@@ -171,7 +149,7 @@ test("an unwritable output folder is a clear error", function()
 end)
 
 test("ensure generates once, with a message, and then reuses the corpus", function()
-    local out = tmpdir()
+    local out = tmpdir{ create = false }
     local info = synth.ensure(out, { clips = 4 })
     A.truthy(info.generated)
     A.eq(#files_of(out), 6)
@@ -194,7 +172,7 @@ local function stderr_of(fn)
 end
 
 test("synth.json records the generator version; ensure regenerates another version's corpus", function()
-    local out = tmpdir()
+    local out = tmpdir{ create = false }
     synth.ensure(out, { clips = 4, seed = 5 })
     A.eq(synth.version_of(out), synth.VERSION)
     local meta = mt.json_decode(read(out .. "/synth.json"))
@@ -236,12 +214,10 @@ test("synth.json records the generator version; ensure regenerates another versi
 end)
 
 test("the command line: a corpus in one call, and errors with exit status 1", function()
-    local out = tmpdir()
+    local out = tmpdir{ create = false }
     local function run(args)
-        local p = io.popen("./machrt scripts/synth.lua " .. args .. " 2>&1")
-        local text = p:read("a")
-        local ok, _, code = p:close()
-        return text, ok and 0 or code
+        local code, text = F.run("./machrt scripts/synth.lua " .. args)
+        return text, code
     end
     local text, code = run("--out " .. out .. " --clips 4 --seed 2 --types pump,valve --ids 1,3 "
         .. "--snr=0 --quiet")

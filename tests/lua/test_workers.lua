@@ -7,33 +7,19 @@ local mt = require "machrt"
 local workers = require "machrt.workers"
 local A = require "assert"
 
-local T = {}
-local cleanups = {}
+local F = require "files"
 
-local function test(name, fn)
-    T[#T + 1] = { name, function()
-        local saved_path = package.path
-        local ok, err = pcall(fn)
-        for i = #cleanups, 1, -1 do pcall(cleanups[i]) end
-        cleanups = {}
-        package.path = saved_path
-        collectgarbage("collect")
-        if not ok then error(err, 0) end
-    end }
-end
+local T, test, tmpdir, defer = F.suite()
 
 -- A fresh folder holding job modules name -> source, on package.path until
 -- the test ends.
 local function modules(sources)
-    local dir = os.tmpname()
-    os.remove(dir)
-    mt.mkdir(dir)
-    cleanups[#cleanups + 1] = function() os.execute("rm -rf '" .. dir .. "'") end
+    local dir = tmpdir()
     for name, src in pairs(sources) do
         local f = assert(io.open(dir .. "/" .. name .. ".lua", "w"))
         f:write(src)
         f:close()
-        cleanups[#cleanups + 1] = function() package.loaded[name] = nil end
+        defer(function() package.loaded[name] = nil end)
     end
     package.path = dir .. "/?.lua;" .. package.path
     return dir
@@ -42,7 +28,7 @@ end
 -- A pool closed when the test ends, whatever happens.
 local function pool(opts)
     local p = workers.Pool(opts)
-    cleanups[#cleanups + 1] = function() p:close() end
+    defer(function() p:close() end)
     return p
 end
 
@@ -253,7 +239,7 @@ end)
 
 test("cache: put, get (shared storage), first put wins, stats, clear", function()
     workers.cache_clear()
-    cleanups[#cleanups + 1] = workers.cache_clear
+    defer(workers.cache_clear)
     A.eq(workers.cache_stats(), { entries = 0, bytes = 0, hits = 0, misses = 0 })
     A.eq(workers.cache_get("a"), nil)
     local a = mt.tensor{ 1, 2, 3 }
@@ -283,7 +269,7 @@ end)
 
 test("cache: one cache for the caller and every worker state", function()
     workers.cache_clear()
-    cleanups[#cleanups + 1] = workers.cache_clear
+    defer(workers.cache_clear)
     modules({ wt_cache = [[
 local mt = require "machrt"
 local workers = require "machrt.workers"
