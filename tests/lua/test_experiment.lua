@@ -6,29 +6,19 @@ local A = require "assert"
 local mt = require "machrt"
 local audio = require "machrt.audio"
 
-local tmp_dirs = {}
+local F = require "files"
+local tests, test, make_tmpdir = F.suite()
+local read, exists = F.read, F.exists
 
-local function tmpdir()
-    local p = os.tmpname()
-    os.remove(p)
-    tmp_dirs[#tmp_dirs + 1] = p
-    return p
-end
-
-local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("a")
-    f:close()
-    return s
-end
-
-local function exists(path) return mt.stat(path) ~= nil end
+-- A fresh path (not created: the experiment makes its output folders),
+-- removed when the test ends.
+local function tmpdir() return make_tmpdir{ create = false } end
 
 -- One corpus for the whole file: 40 clips, 4 types (generated once).
 local corpus
 local function tiny_corpus()
     if not corpus then
-        corpus = tmpdir()
+        corpus = make_tmpdir{ create = false, keep = true }
         require("machrt.synth").generate(corpus, { clips = 40, seed = 5 })
     end
     return corpus
@@ -46,11 +36,7 @@ end
 
 -- Runs the experiment; returns exit status code and output.
 local function run(args, env)
-    local cmd = string.format("%s ./machrt experiments/resnet34.lua %s 2>&1", env or "", args)
-    local p = assert(io.popen(cmd))
-    local out = p:read("a")
-    local _, _, code = p:close()
-    return code, out
+    return F.run(string.format("%s ./machrt experiments/resnet34.lua %s", env or "", args))
 end
 
 local function fold_dir(out) return out .. "/final_machinetype_audio_classification/fold4" end
@@ -74,20 +60,6 @@ local function assert_same_tensors(a, b)
     end
     for name in pairs(b) do A.truthy(a[name], "extra tensor " .. name) end
     return n
-end
-
-local tests = {}
-local function test(name, fn)
-    tests[#tests + 1] = { name, function()
-        local ok, err = pcall(fn)
-        for i = #tmp_dirs, 1, -1 do
-            if tmp_dirs[i] ~= corpus then
-                os.execute("rm -rf '" .. tmp_dirs[i] .. "'")
-                table.remove(tmp_dirs, i)
-            end
-        end
-        if not ok then error(err, 0) end
-    end }
 end
 
 test("a run writes config, log, checkpoint, predictions and metrics", function()
