@@ -177,7 +177,8 @@ test-lua: all
 	@./machrt tests/lua/run.lua
 
 sanitize:
-	@$(MAKE) --no-print-directory BUILD=build-sanitize OPT="-O1 -g" \
+	@LSAN_OPTIONS="suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0" \
+	  $(MAKE) --no-print-directory BUILD=build-sanitize OPT="-O1 -g" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test-c
 
