@@ -98,7 +98,8 @@ for _, fold in ipairs(run.folds) do
                                   total = steps_per_epoch, fields = { "loss", "lr" } }
         local loss_sum, seen, lr = 0, 0, opt.param_groups[1].lr
         model:training()
-        for b, batch in loaders.train:epoch(epoch) do
+        -- On a device the next batch is copied while this one computes.
+        for b, batch in train.prefetch(loaders.train:epoch(epoch), device) do
             for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
             if batch.wave then
                 local x = front(batch.wave)
@@ -160,6 +161,7 @@ for _, fold in ipairs(run.folds) do
     end
 
     train.summary(fold, state.history)
+    if device ~= "cpu" then log.info("%s", train.device_memory_line(device)) end
     if tr.save_best_checkpoint and train.load_best(dir, model) then
         -- The scorer and the interpretations describe the best model.
         log.info("best %s %.4f at epoch %d: best.safetensors is used from here on",

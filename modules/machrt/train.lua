@@ -189,6 +189,39 @@ function M.device(cfg)
     return d
 end
 
+--- Training batches one ahead on a device: while the step computes on
+--- batch b, batch b + 1's wave and target already travel to the device on
+--- the copy stream (tensor:to(device, {async = true}): staged in pinned
+--- memory, the device's first use of them waits for the copy). `iter` is a
+--- loader's epoch iterator; on the CPU it is returned as it is.
+function M.prefetch(iter, device)
+    if not device or device == "cpu" then return iter end
+    local function move(b, batch)
+        if batch then
+            if batch.wave then batch.wave = batch.wave:to(device, { async = true }) end
+            if batch.target then batch.target = batch.target:to(device, { async = true }) end
+        end
+        return b, batch
+    end
+    local nb, nbatch = move(iter())
+    return function()
+        if nb == nil then return nil end
+        local b, batch = nb, nbatch
+        nb, nbatch = move(iter())
+        return b, batch
+    end
+end
+
+--- One line on a device's memory traffic: cudaMalloc calls, pinned staging
+--- allocations and batches copied ahead (nil on the CPU).
+function M.device_memory_line(device)
+    local s = device ~= "cpu" and mt.memory_stats()[device]
+    if not s then return nil end
+    return string.format("%s memory: %d cudaMalloc calls, %d pinned staging buffers (%.1f MiB), "
+        .. "%d batch tensors copied ahead on the copy stream", device, s.mallocs, s.host_allocs,
+        s.pinned / 2^20, s.async_copies)
+end
+
 local function clip_config(cfg, items, mode, chunk_seconds)
     local ds, aug = cfg.dataset, cfg.augmentation
     local augment = {}

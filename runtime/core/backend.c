@@ -97,7 +97,22 @@ mrt_status mrt_common_device(const char *op, const mrt_tensor *const *ts, int n,
         }
     }
     *device = first < 0 ? MRT_CPU : ts[first]->storage->device;
+    if (*device != MRT_CPU)
+        for (int i = 0; i < n; i++)
+            if (ts[i] && ts[i]->storage && ts[i]->storage->ready) {
+                mrt_status st = mrt_storage_await(ts[i]->storage);
+                if (st) return st;
+            }
     return MRT_OK;
+}
+
+mrt_status mrt_storage_await(mrt_storage *s)
+{
+    if (!s || !s->ready) return MRT_OK;
+    void *ready = s->ready;
+    s->ready = NULL;
+    const mrt_backend *b = mrt_backend_get(s->device);
+    return b && b->memory.wait_ready ? b->memory.wait_ready(ready) : MRT_OK;
 }
 
 /* Raw bytes between a host buffer and a storage of any device. */
@@ -122,6 +137,8 @@ mrt_status mrt_tensor_copy_across(mrt_tensor *dst, const mrt_tensor *src)
 {
     const mrt_device dd = dst->storage->device, sd = src->storage->device;
     mrt_status st;
+    if ((st = mrt_storage_await(dst->storage)) || (st = mrt_storage_await(src->storage)))
+        return st;
     /* Fast path: the same contiguous layout on both sides, one transfer. */
     int same_shape = dst->ndim == src->ndim;
     for (int i = 0; same_shape && i < dst->ndim; i++) same_shape = dst->shape[i] == src->shape[i];
@@ -172,9 +189,36 @@ mrt_status mrt_tensor_to(const mrt_tensor *t, mrt_device device, mrt_tensor *out
     return MRT_OK;
 }
 
+mrt_status mrt_tensor_to_async(const mrt_tensor *t, mrt_device device, mrt_tensor *out)
+{
+    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "to: tensor has been released");
+    const mrt_backend *b = device != MRT_CPU ? mrt_backend_get(device) : NULL;
+    if (!b || !b->memory.to_device_async || t->storage->device != MRT_CPU ||
+        !mrt_tensor_is_contiguous(t))
+        return mrt_tensor_to(t, device, out);
+    mrt_tensor r = {0};
+    mrt_status st = mrt_tensor_alloc_on(&r, t->dtype, t->ndim, t->shape, device);
+    if (!st) {
+        size_t es = mrt_dtype_size(t->dtype);
+        void *ready = NULL;
+        st = b->memory.to_device_async(r.storage->data,
+                                       (const char *)t->storage->data + t->offset * (int64_t)es,
+                                       (size_t)mrt_tensor_numel(t) * es, &ready);
+        r.storage->ready = ready;
+    }
+    if (st) {
+        mrt_tensor_release(&r);
+        return st;
+    }
+    *out = r;
+    return MRT_OK;
+}
+
 mrt_status mrt_tensor_read_elem(const mrt_tensor *t, int64_t offset, void *value)
 {
     size_t es = mrt_dtype_size(t->dtype);
+    mrt_status st = mrt_storage_await(t->storage);
+    if (st) return st;
     return move_bytes(MRT_CPU, value, t->storage->device,
                       (const char *)t->storage->data + offset * (int64_t)es, es);
 }
@@ -182,6 +226,8 @@ mrt_status mrt_tensor_read_elem(const mrt_tensor *t, int64_t offset, void *value
 mrt_status mrt_tensor_write_elem(mrt_tensor *t, int64_t offset, const void *value)
 {
     size_t es = mrt_dtype_size(t->dtype);
+    mrt_status st = mrt_storage_await(t->storage);
+    if (st) return st;
     return move_bytes(t->storage->device, (char *)t->storage->data + offset * (int64_t)es,
                       MRT_CPU, value, es);
 }

@@ -138,6 +138,7 @@ mrt_status mrt_storage_new(size_t nbytes, mrt_device device, mrt_storage **out)
         s->nbytes = nbytes;
         s->refcount = 1;
         s->device = device;
+        s->ready = NULL;
         *out = s;
         return MRT_OK;
     }
@@ -149,6 +150,7 @@ mrt_status mrt_storage_new(size_t nbytes, mrt_device device, mrt_storage **out)
     s->nbytes = nbytes;
     s->refcount = 1;
     s->device = device;
+    s->ready = NULL;
     pthread_mutex_lock(&cache_lock);
     live_bytes += s->capacity;
     pthread_mutex_unlock(&cache_lock);
@@ -165,6 +167,8 @@ void mrt_storage_release(mrt_storage *s)
 {
     if (s && __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
         if (s->device != MRT_CPU) {
+            /* A pending copy into the block must come before its next user. */
+            mrt_storage_await(s);
             mrt_backend_get(s->device)->memory.free(s->data, s->capacity);
             free(s);
             return;

@@ -7,7 +7,16 @@
  * step allocates the same sizes as the step before, so after the first step
  * it calls cudaMalloc no more (device_mallocs in the stats counts the
  * calls). Every kernel runs on the one compute stream, so a block freed by
- * the host and reused for the next op is ordered after its last use. */
+ * the host and reused for the next op is ordered after its last use.
+ *
+ * Copy stream: mem_to_device_async stages host data into a pinned buffer
+ * (cudaHostAlloc'd once, cached and reused) and copies it on a second
+ * stream, so the next batch travels while the compute stream works. The
+ * copy first waits for the compute work issued so far (its destination may
+ * be a block that work still reads); the compute stream waits for the
+ * copy's event before the first use of the destination (mrt_storage_await
+ * in core/backend.c); a staging buffer is taken again only once the event
+ * recorded after its last copy has completed. */
 #include "cuda_common.h"
 
 #include <pthread.h>
@@ -20,7 +29,7 @@
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int device_ok;
-static cudaStream_t compute_stream;
+static cudaStream_t compute_stream, copy_stream;
 static cublasHandle_t blas_handle;
 static mrt_backend cuda_backend;
 
@@ -47,6 +56,21 @@ mrt_status mrt_cu_launched(const char *op) { return mrt_cu_check(op, cudaGetLast
 static std::mutex cache_lock;
 static std::multimap<size_t, void *> cache_free;
 static size_t live_bytes, cached_bytes, device_mallocs;
+
+/* The copy stream's pinned staging buffers (see mem_to_device_async). */
+struct staging_buffer {
+    void *host;
+    size_t capacity;
+    cudaEvent_t done; /* recorded on the copy stream after the last copy from it */
+};
+
+/* A few buffers cover a copy in flight while the next one is staged. */
+static const size_t STAGING_MAX = 4;
+static std::mutex copy_lock;
+static std::vector<staging_buffer> staging;
+static std::vector<cudaEvent_t> spare_events;
+static size_t pinned_bytes, host_allocs, async_copies;
+
 
 /* 512-byte granules below 1 MiB; above, four size classes per power of two. */
 static size_t round_size(size_t n)
@@ -119,7 +143,18 @@ static void mem_stats(size_t *live, size_t *cached, size_t *mallocs)
 
 static void mem_empty_cache(void)
 {
+    cudaStreamSynchronize(copy_stream);
     cudaStreamSynchronize(compute_stream);
+    {
+        /* Pinned staging buffers go too (their copies are complete). */
+        std::lock_guard<std::mutex> g(copy_lock);
+        for (auto &b : staging) {
+            cudaFreeHost(b.host);
+            cudaEventDestroy(b.done);
+        }
+        staging.clear();
+        pinned_bytes = 0;
+    }
     std::lock_guard<std::mutex> g(cache_lock);
     release_cached_locked();
 }
@@ -158,6 +193,124 @@ static mrt_status mem_to_host(void *dst, const void *src, size_t nbytes)
                                                              compute_stream));
     if (st) return st;
     return mrt_cu_check("to cpu", cudaStreamSynchronize(compute_stream));
+}
+
+/* ---- copy stream and pinned staging ------------------------------------------------ */
+
+static mrt_status take_event(cudaEvent_t *ev)
+{
+    if (!spare_events.empty()) {
+        *ev = spare_events.back();
+        spare_events.pop_back();
+        return MRT_OK;
+    }
+    return mrt_cu_check("to cuda (async)", cudaEventCreateWithFlags(ev, cudaEventDisableTiming));
+}
+
+/* A staging buffer of at least nbytes whose previous copy has completed
+ * (waited for when every buffer is busy and no more may be made). */
+static mrt_status staging_take(size_t nbytes, size_t *index)
+{
+    size_t best = staging.size(), busy = staging.size();
+    for (size_t i = 0; i < staging.size(); i++) {
+        if (staging[i].capacity < nbytes) continue;
+        cudaError_t q = cudaEventQuery(staging[i].done);
+        if (q == cudaSuccess) {
+            if (best == staging.size() || staging[i].capacity < staging[best].capacity) best = i;
+        } else if (q == cudaErrorNotReady) {
+            if (busy == staging.size()) busy = i;
+        } else {
+            return mrt_cu_check("to cuda (async)", q);
+        }
+    }
+    if (best < staging.size()) {
+        *index = best;
+        return MRT_OK;
+    }
+    if (staging.size() >= STAGING_MAX) {
+        if (busy < staging.size()) {
+            *index = busy;
+            return mrt_cu_check("to cuda (async)", cudaEventSynchronize(staging[busy].done));
+        }
+        /* All too small: the smallest makes room for a larger one. */
+        size_t small = 0;
+        for (size_t i = 1; i < staging.size(); i++)
+            if (staging[i].capacity < staging[small].capacity) small = i;
+        mrt_status st =
+            mrt_cu_check("to cuda (async)", cudaEventSynchronize(staging[small].done));
+        if (st) return st;
+        cudaFreeHost(staging[small].host);
+        cudaEventDestroy(staging[small].done);
+        pinned_bytes -= staging[small].capacity;
+        staging.erase(staging.begin() + (long)small);
+    }
+    staging_buffer b;
+    b.capacity = round_size(nbytes);
+    b.host = NULL;
+    mrt_status st = mrt_cu_check("to cuda (async): pinned staging buffer",
+                                 cudaHostAlloc(&b.host, b.capacity, cudaHostAllocDefault));
+    if (st) return st;
+    if ((st = mrt_cu_check("to cuda (async)",
+                           cudaEventCreateWithFlags(&b.done, cudaEventDisableTiming)))) {
+        cudaFreeHost(b.host);
+        return st;
+    }
+    host_allocs++;
+    pinned_bytes += b.capacity;
+    staging.push_back(b);
+    *index = staging.size() - 1;
+    return MRT_OK;
+}
+
+static mrt_status mem_to_device_async(void *dst, const void *src, size_t nbytes, void **ready)
+{
+    *ready = NULL;
+    if (nbytes == 0) return MRT_OK;
+    std::lock_guard<std::mutex> g(copy_lock);
+    size_t i = 0;
+    mrt_status st = staging_take(nbytes, &i);
+    if (st) return st;
+    memcpy(staging[i].host, src, nbytes);
+    /* The destination may be a recycled block still read by compute work
+     * issued before now: the copy starts after that work. */
+    cudaEvent_t issued, done;
+    if ((st = take_event(&issued))) return st;
+    st = mrt_cu_check("to cuda (async)", cudaEventRecord(issued, compute_stream));
+    if (!st) st = mrt_cu_check("to cuda (async)", cudaStreamWaitEvent(copy_stream, issued, 0));
+    spare_events.push_back(issued); /* the wait has captured it */
+    if (!st)
+        st = mrt_cu_check("to cuda (async)",
+                          cudaMemcpyAsync(dst, staging[i].host, nbytes, cudaMemcpyHostToDevice,
+                                          copy_stream));
+    if (!st) st = mrt_cu_check("to cuda (async)", cudaEventRecord(staging[i].done, copy_stream));
+    if (st) return st;
+    if ((st = take_event(&done))) return st;
+    if ((st = mrt_cu_check("to cuda (async)", cudaEventRecord(done, copy_stream)))) {
+        spare_events.push_back(done);
+        return st;
+    }
+    async_copies++;
+    *ready = done;
+    return MRT_OK;
+}
+
+static mrt_status mem_wait_ready(void *ready)
+{
+    if (!ready) return MRT_OK;
+    cudaEvent_t ev = (cudaEvent_t)ready;
+    mrt_status st =
+        mrt_cu_check("to cuda (async)", cudaStreamWaitEvent(compute_stream, ev, 0));
+    std::lock_guard<std::mutex> g(copy_lock);
+    spare_events.push_back(ev);
+    return st;
+}
+
+static void mem_copy_stats(size_t *pinned, size_t *allocs, size_t *copies)
+{
+    std::lock_guard<std::mutex> g(copy_lock);
+    if (pinned) *pinned = pinned_bytes;
+    if (allocs) *allocs = host_allocs;
+    if (copies) *copies = async_copies;
 }
 
 /* ---- host helpers --------------------------------------------------------------------- */
@@ -384,6 +537,7 @@ static void init_backend(void)
     }
     if (cudaSetDevice(0) != cudaSuccess ||
         cudaStreamCreateWithFlags(&compute_stream, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking) != cudaSuccess ||
         cublasCreate(&blas_handle) != CUBLAS_STATUS_SUCCESS ||
         cublasSetStream(blas_handle, compute_stream) != CUBLAS_STATUS_SUCCESS) {
         cudaGetLastError();
@@ -398,6 +552,9 @@ static void init_backend(void)
     cuda_backend.memory.stats = mem_stats;
     cuda_backend.memory.empty_cache = mem_empty_cache;
     cuda_backend.memory.synchronize = mem_synchronize;
+    cuda_backend.memory.to_device_async = mem_to_device_async;
+    cuda_backend.memory.wait_ready = mem_wait_ready;
+    cuda_backend.memory.copy_stats = mem_copy_stats;
     mrt_cu_register_tensor_ops(&cuda_backend);
     mrt_cu_register_nn_ops(&cuda_backend);
     mrt_cu_register_optim_ops(&cuda_backend);

@@ -315,7 +315,7 @@ static int m_memory_stats(lua_State *L)
     lua_setfield(L, -2, "cached");
     const mrt_backend *cuda = mrt_backend_get(MRT_CUDA);
     if (cuda) {
-        /* cuda = {live, cached, mallocs}: device bytes and cudaMalloc calls. */
+        /* cuda = {live, cached, mallocs, ...}: device bytes and cudaMalloc calls. */
         size_t dl, dc, dm;
         cuda->memory.stats(&dl, &dc, &dm);
         lua_createtable(L, 0, 3);
@@ -325,6 +325,16 @@ static int m_memory_stats(lua_State *L)
         lua_setfield(L, -2, "cached");
         lua_pushinteger(L, (lua_Integer)dm);
         lua_setfield(L, -2, "mallocs");
+        /* pinned = staging bytes of async copies, host_allocs = cudaHostAlloc
+         * calls, async_copies = copies issued on the copy stream. */
+        size_t pb = 0, ha = 0, ac = 0;
+        if (cuda->memory.copy_stats) cuda->memory.copy_stats(&pb, &ha, &ac);
+        lua_pushinteger(L, (lua_Integer)pb);
+        lua_setfield(L, -2, "pinned");
+        lua_pushinteger(L, (lua_Integer)ha);
+        lua_setfield(L, -2, "host_allocs");
+        lua_pushinteger(L, (lua_Integer)ac);
+        lua_setfield(L, -2, "async_copies");
         lua_setfield(L, -2, "cuda");
     }
     return 1;

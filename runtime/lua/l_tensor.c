@@ -415,18 +415,28 @@ static mrt_device check_device(lua_State *L, int idx, const char *op)
     return MRT_CPU;
 }
 
-/* t:to(device): t itself when it is there already, else a copy there. */
+/* t:to(device, {async = false}): t itself when it is there already, else a
+ * copy there. With async = true a CPU -> cuda copy returns at once: the
+ * values travel on the copy stream and the device's first use of the
+ * result waits for them (mrt_tensor_to_async). */
 static int t_to(lua_State *L)
 {
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
     mrt_device d = check_device(L, 2, "to");
+    int async = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_getfield(L, 3, "async");
+        async = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     if (!t->storage) return luaL_argerror(L, 1, "tensor has been released (closed)");
     if (t->storage->device == d) {
         lua_settop(L, 1);
         return 1;
     }
     mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_tensor_to(t, d, r));
+    mrt_lua_check(L, async ? mrt_tensor_to_async(t, d, r) : mrt_tensor_to(t, d, r));
     return 1;
 }
 

@@ -893,6 +893,129 @@ START_TEST(test_amplitude_to_db)
 }
 END_TEST
 
+/* ---- the copy stream: asynchronous host -> device copies ------------------------------ */
+
+static int emulated(void) { return strcmp(mrt_cuda_mode(), "emulated") == 0; }
+
+static float *host_f32(mrt_tensor *t) { return (float *)t->storage->data + t->offset; }
+
+START_TEST(test_async_copy_values_and_ordering)
+{
+    const mrt_backend *cu = mrt_backend_get(MRT_CUDA);
+    mrt_tensor h = RAND(950, -2, 2, 3, 5, 7);
+    /* Values arrive intact, whether read back or used by an op first. */
+    mrt_tensor d = {0}, y = {0};
+    TU_OK(mrt_tensor_to_async(&h, MRT_CUDA, &d));
+    ck_assert_int_eq(d.storage->device, MRT_CUDA);
+    assert_close(&d, &h, TOL_EXACT, "async copy read back");
+    mrt_tensor_release(&d);
+    TU_OK(mrt_tensor_to_async(&h, MRT_CUDA, &d));
+    ck_assert_ptr_nonnull(d.storage->ready);
+    TU_OK(mrt_binary_scalar(MRT_MUL, &d, 2.0, 0, &y)); /* the op waits for the copy */
+    ck_assert_ptr_null(d.storage->ready);
+    mrt_tensor want = {0};
+    TU_OK(mrt_binary_scalar(MRT_MUL, &h, 2.0, 0, &want));
+    assert_close(&y, &want, TOL_EXACT, "op on an async copy");
+    mrt_tensor_release(&y);
+    mrt_tensor_release(&d);
+
+    /* The raw protocol: the source is staged at the call (rewriting it
+     * afterwards changes nothing); the destination holds the values once
+     * the compute stream has waited for the event. */
+    const int64_t n = mrt_tensor_numel(&h);
+    mrt_tensor src = {0}, dst = {0}, back = {0};
+    TU_OK(mrt_tensor_clone(&src, &h));
+    TU_OK(mrt_tensor_alloc_on(&dst, MRT_F32, h.ndim, h.shape, MRT_CUDA));
+    TU_OK(mrt_tensor_fill(&dst, 0.0));
+    TU_OK(mrt_tensor_alloc_on(&back, MRT_F32, h.ndim, h.shape, MRT_CPU));
+    void *ready = NULL;
+    TU_OK(cu->memory.to_device_async(dst.storage->data, src.storage->data,
+                                     (size_t)n * sizeof(float), &ready));
+    ck_assert_ptr_nonnull(ready);
+    for (int64_t i = 0; i < n; i++) host_f32(&src)[i] = -100.0f;
+    if (emulated()) {
+        /* Emulated copies take place only when waited for: reading the
+         * destination before the wait sees the old contents. */
+        TU_OK(cu->memory.to_host(back.storage->data, dst.storage->data, (size_t)n * sizeof(float)));
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(host_f32(&back)[i] == 0.0f, "emulated copy done before the wait");
+    }
+    TU_OK(cu->memory.wait_ready(ready));
+    TU_OK(cu->memory.to_host(back.storage->data, dst.storage->data, (size_t)n * sizeof(float)));
+    assert_close(&back, &h, TOL_EXACT, "destination after the wait");
+
+    /* Released before use: the late copy must not land on the block's next owner. */
+    mrt_tensor_release(&dst);
+    TU_OK(mrt_tensor_to_async(&h, MRT_CUDA, &d));
+    void *block = d.storage->data;
+    mrt_tensor_release(&d);
+    mrt_tensor held[8] = {{0}};
+    int k = 0;
+    for (; k < 8; k++) { /* the cache hands the block out again */
+        TU_OK(mrt_tensor_alloc_on(&dst, MRT_F32, h.ndim, h.shape, MRT_CUDA));
+        if (dst.storage->data == block) break;
+        held[k] = dst;
+        dst = (mrt_tensor){0};
+    }
+    ck_assert_msg(k < 8, "the released block was not reused");
+    release_all(held, k);
+    TU_OK(mrt_tensor_fill(&dst, 7.0));
+    mrt_tensor other = {0};
+    TU_OK(mrt_tensor_to_async(&h, MRT_CUDA, &other)); /* flushes the copy stream in order */
+    mrt_tensor_release(&back);
+    back = host(&dst);
+    for (int64_t i = 0; i < n; i++) ck_assert_float_eq(host_f32(&back)[i], 7.0f);
+    mrt_tensor all[] = {h, want, src, dst, back, other};
+    release_all(all, 6);
+}
+END_TEST
+
+START_TEST(test_async_copy_staging_reuse)
+{
+    const mrt_backend *cu = mrt_backend_get(MRT_CUDA);
+    enum { INFLIGHT = 9, ROUNDS = 40 };
+    mrt_tensor h[INFLIGHT], d[INFLIGHT];
+    for (int i = 0; i < INFLIGHT; i++) {
+        h[i] = RAND(960 + (uint64_t)i, -1, 1, 2, 1000 + i);
+        d[i] = (mrt_tensor){0};
+    }
+    /* More copies in flight than staging buffers: each arrives intact. */
+    for (int i = 0; i < INFLIGHT; i++) TU_OK(mrt_tensor_to_async(&h[i], MRT_CUDA, &d[i]));
+    for (int i = INFLIGHT - 1; i >= 0; i--) {
+        assert_close(&d[i], &h[i], TOL_EXACT, "copy in flight");
+        mrt_tensor_release(&d[i]);
+    }
+    /* Prefetch pattern: the next batch is copied while the current one is
+     * used; after the first round no cudaMalloc and no cudaHostAlloc. */
+    size_t mallocs0 = 0, mallocs1 = 0, pinned0 = 0, pinned1 = 0, copies0 = 0, copies1 = 0;
+    mrt_tensor next = {0};
+    TU_OK(mrt_tensor_to_async(&h[0], MRT_CUDA, &next));
+    for (int r = 0; r < ROUNDS; r++) {
+        mrt_tensor cur = next, y = {0};
+        next = (mrt_tensor){0};
+        TU_OK(mrt_tensor_to_async(&h[(r + 1) % 2], MRT_CUDA, &next));
+        TU_OK(mrt_binary_scalar(MRT_ADD, &cur, 1.0, 0, &y));
+        mrt_tensor want = {0};
+        TU_OK(mrt_binary_scalar(MRT_ADD, &h[r % 2], 1.0, 0, &want));
+        assert_close(&y, &want, TOL_EXACT, "prefetched batch");
+        mrt_tensor all[] = {cur, y, want};
+        release_all(all, 3);
+        if (r == 0) {
+            cu->memory.stats(NULL, NULL, &mallocs0);
+            cu->memory.copy_stats(NULL, &pinned0, &copies0);
+        }
+    }
+    cu->memory.stats(NULL, NULL, &mallocs1);
+    cu->memory.copy_stats(NULL, &pinned1, &copies1);
+    ck_assert_msg(mallocs1 == mallocs0, "%zu cudaMalloc calls after warm-up", mallocs1 - mallocs0);
+    ck_assert_msg(pinned1 == pinned0, "%zu cudaHostAlloc calls after warm-up", pinned1 - pinned0);
+    ck_assert_msg(copies1 - copies0 == ROUNDS - 1, "%zu async copies, expected %d",
+                  copies1 - copies0, ROUNDS - 1);
+    mrt_tensor_release(&next);
+    release_all(h, INFLIGHT);
+}
+END_TEST
+
 #ifdef MRT_PARITY_HOST
 /* The Lua layer on the device: tests/cuda/lua_on_device.lua run by a host
  * with this backend (the emulated host in `make test`, ./machrt with CUDA=1). */
@@ -959,6 +1082,8 @@ static Suite *parity_suite(void)
     ADD(tc, test_mel_front_end);
     ADD(tc, test_mel_front_end_views_and_errors);
     ADD(tc, test_amplitude_to_db);
+    ADD(tc, test_async_copy_values_and_ordering);
+    ADD(tc, test_async_copy_staging_reuse);
 #ifdef MRT_PARITY_HOST
     ADD(tc, test_lua_modules_on_device);
     ADD(tc, test_experiment_on_device);

@@ -76,6 +76,11 @@ local cpu_dir = run("cpu")
 check(not gpu_text:find("applies on GPU only", 1, true), "the device run trained on the CPU?")
 -- environment.mixed_precision_training is on by default: fp16 GEMMs and loss scaling.
 check(gpu_text:find("mixed precision: fp16 GEMM operands", 1, true), "mixed precision on the device:\n" .. gpu_text)
+-- Training batches went ahead on the copy stream, through a few reused pinned buffers.
+local staged, copied = gpu_text:match("cuda memory: %d+ cudaMalloc calls, (%d+) pinned staging buffers %([%d.]+ MiB%), (%d+) batch tensors copied ahead")
+check(staged, "no copy-stream line in the device run:\n" .. gpu_text)
+check(tonumber(copied) > 0 and tonumber(staged) >= 1 and tonumber(staged) <= 4,
+      ("copy stream: %s pinned staging buffers for %s copies"):format(staged, copied))
 
 local g, c = log_row(gpu_dir), log_row(cpu_dir)
 check(math.abs(g.train_loss - c.train_loss) < 1e-2 * (1 + math.abs(c.train_loss)),

@@ -134,41 +134,122 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t nbytes, cudaMemcpyKind
     return cudaSuccess;
 }
 
+cudaError_t cudaHostAlloc(void **ptr, size_t nbytes, unsigned flags)
+{
+    (void)flags;
+    return cudaMallocHost(ptr, nbytes);
+}
+
+/* ---- streams and events ------------------------------------------------------------
+ * A stream keeps its queued copies in order, numbered from 1; `done` is
+ * the number of the last one that took place. An event remembers the
+ * stream and the number issued when it was recorded. */
+
+struct emu_op {
+    unsigned long long seq;
+    void *dst;
+    const void *src; /* NULL: memset with `value` */
+    size_t nbytes;
+    int value;
+};
+
+struct mrt_emu_stream {
+    std::vector<emu_op> queue;
+    unsigned long long issued = 0, done = 0;
+};
+struct mrt_emu_event {
+    cudaStream_t stream = NULL;
+    unsigned long long seq = 0;
+};
+
+static std::recursive_mutex stream_lock;
+/* Never destroyed, like the plans below: streams live as long as the backend. */
+static std::vector<cudaStream_t> &all_streams = *new std::vector<cudaStream_t>;
+static unsigned long long n_pending;
+
+/* Carries out the queued operations of `s` numbered up to `upto`. */
+static void stream_run(cudaStream_t s, unsigned long long upto)
+{
+    if (!s) return;
+    std::lock_guard<std::recursive_mutex> g(stream_lock);
+    size_t k = 0;
+    if (!s->queue.empty() && s->queue.front().seq <= upto) {
+        mrt_emu_device_scope scope;
+        for (; k < s->queue.size() && s->queue[k].seq <= upto; k++) {
+            const emu_op &op = s->queue[k];
+            if (op.src) memmove(op.dst, op.src, op.nbytes);
+            else memset(op.dst, op.value, op.nbytes);
+            s->done = op.seq;
+            n_pending--;
+        }
+        s->queue.erase(s->queue.begin(), s->queue.begin() + (long)k);
+    }
+    if (s->queue.empty()) s->done = s->issued;
+}
+
+void mrt_emu_stream_flush(mrt_emu_stream *stream) { stream_run(stream, ~0ULL); }
+
+unsigned long long mrt_emu_pending_copies()
+{
+    std::lock_guard<std::recursive_mutex> g(stream_lock);
+    return n_pending;
+}
+
+static cudaError_t enqueue(cudaStream_t stream, void *dst, const void *src, size_t nbytes,
+                           int value)
+{
+    if (nbytes == 0) return cudaSuccess;
+    if (!stream) {
+        mrt_emu_device_scope scope;
+        if (src) memmove(dst, src, nbytes);
+        else memset(dst, value, nbytes);
+        return cudaSuccess;
+    }
+    std::lock_guard<std::recursive_mutex> g(stream_lock);
+    stream->queue.push_back(emu_op{++stream->issued, dst, src, nbytes, value});
+    n_pending++;
+    return cudaSuccess;
+}
+
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t nbytes, cudaMemcpyKind kind,
                             cudaStream_t stream)
 {
-    (void)stream;
-    return cudaMemcpy(dst, src, nbytes, kind);
+    (void)kind;
+    if (nbytes && !src) return last_error = cudaErrorInvalidValue;
+    return enqueue(stream, dst, src, nbytes, 0);
 }
 
 cudaError_t cudaMemsetAsync(void *dst, int value, size_t nbytes, cudaStream_t stream)
 {
-    (void)stream;
-    mrt_emu_device_scope scope;
-    if (nbytes) memset(dst, value, nbytes);
-    return cudaSuccess;
+    return enqueue(stream, dst, NULL, nbytes, value);
 }
-
-struct mrt_emu_stream {
-    int unused;
-};
-struct mrt_emu_event {
-    int unused;
-};
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags)
 {
     (void)flags;
+    std::lock_guard<std::recursive_mutex> g(stream_lock);
     *stream = new mrt_emu_stream();
+    all_streams.push_back(*stream);
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream)
 {
+    if (!stream) return cudaSuccess;
+    stream_run(stream, ~0ULL);
+    std::lock_guard<std::recursive_mutex> g(stream_lock);
+    for (size_t i = 0; i < all_streams.size(); i++)
+        if (all_streams[i] == stream) {
+            all_streams.erase(all_streams.begin() + (long)i);
+            break;
+        }
     delete stream;
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t stream)
+{
+    stream_run(stream, ~0ULL);
+    return cudaSuccess;
+}
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags)
 {
     (void)flags;
@@ -180,9 +261,45 @@ cudaError_t cudaEventDestroy(cudaEvent_t event)
     delete event;
     return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
+{
+    if (!event) return last_error = cudaErrorInvalidValue;
+    std::lock_guard<std::recursive_mutex> g(stream_lock);
+    event->stream = stream;
+    event->seq = stream ? stream->issued : 0;
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event)
+{
+    if (!event) return last_error = cudaErrorInvalidValue;
+    stream_run(event->stream, event->seq);
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t event)
+{
+    if (!event) return last_error = cudaErrorInvalidValue;
+    std::lock_guard<std::recursive_mutex> g(stream_lock);
+    if (!event->stream || event->stream->done >= event->seq ||
+        event->stream->queue.empty() || event->stream->queue.front().seq > event->seq)
+        return cudaSuccess;
+    return cudaErrorNotReady;
+}
+/* The waiting stream's later work runs eagerly when issued, so what the
+ * event stands for has to be complete now. */
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags)
+{
+    (void)flags;
+    if (!event) return last_error = cudaErrorInvalidValue;
+    stream_run(stream, ~0ULL);
+    stream_run(event->stream, event->seq);
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize()
+{
+    std::lock_guard<std::recursive_mutex> g(stream_lock);
+    for (cudaStream_t s : all_streams) stream_run(s, ~0ULL);
+    return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError()
 {
@@ -199,6 +316,7 @@ const char *cudaGetErrorString(cudaError_t err)
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNotReady: return "device not ready";
     }
     return "unknown error";
 }
@@ -441,6 +559,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t ta, cublasOp
     if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    mrt_emu_stream_flush(handle->stream);
     mrt_emu_device_scope scope;
     cblas_sgemm(CblasColMajor, tr(ta), tr(tb), m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
     return CUBLAS_STATUS_SUCCESS;
@@ -485,6 +604,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t ta, cublasO
     if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (ctype != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    mrt_emu_stream_flush(handle->stream);
     mrt_emu_device_scope scope;
     /* Products of fp16/bf16 values are exact in fp32, so widening first and
      * accumulating in fp32 is what the tensor cores compute. */
@@ -500,6 +620,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t ta, cublasO
 struct emu_plan {
     int n, istride, idist, ostride, odist, batch;
     fftwf_plan plan;
+    cudaStream_t stream;
 };
 static std::mutex fft_lock;
 /* Never destroyed: plans cached by the backend for the life of the
@@ -513,7 +634,7 @@ cufftResult cufftPlanMany(cufftHandle *plan, int rank, int *n, int *inembed, int
     (void)inembed;
     (void)onembed;
     if (rank != 1 || type != CUFFT_R2C || n[0] < 1 || batch < 1) return CUFFT_INVALID_VALUE;
-    emu_plan *p = new emu_plan{n[0], istride, idist, ostride, odist, batch, NULL};
+    emu_plan *p = new emu_plan{n[0], istride, idist, ostride, odist, batch, NULL, NULL};
     /* Planned on scratch buffers; executed with the new-array interface. */
     int len = n[0];
     size_t in_elems = (size_t)(batch - 1) * idist + (size_t)(len - 1) * istride + 1;
@@ -534,7 +655,14 @@ cufftResult cufftPlanMany(cufftHandle *plan, int rank, int *n, int *inembed, int
     return CUFFT_SUCCESS;
 }
 
-cufftResult cufftSetStream(cufftHandle, cudaStream_t) { return CUFFT_SUCCESS; }
+cufftResult cufftSetStream(cufftHandle plan, cudaStream_t stream)
+{
+    std::lock_guard<std::mutex> g(fft_lock);
+    if (plan < 1 || (size_t)plan > fft_plans.size() || !fft_plans[plan - 1])
+        return CUFFT_INVALID_PLAN;
+    fft_plans[plan - 1]->stream = stream;
+    return CUFFT_SUCCESS;
+}
 
 cufftResult cufftExecR2C(cufftHandle plan, cufftReal *in, cufftComplex *out)
 {
@@ -545,6 +673,7 @@ cufftResult cufftExecR2C(cufftHandle plan, cufftReal *in, cufftComplex *out)
             return CUFFT_INVALID_PLAN;
         p = fft_plans[plan - 1];
     }
+    mrt_emu_stream_flush(p->stream);
     mrt_emu_device_scope scope;
     fftwf_execute_dft_r2c(p->plan, in, (fftwf_complex *)out);
     return CUFFT_SUCCESS;

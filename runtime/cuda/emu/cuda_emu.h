@@ -20,8 +20,18 @@
  *    (later, and less clearly) on a real device.
  *  - cuBLAS maps to OpenBLAS (column-major sgemm), cuFFT to FFTW
  *    (single-precision r2c), fp16/bf16 to software conversions with
- *    round-to-nearest-even. Streams and events exist as handles; every
- *    operation completes before the call returns.
+ *    round-to-nearest-even.
+ *  - Streams and events: kernels, cuBLAS and cuFFT calls run when they are
+ *    issued (after the work queued earlier on their stream). cudaMemcpyAsync
+ *    and cudaMemsetAsync on a stream are only queued: they take place when
+ *    a later kernel or library call is issued on the same stream, or when
+ *    the host or another stream waits for them (cudaStreamSynchronize,
+ *    cudaDeviceSynchronize, cudaEventSynchronize or cudaStreamWaitEvent on
+ *    an event recorded after them; cudaEventQuery reports cudaErrorNotReady
+ *    until then). A copy is read from its source when it takes place, so
+ *    code that reads the destination, or rewrites a staging source, before
+ *    waiting for the copy sees wrong data, which is the worst a device may
+ *    do. Stream NULL (the legacy default stream) copies at once.
  */
 #ifndef MACHRT_CUDA_EMU_H
 #define MACHRT_CUDA_EMU_H
@@ -61,10 +71,14 @@ template <typename F> void mrt_emu_launch(dim3 grid, dim3 block, bool sync, F &&
                 const_cast<void *>(static_cast<const void *>(&body)));
 }
 
+/* A launch first completes the asynchronous copies queued earlier on its
+ * stream (work on one stream runs in order). */
+struct mrt_emu_stream;
+void mrt_emu_stream_flush(mrt_emu_stream *stream);
 #define MRT_LAUNCH(kernel, grid, block, stream, ...) \
-    (void)(stream), mrt_emu_launch((grid), (block), false, [&] { kernel(__VA_ARGS__); })
+    mrt_emu_stream_flush(stream), mrt_emu_launch((grid), (block), false, [&] { kernel(__VA_ARGS__); })
 #define MRT_LAUNCH_SYNC(kernel, grid, block, stream, ...) \
-    (void)(stream), mrt_emu_launch((grid), (block), true, [&] { kernel(__VA_ARGS__); })
+    mrt_emu_stream_flush(stream), mrt_emu_launch((grid), (block), true, [&] { kernel(__VA_ARGS__); })
 
 /* Device memory becomes accessible while an emulated device operation
  * runs (nested scopes allowed). */
@@ -132,6 +146,7 @@ typedef enum {
     cudaErrorInvalidValue = 1,
     cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidConfiguration = 9,
+    cudaErrorNotReady = 600,
     cudaErrorNoDevice = 100,
 } cudaError_t;
 typedef enum {
@@ -145,6 +160,7 @@ typedef struct mrt_emu_stream *cudaStream_t;
 typedef struct mrt_emu_event *cudaEvent_t;
 #define cudaStreamNonBlocking 0x01
 #define cudaEventDisableTiming 0x02
+#define cudaHostAllocDefault 0x00
 
 cudaError_t cudaGetDeviceCount(int *count);
 cudaError_t cudaSetDevice(int device);
@@ -152,6 +168,7 @@ cudaError_t cudaMalloc(void **ptr, size_t nbytes);
 cudaError_t cudaFree(void *ptr);
 cudaError_t cudaMallocHost(void **ptr, size_t nbytes);
 cudaError_t cudaFreeHost(void *ptr);
+cudaError_t cudaHostAlloc(void **ptr, size_t nbytes, unsigned flags);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t nbytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t nbytes, cudaMemcpyKind kind,
                             cudaStream_t stream);
@@ -164,6 +181,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventQuery(cudaEvent_t event);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaGetLastError();
 const char *cudaGetErrorString(cudaError_t err);
@@ -216,7 +234,9 @@ cufftResult cufftSetStream(cufftHandle plan, cudaStream_t stream);
 cufftResult cufftExecR2C(cufftHandle plan, cufftReal *in, cufftComplex *out);
 cufftResult cufftDestroy(cufftHandle plan);
 
-/* Emulation statistics, for tests: launches run, fibers switched. */
+/* Emulation statistics, for tests: launches run, fibers switched; copies
+ * queued on a stream and not yet done. */
+unsigned long long mrt_emu_pending_copies();
 void mrt_emu_counters(unsigned long long *launches, unsigned long long *sync_launches);
 
 #endif

@@ -30,6 +30,17 @@ typedef struct mrt_backend_memory {
     void (*stats)(size_t *live, size_t *cached, size_t *device_mallocs);
     void (*empty_cache)(void);
     mrt_status (*synchronize)(void);
+    /* Asynchronous host -> device copy on the backend's copy stream: `src`
+     * is staged into a pinned buffer before the call returns (the caller may
+     * reuse it at once) and the transfer overlaps the compute stream's work.
+     * *ready is an event the compute stream must wait for (wait_ready)
+     * before `dst` is used; NULL when there is nothing to wait for. */
+    mrt_status (*to_device_async)(void *dst, const void *src, size_t nbytes, void **ready);
+    /* Makes the compute stream wait for `ready` (the host does not block)
+     * and recycles the event. */
+    mrt_status (*wait_ready)(void *ready);
+    /* Pinned staging bytes held, pinned allocations made, async copies issued. */
+    void (*copy_stats)(size_t *pinned_bytes, size_t *host_allocs, size_t *async_copies);
 } mrt_backend_memory;
 
 typedef struct mrt_backend_tensor {
@@ -174,6 +185,15 @@ mrt_status mrt_tensor_to(const mrt_tensor *t, mrt_device device, mrt_tensor *out
 /* Allocates a contiguous tensor on `device`, contents undefined. */
 mrt_status mrt_tensor_alloc_on(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape,
                                mrt_device device);
+/* Like mrt_tensor_to, but a CPU -> device copy does not wait: the values
+ * travel on the copy stream while the device computes, and the first op
+ * that uses `out` (any op routed to the device, a copy, a read, or the
+ * release of its storage) first makes the compute stream wait for them
+ * (mrt_storage_await). Other cases are mrt_tensor_to. */
+mrt_status mrt_tensor_to_async(const mrt_tensor *t, mrt_device device, mrt_tensor *out);
+/* Orders the device's compute stream after a pending asynchronous copy
+ * into `s` (no-op when there is none). */
+mrt_status mrt_storage_await(mrt_storage *s);
 /* dst and src on different devices: src broadcast into dst, dtype converted
  * (mrt_tensor_copy comes here when the devices differ). */
 mrt_status mrt_tensor_copy_across(mrt_tensor *dst, const mrt_tensor *src);

@@ -31,6 +31,8 @@ typedef struct mrt_storage {
     size_t capacity; /* bytes actually reserved (size class of the cache) */
     int refcount;
     mrt_device device;
+    void *ready; /* device storage: event of an asynchronous copy into it that the compute
+                    stream has not waited for yet (see mrt_tensor_to_async in backend.h) */
 } mrt_storage;
 
 typedef struct mrt_tensor {
