@@ -14,6 +14,8 @@
 --                      written whole under its name only at the end
 --   --batch N          chunks per forward pass (default 32)
 --   --threads N        compute threads (default: all cores)
+--   --device D         auto (default: cuda when mt.cuda_available()), cpu or cuda;
+--                      on cuda the front end and the model run on the GPU
 --
 -- Every file goes through the training front end; `Fix` chunks of
 -- inference_chunk_seconds (at most max_inference_chunk_seconds of a file),
@@ -29,7 +31,8 @@ local log = require "machrt.log"
 local function usage(msg)
     io.stderr:write("predict: ", msg, "\n",
         "usage: machrt scripts/predict.lua (--run DIR | --scorer DIR) --input PATH [--input PATH ...] "
-        .. "[--out FILE] [--column NAME] [--data-folder DIR] [--batch N] [--threads N]\n")
+        .. "[--out FILE] [--column NAME] [--data-folder DIR] [--batch N] [--threads N] "
+        .. "[--device auto|cpu|cuda]\n")
     os.exit(2)
 end
 
@@ -46,7 +49,7 @@ while i <= #arg do
     if value == nil then usage("--" .. key .. " needs a value") end
     if key == "input" then opts.inputs[#opts.inputs + 1] = value
     elseif key == "run" or key == "scorer" or key == "out" or key == "column" or key == "data-folder"
-        or key == "batch" or key == "threads" then opts[key] = value
+        or key == "batch" or key == "threads" or key == "device" then opts[key] = value
     else usage("unknown option --" .. key) end
     i = i + 1
 end
@@ -57,7 +60,15 @@ local batch = math.tointeger(tonumber(opts.batch or "32"))
 if not batch or batch < 1 then usage("--batch needs a positive integer") end
 
 local t0 = mt.clock()
-local p = opts.run and infer.load_run(opts.run) or infer.load_scorer(opts.scorer)
+local device = opts.device or "auto"
+if device ~= "auto" and device ~= "cpu" and device ~= "cuda" then
+    usage("--device must be auto, cpu or cuda, got '" .. device .. "'")
+end
+if device == "cuda" and not mt.cuda_available() then
+    usage("--device cuda: no CUDA device is usable (machrt built without CUDA, or no GPU found)")
+end
+local p = opts.run and infer.load_run(opts.run, { device = device })
+    or infer.load_scorer(opts.scorer, { device = device })
 local load_seconds = mt.clock() - t0
 
 -- Inputs -> the list of files, in a stable order.
@@ -105,5 +116,5 @@ local text = table.concat(lines, "\n") .. "\n"
 if opts.out then mt.write_file(opts.out, text) else io.write(text) end
 io.stderr:write(string.format(
     "predict: %d files (%d unreadable), %.0f s of audio in %.2f s: %.1f files/s, %.0f audio-s/s "
-    .. "(model loaded in %.3f s)%s\n", #files, errors, audio_seconds, seconds, #files / seconds,
-    audio_seconds / seconds, load_seconds, opts.out and (", written to " .. opts.out) or ""))
+    .. "(model loaded in %.3f s, on %s)%s\n", #files, errors, audio_seconds, seconds, #files / seconds,
+    audio_seconds / seconds, load_seconds, p.device, opts.out and (", written to " .. opts.out) or ""))

@@ -6,6 +6,7 @@
 --
 --   local infer = require "machrt.infer"
 --   local p = infer.load_run("runs/<experiment>/fold4")   -- or infer.load_scorer(dir)
+--   local g = infer.load_run(dir, {device = "auto"})       -- "cpu" (default), "cuda" or "auto"
 --   infer.predict_files(p, {"a.wav", "b.wav"}, {on_result = function(r) ... end})
 --   -- r = {file =, label =, probs = {...}, chunks =, seconds =} or {file =, error =}
 --
@@ -91,14 +92,33 @@ end
 
 -- ---- predictors ----------------------------------------------------------------
 
-local function predictor(cfg, classes, weights, source)
-    -- No initialisation: the weights are loaded right away.
+--- The device a predictor runs on: "cpu", "cuda", or "auto" (cuda when a
+--- device is usable, else cpu). nil = "cpu".
+function M.resolve_device(device)
+    local d = device or "cpu"
+    if d == "auto" then return mt.cuda_available() and "cuda" or "cpu" end
+    if d ~= "cpu" and d ~= "cuda" then
+        fail("device must be auto, cpu or cuda, got '%s'", tostring(d))
+    end
+    if d == "cuda" and not mt.cuda_available() then
+        fail("device cuda: no CUDA device is usable (machrt built without CUDA, or no GPU found); "
+             .. "use cpu or auto")
+    end
+    return d
+end
+
+local function predictor(cfg, classes, weights, source, opts)
+    local device = M.resolve_device(opts and opts.device)
+    -- No initialisation: the weights are loaded right away, on the host,
+    -- then the model moves to the device.
     local model = M.build_model(cfg.architecture, #classes, { init = false })
     local ok, err = pcall(model.load_state_dict, model, weights)
     if not ok then fail("%s: the weights do not fit the network: %s", source, tostring(err)) end
+    if device ~= "cpu" then model:to(device) end
     model:evaluate()
     return {
-        cfg = cfg, classes = classes, model = model, front = M.front_end(cfg.audio), source = source,
+        cfg = cfg, classes = classes, model = model, device = device,
+        front = M.front_end(cfg.audio, device), source = source,
         sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel or 1,
         chunk_seconds = cfg.prediction.inference_chunk_seconds,
         max_seconds = cfg.prediction.max_inference_chunk_seconds,
@@ -106,7 +126,9 @@ local function predictor(cfg, classes, weights, source)
 end
 
 --- A predictor from a training run folder (config.json + checkpoint).
-function M.load_run(dir)
+--- opts.device: "cpu" (default), "cuda" or "auto"; on a device the front
+--- end and the model run there and probabilities come back to the host.
+function M.load_run(dir, opts)
     dir = dir:gsub("/$", "")
     local cfg_path, ckpt = dir .. "/config.json", dir .. "/checkpoint.safetensors"
     if not mt.stat(cfg_path) then fail("%s is not a run folder: it has no config.json", dir) end
@@ -120,12 +142,12 @@ function M.load_run(dir)
     for k, v in pairs(tensors) do
         if not k:match("^state%.") then weights[k] = v end
     end
-    return predictor(cfg, run.classes, weights, ckpt)
+    return predictor(cfg, run.classes, weights, ckpt, opts)
 end
 
 --- A predictor from a scorer folder (manifest.json + weights), after
---- checking the weights' SHA-256 against the manifest.
-function M.load_scorer(dir)
+--- checking the weights' SHA-256 against the manifest. opts as load_run's.
+function M.load_scorer(dir, opts)
     dir = dir:gsub("/$", "")
     local manifest_path = dir .. "/manifest.json"
     if not mt.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
@@ -138,7 +160,7 @@ function M.load_scorer(dir)
         fail("scorer %s: %s does not match its manifest checksum (sha256 %s, manifest says %s): "
              .. "the file was changed or damaged", dir, m.weights.file, digest, m.weights.sha256)
     end
-    return predictor(m.config, m.classes, mt.load(weights_path), weights_path)
+    return predictor(m.config, m.classes, mt.load(weights_path), weights_path, opts)
 end
 
 -- ---- streaming prediction -------------------------------------------------------
@@ -219,7 +241,7 @@ function M.predict_files(p, files, opts)
     local function flush()
         if filled == 0 then return end
         local x = filled == batch_chunks and batch or batch:narrow(1, 1, filled)
-        local probs = p.model:forward(p.front(x)):sigmoid()
+        local probs = p.model:forward(p.front(x)):sigmoid():to("cpu") -- itself on the CPU
         for k = 1, filled do
             local st = pending[owners[k]]
             for c = 1, C do st.sum[c] = st.sum[c] + probs:get(k, c) end

@@ -556,7 +556,7 @@ function M.build_scorer(dir, cfg, model, classes)
 -- model.safetensors, whose checksum is verified before use.
 local infer = require "machrt.infer"
 local here = (arg and arg[0] or "score.lua"):match("^(.*)/[^/]*$") or "."
-local scorer = infer.load_scorer(here)
+local scorer = infer.load_scorer(here, { device = "auto" }) -- the GPU when one is usable
 if #arg == 0 then
     io.stderr:write("usage: machrt " .. (arg[0] or "score.lua") .. " file.wav [...]\n")
     os.exit(2)

@@ -1036,6 +1036,17 @@ START_TEST(test_experiment_on_device)
                   MRT_PARITY_HOST, rc);
 }
 END_TEST
+
+/* Prediction (infer, scripts/predict.lua, a scorer's score.lua) on the
+ * device against the CPU. */
+START_TEST(test_predict_on_device)
+{
+    int rc = system("LUA_PATH='modules/?.lua;modules/?/init.lua;;' " MRT_PARITY_HOST
+                    " tests/cuda/predict_on_device.lua " MRT_PARITY_HOST);
+    ck_assert_msg(rc == 0, "%s tests/cuda/predict_on_device.lua failed (status %d)",
+                  MRT_PARITY_HOST, rc);
+}
+END_TEST
 #endif
 
 /* MRT_PARITY_ONLY=conv2d runs the tests whose name contains "conv2d". */
@@ -1087,6 +1098,7 @@ static Suite *parity_suite(void)
 #ifdef MRT_PARITY_HOST
     ADD(tc, test_lua_modules_on_device);
     ADD(tc, test_experiment_on_device);
+    ADD(tc, test_predict_on_device);
 #endif
     suite_add_tcase(s, tc);
     return s;
