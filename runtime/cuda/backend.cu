@@ -67,8 +67,10 @@ struct staging_buffer {
 /* A few buffers cover a copy in flight while the next one is staged. */
 static const size_t STAGING_MAX = 4;
 static std::mutex copy_lock;
-static std::vector<staging_buffer> staging;
-static std::vector<cudaEvent_t> spare_events;
+/* Never destroyed: the buffers and events live as long as the process and
+ * stay reachable at exit (destroyed vectors would drop them). */
+static std::vector<staging_buffer> &staging = *new std::vector<staging_buffer>;
+static std::vector<cudaEvent_t> &spare_events = *new std::vector<cudaEvent_t>;
 static size_t pinned_bytes, host_allocs, async_copies;
 
 
