@@ -143,20 +143,13 @@ static void mem_stats(size_t *live, size_t *cached, size_t *mallocs)
     if (mallocs) *mallocs = device_mallocs;
 }
 
+/* Device blocks only: the pinned staging buffers are host memory and are
+ * kept, so that training (which empties the cache around each evaluation)
+ * does not pay cudaHostAlloc again every epoch. */
 static void mem_empty_cache(void)
 {
     cudaStreamSynchronize(copy_stream);
     cudaStreamSynchronize(compute_stream);
-    {
-        /* Pinned staging buffers go too (their copies are complete). */
-        std::lock_guard<std::mutex> g(copy_lock);
-        for (auto &b : staging) {
-            cudaFreeHost(b.host);
-            cudaEventDestroy(b.done);
-        }
-        staging.clear();
-        pinned_bytes = 0;
-    }
     std::lock_guard<std::mutex> g(cache_lock);
     release_cached_locked();
 }
@@ -220,6 +213,8 @@ static mrt_status staging_take(size_t nbytes, size_t *index)
         if (q == cudaSuccess) {
             if (best == staging.size() || staging[i].capacity < staging[best].capacity) best = i;
         } else if (q == cudaErrorNotReady) {
+            /* Not an error; make sure a later launch check does not see it. */
+            if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
             if (busy == staging.size()) busy = i;
         } else {
             return mrt_cu_check("to cuda (async)", q);

@@ -1012,6 +1012,13 @@ START_TEST(test_async_copy_staging_reuse)
     ck_assert_msg(copies1 - copies0 == ROUNDS - 1, "%zu async copies, expected %d",
                   copies1 - copies0, ROUNDS - 1);
     mrt_tensor_release(&next);
+    /* Emptying the device cache keeps the pinned staging buffers. */
+    cu->memory.empty_cache();
+    TU_OK(mrt_tensor_to_async(&h[0], MRT_CUDA, &next));
+    assert_close(&next, &h[0], TOL_EXACT, "copy after empty_cache");
+    cu->memory.copy_stats(NULL, &pinned1, NULL);
+    ck_assert_msg(pinned1 == pinned0, "cudaHostAlloc after empty_cache");
+    mrt_tensor_release(&next);
     release_all(h, INFLIGHT);
 }
 END_TEST

@@ -308,6 +308,8 @@ cudaError_t cudaGetLastError()
     return e;
 }
 
+cudaError_t cudaPeekAtLastError() { return last_error; }
+
 const char *cudaGetErrorString(cudaError_t err)
 {
     switch (err) {

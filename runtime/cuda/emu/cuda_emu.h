@@ -184,6 +184,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventQuery(cudaEvent_t event);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
 const char *cudaGetErrorString(cudaError_t err);
 
 /* ---- cuBLAS ---------------------------------------------------------------------- */
