@@ -166,7 +166,7 @@ for _, fold in ipairs(run.folds) do
         -- The scorer and the interpretations describe the best model.
         log.info("best %s %.4f at epoch %d: best.safetensors is used from here on",
                  state.best.metric, state.best.value, state.best.epoch)
-        last_evaluation = state.best.epoch ~= state.epoch and nil or last_evaluation
+        if state.best.epoch ~= state.epoch then last_evaluation = nil end -- evaluate the best again
     end
     if tr.run_interpretations then
         local ev = last_evaluation or train.evaluate(cfg, model, front, loaders.val, split)
