@@ -18,6 +18,7 @@ local mt = require "machrt"
 local audio = require "machrt.audio"
 local nn = require "machrt.nn"
 local csv = require "machrt.data.csv"
+local clips = require "machrt.data.clips"
 
 local M = {}
 
@@ -31,6 +32,15 @@ local function read_file(path)
     return s
 end
 
+--- The MelSpectrogram of an audio config section (the reference's keys).
+function M.mel_spectrogram(a)
+    return audio.MelSpectrogram{
+        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
+        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
+        n_mels = a.mel_frequency_bins,
+    }
+end
+
 --- The log-mel front end of an audio config section: wave {B, frames} ->
 --- dB spectrogram {B, 1, n_mels, T}. Outputs are reused per batch shape.
 --- With a device other than "cpu" the wave is copied there first and the
@@ -40,11 +50,7 @@ function M.front_end(a, device)
         fail("audio.spectrogram_normalization: only 'No' (dB values as they are) is supported, got '%s'",
              tostring(a.spectrogram_normalization))
     end
-    local mel = audio.MelSpectrogram{
-        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
-        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
-        n_mels = a.mel_frequency_bins,
-    }
+    local mel = M.mel_spectrogram(a)
     local buffers = {}
     return function(wave)
         if device and device ~= "cpu" then wave = wave:to(device) end
@@ -174,21 +180,12 @@ local CONTEXT_SECONDS = 1
 
 local function stream_chunks(p, path, emit)
     local info = audio.info(path)
-    local opts = { sample_rate = p.sample_rate }
-    if info.channels > 1 then
-        if p.channel > info.channels then
-            fail("%s has %d channels; audio.channel = %d does not exist", path, info.channels, p.channel)
-        end
-        opts.channel = p.channel
+    local function load(offset, duration)
+        return clips.decode(path, { sample_rate = p.sample_rate, channel = p.channel, info = info,
+                                    offset = offset, duration = duration })
     end
     local total = math.min(info.seconds, p.max_seconds)
     local per_window = math.max(1, math.floor(WINDOW_CHUNKS_SECONDS / p.chunk_seconds)) * p.chunk_seconds
-    local function load(offset, duration)
-        local o = { sample_rate = opts.sample_rate, channel = opts.channel, offset = offset, duration = duration }
-        local w = audio.load(path, o)
-        if w:dim() == 2 then w = w:select(1, 1) end
-        return w
-    end
     if total <= per_window or total < p.chunk_seconds then
         emit(audio.chunks(load(0, total), p.sample_rate, p.chunk_seconds, { max_seconds = p.max_seconds }))
         return

@@ -29,6 +29,8 @@
 
 local mt = require "machrt"
 local csv = require "machrt.data.csv"
+local clips = require "machrt.data.clips"
+local infer = require "machrt.infer"
 local audio = require "machrt.audio"
 local metrics = require "machrt.metrics"
 local plot = require "machrt.plot"
@@ -106,29 +108,13 @@ local function ranked(ev, val, m)
     return list
 end
 
-local function path_of(data_folder, file)
-    if file:sub(1, 1) == "/" or data_folder == nil or data_folder == "" then return file end
-    return data_folder .. "/" .. file
-end
-
--- The clip as the model heard it: the configured channel of a multi-channel
--- file (the only one of a mono file), resampled to the front end's rate.
+-- The clip as the model heard it (clips.decode), with reasons for a file
+-- that is gone or empty.
 local function decode(path, a, max_seconds)
     local st = mt.stat(path)
     if not st then error("file not found: " .. path, 0) end
     if st.is_dir then error("not a file: " .. path, 0) end
-    local info = audio.info(path)
-    local opts = { sample_rate = a.sample_rate, duration = max_seconds }
-    if info.channels > 1 then
-        local ch = a.channel or 1
-        if ch > info.channels then
-            error(string.format("%s has %d channels; audio.channel = %d does not exist", path,
-                                info.channels, ch), 0)
-        end
-        opts.channel = ch
-    end
-    local wave = audio.load(path, opts)
-    if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
+    local wave = clips.decode(path, { sample_rate = a.sample_rate, channel = a.channel, duration = max_seconds })
     if wave:size(1) == 0 then error(path .. " holds no samples", 0) end
     return wave
 end
@@ -142,7 +128,7 @@ end
 -- One spectrogram picture; raises with the reason when the clip cannot be drawn.
 local function draw_clip(png, w, classes, o, mel, a)
     local max_seconds = o.cfg and o.cfg.prediction and o.cfg.prediction.max_inference_chunk_seconds
-    local wave = decode(path_of(o.data_folder, w.file), a, max_seconds)
+    local wave = decode(clips.resolve(o.data_folder, w.file), a, max_seconds)
     local db = audio.amplitude_to_db(mel:forward(wave))
     local top = db:max()
     if top ~= top then error("the spectrogram holds NaN (a damaged file?)", 0) end
@@ -156,15 +142,6 @@ local function draw_clip(png, w, classes, o, mel, a)
         vmin = math.max(db:min(), top - 80), vmax = top,
         width = 960, height = 420,
     })
-end
-
--- The log-mel front end of the audio section, as train.front_end builds it.
-local function mel_of(a)
-    return audio.MelSpectrogram{
-        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
-        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
-        n_mels = a.mel_frequency_bins,
-    }
 end
 
 -- ---- the page ---------------------------------------------------------------------------
@@ -238,7 +215,7 @@ function M.write(dir, o)
     local a = cfg.audio
     local mel, mel_err
     if count > 0 and type(a) == "table" then
-        local ok, made = pcall(mel_of, a)
+        local ok, made = pcall(infer.mel_spectrogram, a)
         if ok then mel = made else mel_err = "no spectrogram: " .. tostring(made) end
     elseif count > 0 then
         mel_err = "no spectrogram: cfg.audio is missing"

@@ -37,19 +37,22 @@ local function cache_key(path, cfg)
     return string.format("%s|sr=%d|ch=%d", path, cfg.sample_rate, cfg.channel)
 end
 
--- Decodes one file to {frames} at the target rate: channel `channel` of a
--- multi-channel file, the only channel of a mono one.
-local function decode(path, cfg)
-    local info = audio.info(path)
-    local opts = { sample_rate = cfg.sample_rate }
+--- Decodes `path` to {frames} as the model hears it: channel opts.channel
+--- (default 1) of a multi-channel file, the only channel of a mono one,
+--- resampled to opts.sample_rate; opts.offset / opts.duration in seconds;
+--- opts.info (audio.info of the file) saves reading the header again.
+function M.decode(path, opts)
+    local info = opts.info or audio.info(path)
+    local channel = opts.channel or 1
+    local load = { sample_rate = opts.sample_rate, offset = opts.offset, duration = opts.duration }
     if info.channels > 1 then
-        if cfg.channel > info.channels then
+        if channel > info.channels then
             error(string.format("%s has %d channels; audio.channel = %d does not exist", path,
-                                info.channels, cfg.channel), 0)
+                                info.channels, channel), 0)
         end
-        opts.channel = cfg.channel
+        load.channel = channel
     end
-    local wave = audio.load(path, opts)
+    local wave = audio.load(path, load)
     if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
     return wave
 end
@@ -77,7 +80,7 @@ function M.load_wave(path, cfg)
     local wave, file, st
     if cache == "disk" then wave, file, st = disk_cached(path, key, cfg) end
     if not wave then
-        wave = decode(path, cfg)
+        wave = M.decode(path, cfg)
         if file then
             -- A cache that cannot be written costs speed, not the clip.
             pcall(mt.save, file, { wave = wave }, { key = key, size = tostring(st.size),
@@ -101,11 +104,14 @@ local function crop_into(row, wave, frames, rng)
     end
 end
 
-function M.path_of(cfg, i)
-    local f = cfg.files[i]
-    if f:sub(1, 1) == "/" or cfg.data_folder == nil or cfg.data_folder == "" then return f end
-    return cfg.data_folder .. "/" .. f
+--- A file named in a dataframe, found from the data folder (absolute paths
+--- and an empty folder leave it as it is).
+function M.resolve(data_folder, file)
+    if file:sub(1, 1) == "/" or data_folder == nil or data_folder == "" then return file end
+    return data_folder .. "/" .. file
 end
+
+function M.path_of(cfg, i) return M.resolve(cfg.data_folder, cfg.files[i]) end
 
 -- Loads clip i or, under on_error = "skip", returns nil and the reason.
 local function load_clip(cfg, i)
