@@ -60,35 +60,35 @@ local function parse_value(text, default, name, list_kind)
     return parse_scalar(text, default, name)
 end
 
+-- A section is a non-empty table with keys (a list value is not one).
+local function is_section(v) return type(v) == "table" and v[1] == nil and next(v) ~= nil end
+
+-- The names of cfg's sections (want = true) or top-level keys (false).
+local function names_where(cfg, want)
+    local out = {}
+    for _, k in ipairs(sorted_keys(cfg)) do
+        if is_section(cfg[k]) == want then out[#out + 1] = k end
+    end
+    return table.concat(out, ", ")
+end
+
 --- Sets "section.key" (or a top-level "key") from text, typed by the default.
 function M.set(cfg, path, text, list_kinds)
     local section, key = path:match("^([%w_]+)%.([%w_]+)$")
     if not section then
         key = path:match("^([%w_]+)$")
         if not key then fail(string.format("'%s' is not section.key", path)) end
-        if cfg[key] == nil or type(cfg[key]) == "table" and next(cfg[key]) and not cfg[key][1] then
-            local tops = {}
-            for _, k in ipairs(sorted_keys(cfg)) do
-                if type(cfg[k]) ~= "table" or cfg[k][1] ~= nil then tops[#tops + 1] = k end
-            end
-            local sections = {}
-            for _, k in ipairs(sorted_keys(cfg)) do
-                if type(cfg[k]) == "table" and cfg[k][1] == nil and next(cfg[k]) then sections[#sections + 1] = k end
-            end
+        if cfg[key] == nil or is_section(cfg[key]) then
             fail(string.format("unknown key '%s'; top-level keys: %s; sections: %s", path,
-                               table.concat(tops, ", "), table.concat(sections, ", ")))
+                               names_where(cfg, false), names_where(cfg, true)))
         end
         cfg[key] = parse_value(text, cfg[key], path, list_kinds and list_kinds[path])
         return
     end
     local sec = cfg[section]
-    if type(sec) ~= "table" or sec[1] ~= nil then
-        local sections = {}
-        for _, k in ipairs(sorted_keys(cfg)) do
-            if type(cfg[k]) == "table" and cfg[k][1] == nil and next(cfg[k]) then sections[#sections + 1] = k end
-        end
+    if not is_section(sec) then
         fail(string.format("unknown section '%s' in '%s'; sections: %s", section, path,
-                           table.concat(sections, ", ")))
+                           names_where(cfg, true)))
     end
     if sec[key] == nil then
         fail(string.format("unknown key '%s' in section '%s'; valid keys: %s", key, section,
@@ -139,7 +139,7 @@ function M.describe(cfg)
     local lines = {}
     for _, k in ipairs(sorted_keys(cfg)) do
         local v = cfg[k]
-        if type(v) == "table" and v[1] == nil and next(v) then
+        if is_section(v) then
             for _, key in ipairs(sorted_keys(v)) do
                 lines[#lines + 1] = string.format("%s.%s = %s", k, key, show(v[key]))
             end

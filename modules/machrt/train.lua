@@ -110,17 +110,13 @@ end
 
 -- ---- data ----------------------------------------------------------------
 
+-- The clips of a dataframe: files, one target row per clip, the classes'
+-- indices, and each clip's row number in its CSV (the __row column).
 local function items_of(df, cfg, enc)
-    local files = df:column(cfg.dataset.audio_column)
-    local targets, rows = {}, {}
-    local C = #enc.classes
-    for i = 1, df:nrows() do
-        local t = {}
-        for c = 1, C do t[c] = enc.targets:get(i, c) end
-        targets[i] = t
-        rows[i] = df.row_ids and df.row_ids[i] or i
-    end
-    return { df = df, files = files, targets = targets, index = enc.index, rows = rows }
+    local rows = {}
+    for i, r in ipairs(df:column("__row")) do rows[i] = math.tointeger(tonumber(r)) end
+    return { df = df, files = df:column(cfg.dataset.audio_column), targets = enc.targets:totable(),
+             index = enc.index, rows = rows }
 end
 
 -- Row numbers as the user sees them in the CSV (1 = first data row).
@@ -161,10 +157,7 @@ function M.prepare_data(cfg, fold)
     end
     local classes = #ds.label_columns == 1 and enc.classes or nil
     local function encode(part)
-        local e = data.encode_labels(part, ds.label_columns, classes)
-        local items = items_of(part, cfg, e)
-        for i = 1, part:nrows() do items.rows[i] = math.tointeger(tonumber(part:get(i, "__row"))) end
-        return items
+        return items_of(part, cfg, data.encode_labels(part, ds.label_columns, classes))
     end
     return { classes = enc.classes, train = encode(train_df), val = encode(val_df), k = k }
 end
@@ -593,9 +586,10 @@ end
 
 --- A stop from outside, for tests of kill-and-resume: MACHRT_KILL_AT_STEP=n
 --- sends SIGKILL to this process right after optimizer step n.
+local KILL_AT_STEP = tonumber(os.getenv("MACHRT_KILL_AT_STEP") or "")
+
 function M.kill_point(step)
-    local at = tonumber(os.getenv("MACHRT_KILL_AT_STEP") or "")
-    if at and step == at then
+    if step == KILL_AT_STEP then
         local f = io.open("/proc/self/stat")
         local pid = f and f:read("n")
         if f then f:close() end
