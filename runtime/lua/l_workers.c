@@ -484,15 +484,15 @@ static int w_take(lua_State *L)
     pool *p = check_pool(L);
     lua_Integer id = luaL_checkinteger(L, 2);
     pthread_mutex_lock(&p->lock);
-    job *found = NULL, *prev = NULL;
-    for (found = p->jobs; found && found->id != id; found = found->next) prev = found;
+    job *found = p->jobs;
+    while (found && found->id != id) found = found->next;
     if (!found) {
         pthread_mutex_unlock(&p->lock);
         return luaL_error(L, "workers: no job %d was submitted (or it was already taken)", (int)id);
     }
     while (found->state != JOB_DONE) pthread_cond_wait(&p->result_ready, &p->lock);
-    /* The list may have changed while waiting: find the link again. */
-    prev = NULL;
+    /* The list may have changed while waiting: find the link only now. */
+    job *prev = NULL;
     for (job *k = p->jobs; k != found; k = k->next) prev = k;
     if (prev) prev->next = found->next;
     else p->jobs = found->next;
