@@ -90,4 +90,16 @@ function F.run(cmd)
     return code, out
 end
 
+--- The cells of a simple CSV file (no quoted fields), one list per
+--- non-empty line: a reader independent of machrt's own CSV code.
+function F.csv_rows(path)
+    local rows = {}
+    for line in F.read(path):gmatch("[^\n]+") do
+        local r = {}
+        for cell in (line .. ","):gmatch("([^,]*),") do r[#r + 1] = cell end
+        rows[#rows + 1] = r
+    end
+    return rows
+end
+
 return F

@@ -14,15 +14,7 @@ local F = require "files"
 local T, test, tmpdir = F.suite()
 local read, exists = F.read, F.exists
 
-local function csv_rows(path)
-    local rows = {}
-    for line in read(path):gmatch("([^\n]*)\n") do
-        local r = {}
-        for cell in (line .. ","):gmatch("([^,]*),") do r[#r + 1] = cell end
-        rows[#rows + 1] = r
-    end
-    return rows
-end
+local csv_rows = F.csv_rows
 
 local CLASSES = { "fan", "pump", "slider" }
 

@@ -35,15 +35,7 @@ local function run(args, env)
     return F.run(string.format("%s ./machrt scripts/sweep.lua experiments/resnet34.lua %s", env or "", args))
 end
 
-local function csv_rows(path)
-    local rows = {}
-    for line in read(path):gmatch("[^\n]+") do
-        local r = {}
-        for cell in (line .. ","):gmatch("([^,]*),") do r[#r + 1] = cell end
-        rows[#rows + 1] = r
-    end
-    return rows
-end
+local csv_rows = F.csv_rows
 
 local function count(text, s)
     local n, at = 0, 1
