@@ -539,18 +539,18 @@ function M.run(opts, host)
         trials[i] = t
     end
 
-    local todo = {}
+    local to_run = {}
     for _, t in ipairs(trials) do
         if finished(t) then
             t.status = "ok"
             log.info("%s/%03d finished earlier, skipped (%s)", t.name, #trials, describe(t.overrides))
         else
-            todo[#todo + 1] = t
+            to_run[#to_run + 1] = t
         end
     end
 
     -- Threads split between the trials that run at once, unless set by hand.
-    local jobs = math.min(opts.jobs, math.max(#todo, 1))
+    local jobs = math.min(opts.jobs, math.max(#to_run, 1))
     local managed = {}
     local user = concat(opts.fixed, specs[1] and specs[1].overrides or {})
     if jobs > 1 then
@@ -562,10 +562,10 @@ function M.run(opts, host)
         end
     end
     mt.mkdir(opts.out)
-    log.info("sweep %s: %d trials, %d to run, %d at once%s -> %s", opts.name, #trials, #todo, jobs,
+    log.info("sweep %s: %d trials, %d to run, %d at once%s -> %s", opts.name, #trials, #to_run, jobs,
              #managed > 0 and " (" .. describe(managed) .. " each)" or "", opts.out)
 
-    local running, next_todo = {}, 1
+    local running, next_to_run = {}, 1
     local function finish(t)
         local code = math.tointeger(tonumber(read(t.dir .. "/exit_code") or "")) or -1
         t.seconds, t.exit_code = mt.clock() - t.started, code
@@ -585,10 +585,10 @@ function M.run(opts, host)
         write_trial_json(t)
     end
     local ok, e = pcall(function()
-        while next_todo <= #todo or next(running) do
-            while #running < jobs and next_todo <= #todo do
-                local t = todo[next_todo]
-                next_todo = next_todo + 1
+        while next_to_run <= #to_run or next(running) do
+            while #running < jobs and next_to_run <= #to_run do
+                local t = to_run[next_to_run]
+                next_to_run = next_to_run + 1
                 launch(opts, host, t, managed)
                 running[#running + 1] = t
                 log.info("%s/%03d start: %s", t.name, #trials, describe(t.overrides))
