@@ -2,7 +2,7 @@
 # Installs the Debian packages machrt needs, only those that are missing.
 # Called by `make deps` (and so by `make`, `make test` and `make run`).
 set -eu
-PACKAGES="gcc make pkg-config lua5.4 liblua5.4-dev libreadline-dev libopenblas-openmp-dev
+PACKAGES="gcc g++ make pkg-config lua5.4 liblua5.4-dev libreadline-dev libopenblas-openmp-dev
 libcjson-dev check libsndfile1-dev libfftw3-dev libsoxr-dev libcairo2-dev libssl-dev"
 missing=""
 for p in $PACKAGES; do
