@@ -114,10 +114,14 @@ end
 -- implementations (3e-5 relative, see above) can move by up to a step (lr) in
 -- one and not in the other: 550 of 21 M weights differ by more than 1e-4
 -- after three steps, and 33 of the 3520 sampled weights (0.9 %) by more than
--- 1e-5 relative. The test therefore asks, per parameter, for the weights'
--- norm to 1e-5 and the norm of the change to 2e-3, and for 97 % of the
--- sampled weights to agree to 1e-5 (every one within the 3 * lr that three
--- steps can move).
+-- 1e-5 relative. How many cross that line depends on OpenBLAS's kernel
+-- choice even where the gradients agree equally well (median sampled
+-- gradient error 6e-6 with each): 32 of 3520 with its Haswell and SkylakeX
+-- sgemm kernels, 117 to 128 (3.6 %, mostly in layer1's convolutions) with its
+-- Cooperlake kernels on an AVX512-BF16 CPU. The test therefore asks, per
+-- parameter, for the weights' norm to 1e-5 and the norm of the change to
+-- 2e-3, and for 94 % of the sampled weights to agree to 1e-5 (every one
+-- within the 3 * lr that three steps can move).
 -- The update rule itself is checked to 1e-5 on fixed gradients in test_optim.
 tests["three AdamW steps reproduce PyTorch's weights"] = function()
   local ok, optim = pcall(require, "machrt.optim")
@@ -152,7 +156,7 @@ tests["three AdamW steps reproduce PyTorch's weights"] = function()
       end
     end
   end
-  A.truthy(outliers <= samples * 3 // 100, ("%d of %d sampled weights differ by more than 1e-5"):format(outliers, samples))
+  A.truthy(outliers <= samples * 6 // 100, ("%d of %d sampled weights differ by more than 1e-5"):format(outliers, samples))
 end
 
 tests["GeM head matches the reference GeM"] = function()
