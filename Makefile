@@ -26,8 +26,9 @@ OPENBLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 
 # Recursive (=) so pkg-config runs after `deps` has installed it.
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto)
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto)
+# ompi-c: Debian's Open MPI, a required dependency (README, "Distributed").
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto ompi-c)
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto ompi-c)
 
 OPT      ?= -O2
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
@@ -37,7 +38,8 @@ CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) $(WARN)
 LIBS_ALL   = -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas $(PKG_LIBS) -fopenmp -lm \
              $(EXTRA_LDFLAGS)
 
-CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/nn/*.c runtime/optim/*.c)
+CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/nn/*.c runtime/optim/*.c \
+              runtime/dist/*.c)
 LUA_SRC  := $(wildcard runtime/lua/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o)

@@ -408,5 +408,7 @@ void mrt_lua_preload(lua_State *L)
     lua_setfield(L, -2, "machrt.plot_c");
     lua_pushcfunction(L, luaopen_machrt_workers);
     lua_setfield(L, -2, "machrt.workers");
+    lua_pushcfunction(L, luaopen_machrt_dist_c);
+    lua_setfield(L, -2, "machrt.dist_c");
     lua_pop(L, 1);
 }

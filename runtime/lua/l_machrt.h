@@ -13,6 +13,7 @@ int luaopen_machrt(lua_State *L);
 int luaopen_machrt_audio(lua_State *L);   /* l_audio.c */
 int luaopen_machrt_kernels(lua_State *L); /* l_kernels.c: nn and optim kernels */
 int luaopen_machrt_workers(lua_State *L); /* l_workers.c: worker threads, shared cache */
+int luaopen_machrt_dist_c(lua_State *L);  /* l_dist.c: MPI collectives for machrt.dist */
 
 /* Each adds its functions to the table on top of the stack. */
 void mrt_lua_audio_io(lua_State *L);       /* l_audio_io.c: info, load, save, resample */

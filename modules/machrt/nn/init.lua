@@ -10,6 +10,7 @@ return {
   Module = Module,
   Conv2d = require "machrt.nn.conv",
   BatchNorm2d = require "machrt.nn.batchnorm",
+  SyncBatchNorm2d = require "machrt.nn.sync_batchnorm",
   ReLU = require "machrt.nn.activation",
   Linear = require "machrt.nn.linear",
   Dropout = require "machrt.nn.dropout",
