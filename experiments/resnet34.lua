@@ -14,6 +14,8 @@
 
 local mt = require "machrt"
 local train = require "machrt.train"
+local pipeline = require "machrt.pipeline"
+local plot = require "machrt.plot"
 local log = require "machrt.log"
 
 local defaults = {
@@ -57,7 +59,8 @@ local defaults = {
 
 local cfg, run = train.setup(defaults, arg)
 local tr = cfg.training
-local device = train.device(cfg)                    -- model, batches and front end live there
+-- Model, batches and front end live on this device.
+local device = pipeline.resolve_device(cfg.environment.device, "environment.device")
 
 for _, fold in ipairs(run.folds) do
     local dir = run.dir_of(fold)
@@ -65,12 +68,12 @@ for _, fold in ipairs(run.folds) do
     log.info("fold %d: %d training and %d validation clips, classes: %s -> %s", fold,
              #split.train.files, #split.val.files, table.concat(split.classes, ", "), dir)
 
-    local front = train.front_end(cfg, device)
+    local front = pipeline.front_end(cfg.audio, device)
     local loaders <close> = train.loaders(cfg, split)
     local steps_per_epoch = loaders.train:num_batches()
 
     mt.manual_seed(cfg.environment.seed)             -- weight init and dropout draw from here
-    local model = train.model(cfg, #split.classes, device)
+    local model = pipeline.build_model(cfg.architecture, #split.classes, { device = device })
     local loss_fn = train.loss(cfg)
     local opt, set_lr, total_steps = train.optimizer(cfg, model, steps_per_epoch)
 
@@ -155,7 +158,7 @@ for _, fold in ipairs(run.folds) do
         if new_best then train.save_best(dir, model) end
         train.save_checkpoint(dir, model, opt, state)  -- first, so the files below can be rebuilt
         train.write_log(dir, state.history)
-        train.write_curves(dir, state.history)
+        plot.training_curves(dir .. "/curves.png", state.history)
         if evaluation then train.write_evaluation(dir, cfg, split, evaluation, epoch) end
         last_evaluation = evaluation or last_evaluation
     end
