@@ -5,6 +5,7 @@
 --   local split = train.prepare_data(cfg, fold)          -- dataframe, labels, fold split
 --   local loaders = train.loaders(cfg, split)            -- training and validation loaders
 --   local opt, set_lr = train.optimizer(cfg, model, steps_per_epoch)
+--   local stepper = train.Stepper{model =, loss =, optimizer = opt, set_lr =, cfg =, state =}
 --   local ev = train.evaluate(cfg, model, front, loaders.val, split)
 --   train.save_checkpoint(dir, state) / train.load_checkpoint(dir, model, opt)
 --   train.write_log(dir, history) / train.write_evaluation(dir, cfg, split, ev, epoch)
@@ -291,15 +292,9 @@ function M.mixed_precision(cfg, device)
     return require("machrt.amp").GradScaler()
 end
 
---- Unscales the model's gradients; false when one is Inf/NaN (skip the step).
-function M.unscale(scaler, model)
-    return scaler:unscale(model.flat_grads and { { grad = model.flat_grads } } or model:parameters())
-end
-
---- Clips the global gradient norm (training.gradient_clip > 0).
-function M.clip_gradients(model, max_norm)
-    return optim.clip_grad_norm(model:parameters(), max_norm)
-end
+--- The training step (forward, loss, accumulation, loss scaling, clipping,
+--- learning rate, optimizer step): see machrt.stepper.
+M.Stepper = require("machrt.stepper").new
 
 --- The loss of training.loss_function.
 function M.loss(cfg)
@@ -534,20 +529,6 @@ function M.summary(fold, history)
     end
     log.info("fold %d summary (reference: the published run on real MIMII)", fold)
     log.table({ "epoch", "train loss", "val loss", "val F1", "ref loss", "ref F1", "seconds", "samples/s" }, rows)
-end
-
---- A stop from outside, for tests of kill-and-resume: MACHRT_KILL_AT_STEP=n
---- sends SIGKILL to this process right after optimizer step n.
-local KILL_AT_STEP = tonumber(os.getenv("MACHRT_KILL_AT_STEP") or "")
-
-function M.kill_point(step)
-    if step == KILL_AT_STEP then
-        local f = io.open("/proc/self/stat")
-        local pid = f and f:read("n")
-        if f then f:close() end
-        io.stdout:flush()
-        os.execute("kill -KILL " .. math.tointeger(pid))
-    end
 end
 
 return M
