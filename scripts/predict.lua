@@ -25,6 +25,7 @@
 
 local mt = require "machrt"
 local infer = require "machrt.infer"
+local pipeline = require "machrt.pipeline"
 local data = require "machrt.data"
 local log = require "machrt.log"
 
@@ -60,13 +61,8 @@ local batch = math.tointeger(tonumber(opts.batch or "32"))
 if not batch or batch < 1 then usage("--batch needs a positive integer") end
 
 local t0 = mt.clock()
-local device = opts.device or "auto"
-if device ~= "auto" and device ~= "cpu" and device ~= "cuda" then
-    usage("--device must be auto, cpu or cuda, got '" .. device .. "'")
-end
-if device == "cuda" and not mt.cuda_available() then
-    usage("--device cuda: no CUDA device is usable (machrt built without CUDA, or no GPU found)")
-end
+local ok, device = pcall(pipeline.resolve_device, opts.device or "auto", "--device")
+if not ok then usage(device) end
 local p = opts.run and infer.load_run(opts.run, { device = device })
     or infer.load_scorer(opts.scorer, { device = device })
 local load_seconds = mt.clock() - t0

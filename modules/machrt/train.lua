@@ -3,16 +3,17 @@
 --
 --   local cfg, run = train.setup(defaults, arg)          -- CLI, resume, seed, data, threads
 --   local split = train.prepare_data(cfg, fold)          -- dataframe, labels, fold split
---   local front = train.front_end(cfg)                   -- wave {B, frames} -> {B, 1, mels, T}
 --   local loaders = train.loaders(cfg, split)            -- training and validation loaders
---   local model = train.model(cfg, #split.classes)
---   local opt, lr_at = train.optimizer(cfg, model, steps_per_epoch)
+--   local opt, set_lr = train.optimizer(cfg, model, steps_per_epoch)
+--   local stepper = train.Stepper{model =, loss =, optimizer = opt, set_lr =, cfg =, state =}
 --   local ev = train.evaluate(cfg, model, front, loaders.val, split)
 --   train.save_checkpoint(dir, state) / train.load_checkpoint(dir, model, opt)
---   train.write_outputs(dir, cfg, split, history, ev)
+--   train.write_log(dir, history) / train.write_evaluation(dir, cfg, split, ev, epoch)
+--
+-- The front end, the model and the device come from machrt.pipeline,
+-- shared with inference; pictures from machrt.plot.
 
 local mt = require "machrt"
-local audio = require "machrt.audio"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
 local data = require "machrt.data"
@@ -162,25 +163,7 @@ function M.prepare_data(cfg, fold)
     return { classes = enc.classes, train = encode(train_df), val = encode(val_df), k = k }
 end
 
--- ---- front end and loaders -------------------------------------------------
-
---- The log-mel front end: wave {B, frames} -> dB spectrogram {B, 1, n_mels, T}.
-function M.front_end(cfg, device) return infer.front_end(cfg.audio, device) end
-
---- The compute device of environment.device: "auto" (cuda when a GPU is
---- usable, else cpu), "cpu" or "cuda".
-function M.device(cfg)
-    local d = cfg.environment.device or "auto"
-    if d == "auto" then return mt.cuda_available() and "cuda" or "cpu" end
-    if d == "cuda" and not mt.cuda_available() then
-        fail("environment.device = cuda, but no CUDA device is usable (machrt built without "
-             .. "CUDA, or no GPU found); use cpu or auto")
-    end
-    if d ~= "cpu" and d ~= "cuda" then
-        fail("environment.device must be auto, cpu or cuda, got '%s'", tostring(d))
-    end
-    return d
-end
+-- ---- loaders -------------------------------------------------------------
 
 --- Training batches one ahead on a device: while the step computes on
 --- batch b, batch b + 1's wave and target already travel to the device on
@@ -264,18 +247,6 @@ end
 
 -- ---- model and optimizer ----------------------------------------------------
 
---- The backbone of architecture.backbone with GeM or average pooling,
---- initialised on the CPU (same weights for a seed on every device), then
---- moved to `device` when that is not the CPU.
-function M.model(cfg, num_classes, device)
-    if cfg.architecture.pretrained then
-        fail("architecture.pretrained = true: no pretrained weights ship with machrt (set it to false)")
-    end
-    local model = infer.build_model(cfg.architecture, num_classes)
-    if device and device ~= "cpu" then model:to(device) end
-    return model
-end
-
 --- AdamW (or SGD) over parameter groups (no decay on biases and norm
 --- weights; differential rate for the named layers) and lr_at(step), the
 --- rate for optimizer step `step` (1-based): linear warmup, then cosine to 0.
@@ -321,15 +292,9 @@ function M.mixed_precision(cfg, device)
     return require("machrt.amp").GradScaler()
 end
 
---- Unscales the model's gradients; false when one is Inf/NaN (skip the step).
-function M.unscale(scaler, model)
-    return scaler:unscale(model.flat_grads and { { grad = model.flat_grads } } or model:parameters())
-end
-
---- Clips the global gradient norm (training.gradient_clip > 0).
-function M.clip_gradients(model, max_norm)
-    return optim.clip_grad_norm(model:parameters(), max_norm)
-end
+--- The training step (forward, loss, accumulation, loss scaling, clipping,
+--- learning rate, optimizer step): see machrt.stepper.
+M.Stepper = require("machrt.stepper").new
 
 --- The loss of training.loss_function.
 function M.loss(cfg)
@@ -508,24 +473,6 @@ function M.write_evaluation(dir, cfg, split, ev, epoch)
     }, { indent = true }) .. "\n")
 end
 
---- curves.png: training and validation loss, validation F1 and the
---- learning rate per epoch.
-function M.write_curves(dir, history)
-    local plot = require "machrt.plot"
-    local epochs, tl, vl, f1, lr = {}, {}, {}, {}, {}
-    for i, h in ipairs(history) do
-        epochs[i], tl[i], lr[i] = h.epoch, h.train_loss, h.lr
-        vl[i], f1[i] = h.val_loss or 0 / 0, h.val_f1 or 0 / 0
-    end
-    plot.grid(dir .. "/curves.png", {
-        { title = "loss", xlabel = "epoch", series = { { name = "training", x = epochs, y = tl },
-                                                        { name = "validation", x = epochs, y = vl } } },
-        { title = "validation F1", xlabel = "epoch", ylim = { 0, 1 },
-          series = { { name = "F1", x = epochs, y = f1 } } },
-        { title = "learning rate (end of epoch)", xlabel = "epoch", series = { { name = "lr", x = epochs, y = lr } } },
-    }, { title = "training curves" })
-end
-
 --- The scorer folder (build_scoring_pipelines): weights, a manifest with
 --- their SHA-256, the classes and the front-end settings, and score.lua, so
 --- `machrt <dir>/scorer/score.lua file.wav ...` predicts with nothing else
@@ -582,20 +529,6 @@ function M.summary(fold, history)
     end
     log.info("fold %d summary (reference: the published run on real MIMII)", fold)
     log.table({ "epoch", "train loss", "val loss", "val F1", "ref loss", "ref F1", "seconds", "samples/s" }, rows)
-end
-
---- A stop from outside, for tests of kill-and-resume: MACHRT_KILL_AT_STEP=n
---- sends SIGKILL to this process right after optimizer step n.
-local KILL_AT_STEP = tonumber(os.getenv("MACHRT_KILL_AT_STEP") or "")
-
-function M.kill_point(step)
-    if step == KILL_AT_STEP then
-        local f = io.open("/proc/self/stat")
-        local pid = f and f:read("n")
-        if f then f:close() end
-        io.stdout:flush()
-        os.execute("kill -KILL " .. math.tointeger(pid))
-    end
 end
 
 return M

@@ -8,6 +8,7 @@
 -- with a host that has the CUDA backend (emulated in `make test`).
 local mt = require "machrt"
 local train = require "machrt.train"
+local pipeline = require "machrt.pipeline"
 
 local host = assert(arg[1], "usage: experiment_on_device.lua <machrt host with CUDA>")
 local function check(cond, msg) if not cond then error(msg, 2) end end
@@ -98,7 +99,7 @@ check(worst < 2e-2, ("validation probabilities differ by %g between cuda and cpu
 
 -- The device run's checkpoint on the CPU: weights, optimizer state, a step.
 local cfg = mt.json_decode(read(gpu_dir .. "/config.json"), "config.json")
-local model = train.model(cfg, 4)
+local model = pipeline.build_model(cfg.architecture, 4)
 local opt = train.optimizer(cfg, model, 2)
 local state = train.load_checkpoint(gpu_dir, model, opt)
 check(state.epoch == 1, "run state from the device checkpoint")

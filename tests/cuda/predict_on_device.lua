@@ -8,6 +8,7 @@
 local mt = require "machrt"
 local audio = require "machrt.audio"
 local infer = require "machrt.infer"
+local pipeline = require "machrt.pipeline"
 local train = require "machrt.train"
 local optim = require "machrt.optim"
 
@@ -30,7 +31,7 @@ local cfg = {
   dataset = { audio_column = "audio" },
 }
 mt.manual_seed(7)
-local model = infer.build_model(cfg.architecture, #CLASSES)
+local model = pipeline.build_model(cfg.architecture, #CLASSES)
 for name, t in pairs(model:state_dict()) do
   if name:match("running_var$") then t:uniform_(0.5, 2) end
   if name:match("running_mean$") then t:uniform_(-0.5, 0.5) end

@@ -23,6 +23,7 @@ local mt = require "machrt"
 local audio = require "machrt.audio"
 local workers = require "machrt.workers"
 local random = require "machrt.random"
+local pipeline = require "machrt.pipeline"
 
 local M = {}
 
@@ -35,26 +36,6 @@ end
 
 local function cache_key(path, cfg)
     return string.format("%s|sr=%d|ch=%d", path, cfg.sample_rate, cfg.channel)
-end
-
---- Decodes `path` to {frames} as the model hears it: channel opts.channel
---- (default 1) of a multi-channel file, the only channel of a mono one,
---- resampled to opts.sample_rate; opts.offset / opts.duration in seconds;
---- opts.info (audio.info of the file) saves reading the header again.
-function M.decode(path, opts)
-    local info = opts.info or audio.info(path)
-    local channel = opts.channel or 1
-    local load = { sample_rate = opts.sample_rate, offset = opts.offset, duration = opts.duration }
-    if info.channels > 1 then
-        if channel > info.channels then
-            error(string.format("%s has %d channels; audio.channel = %d does not exist", path,
-                                info.channels, channel), 0)
-        end
-        load.channel = channel
-    end
-    local wave = audio.load(path, load)
-    if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
-    return wave
 end
 
 local function disk_cached(path, key, cfg)
@@ -80,7 +61,7 @@ function M.load_wave(path, cfg)
     local wave, file, st
     if cache == "disk" then wave, file, st = disk_cached(path, key, cfg) end
     if not wave then
-        wave = M.decode(path, cfg)
+        wave = pipeline.decode(path, cfg)
         if file then
             -- A cache that cannot be written costs speed, not the clip.
             pcall(mt.save, file, { wave = wave }, { key = key, size = tostring(st.size),
