@@ -371,7 +371,11 @@ function M.evaluate(cfg, model, front, loader, split)
     local kept, skipped = {}, {}
     local filled = 0
     for _, batch in loader:epoch(0) do
-        for _, why in ipairs(batch.skipped) do skipped[#skipped + 1] = why end
+        for _, why in ipairs(batch.skipped) do
+            skipped[#skipped + 1] = why
+            -- Said now, as training does: scores over fewer clips must not pass unnoticed.
+            log.info("validation: skipped %s", why)
+        end
         if batch.chunks then
             local p = infer.clip_probabilities(model, front, batch.chunks, batch.counts)
             for k, i in ipairs(batch.indices) do
