@@ -257,6 +257,32 @@ test("bad input: missing column, missing file, fold, batch size, unknown key", f
              and text:find("epochs", 1, true), text)
 end)
 
+test("a CSV with no data rows, or a single class, is refused naming the file", function()
+    local data = tiny_corpus()
+    local out = tmpdir()
+    mt.mkdir(out)
+    local base = common_args(data, out)
+    local header = out .. "/header.csv"
+    mt.write_file(header, read(data .. "/dataset.csv"):match("^[^\n]*\n"))
+    local code, text = run(base .. " --dataset.train_dataframe=" .. header)
+    A.truthy(code ~= 0)
+    A.truthy(text:find("dataset.train_dataframe " .. header .. " has no data rows (only a header)", 1, true), text)
+    code, text = run(base .. " --dataset.validation_strategy=custom --dataset.validation_dataframe=" .. header)
+    A.truthy(code ~= 0)
+    A.truthy(text:find("dataset.validation_dataframe " .. header .. " has no data rows", 1, true), text)
+    -- Only the fan rows: one class.
+    local lines = {}
+    for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do
+        if #lines == 0 or line:find(",fan,", 1, true) then lines[#lines + 1] = line end
+    end
+    local fans = out .. "/fans.csv"
+    mt.write_file(fans, table.concat(lines, "\n") .. "\n")
+    code, text = run(base .. " --dataset.train_dataframe=" .. fans)
+    A.truthy(code ~= 0, "a single class must not train")
+    A.truthy(text:find(fans .. ": label column 'label' holds a single class ('fan') in its "
+                       .. (#lines - 1) .. " rows: a classifier needs at least two classes", 1, true), text)
+end)
+
 test("a float file with NaN samples is unreadable in training and validation, named", function()
     local data = tiny_corpus()
     local out = tmpdir()
