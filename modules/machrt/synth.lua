@@ -109,23 +109,90 @@ function M.options(opts)
     return o
 end
 
+local EPS = 1e-9
+
+-- Splits `total` into whole shares of `quotas` (numbers summing to about
+-- `total`): each share is its quota rounded down, and the units left go to
+-- the largest remainders; among equal remainders they are spread evenly
+-- over the tied entries in order (every k-th one), as clips are in a pair.
+local function apportion(quotas, total)
+    local share, left, rest = {}, total, {}
+    for i, q in ipairs(quotas) do
+        share[i] = math.floor(q + EPS)
+        left = left - share[i]
+        rest[i] = q - share[i]
+    end
+    local given = {}
+    while left > 0 do
+        local best
+        for i, r in ipairs(rest) do
+            if not given[i] and r > EPS and (not best or r > best + EPS) then best = r end
+        end
+        if not best then break end
+        local tied = {}
+        for i, r in ipairs(rest) do
+            if not given[i] and math.abs(r - best) <= EPS then tied[#tied + 1] = i end
+        end
+        local k = math.min(left, #tied)
+        for q, i in ipairs(tied) do
+            given[i] = true
+            if math.floor(q * k / #tied + EPS) > math.floor((q - 1) * k / #tied + EPS) then
+                share[i] = share[i] + 1
+            end
+        end
+        left = left - k
+    end
+    return share
+end
+
+-- Abnormal clips per (type, model id) pair: round(clips * f) in all,
+-- apportioned to the types by their clip counts, then within each type to
+-- its model ids, so every size gets the promised share per type (a pair
+-- holding a multiple of 1 / f clips gets exactly that share).
+local function abnormal_counts(o, pair_clips, type_clips)
+    local f, counts = o.abnormal_fraction, {}
+    local type_quota = {}
+    for ti = 1, #o.types do type_quota[ti] = type_clips[ti] * f end
+    local per_type = apportion(type_quota, math.floor(o.clips * f + 0.5 + EPS))
+    for ti = 1, #o.types do
+        local quota = {}
+        for ii = 1, #o.ids do quota[ii] = pair_clips[ti][ii] * f end
+        counts[ti] = apportion(quota, per_type[ti])
+    end
+    return counts
+end
+
 -- The corpus as a list of clips: {path (relative), type, model_id,
 -- condition, snr_db, channels, seed, index}. Types take turns, then model
--- ids within a type; the n-th clip of a (type, id) pair gets SNR
--- snr[n % #snr + 1] and is abnormal when floor((n + 1) * f) > floor(n * f),
--- which spreads the abnormal clips evenly (with f = 0.2: every fifth,
+-- ids within a type; the n-th clip (0-based) of a (type, id) pair of N
+-- clips, a of them abnormal (abnormal_counts), gets SNR snr[n % #snr + 1]
+-- and is abnormal when floor((n + 1) * g) > floor(n * g) with g = a / N,
+-- which spreads the abnormal clips evenly (with g = 0.2: every fifth,
 -- cycling through the SNRs).
 function M.plan(opts)
     local o = M.options(opts)
     local nt, ni, ns = #o.types, #o.ids, #o.snr
+    local pair_clips, type_clips = {}, {}
+    for ti = 1, nt do
+        type_clips[ti], pair_clips[ti] = 0, {}
+        for ii = 1, ni do pair_clips[ti][ii] = 0 end
+    end
+    local place = {}
+    for k = 0, o.clips - 1 do
+        local ti = k % nt + 1
+        local j = k // nt
+        local ii = j % ni + 1
+        place[k] = { ti, ii, j // ni }
+        pair_clips[ti][ii] = pair_clips[ti][ii] + 1
+        type_clips[ti] = type_clips[ti] + 1
+    end
+    local abnormal = abnormal_counts(o, pair_clips, type_clips)
     local counters, clips = {}, {}
     for k = 0, o.clips - 1 do
-        local t = o.types[k % nt + 1]
-        local j = k // nt
-        local id = math.tointeger(o.ids[j % ni + 1])
-        local m = j // ni
-        local f = o.abnormal_fraction
-        local cond = math.floor((m + 1) * f + 1e-9) > math.floor(m * f + 1e-9) and "abnormal" or "normal"
+        local ti, ii, m = table.unpack(place[k])
+        local t, id = o.types[ti], math.tointeger(o.ids[ii])
+        local g = abnormal[ti][ii] / pair_clips[ti][ii]
+        local cond = math.floor((m + 1) * g + EPS) > math.floor(m * g + EPS) and "abnormal" or "normal"
         local dir = string.format("%s/id_%02d/%s", t, id, cond)
         local num = counters[dir] or 0
         counters[dir] = num + 1

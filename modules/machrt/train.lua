@@ -130,15 +130,31 @@ local function with_row_ids(df)
     return df
 end
 
+-- A dataframe the run cannot learn from or score on: no data rows.
+local function require_rows(df, key)
+    if df:nrows() == 0 then fail("%s %s has no data rows (only a header)", key, df.source) end
+end
+
+-- A classifier needs two classes: with one, every prediction is right and
+-- nothing is learnt.
+local function require_two_classes(df, ds, classes)
+    if #classes >= 2 then return end
+    fail("%s: label column '%s' holds a single class ('%s') in its %d rows: a classifier "
+         .. "needs at least two classes", df.source, ds.label_columns[1], tostring(classes[1]),
+         df:nrows())
+end
+
 --- Reads the dataframe(s), encodes labels and splits off the validation
 --- fold. Returns {classes, train = items, val = items, k}.
 function M.prepare_data(cfg, fold)
     local ds = cfg.dataset
     local df = with_row_ids(data.read_csv(ds.train_dataframe))
+    require_rows(df, "dataset.train_dataframe")
     df:require_columns({ ds.audio_column }, "dataset.audio_column")
     df:require_columns(ds.label_columns, "dataset.label_columns")
     if ds.data_sample < 1 then df = df:sample(ds.data_sample, cfg.environment.seed) end
     local enc = data.encode_labels(df, ds.label_columns)
+    require_two_classes(df, ds, enc.classes)
     local train_df, val_df, k
     if ds.validation_strategy == "kfold" then
         local fold_ids
@@ -150,6 +166,7 @@ function M.prepare_data(cfg, fold)
         end
         train_df = df
         val_df = with_row_ids(data.read_csv(ds.validation_dataframe))
+        require_rows(val_df, "dataset.validation_dataframe")
         val_df:require_columns({ ds.audio_column }, "dataset.audio_column")
         val_df:require_columns(ds.label_columns, "dataset.label_columns")
     else
@@ -336,7 +353,11 @@ function M.evaluate(cfg, model, front, loader, split)
     local kept, skipped = {}, {}
     local filled = 0
     for _, batch in loader:epoch(0) do
-        for _, why in ipairs(batch.skipped) do skipped[#skipped + 1] = why end
+        for _, why in ipairs(batch.skipped) do
+            skipped[#skipped + 1] = why
+            -- Said now, as training does: scores over fewer clips must not pass unnoticed.
+            log.info("validation: skipped %s", why)
+        end
         if batch.chunks then
             local p = infer.clip_probabilities(model, front, batch.chunks, batch.counts)
             for k, i in ipairs(batch.indices) do

@@ -102,4 +102,18 @@ function F.csv_rows(path)
     return rows
 end
 
+--- Writes a mono 32-bit float WAV of `frames` samples at `rate` Hz, sample
+--- i being sample(i) (1-based): bytes laid out here, not by machrt, so a
+--- test can store what audio.save refuses to write (NaN, Inf).
+function F.write_float_wav(path, rate, frames, sample)
+    local data = {}
+    for i = 1, frames do data[i] = string.pack("<f", sample(i)) end
+    local body = table.concat(data)
+    local f = assert(io.open(path, "wb"))
+    f:write("RIFF", string.pack("<I4", 36 + #body), "WAVE",
+            "fmt ", string.pack("<I4I2I2I4I4I2I2", 16, 3, 1, rate, rate * 4, 4, 32),
+            "data", string.pack("<I4", #body), body)
+    f:close()
+end
+
 return F

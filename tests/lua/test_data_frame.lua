@@ -158,6 +158,11 @@ test("labels: errors for a missing column and empty cells", function()
   local holes = csv.parse("file,label\na,fan\nb,\n", { name = "h.csv" })
   A.raises(function() local x = labels.encode(holes, { "label" }) return x end,
     "label column 'label' in h.csv, row 2: empty label")
+  local header_only = csv.parse("file,label\n", { name = "e.csv" })
+  A.raises(function() local x = labels.encode(header_only, { "label" }) return x end,
+    "label column 'label' in e.csv: no rows, so no classes to encode")
+  -- A validation frame with no rows encodes to no targets over the given classes.
+  A.shape_eq(labels.encode(header_only, { "label" }, { "fan", "pump" }).targets, { 0, 2 })
   local mholes = csv.parse("a,b\n1,0\n,1\n", { name = "h.csv" })
   A.raises(function() local x = labels.encode(mholes, { "a", "b" }) return x end,
     "column 'a'", "row 2", "empty")

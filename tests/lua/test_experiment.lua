@@ -257,6 +257,64 @@ test("bad input: missing column, missing file, fold, batch size, unknown key", f
              and text:find("epochs", 1, true), text)
 end)
 
+test("a CSV with no data rows, or a single class, is refused naming the file", function()
+    local data = tiny_corpus()
+    local out = tmpdir()
+    mt.mkdir(out)
+    local base = common_args(data, out)
+    local header = out .. "/header.csv"
+    mt.write_file(header, read(data .. "/dataset.csv"):match("^[^\n]*\n"))
+    local code, text = run(base .. " --dataset.train_dataframe=" .. header)
+    A.truthy(code ~= 0)
+    A.truthy(text:find("dataset.train_dataframe " .. header .. " has no data rows (only a header)", 1, true), text)
+    code, text = run(base .. " --dataset.validation_strategy=custom --dataset.validation_dataframe=" .. header)
+    A.truthy(code ~= 0)
+    A.truthy(text:find("dataset.validation_dataframe " .. header .. " has no data rows", 1, true), text)
+    -- Only the fan rows: one class.
+    local lines = {}
+    for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do
+        if #lines == 0 or line:find(",fan,", 1, true) then lines[#lines + 1] = line end
+    end
+    local fans = out .. "/fans.csv"
+    mt.write_file(fans, table.concat(lines, "\n") .. "\n")
+    code, text = run(base .. " --dataset.train_dataframe=" .. fans)
+    A.truthy(code ~= 0, "a single class must not train")
+    A.truthy(text:find(fans .. ": label column 'label' holds a single class ('fan') in its "
+                       .. (#lines - 1) .. " rows: a classifier needs at least two classes", 1, true), text)
+end)
+
+test("a float file with NaN samples is unreadable in training and validation, named", function()
+    local data = tiny_corpus()
+    local out = tmpdir()
+    mt.mkdir(out)
+    local base = common_args(data, out) .. " --training.epochs=1"
+    local nan = out .. "/nan.wav"
+    F.write_float_wav(nan, 16000, 160000, function(i) return i == 70000 and 0 / 0 or 0.01 end)
+    -- Row k of the CSV (1-based data rows) read from nan.wav: row 5 is in
+    -- fold 4's validation set (row i goes to fold (i - 1) mod 5), row 2 in training.
+    local function csv_with_nan_at(row)
+        local lines = {}
+        for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do lines[#lines + 1] = line end
+        lines[row + 1] = lines[row + 1]:gsub("^(%d+),[^,]+,", "%1," .. nan .. ",")
+        local path = string.format("%s/nan_at_%d.csv", out, row)
+        mt.write_file(path, table.concat(lines, "\n") .. "\n")
+        return path
+    end
+    for _, row in ipairs{ 5, 2 } do
+        local csv = csv_with_nan_at(row)
+        local code, text = run(base .. " --dataset.train_dataframe=" .. csv .. " --experiment_name=fail" .. row)
+        A.truthy(code ~= 0, "fail policy, row " .. row)
+        A.truthy(text:find("row " .. row .. " (" .. nan .. "): audio.load: " .. nan
+                           .. " is corrupt: sample NaN at frame 70000", 1, true), text)
+        A.eq(text:find("probs", 1, true), nil, text)
+        code, text = run(base .. " --dataset.train_dataframe=" .. csv .. " --dataset.on_error=skip"
+                         .. " --experiment_name=skip" .. row)
+        A.eq(code, 0, "skip policy, row " .. row .. "; output:\n" .. text)
+        A.truthy(text:find((row == 5 and "validation: skipped row " or "skipped row ") .. row
+                           .. " (" .. nan .. "): audio.load: " .. nan .. " is corrupt", 1, true), text)
+    end
+end)
+
 test("real 8-channel MIMII files run end to end (channel pick, resample)", function()
     local sample = os.getenv("MACHRT_SAMPLE_DATA")
     if not sample or not exists(sample .. "/sample.csv") then

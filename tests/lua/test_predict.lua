@@ -125,14 +125,19 @@ test("unreadable files get an error row; the others go on", function()
     mt.write_file(text, "this is not audio\n")
     local multi = dir .. "/multi.wav"
     write_wave(multi, 4, 16000, 2, 2)
+    local nan = dir .. "/nan.wav"
+    F.write_float_wav(nan, 16000, 64000, function(i) return i == 40000 and 0 / 0 or 0.01 end)
     local p = infer.load_run(dir .. "/run")
     p.channel = 3
-    local got = predict_all(p, { text, good, missing, multi }, 4)
-    A.eq(#got, 4)
+    local got = predict_all(p, { text, good, missing, multi, nan }, 4)
+    A.eq(#got, 5)
     A.truthy(got[1].error and got[1].error:find("notes.wav", 1, true), tostring(got[1].error))
     A.truthy(got[2].probs and not got[2].error, "the good file is predicted")
     A.truthy(got[3].error and got[3].error:find("missing.wav", 1, true), tostring(got[3].error))
     A.truthy(got[4].error and got[4].error:find("audio.channel = 3", 1, true), tostring(got[4].error))
+    A.truthy(got[5].error and got[5].error:find("nan.wav is corrupt: sample NaN at frame 40000", 1, true),
+             "a NaN sample makes the file unreadable, not a prediction of nan: " .. tostring(got[5].error))
+    A.eq(got[5].probs, nil)
     local row = infer.csv_row(p, got[1])
     A.truthy(row:match("^[^,]+,,,,,,,"), "an error row has empty label and probabilities: " .. row)
 end)

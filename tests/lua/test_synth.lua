@@ -65,6 +65,54 @@ test("layout, WAV format and CSV columns follow MIMII and the reference", functi
     for _, f in ipairs(files_of(out)) do A.truthy(not f:find("%.tmp"), "left over: " .. f) end
 end)
 
+-- Abnormal clips of a plan, in all and per type and per (type, model id)
+-- pair, with the clips of each.
+local function abnormal_shares(clips)
+    local all, per_type, per_pair = { n = 0, a = 0 }, {}, {}
+    for _, c in ipairs(clips) do
+        local key = c.type .. "/" .. c.model_id
+        per_type[c.type] = per_type[c.type] or { n = 0, a = 0 }
+        per_pair[key] = per_pair[key] or { n = 0, a = 0, seq = {} }
+        local ab = c.condition == "abnormal" and 1 or 0
+        for _, s in ipairs{ all, per_type[c.type], per_pair[key] } do s.n, s.a = s.n + 1, s.a + ab end
+        per_pair[key].seq[#per_pair[key].seq + 1] = c
+    end
+    return all, per_type, per_pair
+end
+
+test("abnormal clips: the promised share at any corpus size, per type and model id", function()
+    for _, f in ipairs{ 0.2, 0.5, 0.1, 0, 1 } do
+        for _, n in ipairs{ 1, 5, 8, 12, 16, 39, 40, 41, 100, 333 } do
+            local all, per_type, per_pair = abnormal_shares(synth.plan{ clips = n, abnormal_fraction = f })
+            local what = string.format("%d clips at %g", n, f)
+            A.eq(all.a, math.floor(n * f + 0.5), what .. ": abnormal clips in all")
+            for t, s in pairs(per_type) do
+                A.truthy(math.abs(s.a - s.n * f) < 1, string.format("%s: %s has %d abnormal of %d", what, t, s.a, s.n))
+            end
+            for key, s in pairs(per_pair) do
+                A.truthy(math.abs(s.a - s.n * f) < 1, string.format("%s: %s has %d abnormal of %d", what, key, s.a, s.n))
+            end
+        end
+    end
+    -- The README's example size: 8 abnormal clips, 2 per type.
+    local _, per_type = abnormal_shares(synth.plan{ clips = 40 })
+    for _, t in ipairs{ "fan", "pump", "slider", "valve" } do A.eq(per_type[t].a, 2, t) end
+end)
+
+test("the default corpus keeps its layout: every fifth clip of each type and model id is abnormal", function()
+    local _, _, per_pair = abnormal_shares(synth.plan{})
+    local pairs_seen = 0
+    for key, s in pairs(per_pair) do
+        pairs_seen = pairs_seen + 1
+        A.eq(s.n, 60, key)
+        for m, c in ipairs(s.seq) do
+            A.eq(c.condition, m % 5 == 0 and "abnormal" or "normal", key .. " clip " .. m)
+            A.eq(c.snr_db, ({ 6, 0, -6 })[(m - 1) % 3 + 1], key .. " clip " .. m)
+        end
+    end
+    A.eq(pairs_seen, 16)
+end)
+
 test("the SNR measured on the written file is within 0.5 dB of the request", function()
     local out = tmpdir{ create = false }
     audio.synth_mkdirs(out)

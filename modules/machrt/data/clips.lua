@@ -99,7 +99,9 @@ local function load_clip(cfg, i)
     local path = M.path_of(cfg, i)
     local ok, wave = pcall(M.load_wave, path, cfg)
     if ok then return wave end
-    local msg = string.format("row %d (%s): %s", cfg.rows[i], cfg.files[i], tostring(wave))
+    -- The message names the file; where in machrt it was raised does not help.
+    local why = tostring(wave):gsub("^[^:\n]*%.lua:%d+: ", "")
+    local msg = string.format("row %d (%s): %s", cfg.rows[i], cfg.files[i], why)
     if cfg.on_error == "skip" then return nil, msg end
     error(msg, 0)
 end

@@ -91,6 +91,9 @@ function M.encode(df, label_columns, classes)
     check_cells(df, name, values)
     if classes == nil then
       classes = sorted_classes(values)
+      if #classes == 0 then
+        data_error("label column '%s' in %s: no rows, so no classes to encode", name, df.source)
+      end
     elseif type(classes) ~= "table" or #classes == 0 then
       fail("encode: classes must be a non-empty list")
     end
