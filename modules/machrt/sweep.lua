@@ -365,13 +365,14 @@ local function trial_command(opts, host, t, managed)
         if o.path:match("^environment%.") and o.path ~= "environment.seed" then env[#env + 1] = o end
     end
     local cmds = {}
+    local launcher = t.launcher and t.launcher .. " " or ""
     for _, fold in ipairs(t.folds) do
         local dir = fold_dir(t.dir, fold)
         if not fold_finished(dir, t.epochs) then
             if exists(dir .. "/checkpoint.safetensors") and exists(dir .. "/config.json")
                     and log_rows(dir) < t.epochs then
-                cmds[#cmds + 1] = string.format("%s %s --resume %s %s", q(host), q(opts.experiment),
-                                                q(dir), args_text(env))
+                cmds[#cmds + 1] = string.format("%s%s %s --resume %s %s", launcher, q(host),
+                                                q(opts.experiment), q(dir), args_text(env))
             else
                 -- Nothing to resume from (or a final checkpoint whose metrics
                 -- were never written): a clean start, since the experiment
@@ -381,7 +382,8 @@ local function trial_command(opts, host, t, managed)
                 local all = concat(t.fixed, t.overrides, folds, {
                     { path = "output_directory", text = t.dir }, { path = "experiment_name", text = "run" },
                 }, managed)
-                cmds[#cmds + 1] = string.format("%s %s %s", q(host), q(opts.experiment), args_text(all))
+                cmds[#cmds + 1] = string.format("%s%s %s %s", launcher, q(host), q(opts.experiment),
+                                                args_text(all))
             end
         end
     end
@@ -440,6 +442,45 @@ local function trial_metrics(t)
         if counts[k] then out[k] = sums[k] / counts[k] end
     end
     return out
+end
+
+-- Records how a trial ended (its exit_code file is there) in trial.json.
+local function finish_trial(opts, t, ntrials, clock0)
+    local code = math.tointeger(tonumber(read(t.dir .. "/exit_code") or "")) or -1
+    t.seconds, t.exit_code = mt.clock() - t.started, code
+    os.remove(t.dir .. "/pid")
+    if code == 0 and finished(t) then
+        t.status = "ok"
+        local m = trial_metrics(t)
+        log.info("%s/%03d ok in %s: %s %s (sweep %s)", t.name, ntrials, log.fmt_seconds(t.seconds),
+                 opts.metric, m[opts.metric] and string.format("%.4f", m[opts.metric]) or "n/a",
+                 log.fmt_seconds(mt.clock() - clock0))
+    else
+        t.status = "failed"
+        log.info("%s/%03d FAILED (exit status %d) in %s (sweep %s); the end of %s/output.log:\n%s",
+                 t.name, ntrials, code, log.fmt_seconds(t.seconds), log.fmt_seconds(mt.clock() - clock0),
+                 t.dir, tail(t.dir .. "/output.log", 6))
+    end
+    write_trial_json(t)
+end
+
+--- Runs one trial to its end in the foreground (a Slurm array task), its
+--- experiment started through `launcher` (e.g. "mpirun -np 2") when given.
+--- Returns true when it finished.
+function M.run_trial(opts, host, t, ntrials, launcher)
+    local clock0 = mt.clock()
+    t.launcher = launcher
+    launch(opts, host, t, {})
+    log.info("%s/%03d start: %s", t.name, ntrials, describe(t.overrides))
+    while not exists(t.dir .. "/exit_code") do
+        local _, how = os.execute("sleep 0.2")
+        if how == "signal" then
+            stop(t)
+            fail("interrupted; a resubmission resumes the trial")
+        end
+    end
+    finish_trial(opts, t, ntrials, clock0)
+    return t.status == "ok"
 end
 
 --- Orders trials best first by `metric` (loss ascending, the others
@@ -503,10 +544,11 @@ local function describe(overrides)
     return table.concat(parts, " ")
 end
 
---- Runs the sweep; `host` is the machrt binary. Returns true when every
---- trial finished, false when some failed (the results are written either way).
-function M.run(opts, host)
-    local clock0 = mt.clock()
+--- Resolves and checks every trial before any starts: keys, values, and
+--- that the sweep folder holds this sweep and nothing still running.
+--- Returns the trials ({index, name, dir, overrides, fixed, folds, epochs,
+--- seconds, status = "ok" when finished earlier}) and those still to run.
+function M.prepare(opts, host)
     local specs = M.trials(opts)
 
     -- Everything is checked before the first trial starts: keys, values, and
@@ -535,7 +577,7 @@ function M.run(opts, host)
         end
         local pid = running_pid(t.dir)
         if pid then fail("%s is still running (pid %d) from an earlier sweep", t.dir, pid) end
-        t.seconds = saved and saved.seconds
+        t.seconds, t.saved_status = saved and saved.seconds, saved and saved.status
         trials[i] = t
     end
 
@@ -545,9 +587,19 @@ function M.run(opts, host)
             t.status = "ok"
             log.info("%s/%03d finished earlier, skipped (%s)", t.name, #trials, describe(t.overrides))
         else
+            t.status = t.saved_status or "pending"
             to_run[#to_run + 1] = t
         end
     end
+    return trials, to_run
+end
+
+--- Runs the sweep; `host` is the machrt binary. Returns true when every
+--- trial finished, false when some failed (the results are written either way).
+function M.run(opts, host)
+    local clock0 = mt.clock()
+    local trials, to_run = M.prepare(opts, host)
+    local specs = M.trials(opts)
 
     -- Threads split between the trials that run at once, unless set by hand.
     local jobs = math.min(opts.jobs, math.max(#to_run, 1))
@@ -566,24 +618,7 @@ function M.run(opts, host)
              #managed > 0 and " (" .. describe(managed) .. " each)" or "", opts.out)
 
     local running, next_to_run = {}, 1
-    local function finish(t)
-        local code = math.tointeger(tonumber(read(t.dir .. "/exit_code") or "")) or -1
-        t.seconds, t.exit_code = mt.clock() - t.started, code
-        os.remove(t.dir .. "/pid")
-        if code == 0 and finished(t) then
-            t.status = "ok"
-            local m = trial_metrics(t)
-            log.info("%s/%03d ok in %s: %s %s (sweep %s)", t.name, #trials, log.fmt_seconds(t.seconds),
-                     opts.metric, m[opts.metric] and string.format("%.4f", m[opts.metric]) or "n/a",
-                     log.fmt_seconds(mt.clock() - clock0))
-        else
-            t.status = "failed"
-            log.info("%s/%03d FAILED (exit status %d) in %s (sweep %s); the end of %s/output.log:\n%s",
-                     t.name, #trials, code, log.fmt_seconds(t.seconds), log.fmt_seconds(mt.clock() - clock0),
-                     t.dir, tail(t.dir .. "/output.log", 6))
-        end
-        write_trial_json(t)
-    end
+    local function finish(t) finish_trial(opts, t, #trials, clock0) end
     local ok, e = pcall(function()
         while next_to_run <= #to_run or next(running) do
             while #running < jobs and next_to_run <= #to_run do
@@ -611,6 +646,12 @@ function M.run(opts, host)
         error(e, 0)
     end
 
+    return M.report(opts, host, trials, mt.clock() - clock0)
+end
+
+--- Writes results.csv from the trials' states and prints the table and the
+--- best trial. Returns true when every trial finished.
+function M.report(opts, host, trials, seconds)
     local results = {}
     for _, t in ipairs(trials) do
         results[#results + 1] = { index = t.index, name = t.name, status = t.status, overrides = t.overrides,
@@ -618,8 +659,8 @@ function M.run(opts, host)
     end
     M.sort(results, opts.metric)
     local header, shown = write_results(opts, results)
-    log.info("sweep %s: %d trials in %s, sorted by %s; %s/results.csv", opts.name, #trials,
-             log.fmt_seconds(mt.clock() - clock0), opts.metric, opts.out)
+    log.info("sweep %s: %d trials%s, sorted by %s; %s/results.csv", opts.name, #trials,
+             seconds and " in " .. log.fmt_seconds(seconds) or "", opts.metric, opts.out)
     log.table(header, shown)
 
     local failed = 0
