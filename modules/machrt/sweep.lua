@@ -30,6 +30,17 @@ usage: machrt scripts/sweep.lua EXPERIMENT [sweep options] [--section.key=value 
   --metric M                  f1 (default, also val_f1), accuracy, roc_auc or loss
   --section.key=value         a fixed override for every trial (e.g. --training.epochs=1)
 
+Slurm (one job-array task per trial; results in the same results.csv):
+  --slurm                     write <out>/sweep.sbatch instead of running the trials here
+  --submit                    and submit it with sbatch (unfinished trials only)
+  --slurm-wait                sbatch --wait: return when the array has ended
+  --slurm-parallel P          at most P trials at once (--array=...%P; default: all)
+  --slurm-ntasks N            ranks per trial, started with --slurm-launcher
+                              (default "mpirun -np N")
+  --slurm-cpus-per-task N, --slurm-time T, --slurm-partition P, --slurm-mem M, --slurm-gpus G
+  --slurm-sbatch OPTION       any other sbatch option, e.g. --slurm-sbatch=--account=x (repeatable)
+  --slurm-template FILE       lines put in the script after the #SBATCH lines (module loads, ...)
+
 Each trial runs in <out>/trial_NNN (trial.json, output.log, run/fold<k>/).
 A rerun with the same arguments skips finished trials and resumes the others.
 Results: <out>/results.csv, sorted by the metric, and the best trial's command.
@@ -77,6 +88,12 @@ end
 
 local VALUE_OPTIONS = { grid = true, range = true, choice = true, random = true, seed = true,
                         jobs = true, out = true, name = true, metric = true }
+-- Slurm: --slurm-<name> VALUE (machrt.sweep_slurm), and the flags.
+local SLURM_VALUES = { ntasks = "count", ["cpus-per-task"] = "count", parallel = "count", time = "text",
+                       partition = "text", mem = "text", gpus = "text", template = "text", sbatch = "list",
+                       launcher = "text", task = "index" }
+local FLAGS = { slurm = "slurm", submit = "submit", ["slurm-wait"] = "slurm_wait",
+                ["slurm-results"] = "slurm_results" }
 
 local function parse_range(spec, what)
     local parts = {}
@@ -102,7 +119,8 @@ end
 --- Parses the sweep's command line. Arguments `--section.key=value` are
 --- fixed overrides passed to every trial; the rest are the sweep's own.
 function M.parse_args(args)
-    local opts = { grid = {}, params = {}, fixed = {}, seed = 1, jobs = 1, metric = "f1" }
+    local opts = { grid = {}, params = {}, fixed = {}, seed = 1, jobs = 1, metric = "f1",
+                   slurm_opts = { sbatch = {} }, args = table.move(args, 1, #args, 1, {}) }
     local seen = {}
     local function axis(key, what)
         if not key:match("^[%w_]+%.[%w_]+$") then fail("%s: '%s' is not section.key", what, key) end
@@ -112,10 +130,32 @@ function M.parse_args(args)
     local i = 1
     while i <= #args do
         local a = args[i]
-        local name, value = a:match("^%-%-([%a_]+)=(.*)$")
-        if not name then name = a:match("^%-%-([%a_]+)$") end
+        local name, value = a:match("^%-%-([%a_][%a_%-]*)=(.*)$")
+        if not name then name = a:match("^%-%-([%a_][%a_%-]*)$") end
+        local slurm = name and SLURM_VALUES[name:match("^slurm%-(.+)$") or ""]
         if a == "--help" or a == "-h" then
             opts.help = true
+        elseif name and FLAGS[name] and value == nil then
+            opts[FLAGS[name]] = true
+        elseif slurm then
+            if value == nil then
+                i = i + 1
+                value = args[i] or fail("--%s needs a value", name)
+            end
+            local key = name:match("^slurm%-(.+)$")
+            if slurm == "count" then
+                opts.slurm_opts[key] = positive_integer(value, "--" .. name)
+            elseif slurm == "index" then
+                opts.slurm_opts[key] = math.tointeger(tonumber(value))
+                if not opts.slurm_opts[key] or opts.slurm_opts[key] < 0 then
+                    fail("--%s expects an array task id (0, 1, ...), got '%s'", name, value)
+                end
+            elseif slurm == "list" then
+                table.insert(opts.slurm_opts[key], value)
+            else
+                if value == "" then fail("--%s needs a value", name) end
+                opts.slurm_opts[key] = value
+            end
         elseif name and VALUE_OPTIONS[name] then
             if value == nil then
                 i = i + 1
@@ -162,6 +202,10 @@ function M.parse_args(args)
     end
     if opts.help then return opts end
     if not opts.experiment then fail("no experiment script given (see --help)") end
+    if (opts.submit or opts.slurm_wait) and not opts.slurm then fail("--submit and --slurm-wait need --slurm") end
+    if opts.slurm and opts.jobs > 1 then
+        fail("--jobs is for local sweeps; on Slurm, --slurm-parallel P runs P trials at once")
+    end
     if not exists(opts.experiment) then fail("experiment script '%s' not found", opts.experiment) end
     if #opts.grid > 0 and opts.random then fail("use --grid or --random, not both") end
     if #opts.params > 0 and not opts.random then fail("--range and --choice need --random N") end
@@ -245,6 +289,12 @@ end
 local function args_text(overrides)
     local parts = {}
     for _, o in ipairs(overrides) do parts[#parts + 1] = q("--" .. o.path .. "=" .. o.text) end
+    return table.concat(parts, " ")
+end
+
+local function describe(overrides)
+    local parts = {}
+    for _, o in ipairs(overrides) do parts[#parts + 1] = o.path .. "=" .. o.text end
     return table.concat(parts, " ")
 end
 
@@ -538,17 +588,13 @@ local function has(list, path)
     return false
 end
 
-local function describe(overrides)
-    local parts = {}
-    for _, o in ipairs(overrides) do parts[#parts + 1] = o.path .. "=" .. o.text end
-    return table.concat(parts, " ")
-end
-
 --- Resolves and checks every trial before any starts: keys, values, and
 --- that the sweep folder holds this sweep and nothing still running.
 --- Returns the trials ({index, name, dir, overrides, fixed, folds, epochs,
 --- seconds, status = "ok" when finished earlier}) and those still to run.
-function M.prepare(opts, host)
+--- With `shared` (array tasks) other processes run trials of the sweep at
+--- the same time, on other hosts too: their pid files prove nothing here.
+function M.prepare(opts, host, shared)
     local specs = M.trials(opts)
 
     -- Everything is checked before the first trial starts: keys, values, and
@@ -575,7 +621,7 @@ function M.prepare(opts, host)
             fail("%s holds a trial with other settings (%s); use another --out, or remove the folder",
                  t.dir, describe(concat(saved.fixed or {}, saved.overrides or {})))
         end
-        local pid = running_pid(t.dir)
+        local pid = not shared and running_pid(t.dir)
         if pid then fail("%s is still running (pid %d) from an earlier sweep", t.dir, pid) end
         t.seconds, t.saved_status = saved and saved.seconds, saved and saved.status
         trials[i] = t
@@ -593,6 +639,8 @@ function M.prepare(opts, host)
     end
     return trials, to_run
 end
+
+M.quote, M.describe = q, describe
 
 --- Runs the sweep; `host` is the machrt binary. Returns true when every
 --- trial finished, false when some failed (the results are written either way).
