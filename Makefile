@@ -2,7 +2,7 @@
 #
 #   make            build ./machrt, build/libmachrt.a and build/lua/machrt.so
 #   make run        the main job (installs, builds, trains the reference experiment)
-#   make test       C (Check) suites, Lua tests, end-to-end smoke runs
+#   make test       C (Check) suites, Lua tests, end-to-end smoke runs (MPI, Slurm)
 #   make sanitize   C suites under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      throughput benchmarks (side by side with PyTorch when present)
 #   make install    machrt on the PATH (PREFIX=/usr/local)
@@ -80,13 +80,17 @@ endif
 LINK_STAMP := build/.link-mode
 $(shell mkdir -p build && (echo $(LINK_MODE) | cmp -s - $(LINK_STAMP) || echo $(LINK_MODE) > $(LINK_STAMP)))
 
-.PHONY: all deps run test test-c test-lua sanitize bench install uninstall clean
+.PHONY: all deps deps-dist run test test-c test-lua sanitize bench install uninstall clean
 .DEFAULT_GOAL := all
 
 all: machrt $(BUILD)/lua/machrt.so
 
 deps:
 	@sh scripts/deps.sh
+
+# Slurm and munge, for the job-array test of `make test` (not for building).
+deps-dist:
+	@sh scripts/deps.sh dist
 
 $(BUILD)/obj/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
@@ -169,13 +173,13 @@ run: all
 	  echo "machrt: running the tensor tour instead: ./machrt examples/tour.lua"; \
 	  ./machrt examples/tour.lua; fi
 
-test: all $(CTEST_BIN)
+test: all $(CTEST_BIN) deps-dist
 	@sh tests/run_all.sh $(BUILD)
 
 test-c: $(CTEST_BIN)
 	@sh tests/run_c.sh $(BUILD)
 
-test-lua: all
+test-lua: all deps-dist
 	@./machrt tests/lua/run.lua
 
 sanitize:
