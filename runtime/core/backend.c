@@ -1,23 +1,28 @@
 /* The backend tables and the device-level tensor helpers (see backend.h).
  *
- * The CPU table points at the public functions themselves: on CPU tensors
- * they run their own bodies, so going through the table or calling them
- * directly is the same thing. */
+ * The CPU table's layer and optimizer entries are the CPU kernels, which
+ * the checked public ops call once their arguments are valid; its other
+ * entries are the public functions themselves, which run their own bodies
+ * on CPU tensors. */
 #include <string.h>
 #include "machrt/backend.h"
+#include "../nn/nn_cpu.h"
+#include "../optim/optim_cpu.h"
 
 static const mrt_backend cpu_backend = {
     .name = "cpu",
     .device = MRT_CPU,
     .tensor = {mrt_tensor_copy, mrt_tensor_fill, mrt_tensor_fill_range, mrt_binary,
                mrt_binary_scalar, mrt_unary, mrt_reduce_all, mrt_reduce_dim, mrt_matmul},
-    .nn = {mrt_conv2d_forward, mrt_conv2d_backward, mrt_linear_forward, mrt_linear_backward,
-           mrt_batchnorm2d_forward, mrt_batchnorm2d_backward, mrt_relu_forward,
-           mrt_relu_backward, mrt_maxpool2d_forward, mrt_maxpool2d_backward,
-           mrt_avgpool_global_forward, mrt_avgpool_global_backward, mrt_gem_forward,
-           mrt_gem_backward, mrt_dropout_forward, mrt_dropout_backward, mrt_bce_logits_forward,
-           mrt_bce_logits_backward, mrt_cross_entropy_forward, mrt_cross_entropy_backward},
-    .optim = {mrt_adamw_step, mrt_sgd_step, mrt_sum_squares},
+    .nn = {mrt_cpu_conv2d_forward, mrt_cpu_conv2d_backward, mrt_cpu_linear_forward,
+           mrt_cpu_linear_backward, mrt_cpu_batchnorm2d_forward, mrt_cpu_batchnorm2d_backward,
+           mrt_cpu_relu_forward, mrt_cpu_relu_backward, mrt_cpu_maxpool2d_forward,
+           mrt_cpu_maxpool2d_backward, mrt_cpu_avgpool_global_forward,
+           mrt_cpu_avgpool_global_backward, mrt_cpu_gem_forward, mrt_cpu_gem_backward,
+           mrt_cpu_dropout_forward, mrt_cpu_dropout_backward, mrt_cpu_bce_logits_forward,
+           mrt_cpu_bce_logits_backward, mrt_cpu_cross_entropy_forward,
+           mrt_cpu_cross_entropy_backward},
+    .optim = {mrt_cpu_adamw_step, mrt_cpu_sgd_step, mrt_cpu_sum_squares},
     .rng = {mrt_rng_uniform, mrt_rng_normal, mrt_rng_bernoulli},
     .audio = {mrt_mel_spec_forward, mrt_amplitude_to_db},
 };
@@ -79,6 +84,11 @@ const char *mrt_cuda_mode(void)
 #else
     return "none";
 #endif
+}
+
+mrt_status mrt_backend_missing(const char *op, mrt_device device)
+{
+    return mrt_fail(MRT_ERR_DEVICE, "%s: not available on %s", op, mrt_device_name(device));
 }
 
 mrt_status mrt_common_device(const char *op, const mrt_tensor *const *ts, int n,

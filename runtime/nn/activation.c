@@ -15,27 +15,7 @@
 #include "machrt/nn.h"
 #include "../core/strided.h"
 #include "nn_args.h"
-
-/* Output convention, with the output named in the message. */
-static mrt_status prepare_out(const char *op, const char *name, mrt_tensor *out,
-                              const mrt_tensor *like)
-{
-    if (!out) return mrt_fail(MRT_ERR_ARG, "%s: output %s is required", op, name);
-    if (out->storage) {
-        mrt_status st = mrt_nn_need_f32(op, name, out);
-        if (st) return st;
-        int same = out->ndim == like->ndim;
-        for (int d = 0; same && d < like->ndim; d++) same = out->shape[d] == like->shape[d];
-        if (!same) {
-            char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-            return mrt_fail(MRT_ERR_SHAPE, "%s: output %s has shape %s, expected %s", op, name,
-                            mrt_shape_str(out->ndim, out->shape, a, sizeof a),
-                            mrt_shape_str(like->ndim, like->shape, b, sizeof b));
-        }
-        return MRT_OK;
-    }
-    return mrt_tensor_alloc_uninit(out, MRT_F32, like->ndim, like->shape);
-}
+#include "nn_cpu.h"
 
 /* NaN passes through (x > 0 is false for NaN, so test it apart), as
  * PyTorch's relu does: a diverging run shows NaN instead of silent zeros. */
@@ -73,14 +53,40 @@ static void row_relu_grad(void *ctx, char **p, const int64_t *s, int64_t n, int6
     }
 }
 
-mrt_status mrt_relu_forward(const mrt_tensor *x_in, mrt_tensor *y)
+mrt_status mrt_relu_forward(const mrt_tensor *x, mrt_tensor *y)
 {
-    MRT_ROUTE("relu_forward", nn, relu_forward, (x_in, y), x_in, y);
     static const char *op = "relu_forward";
-    mrt_status st = mrt_nn_need_f32(op, "input", x_in);
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, x, y);
+    mrt_status st;
+    if ((st = mrt_nn_need_f32(op, "input", x)) || (st = mrt_nn_out_like(op, "y", y, x, dev)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, relu_forward, (x, y));
+    return st;
+}
+
+mrt_status mrt_relu_backward(const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx)
+{
+    static const char *op = "relu_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, y, dy, dx);
+    mrt_status st = mrt_nn_need_f32(op, "output", y);
+    if (!st) st = mrt_nn_need_f32(op, "grad_output", dy);
     if (st) return st;
+    if (!mrt_nn_same_shape_as(dy, y)) {
+        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: grad_output has shape %s, expected the output's shape %s",
+                        op, mrt_shape_str(dy->ndim, dy->shape, a, sizeof a),
+                        mrt_shape_str(y->ndim, y->shape, b, sizeof b));
+    }
+    if ((st = mrt_nn_out_like(op, "dx", dx, y, dev))) return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, relu_backward, (y, dy, dx));
+    return st;
+}
+
+mrt_status mrt_cpu_relu_forward(const mrt_tensor *x_in, mrt_tensor *y)
+{
     const mrt_tensor x = *x_in; /* y may be x */
-    if ((st = prepare_out(op, "y", y, &x))) return st;
     mrt_iter it;
     mrt_iter_init(&it, x.ndim, x.shape);
     mrt_iter_add(&it, y);
@@ -89,23 +95,9 @@ mrt_status mrt_relu_forward(const mrt_tensor *x_in, mrt_tensor *y)
     return MRT_OK;
 }
 
-mrt_status mrt_relu_backward(const mrt_tensor *y_in, const mrt_tensor *dy_in, mrt_tensor *dx)
+mrt_status mrt_cpu_relu_backward(const mrt_tensor *y_in, const mrt_tensor *dy_in, mrt_tensor *dx)
 {
-    MRT_ROUTE("relu_backward", nn, relu_backward, (y_in, dy_in, dx), y_in, dy_in, dx);
-    static const char *op = "relu_backward";
-    mrt_status st = mrt_nn_need_f32(op, "output", y_in);
-    if (!st) st = mrt_nn_need_f32(op, "grad_output", dy_in);
-    if (st) return st;
     const mrt_tensor y = *y_in, dy = *dy_in; /* dx may be dy */
-    int same = y.ndim == dy.ndim;
-    for (int d = 0; same && d < y.ndim; d++) same = y.shape[d] == dy.shape[d];
-    if (!same) {
-        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: grad_output has shape %s, expected the output's shape %s",
-                        op, mrt_shape_str(dy.ndim, dy.shape, a, sizeof a),
-                        mrt_shape_str(y.ndim, y.shape, b, sizeof b));
-    }
-    if ((st = prepare_out(op, "dx", dx, &y))) return st;
     mrt_iter it;
     mrt_iter_init(&it, y.ndim, y.shape);
     mrt_iter_add(&it, dx);

@@ -22,6 +22,7 @@
 #include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "nn_args.h"
+#include "nn_cpu.h"
 
 /* Below this many elements a parallel region costs more than the work. */
 #define BN_PARALLEL_MIN 32768
@@ -29,7 +30,7 @@
  * compiler use vector registers, in a fixed order (reproducible). */
 #define LANES 8
 
-/* ---- argument checks ------------------------------------------------------ */
+/* ---- argument checks (every device) --------------------------------------- */
 
 /* A per-channel vector (weight, bias, running and saved statistics, their
  * gradients): 1-d of size C. */
@@ -159,13 +160,12 @@ mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *wei
                                    double eps, mrt_tensor *y, mrt_tensor *save_mean,
                                    mrt_tensor *save_invstd)
 {
-    MRT_ROUTE("batchnorm2d_forward", nn, batchnorm2d_forward, (x_in, weight, bias, running_mean,
-              running_var, training, momentum, eps, y, save_mean, save_invstd), x_in, weight, bias,
-              running_mean, running_var, y, save_mean, save_invstd);
     static const char *op = "batchnorm2d_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, x_in, weight, bias, running_mean, running_var, y, save_mean,
+                  save_invstd);
     mrt_status st;
     if ((st = need_nchw(op, "input", x_in))) return st;
-    /* y may be x (in place): keep x's header before y is touched. */
     const mrt_tensor x = *x_in;
     const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
     const int64_t count = N * H * W;
@@ -197,14 +197,27 @@ mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *wei
     if ((st = mrt_nn_out_check(op, &slots[0], y, "y", MRT_F32, 4, x.shape))) return st;
     if ((st = mrt_nn_out_check(op, &slots[1], save_mean, "save_mean", MRT_F32, 1, vshape))) return st;
     if ((st = mrt_nn_out_check(op, &slots[2], save_invstd, "save_invstd", MRT_F32, 1, vshape))) return st;
+    if ((st = mrt_nn_out_alloc(slots, 3, dev, 0))) return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, batchnorm2d_forward, (x_in, weight, bias, running_mean,
+                     running_var, training, momentum, eps, y, save_mean, save_invstd));
+    return mrt_nn_out_discard(slots, 3, st);
+}
+
+mrt_status mrt_cpu_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *weight,
+                                       const mrt_tensor *bias, mrt_tensor *running_mean,
+                                       mrt_tensor *running_var, int training, double momentum,
+                                       double eps, mrt_tensor *y, mrt_tensor *save_mean,
+                                       mrt_tensor *save_invstd)
+{
+    static const char *op = "batchnorm2d_forward";
+    /* y may be x (in place): keep x's header before y is touched. */
+    const mrt_tensor x = *x_in;
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    const int64_t count = N * H * W;
     /* Per-channel mean, invstd (double) and, in training, per-plane sums. */
     size_t nsums = training ? (size_t)(2 * C * N) : 0;
     double *buf = malloc(((size_t)(2 * C) + nsums) * sizeof *buf + 1);
     if (!buf) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
-    if ((st = mrt_nn_out_alloc(slots, 3))) {
-        free(buf);
-        return st;
-    }
     double *mean = buf, *invstd = buf + C, *part = buf + 2 * C;
     const int64_t total = count * C;
     const int64_t items = C * N; /* item = c * N + n */
@@ -292,18 +305,15 @@ mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy
                                     const mrt_tensor *save_invstd, int training, mrt_tensor *dx,
                                     mrt_tensor *dweight, mrt_tensor *dbias)
 {
-    MRT_ROUTE("batchnorm2d_backward", nn, batchnorm2d_backward, (x_in, dy_in, weight, save_mean,
-              save_invstd, training, dx, dweight, dbias), x_in, dy_in, weight, save_mean,
-              save_invstd, dx, dweight, dbias);
     static const char *op = "batchnorm2d_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, x_in, dy_in, weight, save_mean, save_invstd, dx, dweight, dbias);
     mrt_status st;
     if ((st = need_nchw(op, "input", x_in))) return st;
     if ((st = mrt_nn_need_f32(op, "grad_output", dy_in))) return st;
-    /* dx may be dy or x: keep their headers before dx is touched. */
     const mrt_tensor x = *x_in, dy = *dy_in;
     if ((st = need_same_shape(op, "grad_output", &dy, "input", &x))) return st;
-    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
-    const int64_t count = N * H * W;
+    const int64_t count = x.shape[0] * x.shape[2] * x.shape[3];
     if (weight && (st = need_channel_vec(op, "weight", weight, &x))) return st;
     if (!save_mean || !save_invstd)
         return mrt_fail(MRT_ERR_ARG, "%s: save_mean and save_invstd from the forward pass are required", op);
@@ -318,15 +328,28 @@ mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy
                         mrt_shape_str(x.ndim, x.shape, a, sizeof a));
     }
     mrt_nn_out slot;
-    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, x.shape))) return st;
+    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, x.shape)) ||
+        (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, batchnorm2d_backward, (x_in, dy_in, weight, save_mean,
+                     save_invstd, training, dx, dweight, dbias));
+    return mrt_nn_out_discard(&slot, 1, st);
+}
+
+mrt_status mrt_cpu_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy_in,
+                                        const mrt_tensor *weight, const mrt_tensor *save_mean,
+                                        const mrt_tensor *save_invstd, int training,
+                                        mrt_tensor *dx, mrt_tensor *dweight, mrt_tensor *dbias)
+{
+    static const char *op = "batchnorm2d_backward";
+    /* dx may be dy or x: keep their headers before dx is touched. */
+    const mrt_tensor x = *x_in, dy = *dy_in;
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    const int64_t count = N * H * W;
     /* Per-plane sums: sum(dy), sum(dy * (x - mean)). */
     const int64_t items = C * N;
     double *part = malloc((size_t)(2 * items) * sizeof *part + 1);
     if (!part) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
-    if ((st = mrt_nn_out_alloc(&slot, 1))) {
-        free(part);
-        return st;
-    }
     const int64_t total = count * C;
     const int need_sums = training || dweight || dbias;
     const mrt_tensor dxv = dx ? *dx : (mrt_tensor){0};

@@ -21,6 +21,7 @@
 #include "machrt/backend.h"
 #include "conv2d.h"
 #include "nn_args.h"
+#include "nn_cpu.h"
 
 /* Below this many input channels Winograd loses: its output transform
  * costs about as much per output as a GEMM with K = 9 C. Measured on 8
@@ -68,7 +69,27 @@ mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward)
 
 #define SHP(t, buf) mrt_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
 
-/* Checks x, w, b and the parameters against each other and fills `g`. */
+/* The geometry of checked arguments. */
+static void geometry(const mrt_tensor *x, const mrt_tensor *w, const mrt_conv2d_params *p,
+                     mrt_conv_geom *g)
+{
+    g->n = x->shape[0];
+    g->c = x->shape[1];
+    g->h = x->shape[2];
+    g->w = x->shape[3];
+    g->o = w->shape[0];
+    g->kh = w->shape[2];
+    g->kw = w->shape[3];
+    g->sh = p->stride_h;
+    g->sw = p->stride_w;
+    g->ph = p->pad_h;
+    g->pw = p->pad_w;
+    g->oh = (g->h + 2 * g->ph - g->kh) / g->sh + 1;
+    g->ow = (g->w + 2 * g->pw - g->kw) / g->sw + 1;
+}
+
+/* Checks x, w, b and the parameters against each other and fills `g`:
+ * the one shape check of the layer, forward and backward, every device. */
 static mrt_status resolve(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
                           const mrt_tensor *b, const mrt_conv2d_params *p, mrt_conv_geom *g)
 {
@@ -97,23 +118,13 @@ static mrt_status resolve(const char *fn, const mrt_tensor *x, const mrt_tensor 
     if (p->stride_h < 1 || p->stride_w < 1 || p->pad_h < 0 || p->pad_w < 0)
         return mrt_fail(MRT_ERR_ARG, "%s: stride %dx%d and padding %dx%d: strides must be >= 1 "
                         "and paddings >= 0", fn, p->stride_h, p->stride_w, p->pad_h, p->pad_w);
-    g->n = x->shape[0];
-    g->c = x->shape[1];
-    g->h = x->shape[2];
-    g->w = x->shape[3];
-    g->o = w->shape[0];
-    g->kh = w->shape[2];
-    g->kw = w->shape[3];
-    g->sh = p->stride_h;
-    g->sw = p->stride_w;
-    g->ph = p->pad_h;
-    g->pw = p->pad_w;
-    if (g->h + 2 * g->ph < g->kh || g->w + 2 * g->pw < g->kw)
+    if (x->shape[2] + 2 * (int64_t)p->pad_h < w->shape[2] ||
+        x->shape[3] + 2 * (int64_t)p->pad_w < w->shape[3])
         return mrt_fail(MRT_ERR_SHAPE,
                         "%s: input %s is too small for weight %s with padding %" PRId64
-                        "x%" PRId64, fn, SHP(x, xs), SHP(w, ws), g->ph, g->pw);
-    g->oh = (g->h + 2 * g->ph - g->kh) / g->sh + 1;
-    g->ow = (g->w + 2 * g->pw - g->kw) / g->sw + 1;
+                        "x%" PRId64, fn, SHP(x, xs), SHP(w, ws), (int64_t)p->pad_h,
+                        (int64_t)p->pad_w);
+    geometry(x, w, p, g);
     /* sgemm takes int dimensions: every matrix side the kernels form must
      * fit (K, O, and up to a whole batch of output positions). */
     int64_t k = g->c * g->kh * g->kw, pos = g->oh * g->ow, hw = g->h * g->w;
@@ -158,26 +169,41 @@ static mrt_status reserve(mrt_workspace *ws, mrt_workspace *local, size_t floats
 
 /* ---- forward ---------------------------------------------------------------- */
 
-mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
-                                   const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws,
-                                   const mrt_conv2d_opts *opts)
+/* Check and plan of the forward pass: y allocated on `dev` when empty. */
+static mrt_status forward_plan(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
+                               const mrt_tensor *b, const mrt_conv2d_params *p, mrt_tensor *y,
+                               mrt_device dev, mrt_conv_geom *g)
+{
+    mrt_status st;
+    if ((st = resolve(fn, x, w, b, p, g))) return st;
+    if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
+    const int64_t yshape[4] = {g->n, g->o, g->oh, g->ow};
+    return mrt_nn_prepare_out(fn, y, MRT_F32, 4, yshape, dev);
+}
+
+/* The algorithm options are the CPU kernels' (tests and benchmarks). */
+static mrt_status need_cpu(const char *fn, mrt_device dev)
+{
+    if (dev == MRT_CPU) return MRT_OK;
+    return mrt_fail(MRT_ERR_DEVICE, "%s: tensors are on %s, algorithm options are for the cpu",
+                    fn, mrt_device_name(dev));
+}
+
+static mrt_status cpu_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                              const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws,
+                              const mrt_conv2d_opts *opts)
 {
     static const char fn[] = "conv2d_forward";
     mrt_conv_geom g;
     mrt_conv_algo algo;
     int64_t nb;
     mrt_status st;
-    if ((st = resolve(fn, x, w, b, p, &g))) return st;
-    if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
+    geometry(x, w, p, &g);
     if ((st = pick_algo(fn, &g, opts, 0, &algo, &nb))) return st;
     if (p->inference && algo == MRT_CONV_WINOGRAD2 && (!opts || opts->algo == MRT_CONV_AUTO)) {
         algo = MRT_CONV_WINOGRAD;
         nb = mrt_conv_wino_block(&g, wino_m(algo));
     }
-    const int64_t yshape[4] = {g.n, g.o, g.oh, g.ow};
-    if ((st = mrt_tensor_prepare_out(fn, y, MRT_F32, 4, yshape))) return st;
-    if (g.n == 0) return MRT_OK;
-
     mrt_tensor xc = {0}, wc = {0}, bc = {0}, yt = {0};
     mrt_workspace local = {0};
     const mrt_tensor *ins[3] = {x, w, b};
@@ -205,11 +231,41 @@ done:
     return st;
 }
 
+mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                                   const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws,
+                                   const mrt_conv2d_opts *opts)
+{
+    static const char fn[] = "conv2d_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(fn, &dev, x, w, b, y);
+    mrt_conv_geom g;
+    mrt_conv_algo algo;
+    int64_t nb;
+    mrt_status st;
+    if ((st = need_cpu(fn, dev)) || (st = resolve(fn, x, w, b, p, &g)) ||
+        (st = pick_algo(fn, &g, opts, 0, &algo, &nb)) ||
+        (st = forward_plan(fn, x, w, b, p, y, dev, &g)))
+        return st;
+    return g.n == 0 ? MRT_OK : cpu_forward(x, w, b, p, y, ws, opts);
+}
+
 mrt_status mrt_conv2d_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
                               const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws)
 {
-    MRT_ROUTE("conv2d_forward", nn, conv2d_forward, (x, w, b, p, y, ws), x, w, b, y);
-    return mrt_conv2d_forward_opts(x, w, b, p, y, ws, NULL);
+    static const char fn[] = "conv2d_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(fn, &dev, x, w, b, y);
+    mrt_conv_geom g;
+    mrt_status st = forward_plan(fn, x, w, b, p, y, dev, &g);
+    if (st || g.n == 0) return st;
+    MRT_BACKEND_CALL(st, fn, dev, nn, conv2d_forward, (x, w, b, p, y, ws));
+    return st;
+}
+
+mrt_status mrt_cpu_conv2d_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                                  const mrt_conv2d_params *p, mrt_tensor *y, mrt_workspace *ws)
+{
+    return cpu_forward(x, w, b, p, y, ws, NULL);
 }
 
 /* ---- backward --------------------------------------------------------------- */
@@ -232,36 +288,39 @@ static void bias_grad(const mrt_conv_geom *g, const float *dy, float *db)
     }
 }
 
-mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
-                                    const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
-                                    mrt_tensor *db, mrt_workspace *ws,
-                                    const mrt_conv2d_opts *opts)
+/* Check and plan of the backward pass: dx allocated on `dev` when empty,
+ * dw and db zero-filled there when empty (they accumulate). */
+static mrt_status backward_plan(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
+                                const mrt_tensor *dy, const mrt_conv2d_params *p, mrt_tensor *dx,
+                                mrt_tensor *dw, mrt_tensor *db, mrt_device dev, mrt_conv_geom *g)
 {
-    static const char fn[] = "conv2d_backward";
     char s1[MRT_SHAPE_STRLEN], s2[MRT_SHAPE_STRLEN], s3[MRT_SHAPE_STRLEN], s4[MRT_SHAPE_STRLEN];
-    mrt_conv_geom g;
-    mrt_conv_algo algo;
-    int64_t nb;
     mrt_status st;
-    if ((st = resolve(fn, x, w, NULL, p, &g))) return st;
+    if ((st = resolve(fn, x, w, NULL, p, g))) return st;
     if ((st = mrt_nn_need_f32(fn, "grad_output", dy))) return st;
-    const int64_t yshape[4] = {g.n, g.o, g.oh, g.ow};
-    int same = dy->ndim == 4;
-    for (int i = 0; same && i < 4; i++) same = dy->shape[i] == yshape[i];
-    if (!same)
+    const int64_t yshape[4] = {g->n, g->o, g->oh, g->ow};
+    if (!mrt_nn_same_shape(dy, 4, yshape))
         return mrt_fail(MRT_ERR_SHAPE,
                         "%s: grad_output %s does not match the output shape %s of input %s "
                         "and weight %s", fn, SHP(dy, s1),
                         mrt_shape_str(4, yshape, s2, sizeof s2), SHP(x, s3), SHP(w, s4));
-    if ((st = pick_algo(fn, &g, opts, 1, &algo, &nb))) return st;
-    if (dx && (st = mrt_tensor_prepare_out(fn, dx, MRT_F32, 4, x->shape))) return st;
-    if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 4, w->shape))) return st;
-    if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &g.o))) return st;
-    if (g.n == 0) {
-        /* No images: dx is empty, and nothing accumulates. */
-        return MRT_OK;
-    }
+    if (dx && (st = mrt_nn_prepare_out(fn, dx, MRT_F32, 4, x->shape, dev))) return st;
+    if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 4, w->shape, dev))) return st;
+    if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &g->o, dev))) return st;
+    return MRT_OK;
+}
 
+static mrt_status cpu_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                               const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
+                               mrt_tensor *db, mrt_workspace *ws, const mrt_conv2d_opts *opts)
+{
+    static const char fn[] = "conv2d_backward";
+    mrt_conv_geom g;
+    mrt_conv_algo algo;
+    int64_t nb;
+    mrt_status st;
+    geometry(x, w, p, &g);
+    if ((st = pick_algo(fn, &g, opts, 1, &algo, &nb))) return st;
     mrt_tensor xc = {0}, wc = {0}, dyc = {0}, dxt = {0}, dwt = {0}, dbt = {0};
     mrt_workspace local = {0};
     const mrt_tensor *ins[3] = {x, w, dy};
@@ -302,11 +361,43 @@ done:
     return st;
 }
 
+mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                                    const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
+                                    mrt_tensor *db, mrt_workspace *ws,
+                                    const mrt_conv2d_opts *opts)
+{
+    static const char fn[] = "conv2d_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(fn, &dev, x, w, dy, dx, dw, db);
+    mrt_conv_geom g;
+    mrt_conv_algo algo;
+    int64_t nb;
+    mrt_status st;
+    if ((st = need_cpu(fn, dev)) || (st = resolve(fn, x, w, NULL, p, &g)) ||
+        (st = pick_algo(fn, &g, opts, 1, &algo, &nb)) ||
+        (st = backward_plan(fn, x, w, dy, p, dx, dw, db, dev, &g)))
+        return st;
+    /* No images: dx is empty, and nothing accumulates. */
+    return g.n == 0 ? MRT_OK : cpu_backward(x, w, dy, p, dx, dw, db, ws, opts);
+}
+
 mrt_status mrt_conv2d_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
                                const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
                                mrt_tensor *db, mrt_workspace *ws)
 {
-    MRT_ROUTE("conv2d_backward", nn, conv2d_backward, (x, w, dy, p, dx, dw, db, ws), x, w, dy, dx,
-              dw, db);
-    return mrt_conv2d_backward_opts(x, w, dy, p, dx, dw, db, ws, NULL);
+    static const char fn[] = "conv2d_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(fn, &dev, x, w, dy, dx, dw, db);
+    mrt_conv_geom g;
+    mrt_status st = backward_plan(fn, x, w, dy, p, dx, dw, db, dev, &g);
+    if (st || g.n == 0) return st;
+    MRT_BACKEND_CALL(st, fn, dev, nn, conv2d_backward, (x, w, dy, p, dx, dw, db, ws));
+    return st;
+}
+
+mrt_status mrt_cpu_conv2d_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                                   const mrt_conv2d_params *p, mrt_tensor *dx, mrt_tensor *dw,
+                                   mrt_tensor *db, mrt_workspace *ws)
+{
+    return cpu_backward(x, w, dy, p, dx, dw, db, ws, NULL);
 }

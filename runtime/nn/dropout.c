@@ -14,21 +14,7 @@
 #include "machrt/nn.h"
 #include "../core/strided.h"
 #include "nn_args.h"
-
-static mrt_status check_out(const char *op, const char *name, const mrt_tensor *out,
-                            const mrt_tensor *like)
-{
-    if (!out->storage) return MRT_OK;
-    mrt_status st = mrt_nn_need_f32(op, name, out);
-    if (st) return st;
-    if (!mrt_nn_same_shape_as(out, like)) {
-        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: output %s has shape %s, expected %s", op, name,
-                        mrt_shape_str(out->ndim, out->shape, a, sizeof a),
-                        mrt_shape_str(like->ndim, like->shape, b, sizeof b));
-    }
-    return MRT_OK;
-}
+#include "nn_cpu.h"
 
 /* mask <- mask01 * scale, y <- x * mask (operands: y, mask, x). */
 static void row_apply(void *ctx, char **p, const int64_t *s, int64_t n, int64_t start)
@@ -68,29 +54,57 @@ static void row_mul(void *ctx, char **p, const int64_t *s, int64_t n, int64_t st
     }
 }
 
-mrt_status mrt_dropout_forward(const mrt_tensor *x_in, double prob, mrt_rng *rng, mrt_tensor *y,
+mrt_status mrt_dropout_forward(const mrt_tensor *x, double prob, mrt_rng *rng, mrt_tensor *y,
                                mrt_tensor *mask)
 {
-    MRT_ROUTE("dropout_forward", nn, dropout_forward, (x_in, prob, rng, y, mask), x_in, y, mask);
     static const char *op = "dropout_forward";
-    mrt_status st = mrt_nn_need_f32(op, "input", x_in);
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, x, y, mask);
+    mrt_status st = mrt_nn_need_f32(op, "input", x);
     if (st) return st;
     if (!(prob >= 0.0 && prob <= 1.0))
         return mrt_fail(MRT_ERR_ARG, "%s: probability must be in [0, 1], got %g", op, prob);
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
-    const mrt_tensor x = *x_in; /* y may be x */
-    if ((st = check_out(op, "y", y, &x))) return st;
     /* mask NULL: the caller does not need a backward pass; a temporary
      * holds the draws. */
     mrt_tensor tmp = {0};
     mrt_tensor *m = mask ? mask : &tmp;
-    if ((st = check_out(op, "mask", m, &x))) return st;
-    const int y_new = !y->storage, m_new = !m->storage;
-    if (y_new && (st = mrt_tensor_alloc_uninit(y, MRT_F32, x.ndim, x.shape))) return st;
-    if (m_new && (st = mrt_tensor_alloc_uninit(m, MRT_F32, x.ndim, x.shape))) {
-        if (y_new) mrt_tensor_release(y);
+    mrt_nn_out slots[2];
+    if ((st = mrt_nn_out_check(op, &slots[0], y, "y", MRT_F32, x->ndim, x->shape)) ||
+        (st = mrt_nn_out_check(op, &slots[1], m, "mask", MRT_F32, x->ndim, x->shape)) ||
+        (st = mrt_nn_out_alloc(slots, 2, dev, 0)))
         return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, dropout_forward, (x, prob, rng, y, m));
+    st = mrt_nn_out_discard(slots, 2, st);
+    mrt_tensor_release(&tmp);
+    return st;
+}
+
+mrt_status mrt_dropout_backward(const mrt_tensor *dy, const mrt_tensor *mask, mrt_tensor *dx)
+{
+    static const char *op = "dropout_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, dy, mask, dx);
+    mrt_status st = mrt_nn_need_f32(op, "grad_output", dy);
+    if (!st) st = mrt_nn_need_f32(op, "mask", mask);
+    if (st) return st;
+    if (!mrt_nn_same_shape_as(mask, dy)) {
+        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: mask has shape %s, expected grad_output's shape %s", op,
+                        mrt_shape_str(mask->ndim, mask->shape, a, sizeof a),
+                        mrt_shape_str(dy->ndim, dy->shape, b, sizeof b));
     }
+    if ((st = mrt_nn_out_like(op, "dx", dx, dy, dev))) return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, dropout_backward, (dy, mask, dx));
+    return st;
+}
+
+/* mask is never NULL here: the op passes a temporary. */
+mrt_status mrt_cpu_dropout_forward(const mrt_tensor *x_in, double prob, mrt_rng *rng,
+                                   mrt_tensor *y, mrt_tensor *m)
+{
+    const mrt_tensor x = *x_in; /* y may be x */
+    mrt_status st;
     if (prob == 0.0) {
         /* The identity: a copy (bit for bit; in place when y is x), mask
          * all ones. */
@@ -111,32 +125,13 @@ mrt_status mrt_dropout_forward(const mrt_tensor *x_in, double prob, mrt_rng *rng
             mrt_iter_run(&it, row_apply, &scale);
         }
     }
-    if (st) {
-        if (y_new) mrt_tensor_release(y);
-        if (m_new) mrt_tensor_release(m);
-        return st;
-    }
-    mrt_tensor_release(&tmp);
-    return MRT_OK;
+    return st;
 }
 
-mrt_status mrt_dropout_backward(const mrt_tensor *dy_in, const mrt_tensor *mask_in, mrt_tensor *dx)
+mrt_status mrt_cpu_dropout_backward(const mrt_tensor *dy_in, const mrt_tensor *mask_in,
+                                    mrt_tensor *dx)
 {
-    MRT_ROUTE("dropout_backward", nn, dropout_backward, (dy_in, mask_in, dx), dy_in, mask_in, dx);
-    static const char *op = "dropout_backward";
-    mrt_status st = mrt_nn_need_f32(op, "grad_output", dy_in);
-    if (!st) st = mrt_nn_need_f32(op, "mask", mask_in);
-    if (st) return st;
     const mrt_tensor dy = *dy_in, mask = *mask_in; /* dx may be dy */
-    if (!mrt_nn_same_shape_as(&mask, &dy)) {
-        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: mask has shape %s, expected grad_output's shape %s", op,
-                        mrt_shape_str(mask.ndim, mask.shape, a, sizeof a),
-                        mrt_shape_str(dy.ndim, dy.shape, b, sizeof b));
-    }
-    if (!dx) return mrt_fail(MRT_ERR_ARG, "%s: output dx is required", op);
-    if ((st = check_out(op, "dx", dx, &dy))) return st;
-    if (!dx->storage && (st = mrt_tensor_alloc_uninit(dx, MRT_F32, dy.ndim, dy.shape))) return st;
     mrt_iter it;
     mrt_iter_init(&it, dy.ndim, dy.shape);
     mrt_iter_add(&it, dx);

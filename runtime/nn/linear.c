@@ -14,6 +14,7 @@
 #include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "nn_args.h"
+#include "nn_cpu.h"
 
 #define SHP(t, buf) mrt_shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
 
@@ -48,16 +49,24 @@ static mrt_status check_shapes(const char *fn, const mrt_tensor *x, const mrt_te
 mrt_status mrt_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
                               mrt_tensor *y)
 {
-    MRT_ROUTE("linear_forward", nn, linear_forward, (x, w, b, y), x, w, b, y);
     static const char fn[] = "linear_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(fn, &dev, x, w, b, y);
     mrt_status st;
     if ((st = check_shapes(fn, x, w, b))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
-    const int64_t n = x->shape[0], in = w->shape[1], out = w->shape[0];
-    const int64_t yshape[2] = {n, out};
-    if ((st = mrt_tensor_prepare_out(fn, y, MRT_F32, 2, yshape))) return st;
-    if (n == 0) return MRT_OK;
+    const int64_t yshape[2] = {x->shape[0], w->shape[0]};
+    if ((st = mrt_nn_prepare_out(fn, y, MRT_F32, 2, yshape, dev))) return st;
+    if (x->shape[0] == 0) return MRT_OK;
+    MRT_BACKEND_CALL(st, fn, dev, nn, linear_forward, (x, w, b, y));
+    return st;
+}
 
+mrt_status mrt_cpu_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
+                                  mrt_tensor *y)
+{
+    const int64_t n = x->shape[0], in = w->shape[1], out = w->shape[0];
+    mrt_status st = MRT_OK;
     mrt_tensor xc = {0}, wc = {0}, bc = {0}, yt = {0};
     const mrt_tensor *ins[3] = {x, w, b};
     int aside = 0;
@@ -85,23 +94,32 @@ done:
 mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
                                mrt_tensor *dx, mrt_tensor *dw, mrt_tensor *db)
 {
-    MRT_ROUTE("linear_backward", nn, linear_backward, (x, w, dy, dx, dw, db), x, w, dy, dx, dw, db);
     static const char fn[] = "linear_backward";
     char s1[MRT_SHAPE_STRLEN], s2[MRT_SHAPE_STRLEN], s3[MRT_SHAPE_STRLEN];
+    mrt_device dev;
+    MRT_OP_DEVICE(fn, &dev, x, w, dy, dx, dw, db);
     mrt_status st;
     if ((st = check_shapes(fn, x, w, NULL)) || (st = mrt_nn_need_f32(fn, "grad_output", dy)))
         return st;
-    const int64_t n = x->shape[0], in = w->shape[1], out = w->shape[0];
+    const int64_t n = x->shape[0], out = w->shape[0];
     if (dy->ndim != 2 || dy->shape[0] != n || dy->shape[1] != out)
         return mrt_fail(MRT_ERR_SHAPE,
                         "%s: grad_output %s does not match the output shape %" PRId64
                         "x%" PRId64 " of input %s and weight %s",
                         fn, SHP(dy, s1), n, out, SHP(x, s2), SHP(w, s3));
-    if (dx && (st = mrt_tensor_prepare_out(fn, dx, MRT_F32, 2, x->shape))) return st;
-    if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 2, w->shape))) return st;
-    if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &out))) return st;
+    if (dx && (st = mrt_nn_prepare_out(fn, dx, MRT_F32, 2, x->shape, dev))) return st;
+    if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 2, w->shape, dev))) return st;
+    if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &out, dev))) return st;
     if (n == 0) return MRT_OK;
+    MRT_BACKEND_CALL(st, fn, dev, nn, linear_backward, (x, w, dy, dx, dw, db));
+    return st;
+}
 
+mrt_status mrt_cpu_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,
+                                   mrt_tensor *dx, mrt_tensor *dw, mrt_tensor *db)
+{
+    const int64_t n = x->shape[0], in = w->shape[1], out = w->shape[0];
+    mrt_status st = MRT_OK;
     mrt_tensor xc = {0}, wc = {0}, dyc = {0}, dxt = {0}, dwt = {0}, dbt = {0};
     const mrt_tensor *ins[3] = {x, w, dy};
     int dx_aside = 0, dw_aside = 0, db_aside = 0;

@@ -12,6 +12,7 @@
 #include "machrt/nn.h"
 #include "../core/strided.h"
 #include "nn_args.h"
+#include "nn_cpu.h"
 
 #define LOSS_BLOCK 16384
 
@@ -24,11 +25,13 @@ static mrt_status fail_mismatch(const char *op, const char *name, const mrt_tens
                     mrt_shape_str(ref->ndim, ref->shape, b, sizeof b));
 }
 
-/* dlogits: the output convention with the output named in the message. */
-static mrt_status prepare_grad(const char *op, mrt_tensor *out, const mrt_tensor *like)
+/* dlogits: the output convention on `dev`, with the output named in the
+ * message. */
+static mrt_status prepare_grad(const char *op, mrt_tensor *out, const mrt_tensor *like,
+                               mrt_device dev)
 {
     if (!out) return mrt_fail(MRT_ERR_ARG, "%s: output dlogits is required", op);
-    if (!out->storage) return mrt_tensor_alloc_uninit(out, MRT_F32, like->ndim, like->shape);
+    if (!out->storage) return mrt_tensor_alloc_on(out, MRT_F32, like->ndim, like->shape, dev);
     mrt_status st = mrt_nn_need(op, "dlogits", out, MRT_F32);
     if (st) return st;
     if (!mrt_nn_same_shape_as(out, like)) return fail_mismatch(op, "output dlogits", out, "logits", like);
@@ -56,7 +59,8 @@ static mrt_status check_bce(const char *op, const mrt_tensor *logits, const mrt_
 {
     mrt_status st;
     if ((st = mrt_nn_need(op, "logits", logits, MRT_F32))) return st;
-    if (target->dtype == MRT_F32 && target->ndim == 1 && target->shape[0] == logits->shape[0])
+    if (target && target->storage && target->dtype == MRT_F32 && target->ndim == 1 &&
+        target->shape[0] == logits->shape[0])
         return mrt_fail(MRT_ERR_DTYPE,
                         "%s: a class-index target must be int64, got float32 (convert with :long())",
                         op);
@@ -72,11 +76,21 @@ static mrt_status check_bce(const char *op, const mrt_tensor *logits, const mrt_
 
 mrt_status mrt_bce_logits_forward(const mrt_tensor *logits, const mrt_tensor *target, double *loss)
 {
-    MRT_ROUTE("bce_logits_forward", nn, bce_logits_forward, (logits, target, loss), logits, target);
     static const char *op = "bce_logits_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, logits, target);
     mrt_status st;
     if ((st = check_bce(op, logits, target))) return st;
     if (!loss) return mrt_fail(MRT_ERR_ARG, "%s: loss pointer is required", op);
+    MRT_BACKEND_CALL(st, op, dev, nn, bce_logits_forward, (logits, target, loss));
+    return st;
+}
+
+mrt_status mrt_cpu_bce_logits_forward(const mrt_tensor *logits, const mrt_tensor *target,
+                                      double *loss)
+{
+    static const char *op = "bce_logits_forward";
+    mrt_status st;
     mrt_tensor z = {0}, t = {0};
     if ((st = mrt_tensor_contiguous(logits, &z))) return st;
     if ((st = mrt_tensor_contiguous(target, &t))) {
@@ -122,13 +136,21 @@ static void row_bce_grad(void *ctx, char **p, const int64_t *s, int64_t n, int64
 mrt_status mrt_bce_logits_backward(const mrt_tensor *logits_in, const mrt_tensor *target_in,
                                    mrt_tensor *dlogits)
 {
-    MRT_ROUTE("bce_logits_backward", nn, bce_logits_backward, (logits_in, target_in, dlogits),
-              logits_in, target_in, dlogits);
     static const char *op = "bce_logits_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, logits_in, target_in, dlogits);
     mrt_status st;
-    if ((st = check_bce(op, logits_in, target_in))) return st;
+    if ((st = check_bce(op, logits_in, target_in)) ||
+        (st = prepare_grad(op, dlogits, logits_in, dev)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, bce_logits_backward, (logits_in, target_in, dlogits));
+    return st;
+}
+
+mrt_status mrt_cpu_bce_logits_backward(const mrt_tensor *logits_in, const mrt_tensor *target_in,
+                                       mrt_tensor *dlogits)
+{
     const mrt_tensor z = *logits_in, t = *target_in; /* dlogits may be either */
-    if ((st = prepare_grad(op, dlogits, &z))) return st;
     double inv = 1.0 / (double)mrt_tensor_numel(&z);
     mrt_iter it;
     mrt_iter_init(&it, z.ndim, z.shape);
@@ -160,18 +182,22 @@ static mrt_status check_ce(const char *op, const mrt_tensor *logits, const mrt_t
                             op, mrt_shape_str(target->ndim, target->shape, a, sizeof a),
                             logits->shape[0], mrt_shape_str(logits->ndim, logits->shape, b, sizeof b));
         /* Checked here, before any output is written, so that a bad label is
-         * reported (by this thread) rather than read out of bounds. */
+         * reported rather than read out of bounds; labels on a device are
+         * read from a host copy (N integers). */
         const int64_t N = logits->shape[0], C = logits->shape[1];
-        const int64_t *pt = mrt_i64(target);
-        for (int64_t i = 0; i < N; i++) {
-            int64_t k = pt[i * target->stride[0]];
+        mrt_tensor host = {0};
+        if ((st = mrt_tensor_to(target, MRT_CPU, &host))) return st;
+        const int64_t *pt = mrt_i64(&host);
+        for (int64_t i = 0; i < N && !st; i++) {
+            int64_t k = pt[i * host.stride[0]];
             if (k < 0 || k >= C)
-                return mrt_fail(MRT_ERR_INDEX,
-                                "%s: target %" PRId64 " in row %" PRId64
-                                " is not a class index in 0..%" PRId64 " (%" PRId64 " classes)",
-                                op, k, i + 1, C - 1, C);
+                st = mrt_fail(MRT_ERR_INDEX,
+                              "%s: target %" PRId64 " in row %" PRId64
+                              " is not a class index in 0..%" PRId64 " (%" PRId64 " classes)",
+                              op, k, i + 1, C - 1, C);
         }
-        return MRT_OK;
+        mrt_tensor_release(&host);
+        return st;
     }
     if (target->dtype == MRT_F32 && target->ndim == 1 && target->shape[0] == logits->shape[0])
         return mrt_fail(MRT_ERR_DTYPE,
@@ -208,12 +234,20 @@ static inline void row_lse(const float *z, int64_t C, int64_t cs, double *mx, do
 mrt_status mrt_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor *target,
                                      double *loss)
 {
-    MRT_ROUTE("cross_entropy_forward", nn, cross_entropy_forward, (logits, target, loss), logits,
-              target);
     static const char *op = "cross_entropy_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, logits, target);
     mrt_status st;
     if ((st = check_ce(op, logits, target))) return st;
     if (!loss) return mrt_fail(MRT_ERR_ARG, "%s: loss pointer is required", op);
+    MRT_BACKEND_CALL(st, op, dev, nn, cross_entropy_forward, (logits, target, loss));
+    return st;
+}
+
+mrt_status mrt_cpu_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor *target,
+                                         double *loss)
+{
+    static const char *op = "cross_entropy_forward";
     const int64_t N = logits->shape[0], C = logits->shape[1];
     const int64_t rs = logits->stride[0], cs = logits->stride[1];
     const int by_index = target->dtype == MRT_I64;
@@ -252,13 +286,21 @@ mrt_status mrt_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor 
 mrt_status mrt_cross_entropy_backward(const mrt_tensor *logits_in, const mrt_tensor *target_in,
                                       mrt_tensor *dlogits)
 {
-    MRT_ROUTE("cross_entropy_backward", nn, cross_entropy_backward, (logits_in, target_in,
-              dlogits), logits_in, target_in, dlogits);
     static const char *op = "cross_entropy_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, logits_in, target_in, dlogits);
     mrt_status st;
-    if ((st = check_ce(op, logits_in, target_in))) return st;
+    if ((st = check_ce(op, logits_in, target_in)) ||
+        (st = prepare_grad(op, dlogits, logits_in, dev)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, cross_entropy_backward, (logits_in, target_in, dlogits));
+    return st;
+}
+
+mrt_status mrt_cpu_cross_entropy_backward(const mrt_tensor *logits_in,
+                                          const mrt_tensor *target_in, mrt_tensor *dlogits)
+{
     const mrt_tensor z = *logits_in, t = *target_in; /* dlogits may be logits */
-    if ((st = prepare_grad(op, dlogits, &z))) return st;
     const mrt_tensor g = *dlogits;
     const int64_t N = z.shape[0], C = z.shape[1];
     const int64_t rs = z.stride[0], cs = z.stride[1];

@@ -1,13 +1,11 @@
 #include <string.h>
+#include "machrt/backend.h"
 #include "nn_args.h"
 
 mrt_status mrt_nn_need(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dtype)
 {
     if (!t || !t->storage)
         return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, this kernel runs on the cpu", op,
-                        name, mrt_device_name(t->storage->device));
     if (t->dtype != dtype)
         return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be %s, got %s", op, name,
                         mrt_dtype_name(dtype), mrt_dtype_name(t->dtype));
@@ -42,20 +40,44 @@ mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, cons
     return MRT_OK;
 }
 
-mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n)
+mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n, mrt_device device, int zero)
 {
     for (int i = 0; i < n; i++) {
         if (!slots[i].dst || slots[i].dst->storage) continue;
-        mrt_status st = mrt_tensor_alloc_uninit(slots[i].dst, slots[i].dtype, slots[i].ndim,
-                                                slots[i].shape);
-        if (st) {
-            for (int j = 0; j < i; j++)
-                if (slots[j].allocated) mrt_tensor_release(slots[j].dst);
-            return st;
-        }
-        slots[i].allocated = 1;
+        mrt_status st = mrt_tensor_alloc_on(slots[i].dst, slots[i].dtype, slots[i].ndim,
+                                            slots[i].shape, device);
+        if (!st) slots[i].allocated = 1;
+        if (!st && zero) st = mrt_tensor_fill(slots[i].dst, 0.0);
+        if (st) return mrt_nn_out_discard(slots, i + 1, st);
     }
     return MRT_OK;
+}
+
+mrt_status mrt_nn_out_discard(mrt_nn_out *slots, int n, mrt_status st)
+{
+    for (int i = 0; st && i < n; i++)
+        if (slots[i].allocated) {
+            mrt_tensor_release(slots[i].dst);
+            slots[i].allocated = 0;
+        }
+    return st;
+}
+
+mrt_status mrt_nn_out_like(const char *op, const char *name, mrt_tensor *out,
+                           const mrt_tensor *like, mrt_device device)
+{
+    if (!out) return mrt_fail(MRT_ERR_ARG, "%s: output %s is required", op, name);
+    mrt_nn_out slot;
+    mrt_status st = mrt_nn_out_check(op, &slot, out, name, MRT_F32, like->ndim, like->shape);
+    if (!st) st = mrt_nn_out_alloc(&slot, 1, device, 0);
+    return st;
+}
+
+mrt_status mrt_nn_prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
+                              const int64_t *shape, mrt_device device)
+{
+    if (!out->storage) return mrt_tensor_alloc_on(out, dtype, ndim, shape, device);
+    return mrt_tensor_prepare_out(op, out, dtype, ndim, shape);
 }
 
 mrt_status mrt_nn_write_target(const mrt_tensor *out, const mrt_tensor *const *inputs,
@@ -75,9 +97,13 @@ mrt_status mrt_nn_write_target(const mrt_tensor *out, const mrt_tensor *const *i
 }
 
 mrt_status mrt_nn_grad_target(const char *op, const char *what, mrt_tensor *grad, int ndim,
-                              const int64_t *shape)
+                              const int64_t *shape, mrt_device device)
 {
-    if (!grad->storage) return mrt_tensor_alloc(grad, MRT_F32, ndim, shape);
+    if (!grad->storage) {
+        mrt_status st = mrt_tensor_alloc_on(grad, MRT_F32, ndim, shape, device);
+        if (!st && (st = mrt_tensor_fill(grad, 0.0))) mrt_tensor_release(grad);
+        return st;
+    }
     mrt_status st = mrt_nn_need_f32(op, what, grad);
     if (st) return st;
     if (!mrt_nn_same_shape(grad, ndim, shape)) {

@@ -1,13 +1,24 @@
 /* Internal: the argument checks and the output convention shared by the
- * layer kernels (batch norm, activations, pooling, dropout, losses), so
- * every kernel words its errors the same way. */
+ * layers' public entry points, so every op words its errors the same way
+ * whatever the device.
+ *
+ * Each op in runtime/nn and runtime/optim runs in three steps, as ggml
+ * builds its graph before a backend computes it:
+ *   1. check: the tensors' common device (mrt_op_device), then dtypes,
+ *      shapes and parameters against each other (one check per layer for
+ *      forward and backward);
+ *   2. plan: output shapes, outputs allocated on that device (empty ones)
+ *      or checked (allocated ones), gradients zero-filled when new;
+ *   3. route: the device's backend function (MRT_BACKEND_CALL), which
+ *      receives validated, allocated arguments and only computes. */
 #ifndef MACHRT_NN_ARGS_H
 #define MACHRT_NN_ARGS_H
 
 #include "machrt/tensor.h"
 
-/* t must be allocated, on the CPU, of the given dtype; `name` is how the
- * message calls it ("x", "dy", "output dx", ...). */
+/* t must be allocated and of the given dtype; `name` is how the message
+ * calls it ("x", "dy", "output dx", ...). The device is the op's common
+ * device, checked before (mrt_op_device). */
 mrt_status mrt_nn_need(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dtype);
 static inline mrt_status mrt_nn_need_f32(const char *op, const char *name, const mrt_tensor *t)
 {
@@ -34,7 +45,23 @@ typedef struct {
 
 mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, const char *name,
                             mrt_dtype dtype, int ndim, const int64_t *shape);
-mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n);
+/* Allocates the empty outputs on `device`; `zero` fills them with zeros
+ * (outputs a kernel accumulates into). */
+mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n, mrt_device device, int zero);
+/* After a failed kernel: releases the outputs mrt_nn_out_alloc allocated,
+ * so the caller's tensors are as they were. Returns st. */
+mrt_status mrt_nn_out_discard(mrt_nn_out *slots, int n, mrt_status st);
+
+/* An output of `like`'s shape (elementwise layers): NULL is an error,
+ * an allocated one is checked (mrt_nn_out_check), an empty one allocated
+ * on `device`. */
+mrt_status mrt_nn_out_like(const char *op, const char *name, mrt_tensor *out,
+                           const mrt_tensor *like, mrt_device device);
+
+/* tensor.h's output convention on `device`: an empty `out` is allocated
+ * there, an allocated one is checked (mrt_tensor_prepare_out's messages). */
+mrt_status mrt_nn_prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
+                              const int64_t *shape, mrt_device device);
 
 /* Where a kernel writes `out`: `out` itself when it is contiguous and shares
  * no storage with the inputs (*aside = 0), else a fresh contiguous tensor of
@@ -43,9 +70,10 @@ mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n);
 mrt_status mrt_nn_write_target(const mrt_tensor *out, const mrt_tensor *const *inputs,
                                int ninputs, int zero, mrt_tensor *target, int *aside);
 
-/* A parameter gradient to accumulate into: allocated zero-filled when empty,
- * otherwise checked against the parameter's shape (`what` names it). */
+/* A parameter gradient to accumulate into: allocated zero-filled on
+ * `device` when empty, otherwise checked against the parameter's shape
+ * (`what` names it). */
 mrt_status mrt_nn_grad_target(const char *op, const char *what, mrt_tensor *grad, int ndim,
-                              const int64_t *shape);
+                              const int64_t *shape, mrt_device device);
 
 #endif

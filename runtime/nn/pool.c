@@ -12,6 +12,7 @@
 #include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "nn_args.h"
+#include "nn_cpu.h"
 
 /* Below this many elements a parallel region costs more than the work. */
 #define POOL_PARALLEL_MIN 32768
@@ -69,8 +70,9 @@ static mrt_status check_pool_params(const char *op, const mrt_pool2d_params *p)
 mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p, mrt_tensor *y,
                                  mrt_tensor *indices)
 {
-    MRT_ROUTE("maxpool2d_forward", nn, maxpool2d_forward, (x, p, y, indices), x, y, indices);
     static const char *op = "maxpool2d_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, x, y, indices);
     mrt_status st;
     if ((st = mrt_nn_need(op, "input", x, MRT_F32))) return st;
     if ((st = need_ndim(op, "input", x, 4, "N,C,H,W"))) return st;
@@ -93,12 +95,24 @@ mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p
                         mrt_shape_str(x->ndim, x->shape, a, sizeof a));
     }
     const int64_t oshape[4] = {N, C, OH, OW};
-    const mrt_tensor xv = *x;
     mrt_nn_out slots[2];
     if ((st = mrt_nn_out_check(op, &slots[0], y, "y", MRT_F32, 4, oshape))) return st;
     if ((st = mrt_nn_out_check(op, &slots[1], indices, "indices", MRT_I64, 4, oshape))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
-    if ((st = mrt_nn_out_alloc(slots, 2))) return st;
+    if ((st = mrt_nn_out_alloc(slots, 2, dev, 0))) return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, maxpool2d_forward, (x, p, y, indices));
+    return mrt_nn_out_discard(slots, 2, st);
+}
+
+mrt_status mrt_cpu_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p,
+                                     mrt_tensor *y, mrt_tensor *indices)
+{
+    static const char *op = "maxpool2d_forward";
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t kh = p->kernel_h, kw = p->kernel_w, sh = p->stride_h, sw = p->stride_w;
+    const int64_t ph = p->pad_h, pw = p->pad_w;
+    const int64_t OH = y->shape[2], OW = y->shape[3];
+    const mrt_tensor xv = *x;
     const mrt_tensor yv = *y, iv = indices ? *indices : (mrt_tensor){0};
     const int64_t xsh = xv.stride[2], xsw = xv.stride[3];
     /* Locals: stores through the int64 index pointer could alias the
@@ -115,11 +129,7 @@ mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p
                               (split ? (size_t)(H * sw * LW) * sizeof(float) : 0);
     const int nthreads = par ? omp_get_max_threads() : 1;
     char *scratch = malloc((size_t)nthreads * per_thread + 16);
-    if (!scratch) {
-        if (slots[0].allocated) mrt_tensor_release(y);
-        if (slots[1].allocated) mrt_tensor_release(indices);
-        return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory", op);
-    }
+    if (!scratch) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory", op);
 
     /* A window is scanned in row-major order with PyTorch's rule: strict >
      * keeps the first of equal maxima; NaN is always taken (propagates);
@@ -203,16 +213,16 @@ mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p
 mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices, int64_t in_h,
                                   int64_t in_w, mrt_tensor *dx)
 {
-    MRT_ROUTE("maxpool2d_backward", nn, maxpool2d_backward, (dy, indices, in_h, in_w, dx), dy,
-              indices, dx);
     static const char *op = "maxpool2d_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, dy, indices, dx);
     mrt_status st;
     if ((st = mrt_nn_need(op, "grad_output", dy, MRT_F32))) return st;
     if ((st = need_ndim(op, "grad_output", dy, 4, "N,C,OH,OW"))) return st;
     if ((st = mrt_nn_need(op, "indices", indices, MRT_I64))) return st;
     if (!mrt_nn_same_shape(indices, 4, dy->shape)) return fail_shape(op, "indices", indices, 4, dy->shape);
     if (!dx) return mrt_fail(MRT_ERR_ARG, "%s: output dx is required", op);
-    const int64_t N = dy->shape[0], C = dy->shape[1], OH = dy->shape[2], OW = dy->shape[3];
+    const int64_t N = dy->shape[0], C = dy->shape[1];
     int64_t H = in_h, W = in_w;
     if (dx->storage) {
         if ((st = mrt_nn_need(op, "dx", dx, MRT_F32))) return st;
@@ -233,12 +243,26 @@ mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indice
     }
     const int64_t xshape[4] = {N, C, H, W};
     mrt_nn_out slot;
-    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, xshape))) return st;
+    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, xshape)) ||
+        (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, maxpool2d_backward, (dy, indices, in_h, in_w, dx));
+    return mrt_nn_out_discard(&slot, 1, st);
+}
+
+mrt_status mrt_cpu_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices,
+                                      int64_t in_h, int64_t in_w, mrt_tensor *dx)
+{
+    static const char *op = "maxpool2d_backward";
+    (void)in_h, (void)in_w; /* dx, allocated, has the input size */
+    const int64_t N = dy->shape[0], C = dy->shape[1], OH = dy->shape[2], OW = dy->shape[3];
+    const int64_t H = dx->shape[2], W = dx->shape[3];
     const int64_t planes = N * C, hw = H * W;
     const mrt_tensor iv = *indices, gv = *dy;
 
     /* Indices come from the caller: check them all before writing, so a bad
-     * one is an error rather than a write outside the plane. */
+     * one is an error rather than a write outside the plane. The check
+     * reads the values, so it is the kernel's, not the op's. */
     int64_t bad = 0;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (planes * OH * OW >= POOL_PARALLEL_MIN)
     for (int64_t pl = 0; pl < planes; pl++) {
@@ -261,7 +285,6 @@ mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indice
                                 op, k, pl / C + 1, pl % C + 1, oh + 1, ow + 1, H, W);
         }
     }
-    if ((st = mrt_nn_out_alloc(&slot, 1))) return st;
     const mrt_tensor dv = *dx;
     const int64_t dsh = dv.stride[2], dsw = dv.stride[3];
     const int contiguous_plane = (dsw == 1 || W == 1) && (dsh == W || H == 1);
@@ -325,20 +348,35 @@ static mrt_status check_pool_input(const char *op, const mrt_tensor *x)
     return MRT_OK;
 }
 
-mrt_status mrt_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y)
+/* Checks x (N,C,H,W, planes not empty) and y (N,C) for the forward passes
+ * of the global poolings. */
+static mrt_status check_global_forward(const char *op, const mrt_tensor *x, mrt_tensor *y,
+                                       mrt_nn_out *slot)
 {
-    MRT_ROUTE("avgpool_global_forward", nn, avgpool_global_forward, (x, y), x, y);
-    static const char *op = "avgpool_global_forward";
     mrt_status st;
     if ((st = check_pool_input(op, x))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
-    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-    const int64_t oshape[2] = {N, C};
-    const mrt_tensor xv = *x;
+    const int64_t oshape[2] = {x->shape[0], x->shape[1]};
+    return mrt_nn_out_check(op, slot, y, "y", MRT_F32, 2, oshape);
+}
+
+mrt_status mrt_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y)
+{
+    static const char *op = "avgpool_global_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, x, y);
     mrt_nn_out slot;
-    if ((st = mrt_nn_out_check(op, &slot, y, "y", MRT_F32, 2, oshape))) return st;
-    if ((st = mrt_nn_out_alloc(&slot, 1))) return st;
-    const mrt_tensor yv = *y;
+    mrt_status st;
+    if ((st = check_global_forward(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, avgpool_global_forward, (x, y));
+    return mrt_nn_out_discard(&slot, 1, st);
+}
+
+mrt_status mrt_cpu_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y)
+{
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const mrt_tensor xv = *x, yv = *y;
     const int64_t planes = N * C;
     const double inv = 1.0 / (double)(H * W);
 #pragma omp parallel for schedule(static) if (planes * H * W >= POOL_PARALLEL_MIN)
@@ -382,12 +420,22 @@ static mrt_status check_global_backward(const char *op, const mrt_tensor *dy, in
 mrt_status mrt_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64_t in_w,
                                        mrt_tensor *dx)
 {
-    MRT_ROUTE("avgpool_global_backward", nn, avgpool_global_backward, (dy, in_h, in_w, dx), dy, dx);
     static const char *op = "avgpool_global_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, dy, dx);
     mrt_nn_out slot;
     mrt_status st;
-    if ((st = check_global_backward(op, dy, in_h, in_w, dx, &slot))) return st;
-    if ((st = mrt_nn_out_alloc(&slot, 1))) return st;
+    if ((st = check_global_backward(op, dy, in_h, in_w, dx, &slot)) ||
+        (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, avgpool_global_backward, (dy, in_h, in_w, dx));
+    return mrt_nn_out_discard(&slot, 1, st);
+}
+
+mrt_status mrt_cpu_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64_t in_w,
+                                           mrt_tensor *dx)
+{
+    (void)in_h, (void)in_w; /* dx, allocated, has the input size */
     const mrt_tensor gv = *dy, dv = *dx;
     const int64_t N = dv.shape[0], C = dv.shape[1], H = dv.shape[2], W = dv.shape[3];
     const int64_t planes = N * C;
@@ -417,7 +465,10 @@ static mrt_status check_gem_p(const char *op, const mrt_tensor *p, double eps, d
         return mrt_fail(MRT_ERR_SHAPE, "%s: p must hold one element, got shape %s", op,
                         mrt_shape_str(p->ndim, p->shape, a, sizeof a));
     }
-    *pv = (double)*mrt_f32(p);
+    /* Read through the backend: p may live on the device. */
+    float v;
+    if ((st = mrt_tensor_read_elem(p, p->offset, &v))) return st;
+    *pv = (double)v;
     if (!isfinite(*pv) || *pv == 0.0)
         return mrt_fail(MRT_ERR_ARG, "%s: p must be finite and non-zero, got %g", op, *pv);
     /* eps > 0 keeps log(c) (for dp) and c^(p-1) finite. */
@@ -441,20 +492,24 @@ static double gem_plane_sum(const float *px, int64_t H, int64_t W, int64_t sh, i
 
 mrt_status mrt_gem_forward(const mrt_tensor *x, const mrt_tensor *p, double eps, mrt_tensor *y)
 {
-    MRT_ROUTE("gem_forward", nn, gem_forward, (x, p, eps, y), x, p, y);
     static const char *op = "gem_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, x, p, y);
+    mrt_nn_out slot;
     mrt_status st;
     double pv;
-    if ((st = check_pool_input(op, x))) return st;
-    if ((st = check_gem_p(op, p, eps, &pv))) return st;
-    if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
+    if ((st = check_pool_input(op, x)) || (st = check_gem_p(op, p, eps, &pv)) ||
+        (st = check_global_forward(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, gem_forward, (x, p, eps, y));
+    return mrt_nn_out_discard(&slot, 1, st);
+}
+
+mrt_status mrt_cpu_gem_forward(const mrt_tensor *x, const mrt_tensor *p, double eps, mrt_tensor *y)
+{
+    const double pv = (double)*mrt_f32(p);
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-    const int64_t oshape[2] = {N, C};
-    const mrt_tensor xv = *x;
-    mrt_nn_out slot;
-    if ((st = mrt_nn_out_check(op, &slot, y, "y", MRT_F32, 2, oshape))) return st;
-    if ((st = mrt_nn_out_alloc(&slot, 1))) return st;
-    const mrt_tensor yv = *y;
+    const mrt_tensor xv = *x, yv = *y;
     const int64_t planes = N * C;
     const double inv = 1.0 / (double)(H * W);
     /* pow costs far more than a load: parallel even for small heads. */
@@ -479,13 +534,14 @@ mrt_status mrt_gem_backward(const mrt_tensor *x, const mrt_tensor *p, double eps
                             const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx,
                             mrt_tensor *dp)
 {
-    MRT_ROUTE("gem_backward", nn, gem_backward, (x, p, eps, y, dy, dx, dp), x, p, y, dy, dx, dp);
     static const char *op = "gem_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, x, p, y, dy, dx, dp);
     mrt_status st;
     double pv;
     if ((st = check_pool_input(op, x))) return st;
     if ((st = check_gem_p(op, p, eps, &pv))) return st;
-    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t N = x->shape[0], C = x->shape[1];
     const int64_t oshape[2] = {N, C};
     if ((st = mrt_nn_need(op, "y", y, MRT_F32))) return st;
     if (!mrt_nn_same_shape(y, 2, oshape)) return fail_shape(op, "y", y, 2, oshape);
@@ -495,17 +551,27 @@ mrt_status mrt_gem_backward(const mrt_tensor *x, const mrt_tensor *p, double eps
         if ((st = mrt_nn_need(op, "dp", dp, MRT_F32))) return st;
         if (mrt_tensor_numel(dp) != 1) return fail_shape(op, "dp", dp, p->ndim, p->shape);
     }
-    const mrt_tensor xv = *x, gv = *dy;
     mrt_nn_out slot;
-    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, xv.shape))) return st;
+    if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, x->shape)) ||
+        (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, gem_backward, (x, p, eps, y, dy, dx, dp));
+    return mrt_nn_out_discard(&slot, 1, st);
+}
+
+mrt_status mrt_cpu_gem_backward(const mrt_tensor *x, const mrt_tensor *p, double eps,
+                                const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx,
+                                mrt_tensor *dp)
+{
+    static const char *op = "gem_backward";
+    (void)y; /* shape-checked only: the mean is recomputed from x */
+    const double pv = (double)*mrt_f32(p);
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const mrt_tensor xv = *x, gv = *dy;
     const int64_t planes = N * C;
     double *dp_part = NULL;
     if (dp && !(dp_part = malloc((size_t)planes * sizeof *dp_part + 1)))
         return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory", op);
-    if ((st = mrt_nn_out_alloc(&slot, 1))) {
-        free(dp_part);
-        return st;
-    }
     const mrt_tensor dv = dx ? *dx : (mrt_tensor){0};
     const double inv = 1.0 / (double)(H * W);
     const int64_t hw = H * W;

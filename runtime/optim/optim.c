@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include "machrt/backend.h"
 #include "machrt/optim.h"
+#include "optim_cpu.h"
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -35,7 +36,8 @@
 #define SUMSQ_BLOCK 65536
 
 /* A state or gradient buffer must be the parameter's twin: same shape,
- * float32, contiguous, on the CPU. `what` names it in the message. */
+ * float32, contiguous (on the op's common device, checked before). `what`
+ * names it in the message. */
 static mrt_status check_buffer(const char *op, const char *what, const mrt_tensor *t,
                                const mrt_tensor *like)
 {
@@ -43,9 +45,6 @@ static mrt_status check_buffer(const char *op, const char *what, const mrt_tenso
     if (t->dtype != MRT_F32)
         return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be float32, got %s", op, what,
                         mrt_dtype_name(t->dtype));
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s; this kernel runs on the cpu", op, what,
-                        mrt_device_name(t->storage->device));
     if (!mrt_tensor_is_contiguous(t))
         return mrt_fail(MRT_ERR_ARG, "%s: %s must be contiguous (call :contiguous())", op, what);
     if (like) {
@@ -125,13 +124,12 @@ static void adamw_range(const adamw_coef *c, float *p, const float *g, float *m,
     }
 }
 
-mrt_status mrt_adamw_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *exp_avg,
-                          mrt_tensor *exp_avg_sq, mrt_tensor *max_exp_avg_sq,
-                          const mrt_adamw_config *cfg, int64_t step)
+/* Checks every argument of an AdamW step (both devices). */
+static mrt_status check_adamw(const char *op, const mrt_tensor *param, const mrt_tensor *grad,
+                              const mrt_tensor *exp_avg, const mrt_tensor *exp_avg_sq,
+                              const mrt_tensor *max_exp_avg_sq, const mrt_adamw_config *cfg,
+                              int64_t step)
 {
-    MRT_ROUTE("adamw_step", optim, adamw_step, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
-              cfg, step), param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq);
-    static const char op[] = "adamw_step";
     mrt_status st;
     if (!cfg) return mrt_fail(MRT_ERR_ARG, "%s: no configuration given", op);
     if ((st = check_buffer(op, "param", param, NULL)) ||
@@ -150,7 +148,27 @@ mrt_status mrt_adamw_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor 
     if (step < 1)
         return mrt_fail(MRT_ERR_ARG, "%s: step must be >= 1 (1 on the first update), got %lld", op,
                         (long long)step);
+    return MRT_OK;
+}
 
+mrt_status mrt_adamw_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *exp_avg,
+                          mrt_tensor *exp_avg_sq, mrt_tensor *max_exp_avg_sq,
+                          const mrt_adamw_config *cfg, int64_t step)
+{
+    static const char op[] = "adamw_step";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq);
+    mrt_status st = check_adamw(op, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, step);
+    if (!st)
+        MRT_BACKEND_CALL(st, op, dev, optim, adamw_step,
+                         (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, cfg, step));
+    return st;
+}
+
+mrt_status mrt_cpu_adamw_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *exp_avg,
+                              mrt_tensor *exp_avg_sq, mrt_tensor *max_exp_avg_sq,
+                              const mrt_adamw_config *cfg, int64_t step)
+{
     const int64_t n = mrt_tensor_numel(param);
     float *p = mrt_f32(param), *m = mrt_f32(exp_avg), *v = mrt_f32(exp_avg_sq);
     float *vmax = cfg->amsgrad ? mrt_f32(max_exp_avg_sq) : NULL;
@@ -177,12 +195,9 @@ mrt_status mrt_adamw_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor 
     return MRT_OK;
 }
 
-mrt_status mrt_sgd_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *momentum_buf,
-                        const mrt_sgd_config *cfg, int first)
+static mrt_status check_sgd(const char *op, const mrt_tensor *param, const mrt_tensor *grad,
+                            const mrt_tensor *momentum_buf, const mrt_sgd_config *cfg)
 {
-    MRT_ROUTE("sgd_step", optim, sgd_step, (param, grad, momentum_buf, cfg, first), param, grad,
-              momentum_buf);
-    static const char op[] = "sgd_step";
     mrt_status st;
     if (!cfg) return mrt_fail(MRT_ERR_ARG, "%s: no configuration given", op);
     if ((st = check_buffer(op, "param", param, NULL)) ||
@@ -196,9 +211,25 @@ mrt_status mrt_sgd_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *m
     if (cfg->nesterov && (cfg->momentum <= 0.0 || cfg->dampening != 0.0))
         return mrt_fail(MRT_ERR_ARG, "%s: nesterov needs momentum > 0 and dampening 0 "
                         "(got momentum %g, dampening %g)", op, cfg->momentum, cfg->dampening);
-    const int use_momentum = cfg->momentum != 0.0;
-    if (use_momentum && (st = check_buffer(op, "momentum_buf", momentum_buf, param))) return st;
+    if (cfg->momentum != 0.0) return check_buffer(op, "momentum_buf", momentum_buf, param);
+    return MRT_OK;
+}
 
+mrt_status mrt_sgd_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *momentum_buf,
+                        const mrt_sgd_config *cfg, int first)
+{
+    static const char op[] = "sgd_step";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, param, grad, momentum_buf);
+    mrt_status st = check_sgd(op, param, grad, momentum_buf, cfg);
+    if (!st) MRT_BACKEND_CALL(st, op, dev, optim, sgd_step, (param, grad, momentum_buf, cfg, first));
+    return st;
+}
+
+mrt_status mrt_cpu_sgd_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *momentum_buf,
+                            const mrt_sgd_config *cfg, int first)
+{
+    const int use_momentum = cfg->momentum != 0.0;
     const int64_t n = mrt_tensor_numel(param);
     float *p = mrt_f32(param), *buf = use_momentum ? mrt_f32(momentum_buf) : NULL;
     const float *g = mrt_f32(grad);
@@ -224,11 +255,19 @@ mrt_status mrt_sgd_step(mrt_tensor *param, const mrt_tensor *grad, mrt_tensor *m
 
 mrt_status mrt_sum_squares(const mrt_tensor *t, double *out)
 {
-    MRT_ROUTE("sum_squares", optim, sum_squares, (t, out), t);
     static const char op[] = "sum_squares";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, t);
     mrt_status st = check_buffer(op, "tensor", t, NULL);
     if (st) return st;
     if (!out) return mrt_fail(MRT_ERR_ARG, "%s: no output given", op);
+    MRT_BACKEND_CALL(st, op, dev, optim, sum_squares, (t, out));
+    return st;
+}
+
+mrt_status mrt_cpu_sum_squares(const mrt_tensor *t, double *out)
+{
+    static const char op[] = "sum_squares";
     const int64_t n = mrt_tensor_numel(t);
     const float *x = mrt_f32(t);
     int64_t nblocks = (n + SUMSQ_BLOCK - 1) / SUMSQ_BLOCK;

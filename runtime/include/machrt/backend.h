@@ -2,17 +2,24 @@
  * device.
  *
  * The public functions (mrt_binary, mrt_conv2d_forward, mrt_adamw_step, ...)
- * are the entry points. Each first finds the device of its tensor arguments
- * (MRT_ROUTE below): tensors on different devices are an MRT_ERR_DEVICE
- * error naming both; a non-CPU device hands the call, unchanged, to that
- * device's table; the CPU falls through to the function's own body. The
- * CPU path therefore stays a direct call (one check per op, nothing per
- * element), and the CPU table below points at those same functions.
+ * are the entry points. The layer and optimizer ops (runtime/nn,
+ * runtime/optim) check, plan, then route: they find the device of their
+ * tensor arguments (MRT_OP_DEVICE: tensors on different devices are an
+ * MRT_ERR_DEVICE error naming both), check every argument and allocate the
+ * outputs on that device, and only then call that device's table
+ * (MRT_BACKEND_CALL), whose functions receive validated, allocated
+ * arguments and only compute; so an argument error reads the same on every
+ * device. The CPU table points at the CPU kernels (runtime/nn/nn_cpu.h,
+ * runtime/optim/optim_cpu.h).
+ *
+ * The other ops still route first (MRT_ROUTE below): a non-CPU device gets
+ * the call unchanged, the CPU falls through to the function's own body, and
+ * the CPU table points at those public functions.
  *
  * The CUDA table exists only in builds with MRT_HAVE_CUDA (make CUDA=1, or
  * the emulation build of the test suite, where the same .cu sources run on
- * the CPU; see runtime/cuda/README). Without it mrt_backend_get(MRT_CUDA)
- * is NULL and device tensors cannot be created. */
+ * the CPU; see runtime/cuda/cuda_common.h). Without it
+ * mrt_backend_get(MRT_CUDA) is NULL and device tensors cannot be created. */
 #ifndef MACHRT_BACKEND_H
 #define MACHRT_BACKEND_H
 
@@ -159,7 +166,29 @@ const char *mrt_gemm_precision(void);
 mrt_status mrt_common_device(const char *op, const mrt_tensor *const *ts, int n,
                              mrt_device *device);
 
-/* The dispatch at the top of a public op: `FAM.FN ARGS` on the tensors'
+/* The failure of an op whose device's backend lacks it. */
+mrt_status mrt_backend_missing(const char *op, mrt_device device);
+
+/* Step 1 of a checked op: the device shared by the tensor arguments, into
+ * *DEVP; returns the MRT_ERR_DEVICE error when they differ. */
+#define MRT_OP_DEVICE(OPNAME, DEVP, ...)                                                       \
+    do {                                                                                       \
+        const mrt_tensor *const mrt_dev_ts_[] = {__VA_ARGS__};                                 \
+        mrt_status mrt_dev_st_ = mrt_common_device(                                           \
+            (OPNAME), mrt_dev_ts_, (int)(sizeof mrt_dev_ts_ / sizeof mrt_dev_ts_[0]), (DEVP)); \
+        if (mrt_dev_st_) return mrt_dev_st_;                                                   \
+    } while (0)
+
+/* Step 3: ST = FAM.FN ARGS on the backend of DEV, once the arguments are
+ * checked and the outputs allocated. */
+#define MRT_BACKEND_CALL(ST, OPNAME, DEV, FAM, FN, ARGS)                                       \
+    do {                                                                                       \
+        const mrt_backend *const mrt_call_b_ = mrt_backend_get(DEV);                           \
+        (ST) = mrt_call_b_ && mrt_call_b_->FAM.FN ? mrt_call_b_->FAM.FN ARGS                   \
+                                                  : mrt_backend_missing((OPNAME), (DEV));      \
+    } while (0)
+
+/* The dispatch at the top of a public op that checks nothing itself: `FAM.FN ARGS` on the tensors'
  * device when that is not the CPU; falls through on the CPU. */
 #define MRT_ROUTE(OPNAME, FAM, FN, ARGS, ...)                                                   \
     do {                                                                                       \
@@ -172,8 +201,7 @@ mrt_status mrt_common_device(const char *op, const mrt_tensor *const *ts, int n,
         if (mrt_route_dev_ != MRT_CPU) {                                                       \
             const mrt_backend *mrt_route_b_ = mrt_backend_get(mrt_route_dev_);                 \
             if (!mrt_route_b_ || !mrt_route_b_->FAM.FN)                                        \
-                return mrt_fail(MRT_ERR_DEVICE, "%s: not available on %s", (OPNAME),           \
-                                mrt_device_name(mrt_route_dev_));                              \
+                return mrt_backend_missing((OPNAME), mrt_route_dev_);                          \
             return mrt_route_b_->FAM.FN ARGS;                                                  \
         }                                                                                      \
     } while (0)
