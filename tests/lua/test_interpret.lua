@@ -41,7 +41,7 @@ local function fixture(opts)
     require("machrt.synth").generate(data, { clips = 8, seed = 4, channels = opts.channels })
     local files = { "pump/id_00/normal/00000000.wav", "fan/id_00/normal/00000000.wav",
                     "slider/id_00/normal/00000000.wav", "fan/id_02/normal/00000000.wav",
-                    "pump/id_02/normal/00000000.wav", "slider/id_02/normal/00000000.wav" }
+                    "pump/id_02/abnormal/00000000.wav", "slider/id_02/normal/00000000.wav" }
     local val = { files = files, rows = { 2, 1, 3, 5, 6, 7 } }
     local ev = { probs = mt.tensor(PROBS), items = { 1, 2, 3, 4, 5, 6 }, true_index = TRUE,
                  loss = 0.42, skipped = {} }
