@@ -374,15 +374,6 @@ mrt_status mrt_mel_spec_forward(const mrt_mel_spec *m, const mrt_tensor *wave, m
     mrt_status st = mrt_common_device(what, devs, 2, &device);
     if (st) return st;
     if ((st = mrt_framer_wave(&m->fr, what, wave, &x, &batch, &n, &batched))) return st;
-    if (device != MRT_CPU) {
-        /* Checked and contiguous on its device: the device's front end. */
-        const mrt_backend *b = mrt_backend_get(device);
-        st = b && b->audio.mel_forward
-                 ? b->audio.mel_forward(m, &x, out)
-                 : mrt_fail(MRT_ERR_DEVICE, "%s: not available on %s", what, mrt_device_name(device));
-        mrt_tensor_release(&x);
-        return st;
-    }
     const mrt_stft_config *c = &m->cfg.stft;
     const int64_t T = mrt_stft_frames(n, c->n_fft, c->hop_length, c->center);
     const int nf = m->n_freqs, nm = m->n_mels;
@@ -390,7 +381,13 @@ mrt_status mrt_mel_spec_forward(const mrt_mel_spec *m, const mrt_tensor *wave, m
     int64_t *sh = batched ? shape : shape + 1;
     int nd = batched ? 3 : 2;
     mrt_tensor res = {0};
-    if ((st = mrt_tensor_prepare_out(what, out, MRT_F32, nd, sh))) goto done;
+    if ((st = mrt_tensor_prepare_out_on(what, out, MRT_F32, nd, sh, device))) goto done;
+    if (device != MRT_CPU) {
+        /* Checked and contiguous on its device, out allocated: the
+         * device's front end. */
+        MRT_BACKEND_CALL(st, what, device, audio, mel_forward, (m, &x, out));
+        goto done;
+    }
     /* Written through a contiguous result; copied when the caller's output
      * is a strided view. */
     const int direct = mrt_tensor_is_contiguous(out);
@@ -540,12 +537,17 @@ mrt_status mrt_amplitude_to_db(const mrt_tensor *x, double multiplier, double to
         return mrt_fail(MRT_ERR_ARG, "%s: multiplier must be positive, got %g", what, multiplier);
     if (!(top_db < 0) && !isfinite(top_db))
         return mrt_fail(MRT_ERR_ARG, "%s: top_db must be a finite number of dB, got %g", what, top_db);
-    MRT_ROUTE(what, audio, amplitude_to_db, (x, multiplier, top_db, out), x, out);
+    mrt_device device;
+    MRT_OP_DEVICE(what, &device, x, out);
     /* Copy the header first: `out` may be `x` (in place). */
     mrt_tensor xv = *x, src = {0}, res = {0};
-    mrt_status st = mrt_tensor_contiguous(&xv, &src);
+    mrt_status st = mrt_tensor_prepare_out_on(what, out, MRT_F32, xv.ndim, xv.shape, device);
     if (st) return st;
-    if ((st = mrt_tensor_prepare_out(what, out, MRT_F32, xv.ndim, xv.shape))) goto done;
+    if (device != MRT_CPU) {
+        MRT_BACKEND_CALL(st, what, device, audio, amplitude_to_db, (x, multiplier, top_db, out));
+        return st;
+    }
+    if ((st = mrt_tensor_contiguous(&xv, &src))) return st;
     const int direct = mrt_tensor_is_contiguous(out);
     if (direct) mrt_tensor_share(&res, out);
     else if ((st = mrt_tensor_alloc_uninit(&res, MRT_F32, xv.ndim, xv.shape))) goto done;

@@ -1,19 +1,21 @@
 /* The backend tables and the device-level tensor helpers (see backend.h).
  *
- * The CPU table's layer and optimizer entries are the CPU kernels, which
- * the checked public ops call once their arguments are valid; its other
- * entries are the public functions themselves, which run their own bodies
- * on CPU tensors. */
+ * The CPU table's entries are the CPU kernels, which the public ops call
+ * once their arguments are checked and their outputs allocated; the audio
+ * entries are the public functions, which run their CPU bodies inline. */
 #include <string.h>
 #include "machrt/backend.h"
 #include "../nn/nn_cpu.h"
 #include "../optim/optim_cpu.h"
+#include "../cpu/tensor_cpu.h"
+#include "rng_cpu.h"
 
 static const mrt_backend cpu_backend = {
     .name = "cpu",
     .device = MRT_CPU,
-    .tensor = {mrt_tensor_copy, mrt_tensor_fill, mrt_tensor_fill_range, mrt_binary,
-               mrt_binary_scalar, mrt_unary, mrt_reduce_all, mrt_reduce_dim, mrt_matmul},
+    .tensor = {mrt_cpu_copy, mrt_cpu_fill, mrt_cpu_fill_range, mrt_cpu_binary,
+               mrt_cpu_binary_scalar, mrt_cpu_unary, mrt_cpu_reduce_all, mrt_cpu_reduce_dim,
+               mrt_cpu_matmul},
     .nn = {mrt_cpu_conv2d_forward, mrt_cpu_conv2d_backward, mrt_cpu_linear_forward,
            mrt_cpu_linear_backward, mrt_cpu_batchnorm2d_forward, mrt_cpu_batchnorm2d_backward,
            mrt_cpu_relu_forward, mrt_cpu_relu_backward, mrt_cpu_maxpool2d_forward,
@@ -23,7 +25,7 @@ static const mrt_backend cpu_backend = {
            mrt_cpu_bce_logits_backward, mrt_cpu_cross_entropy_forward,
            mrt_cpu_cross_entropy_backward},
     .optim = {mrt_cpu_adamw_step, mrt_cpu_sgd_step, mrt_cpu_sum_squares},
-    .rng = {mrt_rng_uniform, mrt_rng_normal, mrt_rng_bernoulli},
+    .rng = {mrt_cpu_rng_uniform, mrt_cpu_rng_normal, mrt_cpu_rng_bernoulli},
     .audio = {mrt_mel_spec_forward, mrt_amplitude_to_db},
 };
 
@@ -197,6 +199,13 @@ mrt_status mrt_tensor_to(const mrt_tensor *t, mrt_device device, mrt_tensor *out
     }
     *out = r;
     return MRT_OK;
+}
+
+mrt_status mrt_tensor_prepare_out_on(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
+                                     const int64_t *shape, mrt_device device)
+{
+    if (!out->storage) return mrt_tensor_alloc_on(out, dtype, ndim, shape, device);
+    return mrt_tensor_prepare_out(op, out, dtype, ndim, shape);
 }
 
 mrt_status mrt_tensor_to_async(const mrt_tensor *t, mrt_device device, mrt_tensor *out)

@@ -6,6 +6,7 @@
  * the same tensor bit for bit. */
 #include "machrt/backend.h"
 #include "machrt/rng.h"
+#include "rng_cpu.h"
 
 #include <math.h>
 
@@ -140,16 +141,19 @@ static void fill_range(const dist *d, const mrt_tensor *t, float *base, int64_t 
     }
 }
 
-static mrt_status fill(mrt_rng *rng, mrt_tensor *t, dist *d, const char *op)
+/* The generator and the tensor of a draw, on any device. */
+static mrt_status check_target(const char *op, const mrt_rng *rng, const mrt_tensor *t)
 {
     if (rng == NULL || t == NULL || t->storage == NULL)
         return mrt_fail(MRT_ERR_ARG, "%s: tensor is not allocated", op);
     if (t->dtype != MRT_F32)
         return mrt_fail(MRT_ERR_DTYPE, "%s: needs a float32 tensor, got %s", op,
                         mrt_dtype_name(t->dtype));
-    if (t->storage->device != MRT_CPU)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: needs a cpu tensor, got %s", op,
-                        mrt_device_name(t->storage->device));
+    return MRT_OK;
+}
+
+static mrt_status fill(mrt_rng *rng, mrt_tensor *t, dist *d)
+{
     int64_t n = 1;
     for (int k = 0; k < t->ndim; k++)
         n *= t->shape[k];
@@ -189,9 +193,46 @@ static mrt_status fill(mrt_rng *rng, mrt_tensor *t, dist *d, const char *op)
 
 mrt_status mrt_rng_uniform(mrt_rng *rng, mrt_tensor *t, double low, double high)
 {
-    MRT_ROUTE("rng uniform", rng, uniform, (rng, t, low, high), t);
+    static const char op[] = "rng uniform";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, t);
+    mrt_status st = check_target(op, rng, t);
+    if (st) return st;
     if (!isfinite(low) || !isfinite(high) || !(low <= high))
         return mrt_fail(MRT_ERR_ARG, "rng uniform: need finite low <= high, got [%g, %g)", low, high);
+    MRT_BACKEND_CALL(st, op, dev, rng, uniform, (rng, t, low, high));
+    return st;
+}
+
+mrt_status mrt_rng_normal(mrt_rng *rng, mrt_tensor *t, double mean, double std)
+{
+    static const char op[] = "rng normal";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, t);
+    mrt_status st = check_target(op, rng, t);
+    if (st) return st;
+    if (!isfinite(mean) || !isfinite(std) || std < 0.0)
+        return mrt_fail(MRT_ERR_ARG, "rng normal: need finite mean and std >= 0, got mean %g std %g",
+                        mean, std);
+    MRT_BACKEND_CALL(st, op, dev, rng, normal, (rng, t, mean, std));
+    return st;
+}
+
+mrt_status mrt_rng_bernoulli(mrt_rng *rng, mrt_tensor *t, double p)
+{
+    static const char op[] = "rng bernoulli";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, t);
+    mrt_status st = check_target(op, rng, t);
+    if (st) return st;
+    if (!(p >= 0.0 && p <= 1.0))
+        return mrt_fail(MRT_ERR_ARG, "rng bernoulli: p must be in [0, 1], got %g", p);
+    MRT_BACKEND_CALL(st, op, dev, rng, bernoulli, (rng, t, p));
+    return st;
+}
+
+mrt_status mrt_cpu_rng_uniform(mrt_rng *rng, mrt_tensor *t, double low, double high)
+{
     float fhigh = (float)high;
     /* If high rounds down to a float at or below low, no float lies in the
      * range except low itself. */
@@ -199,24 +240,17 @@ mrt_status mrt_rng_uniform(mrt_rng *rng, mrt_tensor *t, double low, double high)
     if (upper < (float)low)
         upper = (float)low;
     dist d = {.kind = DIST_UNIFORM, .a = low, .b = high, .upper = upper};
-    return fill(rng, t, &d, "rng uniform");
+    return fill(rng, t, &d);
 }
 
-mrt_status mrt_rng_normal(mrt_rng *rng, mrt_tensor *t, double mean, double std)
+mrt_status mrt_cpu_rng_normal(mrt_rng *rng, mrt_tensor *t, double mean, double std)
 {
-    MRT_ROUTE("rng normal", rng, normal, (rng, t, mean, std), t);
-    if (!isfinite(mean) || !isfinite(std) || std < 0.0)
-        return mrt_fail(MRT_ERR_ARG, "rng normal: need finite mean and std >= 0, got mean %g std %g",
-                        mean, std);
     dist d = {.kind = DIST_NORMAL, .a = mean, .b = std};
-    return fill(rng, t, &d, "rng normal");
+    return fill(rng, t, &d);
 }
 
-mrt_status mrt_rng_bernoulli(mrt_rng *rng, mrt_tensor *t, double p)
+mrt_status mrt_cpu_rng_bernoulli(mrt_rng *rng, mrt_tensor *t, double p)
 {
-    MRT_ROUTE("rng bernoulli", rng, bernoulli, (rng, t, p), t);
-    if (!(p >= 0.0 && p <= 1.0))
-        return mrt_fail(MRT_ERR_ARG, "rng bernoulli: p must be in [0, 1], got %g", p);
     dist d = {.kind = DIST_BERNOULLI, .a = p};
-    return fill(rng, t, &d, "rng bernoulli");
+    return fill(rng, t, &d);
 }

@@ -1,9 +1,12 @@
-/* Elementwise float32 ops with numpy broadcasting, copy and fill. */
+/* Elementwise float32 ops with numpy broadcasting, copy and fill: the
+ * public ops (check, output shape and allocation on the tensors' device,
+ * then the device's kernel) and the CPU kernels. */
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
 #include "machrt/backend.h"
 #include "../core/strided.h"
+#include "tensor_cpu.h"
 
 const char *mrt_binop_name(mrt_binop op)
 {
@@ -90,18 +93,38 @@ static mrt_row_fn binary_row(mrt_binop op)
 mrt_status mrt_binary(mrt_binop op, const mrt_tensor *a, const mrt_tensor *b, mrt_tensor *out)
 {
     const char *name = mrt_binop_name(op);
-    MRT_ROUTE(name, tensor, binary, (op, a, b, out), a, b, out);
+    mrt_device dev;
+    MRT_OP_DEVICE(name, &dev, a, b, out);
     mrt_status st = require_f32(name, a);
     if (!st) st = require_f32(name, b);
     if (st) return st;
     int nd;
     int64_t shape[MRT_MAX_DIMS];
-    if ((st = mrt_broadcast_shape(name, a, b, &nd, shape))) return st;
-    /* Copy the operand headers first: `out` may be `a` or `b` (in place). */
-    mrt_tensor ta = *a, tb = *b;
-    if ((st = mrt_tensor_prepare_out(name, out, MRT_F32, nd, shape))) return st;
+    if ((st = mrt_broadcast_shape(name, a, b, &nd, shape)) ||
+        (st = mrt_tensor_prepare_out_on(name, out, MRT_F32, nd, shape, dev)))
+        return st;
+    MRT_BACKEND_CALL(st, name, dev, tensor, binary, (op, a, b, out));
+    return st;
+}
+
+mrt_status mrt_binary_scalar(mrt_binop op, const mrt_tensor *a, double s, int scalar_left,
+                             mrt_tensor *out)
+{
+    const char *name = mrt_binop_name(op);
+    mrt_device dev;
+    MRT_OP_DEVICE(name, &dev, a, out);
+    mrt_status st = require_f32(name, a);
+    if (!st) st = mrt_tensor_prepare_out_on(name, out, MRT_F32, a->ndim, a->shape, dev);
+    if (!st) MRT_BACKEND_CALL(st, name, dev, tensor, binary_scalar, (op, a, s, scalar_left, out));
+    return st;
+}
+
+/* out has the broadcast shape; it may be a or b (in place). */
+mrt_status mrt_cpu_binary(mrt_binop op, const mrt_tensor *a, const mrt_tensor *b, mrt_tensor *out)
+{
+    const mrt_tensor ta = *a, tb = *b;
     mrt_iter it;
-    mrt_iter_init(&it, nd, shape);
+    mrt_iter_init(&it, out->ndim, out->shape);
     mrt_iter_add(&it, out);
     mrt_iter_add(&it, &ta);
     mrt_iter_add(&it, &tb);
@@ -109,15 +132,10 @@ mrt_status mrt_binary(mrt_binop op, const mrt_tensor *a, const mrt_tensor *b, mr
     return MRT_OK;
 }
 
-mrt_status mrt_binary_scalar(mrt_binop op, const mrt_tensor *a, double s, int scalar_left,
-                             mrt_tensor *out)
+mrt_status mrt_cpu_binary_scalar(mrt_binop op, const mrt_tensor *a, double s, int scalar_left,
+                                 mrt_tensor *out)
 {
-    const char *name = mrt_binop_name(op);
-    MRT_ROUTE(name, tensor, binary_scalar, (op, a, s, scalar_left, out), a, out);
-    mrt_status st = require_f32(name, a);
-    if (st) return st;
-    mrt_tensor ta = *a;
-    if ((st = mrt_tensor_prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
+    const mrt_tensor ta = *a;
     float value = (float)s;
     mrt_iter it;
     mrt_iter_init(&it, ta.ndim, ta.shape);
@@ -159,14 +177,20 @@ UNARY_ROW(row_tanh, tanhf(x))
 
 mrt_status mrt_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor *out)
 {
+    const char *name = mrt_unop_name(op);
+    mrt_device dev;
+    MRT_OP_DEVICE(name, &dev, a, out);
+    mrt_status st = require_f32(name, a);
+    if (!st) st = mrt_tensor_prepare_out_on(name, out, MRT_F32, a->ndim, a->shape, dev);
+    if (!st) MRT_BACKEND_CALL(st, name, dev, tensor, unary, (op, a, out));
+    return st;
+}
+
+mrt_status mrt_cpu_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor *out)
+{
     static const mrt_row_fn rows[] = {row_neg, row_exp,  row_log,  row_sigmoid,
                                       row_relu, row_abs, row_sqrt, row_tanh};
-    const char *name = mrt_unop_name(op);
-    MRT_ROUTE(name, tensor, unary, (op, a, out), a, out);
-    mrt_status st = require_f32(name, a);
-    if (st) return st;
-    mrt_tensor ta = *a;
-    if ((st = mrt_tensor_prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
+    const mrt_tensor ta = *a; /* out may be a */
     mrt_iter it;
     mrt_iter_init(&it, ta.ndim, ta.shape);
     mrt_iter_add(&it, out);
@@ -200,7 +224,8 @@ mrt_status mrt_tensor_copy(mrt_tensor *dst, const mrt_tensor *src)
     if (!dst->storage || !src->storage)
         return mrt_fail(MRT_ERR_ARG, "copy: tensor has been released");
     if (dst->storage->device != src->storage->device) return mrt_tensor_copy_across(dst, src);
-    MRT_ROUTE("copy", tensor, copy, (dst, src), dst);
+    mrt_device dev;
+    MRT_OP_DEVICE("copy", &dev, dst, src);
     int nd;
     int64_t shape[MRT_MAX_DIMS];
     mrt_status st = mrt_broadcast_shape("copy", dst, src, &nd, shape);
@@ -212,6 +237,12 @@ mrt_status mrt_tensor_copy(mrt_tensor *dst, const mrt_tensor *src)
                         mrt_shape_str(src->ndim, src->shape, y, sizeof y),
                         mrt_shape_str(dst->ndim, dst->shape, x, sizeof x));
     }
+    MRT_BACKEND_CALL(st, "copy", dev, tensor, copy, (dst, src));
+    return st;
+}
+
+mrt_status mrt_cpu_copy(mrt_tensor *dst, const mrt_tensor *src)
+{
     mrt_row_fn fn = dst->dtype == MRT_F32 ? (src->dtype == MRT_F32 ? row_copy_ff : row_copy_fl)
                                           : (src->dtype == MRT_F32 ? row_copy_lf : row_copy_ll);
     mrt_iter it;
@@ -241,7 +272,25 @@ static void row_fill_range_l(void *ctx, char **p, const int64_t *s, int64_t n, i
 mrt_status mrt_tensor_fill_range(mrt_tensor *t, double start, double step)
 {
     if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
-    MRT_ROUTE("fill", tensor, fill_range, (t, start, step), t);
+    mrt_device dev;
+    MRT_OP_DEVICE("fill", &dev, t);
+    mrt_status st;
+    MRT_BACKEND_CALL(st, "fill", dev, tensor, fill_range, (t, start, step));
+    return st;
+}
+
+mrt_status mrt_tensor_fill(mrt_tensor *t, double value)
+{
+    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
+    mrt_device dev;
+    MRT_OP_DEVICE("fill", &dev, t);
+    mrt_status st;
+    MRT_BACKEND_CALL(st, "fill", dev, tensor, fill, (t, value));
+    return st;
+}
+
+mrt_status mrt_cpu_fill_range(mrt_tensor *t, double start, double step)
+{
     range_ctx r = {start, step};
     mrt_iter it;
     mrt_iter_init(&it, t->ndim, t->shape);
@@ -250,10 +299,8 @@ mrt_status mrt_tensor_fill_range(mrt_tensor *t, double start, double step)
     return MRT_OK;
 }
 
-mrt_status mrt_tensor_fill(mrt_tensor *t, double value)
+mrt_status mrt_cpu_fill(mrt_tensor *t, double value)
 {
-    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
-    MRT_ROUTE("fill", tensor, fill, (t, value), t);
     float f = (float)value;
     int64_t l = (int64_t)value;
     mrt_iter it;

@@ -6,6 +6,8 @@
 #include <inttypes.h>
 #include <cblas.h>
 #include "machrt/backend.h"
+#include "matmul_geom.h"
+#include "tensor_cpu.h"
 
 typedef struct {
     const float *ptr;
@@ -40,75 +42,94 @@ static mrt_status fail_shapes(const char *why, const mrt_tensor *a, const mrt_te
                     mrt_shape_str(b->ndim, b->shape, y, sizeof y));
 }
 
-mrt_status mrt_matmul(const mrt_tensor *a_in, const mrt_tensor *b_in, mrt_tensor *out)
+mrt_status mrt_matmul_geometry(const mrt_tensor *a_in, const mrt_tensor *b_in, mrt_matmul_geom *g)
 {
-    if (!a_in->storage || !b_in->storage)
-        return mrt_fail(MRT_ERR_ARG, "matmul: tensor has been released");
-    MRT_ROUTE("matmul", tensor, matmul, (a_in, b_in, out), a_in, b_in, out);
-    if (a_in->dtype != MRT_F32 || b_in->dtype != MRT_F32)
-        return mrt_fail(MRT_ERR_DTYPE, "matmul: expected float32 tensors, got %s and %s",
-                        mrt_dtype_name(a_in->dtype), mrt_dtype_name(b_in->dtype));
     if (a_in->ndim == 0 || b_in->ndim == 0)
         return fail_shapes("both operands need at least one dimension", a_in, b_in);
-
-    /* Promote 1-D operands to a row (left) or column (right) matrix; the
-     * promoted dimension is dropped from the result again, as numpy does. */
-    mrt_tensor a = *a_in, b = *b_in;
+    mrt_tensor *a = &g->a, *b = &g->b;
+    *a = *a_in;
+    *b = *b_in;
     int drop_rows = 0, drop_cols = 0;
-    if (a.ndim == 1) {
-        a.ndim = 2; a.shape[1] = a.shape[0]; a.stride[1] = a.stride[0];
-        a.shape[0] = 1; a.stride[0] = 0;
+    if (a->ndim == 1) {
+        a->ndim = 2; a->shape[1] = a->shape[0]; a->stride[1] = a->stride[0];
+        a->shape[0] = 1; a->stride[0] = 0;
         drop_rows = 1;
     }
-    if (b.ndim == 1) {
-        b.ndim = 2; b.shape[1] = 1; b.stride[1] = 0;
+    if (b->ndim == 1) {
+        b->ndim = 2; b->shape[1] = 1; b->stride[1] = 0;
         drop_cols = 1;
     }
-    const int64_t m = a.shape[a.ndim - 2], k = a.shape[a.ndim - 1];
-    const int64_t n = b.shape[b.ndim - 1];
-    if (b.shape[b.ndim - 2] != k) return fail_shapes("inner dimensions differ", a_in, b_in);
-
-    /* Broadcast the batch dimensions. */
-    int bnd = (a.ndim > b.ndim ? a.ndim : b.ndim) - 2;
-    if (bnd + 2 > MRT_MAX_DIMS) return fail_shapes("too many dimensions", a_in, b_in);
-    int64_t bshape[MRT_MAX_DIMS], astr[MRT_MAX_DIMS], bstr[MRT_MAX_DIMS];
-    int64_t batch = 1;
-    for (int i = 0; i < bnd; i++) {
-        int ia = i - (bnd - (a.ndim - 2)), ib = i - (bnd - (b.ndim - 2));
-        int64_t sa = ia >= 0 ? a.shape[ia] : 1, sb = ib >= 0 ? b.shape[ib] : 1;
+    g->m = a->shape[a->ndim - 2];
+    g->k = a->shape[a->ndim - 1];
+    g->n = b->shape[b->ndim - 1];
+    if (b->shape[b->ndim - 2] != g->k) return fail_shapes("inner dimensions differ", a_in, b_in);
+    g->bnd = (a->ndim > b->ndim ? a->ndim : b->ndim) - 2;
+    if (g->bnd + 2 > MRT_MAX_DIMS) return fail_shapes("too many dimensions", a_in, b_in);
+    g->batch = 1;
+    for (int i = 0; i < g->bnd; i++) {
+        int ia = i - (g->bnd - (a->ndim - 2)), ib = i - (g->bnd - (b->ndim - 2));
+        int64_t sa = ia >= 0 ? a->shape[ia] : 1, sb = ib >= 0 ? b->shape[ib] : 1;
         if (sa != sb && sa != 1 && sb != 1)
             return fail_shapes("batch dimensions cannot be broadcast", a_in, b_in);
-        bshape[i] = sa == 1 ? sb : sa;
-        astr[i] = (ia >= 0 && sa != 1) ? a.stride[ia] : 0;
-        bstr[i] = (ib >= 0 && sb != 1) ? b.stride[ib] : 0;
-        batch *= bshape[i];
+        g->bshape[i] = sa == 1 ? sb : sa;
+        g->batch *= g->bshape[i];
     }
-    int64_t oshape[MRT_MAX_DIMS];
-    int ond = 0;
-    for (int i = 0; i < bnd; i++) oshape[ond++] = bshape[i];
-    if (!drop_rows) oshape[ond++] = m;
-    if (!drop_cols) oshape[ond++] = n;
+    g->ond = 0;
+    for (int i = 0; i < g->bnd; i++) g->oshape[g->ond++] = g->bshape[i];
+    if (!drop_rows) g->oshape[g->ond++] = g->m;
+    if (!drop_cols) g->oshape[g->ond++] = g->n;
+    return MRT_OK;
+}
 
+mrt_status mrt_matmul(const mrt_tensor *a, const mrt_tensor *b, mrt_tensor *out)
+{
+    if (!a->storage || !b->storage)
+        return mrt_fail(MRT_ERR_ARG, "matmul: tensor has been released");
+    mrt_device dev;
+    MRT_OP_DEVICE("matmul", &dev, a, b, out);
+    if (a->dtype != MRT_F32 || b->dtype != MRT_F32)
+        return mrt_fail(MRT_ERR_DTYPE, "matmul: expected float32 tensors, got %s and %s",
+                        mrt_dtype_name(a->dtype), mrt_dtype_name(b->dtype));
+    mrt_matmul_geom g;
     mrt_status st;
-    if (out->storage) {
-        /* sgemm overwrites C before it has read A and B, so an output that
-         * shares storage with an input, or that sgemm cannot address, gets
-         * the product computed aside and copied in. */
-        if ((st = mrt_tensor_prepare_out("matmul", out, MRT_F32, ond, oshape))) return st;
-        if (out->storage == a_in->storage || out->storage == b_in->storage ||
-            !mrt_tensor_is_contiguous(out)) {
-            mrt_tensor tmp = {0};
-            if ((st = mrt_matmul(a_in, b_in, &tmp))) return st;
-            st = mrt_tensor_copy(out, &tmp);
-            mrt_tensor_release(&tmp);
-            return st;
-        }
-    } else if ((st = mrt_tensor_alloc_uninit(out, MRT_F32, ond, oshape))) {
+    if ((st = mrt_matmul_geometry(a, b, &g)) ||
+        (st = mrt_tensor_prepare_out_on("matmul", out, MRT_F32, g.ond, g.oshape, dev)))
+        return st;
+    /* The GEMMs overwrite C before they have read A and B, so an output
+     * that shares storage with an input, or that is strided, gets the
+     * product computed aside and copied in. */
+    if (out->storage == a->storage || out->storage == b->storage ||
+        !mrt_tensor_is_contiguous(out)) {
+        mrt_tensor tmp = {0};
+        if ((st = mrt_matmul(a, b, &tmp))) return st;
+        st = mrt_tensor_copy(out, &tmp);
+        mrt_tensor_release(&tmp);
         return st;
     }
+    if (g.m == 0 || g.n == 0 || g.batch == 0) return MRT_OK;
+    if (g.k == 0) return mrt_tensor_fill(out, 0.0);
+    MRT_BACKEND_CALL(st, "matmul", dev, tensor, matmul, (a, b, out));
+    return st;
+}
+
+/* out: contiguous, of the result's shape, sharing no storage with a or b;
+ * m, n, k and the batch are not 0. */
+mrt_status mrt_cpu_matmul(const mrt_tensor *a_in, const mrt_tensor *b_in, mrt_tensor *out)
+{
+    mrt_matmul_geom g;
+    mrt_status st = mrt_matmul_geometry(a_in, b_in, &g);
+    if (st) return st;
+    const mrt_tensor a = g.a, b = g.b;
+    const int64_t m = g.m, k = g.k, n = g.n, batch = g.batch;
+    const int bnd = g.bnd;
+    const int64_t *bshape = g.bshape;
+    int64_t astr[MRT_MAX_DIMS], bstr[MRT_MAX_DIMS];
+    for (int i = 0; i < bnd; i++) {
+        int ia = i - (bnd - (a.ndim - 2)), ib = i - (bnd - (b.ndim - 2));
+        astr[i] = (ia >= 0 && a.shape[ia] != 1) ? a.stride[ia] : 0;
+        bstr[i] = (ib >= 0 && b.shape[ib] != 1) ? b.stride[ib] : 0;
+    }
     float *c = mrt_f32(out);
-    if (m == 0 || n == 0 || batch == 0) return MRT_OK;
-    if (k == 0) return mrt_tensor_fill(out, 0.0);
 
     /* Layouts sgemm cannot take directly are copied once, up front. */
     mrt_tensor ac = {0}, bc = {0};

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include "machrt/backend.h"
+#include "tensor_cpu.h"
 
 #define REDUCE_BLOCK 65536
 
@@ -41,12 +42,22 @@ static mrt_status check_input(const char *op, const mrt_tensor *a)
 mrt_status mrt_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value, int64_t *index)
 {
     const char *name = mrt_reduceop_name(op);
-    MRT_ROUTE(name, tensor, reduce_all, (op, a, value, index), a);
+    mrt_device dev;
+    MRT_OP_DEVICE(name, &dev, a);
     mrt_status st = check_input(name, a);
     if (st) return st;
-    int64_t n = mrt_tensor_numel(a);
-    if (n == 0 && is_extreme(op))
+    if (mrt_tensor_numel(a) == 0 && is_extreme(op))
         return mrt_fail(MRT_ERR_SHAPE, "%s: tensor has no elements", name);
+    MRT_BACKEND_CALL(st, name, dev, tensor, reduce_all, (op, a, value, index));
+    return st;
+}
+
+mrt_status mrt_cpu_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value,
+                              int64_t *index)
+{
+    const char *name = mrt_reduceop_name(op);
+    const int64_t n = mrt_tensor_numel(a);
+    mrt_status st;
     mrt_tensor c = {0};
     if ((st = mrt_tensor_contiguous(a, &c))) return st;
     const float *x = mrt_f32(&c);
@@ -94,39 +105,63 @@ mrt_status mrt_reduce_all(mrt_reduceop op, const mrt_tensor *a, double *value, i
     return MRT_OK;
 }
 
+/* The shape of a reduced over dim, and the strides of a over it. */
+static int reduced_shape(const mrt_tensor *a, int dim, int64_t *shape, int64_t *stride)
+{
+    int nd = 0;
+    for (int i = 0; i < a->ndim; i++) {
+        if (i == dim) continue;
+        shape[nd] = a->shape[i];
+        stride[nd] = a->stride[i];
+        nd++;
+    }
+    return nd;
+}
+
 mrt_status mrt_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_tensor *values,
                           mrt_tensor *indices)
 {
     const char *name = mrt_reduceop_name(op);
-    MRT_ROUTE(name, tensor, reduce_dim, (op, a, dim, values, indices), a, values, indices);
+    mrt_device dev;
+    MRT_OP_DEVICE(name, &dev, a, values, indices);
     mrt_status st = check_input(name, a);
     if (st) return st;
     if (dim < 0 || dim >= a->ndim)
         return mrt_fail(MRT_ERR_INDEX, "%s: dimension %d out of range for a %d-d tensor", name,
                         dim + 1, a->ndim);
-    int64_t len = a->shape[dim];
-    if (len == 0 && is_extreme(op))
+    if (a->shape[dim] == 0 && is_extreme(op))
         return mrt_fail(MRT_ERR_SHAPE, "%s: dimension %d has no elements", name, dim + 1);
     if ((op == MRT_ARGMAX || op == MRT_ARGMIN) && !indices)
         return mrt_fail(MRT_ERR_ARG, "%s: an indices tensor is required", name);
-
-    int64_t oshape[MRT_MAX_DIMS], ostride_in[MRT_MAX_DIMS];
-    int ond = 0;
-    for (int i = 0; i < a->ndim; i++) {
-        if (i == dim) continue;
-        oshape[ond] = a->shape[i];
-        ostride_in[ond] = a->stride[i];
-        ond++;
-    }
+    int64_t oshape[MRT_MAX_DIMS], unused[MRT_MAX_DIMS];
+    const int ond = reduced_shape(a, dim, oshape, unused);
     /* Results go to local headers first so that a failure leaves the
      * caller's outputs untouched. */
     mrt_tensor v = *values, ix = indices ? *indices : (mrt_tensor){0};
-    int own_v = !v.storage;
-    if ((st = mrt_tensor_prepare_out(name, &v, MRT_F32, ond, oshape))) return st;
-    if (indices && (st = mrt_tensor_prepare_out(name, &ix, MRT_I64, ond, oshape))) {
+    const int own_v = !v.storage, own_ix = !ix.storage;
+    if ((st = mrt_tensor_prepare_out_on(name, &v, MRT_F32, ond, oshape, dev))) return st;
+    if (indices && (st = mrt_tensor_prepare_out_on(name, &ix, MRT_I64, ond, oshape, dev))) {
         if (own_v) mrt_tensor_release(&v);
         return st;
     }
+    MRT_BACKEND_CALL(st, name, dev, tensor, reduce_dim, (op, a, dim, &v, indices ? &ix : NULL));
+    if (st) {
+        if (own_v) mrt_tensor_release(&v);
+        if (indices && own_ix) mrt_tensor_release(&ix);
+        return st;
+    }
+    *values = v;
+    if (indices) *indices = ix;
+    return MRT_OK;
+}
+
+mrt_status mrt_cpu_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_tensor *values,
+                              mrt_tensor *indices)
+{
+    int64_t oshape[MRT_MAX_DIMS], ostride_in[MRT_MAX_DIMS];
+    const int ond = reduced_shape(a, dim, oshape, ostride_in);
+    const int64_t len = a->shape[dim];
+    const mrt_tensor v = *values, ix = indices ? *indices : (mrt_tensor){0};
     int64_t nout = mrt_tensor_numel(&v);
     const float *x = (const float *)a->storage->data + a->offset;
     const int64_t step = a->stride[dim];
@@ -158,7 +193,5 @@ mrt_status mrt_reduce_dim(mrt_reduceop op, const mrt_tensor *a, int dim, mrt_ten
             if (io) io[io_off] = bi;
         }
     }
-    *values = v;
-    if (indices) *indices = ix;
     return MRT_OK;
 }

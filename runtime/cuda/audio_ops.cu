@@ -192,13 +192,10 @@ __global__ void k_clamp_floor(int64_t n, int64_t group, const float *floor_db, f
 
 /* ---- the backend functions -------------------------------------------------------------- */
 
-/* A contiguous result: `out` itself when it is contiguous, else a new
- * device tensor copied into `out` by finish_out. */
-static mrt_status begin_out(const char *what, mrt_tensor *out, int nd, const int64_t *sh,
-                            mrt_tensor *res)
+/* A contiguous result: `out` (allocated by the op) itself when it is
+ * contiguous, else a new device tensor copied into `out` by finish_out. */
+static mrt_status begin_out(mrt_tensor *out, int nd, const int64_t *sh, mrt_tensor *res)
 {
-    mrt_status st = mrt_cu_prepare_out(what, out, MRT_F32, nd, sh);
-    if (st) return st;
     if (mrt_tensor_is_contiguous(out)) {
         mrt_tensor_share(res, out);
         return MRT_OK;
@@ -217,8 +214,7 @@ extern "C" mrt_status mrt_cu_mel_forward(const mrt_mel_spec *m, const mrt_tensor
                                          mrt_tensor *out)
 {
     const char *what = "MelSpectrogram";
-    mrt_status st = mrt_cu_need(what, "wave", wave, MRT_F32);
-    if (st) return st;
+    mrt_status st;
     const mrt_mel_config *c = mrt_mel_spec_config(m);
     const int batched = wave->ndim == 2;
     const int64_t batch = batched ? wave->shape[0] : 1, n = wave->shape[wave->ndim - 1];
@@ -228,7 +224,7 @@ extern "C" mrt_status mrt_cu_mel_forward(const mrt_mel_spec *m, const mrt_tensor
     const int64_t *sh = batched ? shape : shape + 1;
     const int nd = batched ? 3 : 2;
     mrt_tensor res = {};
-    if ((st = begin_out(what, out, nd, sh, &res))) return st;
+    if ((st = begin_out(out, nd, sh, &res))) return st;
     const int64_t total = batch * T;
     if (total == 0) return finish_out(MRT_OK, out, &res);
 
@@ -282,12 +278,11 @@ extern "C" mrt_status mrt_cu_amplitude_to_db(const mrt_tensor *x, double multipl
                                              double top_db, mrt_tensor *out)
 {
     const char *what = "amplitude_to_db";
-    mrt_status st = mrt_cu_need(what, "x", x, MRT_F32);
-    if (st) return st;
+    mrt_status st;
     /* Copy the header first: `out` may be `x` (in place). */
     mrt_tensor xv = *x, src = {}, res = {};
     if ((st = mrt_tensor_contiguous(&xv, &src))) return st;
-    if ((st = begin_out(what, out, xv.ndim, xv.shape, &res))) {
+    if ((st = begin_out(out, xv.ndim, xv.shape, &res))) {
         mrt_tensor_release(&src);
         return st;
     }

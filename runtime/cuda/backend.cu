@@ -367,46 +367,6 @@ void mrt_cu_iter_finish(mrt_cu_iter *it)
     if (out == 0) it->contiguous = 1;
 }
 
-int mrt_cu_same_shape(const mrt_tensor *t, int ndim, const int64_t *shape)
-{
-    if (t->ndim != ndim) return 0;
-    for (int d = 0; d < ndim; d++)
-        if (t->shape[d] != shape[d]) return 0;
-    return 1;
-}
-
-mrt_status mrt_cu_shape_error(const char *op, const char *name, const mrt_tensor *t, int ndim,
-                              const int64_t *shape)
-{
-    char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-    return mrt_fail(MRT_ERR_SHAPE, "%s: %s has shape %s, expected %s", op, name,
-                    mrt_shape_str(t->ndim, t->shape, a, sizeof a),
-                    mrt_shape_str(ndim, shape, b, sizeof b));
-}
-
-mrt_status mrt_cu_need(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dtype)
-{
-    if (!t || !t->storage)
-        return mrt_fail(MRT_ERR_ARG, "%s: %s is not allocated (empty or released)", op, name);
-    if (t->storage->device != MRT_CUDA)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: %s is on %s, expected cuda", op, name,
-                        mrt_device_name(t->storage->device));
-    if (t->dtype != dtype)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: %s must be %s, got %s", op, name, mrt_dtype_name(dtype),
-                        mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
-
-mrt_status mrt_cu_prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
-                              const int64_t *shape)
-{
-    if (!out->storage) return mrt_tensor_alloc_on(out, dtype, ndim, shape, MRT_CUDA);
-    if (out->storage->device != MRT_CUDA)
-        return mrt_fail(MRT_ERR_DEVICE, "%s: output is on %s, the inputs on cuda", op,
-                        mrt_device_name(out->storage->device));
-    return mrt_tensor_prepare_out(op, out, dtype, ndim, shape);
-}
-
 /* ---- GEMM ----------------------------------------------------------------------------- */
 
 static int gemm_precision; /* see mrt_cuda_set_mixed_precision */

@@ -114,17 +114,10 @@ static inline int64_t *mrt_cu_i64(const mrt_tensor *t)
 {
     return (int64_t *)t->storage->data + t->offset;
 }
-/* tensor.h's output convention on the device: allocates an empty `out` on
- * the CUDA device, checks an allocated one. */
-mrt_status mrt_cu_prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
-                              const int64_t *shape);
-/* An argument that must be allocated, float32 (or `dtype`) and on the device. */
-mrt_status mrt_cu_need(const char *op, const char *name, const mrt_tensor *t, mrt_dtype dtype);
-int mrt_cu_same_shape(const mrt_tensor *t, int ndim, const int64_t *shape);
-mrt_status mrt_cu_shape_error(const char *op, const char *name, const mrt_tensor *t, int ndim,
-                              const int64_t *shape);
+/* Arguments arrive checked, and outputs allocated, by the public ops
+ * (runtime/nn/nn_args.h): the backend's functions only compute. */
 
-/* ---- the backend's functions, by family (each in its own .cu) -------------------- */
+/* ---- the backend's functions, by family (each in its own .cu; the layers in nn_common.h) */
 extern "C" {
 mrt_status mrt_cu_copy(mrt_tensor *dst, const mrt_tensor *src);
 mrt_status mrt_cu_fill(mrt_tensor *t, double value);

@@ -1,8 +1,13 @@
 /* Tensor ops on the device: elementwise with broadcasting over any strides,
  * copy/fill, reductions, matmul (cuBLAS). Same semantics as runtime/cpu
  * (NaN propagation in maximum/minimum and max/argmax, first index on
- * ties, double accumulation of sums). */
+ * ties, double accumulation of sums). Arguments arrive checked by the ops
+ * in runtime/cpu, outputs allocated with the result's shape. */
 #include "cuda_common.h"
+
+extern "C" {
+#include "../cpu/matmul_geom.h"
+}
 
 #include <math.h>
 #include <stdlib.h>
@@ -98,29 +103,13 @@ template <typename T> __global__ void k_fill_range(mrt_cu_iter it, T *o, double 
     }
 }
 
-static mrt_status need_f32(const char *op, const mrt_tensor *t)
-{
-    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "%s: tensor has been released", op);
-    if (t->dtype != MRT_F32)
-        return mrt_fail(MRT_ERR_DTYPE, "%s: expected a float32 tensor, got %s (convert with "
-                        ":float())", op, mrt_dtype_name(t->dtype));
-    return MRT_OK;
-}
-
 extern "C" mrt_status mrt_cu_binary(mrt_binop op, const mrt_tensor *a, const mrt_tensor *b,
                                     mrt_tensor *out)
 {
     const char *name = mrt_binop_name(op);
-    mrt_status st = need_f32(name, a);
-    if (!st) st = need_f32(name, b);
-    if (st) return st;
-    int nd;
-    int64_t shape[MRT_MAX_DIMS];
-    if ((st = mrt_broadcast_shape(name, a, b, &nd, shape))) return st;
-    mrt_tensor ta = *a, tb = *b;
-    if ((st = mrt_cu_prepare_out(name, out, MRT_F32, nd, shape))) return st;
+    const mrt_tensor ta = *a, tb = *b; /* out (of the broadcast shape) may be a or b */
     mrt_cu_iter it;
-    mrt_cu_iter_init(&it, nd, shape);
+    mrt_cu_iter_init(&it, out->ndim, out->shape);
     mrt_cu_iter_add(&it, out);
     mrt_cu_iter_add(&it, &ta);
     mrt_cu_iter_add(&it, &tb);
@@ -135,10 +124,7 @@ extern "C" mrt_status mrt_cu_binary_scalar(mrt_binop op, const mrt_tensor *a, do
                                            int scalar_left, mrt_tensor *out)
 {
     const char *name = mrt_binop_name(op);
-    mrt_status st = need_f32(name, a);
-    if (st) return st;
-    mrt_tensor ta = *a;
-    if ((st = mrt_cu_prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
+    const mrt_tensor ta = *a;
     mrt_cu_iter it;
     mrt_cu_iter_init(&it, ta.ndim, ta.shape);
     mrt_cu_iter_add(&it, out);
@@ -153,10 +139,7 @@ extern "C" mrt_status mrt_cu_binary_scalar(mrt_binop op, const mrt_tensor *a, do
 extern "C" mrt_status mrt_cu_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor *out)
 {
     const char *name = mrt_unop_name(op);
-    mrt_status st = need_f32(name, a);
-    if (st) return st;
-    mrt_tensor ta = *a;
-    if ((st = mrt_cu_prepare_out(name, out, MRT_F32, ta.ndim, ta.shape))) return st;
+    const mrt_tensor ta = *a;
     mrt_cu_iter it;
     mrt_cu_iter_init(&it, ta.ndim, ta.shape);
     mrt_cu_iter_add(&it, out);
@@ -170,19 +153,6 @@ extern "C" mrt_status mrt_cu_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor 
 
 extern "C" mrt_status mrt_cu_copy(mrt_tensor *dst, const mrt_tensor *src)
 {
-    if (!dst->storage || !src->storage)
-        return mrt_fail(MRT_ERR_ARG, "copy: tensor has been released");
-    int nd;
-    int64_t shape[MRT_MAX_DIMS];
-    mrt_status st = mrt_broadcast_shape("copy", dst, src, &nd, shape);
-    int fits = st == MRT_OK && nd == dst->ndim;
-    for (int i = 0; fits && i < nd; i++) fits = shape[i] == dst->shape[i];
-    if (!fits) {
-        char x[MRT_SHAPE_STRLEN], y[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "copy: source of shape %s does not broadcast to %s",
-                        mrt_shape_str(src->ndim, src->shape, y, sizeof y),
-                        mrt_shape_str(dst->ndim, dst->shape, x, sizeof x));
-    }
     mrt_cu_iter it;
     mrt_cu_iter_init(&it, dst->ndim, dst->shape);
     mrt_cu_iter_add(&it, dst);
@@ -205,7 +175,6 @@ extern "C" mrt_status mrt_cu_copy(mrt_tensor *dst, const mrt_tensor *src)
 
 extern "C" mrt_status mrt_cu_fill(mrt_tensor *t, double value)
 {
-    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
     mrt_cu_iter it;
     mrt_cu_iter_init(&it, t->ndim, t->shape);
     mrt_cu_iter_add(&it, t);
@@ -222,7 +191,6 @@ extern "C" mrt_status mrt_cu_fill(mrt_tensor *t, double value)
 
 extern "C" mrt_status mrt_cu_fill_range(mrt_tensor *t, double start, double step)
 {
-    if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
     /* Logical (row-major) index order: no dimension merging across views. */
     mrt_cu_iter it;
     mrt_cu_iter_init(&it, t->ndim, t->shape);
@@ -303,12 +271,10 @@ extern "C" mrt_status mrt_cu_reduce_all(mrt_reduceop op, const mrt_tensor *a, do
                                         int64_t *index)
 {
     const char *name = mrt_reduceop_name(op);
-    mrt_status st = need_f32(name, a);
-    if (st) return st;
+    mrt_status st;
     const int64_t n = mrt_tensor_numel(a);
     const bool extreme = op >= MRT_MAX, want_max = op == MRT_MAX || op == MRT_ARGMAX;
-    if (n == 0 && extreme) return mrt_fail(MRT_ERR_SHAPE, "%s: tensor has no elements", name);
-    if (n == 0) {
+    if (n == 0) { /* a sum or mean: an empty extreme is refused by the op */
         *value = op == MRT_MEAN ? NAN : 0.0;
         if (index) *index = 0;
         return MRT_OK;
@@ -379,123 +345,53 @@ extern "C" mrt_status mrt_cu_reduce_dim(mrt_reduceop op, const mrt_tensor *a, in
                                         mrt_tensor *values, mrt_tensor *indices)
 {
     const char *name = mrt_reduceop_name(op);
-    mrt_status st = need_f32(name, a);
-    if (st) return st;
-    if (dim < 0 || dim >= a->ndim)
-        return mrt_fail(MRT_ERR_INDEX, "%s: dimension %d out of range for a %d-d tensor", name,
-                        dim + 1, a->ndim);
     const int64_t len = a->shape[dim];
-    const bool extreme = op >= MRT_MAX;
-    if (len == 0 && extreme)
-        return mrt_fail(MRT_ERR_SHAPE, "%s: dimension %d has no elements", name, dim + 1);
-    if ((op == MRT_ARGMAX || op == MRT_ARGMIN) && !indices)
-        return mrt_fail(MRT_ERR_ARG, "%s: an indices tensor is required", name);
-    int64_t oshape[MRT_MAX_DIMS];
     mrt_tensor in = *a; /* a with the reduced dimension removed: the row starts */
     int ond = 0;
     for (int i = 0; i < a->ndim; i++) {
         if (i == dim) continue;
-        oshape[ond] = a->shape[i];
         in.shape[ond] = a->shape[i];
         in.stride[ond] = a->stride[i];
         ond++;
     }
     in.ndim = ond;
-    mrt_tensor v = *values, ix = indices ? *indices : mrt_tensor{};
-    const int own_v = !v.storage;
-    if ((st = mrt_cu_prepare_out(name, &v, MRT_F32, ond, oshape))) return st;
-    if (indices && (st = mrt_cu_prepare_out(name, &ix, MRT_I64, ond, oshape))) {
-        if (own_v) mrt_tensor_release(&v);
-        return st;
-    }
     mrt_cu_iter it;
-    mrt_cu_iter_init(&it, ond, oshape);
-    mrt_cu_iter_add(&it, &v);
+    mrt_cu_iter_init(&it, ond, in.shape);
+    mrt_cu_iter_add(&it, values);
     mrt_cu_iter_add(&it, &in);
-    mrt_cu_iter_add(&it, indices ? &ix : &v);
+    mrt_cu_iter_add(&it, indices ? indices : values);
     mrt_cu_iter_finish(&it);
-    if (it.n > 0) {
-        MRT_LAUNCH(k_reduce_dim, mrt_cu_blocks(it.n), MRT_CU_THREADS, mrt_cu_stream(), it,
-                   (const float *)a->storage->data + a->offset, len, a->stride[dim], (int)op,
-                   mrt_cu_f32(&v), indices ? mrt_cu_i64(&ix) : (int64_t *)NULL);
-        if ((st = mrt_cu_launched(name))) {
-            if (own_v) mrt_tensor_release(&v);
-            return st;
-        }
-    }
-    *values = v;
-    if (indices) *indices = ix;
-    return MRT_OK;
+    if (it.n == 0) return MRT_OK;
+    MRT_LAUNCH(k_reduce_dim, mrt_cu_blocks(it.n), MRT_CU_THREADS, mrt_cu_stream(), it,
+               (const float *)a->storage->data + a->offset, len, a->stride[dim], (int)op,
+               mrt_cu_f32(values), indices ? mrt_cu_i64(indices) : (int64_t *)NULL);
+    return mrt_cu_launched(name);
 }
 
 /* ---- matmul ----------------------------------------------------------------------------- */
 
-static mrt_status fail_shapes(const char *why, const mrt_tensor *a, const mrt_tensor *b)
-{
-    char x[MRT_SHAPE_STRLEN], y[MRT_SHAPE_STRLEN];
-    return mrt_fail(MRT_ERR_SHAPE, "matmul: %s (%s @ %s)", why,
-                    mrt_shape_str(a->ndim, a->shape, x, sizeof x),
-                    mrt_shape_str(b->ndim, b->shape, y, sizeof y));
-}
-
 /* Operands are made dense (batch dimensions broadcast and materialised), so
- * every product is one strided-batched GEMM. */
+ * every product is one strided-batched GEMM. mrt_matmul has checked the
+ * shapes and gives a contiguous output that shares no storage with the
+ * operands, and m, n, k and the batch are not 0. */
 extern "C" mrt_status mrt_cu_matmul(const mrt_tensor *a_in, const mrt_tensor *b_in, mrt_tensor *out)
 {
-    if (a_in->dtype != MRT_F32 || b_in->dtype != MRT_F32)
-        return mrt_fail(MRT_ERR_DTYPE, "matmul: expected float32 tensors, got %s and %s",
-                        mrt_dtype_name(a_in->dtype), mrt_dtype_name(b_in->dtype));
-    if (a_in->ndim == 0 || b_in->ndim == 0)
-        return fail_shapes("both operands need at least one dimension", a_in, b_in);
-    mrt_tensor a = *a_in, b = *b_in;
-    int drop_rows = 0, drop_cols = 0;
-    if (a.ndim == 1) {
-        a.ndim = 2; a.shape[1] = a.shape[0]; a.stride[1] = a.stride[0];
-        a.shape[0] = 1; a.stride[0] = 0;
-        drop_rows = 1;
-    }
-    if (b.ndim == 1) {
-        b.ndim = 2; b.shape[1] = 1; b.stride[1] = 0;
-        drop_cols = 1;
-    }
-    const int64_t m = a.shape[a.ndim - 2], k = a.shape[a.ndim - 1], n = b.shape[b.ndim - 1];
-    if (b.shape[b.ndim - 2] != k) return fail_shapes("inner dimensions differ", a_in, b_in);
-    int bnd = (a.ndim > b.ndim ? a.ndim : b.ndim) - 2;
-    if (bnd + 2 > MRT_MAX_DIMS) return fail_shapes("too many dimensions", a_in, b_in);
-    int64_t ashape[MRT_MAX_DIMS], bshape[MRT_MAX_DIMS], oshape[MRT_MAX_DIMS];
-    int64_t batch = 1;
-    for (int i = 0; i < bnd; i++) {
-        int ia = i - (bnd - (a.ndim - 2)), ib = i - (bnd - (b.ndim - 2));
-        int64_t sa = ia >= 0 ? a.shape[ia] : 1, sb = ib >= 0 ? b.shape[ib] : 1;
-        if (sa != sb && sa != 1 && sb != 1)
-            return fail_shapes("batch dimensions cannot be broadcast", a_in, b_in);
-        ashape[i] = bshape[i] = oshape[i] = sa == 1 ? sb : sa;
-        batch *= oshape[i];
-    }
+    mrt_matmul_geom g;
+    mrt_status st = mrt_matmul_geometry(a_in, b_in, &g);
+    if (st) return st;
+    const int bnd = g.bnd;
+    const int64_t m = g.m, k = g.k, n = g.n;
+    int64_t ashape[MRT_MAX_DIMS], bshape[MRT_MAX_DIMS];
+    for (int i = 0; i < bnd; i++) ashape[i] = bshape[i] = g.bshape[i];
     ashape[bnd] = m; ashape[bnd + 1] = k;
     bshape[bnd] = k; bshape[bnd + 1] = n;
-    int ond = bnd;
-    if (!drop_rows) oshape[ond++] = m;
-    if (!drop_cols) oshape[ond++] = n;
-    mrt_status st;
-    if ((st = mrt_cu_prepare_out("matmul", out, MRT_F32, ond, oshape))) return st;
-    if (out->storage == a_in->storage || out->storage == b_in->storage ||
-        !mrt_tensor_is_contiguous(out)) {
-        mrt_tensor tmp = {};
-        if ((st = mrt_cu_matmul(a_in, b_in, &tmp))) return st;
-        st = mrt_tensor_copy(out, &tmp);
-        mrt_tensor_release(&tmp);
-        return st;
-    }
-    if (m == 0 || n == 0 || batch == 0) return MRT_OK;
-    if (k == 0) return mrt_cu_fill(out, 0.0);
     /* Dense copies of the (broadcast) operands; a dense input is used as is. */
     mrt_tensor ae = {}, be = {}, ad = {}, bd = {};
-    if (!(st = mrt_view_expand(&a, bnd + 2, ashape, &ae)) &&
-        !(st = mrt_view_expand(&b, bnd + 2, bshape, &be)) &&
+    if (!(st = mrt_view_expand(&g.a, bnd + 2, ashape, &ae)) &&
+        !(st = mrt_view_expand(&g.b, bnd + 2, bshape, &be)) &&
         !(st = mrt_tensor_contiguous(&ae, &ad)) && !(st = mrt_tensor_contiguous(&be, &bd))) {
         st = mrt_cu_gemm("matmul", 0, 0, m, n, k, 1.0f, mrt_cu_f32(&ad), k, m * k, mrt_cu_f32(&bd),
-                         n, k * n, 0.0f, mrt_cu_f32(out), n, m * n, batch);
+                         n, k * n, 0.0f, mrt_cu_f32(out), n, m * n, g.batch);
     }
     mrt_tensor_release(&ae);
     mrt_tensor_release(&be);

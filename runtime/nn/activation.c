@@ -73,13 +73,9 @@ mrt_status mrt_relu_backward(const mrt_tensor *y, const mrt_tensor *dy, mrt_tens
     mrt_status st = mrt_nn_need_f32(op, "output", y);
     if (!st) st = mrt_nn_need_f32(op, "grad_output", dy);
     if (st) return st;
-    if (!mrt_nn_same_shape_as(dy, y)) {
-        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: grad_output has shape %s, expected the output's shape %s",
-                        op, mrt_shape_str(dy->ndim, dy->shape, a, sizeof a),
-                        mrt_shape_str(y->ndim, y->shape, b, sizeof b));
-    }
-    if ((st = mrt_nn_out_like(op, "dx", dx, y, dev))) return st;
+    if ((st = mrt_nn_need_shape_of(op, "grad_output", dy, "the output", y)) ||
+        (st = mrt_nn_out_like(op, "dx", dx, y, dev)))
+        return st;
     MRT_BACKEND_CALL(st, op, dev, nn, relu_backward, (y, dy, dx));
     return st;
 }

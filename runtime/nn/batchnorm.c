@@ -61,20 +61,6 @@ static mrt_status need_nchw(const char *op, const char *name, const mrt_tensor *
     return MRT_OK;
 }
 
-static mrt_status need_same_shape(const char *op, const char *name, const mrt_tensor *t,
-                                  const char *ref_name, const mrt_tensor *ref)
-{
-    int same = t->ndim == ref->ndim;
-    for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == ref->shape[d];
-    if (!same) {
-        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: %s has shape %s, expected %s's shape %s", op, name,
-                        mrt_shape_str(t->ndim, t->shape, a, sizeof a), ref_name,
-                        mrt_shape_str(ref->ndim, ref->shape, b, sizeof b));
-    }
-    return MRT_OK;
-}
-
 static inline float *vec_at(const mrt_tensor *t, int64_t c) { return mrt_f32(t) + c * t->stride[0]; }
 
 /* ---- plane geometry --------------------------------------------------------
@@ -312,7 +298,7 @@ mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy
     if ((st = need_nchw(op, "input", x_in))) return st;
     if ((st = mrt_nn_need_f32(op, "grad_output", dy_in))) return st;
     const mrt_tensor x = *x_in, dy = *dy_in;
-    if ((st = need_same_shape(op, "grad_output", &dy, "input", &x))) return st;
+    if ((st = mrt_nn_need_shape_of(op, "grad_output", &dy, "input", &x))) return st;
     const int64_t count = x.shape[0] * x.shape[2] * x.shape[3];
     if (weight && (st = need_channel_vec(op, "weight", weight, &x))) return st;
     if (!save_mean || !save_invstd)

@@ -178,7 +178,7 @@ static mrt_status forward_plan(const char *fn, const mrt_tensor *x, const mrt_te
     if ((st = resolve(fn, x, w, b, p, g))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
     const int64_t yshape[4] = {g->n, g->o, g->oh, g->ow};
-    return mrt_nn_prepare_out(fn, y, MRT_F32, 4, yshape, dev);
+    return mrt_tensor_prepare_out_on(fn, y, MRT_F32, 4, yshape, dev);
 }
 
 /* The algorithm options are the CPU kernels' (tests and benchmarks). */
@@ -304,7 +304,7 @@ static mrt_status backward_plan(const char *fn, const mrt_tensor *x, const mrt_t
                         "%s: grad_output %s does not match the output shape %s of input %s "
                         "and weight %s", fn, SHP(dy, s1),
                         mrt_shape_str(4, yshape, s2, sizeof s2), SHP(x, s3), SHP(w, s4));
-    if (dx && (st = mrt_nn_prepare_out(fn, dx, MRT_F32, 4, x->shape, dev))) return st;
+    if (dx && (st = mrt_tensor_prepare_out_on(fn, dx, MRT_F32, 4, x->shape, dev))) return st;
     if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 4, w->shape, dev))) return st;
     if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &g->o, dev))) return st;
     return MRT_OK;

@@ -88,13 +88,9 @@ mrt_status mrt_dropout_backward(const mrt_tensor *dy, const mrt_tensor *mask, mr
     mrt_status st = mrt_nn_need_f32(op, "grad_output", dy);
     if (!st) st = mrt_nn_need_f32(op, "mask", mask);
     if (st) return st;
-    if (!mrt_nn_same_shape_as(mask, dy)) {
-        char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: mask has shape %s, expected grad_output's shape %s", op,
-                        mrt_shape_str(mask->ndim, mask->shape, a, sizeof a),
-                        mrt_shape_str(dy->ndim, dy->shape, b, sizeof b));
-    }
-    if ((st = mrt_nn_out_like(op, "dx", dx, dy, dev))) return st;
+    if ((st = mrt_nn_need_shape_of(op, "mask", mask, "grad_output", dy)) ||
+        (st = mrt_nn_out_like(op, "dx", dx, dy, dev)))
+        return st;
     MRT_BACKEND_CALL(st, op, dev, nn, dropout_backward, (dy, mask, dx));
     return st;
 }

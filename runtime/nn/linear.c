@@ -56,7 +56,7 @@ mrt_status mrt_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mr
     if ((st = check_shapes(fn, x, w, b))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
     const int64_t yshape[2] = {x->shape[0], w->shape[0]};
-    if ((st = mrt_nn_prepare_out(fn, y, MRT_F32, 2, yshape, dev))) return st;
+    if ((st = mrt_tensor_prepare_out_on(fn, y, MRT_F32, 2, yshape, dev))) return st;
     if (x->shape[0] == 0) return MRT_OK;
     MRT_BACKEND_CALL(st, fn, dev, nn, linear_forward, (x, w, b, y));
     return st;
@@ -107,7 +107,7 @@ mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const m
                         "%s: grad_output %s does not match the output shape %" PRId64
                         "x%" PRId64 " of input %s and weight %s",
                         fn, SHP(dy, s1), n, out, SHP(x, s2), SHP(w, s3));
-    if (dx && (st = mrt_nn_prepare_out(fn, dx, MRT_F32, 2, x->shape, dev))) return st;
+    if (dx && (st = mrt_tensor_prepare_out_on(fn, dx, MRT_F32, 2, x->shape, dev))) return st;
     if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 2, w->shape, dev))) return st;
     if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &out, dev))) return st;
     if (n == 0) return MRT_OK;

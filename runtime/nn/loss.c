@@ -16,15 +16,6 @@
 
 #define LOSS_BLOCK 16384
 
-static mrt_status fail_mismatch(const char *op, const char *name, const mrt_tensor *t,
-                                const char *ref_name, const mrt_tensor *ref)
-{
-    char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
-    return mrt_fail(MRT_ERR_SHAPE, "%s: %s has shape %s, expected %s's shape %s", op, name,
-                    mrt_shape_str(t->ndim, t->shape, a, sizeof a), ref_name,
-                    mrt_shape_str(ref->ndim, ref->shape, b, sizeof b));
-}
-
 /* dlogits: the output convention on `dev`, with the output named in the
  * message. */
 static mrt_status prepare_grad(const char *op, mrt_tensor *out, const mrt_tensor *like,
@@ -34,8 +25,7 @@ static mrt_status prepare_grad(const char *op, mrt_tensor *out, const mrt_tensor
     if (!out->storage) return mrt_tensor_alloc_on(out, MRT_F32, like->ndim, like->shape, dev);
     mrt_status st = mrt_nn_need(op, "dlogits", out, MRT_F32);
     if (st) return st;
-    if (!mrt_nn_same_shape_as(out, like)) return fail_mismatch(op, "output dlogits", out, "logits", like);
-    return MRT_OK;
+    return mrt_nn_need_shape_of(op, "output dlogits", out, "logits", like);
 }
 
 /* ---- BCE with logits ---------------------------------------------------- */
@@ -65,7 +55,7 @@ static mrt_status check_bce(const char *op, const mrt_tensor *logits, const mrt_
                         "%s: a class-index target must be int64, got float32 (convert with :long())",
                         op);
     if ((st = mrt_nn_need(op, "target", target, MRT_F32))) return st;
-    if (!mrt_nn_same_shape_as(target, logits)) return fail_mismatch(op, "target", target, "logits", logits);
+    if ((st = mrt_nn_need_shape_of(op, "target", target, "logits", logits))) return st;
     if (mrt_tensor_numel(logits) == 0) {
         char a[MRT_SHAPE_STRLEN];
         return mrt_fail(MRT_ERR_SHAPE, "%s: logits of shape %s hold no elements to average", op,

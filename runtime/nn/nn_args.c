@@ -20,6 +20,16 @@ int mrt_nn_same_shape(const mrt_tensor *t, int ndim, const int64_t *shape)
     return 1;
 }
 
+mrt_status mrt_nn_need_shape_of(const char *op, const char *name, const mrt_tensor *t,
+                                const char *ref_name, const mrt_tensor *ref)
+{
+    if (mrt_nn_same_shape_as(t, ref)) return MRT_OK;
+    char a[MRT_SHAPE_STRLEN], b[MRT_SHAPE_STRLEN];
+    return mrt_fail(MRT_ERR_SHAPE, "%s: %s has shape %s, expected %s's shape %s", op, name,
+                    mrt_shape_str(t->ndim, t->shape, a, sizeof a), ref_name,
+                    mrt_shape_str(ref->ndim, ref->shape, b, sizeof b));
+}
+
 mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, const char *name,
                             mrt_dtype dtype, int ndim, const int64_t *shape)
 {
@@ -71,13 +81,6 @@ mrt_status mrt_nn_out_like(const char *op, const char *name, mrt_tensor *out,
     mrt_status st = mrt_nn_out_check(op, &slot, out, name, MRT_F32, like->ndim, like->shape);
     if (!st) st = mrt_nn_out_alloc(&slot, 1, device, 0);
     return st;
-}
-
-mrt_status mrt_nn_prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
-                              const int64_t *shape, mrt_device device)
-{
-    if (!out->storage) return mrt_tensor_alloc_on(out, dtype, ndim, shape, device);
-    return mrt_tensor_prepare_out(op, out, dtype, ndim, shape);
 }
 
 mrt_status mrt_nn_write_target(const mrt_tensor *out, const mrt_tensor *const *inputs,

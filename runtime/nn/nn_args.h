@@ -1,16 +1,7 @@
 /* Internal: the argument checks and the output convention shared by the
  * layers' public entry points, so every op words its errors the same way
- * whatever the device.
- *
- * Each op in runtime/nn and runtime/optim runs in three steps, as ggml
- * builds its graph before a backend computes it:
- *   1. check: the tensors' common device (mrt_op_device), then dtypes,
- *      shapes and parameters against each other (one check per layer for
- *      forward and backward);
- *   2. plan: output shapes, outputs allocated on that device (empty ones)
- *      or checked (allocated ones), gradients zero-filled when new;
- *   3. route: the device's backend function (MRT_BACKEND_CALL), which
- *      receives validated, allocated arguments and only computes. */
+ * whatever the device. They serve steps 1 (check) and 2 (plan) of an op;
+ * see machrt/backend.h. */
 #ifndef MACHRT_NN_ARGS_H
 #define MACHRT_NN_ARGS_H
 
@@ -30,6 +21,10 @@ static inline int mrt_nn_same_shape_as(const mrt_tensor *a, const mrt_tensor *b)
 {
     return mrt_nn_same_shape(a, b->ndim, b->shape);
 }
+
+/* t must have ref's shape: "op: name has shape S, expected ref_name's shape R". */
+mrt_status mrt_nn_need_shape_of(const char *op, const char *name, const mrt_tensor *t,
+                                const char *ref_name, const mrt_tensor *ref);
 
 /* Outputs: an allocated one is checked by mrt_nn_out_check (so the message
  * names it); empty ones are allocated by mrt_nn_out_alloc only once every
@@ -57,11 +52,6 @@ mrt_status mrt_nn_out_discard(mrt_nn_out *slots, int n, mrt_status st);
  * on `device`. */
 mrt_status mrt_nn_out_like(const char *op, const char *name, mrt_tensor *out,
                            const mrt_tensor *like, mrt_device device);
-
-/* tensor.h's output convention on `device`: an empty `out` is allocated
- * there, an allocated one is checked (mrt_tensor_prepare_out's messages). */
-mrt_status mrt_nn_prepare_out(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
-                              const int64_t *shape, mrt_device device);
 
 /* Where a kernel writes `out`: `out` itself when it is contiguous and shares
  * no storage with the inputs (*aside = 0), else a fresh contiguous tensor of

@@ -147,6 +147,76 @@ START_TEST(test_device_mismatch_is_an_error)
 }
 END_TEST
 
+/* Bad arguments are checked once, before the call reaches a backend: the
+ * same call fails with the same code and the same message on both devices,
+ * and leaves its outputs unallocated. */
+#define SAME_ERROR(code, cpu_call, cuda_call, needle)                                       \
+    do {                                                                                   \
+        char cpu_msg_[512];                                                                \
+        TU_FAILS((code), (cpu_call));                                                      \
+        TU_MSG_HAS(needle);                                                                \
+        snprintf(cpu_msg_, sizeof cpu_msg_, "%s", mrt_last_error());                       \
+        TU_FAILS((code), (cuda_call));                                                     \
+        ck_assert_msg(strcmp(cpu_msg_, mrt_last_error()) == 0, "%s:\n  cpu:  %s\n  cuda: %s", \
+                      #cuda_call, cpu_msg_, mrt_last_error());                             \
+    } while (0)
+
+START_TEST(test_bad_arguments_fail_alike)
+{
+    /* linear: 5 input features against a weight expecting 6. */
+    mrt_tensor x = RAND(50, -1, 1, 4, 5), w = RAND(51, -1, 1, 3, 6), b = RAND(52, -1, 1, 3);
+    mrt_tensor gx = dev(&x), gw = dev(&w), gb = dev(&b), y = {0}, gy = {0};
+    SAME_ERROR(MRT_ERR_SHAPE, mrt_linear_forward(&x, &w, &b, &y),
+               mrt_linear_forward(&gx, &gw, &gb, &gy), "linear_forward");
+    ck_assert_ptr_null(y.storage);
+    ck_assert_ptr_null(gy.storage);
+    /* conv2d: 2 input channels against a weight expecting 3. */
+    mrt_tensor cx = RAND(53, -1, 1, 1, 2, 6, 6), cw = RAND(54, -1, 1, 4, 3, 3, 3);
+    mrt_tensor gcx = dev(&cx), gcw = dev(&cw);
+    mrt_conv2d_params cp = {1, 1, 1, 1, 0};
+    SAME_ERROR(MRT_ERR_SHAPE, mrt_conv2d_forward(&cx, &cw, NULL, &cp, &y, NULL),
+               mrt_conv2d_forward(&gcx, &gcw, NULL, &cp, &gy, NULL), "channels");
+    ck_assert_ptr_null(gy.storage);
+    /* batch norm: a weight of 3 for 2 channels. */
+    mrt_tensor sm = {0}, si = {0}, gsm = {0}, gsi = {0};
+    SAME_ERROR(MRT_ERR_SHAPE,
+               mrt_batchnorm2d_forward(&cx, &b, NULL, NULL, NULL, 1, 0.1, 1e-5, &y, &sm, &si),
+               mrt_batchnorm2d_forward(&gcx, &gb, NULL, NULL, NULL, 1, 0.1, 1e-5, &gy, &gsm,
+                                       &gsi),
+               "batchnorm2d_forward");
+    ck_assert_ptr_null(gy.storage);
+    ck_assert_ptr_null(gsm.storage);
+    /* cross entropy: class index 3 of 3 classes (the label is read on
+     * either device). */
+    mrt_tensor z = RAND(55, -2, 2, 2, 3), cls = {0};
+    TU_ALLOC(&cls, MRT_I64, 2);
+    ((int64_t *)cls.storage->data)[1] = 3;
+    mrt_tensor gz = dev(&z), gcls = dev(&cls);
+    double loss = 0.0;
+    SAME_ERROR(MRT_ERR_INDEX, mrt_cross_entropy_forward(&z, &cls, &loss),
+               mrt_cross_entropy_forward(&gz, &gcls, &loss), "class index");
+    /* AdamW: a gradient of another shape than its parameter. */
+    mrt_tensor m = {0}, v = {0}, gm = {0}, gv = {0};
+    TU_ALLOC(&m, MRT_F32, 3, 6);
+    TU_ALLOC(&v, MRT_F32, 3, 6);
+    gm = dev(&m);
+    gv = dev(&v);
+    mrt_adamw_config cfg = {1e-3, 0.9, 0.999, 1e-8, 0.01, 0};
+    SAME_ERROR(MRT_ERR_SHAPE, mrt_adamw_step(&w, &x, &m, &v, NULL, &cfg, 1),
+               mrt_adamw_step(&gw, &gx, &gm, &gv, NULL, &cfg, 1), "grad");
+    /* matmul: inner dimensions 5 and 3. */
+    SAME_ERROR(MRT_ERR_SHAPE, mrt_matmul(&x, &w, &y), mrt_matmul(&gx, &gw, &gy), "matmul");
+    ck_assert_ptr_null(gy.storage);
+    /* A reduction over an int64 tensor. */
+    SAME_ERROR(MRT_ERR_DTYPE, mrt_reduce_dim(MRT_SUM, &cls, 0, &y, NULL),
+               mrt_reduce_dim(MRT_SUM, &gcls, 0, &gy, NULL), "float32");
+    ck_assert_ptr_null(gy.storage);
+    mrt_tensor all[] = {x, w, b, gx, gw, gb, cx, cw, gcx, gcw, z, cls, gz, gcls,
+                        m, v, gm, gv, y, gy, sm, si, gsm, gsi};
+    release_all(all, 24);
+}
+END_TEST
+
 #if !defined(__SANITIZE_ADDRESS__)
 /* Host code must never read device memory: on a GPU that is a fault, and
  * the emulation makes it one as well (device memory is mapped only while a
@@ -1079,6 +1149,7 @@ static Suite *parity_suite(void)
     printf("backend parity: cpu against cuda (%s)\n", mrt_cuda_mode());
     ADD(tc, test_round_trip_and_views);
     ADD(tc, test_device_mismatch_is_an_error);
+    ADD(tc, test_bad_arguments_fail_alike);
 #if !defined(__SANITIZE_ADDRESS__)
     /* Needs a forked child per test, which a CUDA context does not survive. */
     if (strcmp(mrt_cuda_mode(), "emulated") == 0 && wanted("test_host_cannot_read_device_memory"))

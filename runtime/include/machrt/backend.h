@@ -2,19 +2,20 @@
  * device.
  *
  * The public functions (mrt_binary, mrt_conv2d_forward, mrt_adamw_step, ...)
- * are the entry points. The layer and optimizer ops (runtime/nn,
- * runtime/optim) check, plan, then route: they find the device of their
- * tensor arguments (MRT_OP_DEVICE: tensors on different devices are an
- * MRT_ERR_DEVICE error naming both), check every argument and allocate the
- * outputs on that device, and only then call that device's table
- * (MRT_BACKEND_CALL), whose functions receive validated, allocated
- * arguments and only compute; so an argument error reads the same on every
- * device. The CPU table points at the CPU kernels (runtime/nn/nn_cpu.h,
- * runtime/optim/optim_cpu.h).
- *
- * The other ops still route first (MRT_ROUTE below): a non-CPU device gets
- * the call unchanged, the CPU falls through to the function's own body, and
- * the CPU table points at those public functions.
+ * are the entry points, and each runs in three steps, as ggml builds and
+ * checks its graph before a backend computes it:
+ *   1. check: the device shared by the tensor arguments (MRT_OP_DEVICE:
+ *      tensors on different devices are an MRT_ERR_DEVICE error naming
+ *      both), then every dtype, shape and parameter (one check per layer,
+ *      for forward and backward alike);
+ *   2. plan: output shapes, outputs allocated on that device when empty
+ *      (gradients zero-filled), checked when given;
+ *   3. route: the device's table (MRT_BACKEND_CALL), whose functions
+ *      receive validated, allocated arguments and only compute.
+ * An argument error therefore reads the same on every device. The CPU
+ * table points at the CPU kernels (mrt_cpu_*: runtime/cpu/tensor_cpu.h,
+ * runtime/nn/nn_cpu.h, runtime/optim/optim_cpu.h, runtime/core/rng_cpu.h);
+ * the mel front end runs its CPU body inline (runtime/audio/mel.c).
  *
  * The CUDA table exists only in builds with MRT_HAVE_CUDA (make CUDA=1, or
  * the emulation build of the test suite, where the same .cu sources run on
@@ -127,8 +128,8 @@ typedef struct mrt_backend_rng {
 } mrt_backend_rng;
 
 /* The spectral front end. mel_forward receives a wave already checked and
- * made contiguous by mrt_mel_spec_forward (on the wave's device); `out`
- * follows tensor.h's output convention on that device. */
+ * made contiguous by mrt_mel_spec_forward (on the wave's device) and `out`
+ * allocated there with the result's shape. */
 typedef struct mrt_backend_audio {
     mrt_status (*mel_forward)(const mrt_mel_spec *m, const mrt_tensor *wave, mrt_tensor *out);
     mrt_status (*amplitude_to_db)(const mrt_tensor *x, double multiplier, double top_db,
@@ -188,28 +189,14 @@ mrt_status mrt_backend_missing(const char *op, mrt_device device);
                                                   : mrt_backend_missing((OPNAME), (DEV));      \
     } while (0)
 
-/* The dispatch at the top of a public op that checks nothing itself: `FAM.FN ARGS` on the tensors'
- * device when that is not the CPU; falls through on the CPU. */
-#define MRT_ROUTE(OPNAME, FAM, FN, ARGS, ...)                                                   \
-    do {                                                                                       \
-        const mrt_tensor *const mrt_route_ts_[] = {__VA_ARGS__};                               \
-        mrt_device mrt_route_dev_;                                                             \
-        mrt_status mrt_route_st_ = mrt_common_device(                                          \
-            (OPNAME), mrt_route_ts_, (int)(sizeof mrt_route_ts_ / sizeof mrt_route_ts_[0]),    \
-            &mrt_route_dev_);                                                                  \
-        if (mrt_route_st_) return mrt_route_st_;                                               \
-        if (mrt_route_dev_ != MRT_CPU) {                                                       \
-            const mrt_backend *mrt_route_b_ = mrt_backend_get(mrt_route_dev_);                 \
-            if (!mrt_route_b_ || !mrt_route_b_->FAM.FN)                                        \
-                return mrt_backend_missing((OPNAME), mrt_route_dev_);                          \
-            return mrt_route_b_->FAM.FN ARGS;                                                  \
-        }                                                                                      \
-    } while (0)
-
 /* ---- tensors across devices ---------------------------------------------- */
 /* `out` must be empty: a contiguous copy of `t` on `device` (a new
  * reference to `t`'s storage when it is already there and contiguous). */
 mrt_status mrt_tensor_to(const mrt_tensor *t, mrt_device device, mrt_tensor *out);
+/* tensor.h's output convention on `device`: an empty `out` is allocated
+ * there, an allocated one is checked (mrt_tensor_prepare_out's messages). */
+mrt_status mrt_tensor_prepare_out_on(const char *op, mrt_tensor *out, mrt_dtype dtype, int ndim,
+                                     const int64_t *shape, mrt_device device);
 /* Allocates a contiguous tensor on `device`, contents undefined. */
 mrt_status mrt_tensor_alloc_on(mrt_tensor *t, mrt_dtype dtype, int ndim, const int64_t *shape,
                                mrt_device device);
