@@ -11,8 +11,9 @@
  * Headers are not trusted for what they cost: a frame count is only
  * allocated up front when the file is large enough to hold it (else the
  * buffer grows as frames actually arrive), an upsampling that would blow
- * a small file up to gigabytes is refused, and a float file holding NaN or
- * Inf samples is refused as corrupt rather than fed to a model. */
+ * a small file up to gigabytes is refused, and a float file holding NaN,
+ * Inf or absurdly large samples is refused as corrupt rather than fed to a
+ * model. */
 #include "machrt/audio_io.h"
 
 #include <errno.h>
@@ -39,6 +40,12 @@
  * silence compresses further, so past this bound the count is not refused,
  * only allocated as decoding proves it. */
 #define PLAUSIBLE_SAMPLES_PER_BYTE 16
+
+/* Largest sample magnitude a float file may hold. Samples are nominally in
+ * [-1, 1], and files scaled as integers (+-32768, +-2^23) are common; beyond
+ * 1e10 a value is damage, and near FLT_MAX the mono mean, the resampler and
+ * the power spectrum would overflow to Inf and NaN further down. */
+#define MAX_SAMPLE_MAGNITUDE 1e10f
 
 /* Upsampling a load may do without questions: up to this factor, or any
  * factor while the result stays under RESAMPLE_FREE_BYTES. A 2 MB file whose
@@ -337,11 +344,12 @@ static int64_t first_capacity(const char *path, int64_t count, int channels)
     return cap < IO_BLOCK ? (count < IO_BLOCK ? count : IO_BLOCK) : cap;
 }
 
-/* The first non-finite sample among `n` floats, or -1. */
-static int64_t first_non_finite(const float *x, int64_t n)
+/* The first sample among `n` floats that is NaN, infinite or beyond
+ * MAX_SAMPLE_MAGNITUDE, or -1. */
+static int64_t first_damaged(const float *x, int64_t n)
 {
     for (int64_t k = 0; k < n; k++)
-        if (!isfinite(x[k])) return k;
+        if (!(fabsf(x[k]) <= MAX_SAMPLE_MAGNITUDE)) return k;
     return -1;
 }
 
@@ -351,8 +359,9 @@ static int64_t first_non_finite(const float *x, int64_t n)
  * through `scratch` (IO_BLOCK frames of every channel, as floats). 16-bit
  * PCM (MIMII's format) is read as integers and only the samples kept are
  * converted: picking one channel of 8 that way was 5x faster than
- * libsndfile converting all of them. Other encodings are checked for NaN
- * and Inf, which only a float file (or a broken decoder) can hold. */
+ * libsndfile converting all of them. Other encodings are checked for NaN,
+ * Inf and absurd magnitudes, which only a float file (or a broken decoder)
+ * can hold. */
 static mrt_status decode(const char *path, SNDFILE *sf, int format, int channels,
                          int64_t first, int64_t count, const mrt_audio_load_opts *o,
                          void *scratch, out_buffer *b)
@@ -382,14 +391,18 @@ static mrt_status decode(const char *path, SNDFILE *sf, int format, int channels
                             err ? sf_strerror(sf) : "");
         }
         if (!pcm16) {
-            int64_t k = first_non_finite(fbuf, (int64_t)got * channels);
-            if (k >= 0)
+            int64_t k = first_damaged(fbuf, (int64_t)got * channels);
+            if (k >= 0) {
+                char value[32];
+                if (isfinite(fbuf[k])) snprintf(value, sizeof value, "%g", (double)fbuf[k]);
+                else snprintf(value, sizeof value, "%s",
+                              isnan(fbuf[k]) ? "NaN" : fbuf[k] > 0 ? "Inf" : "-Inf");
                 return mrt_fail(MRT_ERR_FORMAT,
                                 "audio.load: %s is corrupt: sample %s at frame %lld, channel "
-                                "%d (audio samples must be finite numbers)", path,
-                                isnan(fbuf[k]) ? "NaN" : fbuf[k] > 0 ? "Inf" : "-Inf",
-                                (long long)(first + done + k / channels + 1),
-                                (int)(k % channels) + 1);
+                                "%d (audio samples must be finite, at most %g in magnitude)",
+                                path, value, (long long)(first + done + k / channels + 1),
+                                (int)(k % channels) + 1, (double)MAX_SAMPLE_MAGNITUDE);
+            }
         }
         float *dst = mrt_f32(&b->wave);
         const int64_t stride = b->cap;

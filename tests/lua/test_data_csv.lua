@@ -146,6 +146,19 @@ test("write: a one-column empty value survives the round trip", function()
   A.eq(rows_of(back), { { "" }, { "z" } })
 end)
 
+test("write: a first column name starting with a byte-order mark survives the round trip", function()
+  -- Found by the CSV fuzz target: "\n<BOM>\n." reads as one column named
+  -- <BOM> (the mark is not at the start), which read back as "Unnamed: 0".
+  local bom = "\239\187\191"
+  local df = csv.parse("\n" .. bom .. "x,y\n.,2\n", { name = "bom.csv" })
+  A.eq(df.columns, { bom .. "x", "y" })
+  local back = csv.parse(csv.format(df), { name = "again.csv" })
+  A.eq(back.columns, { bom .. "x", "y" })
+  A.eq(rows_of(back), { { ".", "2" } })
+  -- Only the text's first field needs it.
+  A.eq(csv.format(DataFrame.new({ "a", bom }, { { bom, "1" } })), "a," .. bom .. "\n" .. bom .. ",1\n")
+end)
+
 test("write to a missing directory: error names the path", function()
   local df = DataFrame.new({ "a" }, { { "1" } })
   A.raises(function() csv.write("/nonexistent_dir_machrt/x.csv", df) end,

@@ -11,6 +11,8 @@ local DataFrame = require "machrt.data.frame"
 
 local M = {}
 
+local BOM = "\239\187\191" -- the UTF-8 byte-order mark
+
 -- Errors name the source and line themselves, so they are raised at level 0:
 -- a position inside this module would only distract.
 local function fail(fmt, ...)
@@ -36,7 +38,7 @@ local function records(text, name)
   local out, lines = {}, {}
   local len = #text
   local pos, line = 1, 1
-  if text:sub(1, 3) == "\239\187\191" then pos = 4 end   -- UTF-8 BOM
+  if text:sub(1, 3) == BOM then pos = 4 end
   while pos <= len do
     local start_line = line
     local rec, nf = {}, 0
@@ -183,9 +185,13 @@ local function cell_string(v)
   return nil
 end
 
--- Quotes a field only when RFC 4180 needs it.
-local function quote(s)
-  if s:find('[,"\r\n]') then return '"' .. s:gsub('"', '""') .. '"' end
+-- Quotes a field only when RFC 4180 needs it, or when it is the first field
+-- of the text and starts with a UTF-8 byte-order mark, which reading would
+-- take for the file's own and drop.
+local function quote(s, first)
+  if s:find('[,"\r\n]') or (first and s:sub(1, 3) == BOM) then
+    return '"' .. s:gsub('"', '""') .. '"'
+  end
   return s
 end
 
@@ -196,7 +202,7 @@ function M.format(df)
   local lines = {}
   local function add(values)
     local parts = {}
-    for j = 1, ncol do parts[j] = quote(values[j]) end
+    for j = 1, ncol do parts[j] = quote(values[j], #lines == 0 and j == 1) end
     local l = table.concat(parts, ",")
     -- A lone empty field would read back as a blank line, which is skipped.
     if ncol == 1 and l == "" then l = '""' end
