@@ -60,14 +60,15 @@ local GB, STEPS = 8, 3
 local function train(model, images, targets, reducer)
   local loss = nn.BCEWithLogitsLoss()
   local opt = optim.SGD(model:parameters(), { lr = 0.5, momentum = 0.9 })
-  local params = model:parameters()
+  -- Each module reports its parameters ready as its backward returns.
+  if reducer then reducer:attach(model) end
   for _ = 1, STEPS do
     opt:zero_grad()
     local logits = model:forward(images)
     loss:forward(logits, targets)
     model:backward(images, loss:backward(logits, targets))
     if reducer then
-      for i = #params, 1, -1 do reducer:ready(i) end
+      assert(reducer:started() == #reducer.buckets, "every bucket started during backward")
       reducer:wait()
     end
     opt:step()

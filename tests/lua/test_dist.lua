@@ -110,6 +110,20 @@ test("GradReducer: needs flat gradients; ready twice is an error; wait resets", 
   r:release()
 end)
 
+test("GradReducer:attach: each module's backward reports its parameters", function()
+  local net = small_net():flatten_parameters()
+  local r = dist.GradReducer(net, { bucket_mb = 8 * 4 / 2 ^ 20 }):attach(net)
+  local x = mt.randn{ 3, 4 }
+  for step = 1, 2 do
+    net:zero_grad()
+    local y = net:forward(x)
+    A.eq(r:started(), 0, "nothing started before backward, step " .. step)
+    net:backward(x, mt.ones(y:shape()))
+    A.eq(r:started(), #r.buckets, "every bucket started by the end of backward, step " .. step)
+    r:wait()
+  end
+end)
+
 -- Sync batch norm in one process is batch norm: the same numbers within
 -- float rounding (the sums are taken in another order).
 local function bn_pair(c)

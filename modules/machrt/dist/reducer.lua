@@ -6,6 +6,7 @@
 --   local reducer = dist.GradReducer(model)   -- model:flatten_parameters() first
 --   ... backward; after parameter i's gradient is final: reducer:ready(i)
 --   reducer:wait()                             -- before clipping and the step
+--   reducer:attach(model)   -- or: each module reports its parameters itself
 --
 -- Buckets are cut in backward order (the last parameters' gradients are
 -- ready first), from the parameter sizes alone: the same buckets on every
@@ -92,6 +93,29 @@ function GradReducer:wait()
   end
   for b, bucket in ipairs(self.buckets) do self.pending[b] = #bucket.params end
   self.done = {}
+end
+
+--- Makes every module of `model` that owns parameters report them ready
+--- as its backward returns (their gradients are final then, unless a
+--- parameter is used twice in one step), so buckets start during backward
+--- with no change to the training step. Returns self.
+function GradReducer:attach(model)
+  local index = {}
+  for i, p in ipairs(self.params) do index[p.grad] = i end
+  model:apply(function(m)
+    if #m.param_order == 0 then return end
+    local own = {}
+    for _, n in ipairs(m.param_order) do
+      own[#own + 1] = index[m.params[n].grad] or fail("%s.%s is not one of this reducer's parameters", m.path, n)
+    end
+    local backward = m.backward
+    m.backward = function(module, ...)
+      local g = backward(module, ...)
+      for _, i in ipairs(own) do self:ready(i) end
+      return g
+    end
+  end)
+  return self
 end
 
 function GradReducer:release()
