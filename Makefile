@@ -38,8 +38,8 @@ CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) $(WARN)
 LIBS_ALL   = -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas $(PKG_LIBS) -fopenmp -lm \
              $(EXTRA_LDFLAGS)
 
-CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/nn/*.c runtime/optim/*.c \
-              runtime/dist/*.c)
+CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/synth/*.c \
+              runtime/nn/*.c runtime/optim/*.c runtime/sys/*.c runtime/dist/*.c)
 LUA_SRC  := $(wildcard runtime/lua/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o)

@@ -24,6 +24,8 @@
 -- goes on. Long files are read window by window.
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local infer = require "machrt.infer"
 local pipeline = require "machrt.pipeline"
 local data = require "machrt.data"
@@ -71,7 +73,7 @@ local load_seconds = mt.clock() - t0
 local AUDIO = { wav = true, flac = true, ogg = true, aiff = true, aif = true, au = true, w64 = true, caf = true }
 local files = {}
 for _, input in ipairs(opts.inputs) do
-    local st = mt.stat(input)
+    local st = sys.stat(input)
     if not st then usage("--input " .. input .. " does not exist") end
     if st.is_dir then
         local found = {}
@@ -109,7 +111,7 @@ infer.predict_files(p, files, {
 })
 local seconds = bar:finish()
 local text = table.concat(lines, "\n") .. "\n"
-if opts.out then mt.write_file(opts.out, text) else io.write(text) end
+if opts.out then sys.write_file(opts.out, text) else io.write(text) end
 io.stderr:write(string.format(
     "predict: %d files (%d unreadable), %.0f s of audio in %.2f s: %.1f files/s, %.0f audio-s/s "
     .. "(model loaded in %.3f s, on %s)%s\n", #files, errors, audio_seconds, seconds, #files / seconds,

@@ -15,6 +15,8 @@
 -- batch, so short files run at full batch width.
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local csv = require "machrt.data.csv"
 local pipeline = require "machrt.pipeline"
@@ -71,12 +73,12 @@ end
 function M.load_run(dir, opts)
     dir = dir:gsub("/$", "")
     local cfg_path, ckpt = dir .. "/config.json", dir .. "/checkpoint.safetensors"
-    if not mt.stat(cfg_path) then fail("%s is not a run folder: it has no config.json", dir) end
-    if not mt.stat(ckpt) then fail("run folder %s has no checkpoint (checkpoint.safetensors): was training interrupted before the first epoch ended?", dir) end
-    local cfg = mt.json_decode(read_file(cfg_path), cfg_path)
+    if not sys.stat(cfg_path) then fail("%s is not a run folder: it has no config.json", dir) end
+    if not sys.stat(ckpt) then fail("run folder %s has no checkpoint (checkpoint.safetensors): was training interrupted before the first epoch ended?", dir) end
+    local cfg = sys.json_decode(read_file(cfg_path), cfg_path)
     local ok, tensors, meta = pcall(mt.load, ckpt)
     if not ok then fail("checkpoint %s cannot be read: %s", ckpt, tostring(tensors)) end
-    local run = meta and meta["machrt.run"] and mt.json_decode(meta["machrt.run"], ckpt)
+    local run = meta and meta["machrt.run"] and sys.json_decode(meta["machrt.run"], ckpt)
     if not run or not run.classes then fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt) end
     local weights = {}
     for k, v in pairs(tensors) do
@@ -90,12 +92,12 @@ end
 function M.load_scorer(dir, opts)
     dir = dir:gsub("/$", "")
     local manifest_path = dir .. "/manifest.json"
-    if not mt.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
-    local m = mt.json_decode(read_file(manifest_path), manifest_path)
+    if not sys.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
+    local m = sys.json_decode(read_file(manifest_path), manifest_path)
     if m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
     local weights_path = dir .. "/" .. m.weights.file
-    if not mt.stat(weights_path) then fail("scorer %s: weights file %s is missing", dir, m.weights.file) end
-    local digest = mt.sha256_file(weights_path)
+    if not sys.stat(weights_path) then fail("scorer %s: weights file %s is missing", dir, m.weights.file) end
+    local digest = sys.sha256_file(weights_path)
     if digest ~= m.weights.sha256 then
         fail("scorer %s: %s does not match its manifest checksum (sha256 %s, manifest says %s): "
              .. "the file was changed or damaged", dir, m.weights.file, digest, m.weights.sha256)

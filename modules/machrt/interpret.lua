@@ -28,6 +28,8 @@
 -- failure never leaves a partial file under its final name.
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local csv = require "machrt.data.csv"
 local clips = require "machrt.data.clips"
 local pipeline = require "machrt.pipeline"
@@ -111,7 +113,7 @@ end
 -- The clip as the model heard it (pipeline.decode), with reasons for a file
 -- that is gone or empty.
 local function decode(path, a, max_seconds)
-    local st = mt.stat(path)
+    local st = sys.stat(path)
     if not st then error("file not found: " .. path, 0) end
     if st.is_dir then error("not a file: " .. path, 0) end
     local wave = pipeline.decode(path, { sample_rate = a.sample_rate, channel = a.channel, duration = max_seconds })
@@ -168,10 +170,10 @@ function M.write(dir, o)
     local m = metrics.classification(ev.probs, ev.true_index, classes)
 
     local out = dir .. "/" .. M.FOLDER
-    mt.mkdir(out)
+    sys.mkdir(out)
     local written = {}
     local function write(path, text)
-        mt.write_file(path, text)
+        sys.write_file(path, text)
         written[#written + 1] = path
     end
 
@@ -255,7 +257,7 @@ function M.write(dir, o)
     -- Training curves: the experiment redraws curves.png every epoch; draw
     -- it here only when it is missing (a run from an older version).
     local images = {}
-    if mt.stat(dir .. "/curves.png") then
+    if sys.stat(dir .. "/curves.png") then
         images[1] = { title = "training curves", file = "curves.png" }
     elseif #history > 0 then
         local ok, err = pcall(plot.training_curves, dir .. "/curves.png", history)

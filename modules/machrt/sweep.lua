@@ -11,6 +11,8 @@
 -- its exit status to a file the sweep polls for).
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local log = require "machrt.log"
 local random = require "machrt.random"
 
@@ -58,7 +60,7 @@ local function q(s)
     return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
-local function exists(path) return mt.stat(path) ~= nil end
+local function exists(path) return sys.stat(path) ~= nil end
 
 local function read(path)
     local f = io.open(path, "rb")
@@ -370,7 +372,7 @@ end
 local function read_json(path)
     local text = read(path)
     if not text then return nil end
-    local ok, v = pcall(mt.json_decode, text, path)
+    local ok, v = pcall(sys.json_decode, text, path)
     return ok and v or nil
 end
 
@@ -383,7 +385,7 @@ local function same_overrides(a, b)
 end
 
 local function write_trial_json(t)
-    mt.write_file(t.dir .. "/trial.json", mt.json_encode({
+    sys.write_file(t.dir .. "/trial.json", sys.json_encode({
         trial = t.index, overrides = t.overrides, fixed = t.fixed, folds = t.folds,
         epochs = t.epochs, status = t.status, seconds = t.seconds, exit_code = t.exit_code,
     }, { indent = true }) .. "\n")
@@ -441,7 +443,7 @@ local function trial_command(opts, host, t, managed)
 end
 
 local function launch(opts, host, t, managed)
-    mt.mkdir(t.dir)
+    sys.mkdir(t.dir)
     os.remove(t.dir .. "/exit_code")
     os.remove(t.dir .. "/pid")
     t.status = "running"
@@ -661,7 +663,7 @@ function M.run(opts, host)
             managed[#managed + 1] = { path = "environment.number_of_workers", text = "1" }
         end
     end
-    mt.mkdir(opts.out)
+    sys.mkdir(opts.out)
     log.info("sweep %s: %d trials, %d to run, %d at once%s -> %s", opts.name, #trials, #to_run, jobs,
              #managed > 0 and " (" .. describe(managed) .. " each)" or "", opts.out)
 

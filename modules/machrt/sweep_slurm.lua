@@ -9,6 +9,7 @@
 -- together on several nodes never interleave their writes, and the last to
 -- finish writes the complete table.
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local log = require "machrt.log"
 local sweep = require "machrt.sweep"
 
@@ -98,14 +99,14 @@ end
 -- --slurm [--submit]: write the script (and submit it).
 local function write_and_submit(opts, host, script_path)
   local trials, to_run = sweep.prepare(opts, host)
-  mt.mkdir(opts.out)
-  mt.mkdir(opts.out .. "/slurm")
+  sys.mkdir(opts.out)
+  sys.mkdir(opts.out .. "/slurm")
   if #to_run == 0 then
     log.info("sweep %s: all %d trials finished earlier; nothing to submit", opts.name, #trials)
     return sweep.report(opts, host, trials)
   end
   local path = opts.out .. "/sweep.sbatch"
-  mt.write_file(path, M.script(opts, host, script_path, trials, to_run))
+  sys.write_file(path, M.script(opts, host, script_path, trials, to_run))
   log.info("sweep %s: %d trials, %d to run as a Slurm job array -> %s", opts.name, #trials, #to_run, path)
   if not opts.submit then
     log.info("submit it with: sbatch %s", path)
@@ -117,7 +118,7 @@ local function write_and_submit(opts, host, script_path)
   local ok, _, code = p:close()
   local job = text:match("^(%d+)")
   if not job then fail("sbatch failed (exit status %s):\n%s", tostring(code), text) end
-  mt.write_file(opts.out .. "/slurm/job_id", job .. "\n")
+  sys.write_file(opts.out .. "/slurm/job_id", job .. "\n")
   log.info("submitted job array %s (sbatch); task output in %s/slurm/", job, opts.out)
   if opts.slurm_wait then
     local again = sweep.prepare(opts, host, true)

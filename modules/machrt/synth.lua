@@ -1,5 +1,5 @@
 -- The embedded default dataset: plans and writes a synthetic MIMII-like
--- corpus (the sounds come from the C synthesizer, audio.synth_write).
+-- corpus (the sounds come from the C synthesizer, machrt.synth_c).
 --
 --   local synth = require "machrt.synth"
 --   local info = synth.generate("data/synthetic", {clips = 960, seed = 1})
@@ -17,10 +17,20 @@
 -- depends only on (seed, k) and the options, so any thread count writes the
 -- same bytes.
 
-local audio = require "machrt.audio"
+local C = require "machrt.synth_c"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 
 local M = {}
+
+-- One clip's sounds, and the machine types: the C synthesizer's own calls.
+--   synth.clip{type = "fan", model_id = 0, condition = "normal", snr_db = 0,
+--              channels = 1, seed = 1, index = 0} --> mix, machine, noise
+--   synth.types() --> {"fan", "pump", "slider", "valve"}
+--   synth.write(list, {threads = n})  -- list of clip tables with `path`
+M.clip = C.clip
+M.types = C.types
+M.write = C.write
 
 M.CSV_NAME = "dataset.csv"
 M.META_NAME = "synth.json"
@@ -71,7 +81,7 @@ function M.options(opts)
         fail("the seed must be a non-negative integer, got %s", tostring(o.seed))
     end
     local known = {}
-    for _, t in ipairs(audio.synth_types()) do known[t] = true end
+    for _, t in ipairs(C.types()) do known[t] = true end
     if type(o.types) ~= "table" or #o.types == 0 then fail("no machine types given") end
     local seen = {}
     for _, t in ipairs(o.types) do
@@ -223,7 +233,7 @@ end
 -- Writes `text` to `path` through a temporary name, so `path` never holds
 -- a half-written file.
 local function write_atomic(path, text)
-    local ok, err = pcall(mt.write_file, path, text)
+    local ok, err = pcall(sys.write_file, path, text)
     if not ok then fail("%s", tostring(err)) end
 end
 
@@ -231,13 +241,13 @@ end
 -- files unless `force`, creates it otherwise, and proves it writable.
 local function prepare_folder(out, force)
     if type(out) ~= "string" or out == "" then fail("needs an output folder") end
-    local state, entry = audio.synth_folder_state(out)
+    local state, entry = sys.folder_state(out)
     if state == "file" then fail("%s exists and is not a folder", out) end
     if state == "nonempty" and not force then
         fail("%s already holds files (%s, ...); choose another folder or pass --force "
             .. "to write over it", out, entry)
     end
-    local ok, err = pcall(audio.synth_mkdirs, out)
+    local ok, err = pcall(sys.mkdir, out)
     if not ok then fail("cannot create the output folder %s: %s", out, tostring(err)) end
     local probe = out .. "/.synth-write-test"
     local f, ferr = io.open(probe, "wb")
@@ -271,7 +281,7 @@ function M.version_of(folder)
     if not f then return 1 end
     local text = f:read("a")
     f:close()
-    local ok, meta = pcall(mt.json_decode, text or "", path)
+    local ok, meta = pcall(sys.json_decode, text or "", path)
     if not ok or type(meta) ~= "table" or math.type(meta.generator_version) == nil then
         return nil, path .. " holds no generator_version"
     end
@@ -294,7 +304,7 @@ function M.generate(out, opts)
                 condition = c.condition, snr_db = c.snr_db, channels = c.channels,
                 seed = c.seed, index = c.index }
         end
-        audio.synth_write(list, { threads = threads })
+        C.write(list, { threads = threads })
         if o.progress then o.progress(first + #list - 1, #clips, mt.clock() - t0) end
     end
     local csv = out .. "/" .. M.CSV_NAME

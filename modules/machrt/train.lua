@@ -14,6 +14,7 @@
 -- shared with inference; pictures from machrt.plot.
 
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
 local data = require "machrt.data"
@@ -33,7 +34,7 @@ M.DEFAULT_DATA = "data/synthetic"
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
 local function file_exists(path)
-    local st = mt.stat(path)
+    local st = sys.stat(path)
     return st ~= nil and not st.is_dir
 end
 
@@ -53,7 +54,7 @@ function M.setup(defaults, args)
         local text = assert(io.open(opts.resume .. "/" .. M.CONFIG)
             or fail("--resume %s: no %s there (is it a run folder runs/<experiment>/fold<k>?)",
                     opts.resume, M.CONFIG)):read("a")
-        local saved = mt.json_decode(text, opts.resume .. "/" .. M.CONFIG)
+        local saved = sys.json_decode(text, opts.resume .. "/" .. M.CONFIG)
         for _, o in ipairs(opts.overrides) do
             if not o.path:match("^environment%.") then
                 fail("--resume continues a run with its saved settings; only environment.* may be "
@@ -241,7 +242,7 @@ function M.loaders(cfg, split)
     if ds.on_error ~= "fail" and ds.on_error ~= "skip" then
         fail("dataset.on_error must be 'fail' or 'skip', got '%s'", tostring(ds.on_error))
     end
-    if ds.cache == "disk" then mt.mkdir(ds.cache_folder) end
+    if ds.cache == "disk" then sys.mkdir(ds.cache_folder) end
     local train = data.Loader{
         name = "training loader", module = "machrt.data.clips",
         config = clip_config(cfg, split.train, "train", cfg.audio.training_chunk_seconds),
@@ -418,8 +419,8 @@ function M.save_checkpoint(dir, model, opt, state)
     for k, v in pairs(opt_tensors) do tensors[k] = v end
     local meta = {}
     for k, v in pairs(opt_info) do meta[k] = v end
-    meta["machrt.run"] = mt.json_encode(state)
-    meta["machrt.rng"] = mt.json_encode(mt.rng_state())
+    meta["machrt.run"] = sys.json_encode(state)
+    meta["machrt.rng"] = sys.json_encode(mt.rng_state())
     mt.save(dir .. "/" .. M.CHECKPOINT, tensors, meta)
 end
 
@@ -458,8 +459,8 @@ function M.load_checkpoint(dir, model, opt)
     end
     model:load_state_dict(weights)
     opt:load_state_dict(tensors, meta)
-    mt.set_rng_state(mt.json_decode(meta["machrt.rng"], path .. " (rng)"))
-    return mt.json_decode(meta["machrt.run"], path .. " (run state)")
+    mt.set_rng_state(sys.json_decode(meta["machrt.rng"], path .. " (rng)"))
+    return sys.json_decode(meta["machrt.run"], path .. " (run state)")
 end
 
 -- ---- outputs ---------------------------------------------------------------------
@@ -471,7 +472,7 @@ local function csv_text(header, rows) return csv.table_text(header, rows, { digi
 
 --- log.csv: one row per epoch, from the run history.
 function M.write_log(dir, history)
-    mt.write_file(dir .. "/log.csv", csv_text(LOG_COLUMNS, history))
+    sys.write_file(dir .. "/log.csv", csv_text(LOG_COLUMNS, history))
 end
 
 --- val_predictions.csv (file, true label, predicted label, one probability
@@ -486,8 +487,8 @@ function M.write_evaluation(dir, cfg, split, ev, epoch)
         for c = 1, #split.classes do r[#r + 1] = ev.probs:get(k, c) end
         rows[k] = r
     end
-    mt.write_file(dir .. "/val_predictions.csv", csv_text(header, rows))
-    mt.write_file(dir .. "/metrics.json", mt.json_encode({
+    sys.write_file(dir .. "/val_predictions.csv", csv_text(header, rows))
+    sys.write_file(dir .. "/metrics.json", sys.json_encode({
         epoch = epoch, metric = cfg.prediction.metric, f1 = ev.f1, accuracy = ev.accuracy,
         roc_auc = ev.roc_auc, loss = ev.loss, classes = split.classes, per_class = ev.per_class,
         confusion = ev.confusion, validation_clips = #ev.items, skipped = ev.skipped,
@@ -500,17 +501,17 @@ end
 --- from the run.
 function M.build_scorer(dir, cfg, model, classes)
     local out = dir .. "/scorer"
-    mt.mkdir(out)
+    sys.mkdir(out)
     mt.save(out .. "/model.safetensors", model:state_dict())
     local keep = {}
     for _, section in ipairs{ "architecture", "audio", "prediction" } do keep[section] = cfg[section] end
     keep.experiment_name = cfg.experiment_name
     local manifest = {
         format = "machrt-scorer", version = 1, machrt = mt.version, classes = classes, config = keep,
-        weights = { file = "model.safetensors", sha256 = mt.sha256_file(out .. "/model.safetensors") },
+        weights = { file = "model.safetensors", sha256 = sys.sha256_file(out .. "/model.safetensors") },
     }
-    mt.write_file(out .. "/manifest.json", mt.json_encode(manifest, { indent = true }) .. "\n")
-    mt.write_file(out .. "/score.lua", [=[
+    sys.write_file(out .. "/manifest.json", sys.json_encode(manifest, { indent = true }) .. "\n")
+    sys.write_file(out .. "/score.lua", [=[
 -- A packaged machrt model: predicts machine types of audio files.
 --   machrt score.lua file.wav [file2.wav ...]      (prints a CSV)
 -- Needs only this folder: manifest.json (classes, front end, checksum) and
@@ -532,8 +533,8 @@ end
 
 --- The resolved config, as the run used it (resume reads it back).
 function M.write_config(dir, cfg)
-    mt.mkdir(dir)
-    mt.write_file(dir .. "/" .. M.CONFIG, mt.json_encode(cfg, { indent = true }) .. "\n")
+    sys.mkdir(dir)
+    sys.write_file(dir .. "/" .. M.CONFIG, sys.json_encode(cfg, { indent = true }) .. "\n")
 end
 
 -- Published for the reference run (REFERENCE.md, fold 4, real MIMII, V100).

@@ -7,6 +7,7 @@
 -- Run by the backend-parity suite as `<host> tests/cuda/experiment_on_device.lua <host>`
 -- with a host that has the CUDA backend (emulated in `make test`).
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local train = require "machrt.train"
 local pipeline = require "machrt.pipeline"
 
@@ -15,7 +16,7 @@ local function check(cond, msg) if not cond then error(msg, 2) end end
 
 local tmp = os.tmpname()
 os.remove(tmp)
-mt.mkdir(tmp)
+sys.mkdir(tmp)
 local data = tmp .. "/data"
 require("machrt.synth").generate(data, { clips = 12, seed = 1 })
 
@@ -98,7 +99,7 @@ check(n >= 2, "validation predictions: " .. n)
 check(worst < 2e-2, ("validation probabilities differ by %g between cuda and cpu"):format(worst))
 
 -- The device run's checkpoint on the CPU: weights, optimizer state, a step.
-local cfg = mt.json_decode(read(gpu_dir .. "/config.json"), "config.json")
+local cfg = sys.json_decode(read(gpu_dir .. "/config.json"), "config.json")
 local model = pipeline.build_model(cfg.architecture, 4)
 local opt = train.optimizer(cfg, model, 2)
 local state = train.load_checkpoint(gpu_dir, model, opt)

@@ -6,6 +6,7 @@
 -- Run by the backend-parity suite as `<host> tests/cuda/predict_on_device.lua <host>`
 -- with a host that has the CUDA backend (emulated in `make test`).
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local infer = require "machrt.infer"
 local pipeline = require "machrt.pipeline"
@@ -19,7 +20,7 @@ assert(mt.cuda_available(), "no cuda backend")
 local CLASSES = { "fan", "pump", "slider", "valve" }
 local tmp = os.tmpname()
 os.remove(tmp)
-mt.mkdir(tmp)
+sys.mkdir(tmp)
 
 local cfg = {
   architecture = { backbone = "resnet18", pool = "GeM", dropout = 0, width = 4, pretrained = false },

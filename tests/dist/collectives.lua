@@ -4,6 +4,7 @@
 -- from the inputs. arg[1]: where rank 0 saves the reduced gradients (the
 -- test compares two runs byte for byte).
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local nn = require "machrt.nn"
 local dist = require "machrt.dist"
 
@@ -70,4 +71,4 @@ for i = 1, #params do reducer:ready(i) end
 reducer:wait()
 out.second_step_vs_plain = (net.flat_grads - plain):abs():max()
 
-if rank == 0 then print(mt.json_encode(out)) end
+if rank == 0 then print(sys.json_encode(out)) end

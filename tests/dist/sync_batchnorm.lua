@@ -5,6 +5,7 @@
 -- was compared. arg[1]: where rank 0 saves the trained weights (the test
 -- compares two runs byte for byte).
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
 local dist = require "machrt.dist"
@@ -91,5 +92,5 @@ if rank == 0 then
   out.train = { params = max_diff(model.flat_params, ref.flat_params), params_scale = ref.flat_params:abs():max(),
                 running_var = max_diff(model.children["4"].buffers.running_var, ref.children["4"].buffers.running_var) }
   if arg[1] then mt.save(arg[1], { params = model.flat_params }) end
-  print(mt.json_encode(out))
+  print(sys.json_encode(out))
 end

@@ -19,8 +19,9 @@
 -- tmpdir{ keep = true } one that outlives the test, for what a whole file
 -- shares (a corpus generated once): removed when the Lua state closes.
 
-local mt = require "machrt"
 
+
+local sys = require "machrt.sys"
 local F = {}
 
 local function remove_tree(path)
@@ -58,7 +59,7 @@ function F.suite()
         opts = opts or {}
         local path = os.tmpname()
         os.remove(path)
-        if opts.create ~= false then mt.mkdir(path) end
+        if opts.create ~= false then sys.mkdir(path) end
         if opts.keep then
             kept[#kept + 1] = path
         else
@@ -78,7 +79,7 @@ function F.read(path)
 end
 
 function F.exists(path)
-    return mt.stat(path) ~= nil
+    return sys.stat(path) ~= nil
 end
 
 -- Runs a shell command line (a child process); returns its exit status and

@@ -4,6 +4,7 @@
 -- ending the job within seconds with the rank named.
 local A = require "assert"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local F = require "files"
 local mpi = require "mpi"
 
@@ -20,7 +21,7 @@ local function result(code, text)
   A.eq(code, 0, "exit status; output:\n" .. text)
   local line = text:match("(%b{})%s*$")
   A.truthy(line, "no JSON result in the output:\n" .. text)
-  return mt.json_decode(line)
+  return sys.json_decode(line)
 end
 
 test("allreduce, broadcast, barrier, gather, shards, broadcast_module, reducer on 2 ranks", function()

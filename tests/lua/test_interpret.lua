@@ -6,6 +6,7 @@
 
 local A = require "assert"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local plot = require "machrt.plot"
 local interpret = require "machrt.interpret"
 
@@ -134,7 +135,7 @@ end)
 
 test("an existing curves.png is kept", function()
     local run, o = fixture{ number_of_audios = 0 }
-    mt.write_file(run .. "/curves.png", "kept")
+    sys.write_file(run .. "/curves.png", "kept")
     local written = interpret.write(run, o)
     A.eq(read(run .. "/curves.png"), "kept")
     for _, p in ipairs(written) do A.truthy(p ~= run .. "/curves.png", "curves.png is not rewritten") end

@@ -4,6 +4,7 @@
 
 local A = require "assert"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local infer = require "machrt.infer"
 local pipeline = require "machrt.pipeline"
@@ -122,7 +123,7 @@ test("unreadable files get an error row; the others go on", function()
     make_run(dir .. "/run")
     local good, text, missing = dir .. "/good.wav", dir .. "/notes.wav", dir .. "/missing.wav"
     write_wave(good, 4, 16000, 1)
-    mt.write_file(text, "this is not audio\n")
+    sys.write_file(text, "this is not audio\n")
     local multi = dir .. "/multi.wav"
     write_wave(multi, 4, 16000, 2, 2)
     local nan = dir .. "/nan.wav"
@@ -147,7 +148,7 @@ test("a run folder without a checkpoint is a clear error", function()
     A.raises(function() infer.load_run(dir) end, "has no config.json")
     train.write_config(dir, config())
     A.raises(function() infer.load_run(dir) end, "has no checkpoint")
-    mt.write_file(dir .. "/checkpoint.safetensors", "garbage")
+    sys.write_file(dir .. "/checkpoint.safetensors", "garbage")
     A.raises(function() infer.load_run(dir) end, "cannot be read")
 end)
 
@@ -184,10 +185,10 @@ end)
 test("predict.lua writes its CSV whole, or not at all", function()
     local dir = tmpdir()
     make_run(dir .. "/run")
-    mt.mkdir(dir .. "/clips/a")
+    sys.mkdir(dir .. "/clips/a")
     write_wave(dir .. "/clips/a/one.wav", 3, 16000, 1)
     write_wave(dir .. "/clips/two.wav", 5, 16000, 2)
-    mt.write_file(dir .. "/clips/readme.txt", "skipped: not an audio extension\n")
+    sys.write_file(dir .. "/clips/readme.txt", "skipped: not an audio extension\n")
     local function run(args) return F.run("./machrt scripts/predict.lua " .. args) end
     local code, out = run(string.format("--run %s/run --input %s/clips --out %s/pred.csv", dir, dir, dir))
     A.eq(code, 0, out)

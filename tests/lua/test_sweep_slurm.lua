@@ -6,6 +6,7 @@
 -- passed. The script text itself is checked without Slurm.
 local A = require "assert"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local F = require "files"
 local slurm = require "machrt.sweep_slurm"
 
@@ -51,7 +52,7 @@ end)
 test("--slurm writes the job-array script: resources, template, one task per trial", function()
   local data, out = tiny_corpus(), tmpdir{ create = false }
   local template = tmpdir() .. "/template.sh"
-  mt.write_file(template, "#SBATCH --qos=short\nmodule load openmpi\n")
+  sys.write_file(template, "#SBATCH --qos=short\nmodule load openmpi\n")
   local code, text = sweep(sweep_args(data, out) .. " --slurm --slurm-parallel 2 --slurm-ntasks 2"
     .. " --slurm-time 0:10:00 --slurm-cpus-per-task 1 --slurm-sbatch=--account=acoustics"
     .. " --slurm-template " .. template)
@@ -72,7 +73,7 @@ test("--slurm writes the job-array script: resources, template, one task per tri
     if l:match("^#SBATCH") then A.truthy(not seen_command, "an #SBATCH line after a command:\n" .. s) end
     if not l:match("^#") then seen_command = true end
   end
-  A.truthy(not mt.stat(out .. "/trial_001"), "nothing ran")
+  A.truthy(not sys.stat(out .. "/trial_001"), "nothing ran")
   code, text = sweep(sweep_args(data, out) .. " --slurm --jobs 2")
   A.truthy(code ~= 0 and text:find("--slurm-parallel", 1, true), text)
   code, text = sweep(sweep_args(data, out) .. " --submit")
@@ -95,19 +96,19 @@ test("a 4-trial sweep as a Slurm job array: the same results.csv as a local run"
   A.eq(code, 0, "Slurm sweep:\n" .. text .. "\n" .. cluster:logs())
   A.truthy(text:find("submitted job array %d+"), text)
   for i = 0, 3 do
-    A.truthy(mt.stat(there .. "/slurm/task_" .. i .. ".out"), "task " .. i .. " wrote its output")
+    A.truthy(sys.stat(there .. "/slurm/task_" .. i .. ".out"), "task " .. i .. " wrote its output")
   end
   A.eq(results_without_seconds(there .. "/results.csv"), results_without_seconds(here .. "/results.csv"),
     "results.csv, but for the seconds")
-  local trial = mt.json_decode(read(there .. "/trial_003/trial.json"))
+  local trial = sys.json_decode(read(there .. "/trial_003/trial.json"))
   A.eq(trial.status, "ok")
   -- A resubmission: every trial finished, nothing is submitted or rewritten.
   local ckpt = there .. "/trial_002/run/fold4/checkpoint.safetensors"
-  local mtime = mt.stat(ckpt).mtime
+  local mtime = sys.stat(ckpt).mtime
   code, text = sweep(sweep_args(data, there) .. " --slurm --submit --slurm-wait", cluster.env)
   A.eq(code, 0, text)
   A.truthy(text:find("all 4 trials finished earlier; nothing to submit", 1, true), text)
-  A.eq(mt.stat(ckpt).mtime, mtime, "the finished trial was not run again")
+  A.eq(sys.stat(ckpt).mtime, mtime, "the finished trial was not run again")
   A.eq(results_without_seconds(there .. "/results.csv"), results_without_seconds(here .. "/results.csv"))
 end)
 

@@ -2,9 +2,9 @@
 -- bad input (machrt.synth, scripts/synth.lua, audio.synth_*). Corpora here
 -- are 8 to 12 clips (about 30 ms each), written under temporary folders.
 
-local mt = require "machrt"
 local audio = require "machrt.audio"
 local synth = require "machrt.synth"
+local sys = require "machrt.sys"
 local A = require "assert"
 
 local F = require "files"
@@ -115,16 +115,16 @@ end)
 
 test("the SNR measured on the written file is within 0.5 dB of the request", function()
     local out = tmpdir{ create = false }
-    audio.synth_mkdirs(out)
-    for ti, t in ipairs(audio.synth_types()) do
+    sys.mkdir(out)
+    for ti, t in ipairs(synth.types()) do
         for _, snr in ipairs({ 6, 0, -6 }) do
             local clip = { type = t, model_id = 2, condition = ti % 2 == 0 and "abnormal" or "normal",
                 snr_db = snr, seed = 5, index = ti }
-            local mix, machine, noise = audio.synth_clip(clip)
+            local mix, machine, noise = synth.clip(clip)
             A.near(10 * math.log10(power(machine) / power(noise)), snr, 1e-3)
             local path = out .. "/" .. t .. snr .. ".wav"
             clip.path = path
-            audio.synth_write({ clip })
+            synth.write({ clip })
             local wave = audio.load(path)
             A.truthy((wave - mix):abs():max() <= 1 / 32768 + 1e-6, "file differs from the mix")
             local measured = 10 * math.log10(power(machine) / power(wave - machine))
@@ -137,12 +137,12 @@ test("8-channel clips load with 8 channels; channel 1 is the mono clip", functio
     local out = tmpdir{ create = false }
     local clip = { type = "pump", model_id = 4, snr_db = 0, seed = 2, index = 7,
         path = out .. "/a8.wav", channels = 8 }
-    audio.synth_write({ clip })
+    synth.write({ clip })
     local wave, sr = audio.load(clip.path)
     A.shape_eq(wave, { 8, 160000 })
     A.eq(sr, 16000)
     clip.channels, clip.path = 1, out .. "/a1.wav"
-    audio.synth_write({ clip })
+    synth.write({ clip })
     local mono = audio.load(clip.path, { channel = 1 })
     A.eq((wave:select(1, 1) - mono):abs():max(), 0)
     -- The other microphones hear the same scene, delayed and with their own gain.
@@ -166,15 +166,16 @@ test("bad options give clear errors", function()
     A.raises(function() synth.generate(out, { clips = 2, channels = 2 }) end, "1 or 8")
     A.raises(function() synth.generate(out, { clips = 2, abnormal_fraction = 2 }) end, "[0, 1]")
     A.raises(function() synth.generate(out, { clips = 2, colour = 1 }) end, "unknown option 'colour'")
-    A.raises(function() audio.synth_clip{ type = "fan", condition = "broken" } end, "condition")
-    A.raises(function() audio.synth_clip{ type = "fan", snr = 3 } end, "unknown key 'snr'")
+    A.raises(function() synth.clip{ type = "fan", condition = "broken" } end, "condition")
+    A.raises(function() synth.clip{ type = "fan", snr = 3 } end, "unknown option 'snr'")
+    A.eq(audio.synth_clip, nil, "the synthesizer is not part of the audio front end")
     -- Nothing was written by the refused calls.
-    A.eq(audio.synth_folder_state(out), "missing")
+    A.eq(sys.folder_state(out), "missing")
 end)
 
 test("a folder holding other files is refused unless forced", function()
     local out = tmpdir{ create = false }
-    audio.synth_mkdirs(out)
+    sys.mkdir(out)
     local f = assert(io.open(out .. "/notes.txt", "w"))
     f:write("mine\n")
     f:close()
@@ -186,13 +187,13 @@ end)
 
 test("an unwritable output folder is a clear error", function()
     local base = tmpdir{ create = false }
-    audio.synth_mkdirs(base)
+    sys.mkdir(base)
     local f = assert(io.open(base .. "/file", "w"))
     f:close()
     A.raises(function() synth.generate(base .. "/file", { clips = 1 }) end, "not a folder")
     A.raises(function() synth.generate(base .. "/file/sub", { clips = 1 }) end,
         "cannot create the output folder", "file/sub")
-    A.raises(function() audio.synth_write({ { type = "fan", path = base .. "/file/x.wav" } }) end,
+    A.raises(function() synth.write({ { type = "fan", path = base .. "/file/x.wav" } }) end,
         "cannot create folder")
 end)
 
@@ -223,7 +224,7 @@ test("synth.json records the generator version; ensure regenerates another versi
     local out = tmpdir{ create = false }
     synth.ensure(out, { clips = 4, seed = 5 })
     A.eq(synth.version_of(out), synth.VERSION)
-    local meta = mt.json_decode(read(out .. "/synth.json"))
+    local meta = sys.json_decode(read(out .. "/synth.json"))
     A.eq(meta.generator_version, synth.VERSION)
     A.eq(meta.clips, 4)
     A.eq(meta.seed, 5)

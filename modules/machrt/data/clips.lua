@@ -20,6 +20,8 @@
 -- job = {indices = {...}, epoch = e, batch = b}
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local workers = require "machrt.workers"
 local random = require "machrt.random"
@@ -39,7 +41,7 @@ local function cache_key(path, cfg)
 end
 
 local function disk_cached(path, key, cfg)
-    local st = mt.stat(path)
+    local st = sys.stat(path)
     if not st then return nil end
     local file = string.format("%s/%s.safetensors", cfg.cache_folder, hash_hex(key))
     local ok, tensors, meta = pcall(mt.load, file)
@@ -180,7 +182,7 @@ function M.factory(cfg)
         if not cfg.cache_folder or cfg.cache_folder == "" then
             error("clips: cache = 'disk' needs a cache_folder", 0)
         end
-        mt.mkdir(cfg.cache_folder)
+        sys.mkdir(cfg.cache_folder)
     end
     local augment = cfg.augment and next(cfg.augment) and require "machrt.augment" or nil
     if cfg.mode == "chunks" then

@@ -6,7 +6,7 @@
 -- (experiment configs name such columns, e.g. group_fold_column 'Unnamed: 0').
 -- Every cell stays a string; DataFrame:numbers() converts where a number is
 -- meant, so that a column such as a file name is never mangled.
-local mt = require "machrt"
+local sys = require "machrt.sys"
 local DataFrame = require "machrt.data.frame"
 
 local M = {}
@@ -229,7 +229,7 @@ end
 --- so a reader never sees a half-written file.
 function M.write(path, df)
   if type(path) ~= "string" then fail("write_csv: expected a path string, got %s", type(path)) end
-  local ok, err = pcall(mt.write_file, path, M.format(df))
+  local ok, err = pcall(sys.write_file, path, M.format(df))
   if not ok then fail("write_csv: %s", tostring(err)) end
 end
 

@@ -14,6 +14,7 @@
 -- "Distributed"). In a plain run every call is a no-op that still checks its
 -- arguments, so single-process code needs no branches.
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local C = require "machrt.dist_c"
 local shard = require "machrt.dist.shard"
 
@@ -100,10 +101,10 @@ end
 --- the list of every rank's value in rank order; elsewhere nil. Numbers
 --- travel with 17 digits, so floats arrive exactly.
 function M.gather(value, root)
-  local texts = C.gather_strings(mt.json_encode(value), root or 0)
+  local texts = C.gather_strings(sys.json_encode(value), root or 0)
   if not texts then return nil end
   local out = {}
-  for r, text in ipairs(texts) do out[r] = mt.json_decode(text, "gather from rank " .. (r - 1)) end
+  for r, text in ipairs(texts) do out[r] = sys.json_decode(text, "gather from rank " .. (r - 1)) end
   return out
 end
 
