@@ -80,7 +80,7 @@ endif
 LINK_STAMP := build/.link-mode
 $(shell mkdir -p build && (echo $(LINK_MODE) | cmp -s - $(LINK_STAMP) || echo $(LINK_MODE) > $(LINK_STAMP)))
 
-.PHONY: all deps deps-dist run test test-c test-lua sanitize bench install uninstall clean
+.PHONY: all deps deps-dist run test lint test-c test-lua sanitize bench install uninstall clean
 .DEFAULT_GOAL := all
 
 all: machrt $(BUILD)/lua/machrt.so
@@ -173,8 +173,15 @@ run: all
 	  echo "machrt: running the tensor tour instead: ./machrt examples/tour.lua"; \
 	  ./machrt examples/tour.lua; fi
 
-test: all $(CTEST_BIN) deps-dist
+test: all $(CTEST_BIN) deps-dist lint
 	@sh tests/run_all.sh $(BUILD)
+
+# One indentation for the Lua code (four spaces a block), checked with every
+# test run; `./machrt tests/lint/lua_indent.lua --from 2 FILE` re-indents a
+# file written with two.
+LUA_FILES = $$(find experiments modules scripts tests bench examples -name '*.lua' | sort)
+lint: all
+	@./machrt tests/lint/lua_indent.lua $(LUA_FILES)
 
 test-c: $(CTEST_BIN)
 	@sh tests/run_c.sh $(BUILD)

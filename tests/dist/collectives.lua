@@ -14,7 +14,7 @@ local out = { size = size }
 -- Values 0..4 plus 10 * rank.
 local function ramp() return mt.arange(5) + 10 * rank end
 for _, op in ipairs{ "sum", "mean", "max", "min" } do
-  out[op] = dist.allreduce(ramp(), op):totable()
+    out[op] = dist.allreduce(ramp(), op):totable()
 end
 out.broadcast = dist.broadcast(mt.full({ 3 }, rank + 7), size - 1):totable()
 out.broadcast_int = dist.broadcast(mt.full({ 2 }, rank + 3, "int64"), 0):totable()
@@ -40,8 +40,8 @@ out.shards = dist.gather((dist.shard(batch)))
 
 -- broadcast_module: each rank builds its model from its own seed.
 local function model()
-  return nn.Sequential{ nn.Conv2d(1, 3, 3, { padding = 1 }), nn.BatchNorm2d(3), nn.ReLU(),
-                        nn.Flatten(), nn.Linear(3 * 4 * 4, 2) }
+    return nn.Sequential{ nn.Conv2d(1, 3, 3, { padding = 1 }), nn.BatchNorm2d(3), nn.ReLU(),
+                                                nn.Flatten(), nn.Linear(3 * 4 * 4, 2) }
 end
 mt.manual_seed(100 + rank)
 local net = model():flatten_parameters()

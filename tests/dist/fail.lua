@@ -5,12 +5,12 @@ local mt = require "machrt"
 local dist = require "machrt.dist"
 dist.barrier()
 if dist.rank() == 1 then
-  if arg[1] == "kill" then
-    local pid = io.open("/proc/self/stat"):read("n")
-    os.execute("kill -9 " .. math.tointeger(pid))
-    os.execute("sleep 30")
-  end
-  error("deliberate failure in the training step")
+    if arg[1] == "kill" then
+        local pid = io.open("/proc/self/stat"):read("n")
+        os.execute("kill -9 " .. math.tointeger(pid))
+        os.execute("sleep 30")
+    end
+    error("deliberate failure in the training step")
 end
 dist.allreduce(mt.ones{ 4 }, "sum")
 os.execute("sleep 30")

@@ -9,8 +9,8 @@ M.ENV = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmap
 
 --- `timeout SECONDS mpirun -np N ./machrt ARGS` with the environment above.
 function M.command(np, args, seconds)
-  return string.format("env %s timeout %d mpirun --oversubscribe -np %d ./machrt %s", M.ENV, seconds or 120,
-    np, args)
+    return string.format("env %s timeout %d mpirun --oversubscribe -np %d ./machrt %s", M.ENV, seconds or 120,
+        np, args)
 end
 
 return M
