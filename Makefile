@@ -38,7 +38,7 @@ LIBS_ALL   = -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas $(PKG_LIBS)
              $(EXTRA_LDFLAGS)
 
 CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/synth/*.c \
-              runtime/nn/*.c runtime/optim/*.c runtime/sys/*.c)
+              runtime/nn/*.c runtime/optim/*.c runtime/sys/*.c runtime/plot/*.c)
 LUA_SRC  := $(wildcard runtime/lua/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o)
