@@ -163,10 +163,7 @@ $(BUILD)/tests/test_backend_parity: tests/c/test_backend_parity.c $(BUILD)/libma
 endif
 
 run: all
-	@if [ -f $(MAIN_SCRIPT) ]; then ./machrt $(MAIN_SCRIPT) $(ARGS); else \
-	  echo "machrt: $(MAIN_SCRIPT) is not part of this version yet (see README, Status)."; \
-	  echo "machrt: running the tensor tour instead: ./machrt examples/tour.lua"; \
-	  ./machrt examples/tour.lua; fi
+	@./machrt $(MAIN_SCRIPT) $(ARGS)
 
 test: all $(CTEST_BIN)
 	@sh tests/run_all.sh $(BUILD)
