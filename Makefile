@@ -39,7 +39,7 @@ LIBS_ALL   = -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas $(PKG_LIBS)
              $(EXTRA_LDFLAGS)
 
 CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/synth/*.c \
-              runtime/nn/*.c runtime/optim/*.c runtime/sys/*.c runtime/dist/*.c)
+              runtime/nn/*.c runtime/optim/*.c runtime/sys/*.c runtime/plot/*.c runtime/dist/*.c)
 LUA_SRC  := $(wildcard runtime/lua/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o)
@@ -168,10 +168,7 @@ $(BUILD)/tests/test_backend_parity: tests/c/test_backend_parity.c $(BUILD)/libma
 endif
 
 run: all
-	@if [ -f $(MAIN_SCRIPT) ]; then ./machrt $(MAIN_SCRIPT) $(ARGS); else \
-	  echo "machrt: $(MAIN_SCRIPT) is not part of this version yet (see README, Status)."; \
-	  echo "machrt: running the tensor tour instead: ./machrt examples/tour.lua"; \
-	  ./machrt examples/tour.lua; fi
+	@./machrt $(MAIN_SCRIPT) $(ARGS)
 
 test: all $(CTEST_BIN) deps-dist lint
 	@sh tests/run_all.sh $(BUILD)

@@ -1,4 +1,4 @@
--- The reference experiment (REFERENCE.md): ResNet34 + GeM on 128-bin log-mel
+-- The reference experiment (docs/REFERENCE.md): ResNet34 + GeM on 128-bin log-mel
 -- spectrograms, BCE, AdamW, cosine schedule, fold 4 of 5.
 --
 --   machrt experiments/resnet34.lua                        -- built-in synthetic corpus

@@ -23,7 +23,7 @@ local function batch_rows(t, what)
     return t:size(1)
 end
 
---- Mix audio (REFERENCE.md): with probability `probability` per batch, draw
+--- Mix audio (docs/REFERENCE.md): with probability `probability` per batch, draw
 --- lambda ~ Beta(c, c) per sample, x = lambda * x + (1 - lambda) * x[perm]
 --- with a random permutation, targets by the same ratio (mix_target Ratio);
 --- `iterations` times. Returns wave, target, and the lambdas of the last

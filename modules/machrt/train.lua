@@ -1,5 +1,5 @@
 -- Helpers of experiment scripts: each does one step of the reference recipe
--- (REFERENCE.md) so that experiments/resnet34.lua reads top to bottom.
+-- (docs/REFERENCE.md) so that experiments/resnet34.lua reads top to bottom.
 --
 --   local cfg, run = train.setup(defaults, arg)          -- CLI, resume, seed, data, threads
 --   local split = train.prepare_data(cfg, fold)          -- dataframe, labels, fold split
@@ -537,7 +537,7 @@ function M.write_config(dir, cfg)
     sys.write_file(dir .. "/" .. M.CONFIG, sys.json_encode(cfg, { indent = true }) .. "\n")
 end
 
--- Published for the reference run (REFERENCE.md, fold 4, real MIMII, V100).
+-- Published for the reference run (docs/REFERENCE.md, fold 4, real MIMII, V100).
 M.REFERENCE_F1 = { 0.536, 0.849, 0.875, 0.964, 0.964 }
 M.REFERENCE_LOSS = { 0.417, 0.180, 0.164, 0.063, 0.056 }
 

@@ -38,9 +38,9 @@ void mrt_iter_init(mrt_iter *it, int ndim, const int64_t *shape);
 void mrt_iter_add(mrt_iter *it, const mrt_tensor *t);
 /* A single value broadcast to every element (stride 0). */
 void mrt_iter_add_scalar(mrt_iter *it, const void *value, size_t elsize);
-/* Runs fn over every element, split across threads when large. With
- * `keep_order` the rows keep their logical `start` (always true; collapsing
- * preserves row-major order, so `start` is exact). */
+/* Runs fn over every element, split across threads when large. Each row
+ * gets its logical `start` exactly: collapsing dimensions preserves
+ * row-major order. */
 void mrt_iter_run(mrt_iter *it, mrt_row_fn fn, void *ctx);
 
 #endif

@@ -1,29 +1,23 @@
-/* machrt.workers: a pool of threads, each with its own Lua state, that run
- * a scripted job function (the data loader's workers).
+/* machrt.workers: the worker pool of runtime/core/pool.c with a Lua state
+ * per worker that runs a scripted job function (the data loader's
+ * workers), and the process-wide tensor cache of runtime/core/cache.c.
  *
  * Lua states are not thread-safe, so a worker never touches the caller's
  * state: it builds its own (standard libraries, the caller's package paths,
  * machrt's C modules preloaded), requires a module that returns a factory,
- * calls factory(config) once to get its job function, then runs jobs from a
- * queue. Job arguments and results cross between states as plain values
- * (nil, booleans, numbers, strings, tables of them) and tensors; a tensor
- * crosses by reference (its storage refcount is atomic), not by copy.
- *
- * Results are kept per job id, so the caller takes them in the order it
- * chooses, whatever order the workers finish in: a batch's content depends
- * only on its job, never on which worker ran it or when.
- *
- * The process-wide waveform cache lives here too (cache_get/cache_put): the
- * workers of one pool, and pools of later epochs, share it. */
-#include <omp.h>
-#include <pthread.h>
+ * calls factory(config) once to get its job function, then runs jobs. Job
+ * arguments and results cross between states as plain values (nil,
+ * booleans, numbers, strings, tables of them) and tensors; a tensor
+ * crosses by reference (its storage refcount is atomic), not by copy. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <lualib.h>
 #include "l_machrt.h"
+#include "machrt/cache.h"
+#include "machrt/pool.h"
 
 #define WORKERS_MT "machrt.workers.Pool"
-#define MAX_WORKERS 64
 #define MAX_DEPTH 32
 
 /* ---- values that cross between Lua states ------------------------------- */
@@ -200,33 +194,17 @@ static void decode(lua_State *L, const blob *b, size_t *pos)
 
 /* ---- the pool ------------------------------------------------------------ */
 
-enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
-
-typedef struct job {
-    lua_Integer id;
-    int state;
-    blob args;       /* the job's argument */
-    blob result;     /* filled by the worker */
-    char *error;     /* set instead of result when the job raised */
-    struct job *next;
-} job;
-
-typedef struct pool {
-    pthread_mutex_t lock;
-    pthread_cond_t work_ready, result_ready;
-    job *jobs, *jobs_tail; /* submitted and not yet taken, in submission order */
-    int nworkers, started, ready, stopping, open;
-    char *init_error;             /* the first worker start-up failure */
-    pthread_t threads[MAX_WORKERS];
-    /* What every worker starts from (read-only once threads run). */
+/* What every worker starts from (read-only once threads run). */
+typedef struct {
     char *module, *path, *cpath;
     blob config;
-} pool;
+} pool_ctx;
 
-typedef struct worker_arg {
-    pool *p;
-    int index;
-} worker_arg;
+typedef struct {
+    mrt_pool *pool; /* NULL once closed */
+    pool_ctx ctx;
+    int open;
+} pool_ud;
 
 static char *dup_string(const char *s)
 {
@@ -254,7 +232,7 @@ static int is_callable(lua_State *L, int idx)
 
 /* Builds the worker's state and its job function (left at stack index 2,
  * the traceback handler at 1). Returns NULL or an error message. */
-static char *worker_setup(pool *p, lua_State *L, int index)
+static char *worker_setup(const pool_ctx *p, lua_State *L, int index)
 {
     luaL_openlibs(L);
     lua_getglobal(L, "package");
@@ -285,106 +263,71 @@ static char *worker_setup(pool *p, lua_State *L, int index)
     return NULL;
 }
 
-static void *worker_main(void *arg)
+static char *worker_start(void *ctx, int index, void **state)
 {
-    worker_arg *wa = arg;
-    pool *p = wa->p;
-    int index = wa->index;
-    free(wa);
-    /* Workers overlap with the training step, which owns the cores'
-     * OpenMP teams: a worker's own parallel regions run on one thread. */
-    omp_set_num_threads(1);
     lua_State *L = luaL_newstate();
-    char *err = L ? worker_setup(p, L, index) : dup_string("cannot create a Lua state");
-    pthread_mutex_lock(&p->lock);
-    if (err && !p->init_error) p->init_error = err;
-    else free(err);
-    p->ready++;
-    pthread_cond_broadcast(&p->result_ready);
-    int failed = p->init_error != NULL;
-    pthread_mutex_unlock(&p->lock);
-    if (failed) {
-        if (L) lua_close(L);
-        return NULL;
-    }
-    for (;;) {
-        pthread_mutex_lock(&p->lock);
-        job *j = NULL;
-        while (!p->stopping) {
-            for (j = p->jobs; j && j->state != JOB_QUEUED; j = j->next) {}
-            if (j) break;
-            pthread_cond_wait(&p->work_ready, &p->lock);
-        }
-        if (p->stopping) {
-            pthread_mutex_unlock(&p->lock);
-            break;
-        }
-        j->state = JOB_RUNNING;
-        pthread_mutex_unlock(&p->lock);
-
-        lua_settop(L, 2);
-        lua_pushvalue(L, 2);
-        size_t pos = 0;
-        decode(L, &j->args, &pos);
-        blob_free(&j->args);
-        if (lua_pcall(L, 1, 1, 1) != LUA_OK) {
-            j->error = dup_string(lua_tostring(L, -1));
-        } else if (!encode(L, -1, &j->result, 0, "job result")) {
-            j->error = dup_string(lua_tostring(L, -1));
-            blob_free(&j->result);
-        }
-        lua_settop(L, 2);
-        /* Drop the job's garbage now: its tensors hold the cores' memory. */
-        lua_gc(L, LUA_GCCOLLECT);
-
-        pthread_mutex_lock(&p->lock);
-        j->state = JOB_DONE;
-        pthread_cond_broadcast(&p->result_ready);
-        pthread_mutex_unlock(&p->lock);
-    }
-    lua_close(L);
-    return NULL;
+    *state = L;
+    return L ? worker_setup(ctx, L, index) : dup_string("cannot create a Lua state");
 }
 
-static void job_free(job *j)
+static char *worker_run(void *state, void *arg, void **result)
 {
-    blob_free(&j->args);
-    blob_free(&j->result);
-    free(j->error);
-    free(j);
+    lua_State *L = state;
+    blob *args = arg;
+    lua_settop(L, 2);
+    lua_pushvalue(L, 2);
+    size_t pos = 0;
+    decode(L, args, &pos);
+    blob_free(args);
+    free(args);
+    char *error = NULL;
+    blob *out = calloc(1, sizeof *out);
+    if (!out) error = dup_string("out of memory");
+    else if (lua_pcall(L, 1, 1, 1) != LUA_OK) error = dup_string(lua_tostring(L, -1));
+    else if (!encode(L, -1, out, 0, "job result")) error = dup_string(lua_tostring(L, -1));
+    if (error && out) {
+        blob_free(out);
+        free(out);
+        out = NULL;
+    }
+    lua_settop(L, 2);
+    /* Drop the job's garbage now: its tensors hold the cores' memory. */
+    lua_gc(L, LUA_GCCOLLECT);
+    *result = out;
+    return error;
 }
+
+static void worker_stop(void *state)
+{
+    if (state) lua_close(state);
+}
+
+static void free_blob(void *payload)
+{
+    blob_free(payload);
+    free(payload);
+}
+
+static const mrt_pool_ops lua_pool_ops = {worker_start, worker_run, worker_stop, free_blob};
 
 /* Stops and joins the workers, frees every pending job; idempotent. */
-static void pool_close(pool *p)
+static void pool_close(pool_ud *u)
 {
-    if (!p->open) return;
-    pthread_mutex_lock(&p->lock);
-    p->stopping = 1;
-    pthread_cond_broadcast(&p->work_ready);
-    pthread_mutex_unlock(&p->lock);
-    for (int i = 0; i < p->started; i++) pthread_join(p->threads[i], NULL);
-    for (job *j = p->jobs, *n; j; j = n) {
-        n = j->next;
-        job_free(j);
-    }
-    p->jobs = p->jobs_tail = NULL;
-    blob_free(&p->config);
-    free(p->module);
-    free(p->path);
-    free(p->cpath);
-    free(p->init_error);
-    p->module = p->path = p->cpath = p->init_error = NULL;
-    pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->work_ready);
-    pthread_cond_destroy(&p->result_ready);
-    p->open = 0;
+    mrt_pool_free(u->pool);
+    u->pool = NULL;
+    blob_free(&u->ctx.config);
+    free(u->ctx.module);
+    free(u->ctx.path);
+    free(u->ctx.cpath);
+    u->ctx.module = u->ctx.path = u->ctx.cpath = NULL;
+    u->open = 0;
 }
 
-static pool *check_pool(lua_State *L)
+static pool_ud *check_pool(lua_State *L)
 {
-    pool *p = luaL_checkudata(L, 1, WORKERS_MT);
-    if (!p->open) luaL_error(L, "workers: the pool has been closed");
-    return p;
+    pool_ud *u = luaL_checkudata(L, 1, WORKERS_MT);
+    if (!u->open) luaL_error(L, "workers: the pool has been closed");
+    return u;
 }
 
 static const char *package_field(lua_State *L, const char *name)
@@ -405,45 +348,27 @@ static int w_pool(lua_State *L)
     if (!module) luaL_error(L, "workers.Pool: 'module' (the job module's name) is required");
     lua_getfield(L, 1, "workers");
     lua_Integer n = luaL_optinteger(L, -1, 1);
-    if (n < 1 || n > MAX_WORKERS)
-        luaL_error(L, "workers.Pool: 'workers' must be between 1 and %d, got %d", MAX_WORKERS,
-                   (int)n);
     lua_getfield(L, 1, "config");
     int config_idx = lua_gettop(L);
 
-    pool *p = lua_newuserdatauv(L, sizeof *p, 0);
-    memset(p, 0, sizeof *p);
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->work_ready, NULL);
-    pthread_cond_init(&p->result_ready, NULL);
-    p->open = 1;
+    pool_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    memset(u, 0, sizeof *u);
+    u->open = 1;
     luaL_setmetatable(L, WORKERS_MT);
-    if (!encode(L, config_idx, &p->config, 0, "workers.Pool config")) lua_error(L);
-    p->module = dup_string(module);
-    p->path = dup_string(package_field(L, "path"));
-    p->cpath = dup_string(package_field(L, "cpath"));
-    if (!p->module || !p->path || !p->cpath) luaL_error(L, "workers.Pool: out of memory");
-    p->nworkers = (int)n;
-    for (int i = 0; i < p->nworkers; i++) {
-        worker_arg *wa = malloc(sizeof *wa);
-        if (!wa) luaL_error(L, "workers.Pool: out of memory");
-        wa->p = p;
-        wa->index = i + 1;
-        if (pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {
-            free(wa);
-            luaL_error(L, "workers.Pool: cannot start worker thread %d", i + 1);
-        }
-        p->started++;
-    }
-    /* Start-up errors (a missing module, a failing factory) surface here. */
-    pthread_mutex_lock(&p->lock);
-    while (p->ready < p->started) pthread_cond_wait(&p->result_ready, &p->lock);
-    char *err = p->init_error ? dup_string(p->init_error) : NULL;
-    pthread_mutex_unlock(&p->lock);
-    if (err) {
-        lua_pushfstring(L, "workers: starting module '%s' failed: %s", module, err);
-        free(err);
-        pool_close(p);
+    if (!encode(L, config_idx, &u->ctx.config, 0, "workers.Pool config")) lua_error(L);
+    u->ctx.module = dup_string(module);
+    u->ctx.path = dup_string(package_field(L, "path"));
+    u->ctx.cpath = dup_string(package_field(L, "cpath"));
+    if (!u->ctx.module || !u->ctx.path || !u->ctx.cpath)
+        luaL_error(L, "workers.Pool: out of memory");
+    /* Saturated to int: the core refuses what is out of range, naming it. */
+    int workers = n < 0 ? 0 : n > INT_MAX ? INT_MAX : (int)n;
+    if (mrt_pool_new(&lua_pool_ops, &u->ctx, workers, &u->pool) != MRT_OK) {
+        if (workers >= 1 && workers <= MRT_POOL_MAX_WORKERS)
+            lua_pushfstring(L, "workers: starting module '%s' failed: %s", module, mrt_last_error());
+        else
+            lua_pushstring(L, mrt_last_error());
+        pool_close(u);
         lua_error(L);
     }
     return 1;
@@ -452,75 +377,50 @@ static int w_pool(lua_State *L)
 /* pool:submit(id, args) */
 static int w_submit(lua_State *L)
 {
-    pool *p = check_pool(L);
+    pool_ud *u = check_pool(L);
     lua_Integer id = luaL_checkinteger(L, 2);
-    job *j = calloc(1, sizeof *j);
-    if (!j) luaL_error(L, "workers: out of memory");
-    j->id = id;
-    if (!encode(L, 3, &j->args, 0, "job argument")) {
-        job_free(j);
-        lua_error(L);
+    blob *args = calloc(1, sizeof *args);
+    if (!args) return luaL_error(L, "workers: out of memory");
+    if (!encode(L, 3, args, 0, "job argument")) {
+        free_blob(args);
+        return lua_error(L);
     }
-    pthread_mutex_lock(&p->lock);
-    for (job *k = p->jobs; k; k = k->next) {
-        if (k->id == id) {
-            pthread_mutex_unlock(&p->lock);
-            job_free(j);
-            return luaL_error(L, "workers: job %d was already submitted and not yet taken",
-                              (int)id);
-        }
-    }
-    if (p->jobs_tail) p->jobs_tail->next = j;
-    else p->jobs = j;
-    p->jobs_tail = j;
-    pthread_cond_signal(&p->work_ready);
-    pthread_mutex_unlock(&p->lock);
+    mrt_status st = mrt_pool_submit(u->pool, (int64_t)id, args);
+    if (st != MRT_OK) free_blob(args);
+    mrt_lua_check(L, st);
     return 0;
 }
 
 /* pool:take(id) -> result; waits for job `id`, raises the job's error. */
 static int w_take(lua_State *L)
 {
-    pool *p = check_pool(L);
+    pool_ud *u = check_pool(L);
     lua_Integer id = luaL_checkinteger(L, 2);
-    pthread_mutex_lock(&p->lock);
-    job *found = p->jobs;
-    while (found && found->id != id) found = found->next;
-    if (!found) {
-        pthread_mutex_unlock(&p->lock);
-        return luaL_error(L, "workers: no job %d was submitted (or it was already taken)", (int)id);
-    }
-    while (found->state != JOB_DONE) pthread_cond_wait(&p->result_ready, &p->lock);
-    /* The list may have changed while waiting: find the link only now. */
-    job *prev = NULL;
-    for (job *k = p->jobs; k != found; k = k->next) prev = k;
-    if (prev) prev->next = found->next;
-    else p->jobs = found->next;
-    if (p->jobs_tail == found) p->jobs_tail = prev;
-    pthread_mutex_unlock(&p->lock);
-    if (found->error) {
-        lua_pushfstring(L, "worker job %d failed: %s", (int)id, found->error);
-        job_free(found);
+    void *result;
+    char *error;
+    mrt_lua_check(L, mrt_pool_take(u->pool, (int64_t)id, &result, &error));
+    if (error) {
+        lua_pushfstring(L, "worker job %d failed: %s", (int)id, error);
+        free(error);
         return lua_error(L);
     }
     size_t pos = 0;
     luaL_checkstack(L, 8, "worker result");
-    decode(L, &found->result, &pos);
-    job_free(found);
+    decode(L, result, &pos);
+    free_blob(result);
     return 1;
 }
 
 static int w_close(lua_State *L)
 {
-    pool *p = luaL_checkudata(L, 1, WORKERS_MT);
-    pool_close(p);
+    pool_close(luaL_checkudata(L, 1, WORKERS_MT));
     return 0;
 }
 
 static int w_tostring(lua_State *L)
 {
-    pool *p = luaL_checkudata(L, 1, WORKERS_MT);
-    if (p->open) lua_pushfstring(L, "workers.Pool(%d workers)", p->nworkers);
+    pool_ud *u = luaL_checkudata(L, 1, WORKERS_MT);
+    if (u->open) lua_pushfstring(L, "workers.Pool(%d workers)", mrt_pool_workers(u->pool));
     else lua_pushliteral(L, "workers.Pool(closed)");
     return 1;
 }
@@ -542,33 +442,6 @@ static int w_roundtrip(lua_State *L)
 
 /* ---- the shared cache ---------------------------------------------------- */
 
-typedef struct cache_entry {
-    char *key;
-    size_t keylen; /* keys are byte strings: they may hold NULs */
-    mrt_tensor tensor;
-    struct cache_entry *next;
-} cache_entry;
-
-#define CACHE_BUCKETS 4096
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static cache_entry *cache_table[CACHE_BUCKETS];
-static size_t cache_entries, cache_bytes;
-static size_t cache_hits, cache_misses;
-
-static unsigned hash_key(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return (unsigned)(h % CACHE_BUCKETS);
-}
-
-static cache_entry *cache_find(const char *key, size_t n)
-{
-    for (cache_entry *e = cache_table[hash_key(key, n)]; e; e = e->next)
-        if (e->keylen == n && memcmp(e->key, key, n) == 0) return e;
-    return NULL;
-}
-
 /* workers.cache_get(key) -> tensor or nil. The tensor is shared: treat it as
  * read-only (clone before writing into it). */
 static int w_cache_get(lua_State *L)
@@ -576,84 +449,38 @@ static int w_cache_get(lua_State *L)
     size_t n;
     const char *key = luaL_checklstring(L, 1, &n);
     mrt_tensor *t = mrt_lua_push_tensor(L);
-    pthread_mutex_lock(&cache_lock);
-    cache_entry *e = cache_find(key, n);
-    if (e) {
-        mrt_tensor_share(t, &e->tensor);
-        cache_hits++;
-    } else {
-        cache_misses++;
-    }
-    pthread_mutex_unlock(&cache_lock);
-    if (!e) lua_pushnil(L);
+    if (!mrt_cache_get(key, n, t)) lua_pushnil(L);
     return 1;
 }
 
 /* workers.cache_put(key, tensor): keeps a reference; a key already present
- * keeps its first tensor (two workers decoding the same file agree). */
+ * keeps its first tensor. */
 static int w_cache_put(lua_State *L)
 {
     size_t n;
     const char *key = luaL_checklstring(L, 1, &n);
-    mrt_tensor *t = mrt_lua_check_tensor(L, 2);
-    cache_entry *fresh = calloc(1, sizeof *fresh);
-    char *k = malloc(n + 1);
-    if (!fresh || !k) {
-        free(fresh);
-        free(k);
-        return luaL_error(L, "workers.cache_put: out of memory");
-    }
-    memcpy(k, key, n);
-    k[n] = '\0';
-    pthread_mutex_lock(&cache_lock);
-    if (cache_find(key, n)) {
-        pthread_mutex_unlock(&cache_lock);
-        free(fresh);
-        free(k);
-        return 0;
-    }
-    fresh->key = k;
-    fresh->keylen = n;
-    mrt_tensor_share(&fresh->tensor, t);
-    unsigned h = hash_key(key, n);
-    fresh->next = cache_table[h];
-    cache_table[h] = fresh;
-    cache_entries++;
-    cache_bytes += (size_t)mrt_tensor_numel(t) * mrt_dtype_size(t->dtype);
-    pthread_mutex_unlock(&cache_lock);
+    mrt_lua_check(L, mrt_cache_put(key, n, mrt_lua_check_tensor(L, 2)));
     return 0;
 }
 
 static int w_cache_clear(lua_State *L)
 {
-    pthread_mutex_lock(&cache_lock);
-    for (int i = 0; i < CACHE_BUCKETS; i++) {
-        for (cache_entry *e = cache_table[i], *n; e; e = n) {
-            n = e->next;
-            mrt_tensor_release(&e->tensor);
-            free(e->key);
-            free(e);
-        }
-        cache_table[i] = NULL;
-    }
-    cache_entries = cache_bytes = cache_hits = cache_misses = 0;
-    pthread_mutex_unlock(&cache_lock);
+    mrt_cache_clear();
     return 0;
 }
 
 static int w_cache_stats(lua_State *L)
 {
-    pthread_mutex_lock(&cache_lock);
-    size_t entries = cache_entries, bytes = cache_bytes, hits = cache_hits, misses = cache_misses;
-    pthread_mutex_unlock(&cache_lock);
+    mrt_cache_stats s;
+    mrt_cache_get_stats(&s);
     lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)entries);
+    lua_pushinteger(L, (lua_Integer)s.entries);
     lua_setfield(L, -2, "entries");
-    lua_pushinteger(L, (lua_Integer)bytes);
+    lua_pushinteger(L, (lua_Integer)s.bytes);
     lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, (lua_Integer)hits);
+    lua_pushinteger(L, (lua_Integer)s.hits);
     lua_setfield(L, -2, "hits");
-    lua_pushinteger(L, (lua_Integer)misses);
+    lua_pushinteger(L, (lua_Integer)s.misses);
     lua_setfield(L, -2, "misses");
     return 1;
 }

@@ -1,5 +1,5 @@
 -- machrt.data.folds: k-fold, group k-fold, fold assignment from the dataset
--- config section, and train/validation splits (REFERENCE.md: 960 rows,
+-- config section, and train/validation splits (docs/REFERENCE.md: 960 rows,
 -- validation_size 0.2, fold 4 -> 768 / 192).
 
 local folds = require "machrt.data.folds"

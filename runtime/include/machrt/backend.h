@@ -19,8 +19,8 @@
  *
  * The CUDA table exists only in builds with MRT_HAVE_CUDA (make CUDA=1, or
  * the emulation build of the test suite, where the same .cu sources run on
- * the CPU; see runtime/cuda/cuda_common.h). Without it
- * mrt_backend_get(MRT_CUDA) is NULL and device tensors cannot be created. */
+ * the CPU; see the CUDA section of README.md). Without it mrt_backend_get(MRT_CUDA)
+ * is NULL and device tensors cannot be created. */
 #ifndef MACHRT_BACKEND_H
 #define MACHRT_BACKEND_H
 
