@@ -4,6 +4,11 @@
 set -eu
 PACKAGES="gcc g++ make pkg-config lua5.4 liblua5.4-dev libreadline-dev libopenblas-openmp-dev
 libcjson-dev check libsndfile1-dev libfftw3-dev libsoxr-dev libcairo2-dev libssl-dev"
+# `make fuzz` (deps.sh fuzz) also needs clang with libFuzzer, its sanitizer
+# runtimes and its OpenMP; ordinary builds do not.
+if [ "${1:-}" = fuzz ]; then
+    PACKAGES="$PACKAGES clang libclang-rt-14-dev libomp-14-dev"
+fi
 missing=""
 for p in $PACKAGES; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
