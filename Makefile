@@ -5,6 +5,7 @@
 #   make test       C (Check) suites, Lua tests, end-to-end smoke runs (MPI, Slurm)
 #   make sanitize   C suites under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      throughput benchmarks (side by side with PyTorch when present)
+#   make fuzz       libFuzzer targets (safetensors, audio, CSV), FUZZ_SECONDS each
 #   make install    machrt on the PATH (PREFIX=/usr/local)
 #   make CUDA=1     the same with the CUDA backend (nvcc, cuBLAS, cuFFT; build-cuda/)
 #
@@ -80,7 +81,7 @@ endif
 LINK_STAMP := build/.link-mode
 $(shell mkdir -p build && (echo $(LINK_MODE) | cmp -s - $(LINK_STAMP) || echo $(LINK_MODE) > $(LINK_STAMP)))
 
-.PHONY: all deps deps-dist run test lint test-c test-lua sanitize bench install uninstall clean
+.PHONY: all deps deps-dist run test lint test-c test-lua sanitize fuzz fuzz-targets bench install uninstall clean
 .DEFAULT_GOAL := all
 
 all: machrt $(BUILD)/lua/machrt.so
@@ -192,6 +193,29 @@ sanitize:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test-c
 
+# ---- fuzzing ----------------------------------------------------------------
+# libFuzzer targets (tests/fuzz/fuzz_*.c) built with clang under ASan+UBSan in
+# build-fuzz/, each run FUZZ_SECONDS from its seeds (tests/fuzz/seeds/);
+# findings land in build-fuzz/fuzz/findings/. Not part of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := safetensors audio csv
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# At -O1 clang reports `omp simd` loops it leaves scalar; that is not a fault.
+FUZZ_WARN := -Wno-pass-failed
+
+fuzz:
+	@sh scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT="-O1 -g" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(FUZZ_WARN)" EXTRA_LDFLAGS="$(FUZZ_SAN)" fuzz-targets
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh build-fuzz $(FUZZ_TARGETS)
+
+fuzz-targets: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_file.h $(LUA_OBJ) $(BUILD)/libmachrt.a | deps
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	@$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer $< -o $@ $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL)
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libmachrt.a | deps
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
@@ -220,4 +244,4 @@ uninstall:
 	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/machrt.so
 
 clean:
-	rm -rf build build-sanitize machrt
+	rm -rf build build-sanitize build-fuzz machrt

@@ -8,6 +8,11 @@ PACKAGES="gcc g++ make pkg-config lua5.4 liblua5.4-dev libreadline-dev libopenbl
 libcjson-dev check libsndfile1-dev libfftw3-dev libsoxr-dev libcairo2-dev libssl-dev
 libopenmpi-dev openmpi-bin"
 [ "${1:-}" = dist ] && PACKAGES="slurm-wlm munge"
+# `make fuzz` (deps.sh fuzz) also needs clang with libFuzzer, its sanitizer
+# runtimes and its OpenMP; ordinary builds do not.
+if [ "${1:-}" = fuzz ]; then
+    PACKAGES="$PACKAGES clang libclang-rt-14-dev libomp-14-dev"
+fi
 missing=""
 for p in $PACKAGES; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

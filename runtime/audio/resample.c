@@ -22,6 +22,7 @@
 #include "machrt/audio_io.h"
 
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,6 +141,12 @@ mrt_status mrt_audio_resample(const mrt_tensor *in, int from, int to, mrt_tensor
         return st == MRT_OK ? mrt_tensor_copy(out, in) : st;
     }
     st = mrt_tensor_prepare_out("audio.resample", out, MRT_F32, nd, shape);
+    if (st == MRT_ERR_NOMEM) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", mrt_last_error());
+        return mrt_fail(st, "audio.resample: %lld frames from %d Hz to %d Hz make %lld frames "
+                        "per row: %s", (long long)n, from, to, (long long)m, why);
+    }
     if (st != MRT_OK) return st;
 
     mrt_tensor src = {0}, dst = {0};

@@ -249,6 +249,12 @@ test("resample 16000 -> 22050: tones at 1, 5, 7 kHz within -60 dB", function()
     end
 end)
 
+test("resample to more memory than there is says what it was asked", function()
+    -- 10^6 frames from 1 Hz to 10 MHz: 10^13 frames, 40 TB.
+    A.raises(function() return audio.resample(mt.zeros{ 1000000 }, 1, 10000000) end,
+        "audio.resample: 1000000 frames from 1 Hz to 10000000 Hz make 10000000000000 frames")
+end)
+
 test("resample keeps leading dimensions and follows torchaudio's length", function()
     mt.manual_seed(9)
     local x = mt.rand({ 2, 3, 1001 }) - 0.5
