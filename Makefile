@@ -2,7 +2,7 @@
 #
 #   make            build ./machrt, build/libmachrt.a and build/lua/machrt.so
 #   make run        the main job (installs, builds, trains the reference experiment)
-#   make test       C (Check) suites, Lua tests, end-to-end smoke runs
+#   make test       C (Check) suites, Lua tests, end-to-end smoke runs (MPI, Slurm)
 #   make sanitize   C suites under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      throughput benchmarks (side by side with PyTorch when present)
 #   make install    machrt on the PATH (PREFIX=/usr/local)
@@ -26,8 +26,9 @@ OPENBLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 
 # Recursive (=) so pkg-config runs after `deps` has installed it.
-PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto)
-PKG_LIBS   = $(shell pkg-config --libs lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto)
+# ompi-c: Debian's Open MPI, a required dependency (README, "Distributed").
+PKG_CFLAGS = $(shell pkg-config --cflags lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto ompi-c)
+PKG_LIBS   = $(shell pkg-config --libs lua5.4 libcjson sndfile fftw3f soxr cairo libcrypto ompi-c)
 
 OPT      ?= -O2
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
@@ -37,7 +38,8 @@ CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) $(WARN)
 LIBS_ALL   = -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas $(PKG_LIBS) -fopenmp -lm \
              $(EXTRA_LDFLAGS)
 
-CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/nn/*.c runtime/optim/*.c)
+CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/synth/*.c \
+              runtime/nn/*.c runtime/optim/*.c runtime/sys/*.c runtime/dist/*.c)
 LUA_SRC  := $(wildcard runtime/lua/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 LUA_OBJ  := $(LUA_SRC:%.c=$(BUILD)/obj/%.o)
@@ -78,13 +80,17 @@ endif
 LINK_STAMP := build/.link-mode
 $(shell mkdir -p build && (echo $(LINK_MODE) | cmp -s - $(LINK_STAMP) || echo $(LINK_MODE) > $(LINK_STAMP)))
 
-.PHONY: all deps run test test-c test-lua sanitize bench install uninstall clean
+.PHONY: all deps deps-dist run test lint test-c test-lua sanitize bench install uninstall clean
 .DEFAULT_GOAL := all
 
 all: machrt $(BUILD)/lua/machrt.so
 
 deps:
 	@sh scripts/deps.sh
+
+# Slurm and munge, for the job-array test of `make test` (not for building).
+deps-dist:
+	@sh scripts/deps.sh dist
 
 $(BUILD)/obj/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
@@ -167,13 +173,20 @@ run: all
 	  echo "machrt: running the tensor tour instead: ./machrt examples/tour.lua"; \
 	  ./machrt examples/tour.lua; fi
 
-test: all $(CTEST_BIN)
+test: all $(CTEST_BIN) deps-dist lint
 	@sh tests/run_all.sh $(BUILD)
+
+# One indentation for the Lua code (four spaces a block), checked with every
+# test run; `./machrt tests/lint/lua_indent.lua --from 2 FILE` re-indents a
+# file written with two.
+LUA_FILES = $$(find experiments modules scripts tests bench examples -name '*.lua' | sort)
+lint: all
+	@./machrt tests/lint/lua_indent.lua $(LUA_FILES)
 
 test-c: $(CTEST_BIN)
 	@sh tests/run_c.sh $(BUILD)
 
-test-lua: all
+test-lua: all deps-dist
 	@./machrt tests/lua/run.lua
 
 sanitize:

@@ -22,30 +22,30 @@ local CLIPS, FROM, TO, SECONDS, THREADS = 16, 16000, 22050, 10, 2
 local REPS = 5 -- timed calls per round (the peer does the same)
 
 local function file_exists(p)
-  local f = io.open(p, "r")
-  if f then f:close() end
-  return f ~= nil
+    local f = io.open(p, "r")
+    if f then f:close() end
+    return f ~= nil
 end
 local python = os.getenv("PYTHON") or (file_exists("/usr/bin/python3") and "/usr/bin/python3")
-  or "python3"
+    or "python3"
 
 mt.set_num_threads(THREADS)
 
 -- Relative error power (dB) of a tone resampled FROM -> TO against the
 -- ideal tone, 5 % excluded at each edge (the measure of the tests).
 local function tone_error_db(f)
-  local n = 2 * FROM
-  local x = {}
-  for i = 1, n do x[i] = math.sin(2 * math.pi * f * (i - 1) / FROM) end
-  local y = audio.resample(mt.tensor(x), FROM, TO):totable()
-  local m = #y
-  local e, s = 0, 0
-  for i = m // 20, m - m // 20 - 1 do
-    local ref = math.sin(2 * math.pi * f * i / TO)
-    e = e + (y[i + 1] - ref) ^ 2
-    s = s + ref * ref
-  end
-  return 10 * math.log(e / s, 10)
+    local n = 2 * FROM
+    local x = {}
+    for i = 1, n do x[i] = math.sin(2 * math.pi * f * (i - 1) / FROM) end
+    local y = audio.resample(mt.tensor(x), FROM, TO):totable()
+    local m = #y
+    local e, s = 0, 0
+    for i = m // 20, m - m // 20 - 1 do
+        local ref = math.sin(2 * math.pi * f * i / TO)
+        e = e + (y[i + 1] - ref) ^ 2
+        s = s + ref * ref
+    end
+    return 10 * math.log(e / s, 10)
 end
 
 -- 1. Resampling ---------------------------------------------------------------
@@ -54,60 +54,60 @@ mt.manual_seed(0)
 local wave = mt.rand { CLIPS, FROM * SECONDS } * 2 - 1
 
 local function machrt_round()
-  local best, y = math.huge, nil
-  for _ = 1, REPS do
-    y = nil
-    collectgarbage()
-    local t0 = mt.clock()
-    y = audio.resample(wave, FROM, TO)
-    best = math.min(best, mt.clock() - t0)
-  end
-  return best, y
+    local best, y = math.huge, nil
+    for _ = 1, REPS do
+        y = nil
+        collectgarbage()
+        local t0 = mt.clock()
+        y = audio.resample(wave, FROM, TO)
+        best = math.min(best, mt.clock() - t0)
+    end
+    return best, y
 end
 
 local function peer_round()
-  local cmd = ("%s bench/peers/torchaudio_resample.py --clips %d --seconds %d --orig %d " ..
-    "--new %d --threads %d --reps %d 2>&1"):format(python, CLIPS, SECONDS, FROM, TO, THREADS, REPS)
-  local p = io.popen(cmd)
-  if not p then return nil, "could not start " .. python end
-  local out = p:read("a")
-  p:close()
-  if out:find("PyTorch not installed", 1, true) then return nil, "PyTorch not installed" end
-  local rate, frames, e1, e5, e7 = out:match("torchaudio ([%d.]+) (%d+) (%S+) (%S+) (%S+)")
-  if not rate then return nil, "peer failed: " .. out:gsub("%s+$", "") end
-  return tonumber(rate), { frames = tonumber(frames), errs = { e1, e5, e7 } }
+    local cmd = ("%s bench/peers/torchaudio_resample.py --clips %d --seconds %d --orig %d " ..
+        "--new %d --threads %d --reps %d 2>&1"):format(python, CLIPS, SECONDS, FROM, TO, THREADS, REPS)
+    local p = io.popen(cmd)
+    if not p then return nil, "could not start " .. python end
+    local out = p:read("a")
+    p:close()
+    if out:find("PyTorch not installed", 1, true) then return nil, "PyTorch not installed" end
+    local rate, frames, e1, e5, e7 = out:match("torchaudio ([%d.]+) (%d+) (%S+) (%S+) (%S+)")
+    if not rate then return nil, "peer failed: " .. out:gsub("%s+$", "") end
+    return tonumber(rate), { frames = tonumber(frames), errs = { e1, e5, e7 } }
 end
 
 print("== audio I/O: resampling and decoding")
 print(("resampling %d -> %d Hz: %d clips x %d s, %d threads, best of %d rounds x %d calls")
-  :format(FROM, TO, CLIPS, SECONDS, THREADS, ROUNDS, REPS))
+    :format(FROM, TO, CLIPS, SECONDS, THREADS, ROUNDS, REPS))
 local best, y = math.huge, nil
 local peer_best, peer_note, peer_info = nil, nil, nil
 for _ = 1, ROUNDS do
-  local t, out = machrt_round()
-  best, y = math.min(best, t), out
-  if peer_note == nil then
-    local rate, info = peer_round()
-    if rate then
-      peer_best, peer_info = math.max(peer_best or 0, rate), info
-    else
-      peer_note = info -- no torchaudio: stop asking
+    local t, out = machrt_round()
+    best, y = math.min(best, t), out
+    if peer_note == nil then
+        local rate, info = peer_round()
+        if rate then
+            peer_best, peer_info = math.max(peer_best or 0, rate), info
+        else
+            peer_note = info -- no torchaudio: stop asking
+        end
     end
-  end
 end
 local errs = {}
 for i, f in ipairs { 1000, 5000, 7000 } do errs[i] = ("%.1f"):format(tone_error_db(f)) end
 
 print(("%-40s %10s %12s %9s  %s"):format("", "clips/s", "ms/batch", "frames",
-  "tone error dB at 1k/5k/7k"))
+    "tone error dB at 1k/5k/7k"))
 print(("%-40s %10.1f %12.2f %9d  %s"):format("machrt audio.resample (libsoxr)", CLIPS / best,
-  best * 1e3, y:size(2), table.concat(errs, " / ")))
+    best * 1e3, y:size(2), table.concat(errs, " / ")))
 if peer_best then
-  print(("%-40s %10.1f %12.2f %9d  %s"):format("torchaudio Resample", peer_best,
-    CLIPS / peer_best * 1e3, peer_info.frames, table.concat(peer_info.errs, " / ")))
-  print(("%-40s %9.1fx"):format("machrt / torchaudio", CLIPS / best / peer_best))
+    print(("%-40s %10.1f %12.2f %9d  %s"):format("torchaudio Resample", peer_best,
+        CLIPS / peer_best * 1e3, peer_info.frames, table.concat(peer_info.errs, " / ")))
+    print(("%-40s %9.1fx"):format("machrt / torchaudio", CLIPS / best / peer_best))
 else
-  print(("%-40s %s"):format("torchaudio Resample", peer_note))
+    print(("%-40s %s"):format("torchaudio Resample", peer_note))
 end
 
 -- 2. Decoding the MIMII sample clips ----------------------------------------------
@@ -115,47 +115,47 @@ end
 print("")
 local dir = os.getenv("MACHRT_SAMPLE_DATA")
 if (not dir or dir == "") and file_exists("../shared/data/mimii-sample/sample.csv") then
-  dir = "../shared/data/mimii-sample"
+    dir = "../shared/data/mimii-sample"
 end
 local csv = dir and dir ~= "" and io.open(dir .. "/sample.csv")
 if not csv then
-  print("decode of the MIMII sample clips: skipped (MACHRT_SAMPLE_DATA is not set and " ..
-    "../shared/data/mimii-sample is absent)")
-  return
+    print("decode of the MIMII sample clips: skipped (MACHRT_SAMPLE_DATA is not set and " ..
+        "../shared/data/mimii-sample is absent)")
+    return
 end
 local files = {}
 for line in csv:lines() do
-  local rel = line:match("^[^,]*,([^,]+)")
-  if rel and rel ~= "audio" then files[#files + 1] = dir .. "/" .. rel end
+    local rel = line:match("^[^,]*,([^,]+)")
+    if rel and rel ~= "audio" then files[#files + 1] = dir .. "/" .. rel end
 end
 csv:close()
 local info = audio.info(files[1])
 
 local function decode_pass(opts)
-  collectgarbage()
-  local t0 = mt.clock()
-  for _, f in ipairs(files) do
-    local w = audio.load(f, opts)
-    w:release()
-  end
-  return mt.clock() - t0
+    collectgarbage()
+    local t0 = mt.clock()
+    for _, f in ipairs(files) do
+        local w = audio.load(f, opts)
+        w:release()
+    end
+    return mt.clock() - t0
 end
 
 local cases = {
-  { "all %d channels", nil },
-  { "channel 1 of %d", { channel = 1 } },
-  { "channel 1 of %d, to 22050 Hz", { channel = 1, sample_rate = 22050 } },
+    { "all %d channels", nil },
+    { "channel 1 of %d", { channel = 1 } },
+    { "channel 1 of %d, to 22050 Hz", { channel = 1, sample_rate = 22050 } },
 }
 local bests = {}
 for _ = 1, ROUNDS do
-  for i, c in ipairs(cases) do
-    for _ = 1, 3 do bests[i] = math.min(bests[i] or math.huge, decode_pass(c[2])) end
-  end
+    for i, c in ipairs(cases) do
+        for _ = 1, 3 do bests[i] = math.min(bests[i] or math.huge, decode_pass(c[2])) end
+    end
 end
 print(("decode of %d MIMII clips (%d channels, %d Hz, %s, %.0f s), best of %d rounds x 3 passes")
-  :format(#files, info.channels, info.sample_rate, info.encoding, info.seconds, ROUNDS))
+    :format(#files, info.channels, info.sample_rate, info.encoding, info.seconds, ROUNDS))
 print(("%-40s %10s %12s"):format("", "files/s", "ms/file"))
 for i, c in ipairs(cases) do
-  print(("%-40s %10.1f %12.2f"):format("audio.load, " .. c[1]:format(info.channels),
-    #files / bests[i], bests[i] / #files * 1e3))
+    print(("%-40s %10.1f %12.2f"):format("audio.load, " .. c[1]:format(info.channels),
+        #files / bests[i], bests[i] / #files * 1e3))
 end

@@ -5,15 +5,15 @@ local mt = require "machrt"
 local build = arg[1] or "build"
 
 local function best_of(reps, fn)
-  local best = math.huge
-  for _ = 1, reps do
-    -- Collect the previous result outside the timed region, so the op reuses
-    -- a cached block as it does in a steady-state loop.
-    collectgarbage()
-    local t0 = mt.clock(); fn(); local dt = mt.clock() - t0
-    if dt < best then best = dt end
-  end
-  return best
+    local best = math.huge
+    for _ = 1, reps do
+        -- Collect the previous result outside the timed region, so the op reuses
+        -- a cached block as it does in a steady-state loop.
+        collectgarbage()
+        local t0 = mt.clock(); fn(); local dt = mt.clock() - t0
+        if dt < best then best = dt end
+    end
+    return best
 end
 
 print(string.format("threads: %d", mt.get_num_threads()))
@@ -26,21 +26,21 @@ local sizes = {1024, 2048}
 local mats = {}
 for _, n in ipairs(sizes) do mats[n] = {mt.rand{n, n}, mt.rand{n, n}} end
 for _ = 1, 3 do
-  local p = assert(io.popen(build .. "/bench/blas_direct 1024 2048"))
-  for line in p:lines() do
-    local n, g = line:match("^sgemm (%d+) ([%d.]+)")
-    if n then direct[tonumber(n)] = math.max(direct[tonumber(n)] or 0, tonumber(g)) end
-  end
-  p:close()
-  for _, n in ipairs(sizes) do
-    local a, b = mats[n][1], mats[n][2]
-    local t = best_of(n <= 1024 and 20 or 5, function() a:matmul(b) end)
-    api[n] = math.max(api[n] or 0, 2 * n * n * n / t * 1e-9)
-  end
+    local p = assert(io.popen(build .. "/bench/blas_direct 1024 2048"))
+    for line in p:lines() do
+        local n, g = line:match("^sgemm (%d+) ([%d.]+)")
+        if n then direct[tonumber(n)] = math.max(direct[tonumber(n)] or 0, tonumber(g)) end
+    end
+    p:close()
+    for _, n in ipairs(sizes) do
+        local a, b = mats[n][1], mats[n][2]
+        local t = best_of(n <= 1024 and 20 or 5, function() a:matmul(b) end)
+        api[n] = math.max(api[n] or 0, 2 * n * n * n / t * 1e-9)
+    end
 end
 for _, n in ipairs(sizes) do
-  print(string.format("%-28s %9.1f GF/s %9.1f GF/s %7.1f%%", ("sgemm %d"):format(n), api[n],
-    direct[n], 100 * api[n] / direct[n]))
+    print(string.format("%-28s %9.1f GF/s %9.1f GF/s %7.1f%%", ("sgemm %d"):format(n), api[n],
+        direct[n], 100 * api[n] / direct[n]))
 end
 print("")
 local n = 64 * 1024 * 1024 // 4
@@ -56,11 +56,11 @@ print("")
 local runs = 30
 local exe = arg[2] or "./machrt"
 local function time_cmd(cmd)
-  local t0 = mt.clock()
-  for _ = 1, runs do os.execute(cmd) end
-  return (mt.clock() - t0) / runs
+    local t0 = mt.clock()
+    for _ = 1, runs do os.execute(cmd) end
+    return (mt.clock() - t0) / runs
 end
 local t_host = time_cmd(exe .. " -e ''")
 local t_true = time_cmd("true")
 print(string.format("%-28s %9.2f ms   (mean of %d, shell spawn of %.2f ms subtracted)",
-  "start-up  machrt -e ''", (t_host - t_true) * 1e3, runs, t_true * 1e3))
+    "start-up  machrt -e ''", (t_host - t_true) * 1e3, runs, t_true * 1e3))

@@ -12,22 +12,22 @@ local optim = require "machrt.optim"
 local audio = require "machrt.audio"
 
 if not mt.cuda_available() then
-  print("bench/cuda.lua: no CUDA device (build with make CUDA=1 on a machine with a GPU)")
-  return
+    print("bench/cuda.lua: no CUDA device (build with make CUDA=1 on a machine with a GPU)")
+    return
 end
 
 local batch, steps, rounds = 32, 5, 3
 
 local function best_of(n, fn)
-  local best = math.huge
-  for _ = 1, n do
-    mt.cuda_synchronize()
-    local t0 = mt.clock()
-    fn()
-    mt.cuda_synchronize()
-    best = math.min(best, mt.clock() - t0)
-  end
-  return best
+    local best = math.huge
+    for _ = 1, n do
+        mt.cuda_synchronize()
+        local t0 = mt.clock()
+        fn()
+        mt.cuda_synchronize()
+        best = math.min(best, mt.clock() - t0)
+    end
+    return best
 end
 
 -- Training -----------------------------------------------------------------
@@ -41,19 +41,19 @@ local y = mt.zeros{batch, 4}
 for i = 1, batch do y:set(1, i, (i - 1) % 4 + 1) end
 y = y:to("cuda")
 local function train_steps()
-  for _ = 1, steps do
-    model:zero_grad()
-    local out = model:forward(x)
-    loss_fn:forward(out, y)
-    model:backward(x, loss_fn:backward(out, y))
-    opt:step()
-  end
+    for _ = 1, steps do
+        model:zero_grad()
+        local out = model:forward(x)
+        loss_fn:forward(out, y)
+        model:backward(x, loss_fn:backward(out, y))
+        opt:step()
+    end
 end
 train_steps() -- warm-up: the caching allocator fills here
 local mallocs = mt.memory_stats().cuda.mallocs
 local t = best_of(rounds, train_steps)
 print(("machrt  cuda training   %8.1f samples/s  (cudaMalloc calls after warm-up: %d)"):format(
-  batch * steps / t, mt.memory_stats().cuda.mallocs - mallocs))
+    batch * steps / t, mt.memory_stats().cuda.mallocs - mallocs))
 
 -- Log-mel front end -----------------------------------------------------------
 local mel = audio.MelSpectrogram{sample_rate = 22050, n_fft = 2048, hop_length = 512, n_mels = 128}
@@ -64,6 +64,6 @@ print(("machrt  cpu log-mel     %8.1f clips/s"):format(batch / tm))
 -- PyTorch on the same device ---------------------------------------------------
 local peer = io.popen("python3 bench/peers/torch_cuda.py 2>&1")
 if peer then
-  for line in peer:lines() do print(line) end
-  peer:close()
+    for line in peer:lines() do print(line) end
+    peer:close()
 end

@@ -19,4 +19,4 @@ mt.save(path, {x = x, w = w}, {note = "tour"})
 local loaded, meta = mt.load(path)
 os.remove(path)
 print(("safetensors round trip: x has %d values, w %d, max |difference| %g, note = %q"):format(
-  #loaded.x, #loaded.w, (loaded.w - w):abs():max(), meta.note))
+    #loaded.x, #loaded.w, (loaded.w - w):abs():max(), meta.note))

@@ -14,6 +14,8 @@
 
 local mt = require "machrt"
 local train = require "machrt.train"
+local pipeline = require "machrt.pipeline"
+local plot = require "machrt.plot"
 local log = require "machrt.log"
 
 local defaults = {
@@ -57,7 +59,8 @@ local defaults = {
 
 local cfg, run = train.setup(defaults, arg)
 local tr = cfg.training
-local device = train.device(cfg)                    -- model, batches and front end live there
+-- Model, batches and front end live on this device.
+local device = pipeline.resolve_device(cfg.environment.device, "environment.device")
 
 for _, fold in ipairs(run.folds) do
     local dir = run.dir_of(fold)
@@ -65,12 +68,12 @@ for _, fold in ipairs(run.folds) do
     log.info("fold %d: %d training and %d validation clips, classes: %s -> %s", fold,
              #split.train.files, #split.val.files, table.concat(split.classes, ", "), dir)
 
-    local front = train.front_end(cfg, device)
+    local front = pipeline.front_end(cfg.audio, device)
     local loaders <close> = train.loaders(cfg, split)
     local steps_per_epoch = loaders.train:num_batches()
 
     mt.manual_seed(cfg.environment.seed)             -- weight init and dropout draw from here
-    local model = train.model(cfg, #split.classes, device)
+    local model = pipeline.build_model(cfg.architecture, #split.classes, { device = device })
     local loss_fn = train.loss(cfg)
     local opt, set_lr, total_steps = train.optimizer(cfg, model, steps_per_epoch)
 
@@ -90,52 +93,29 @@ for _, fold in ipairs(run.folds) do
         log.info("mixed precision: fp16 GEMM operands, fp32 master weights, loss scale %g", scaler:get_scale())
     end
 
+    -- One call per batch: forward, loss, backward; every grad_accumulation
+    -- batches an optimizer step (machrt.stepper says in which order).
+    local stepper = train.Stepper{ model = model, loss = loss_fn, optimizer = opt, set_lr = set_lr,
+                                   scaler = scaler, cfg = cfg, state = state, checkpoint_dir = dir }
+
     local last_evaluation
     for epoch = state.epoch + 1, tr.epochs do
         local evaluation
-        model:zero_grad() -- a partial accumulation never carries over an epoch boundary
         local bar = log.progress{ title = string.format("fold %d epoch %d/%d", fold, epoch, tr.epochs),
                                   total = steps_per_epoch, fields = { "loss", "lr" } }
-        local loss_sum, seen, lr = 0, 0, opt.param_groups[1].lr
-        model:training()
+        stepper:start_epoch(epoch) -- training mode; a partial accumulation never carries over
         -- On a device the next batch is copied while this one computes.
         for b, batch in train.prefetch(loaders.train:epoch(epoch), device) do
             for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
             if batch.wave then
-                local x = front(batch.wave)
-                local target = batch.target:to(device)  -- the same tensor on the CPU
-                local logits = model:forward(x)
-                local loss = loss_fn:forward(logits, target)
-                if loss ~= loss or loss == math.huge or loss == -math.huge then
-                    error(string.format("training loss is %s at epoch %d, step %d; stopping (the "
-                        .. "last good checkpoint in %s is kept)", tostring(loss), epoch, state.step + 1,
-                        dir), 0)
-                end
-                -- Gradients accumulate over grad_accumulation batches per step.
-                local grad = loss_fn:backward(logits, target)
-                model:backward(x, scaler and scaler:scale(grad) or grad, true)
-                loss_sum, seen = loss_sum + loss * batch.wave:size(1), seen + batch.wave:size(1)
-                if b % tr.grad_accumulation == 0 then
-                    state.step = state.step + 1
-                    -- With loss scaling, a step with an Inf/NaN gradient is skipped.
-                    local finite = not scaler or train.unscale(scaler, model)
-                    if finite and tr.gradient_clip > 0 then train.clip_gradients(model, tr.gradient_clip) end
-                    lr = set_lr(state.step)
-                    if finite then opt:step() end
-                    if scaler then
-                        if not finite then log.info("step %d skipped: Inf/NaN gradient at loss scale %g", state.step, scaler:get_scale()) end
-                        scaler:update()
-                        state.amp = scaler:state_dict()
-                    end
-                    model:zero_grad()
-                    train.kill_point(state.step)
-                end
-                bar:update(b, { loss = loss_sum / seen, lr = lr }, batch.wave:size(1))
+                -- On the CPU, batch.target:to(device) is the same tensor.
+                stepper:step(front(batch.wave), batch.target:to(device), b)
+                bar:update(b, { loss = stepper:mean_loss(), lr = stepper.lr }, batch.wave:size(1))
             end
         end
         local seconds = bar:finish()
-        local row = { epoch = epoch, step = state.step, lr = lr, train_loss = loss_sum / math.max(seen, 1),
-                      seconds = seconds, samples_per_second = seen / seconds }
+        local row = { epoch = epoch, step = state.step, lr = stepper.lr, train_loss = stepper:mean_loss(),
+                      seconds = seconds, samples_per_second = stepper.seen / seconds }
 
         if epoch % tr.evaluation_epochs == 0 or epoch == tr.epochs then
             evaluation = train.evaluate(cfg, model, front, loaders.val, split)
@@ -155,7 +135,7 @@ for _, fold in ipairs(run.folds) do
         if new_best then train.save_best(dir, model) end
         train.save_checkpoint(dir, model, opt, state)  -- first, so the files below can be rebuilt
         train.write_log(dir, state.history)
-        train.write_curves(dir, state.history)
+        plot.training_curves(dir .. "/curves.png", state.history)
         if evaluation then train.write_evaluation(dir, cfg, split, evaluation, epoch) end
         last_evaluation = evaluation or last_evaluation
     end

@@ -22,6 +22,7 @@
 #include <lualib.h>
 
 #include "lua/l_machrt.h"
+#include "machrt/dist.h"
 
 #ifndef MACHRT_VERSION
 #define MACHRT_VERSION "dev"
@@ -409,6 +410,27 @@ static void do_repl(lua_State *L)
     progname = oldprogname;
 }
 
+/* ---- MPI ----------------------------------------------------------------- */
+
+/* Under an MPI launcher (mpirun, srun) MPI starts here, before any thread
+ * exists; MACHRT_DISTRIBUTED=none|mpi|auto overrides the detection. Errors
+ * of a rank then carry its name ("machrt: rank 1 of 2: ..."). */
+static int start_distributed(char *rank_name, size_t len)
+{
+    mrt_dist_mode mode = MRT_DIST_AUTO;
+    const char *want = getenv("MACHRT_DISTRIBUTED");
+    if ((want && want[0] != '\0' && mrt_dist_mode_parse(want, &mode) != MRT_OK) ||
+        mrt_dist_init(mode) != MRT_OK) {
+        report_message(progname, mrt_last_error());
+        return 0;
+    }
+    if (mrt_dist_size() > 1) {
+        snprintf(rank_name, len, "machrt: rank %d of %d", mrt_dist_rank(), mrt_dist_size());
+        progname = rank_name;
+    }
+    return 1;
+}
+
 /* ---- options and main ------------------------------------------------- */
 
 enum { HAS_E = 1, HAS_I = 2, HAS_V = 4, HAS_H = 8 };
@@ -522,6 +544,9 @@ int main(int argc, char **argv)
     }
     interactive = isatty(STDIN_FILENO);
     rl_readline_name = "machrt";
+    static char rank_name[64];
+    if (!start_distributed(rank_name, sizeof rank_name))
+        return EXIT_FAILURE;
 
     lua_State *L = luaL_newstate();
     if (L == NULL) {
@@ -537,5 +562,15 @@ int main(int argc, char **argv)
     int ok = lua_toboolean(L, -1);
     report(L, status);
     lua_close(L);
-    return (status == LUA_OK && ok) ? EXIT_SUCCESS : EXIT_FAILURE;
+    if (!(status == LUA_OK && ok)) {
+        /* The others may be waiting in a collective for this rank. */
+        if (mrt_dist_size() > 1)
+            mrt_dist_abort(EXIT_FAILURE, "failed (see the error above)");
+        return EXIT_FAILURE;
+    }
+    if (mrt_dist_finalize() != MRT_OK) {
+        report_message(progname, mrt_last_error());
+        return EXIT_FAILURE;
+    }
+    return EXIT_SUCCESS;
 }

@@ -1,9 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages machrt needs, only those that are missing.
-# Called by `make deps` (and so by `make`, `make test` and `make run`).
+# Called by `make deps` (and so by `make`, `make test` and `make run`);
+# `deps.sh dist` (make deps-dist, run by make test) adds what the Slurm
+# test starts: slurmctld, slurmd and munge.
 set -eu
 PACKAGES="gcc g++ make pkg-config lua5.4 liblua5.4-dev libreadline-dev libopenblas-openmp-dev
-libcjson-dev check libsndfile1-dev libfftw3-dev libsoxr-dev libcairo2-dev libssl-dev"
+libcjson-dev check libsndfile1-dev libfftw3-dev libsoxr-dev libcairo2-dev libssl-dev
+libopenmpi-dev openmpi-bin"
+[ "${1:-}" = dist ] && PACKAGES="slurm-wlm munge"
 missing=""
 for p in $PACKAGES; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

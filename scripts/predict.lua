@@ -24,7 +24,10 @@
 -- goes on. Long files are read window by window.
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local infer = require "machrt.infer"
+local pipeline = require "machrt.pipeline"
 local data = require "machrt.data"
 local log = require "machrt.log"
 
@@ -60,13 +63,8 @@ local batch = math.tointeger(tonumber(opts.batch or "32"))
 if not batch or batch < 1 then usage("--batch needs a positive integer") end
 
 local t0 = mt.clock()
-local device = opts.device or "auto"
-if device ~= "auto" and device ~= "cpu" and device ~= "cuda" then
-    usage("--device must be auto, cpu or cuda, got '" .. device .. "'")
-end
-if device == "cuda" and not mt.cuda_available() then
-    usage("--device cuda: no CUDA device is usable (machrt built without CUDA, or no GPU found)")
-end
+local ok, device = pcall(pipeline.resolve_device, opts.device or "auto", "--device")
+if not ok then usage(device) end
 local p = opts.run and infer.load_run(opts.run, { device = device })
     or infer.load_scorer(opts.scorer, { device = device })
 local load_seconds = mt.clock() - t0
@@ -75,7 +73,7 @@ local load_seconds = mt.clock() - t0
 local AUDIO = { wav = true, flac = true, ogg = true, aiff = true, aif = true, au = true, w64 = true, caf = true }
 local files = {}
 for _, input in ipairs(opts.inputs) do
-    local st = mt.stat(input)
+    local st = sys.stat(input)
     if not st then usage("--input " .. input .. " does not exist") end
     if st.is_dir then
         local found = {}
@@ -113,7 +111,7 @@ infer.predict_files(p, files, {
 })
 local seconds = bar:finish()
 local text = table.concat(lines, "\n") .. "\n"
-if opts.out then mt.write_file(opts.out, text) else io.write(text) end
+if opts.out then sys.write_file(opts.out, text) else io.write(text) end
 io.stderr:write(string.format(
     "predict: %d files (%d unreadable), %.0f s of audio in %.2f s: %.1f files/s, %.0f audio-s/s "
     .. "(model loaded in %.3f s, on %s)%s\n", #files, errors, audio_seconds, seconds, #files / seconds,

@@ -6,8 +6,9 @@
 --   machrt scripts/sweep.lua experiments/resnet34.lua --random 8 \
 --       --range training.learning_rate=1e-4:3e-3:log --choice architecture.pool=GeM,avg
 --   ... --jobs 2 --training.epochs=1      -- two trials at once, a fixed override
+--   ... --slurm --submit --slurm-parallel 4 -- one Slurm array task per trial
 --
--- See `--help` and modules/machrt/sweep.lua.
+-- See `--help`, modules/machrt/sweep.lua and modules/machrt/sweep_slurm.lua.
 
 local sweep = require "machrt.sweep"
 
@@ -18,7 +19,10 @@ local ok, result = pcall(function()
         return true
     end
     -- The trials run the same host binary as this script.
-    return sweep.run(opts, arg[-1] or "machrt")
+    local host = arg[-1] or "machrt"
+    local slurm = require "machrt.sweep_slurm"
+    if slurm.wanted(opts) then return slurm.main(opts, host, arg[0]) end
+    return sweep.run(opts, host)
 end)
 if not ok then
     io.stderr:write(tostring(result), "\n")

@@ -28,7 +28,7 @@ for line in io.lines(info.csv) do
         picked[label] = path
     end
 end
-for _, t in ipairs(audio.synth_types()) do
+for _, t in ipairs(synth.types()) do
     local rel = assert(picked[t], "no normal id_00 clip at 6 dB for " .. t)
     local db = audio.amplitude_to_db(mel:forward((audio.load(data .. "/" .. rel, { channel = 1 }))))
     local top = db:max()

@@ -15,10 +15,11 @@
 -- batch, so short files run at full batch width.
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
-local nn = require "machrt.nn"
 local csv = require "machrt.data.csv"
-local clips = require "machrt.data.clips"
+local pipeline = require "machrt.pipeline"
 
 local M = {}
 
@@ -30,56 +31,6 @@ local function read_file(path)
     local s = f:read("a")
     f:close()
     return s
-end
-
---- The MelSpectrogram of an audio config section (the reference's keys).
-function M.mel_spectrogram(a)
-    return audio.MelSpectrogram{
-        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
-        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
-        n_mels = a.mel_frequency_bins,
-    }
-end
-
---- The log-mel front end of an audio config section: wave {B, frames} ->
---- dB spectrogram {B, 1, n_mels, T}. Outputs are reused per batch shape.
---- With a device other than "cpu" the wave is copied there first and the
---- whole front end runs on it (float32 always).
-function M.front_end(a, device)
-    if (a.spectrogram_normalization or "No") ~= "No" then
-        fail("audio.spectrogram_normalization: only 'No' (dB values as they are) is supported, got '%s'",
-             tostring(a.spectrogram_normalization))
-    end
-    local mel = M.mel_spectrogram(a)
-    local buffers = {}
-    return function(wave)
-        if device and device ~= "cpu" then wave = wave:to(device) end
-        local B, T = wave:size(1), mel:frames(wave:size(2))
-        local key = B .. "x" .. T
-        local buf = buffers[key]
-        if not buf then
-            if #buffers >= 4 then buffers = {} end -- shapes vary (clip lengths): bound the memory
-            buffers[#buffers + 1] = key
-            local shape = { B, a.mel_frequency_bins, T }
-            buf = { power = wave:new_empty(shape), db = wave:new_empty(shape) }
-            buffers[key] = buf
-        end
-        mel(wave, buf.power)
-        audio.amplitude_to_db(buf.power, { out = buf.db })
-        return buf.db:reshape{ B, 1, a.mel_frequency_bins, T }
-    end
-end
-
---- The network of an architecture config section.
-function M.build_model(arch, num_classes, opts)
-    local build = nn[arch.backbone]
-    if type(build) ~= "function" then
-        fail("architecture.backbone '%s' is not available (resnet18, resnet34)", tostring(arch.backbone))
-    end
-    local pools = { GeM = "gem", Avg = "avg", Average = "avg" }
-    local pool = pools[arch.pool] or fail("architecture.pool must be GeM or Avg, got '%s'", tostring(arch.pool))
-    return build{ in_channels = 1, num_classes = num_classes, pool = pool, dropout = arch.dropout,
-                  width = arch.width, init = not (opts and opts.init == false) }
 end
 
 --- Mean of the sigmoid outputs per clip: chunks {N, frames} holds
@@ -98,33 +49,18 @@ end
 
 -- ---- predictors ----------------------------------------------------------------
 
---- The device a predictor runs on: "cpu", "cuda", or "auto" (cuda when a
---- device is usable, else cpu). nil = "cpu".
-function M.resolve_device(device)
-    local d = device or "cpu"
-    if d == "auto" then return mt.cuda_available() and "cuda" or "cpu" end
-    if d ~= "cpu" and d ~= "cuda" then
-        fail("device must be auto, cpu or cuda, got '%s'", tostring(d))
-    end
-    if d == "cuda" and not mt.cuda_available() then
-        fail("device cuda: no CUDA device is usable (machrt built without CUDA, or no GPU found); "
-             .. "use cpu or auto")
-    end
-    return d
-end
-
 local function predictor(cfg, classes, weights, source, opts)
-    local device = M.resolve_device(opts and opts.device)
+    local device = pipeline.resolve_device(opts and opts.device or "cpu")
     -- No initialisation: the weights are loaded right away, on the host,
     -- then the model moves to the device.
-    local model = M.build_model(cfg.architecture, #classes, { init = false })
+    local model = pipeline.build_model(cfg.architecture, #classes, { init = false })
     local ok, err = pcall(model.load_state_dict, model, weights)
     if not ok then fail("%s: the weights do not fit the network: %s", source, tostring(err)) end
     if device ~= "cpu" then model:to(device) end
     model:evaluate()
     return {
         cfg = cfg, classes = classes, model = model, device = device,
-        front = M.front_end(cfg.audio, device), source = source,
+        front = pipeline.front_end(cfg.audio, device), source = source,
         sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel or 1,
         chunk_seconds = cfg.prediction.inference_chunk_seconds,
         max_seconds = cfg.prediction.max_inference_chunk_seconds,
@@ -137,12 +73,12 @@ end
 function M.load_run(dir, opts)
     dir = dir:gsub("/$", "")
     local cfg_path, ckpt = dir .. "/config.json", dir .. "/checkpoint.safetensors"
-    if not mt.stat(cfg_path) then fail("%s is not a run folder: it has no config.json", dir) end
-    if not mt.stat(ckpt) then fail("run folder %s has no checkpoint (checkpoint.safetensors): was training interrupted before the first epoch ended?", dir) end
-    local cfg = mt.json_decode(read_file(cfg_path), cfg_path)
+    if not sys.stat(cfg_path) then fail("%s is not a run folder: it has no config.json", dir) end
+    if not sys.stat(ckpt) then fail("run folder %s has no checkpoint (checkpoint.safetensors): was training interrupted before the first epoch ended?", dir) end
+    local cfg = sys.json_decode(read_file(cfg_path), cfg_path)
     local ok, tensors, meta = pcall(mt.load, ckpt)
     if not ok then fail("checkpoint %s cannot be read: %s", ckpt, tostring(tensors)) end
-    local run = meta and meta["machrt.run"] and mt.json_decode(meta["machrt.run"], ckpt)
+    local run = meta and meta["machrt.run"] and sys.json_decode(meta["machrt.run"], ckpt)
     if not run or not run.classes then fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt) end
     local weights = {}
     for k, v in pairs(tensors) do
@@ -156,12 +92,12 @@ end
 function M.load_scorer(dir, opts)
     dir = dir:gsub("/$", "")
     local manifest_path = dir .. "/manifest.json"
-    if not mt.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
-    local m = mt.json_decode(read_file(manifest_path), manifest_path)
+    if not sys.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
+    local m = sys.json_decode(read_file(manifest_path), manifest_path)
     if m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
     local weights_path = dir .. "/" .. m.weights.file
-    if not mt.stat(weights_path) then fail("scorer %s: weights file %s is missing", dir, m.weights.file) end
-    local digest = mt.sha256_file(weights_path)
+    if not sys.stat(weights_path) then fail("scorer %s: weights file %s is missing", dir, m.weights.file) end
+    local digest = sys.sha256_file(weights_path)
     if digest ~= m.weights.sha256 then
         fail("scorer %s: %s does not match its manifest checksum (sha256 %s, manifest says %s): "
              .. "the file was changed or damaged", dir, m.weights.file, digest, m.weights.sha256)
@@ -181,7 +117,7 @@ local CONTEXT_SECONDS = 1
 local function stream_chunks(p, path, emit)
     local info = audio.info(path)
     local function load(offset, duration)
-        return clips.decode(path, { sample_rate = p.sample_rate, channel = p.channel, info = info,
+        return pipeline.decode(path, { sample_rate = p.sample_rate, channel = p.channel, info = info,
                                     offset = offset, duration = duration })
     end
     local total = math.min(info.seconds, p.max_seconds)

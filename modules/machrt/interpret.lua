@@ -28,9 +28,11 @@
 -- failure never leaves a partial file under its final name.
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local csv = require "machrt.data.csv"
 local clips = require "machrt.data.clips"
-local infer = require "machrt.infer"
+local pipeline = require "machrt.pipeline"
 local audio = require "machrt.audio"
 local metrics = require "machrt.metrics"
 local plot = require "machrt.plot"
@@ -108,13 +110,13 @@ local function ranked(ev, val, m)
     return list
 end
 
--- The clip as the model heard it (clips.decode), with reasons for a file
+-- The clip as the model heard it (pipeline.decode), with reasons for a file
 -- that is gone or empty.
 local function decode(path, a, max_seconds)
-    local st = mt.stat(path)
+    local st = sys.stat(path)
     if not st then error("file not found: " .. path, 0) end
     if st.is_dir then error("not a file: " .. path, 0) end
-    local wave = clips.decode(path, { sample_rate = a.sample_rate, channel = a.channel, duration = max_seconds })
+    local wave = pipeline.decode(path, { sample_rate = a.sample_rate, channel = a.channel, duration = max_seconds })
     if wave:size(1) == 0 then error(path .. " holds no samples", 0) end
     return wave
 end
@@ -168,10 +170,10 @@ function M.write(dir, o)
     local m = metrics.classification(ev.probs, ev.true_index, classes)
 
     local out = dir .. "/" .. M.FOLDER
-    mt.mkdir(out)
+    sys.mkdir(out)
     local written = {}
     local function write(path, text)
-        mt.write_file(path, text)
+        sys.write_file(path, text)
         written[#written + 1] = path
     end
 
@@ -215,7 +217,7 @@ function M.write(dir, o)
     local a = cfg.audio
     local mel, mel_err
     if count > 0 and type(a) == "table" then
-        local ok, made = pcall(infer.mel_spectrogram, a)
+        local ok, made = pcall(pipeline.mel_spectrogram, a)
         if ok then mel = made else mel_err = "no spectrogram: " .. tostring(made) end
     elseif count > 0 then
         mel_err = "no spectrogram: cfg.audio is missing"
@@ -255,10 +257,10 @@ function M.write(dir, o)
     -- Training curves: the experiment redraws curves.png every epoch; draw
     -- it here only when it is missing (a run from an older version).
     local images = {}
-    if mt.stat(dir .. "/curves.png") then
+    if sys.stat(dir .. "/curves.png") then
         images[1] = { title = "training curves", file = "curves.png" }
     elseif #history > 0 then
-        local ok, err = pcall(require("machrt.train").write_curves, dir, history)
+        local ok, err = pcall(plot.training_curves, dir .. "/curves.png", history)
         if ok then
             images[1] = { title = "training curves", file = "curves.png" }
             written[#written + 1] = dir .. "/curves.png"

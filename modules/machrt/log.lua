@@ -10,6 +10,8 @@
 
 local mt = require "machrt"
 
+
+local sys = require "machrt.sys"
 local M = {}
 
 M.stream = io.stdout
@@ -54,7 +56,7 @@ Progress.__index = Progress
 function M.progress(opts)
     local stream = opts.stream or M.stream
     local tty = opts.tty
-    if tty == nil then tty = mt.isatty(stream == io.stderr and 2 or 1) end
+    if tty == nil then tty = sys.isatty(stream == io.stderr and 2 or 1) end
     return setmetatable({
         title = opts.title or "", total = opts.total, stream = stream, tty = tty,
         every = opts.every or math.max(1, opts.total // 10), start = now(), samples = 0,

@@ -6,6 +6,7 @@
 --   plot.heatmap(path, matrix, opts)   -- matrix: 2-d float32 tensor {rows, cols}
 --   plot.lines(path, series, opts)     -- series: list of {name=, x={..}, y={..}}
 --   plot.grid(path, panels, opts)      -- panels: list of {series=, title=, ylabel=, ...}
+--   plot.training_curves(path, history) -- a run's losses, F1 and learning rate per epoch
 --   plot.png_info(path) -> {width, height, colors, mean}
 --   plot.png_pixel(path, x, y) -> r, g, b, a   (pixels from 0 at the top left)
 --
@@ -633,6 +634,26 @@ function M.grid(path, panels, opts)
     end
     c:write_png(path)
     return { width = W, height = H, panels = out }
+end
+
+-- plot.training_curves(path, history) -> layout
+-- The training curves of a run's history (one row per epoch, as log.csv):
+-- training and validation loss, validation F1 and the learning rate at the
+-- end of each epoch. An epoch without evaluation leaves a gap (NaN).
+function M.training_curves(path, history)
+    if type(history) ~= "table" then fail("plot.training_curves: history must be a list of epoch rows") end
+    local epochs, tl, vl, f1, lr = {}, {}, {}, {}, {}
+    for i, h in ipairs(history) do
+        epochs[i], tl[i], lr[i] = h.epoch, h.train_loss, h.lr
+        vl[i], f1[i] = h.val_loss or 0 / 0, h.val_f1 or 0 / 0
+    end
+    return M.grid(path, {
+        { title = "loss", xlabel = "epoch", series = { { name = "training", x = epochs, y = tl },
+                                                        { name = "validation", x = epochs, y = vl } } },
+        { title = "validation F1", xlabel = "epoch", ylim = { 0, 1 },
+          series = { { name = "F1", x = epochs, y = f1 } } },
+        { title = "learning rate (end of epoch)", xlabel = "epoch", series = { { name = "lr", x = epochs, y = lr } } },
+    }, { title = "training curves" })
 end
 
 return M

@@ -11,7 +11,8 @@
 -- Writes folder/index.html.tmp and renames it to folder/index.html. All text
 -- is HTML-escaped; the page has no external resources besides the images.
 
-local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local M = {}
 
 local function fail(fmt, ...)
@@ -139,7 +140,7 @@ function M.write_index(folder, opts)
     add("<footer>written ", esc(os.date("!%Y-%m-%d %H:%M UTC")), " by machrt</footer>\n</body>\n</html>\n")
 
     local path = folder .. "/index.html"
-    local ok, err = pcall(mt.write_file, path, table.concat(out))
+    local ok, err = pcall(sys.write_file, path, table.concat(out))
     if not ok then fail("report.write_index: %s", tostring(err)) end
     return path
 end

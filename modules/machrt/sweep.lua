@@ -11,6 +11,8 @@
 -- its exit status to a file the sweep polls for).
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local log = require "machrt.log"
 local random = require "machrt.random"
 
@@ -30,6 +32,17 @@ usage: machrt scripts/sweep.lua EXPERIMENT [sweep options] [--section.key=value 
   --metric M                  f1 (default, also val_f1), accuracy, roc_auc or loss
   --section.key=value         a fixed override for every trial (e.g. --training.epochs=1)
 
+Slurm (one job-array task per trial; results in the same results.csv):
+  --slurm                     write <out>/sweep.sbatch instead of running the trials here
+  --submit                    and submit it with sbatch (unfinished trials only)
+  --slurm-wait                sbatch --wait: return when the array has ended
+  --slurm-parallel P          at most P trials at once (--array=...%P; default: all)
+  --slurm-ntasks N            ranks per trial, started with --slurm-launcher
+                              (default "mpirun -np N")
+  --slurm-cpus-per-task N, --slurm-time T, --slurm-partition P, --slurm-mem M, --slurm-gpus G
+  --slurm-sbatch OPTION       any other sbatch option, e.g. --slurm-sbatch=--account=x (repeatable)
+  --slurm-template FILE       lines put in the script after the #SBATCH lines (module loads, ...)
+
 Each trial runs in <out>/trial_NNN (trial.json, output.log, run/fold<k>/).
 A rerun with the same arguments skips finished trials and resumes the others.
 Results: <out>/results.csv, sorted by the metric, and the best trial's command.
@@ -47,7 +60,7 @@ local function q(s)
     return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
-local function exists(path) return mt.stat(path) ~= nil end
+local function exists(path) return sys.stat(path) ~= nil end
 
 local function read(path)
     local f = io.open(path, "rb")
@@ -77,6 +90,12 @@ end
 
 local VALUE_OPTIONS = { grid = true, range = true, choice = true, random = true, seed = true,
                         jobs = true, out = true, name = true, metric = true }
+-- Slurm: --slurm-<name> VALUE (machrt.sweep_slurm), and the flags.
+local SLURM_VALUES = { ntasks = "count", ["cpus-per-task"] = "count", parallel = "count", time = "text",
+                       partition = "text", mem = "text", gpus = "text", template = "text", sbatch = "list",
+                       launcher = "text", task = "index" }
+local FLAGS = { slurm = "slurm", submit = "submit", ["slurm-wait"] = "slurm_wait",
+                ["slurm-results"] = "slurm_results" }
 
 local function parse_range(spec, what)
     local parts = {}
@@ -102,7 +121,8 @@ end
 --- Parses the sweep's command line. Arguments `--section.key=value` are
 --- fixed overrides passed to every trial; the rest are the sweep's own.
 function M.parse_args(args)
-    local opts = { grid = {}, params = {}, fixed = {}, seed = 1, jobs = 1, metric = "f1" }
+    local opts = { grid = {}, params = {}, fixed = {}, seed = 1, jobs = 1, metric = "f1",
+                   slurm_opts = { sbatch = {} }, args = table.move(args, 1, #args, 1, {}) }
     local seen = {}
     local function axis(key, what)
         if not key:match("^[%w_]+%.[%w_]+$") then fail("%s: '%s' is not section.key", what, key) end
@@ -112,10 +132,32 @@ function M.parse_args(args)
     local i = 1
     while i <= #args do
         local a = args[i]
-        local name, value = a:match("^%-%-([%a_]+)=(.*)$")
-        if not name then name = a:match("^%-%-([%a_]+)$") end
+        local name, value = a:match("^%-%-([%a_][%a_%-]*)=(.*)$")
+        if not name then name = a:match("^%-%-([%a_][%a_%-]*)$") end
+        local slurm = name and SLURM_VALUES[name:match("^slurm%-(.+)$") or ""]
         if a == "--help" or a == "-h" then
             opts.help = true
+        elseif name and FLAGS[name] and value == nil then
+            opts[FLAGS[name]] = true
+        elseif slurm then
+            if value == nil then
+                i = i + 1
+                value = args[i] or fail("--%s needs a value", name)
+            end
+            local key = name:match("^slurm%-(.+)$")
+            if slurm == "count" then
+                opts.slurm_opts[key] = positive_integer(value, "--" .. name)
+            elseif slurm == "index" then
+                opts.slurm_opts[key] = math.tointeger(tonumber(value))
+                if not opts.slurm_opts[key] or opts.slurm_opts[key] < 0 then
+                    fail("--%s expects an array task id (0, 1, ...), got '%s'", name, value)
+                end
+            elseif slurm == "list" then
+                table.insert(opts.slurm_opts[key], value)
+            else
+                if value == "" then fail("--%s needs a value", name) end
+                opts.slurm_opts[key] = value
+            end
         elseif name and VALUE_OPTIONS[name] then
             if value == nil then
                 i = i + 1
@@ -162,6 +204,10 @@ function M.parse_args(args)
     end
     if opts.help then return opts end
     if not opts.experiment then fail("no experiment script given (see --help)") end
+    if (opts.submit or opts.slurm_wait) and not opts.slurm then fail("--submit and --slurm-wait need --slurm") end
+    if opts.slurm and opts.jobs > 1 then
+        fail("--jobs is for local sweeps; on Slurm, --slurm-parallel P runs P trials at once")
+    end
     if not exists(opts.experiment) then fail("experiment script '%s' not found", opts.experiment) end
     if #opts.grid > 0 and opts.random then fail("use --grid or --random, not both") end
     if #opts.params > 0 and not opts.random then fail("--range and --choice need --random N") end
@@ -248,6 +294,12 @@ local function args_text(overrides)
     return table.concat(parts, " ")
 end
 
+local function describe(overrides)
+    local parts = {}
+    for _, o in ipairs(overrides) do parts[#parts + 1] = o.path .. "=" .. o.text end
+    return table.concat(parts, " ")
+end
+
 local function concat(...)
     local out = {}
     for _, l in ipairs{ ... } do table.move(l, 1, #l, #out + 1, out) end
@@ -320,7 +372,7 @@ end
 local function read_json(path)
     local text = read(path)
     if not text then return nil end
-    local ok, v = pcall(mt.json_decode, text, path)
+    local ok, v = pcall(sys.json_decode, text, path)
     return ok and v or nil
 end
 
@@ -333,7 +385,7 @@ local function same_overrides(a, b)
 end
 
 local function write_trial_json(t)
-    mt.write_file(t.dir .. "/trial.json", mt.json_encode({
+    sys.write_file(t.dir .. "/trial.json", sys.json_encode({
         trial = t.index, overrides = t.overrides, fixed = t.fixed, folds = t.folds,
         epochs = t.epochs, status = t.status, seconds = t.seconds, exit_code = t.exit_code,
     }, { indent = true }) .. "\n")
@@ -365,13 +417,14 @@ local function trial_command(opts, host, t, managed)
         if o.path:match("^environment%.") and o.path ~= "environment.seed" then env[#env + 1] = o end
     end
     local cmds = {}
+    local launcher = t.launcher and t.launcher .. " " or ""
     for _, fold in ipairs(t.folds) do
         local dir = fold_dir(t.dir, fold)
         if not fold_finished(dir, t.epochs) then
             if exists(dir .. "/checkpoint.safetensors") and exists(dir .. "/config.json")
                     and log_rows(dir) < t.epochs then
-                cmds[#cmds + 1] = string.format("%s %s --resume %s %s", q(host), q(opts.experiment),
-                                                q(dir), args_text(env))
+                cmds[#cmds + 1] = string.format("%s%s %s --resume %s %s", launcher, q(host),
+                                                q(opts.experiment), q(dir), args_text(env))
             else
                 -- Nothing to resume from (or a final checkpoint whose metrics
                 -- were never written): a clean start, since the experiment
@@ -381,7 +434,8 @@ local function trial_command(opts, host, t, managed)
                 local all = concat(t.fixed, t.overrides, folds, {
                     { path = "output_directory", text = t.dir }, { path = "experiment_name", text = "run" },
                 }, managed)
-                cmds[#cmds + 1] = string.format("%s %s %s", q(host), q(opts.experiment), args_text(all))
+                cmds[#cmds + 1] = string.format("%s%s %s %s", launcher, q(host), q(opts.experiment),
+                                                args_text(all))
             end
         end
     end
@@ -389,7 +443,7 @@ local function trial_command(opts, host, t, managed)
 end
 
 local function launch(opts, host, t, managed)
-    mt.mkdir(t.dir)
+    sys.mkdir(t.dir)
     os.remove(t.dir .. "/exit_code")
     os.remove(t.dir .. "/pid")
     t.status = "running"
@@ -440,6 +494,45 @@ local function trial_metrics(t)
         if counts[k] then out[k] = sums[k] / counts[k] end
     end
     return out
+end
+
+-- Records how a trial ended (its exit_code file is there) in trial.json.
+local function finish_trial(opts, t, ntrials, clock0)
+    local code = math.tointeger(tonumber(read(t.dir .. "/exit_code") or "")) or -1
+    t.seconds, t.exit_code = mt.clock() - t.started, code
+    os.remove(t.dir .. "/pid")
+    if code == 0 and finished(t) then
+        t.status = "ok"
+        local m = trial_metrics(t)
+        log.info("%s/%03d ok in %s: %s %s (sweep %s)", t.name, ntrials, log.fmt_seconds(t.seconds),
+                 opts.metric, m[opts.metric] and string.format("%.4f", m[opts.metric]) or "n/a",
+                 log.fmt_seconds(mt.clock() - clock0))
+    else
+        t.status = "failed"
+        log.info("%s/%03d FAILED (exit status %d) in %s (sweep %s); the end of %s/output.log:\n%s",
+                 t.name, ntrials, code, log.fmt_seconds(t.seconds), log.fmt_seconds(mt.clock() - clock0),
+                 t.dir, tail(t.dir .. "/output.log", 6))
+    end
+    write_trial_json(t)
+end
+
+--- Runs one trial to its end in the foreground (a Slurm array task), its
+--- experiment started through `launcher` (e.g. "mpirun -np 2") when given.
+--- Returns true when it finished.
+function M.run_trial(opts, host, t, ntrials, launcher)
+    local clock0 = mt.clock()
+    t.launcher = launcher
+    launch(opts, host, t, {})
+    log.info("%s/%03d start: %s", t.name, ntrials, describe(t.overrides))
+    while not exists(t.dir .. "/exit_code") do
+        local _, how = os.execute("sleep 0.2")
+        if how == "signal" then
+            stop(t)
+            fail("interrupted; a resubmission resumes the trial")
+        end
+    end
+    finish_trial(opts, t, ntrials, clock0)
+    return t.status == "ok"
 end
 
 --- Orders trials best first by `metric` (loss ascending, the others
@@ -497,16 +590,13 @@ local function has(list, path)
     return false
 end
 
-local function describe(overrides)
-    local parts = {}
-    for _, o in ipairs(overrides) do parts[#parts + 1] = o.path .. "=" .. o.text end
-    return table.concat(parts, " ")
-end
-
---- Runs the sweep; `host` is the machrt binary. Returns true when every
---- trial finished, false when some failed (the results are written either way).
-function M.run(opts, host)
-    local clock0 = mt.clock()
+--- Resolves and checks every trial before any starts: keys, values, and
+--- that the sweep folder holds this sweep and nothing still running.
+--- Returns the trials ({index, name, dir, overrides, fixed, folds, epochs,
+--- seconds, status = "ok" when finished earlier}) and those still to run.
+--- With `shared` (array tasks) other processes run trials of the sweep at
+--- the same time, on other hosts too: their pid files prove nothing here.
+function M.prepare(opts, host, shared)
     local specs = M.trials(opts)
 
     -- Everything is checked before the first trial starts: keys, values, and
@@ -533,9 +623,9 @@ function M.run(opts, host)
             fail("%s holds a trial with other settings (%s); use another --out, or remove the folder",
                  t.dir, describe(concat(saved.fixed or {}, saved.overrides or {})))
         end
-        local pid = running_pid(t.dir)
+        local pid = not shared and running_pid(t.dir)
         if pid then fail("%s is still running (pid %d) from an earlier sweep", t.dir, pid) end
-        t.seconds = saved and saved.seconds
+        t.seconds, t.saved_status = saved and saved.seconds, saved and saved.status
         trials[i] = t
     end
 
@@ -545,9 +635,21 @@ function M.run(opts, host)
             t.status = "ok"
             log.info("%s/%03d finished earlier, skipped (%s)", t.name, #trials, describe(t.overrides))
         else
+            t.status = t.saved_status or "pending"
             to_run[#to_run + 1] = t
         end
     end
+    return trials, to_run
+end
+
+M.quote, M.describe = q, describe
+
+--- Runs the sweep; `host` is the machrt binary. Returns true when every
+--- trial finished, false when some failed (the results are written either way).
+function M.run(opts, host)
+    local clock0 = mt.clock()
+    local trials, to_run = M.prepare(opts, host)
+    local specs = M.trials(opts)
 
     -- Threads split between the trials that run at once, unless set by hand.
     local jobs = math.min(opts.jobs, math.max(#to_run, 1))
@@ -561,29 +663,12 @@ function M.run(opts, host)
             managed[#managed + 1] = { path = "environment.number_of_workers", text = "1" }
         end
     end
-    mt.mkdir(opts.out)
+    sys.mkdir(opts.out)
     log.info("sweep %s: %d trials, %d to run, %d at once%s -> %s", opts.name, #trials, #to_run, jobs,
              #managed > 0 and " (" .. describe(managed) .. " each)" or "", opts.out)
 
     local running, next_to_run = {}, 1
-    local function finish(t)
-        local code = math.tointeger(tonumber(read(t.dir .. "/exit_code") or "")) or -1
-        t.seconds, t.exit_code = mt.clock() - t.started, code
-        os.remove(t.dir .. "/pid")
-        if code == 0 and finished(t) then
-            t.status = "ok"
-            local m = trial_metrics(t)
-            log.info("%s/%03d ok in %s: %s %s (sweep %s)", t.name, #trials, log.fmt_seconds(t.seconds),
-                     opts.metric, m[opts.metric] and string.format("%.4f", m[opts.metric]) or "n/a",
-                     log.fmt_seconds(mt.clock() - clock0))
-        else
-            t.status = "failed"
-            log.info("%s/%03d FAILED (exit status %d) in %s (sweep %s); the end of %s/output.log:\n%s",
-                     t.name, #trials, code, log.fmt_seconds(t.seconds), log.fmt_seconds(mt.clock() - clock0),
-                     t.dir, tail(t.dir .. "/output.log", 6))
-        end
-        write_trial_json(t)
-    end
+    local function finish(t) finish_trial(opts, t, #trials, clock0) end
     local ok, e = pcall(function()
         while next_to_run <= #to_run or next(running) do
             while #running < jobs and next_to_run <= #to_run do
@@ -611,6 +696,12 @@ function M.run(opts, host)
         error(e, 0)
     end
 
+    return M.report(opts, host, trials, mt.clock() - clock0)
+end
+
+--- Writes results.csv from the trials' states and prints the table and the
+--- best trial. Returns true when every trial finished.
+function M.report(opts, host, trials, seconds)
     local results = {}
     for _, t in ipairs(trials) do
         results[#results + 1] = { index = t.index, name = t.name, status = t.status, overrides = t.overrides,
@@ -618,8 +709,8 @@ function M.run(opts, host)
     end
     M.sort(results, opts.metric)
     local header, shown = write_results(opts, results)
-    log.info("sweep %s: %d trials in %s, sorted by %s; %s/results.csv", opts.name, #trials,
-             log.fmt_seconds(mt.clock() - clock0), opts.metric, opts.out)
+    log.info("sweep %s: %d trials%s, sorted by %s; %s/results.csv", opts.name, #trials,
+             seconds and " in " .. log.fmt_seconds(seconds) or "", opts.metric, opts.out)
     log.table(header, shown)
 
     local failed = 0

@@ -1,5 +1,5 @@
 -- The embedded default dataset: plans and writes a synthetic MIMII-like
--- corpus (the sounds come from the C synthesizer, audio.synth_write).
+-- corpus (the sounds come from the C synthesizer, machrt.synth_c).
 --
 --   local synth = require "machrt.synth"
 --   local info = synth.generate("data/synthetic", {clips = 960, seed = 1})
@@ -17,10 +17,20 @@
 -- depends only on (seed, k) and the options, so any thread count writes the
 -- same bytes.
 
-local audio = require "machrt.audio"
+local C = require "machrt.synth_c"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 
 local M = {}
+
+-- One clip's sounds, and the machine types: the C synthesizer's own calls.
+--   synth.clip{type = "fan", model_id = 0, condition = "normal", snr_db = 0,
+--              channels = 1, seed = 1, index = 0} --> mix, machine, noise
+--   synth.types() --> {"fan", "pump", "slider", "valve"}
+--   synth.write(list, {threads = n})  -- list of clip tables with `path`
+M.clip = C.clip
+M.types = C.types
+M.write = C.write
 
 M.CSV_NAME = "dataset.csv"
 M.META_NAME = "synth.json"
@@ -71,7 +81,7 @@ function M.options(opts)
         fail("the seed must be a non-negative integer, got %s", tostring(o.seed))
     end
     local known = {}
-    for _, t in ipairs(audio.synth_types()) do known[t] = true end
+    for _, t in ipairs(C.types()) do known[t] = true end
     if type(o.types) ~= "table" or #o.types == 0 then fail("no machine types given") end
     local seen = {}
     for _, t in ipairs(o.types) do
@@ -109,23 +119,90 @@ function M.options(opts)
     return o
 end
 
+local EPS = 1e-9
+
+-- Splits `total` into whole shares of `quotas` (numbers summing to about
+-- `total`): each share is its quota rounded down, and the units left go to
+-- the largest remainders; among equal remainders they are spread evenly
+-- over the tied entries in order (every k-th one), as clips are in a pair.
+local function apportion(quotas, total)
+    local share, left, rest = {}, total, {}
+    for i, q in ipairs(quotas) do
+        share[i] = math.floor(q + EPS)
+        left = left - share[i]
+        rest[i] = q - share[i]
+    end
+    local given = {}
+    while left > 0 do
+        local best
+        for i, r in ipairs(rest) do
+            if not given[i] and r > EPS and (not best or r > best + EPS) then best = r end
+        end
+        if not best then break end
+        local tied = {}
+        for i, r in ipairs(rest) do
+            if not given[i] and math.abs(r - best) <= EPS then tied[#tied + 1] = i end
+        end
+        local k = math.min(left, #tied)
+        for q, i in ipairs(tied) do
+            given[i] = true
+            if math.floor(q * k / #tied + EPS) > math.floor((q - 1) * k / #tied + EPS) then
+                share[i] = share[i] + 1
+            end
+        end
+        left = left - k
+    end
+    return share
+end
+
+-- Abnormal clips per (type, model id) pair: round(clips * f) in all,
+-- apportioned to the types by their clip counts, then within each type to
+-- its model ids, so every size gets the promised share per type (a pair
+-- holding a multiple of 1 / f clips gets exactly that share).
+local function abnormal_counts(o, pair_clips, type_clips)
+    local f, counts = o.abnormal_fraction, {}
+    local type_quota = {}
+    for ti = 1, #o.types do type_quota[ti] = type_clips[ti] * f end
+    local per_type = apportion(type_quota, math.floor(o.clips * f + 0.5 + EPS))
+    for ti = 1, #o.types do
+        local quota = {}
+        for ii = 1, #o.ids do quota[ii] = pair_clips[ti][ii] * f end
+        counts[ti] = apportion(quota, per_type[ti])
+    end
+    return counts
+end
+
 -- The corpus as a list of clips: {path (relative), type, model_id,
 -- condition, snr_db, channels, seed, index}. Types take turns, then model
--- ids within a type; the n-th clip of a (type, id) pair gets SNR
--- snr[n % #snr + 1] and is abnormal when floor((n + 1) * f) > floor(n * f),
--- which spreads the abnormal clips evenly (with f = 0.2: every fifth,
+-- ids within a type; the n-th clip (0-based) of a (type, id) pair of N
+-- clips, a of them abnormal (abnormal_counts), gets SNR snr[n % #snr + 1]
+-- and is abnormal when floor((n + 1) * g) > floor(n * g) with g = a / N,
+-- which spreads the abnormal clips evenly (with g = 0.2: every fifth,
 -- cycling through the SNRs).
 function M.plan(opts)
     local o = M.options(opts)
     local nt, ni, ns = #o.types, #o.ids, #o.snr
+    local pair_clips, type_clips = {}, {}
+    for ti = 1, nt do
+        type_clips[ti], pair_clips[ti] = 0, {}
+        for ii = 1, ni do pair_clips[ti][ii] = 0 end
+    end
+    local place = {}
+    for k = 0, o.clips - 1 do
+        local ti = k % nt + 1
+        local j = k // nt
+        local ii = j % ni + 1
+        place[k] = { ti, ii, j // ni }
+        pair_clips[ti][ii] = pair_clips[ti][ii] + 1
+        type_clips[ti] = type_clips[ti] + 1
+    end
+    local abnormal = abnormal_counts(o, pair_clips, type_clips)
     local counters, clips = {}, {}
     for k = 0, o.clips - 1 do
-        local t = o.types[k % nt + 1]
-        local j = k // nt
-        local id = math.tointeger(o.ids[j % ni + 1])
-        local m = j // ni
-        local f = o.abnormal_fraction
-        local cond = math.floor((m + 1) * f + 1e-9) > math.floor(m * f + 1e-9) and "abnormal" or "normal"
+        local ti, ii, m = table.unpack(place[k])
+        local t, id = o.types[ti], math.tointeger(o.ids[ii])
+        local g = abnormal[ti][ii] / pair_clips[ti][ii]
+        local cond = math.floor((m + 1) * g + EPS) > math.floor(m * g + EPS) and "abnormal" or "normal"
         local dir = string.format("%s/id_%02d/%s", t, id, cond)
         local num = counters[dir] or 0
         counters[dir] = num + 1
@@ -156,7 +233,7 @@ end
 -- Writes `text` to `path` through a temporary name, so `path` never holds
 -- a half-written file.
 local function write_atomic(path, text)
-    local ok, err = pcall(mt.write_file, path, text)
+    local ok, err = pcall(sys.write_file, path, text)
     if not ok then fail("%s", tostring(err)) end
 end
 
@@ -164,13 +241,13 @@ end
 -- files unless `force`, creates it otherwise, and proves it writable.
 local function prepare_folder(out, force)
     if type(out) ~= "string" or out == "" then fail("needs an output folder") end
-    local state, entry = audio.synth_folder_state(out)
+    local state, entry = sys.folder_state(out)
     if state == "file" then fail("%s exists and is not a folder", out) end
     if state == "nonempty" and not force then
         fail("%s already holds files (%s, ...); choose another folder or pass --force "
             .. "to write over it", out, entry)
     end
-    local ok, err = pcall(audio.synth_mkdirs, out)
+    local ok, err = pcall(sys.mkdir, out)
     if not ok then fail("cannot create the output folder %s: %s", out, tostring(err)) end
     local probe = out .. "/.synth-write-test"
     local f, ferr = io.open(probe, "wb")
@@ -204,7 +281,7 @@ function M.version_of(folder)
     if not f then return 1 end
     local text = f:read("a")
     f:close()
-    local ok, meta = pcall(mt.json_decode, text or "", path)
+    local ok, meta = pcall(sys.json_decode, text or "", path)
     if not ok or type(meta) ~= "table" or math.type(meta.generator_version) == nil then
         return nil, path .. " holds no generator_version"
     end
@@ -227,7 +304,7 @@ function M.generate(out, opts)
                 condition = c.condition, snr_db = c.snr_db, channels = c.channels,
                 seed = c.seed, index = c.index }
         end
-        audio.synth_write(list, { threads = threads })
+        C.write(list, { threads = threads })
         if o.progress then o.progress(first + #list - 1, #clips, mt.clock() - t0) end
     end
     local csv = out .. "/" .. M.CSV_NAME

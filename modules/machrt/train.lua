@@ -3,16 +3,18 @@
 --
 --   local cfg, run = train.setup(defaults, arg)          -- CLI, resume, seed, data, threads
 --   local split = train.prepare_data(cfg, fold)          -- dataframe, labels, fold split
---   local front = train.front_end(cfg)                   -- wave {B, frames} -> {B, 1, mels, T}
 --   local loaders = train.loaders(cfg, split)            -- training and validation loaders
---   local model = train.model(cfg, #split.classes)
---   local opt, lr_at = train.optimizer(cfg, model, steps_per_epoch)
+--   local opt, set_lr = train.optimizer(cfg, model, steps_per_epoch)
+--   local stepper = train.Stepper{model =, loss =, optimizer = opt, set_lr =, cfg =, state =}
 --   local ev = train.evaluate(cfg, model, front, loaders.val, split)
 --   train.save_checkpoint(dir, state) / train.load_checkpoint(dir, model, opt)
---   train.write_outputs(dir, cfg, split, history, ev)
+--   train.write_log(dir, history) / train.write_evaluation(dir, cfg, split, ev, epoch)
+--
+-- The front end, the model and the device come from machrt.pipeline,
+-- shared with inference; pictures from machrt.plot.
 
 local mt = require "machrt"
-local audio = require "machrt.audio"
+local sys = require "machrt.sys"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
 local data = require "machrt.data"
@@ -32,7 +34,7 @@ M.DEFAULT_DATA = "data/synthetic"
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
 local function file_exists(path)
-    local st = mt.stat(path)
+    local st = sys.stat(path)
     return st ~= nil and not st.is_dir
 end
 
@@ -52,7 +54,7 @@ function M.setup(defaults, args)
         local text = assert(io.open(opts.resume .. "/" .. M.CONFIG)
             or fail("--resume %s: no %s there (is it a run folder runs/<experiment>/fold<k>?)",
                     opts.resume, M.CONFIG)):read("a")
-        local saved = mt.json_decode(text, opts.resume .. "/" .. M.CONFIG)
+        local saved = sys.json_decode(text, opts.resume .. "/" .. M.CONFIG)
         for _, o in ipairs(opts.overrides) do
             if not o.path:match("^environment%.") then
                 fail("--resume continues a run with its saved settings; only environment.* may be "
@@ -129,15 +131,31 @@ local function with_row_ids(df)
     return df
 end
 
+-- A dataframe the run cannot learn from or score on: no data rows.
+local function require_rows(df, key)
+    if df:nrows() == 0 then fail("%s %s has no data rows (only a header)", key, df.source) end
+end
+
+-- A classifier needs two classes: with one, every prediction is right and
+-- nothing is learnt.
+local function require_two_classes(df, ds, classes)
+    if #classes >= 2 then return end
+    fail("%s: label column '%s' holds a single class ('%s') in its %d rows: a classifier "
+         .. "needs at least two classes", df.source, ds.label_columns[1], tostring(classes[1]),
+         df:nrows())
+end
+
 --- Reads the dataframe(s), encodes labels and splits off the validation
 --- fold. Returns {classes, train = items, val = items, k}.
 function M.prepare_data(cfg, fold)
     local ds = cfg.dataset
     local df = with_row_ids(data.read_csv(ds.train_dataframe))
+    require_rows(df, "dataset.train_dataframe")
     df:require_columns({ ds.audio_column }, "dataset.audio_column")
     df:require_columns(ds.label_columns, "dataset.label_columns")
     if ds.data_sample < 1 then df = df:sample(ds.data_sample, cfg.environment.seed) end
     local enc = data.encode_labels(df, ds.label_columns)
+    require_two_classes(df, ds, enc.classes)
     local train_df, val_df, k
     if ds.validation_strategy == "kfold" then
         local fold_ids
@@ -149,6 +167,7 @@ function M.prepare_data(cfg, fold)
         end
         train_df = df
         val_df = with_row_ids(data.read_csv(ds.validation_dataframe))
+        require_rows(val_df, "dataset.validation_dataframe")
         val_df:require_columns({ ds.audio_column }, "dataset.audio_column")
         val_df:require_columns(ds.label_columns, "dataset.label_columns")
     else
@@ -162,25 +181,7 @@ function M.prepare_data(cfg, fold)
     return { classes = enc.classes, train = encode(train_df), val = encode(val_df), k = k }
 end
 
--- ---- front end and loaders -------------------------------------------------
-
---- The log-mel front end: wave {B, frames} -> dB spectrogram {B, 1, n_mels, T}.
-function M.front_end(cfg, device) return infer.front_end(cfg.audio, device) end
-
---- The compute device of environment.device: "auto" (cuda when a GPU is
---- usable, else cpu), "cpu" or "cuda".
-function M.device(cfg)
-    local d = cfg.environment.device or "auto"
-    if d == "auto" then return mt.cuda_available() and "cuda" or "cpu" end
-    if d == "cuda" and not mt.cuda_available() then
-        fail("environment.device = cuda, but no CUDA device is usable (machrt built without "
-             .. "CUDA, or no GPU found); use cpu or auto")
-    end
-    if d ~= "cpu" and d ~= "cuda" then
-        fail("environment.device must be auto, cpu or cuda, got '%s'", tostring(d))
-    end
-    return d
-end
+-- ---- loaders -------------------------------------------------------------
 
 --- Training batches one ahead on a device: while the step computes on
 --- batch b, batch b + 1's wave and target already travel to the device on
@@ -241,7 +242,7 @@ function M.loaders(cfg, split)
     if ds.on_error ~= "fail" and ds.on_error ~= "skip" then
         fail("dataset.on_error must be 'fail' or 'skip', got '%s'", tostring(ds.on_error))
     end
-    if ds.cache == "disk" then mt.mkdir(ds.cache_folder) end
+    if ds.cache == "disk" then sys.mkdir(ds.cache_folder) end
     local train = data.Loader{
         name = "training loader", module = "machrt.data.clips",
         config = clip_config(cfg, split.train, "train", cfg.audio.training_chunk_seconds),
@@ -263,18 +264,6 @@ function M.loaders(cfg, split)
 end
 
 -- ---- model and optimizer ----------------------------------------------------
-
---- The backbone of architecture.backbone with GeM or average pooling,
---- initialised on the CPU (same weights for a seed on every device), then
---- moved to `device` when that is not the CPU.
-function M.model(cfg, num_classes, device)
-    if cfg.architecture.pretrained then
-        fail("architecture.pretrained = true: no pretrained weights ship with machrt (set it to false)")
-    end
-    local model = infer.build_model(cfg.architecture, num_classes)
-    if device and device ~= "cpu" then model:to(device) end
-    return model
-end
 
 --- AdamW (or SGD) over parameter groups (no decay on biases and norm
 --- weights; differential rate for the named layers) and lr_at(step), the
@@ -321,15 +310,9 @@ function M.mixed_precision(cfg, device)
     return require("machrt.amp").GradScaler()
 end
 
---- Unscales the model's gradients; false when one is Inf/NaN (skip the step).
-function M.unscale(scaler, model)
-    return scaler:unscale(model.flat_grads and { { grad = model.flat_grads } } or model:parameters())
-end
-
---- Clips the global gradient norm (training.gradient_clip > 0).
-function M.clip_gradients(model, max_norm)
-    return optim.clip_grad_norm(model:parameters(), max_norm)
-end
+--- The training step (forward, loss, accumulation, loss scaling, clipping,
+--- learning rate, optimizer step): see machrt.stepper.
+M.Stepper = require("machrt.stepper").new
 
 --- The loss of training.loss_function.
 function M.loss(cfg)
@@ -371,7 +354,11 @@ function M.evaluate(cfg, model, front, loader, split)
     local kept, skipped = {}, {}
     local filled = 0
     for _, batch in loader:epoch(0) do
-        for _, why in ipairs(batch.skipped) do skipped[#skipped + 1] = why end
+        for _, why in ipairs(batch.skipped) do
+            skipped[#skipped + 1] = why
+            -- Said now, as training does: scores over fewer clips must not pass unnoticed.
+            log.info("validation: skipped %s", why)
+        end
         if batch.chunks then
             local p = infer.clip_probabilities(model, front, batch.chunks, batch.counts)
             for k, i in ipairs(batch.indices) do
@@ -432,8 +419,8 @@ function M.save_checkpoint(dir, model, opt, state)
     for k, v in pairs(opt_tensors) do tensors[k] = v end
     local meta = {}
     for k, v in pairs(opt_info) do meta[k] = v end
-    meta["machrt.run"] = mt.json_encode(state)
-    meta["machrt.rng"] = mt.json_encode(mt.rng_state())
+    meta["machrt.run"] = sys.json_encode(state)
+    meta["machrt.rng"] = sys.json_encode(mt.rng_state())
     mt.save(dir .. "/" .. M.CHECKPOINT, tensors, meta)
 end
 
@@ -472,8 +459,8 @@ function M.load_checkpoint(dir, model, opt)
     end
     model:load_state_dict(weights)
     opt:load_state_dict(tensors, meta)
-    mt.set_rng_state(mt.json_decode(meta["machrt.rng"], path .. " (rng)"))
-    return mt.json_decode(meta["machrt.run"], path .. " (run state)")
+    mt.set_rng_state(sys.json_decode(meta["machrt.rng"], path .. " (rng)"))
+    return sys.json_decode(meta["machrt.run"], path .. " (run state)")
 end
 
 -- ---- outputs ---------------------------------------------------------------------
@@ -485,7 +472,7 @@ local function csv_text(header, rows) return csv.table_text(header, rows, { digi
 
 --- log.csv: one row per epoch, from the run history.
 function M.write_log(dir, history)
-    mt.write_file(dir .. "/log.csv", csv_text(LOG_COLUMNS, history))
+    sys.write_file(dir .. "/log.csv", csv_text(LOG_COLUMNS, history))
 end
 
 --- val_predictions.csv (file, true label, predicted label, one probability
@@ -500,30 +487,12 @@ function M.write_evaluation(dir, cfg, split, ev, epoch)
         for c = 1, #split.classes do r[#r + 1] = ev.probs:get(k, c) end
         rows[k] = r
     end
-    mt.write_file(dir .. "/val_predictions.csv", csv_text(header, rows))
-    mt.write_file(dir .. "/metrics.json", mt.json_encode({
+    sys.write_file(dir .. "/val_predictions.csv", csv_text(header, rows))
+    sys.write_file(dir .. "/metrics.json", sys.json_encode({
         epoch = epoch, metric = cfg.prediction.metric, f1 = ev.f1, accuracy = ev.accuracy,
         roc_auc = ev.roc_auc, loss = ev.loss, classes = split.classes, per_class = ev.per_class,
         confusion = ev.confusion, validation_clips = #ev.items, skipped = ev.skipped,
     }, { indent = true }) .. "\n")
-end
-
---- curves.png: training and validation loss, validation F1 and the
---- learning rate per epoch.
-function M.write_curves(dir, history)
-    local plot = require "machrt.plot"
-    local epochs, tl, vl, f1, lr = {}, {}, {}, {}, {}
-    for i, h in ipairs(history) do
-        epochs[i], tl[i], lr[i] = h.epoch, h.train_loss, h.lr
-        vl[i], f1[i] = h.val_loss or 0 / 0, h.val_f1 or 0 / 0
-    end
-    plot.grid(dir .. "/curves.png", {
-        { title = "loss", xlabel = "epoch", series = { { name = "training", x = epochs, y = tl },
-                                                        { name = "validation", x = epochs, y = vl } } },
-        { title = "validation F1", xlabel = "epoch", ylim = { 0, 1 },
-          series = { { name = "F1", x = epochs, y = f1 } } },
-        { title = "learning rate (end of epoch)", xlabel = "epoch", series = { { name = "lr", x = epochs, y = lr } } },
-    }, { title = "training curves" })
 end
 
 --- The scorer folder (build_scoring_pipelines): weights, a manifest with
@@ -532,17 +501,17 @@ end
 --- from the run.
 function M.build_scorer(dir, cfg, model, classes)
     local out = dir .. "/scorer"
-    mt.mkdir(out)
+    sys.mkdir(out)
     mt.save(out .. "/model.safetensors", model:state_dict())
     local keep = {}
     for _, section in ipairs{ "architecture", "audio", "prediction" } do keep[section] = cfg[section] end
     keep.experiment_name = cfg.experiment_name
     local manifest = {
         format = "machrt-scorer", version = 1, machrt = mt.version, classes = classes, config = keep,
-        weights = { file = "model.safetensors", sha256 = mt.sha256_file(out .. "/model.safetensors") },
+        weights = { file = "model.safetensors", sha256 = sys.sha256_file(out .. "/model.safetensors") },
     }
-    mt.write_file(out .. "/manifest.json", mt.json_encode(manifest, { indent = true }) .. "\n")
-    mt.write_file(out .. "/score.lua", [=[
+    sys.write_file(out .. "/manifest.json", sys.json_encode(manifest, { indent = true }) .. "\n")
+    sys.write_file(out .. "/score.lua", [=[
 -- A packaged machrt model: predicts machine types of audio files.
 --   machrt score.lua file.wav [file2.wav ...]      (prints a CSV)
 -- Needs only this folder: manifest.json (classes, front end, checksum) and
@@ -564,8 +533,8 @@ end
 
 --- The resolved config, as the run used it (resume reads it back).
 function M.write_config(dir, cfg)
-    mt.mkdir(dir)
-    mt.write_file(dir .. "/" .. M.CONFIG, mt.json_encode(cfg, { indent = true }) .. "\n")
+    sys.mkdir(dir)
+    sys.write_file(dir .. "/" .. M.CONFIG, sys.json_encode(cfg, { indent = true }) .. "\n")
 end
 
 -- Published for the reference run (REFERENCE.md, fold 4, real MIMII, V100).
@@ -582,20 +551,6 @@ function M.summary(fold, history)
     end
     log.info("fold %d summary (reference: the published run on real MIMII)", fold)
     log.table({ "epoch", "train loss", "val loss", "val F1", "ref loss", "ref F1", "seconds", "samples/s" }, rows)
-end
-
---- A stop from outside, for tests of kill-and-resume: MACHRT_KILL_AT_STEP=n
---- sends SIGKILL to this process right after optimizer step n.
-local KILL_AT_STEP = tonumber(os.getenv("MACHRT_KILL_AT_STEP") or "")
-
-function M.kill_point(step)
-    if step == KILL_AT_STEP then
-        local f = io.open("/proc/self/stat")
-        local pid = f and f:read("n")
-        if f then f:close() end
-        io.stdout:flush()
-        os.execute("kill -KILL " .. math.tointeger(pid))
-    end
 end
 
 return M

@@ -6,7 +6,14 @@
  * truncated files (libsndfile quietly shortens a WAV or AIFF whose data
  * chunk runs past the end of the file, which would turn a cut-off download
  * into a silently shorter clip), decoding only the selected frames, and
- * writes that never leave a half-written file under the final name. */
+ * writes that never leave a half-written file under the final name.
+ *
+ * Headers are not trusted for what they cost: a frame count is only
+ * allocated up front when the file is large enough to hold it (else the
+ * buffer grows as frames actually arrive), an upsampling that would blow
+ * a small file up to gigabytes is refused, and a float file holding NaN,
+ * Inf or absurdly large samples is refused as corrupt rather than fed to a
+ * model. */
 #include "machrt/audio_io.h"
 
 #include <errno.h>
@@ -26,6 +33,25 @@
 /* Frames decoded per libsndfile call: the interleaved scratch buffer stays
  * small (64 KiB per channel) whatever the file's length and channel count. */
 #define IO_BLOCK 16384
+
+/* Decoded samples (frames x channels) per byte of file a header may claim
+ * before its frame count is doubted: PCM holds at most 1 per byte (8-bit),
+ * ADPCM 2, GSM 4.9, lossy codecs at speech bitrates about 8. FLAC of pure
+ * silence compresses further, so past this bound the count is not refused,
+ * only allocated as decoding proves it. */
+#define PLAUSIBLE_SAMPLES_PER_BYTE 16
+
+/* Largest sample magnitude a float file may hold. Samples are nominally in
+ * [-1, 1], and files scaled as integers (+-32768, +-2^23) are common; beyond
+ * 1e10 a value is damage, and near FLT_MAX the mono mean, the resampler and
+ * the power spectrum would overflow to Inf and NaN further down. */
+#define MAX_SAMPLE_MAGNITUDE 1e10f
+
+/* Upsampling a load may do without questions: up to this factor, or any
+ * factor while the result stays under RESAMPLE_FREE_BYTES. A 2 MB file whose
+ * header says 1 Hz would otherwise ask for 88 GB at 22050 Hz. */
+#define MAX_UPSAMPLE_FACTOR 64
+#define RESAMPLE_FREE_BYTES ((double)(1u << 30))
 
 /* ---- names ----------------------------------------------------------------- */
 
@@ -261,7 +287,7 @@ static mrt_status skip_frames(const char *path, SNDFILE *sf, const SF_INFO *info
             for (sf_count_t i = 0; i < got; i++) dst[done + i] = SAMPLE(i * channels + ch); \
         } else {                                                                      \
             for (int c = 0; c < channels; c++) {                                      \
-                float *row = dst + (int64_t)c * count + done;                         \
+                float *row = dst + (int64_t)c * stride + done;                        \
                 for (sf_count_t i = 0; i < got; i++) row[i] = SAMPLE(i * channels + c); \
             }                                                                         \
         }                                                                             \
@@ -271,14 +297,74 @@ static mrt_status skip_frames(const char *path, SNDFILE *sf, const SF_INFO *info
 /* Exactly libsndfile's own conversion (s * (1 / 32768), exact in float). */
 #define SHORT_SAMPLE(k) ((float)sbuf[k] * (1.0f / 32768.0f))
 
-/* Decodes `count` frames from the current position into `dst`, laid out as
- * the options ask (LAY_OUT). Reads in blocks through `scratch` (IO_BLOCK
- * frames of every channel, as floats). 16-bit PCM (MIMII's format) is read
- * as integers and only the samples kept are converted: picking one channel
- * of 8 that way was 5x faster than libsndfile converting all of them. */
+/* The output of a load while it is decoded: `cap` frames allocated of the
+ * `count` the header promises, as {count} or {channels, count} once full. */
+typedef struct {
+    mrt_tensor wave;
+    int64_t cap;
+    int one_row, channels;
+} out_buffer;
+
+static mrt_status buffer_alloc(const char *path, out_buffer *b, int64_t cap)
+{
+    int64_t shape[2] = {b->channels, cap};
+    mrt_tensor t = {0};
+    mrt_status st = b->one_row ? mrt_tensor_alloc_uninit(&t, MRT_F32, 1, &cap)
+                               : mrt_tensor_alloc_uninit(&t, MRT_F32, 2, shape);
+    if (st != MRT_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", mrt_last_error());
+        return mrt_fail(st, "audio.load: %s: cannot hold %lld frames of %d channel%s: %s", path,
+                        (long long)cap, b->one_row ? 1 : b->channels,
+                        b->one_row || b->channels == 1 ? "" : "s", why);
+    }
+    if (b->wave.storage) {
+        /* Moves the frames decoded so far; rows keep their order. */
+        const int64_t done = b->cap;
+        const int rows = b->one_row ? 1 : b->channels;
+        for (int r = 0; r < rows; r++)
+            memcpy(mrt_f32(&t) + (int64_t)r * cap, mrt_f32(&b->wave) + (int64_t)r * b->cap,
+                   (size_t)done * sizeof(float));
+        mrt_tensor_release(&b->wave);
+    }
+    b->wave = t;
+    b->cap = cap;
+    return MRT_OK;
+}
+
+/* The first allocation for `count` frames: all of them when the file on
+ * disk is big enough to hold that many samples, else what it can hold. */
+static int64_t first_capacity(const char *path, int64_t count, int channels)
+{
+    struct stat stt;
+    if (stat(path, &stt) != 0 || !S_ISREG(stt.st_mode)) return count < IO_BLOCK ? count : IO_BLOCK;
+    double plausible = (double)stt.st_size * PLAUSIBLE_SAMPLES_PER_BYTE / channels;
+    if ((double)count <= plausible) return count;
+    int64_t cap = (int64_t)plausible;
+    return cap < IO_BLOCK ? (count < IO_BLOCK ? count : IO_BLOCK) : cap;
+}
+
+/* The first sample among `n` floats that is NaN, infinite or beyond
+ * MAX_SAMPLE_MAGNITUDE, or -1. */
+static int64_t first_damaged(const float *x, int64_t n)
+{
+    for (int64_t k = 0; k < n; k++)
+        if (!(fabsf(x[k]) <= MAX_SAMPLE_MAGNITUDE)) return k;
+    return -1;
+}
+
+/* Decodes `count` frames from the current position into b->wave, laid out
+ * as the options ask (LAY_OUT), growing it (doubling, up to `count`) when
+ * the header promised more than the first allocation. Reads in blocks
+ * through `scratch` (IO_BLOCK frames of every channel, as floats). 16-bit
+ * PCM (MIMII's format) is read as integers and only the samples kept are
+ * converted: picking one channel of 8 that way was 5x faster than
+ * libsndfile converting all of them. Other encodings are checked for NaN,
+ * Inf and absurd magnitudes, which only a float file (or a broken decoder)
+ * can hold. */
 static mrt_status decode(const char *path, SNDFILE *sf, int format, int channels,
                          int64_t first, int64_t count, const mrt_audio_load_opts *o,
-                         void *scratch, float *dst)
+                         void *scratch, out_buffer *b)
 {
     const int pcm16 = (format & SF_FORMAT_SUBMASK) == SF_FORMAT_PCM_16;
     const float *fbuf = scratch;
@@ -288,6 +374,12 @@ static mrt_status decode(const char *path, SNDFILE *sf, int format, int channels
     while (done < count) {
         int64_t left = count - done;
         sf_count_t want = left < IO_BLOCK ? (sf_count_t)left : IO_BLOCK;
+        if (done + want > b->cap) {
+            int64_t cap = b->cap > count / 2 ? count : 2 * b->cap;
+            if (cap < done + want) cap = done + want;
+            mrt_status st = buffer_alloc(path, b, cap);
+            if (st != MRT_OK) return st;
+        }
         sf_count_t got = pcm16 ? sf_readf_short(sf, scratch, want)
                                : sf_readf_float(sf, scratch, want);
         if (got <= 0) {
@@ -298,11 +390,44 @@ static mrt_status decode(const char *path, SNDFILE *sf, int format, int channels
                             (long long)(first + count), err ? ": " : "",
                             err ? sf_strerror(sf) : "");
         }
+        if (!pcm16) {
+            int64_t k = first_damaged(fbuf, (int64_t)got * channels);
+            if (k >= 0) {
+                char value[32];
+                if (isfinite(fbuf[k])) snprintf(value, sizeof value, "%g", (double)fbuf[k]);
+                else snprintf(value, sizeof value, "%s",
+                              isnan(fbuf[k]) ? "NaN" : fbuf[k] > 0 ? "Inf" : "-Inf");
+                return mrt_fail(MRT_ERR_FORMAT,
+                                "audio.load: %s is corrupt: sample %s at frame %lld, channel "
+                                "%d (audio samples must be finite, at most %g in magnitude)",
+                                path, value, (long long)(first + done + k / channels + 1),
+                                (int)(k % channels) + 1, (double)MAX_SAMPLE_MAGNITUDE);
+            }
+        }
+        float *dst = mrt_f32(&b->wave);
+        const int64_t stride = b->cap;
         if (pcm16) LAY_OUT(SHORT_SAMPLE);
         else LAY_OUT(FLOAT_SAMPLE);
         done += got;
     }
     return MRT_OK;
+}
+
+/* Refuses an upsampling of `frames` frames (`rows` rows) from `from` to `to`
+ * Hz that would turn a file into more than RESAMPLE_FREE_BYTES and more
+ * than MAX_UPSAMPLE_FACTOR times its decoded size. */
+static mrt_status check_upsampling(const char *path, int64_t frames, int rows, int from, int to)
+{
+    if ((double)to <= (double)from * MAX_UPSAMPLE_FACTOR) return MRT_OK;
+    double out_frames = (double)frames * to / from;
+    double bytes = out_frames * rows * sizeof(float);
+    if (bytes <= RESAMPLE_FREE_BYTES) return MRT_OK;
+    return mrt_fail(MRT_ERR_FORMAT,
+                    "audio.load: %s: resampling its %lld frames from %d Hz to %d Hz would "
+                    "make %.4g frames (%.1f GiB): refused, an upsampling by more than %dx "
+                    "is limited to %.0f GiB (is the header's sample rate right?)", path,
+                    (long long)frames, from, to, out_frames, bytes / (1u << 30),
+                    MAX_UPSAMPLE_FACTOR, RESAMPLE_FREE_BYTES / (1u << 30));
 }
 
 mrt_status mrt_audio_load(const char *path, const mrt_audio_load_opts *opts, mrt_tensor *out,
@@ -338,24 +463,25 @@ mrt_status mrt_audio_load(const char *path, const mrt_audio_load_opts *opts, mrt
     }
 
     float *scratch = malloc((size_t)IO_BLOCK * (size_t)info.channels * sizeof *scratch);
+    out_buffer b = {.one_row = o->mono || o->channel != MRT_AUDIO_ALL_CHANNELS,
+                    .channels = info.channels};
     mrt_tensor wave = {0};
     if (!scratch) {
         st = mrt_fail(MRT_ERR_NOMEM, "audio.load: %s: out of memory", path);
         goto done;
     }
-    int one_row = o->mono || o->channel != MRT_AUDIO_ALL_CHANNELS;
-    int64_t shape[2] = {info.channels, count};
-    st = one_row ? mrt_tensor_alloc_uninit(&wave, MRT_F32, 1, &count)
-                 : mrt_tensor_alloc_uninit(&wave, MRT_F32, 2, shape);
+    st = buffer_alloc(path, &b, first_capacity(path, count, info.channels));
     if (st != MRT_OK) goto done;
     st = skip_frames(path, sf, &info, first, scratch);
     if (st == MRT_OK)
-        st = decode(path, sf, info.format, info.channels, first, count, o, scratch,
-                    mrt_f32(&wave));
+        st = decode(path, sf, info.format, info.channels, first, count, o, scratch, &b);
+    wave = b.wave; /* released at `done` unless handed out */
     if (st != MRT_OK) goto done;
 
     int rate = info.samplerate;
     if (o->sample_rate > 0 && o->sample_rate != rate) {
+        st = check_upsampling(path, count, b.one_row ? 1 : info.channels, rate, o->sample_rate);
+        if (st != MRT_OK) goto done;
         mrt_tensor res = {0};
         st = mrt_audio_resample(&wave, rate, o->sample_rate, &res);
         if (st != MRT_OK) goto done;

@@ -1,6 +1,6 @@
 /* The `machrt.audio` module: decoding/encoding and resampling
- * (l_audio_io.c), the spectral front end (l_audio_spectral.c) and the
- * machine-sound synthesizer (l_synth.c). */
+ * (l_audio_io.c) and the spectral front end (l_audio_spectral.c). The
+ * synthesizer is a module of its own (machrt.synth). */
 #include "l_machrt.h"
 
 int luaopen_machrt_audio(lua_State *L)
@@ -10,6 +10,5 @@ int luaopen_machrt_audio(lua_State *L)
     lua_newtable(L);
     mrt_lua_audio_io(L);
     mrt_lua_audio_spectral(L);
-    mrt_lua_audio_synth(L);
     return 1;
 }

@@ -6,87 +6,11 @@
  * than a silently ignored setting. */
 #include <math.h>
 #include <string.h>
+#include "l_aux.h"
 #include "l_machrt.h"
 #include "machrt/audio_io.h"
 
 /* ---- argument helpers ------------------------------------------------------ */
-
-/* Raises an error unless every key of the options table at `idx` is one of
- * the NULL-terminated `allowed` names. */
-static void check_option_names(lua_State *L, int idx, const char *op,
-                               const char *const *allowed)
-{
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        int ok = 0;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            const char *k = lua_tostring(L, -1);
-            for (int i = 0; allowed[i] && !ok; i++) ok = strcmp(k, allowed[i]) == 0;
-        }
-        if (!ok) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (int i = 0; allowed[i]; i++) {
-                if (i) luaL_addstring(&b, ", ");
-                luaL_addstring(&b, allowed[i]);
-            }
-            luaL_pushresult(&b);
-            const char *list = lua_tostring(L, -1);
-            const char *key = luaL_tolstring(L, -2, NULL);
-            luaL_error(L, "%s: unknown option '%s' (options: %s)", op, key, list);
-        }
-    }
-}
-
-/* Pushes field `name` of the options table at `idx` (nil when there is no
- * table) and returns its type. */
-static int get_option(lua_State *L, int idx, const char *name)
-{
-    if (lua_isnoneornil(L, idx)) {
-        lua_pushnil(L);
-        return LUA_TNIL;
-    }
-    return lua_getfield(L, idx, name);
-}
-
-static double option_number(lua_State *L, int idx, const char *op, const char *name,
-                            double dflt)
-{
-    int type = get_option(L, idx, name);
-    double v = dflt;
-    if (type != LUA_TNIL) {
-        if (type != LUA_TNUMBER)
-            luaL_error(L, "%s: option '%s' must be a number of seconds, got a %s", op, name,
-                       luaL_typename(L, -1));
-        v = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static int option_boolean(lua_State *L, int idx, const char *op, const char *name)
-{
-    int type = get_option(L, idx, name);
-    if (type != LUA_TNIL && type != LUA_TBOOLEAN)
-        luaL_error(L, "%s: option '%s' must be a boolean, got a %s", op, name,
-                   luaL_typename(L, -1));
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-/* A string option; the string stays referenced by the options table. */
-static const char *option_string(lua_State *L, int idx, const char *op, const char *name)
-{
-    int type = get_option(L, idx, name);
-    if (type != LUA_TNIL && type != LUA_TSTRING)
-        luaL_error(L, "%s: option '%s' must be a string, got a %s", op, name,
-                   luaL_typename(L, -1));
-    const char *v = type == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    lua_pop(L, 1);
-    return v;
-}
 
 /* A sample rate (Hz) from the stack value at `idx`: an integer-valued
  * number in [1, MRT_AUDIO_MAX_RATE]. */
@@ -135,11 +59,8 @@ static int a_load(lua_State *L)
                                         "sample_rate", NULL};
     const char *path = luaL_checkstring(L, 1);
     mrt_audio_load_opts o = MRT_AUDIO_LOAD_DEFAULTS;
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        check_option_names(L, 2, "audio.load", names);
-    }
-    int type = get_option(L, 2, "channel");
+    mrt_aux_check_options(L, 2, "audio.load", names);
+    int type = mrt_aux_get_option(L, 2, "channel");
     if (type != LUA_TNIL) {
         int isint = 0;
         lua_Integer c = lua_tointegerx(L, -1, &isint);
@@ -154,10 +75,10 @@ static int a_load(lua_State *L)
         o.channel = (int)c - 1;
     }
     lua_pop(L, 1);
-    o.mono = option_boolean(L, 2, "audio.load", "mono");
-    o.offset = option_number(L, 2, "audio.load", "offset", 0.0);
-    o.duration = option_number(L, 2, "audio.load", "duration", INFINITY);
-    if (get_option(L, 2, "sample_rate") != LUA_TNIL) {
+    o.mono = mrt_aux_opt_boolean(L, 2, "audio.load", "mono", 0);
+    o.offset = mrt_aux_opt_number(L, 2, "audio.load", "offset", 0.0);
+    o.duration = mrt_aux_opt_number(L, 2, "audio.load", "duration", INFINITY);
+    if (mrt_aux_get_option(L, 2, "sample_rate") != LUA_TNIL) {
         int at = lua_gettop(L);
         const char *op = lua_pushfstring(L, "audio.load: %s", path);
         o.sample_rate = check_rate(L, at, op, "option 'sample_rate'");
@@ -179,13 +100,10 @@ static int a_save(lua_State *L)
     mrt_tensor *wave = mrt_lua_check_tensor(L, 2);
     int sr = check_rate(L, 3, "audio.save", "the sample rate (argument 3)");
     mrt_audio_save_opts o = {0};
-    if (!lua_isnoneornil(L, 4)) {
-        luaL_checktype(L, 4, LUA_TTABLE);
-        check_option_names(L, 4, "audio.save", names);
-    }
-    int as_float = option_boolean(L, 4, "audio.save", "float");
-    o.format = option_string(L, 4, "audio.save", "format");
-    o.encoding = option_string(L, 4, "audio.save", "encoding");
+    mrt_aux_check_options(L, 4, "audio.save", names);
+    int as_float = mrt_aux_opt_boolean(L, 4, "audio.save", "float", 0);
+    o.format = mrt_aux_opt_string(L, 4, "audio.save", "format", NULL);
+    o.encoding = mrt_aux_opt_string(L, 4, "audio.save", "encoding", NULL);
     if (as_float) {
         if (o.encoding && strcmp(o.encoding, "float") != 0)
             luaL_error(L, "audio.save: %s: float = true contradicts encoding = '%s'", path,
@@ -227,11 +145,8 @@ static int a_chunks(lua_State *L)
     if (!(seconds > 0) || isinf(seconds))
         luaL_error(L, "audio.chunks: seconds (argument 3) must be a positive number, got %f",
                    seconds);
-    if (!lua_isnoneornil(L, 4)) {
-        luaL_checktype(L, 4, LUA_TTABLE);
-        check_option_names(L, 4, "audio.chunks", names);
-    }
-    double max_seconds = option_number(L, 4, "audio.chunks", "max_seconds", 600.0);
+    mrt_aux_check_options(L, 4, "audio.chunks", names);
+    double max_seconds = mrt_aux_opt_number(L, 4, "audio.chunks", "max_seconds", 600.0);
     if (!(max_seconds > 0))
         luaL_error(L, "audio.chunks: option 'max_seconds' must be a positive number, got %f",
                    (lua_Number)max_seconds);

@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
+#include "l_aux.h"
 #include "l_machrt.h"
 #include "machrt/spectral.h"
 
@@ -20,100 +21,6 @@
 typedef struct {
     mrt_mel_spec *m; /* NULL once released */
 } mel_ud;
-
-/* ---- option tables ---------------------------------------------------- */
-
-/* Raises an error naming the first key of the table at idx that is not in
- * `keys`, listing the valid ones. */
-static void check_keys(lua_State *L, int idx, const char *what, const char *const keys[])
-{
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "%s: option keys must be strings, got a %s key", what,
-                       luaL_typename(L, -1));
-        const char *k = lua_tostring(L, -1);
-        int known = 0;
-        for (int i = 0; keys[i] && !known; i++) known = strcmp(k, keys[i]) == 0;
-        if (!known) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (int i = 0; keys[i]; i++) {
-                if (i) luaL_addstring(&b, ", ");
-                luaL_addstring(&b, keys[i]);
-            }
-            luaL_pushresult(&b);
-            luaL_error(L, "%s: unknown option '%s' (valid keys: %s)", what, k, lua_tostring(L, -1));
-        }
-    }
-}
-
-/* opts[key] as an integer in [lo, INT_MAX], or `def` when absent. */
-static int opt_int(lua_State *L, int idx, const char *what, const char *key, lua_Integer def,
-                   lua_Integer lo)
-{
-    lua_Integer v = def;
-    if (lua_getfield(L, idx, key) != LUA_TNIL) {
-        int ok;
-        v = lua_tointegerx(L, -1, &ok);
-        if (!ok)
-            luaL_error(L, "%s: %s must be an integer, got %s", what, key,
-                       luaL_tolstring(L, -1, NULL));
-    }
-    lua_pop(L, 1);
-    if (v < lo) {
-        if (lo == 1)
-            luaL_error(L, "%s: %s must be positive, got %I", what, key, (lua_Integer)v);
-        luaL_error(L, "%s: %s must be at least %I, got %I", what, key, (lua_Integer)lo, (lua_Integer)v);
-    }
-    if (v > INT_MAX) luaL_error(L, "%s: %s is too large (%I)", what, key, (lua_Integer)v);
-    return (int)v;
-}
-
-static double opt_num(lua_State *L, int idx, const char *what, const char *key, double def)
-{
-    double v = def;
-    if (lua_getfield(L, idx, key) != LUA_TNIL) {
-        int ok;
-        v = lua_tonumberx(L, -1, &ok);
-        if (!ok || isnan(v))
-            luaL_error(L, "%s: %s must be a number, got %s", what, key, luaL_tolstring(L, -1, NULL));
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static int opt_bool(lua_State *L, int idx, const char *what, const char *key, int def)
-{
-    int v = def;
-    int t = lua_getfield(L, idx, key);
-    if (t == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
-    else if (t != LUA_TNIL)
-        luaL_error(L, "%s: %s must be a boolean, got %s", what, key, luaL_tolstring(L, -1, NULL));
-    lua_pop(L, 1);
-    return v;
-}
-
-/* opts[key] as one of `names` (index returned), `def` when absent;
- * `expected` lists the accepted values for the message. */
-static int opt_choice(lua_State *L, int idx, const char *what, const char *key,
-                      const char *const names[], int def, const char *expected)
-{
-    int v = def;
-    int t = lua_getfield(L, idx, key);
-    if (t != LUA_TNIL) {
-        const char *s = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        v = -1;
-        for (int i = 0; s && names[i]; i++)
-            if (strcmp(s, names[i]) == 0) v = i;
-        if (v < 0)
-            luaL_error(L, "%s: unknown %s %s (expected %s)", what, key,
-                       s ? lua_pushfstring(L, "'%s'", s) : luaL_tolstring(L, -1, NULL), expected);
-    }
-    lua_pop(L, 1);
-    return v;
-}
 
 /* ---- MelSpectrogram --------------------------------------------------- */
 
@@ -129,27 +36,27 @@ static const char *const NORMS[] = {"none", "slaney", NULL};
 static void read_mel_config(lua_State *L, int idx, mrt_mel_config *c)
 {
     const char *what = "MelSpectrogram";
-    check_keys(L, idx, what, MEL_KEYS);
-    int sr = opt_int(L, idx, what, "sample_rate", 16000, 1);
+    mrt_aux_check_keys(L, idx, what, MEL_KEYS);
+    int sr = (int)mrt_aux_opt_integer(L, idx, what, "sample_rate", 16000, 1, INT_MAX);
     mrt_mel_config_init(c, sr);
-    int n_fft = opt_int(L, idx, what, "n_fft", 400, 1);
-    int win = opt_int(L, idx, what, "win_length", n_fft, 1);
+    int n_fft = (int)mrt_aux_opt_integer(L, idx, what, "n_fft", 400, 1, INT_MAX);
+    int win = (int)mrt_aux_opt_integer(L, idx, what, "win_length", n_fft, 1, INT_MAX);
     /* win_length // 2 is 0 for a one-sample window; hop_length's own check
      * then reports it. */
-    int hop = opt_int(L, idx, what, "hop_length", win / 2, 1);
+    int hop = (int)mrt_aux_opt_integer(L, idx, what, "hop_length", win / 2, 1, INT_MAX);
     c->stft.n_fft = n_fft;
     c->stft.win_length = win;
     c->stft.hop_length = hop;
-    c->f_min = opt_num(L, idx, what, "f_min", 0.0);
-    c->f_max = opt_num(L, idx, what, "f_max", (double)(sr / 2));
-    c->n_mels = opt_int(L, idx, what, "n_mels", 128, 1);
-    c->power = opt_num(L, idx, what, "power", 2.0);
-    c->stft.center = opt_bool(L, idx, what, "center", 1);
-    c->stft.pad_mode = (mrt_pad_mode)opt_choice(L, idx, what, "pad_mode", PAD_MODES,
-                                                MRT_PAD_REFLECT, "'reflect' or 'constant'");
-    c->mel_scale = (mrt_mel_scale)opt_choice(L, idx, what, "mel_scale", MEL_SCALES,
-                                             MRT_MEL_HTK, "'htk' or 'slaney'");
-    c->norm = (mrt_mel_norm)opt_choice(L, idx, what, "norm", NORMS, MRT_MEL_NORM_NONE,
+    c->f_min = mrt_aux_opt_number(L, idx, what, "f_min", 0.0);
+    c->f_max = mrt_aux_opt_number(L, idx, what, "f_max", (double)(sr / 2));
+    c->n_mels = (int)mrt_aux_opt_integer(L, idx, what, "n_mels", 128, 1, INT_MAX);
+    c->power = mrt_aux_opt_number(L, idx, what, "power", 2.0);
+    c->stft.center = mrt_aux_opt_boolean(L, idx, what, "center", 1);
+    c->stft.pad_mode = (mrt_pad_mode)mrt_aux_opt_choice(L, idx, what, "pad_mode", PAD_MODES,
+                                                MRT_PAD_REFLECT, NULL);
+    c->mel_scale = (mrt_mel_scale)mrt_aux_opt_choice(L, idx, what, "mel_scale", MEL_SCALES,
+                                             MRT_MEL_HTK, NULL);
+    c->norm = (mrt_mel_norm)mrt_aux_opt_choice(L, idx, what, "norm", NORMS, MRT_MEL_NORM_NONE,
                                        "nil or 'slaney'");
 }
 
@@ -303,7 +210,7 @@ static int a_amplitude_to_db(lua_State *L)
     if (!lua_isnoneornil(L, 2)) {
         if (!lua_istable(L, 2))
             return luaL_error(L, "%s: expected a table of options, got %s", what, luaL_typename(L, 2));
-        check_keys(L, 2, what, DB_KEYS);
+        mrt_aux_check_keys(L, 2, what, DB_KEYS);
         if (lua_getfield(L, 2, "top_db") != LUA_TNIL) {
             int ok;
             top_db = lua_tonumberx(L, -1, &ok);
@@ -312,7 +219,7 @@ static int a_amplitude_to_db(lua_State *L)
                                   what, luaL_tolstring(L, -1, NULL));
         }
         lua_pop(L, 1);
-        stype = opt_choice(L, 2, what, "stype", STYPES, 0, "'power' or 'magnitude'");
+        stype = mrt_aux_opt_choice(L, 2, what, "stype", STYPES, 0, NULL);
         if (lua_getfield(L, 2, "out") != LUA_TNIL) {
             mrt_tensor *out = mrt_lua_test_tensor(L, -1);
             if (!out || !out->storage)

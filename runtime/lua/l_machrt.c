@@ -1,5 +1,5 @@
-/* The `machrt` Lua module: constructors, safetensors I/O, seed, threads,
- * clock. Tensor methods live in l_tensor.c. */
+/* The `machrt` Lua module: constructors, safetensors I/O, seed and
+ * generator state, threads, clock, memory. Tensor methods live in l_tensor.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -367,6 +367,44 @@ static int m_set_gemm_precision(lua_State *L)
     return 1;
 }
 
+/* ---- the generator's state and raw Philox blocks ----------------------------- */
+/* Seeded streams that do not disturb the default generator. */
+
+/* mt.philox(counter, key) -> four integers in [0, 2^32) */
+static int m_philox(lua_State *L)
+{
+    uint32_t out[4];
+    mrt_philox4x32((uint64_t)luaL_checkinteger(L, 1), (uint64_t)luaL_checkinteger(L, 2), out);
+    for (int i = 0; i < 4; i++) lua_pushinteger(L, (lua_Integer)out[i]);
+    return 4;
+}
+
+/* mt.rng_state() -> {seed =, offset =}; mt.set_rng_state(t): the default
+ * generator, saved in checkpoints so a resumed run draws what it would have. */
+static int m_rng_state(lua_State *L)
+{
+    mrt_rng *r = mrt_rng_default();
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)r->seed);
+    lua_setfield(L, -2, "seed");
+    lua_pushinteger(L, (lua_Integer)r->offset);
+    lua_setfield(L, -2, "offset");
+    return 1;
+}
+
+static int m_set_rng_state(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "seed");
+    lua_getfield(L, 1, "offset");
+    if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1))
+        return luaL_error(L, "set_rng_state: needs integer fields seed and offset");
+    mrt_rng *r = mrt_rng_default();
+    r->seed = (uint64_t)lua_tointeger(L, -2);
+    r->offset = (uint64_t)lua_tointeger(L, -1);
+    return 0;
+}
+
 static int m_is_tensor(lua_State *L)
 {
     lua_pushboolean(L, mrt_lua_test_tensor(L, 1) != NULL);
@@ -381,19 +419,17 @@ static const luaL_Reg machrt_funcs[] = {
     {"cuda_available", m_cuda_available}, {"clock", m_clock}, {"is_tensor", m_is_tensor},
     {"memory_stats", m_memory_stats}, {"empty_cache", m_empty_cache},
     {"cuda_synchronize", m_cuda_synchronize}, {"set_gemm_precision", m_set_gemm_precision},
+    {"philox", m_philox}, {"rng_state", m_rng_state}, {"set_rng_state", m_set_rng_state},
     {NULL, NULL}};
 
 int luaopen_machrt(lua_State *L)
 {
     mrt_lua_open_tensor(L);
     luaL_newlib(L, machrt_funcs);
-    mrt_lua_system(L);
     lua_pushstring(L, MACHRT_VERSION);
     lua_setfield(L, -2, "version");
     return 1;
 }
-
-int luaopen_machrt_plot_c(lua_State *L); /* l_plot.c: cairo canvas for machrt.plot */
 
 void mrt_lua_preload(lua_State *L)
 {
@@ -404,9 +440,15 @@ void mrt_lua_preload(lua_State *L)
     lua_setfield(L, -2, "machrt.audio");
     lua_pushcfunction(L, luaopen_machrt_kernels);
     lua_setfield(L, -2, "machrt.kernels");
+    lua_pushcfunction(L, luaopen_machrt_sys);
+    lua_setfield(L, -2, "machrt.sys");
+    lua_pushcfunction(L, luaopen_machrt_synth_c);
+    lua_setfield(L, -2, "machrt.synth_c");
     lua_pushcfunction(L, luaopen_machrt_plot_c);
     lua_setfield(L, -2, "machrt.plot_c");
     lua_pushcfunction(L, luaopen_machrt_workers);
     lua_setfield(L, -2, "machrt.workers");
+    lua_pushcfunction(L, luaopen_machrt_dist_c);
+    lua_setfield(L, -2, "machrt.dist_c");
     lua_pop(L, 1);
 }

@@ -13,14 +13,16 @@ int luaopen_machrt(lua_State *L);
 int luaopen_machrt_audio(lua_State *L);   /* l_audio.c */
 int luaopen_machrt_kernels(lua_State *L); /* l_kernels.c: nn and optim kernels */
 int luaopen_machrt_workers(lua_State *L); /* l_workers.c: worker threads, shared cache */
+int luaopen_machrt_dist_c(lua_State *L);  /* l_dist.c: MPI collectives for machrt.dist */
+int luaopen_machrt_sys(lua_State *L);     /* l_sys.c: files, folders, JSON, SHA-256 */
+int luaopen_machrt_synth_c(lua_State *L); /* l_synth.c: the synthesizer, for machrt.synth */
+int luaopen_machrt_plot_c(lua_State *L);  /* l_plot.c: the canvas, for machrt.plot */
 
 /* Each adds its functions to the table on top of the stack. */
 void mrt_lua_audio_io(lua_State *L);       /* l_audio_io.c: info, load, save, resample */
 void mrt_lua_audio_spectral(lua_State *L); /* l_audio_spectral.c: MelSpectrogram, ... */
-void mrt_lua_audio_synth(lua_State *L);    /* l_synth.c: synth_clip, synth_write, ... */
 void mrt_lua_nn(lua_State *L);             /* l_nn.c */
 void mrt_lua_optim(lua_State *L);          /* l_optim.c */
-void mrt_lua_system(lua_State *L);         /* l_system.c: files, JSON, terminal, RNG state */
 
 /* Registers every C module in package.preload (used by the machrt host). */
 void mrt_lua_preload(lua_State *L);

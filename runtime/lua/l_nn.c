@@ -5,6 +5,7 @@
  * output (e.g. no input gradient for the first layer). Every function returns
  * its outputs in order. */
 #include <string.h>
+#include "l_aux.h"
 #include "l_machrt.h"
 #include "machrt/nn.h"
 
@@ -36,13 +37,6 @@ static void push_out(lua_State *L, out_arg o)
 {
     if (o.t) lua_pushvalue(L, o.stack);
     else lua_pushboolean(L, 0);
-}
-
-static mrt_tensor *opt_tensor(lua_State *L, int idx)
-{
-    return lua_isnoneornil(L, idx) || (lua_isboolean(L, idx) && !lua_toboolean(L, idx))
-               ? NULL
-               : mrt_lua_check_tensor(L, idx);
 }
 
 static int check_int(lua_State *L, int idx) { return (int)luaL_checkinteger(L, idx); }
@@ -81,7 +75,7 @@ static mrt_workspace *check_workspace(lua_State *L, int idx)
 static int k_conv2d_forward(lua_State *L)
 {
     mrt_tensor *x = mrt_lua_check_tensor(L, 1), *w = mrt_lua_check_tensor(L, 2);
-    mrt_tensor *b = opt_tensor(L, 3);
+    mrt_tensor *b = mrt_aux_opt_tensor(L, 3);
     mrt_conv2d_params p = {check_int(L, 4), check_int(L, 5), check_int(L, 6), check_int(L, 7),
                            lua_toboolean(L, 10)};
     mrt_workspace *ws = check_workspace(L, 8);
@@ -98,7 +92,7 @@ static int k_conv2d_backward(lua_State *L)
     mrt_tensor *dy = mrt_lua_check_tensor(L, 3);
     mrt_conv2d_params p = {check_int(L, 4), check_int(L, 5), check_int(L, 6), check_int(L, 7), 0};
     mrt_workspace *ws = check_workspace(L, 8);
-    mrt_tensor *dw = opt_tensor(L, 10), *db = opt_tensor(L, 11);
+    mrt_tensor *dw = mrt_aux_opt_tensor(L, 10), *db = mrt_aux_opt_tensor(L, 11);
     out_arg dx = out_at(L, 9);
     mrt_lua_check(L, mrt_conv2d_backward(x, w, dy, &p, dx.t, dw, db, ws));
     push_out(L, dx);
@@ -109,7 +103,7 @@ static int k_conv2d_backward(lua_State *L)
 static int k_linear_forward(lua_State *L)
 {
     mrt_tensor *x = mrt_lua_check_tensor(L, 1), *w = mrt_lua_check_tensor(L, 2);
-    mrt_tensor *b = opt_tensor(L, 3);
+    mrt_tensor *b = mrt_aux_opt_tensor(L, 3);
     out_arg y = out_at(L, 4);
     mrt_lua_check(L, mrt_linear_forward(x, w, b, y.t));
     push_out(L, y);
@@ -121,7 +115,7 @@ static int k_linear_backward(lua_State *L)
 {
     mrt_tensor *x = mrt_lua_check_tensor(L, 1), *w = mrt_lua_check_tensor(L, 2);
     mrt_tensor *dy = mrt_lua_check_tensor(L, 3);
-    mrt_tensor *dw = opt_tensor(L, 5), *db = opt_tensor(L, 6);
+    mrt_tensor *dw = mrt_aux_opt_tensor(L, 5), *db = mrt_aux_opt_tensor(L, 6);
     out_arg dx = out_at(L, 4);
     mrt_lua_check(L, mrt_linear_backward(x, w, dy, dx.t, dw, db));
     push_out(L, dx);
@@ -157,7 +151,7 @@ static int k_batchnorm2d_backward(lua_State *L)
     mrt_tensor *wt = mrt_lua_check_tensor(L, 3), *sm = mrt_lua_check_tensor(L, 4);
     mrt_tensor *si = mrt_lua_check_tensor(L, 5);
     int training = lua_toboolean(L, 6);
-    mrt_tensor *dwt = opt_tensor(L, 8), *dbs = opt_tensor(L, 9);
+    mrt_tensor *dwt = mrt_aux_opt_tensor(L, 8), *dbs = mrt_aux_opt_tensor(L, 9);
     out_arg dx = out_at(L, 7);
     mrt_lua_check(L, mrt_batchnorm2d_backward(x, dy, wt, sm, si, training, dx.t, dwt, dbs));
     push_out(L, dx);
@@ -248,7 +242,7 @@ static int k_gem_backward(lua_State *L)
     mrt_tensor *x = mrt_lua_check_tensor(L, 1), *p = mrt_lua_check_tensor(L, 2);
     double eps = luaL_checknumber(L, 3);
     mrt_tensor *y = mrt_lua_check_tensor(L, 4), *dy = mrt_lua_check_tensor(L, 5);
-    mrt_tensor *dp = opt_tensor(L, 7);
+    mrt_tensor *dp = mrt_aux_opt_tensor(L, 7);
     out_arg dx = out_at(L, 6);
     mrt_lua_check(L, mrt_gem_backward(x, p, eps, y, dy, dx.t, dp));
     push_out(L, dx);

@@ -9,48 +9,21 @@
  * AdamW reads lr, betas = {b1, b2} (or beta1, beta2), eps, weight_decay,
  * amsgrad; SGD reads lr, momentum, dampening, weight_decay, nesterov. Only lr
  * is required; the others default to PyTorch's values. */
+#include "l_aux.h"
 #include "l_machrt.h"
 #include "machrt/optim.h"
-
-static double opt_number(lua_State *L, int cfg, const char *op, const char *key, double def,
-                         int required)
-{
-    int type = lua_getfield(L, cfg, key);
-    double v = def;
-    if (type == LUA_TNUMBER) v = lua_tonumber(L, -1);
-    else if (type != LUA_TNIL || required)
-        luaL_error(L, "%s: cfg.%s must be a number, got %s", op, key, luaL_typename(L, -1));
-    lua_pop(L, 1);
-    return v;
-}
-
-static int opt_boolean(lua_State *L, int cfg, const char *op, const char *key)
-{
-    int type = lua_getfield(L, cfg, key);
-    if (type != LUA_TNIL && type != LUA_TBOOLEAN)
-        luaL_error(L, "%s: cfg.%s must be a boolean, got %s", op, key, luaL_typename(L, -1));
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-/* An optional tensor argument: nil, or a tensor (NULL for nil). */
-static mrt_tensor *opt_tensor(lua_State *L, int idx)
-{
-    return lua_isnoneornil(L, idx) ? NULL : mrt_lua_check_tensor(L, idx);
-}
 
 static int k_adamw_step(lua_State *L)
 {
     static const char op[] = "adamw_step";
     mrt_tensor *param = mrt_lua_check_tensor(L, 1), *grad = mrt_lua_check_tensor(L, 2);
     mrt_tensor *m = mrt_lua_check_tensor(L, 3), *v = mrt_lua_check_tensor(L, 4);
-    mrt_tensor *vmax = opt_tensor(L, 5);
+    mrt_tensor *vmax = mrt_aux_opt_tensor(L, 5);
     luaL_checktype(L, 6, LUA_TTABLE);
     lua_Integer step = luaL_checkinteger(L, 7);
 
     mrt_adamw_config cfg;
-    cfg.lr = opt_number(L, 6, op, "lr", 0.0, 1);
+    cfg.lr = mrt_aux_check_number_field(L, 6, op, "lr");
     cfg.beta1 = 0.9;
     cfg.beta2 = 0.999;
     if (lua_getfield(L, 6, "betas") != LUA_TNIL) {
@@ -65,13 +38,13 @@ static int k_adamw_step(lua_State *L)
         cfg.beta2 = lua_tonumber(L, -1);
         lua_pop(L, 2);
     } else {
-        cfg.beta1 = opt_number(L, 6, op, "beta1", 0.9, 0);
-        cfg.beta2 = opt_number(L, 6, op, "beta2", 0.999, 0);
+        cfg.beta1 = mrt_aux_opt_number(L, 6, op, "beta1", 0.9);
+        cfg.beta2 = mrt_aux_opt_number(L, 6, op, "beta2", 0.999);
     }
     lua_pop(L, 1);
-    cfg.eps = opt_number(L, 6, op, "eps", 1e-8, 0);
-    cfg.weight_decay = opt_number(L, 6, op, "weight_decay", 1e-2, 0);
-    cfg.amsgrad = opt_boolean(L, 6, op, "amsgrad");
+    cfg.eps = mrt_aux_opt_number(L, 6, op, "eps", 1e-8);
+    cfg.weight_decay = mrt_aux_opt_number(L, 6, op, "weight_decay", 1e-2);
+    cfg.amsgrad = mrt_aux_opt_boolean(L, 6, op, "amsgrad", 0);
     if (cfg.amsgrad && !vmax)
         luaL_error(L, "%s: amsgrad needs the max_exp_avg_sq tensor (argument 5)", op);
     mrt_lua_check(L, mrt_adamw_step(param, grad, m, v, vmax, &cfg, (int64_t)step));
@@ -82,16 +55,16 @@ static int k_sgd_step(lua_State *L)
 {
     static const char op[] = "sgd_step";
     mrt_tensor *param = mrt_lua_check_tensor(L, 1), *grad = mrt_lua_check_tensor(L, 2);
-    mrt_tensor *buf = opt_tensor(L, 3);
+    mrt_tensor *buf = mrt_aux_opt_tensor(L, 3);
     luaL_checktype(L, 4, LUA_TTABLE);
     int first = lua_toboolean(L, 5);
 
     mrt_sgd_config cfg;
-    cfg.lr = opt_number(L, 4, op, "lr", 0.0, 1);
-    cfg.momentum = opt_number(L, 4, op, "momentum", 0.0, 0);
-    cfg.dampening = opt_number(L, 4, op, "dampening", 0.0, 0);
-    cfg.weight_decay = opt_number(L, 4, op, "weight_decay", 0.0, 0);
-    cfg.nesterov = opt_boolean(L, 4, op, "nesterov");
+    cfg.lr = mrt_aux_check_number_field(L, 4, op, "lr");
+    cfg.momentum = mrt_aux_opt_number(L, 4, op, "momentum", 0.0);
+    cfg.dampening = mrt_aux_opt_number(L, 4, op, "dampening", 0.0);
+    cfg.weight_decay = mrt_aux_opt_number(L, 4, op, "weight_decay", 0.0);
+    cfg.nesterov = mrt_aux_opt_boolean(L, 4, op, "nesterov", 0);
     if (cfg.momentum != 0.0 && !buf)
         luaL_error(L, "%s: momentum %f needs a momentum buffer (argument 3)", op,
                    (lua_Number)cfg.momentum);

@@ -493,6 +493,149 @@ START_TEST(test_load_truncated)
 }
 END_TEST
 
+/* NaN, Inf and absurd magnitudes in a float file make it corrupt: the load
+ * fails naming the file, the frame and the channel (1-based), whichever
+ * channel is asked for, instead of handing a model NaN (3e38 is finite but
+ * overflows in the mono mean and the resampler: found by make fuzz). */
+START_TEST(test_load_non_finite_samples)
+{
+    const float bad[] = {NAN, INFINITY, -INFINITY, 3e38f};
+    const char *names[] = {"nan.wav", "inf.aiff", "minf.wav", "huge.wav"};
+    const char *shown[] = {"sample NaN", "sample Inf", "sample -Inf", "sample 3e+38"};
+    const int fmts[] = {SF_FORMAT_WAV | SF_FORMAT_FLOAT, SF_FORMAT_AIFF | SF_FORMAT_FLOAT,
+                        SF_FORMAT_WAV | SF_FORMAT_DOUBLE, SF_FORMAT_WAV | SF_FORMAT_FLOAT};
+    for (int k = 0; k < 4; k++) {
+        float data[2 * 40];
+        for (int i = 0; i < 80; i++) data[i] = 0.01f * (float)(i % 7);
+        data[40 + 29] = bad[k]; /* channel 2, frame 30 */
+        TPATH(p, names[k]);
+        write_float_file(p, fmts[k], 2, 40, 16000, data);
+        mrt_audio_load_opts one = MRT_AUDIO_LOAD_DEFAULTS;
+        one.channel = 0;
+        const mrt_audio_load_opts *opts[] = {NULL, &one};
+        for (int j = 0; j < 2; j++) {
+            mrt_tensor t = {0};
+            TU_FAILS(MRT_ERR_FORMAT, mrt_audio_load(p, opts[j], &t, NULL));
+            TU_MSG_HAS(p);
+            TU_MSG_HAS("frame 30, channel 2");
+            TU_MSG_HAS(shown[k]);
+            ck_assert_ptr_null(t.storage);
+        }
+        /* Frames before the damage are still what the file holds. */
+        mrt_audio_load_opts head = MRT_AUDIO_LOAD_DEFAULTS;
+        head.duration = 29.0 / 16000;
+        mrt_tensor t = load_ok(p, &head, NULL);
+        TU_ASSERT_SHAPE(&t, 2, 29);
+        mrt_tensor_release(&t);
+    }
+}
+END_TEST
+
+/* Overwrites `n` bytes at `at` of the file at `path`. */
+static void patch_bytes(const char *path, size_t at, const unsigned char *with, size_t n)
+{
+    size_t len;
+    unsigned char *p = read_bytes(path, &len);
+    ck_assert(at + n <= len);
+    memcpy(p + at, with, n);
+    write_bytes(path, p, len);
+    free(p);
+}
+
+/* A small file whose header claims an enormous length (a FLAC STREAMINFO
+ * of 2^36 - 1 samples: 275 GB as floats; an MP3 Xing header of 2^32 - 1
+ * frames: 9.9 TB) fails as truncated, naming the file, after decoding what
+ * it holds: it never asks for the memory the header claims. */
+START_TEST(test_load_header_claims_huge_length)
+{
+    TPATH(flac, "claims.flac");
+    write_file16(flac, SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 1, 3000, 16000);
+    /* STREAMINFO at byte 8; its 36-bit total-samples field ends at byte 25. */
+    size_t n;
+    unsigned char *b = read_bytes(flac, &n);
+    unsigned char total[5] = {(unsigned char)(b[21] | 0x0F), 0xFF, 0xFF, 0xFF, 0xFF};
+    free(b);
+    patch_bytes(flac, 21, total, sizeof total);
+
+    TPATH(mp3, "claims.mp3");
+    write_file16(mp3, SF_FORMAT_MPEG | SF_FORMAT_MPEG_LAYER_III, 1, 3000, 16000);
+    b = read_bytes(mp3, &n);
+    size_t xing = 0;
+    while (xing + 12 <= n && memcmp(b + xing, "Xing", 4) != 0) xing++;
+    ck_assert_msg(xing + 12 <= n, "libsndfile's MP3 writer left no Xing header");
+    size_t frames_at = xing + 8; /* after the tag and its flags */
+    free(b);
+    const unsigned char all_ones[4] = {0xFF, 0xFF, 0xFF, 0xFF};
+    patch_bytes(mp3, frames_at, all_ones, sizeof all_ones);
+
+    const char *paths[] = {flac, mp3};
+    for (int k = 0; k < 2; k++) {
+        mrt_audio_info info;
+        TU_OK(mrt_audio_read_info(paths[k], &info));
+        ck_assert_msg(info.frames > (int64_t)1 << 32, "%s: header claims only %lld frames",
+                      paths[k], (long long)info.frames);
+        mrt_tensor t = {0};
+        TU_FAILS(MRT_ERR_FORMAT, mrt_audio_load(paths[k], NULL, &t, NULL));
+        TU_MSG_HAS(paths[k]);
+        TU_MSG_HAS("truncated or corrupt");
+        ck_assert_ptr_null(t.storage);
+    }
+}
+END_TEST
+
+/* Files compressed far beyond what a header is believed for up front
+ * (FLAC of constant channels) still load whole: the buffer grows as the
+ * frames arrive, rows in order. */
+START_TEST(test_load_highly_compressed)
+{
+    const int64_t frames = 200000;
+    float *data = malloc(sizeof(float) * 3 * (size_t)frames);
+    ck_assert(data != NULL);
+    for (int c = 0; c < 3; c++)
+        for (int64_t i = 0; i < frames; i++) data[c * frames + i] = 0.125f * (float)(c + 1);
+    TPATH(p, "constant.flac");
+    write_float_file(p, SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 3, frames, 16000, data);
+    ck_assert_msg((double)file_size(p) * 16 < 3.0 * (double)frames,
+                  "%s is only %zu bytes: not compressed enough to need growing", p, file_size(p));
+    mrt_tensor t = load_ok(p, NULL, NULL);
+    TU_ASSERT_SHAPE(&t, 3, frames);
+    ck_assert(memcmp(data_of(&t), data, sizeof(float) * 3 * (size_t)frames) == 0);
+    mrt_tensor_release(&t);
+    mrt_audio_load_opts mono = MRT_AUDIO_LOAD_DEFAULTS;
+    mono.mono = 1;
+    t = load_ok(p, &mono, NULL);
+    TU_ASSERT_SHAPE(&t, frames);
+    for (int64_t i = 0; i < frames; i++) ck_assert(data_of(&t)[i] == 0.25f);
+    mrt_tensor_release(&t);
+    free(data);
+}
+END_TEST
+
+/* An upsampling that would blow a file up to gigabytes (2 MB at 1 Hz ->
+ * 82 GiB at 22050 Hz) is refused naming the file and both rates; the same
+ * factor on a short file is fine. */
+START_TEST(test_load_upsampling_bound)
+{
+    TPATH(big, "one_hz.wav");
+    write_file16(big, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 1, 1000000, 1);
+    mrt_audio_load_opts o = MRT_AUDIO_LOAD_DEFAULTS;
+    o.sample_rate = 22050;
+    mrt_tensor t = {0};
+    TU_FAILS(MRT_ERR_FORMAT, mrt_audio_load(big, &o, &t, NULL));
+    TU_MSG_HAS(big);
+    TU_MSG_HAS("from 1 Hz to 22050 Hz");
+    ck_assert_ptr_null(t.storage);
+
+    TPATH(small, "one_hz_short.wav");
+    write_file16(small, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 1, 10, 1);
+    int sr = 0;
+    t = load_ok(small, &o, &sr);
+    TU_ASSERT_SHAPE(&t, 1, 220500);
+    ck_assert_int_eq(sr, 22050);
+    mrt_tensor_release(&t);
+}
+END_TEST
+
 /* A streamed WAV whose writer could not fix up the data size (0xFFFFFFFF)
  * is complete, not truncated. */
 START_TEST(test_load_streamed_wav_size)
@@ -1161,6 +1304,11 @@ int main(void)
     tcase_add_test(le, test_load_streamed_wav_size);
     tcase_add_test(le, test_load_unsupported_encoding);
     tcase_add_test(le, test_load_bad_options);
+    tcase_add_test(le, test_load_non_finite_samples);
+    tcase_add_test(le, test_load_header_claims_huge_length);
+    tcase_add_test(le, test_load_highly_compressed);
+    tcase_add_test(le, test_load_upsampling_bound);
+    tcase_set_timeout(le, 60);
     suite_add_tcase(s, le);
 
     TCase *sv = tcase_create("save");

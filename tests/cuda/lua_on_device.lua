@@ -12,8 +12,8 @@ local optim = require "machrt.optim"
 local function check(cond, msg) if not cond then error(msg, 2) end end
 
 local function max_rel_diff(a, b)
-  local d = (a:to("cpu") - b:to("cpu")):abs():max()
-  return d / (1 + b:to("cpu"):abs():max())
+    local d = (a:to("cpu") - b:to("cpu")):abs():max()
+    return d / (1 + b:to("cpu"):abs():max())
 end
 
 assert(mt.cuda_available(), "no cuda backend")
@@ -40,19 +40,19 @@ check(max_rel_diff(g:matmul(g:transpose(1, 2)), g:to("cpu"):matmul(g:to("cpu"):t
 
 -- A training step ------------------------------------------------------------
 local function build()
-  mt.manual_seed(5)
-  local net = nn.Sequential{
-    nn.Conv2d(1, 8, 3, {padding = 1, bias = false}),
-    nn.BatchNorm2d(8),
-    nn.ReLU(),
-    nn.MaxPool2d(3, 2, 1),
-    nn.BasicBlock(8, 16, 2),
-    nn.GeM{p = 3},
-    nn.Flatten(),
-    nn.Dropout(0),
-    nn.Linear(16, 4),
-  }
-  return net:flatten_parameters()
+    mt.manual_seed(5)
+    local net = nn.Sequential{
+        nn.Conv2d(1, 8, 3, {padding = 1, bias = false}),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.BasicBlock(8, 16, 2),
+        nn.GeM{p = 3},
+        nn.Flatten(),
+        nn.Dropout(0),
+        nn.Linear(16, 4),
+    }
+    return net:flatten_parameters()
 end
 local cpu_model, gpu_model = build(), build():to("cuda")
 check(gpu_model.flat_params:device() == "cuda", "flat parameters moved")
@@ -61,14 +61,14 @@ local input = mt.randn{3, 1, 20, 24}
 local target = mt.zeros{3, 4}
 target:set(1, 1, 2); target:set(1, 2, 4); target:set(1, 3, 1)
 local function step(model, inp, tgt, opt)
-  model:training()
-  model:zero_grad()
-  local loss_fn = nn.BCEWithLogitsLoss()
-  local out = model:forward(inp)
-  local loss = loss_fn:forward(out, tgt)
-  model:backward(inp, loss_fn:backward(out, tgt))
-  opt:step()
-  return loss, out
+    model:training()
+    model:zero_grad()
+    local loss_fn = nn.BCEWithLogitsLoss()
+    local out = model:forward(inp)
+    local loss = loss_fn:forward(out, tgt)
+    model:backward(inp, loss_fn:backward(out, tgt))
+    opt:step()
+    return loss, out
 end
 -- SGD: an update linear in the gradient, so rounding differences stay
 -- rounding-sized (AdamW's sign-like first steps would amplify them; its
@@ -76,11 +76,11 @@ end
 local copt = optim.SGD(cpu_model:parameters(), {lr = 0.05, momentum = 0.9})
 local gopt = optim.SGD(gpu_model:parameters(), {lr = 0.05, momentum = 0.9})
 for s = 1, 2 do
-  local cl, cout = step(cpu_model, input, target, copt)
-  local gl, gout = step(gpu_model, input:to("cuda"), target:to("cuda"), gopt)
-  check(gout:device() == "cuda", "model output on the device")
-  check(math.abs(cl - gl) < 1e-4 * (1 + math.abs(cl)), ("step %d loss: cpu %g cuda %g"):format(s, cl, gl))
-  check(max_rel_diff(gout, cout) < 1e-3, ("step %d logits differ"):format(s))
+    local cl, cout = step(cpu_model, input, target, copt)
+    local gl, gout = step(gpu_model, input:to("cuda"), target:to("cuda"), gopt)
+    check(gout:device() == "cuda", "model output on the device")
+    check(math.abs(cl - gl) < 1e-4 * (1 + math.abs(cl)), ("step %d loss: cpu %g cuda %g"):format(s, cl, gl))
+    check(max_rel_diff(gout, cout) < 1e-3, ("step %d logits differ"):format(s))
 end
 check(max_rel_diff(gpu_model.flat_params, cpu_model.flat_params) < 1e-4, "parameters after two SGD steps")
 local csd, gsd = cpu_model:state_dict(), gpu_model:state_dict()

@@ -6,8 +6,10 @@
 -- Run by the backend-parity suite as `<host> tests/cuda/predict_on_device.lua <host>`
 -- with a host that has the CUDA backend (emulated in `make test`).
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local infer = require "machrt.infer"
+local pipeline = require "machrt.pipeline"
 local train = require "machrt.train"
 local optim = require "machrt.optim"
 
@@ -18,55 +20,55 @@ assert(mt.cuda_available(), "no cuda backend")
 local CLASSES = { "fan", "pump", "slider", "valve" }
 local tmp = os.tmpname()
 os.remove(tmp)
-mt.mkdir(tmp)
+sys.mkdir(tmp)
 
 local cfg = {
-  architecture = { backbone = "resnet18", pool = "GeM", dropout = 0, width = 4, pretrained = false },
-  audio = { sample_rate = 8000, stft_window_size = 512, hop_size = 256, mel_frequency_bins = 32,
-            minimum_frequency = 50, maximum_frequency = 4000, spectrogram_normalization = "No",
-            channel = 1 },
-  prediction = { inference_chunk_method = "Fix", inference_chunk_seconds = 2,
-                 max_inference_chunk_seconds = 600 },
-  dataset = { audio_column = "audio" },
+    architecture = { backbone = "resnet18", pool = "GeM", dropout = 0, width = 4, pretrained = false },
+    audio = { sample_rate = 8000, stft_window_size = 512, hop_size = 256, mel_frequency_bins = 32,
+                        minimum_frequency = 50, maximum_frequency = 4000, spectrogram_normalization = "No",
+                        channel = 1 },
+    prediction = { inference_chunk_method = "Fix", inference_chunk_seconds = 2,
+                                  max_inference_chunk_seconds = 600 },
+    dataset = { audio_column = "audio" },
 }
 mt.manual_seed(7)
-local model = infer.build_model(cfg.architecture, #CLASSES)
+local model = pipeline.build_model(cfg.architecture, #CLASSES)
 for name, t in pairs(model:state_dict()) do
-  if name:match("running_var$") then t:uniform_(0.5, 2) end
-  if name:match("running_mean$") then t:uniform_(-0.5, 0.5) end
+    if name:match("running_var$") then t:uniform_(0.5, 2) end
+    if name:match("running_mean$") then t:uniform_(-0.5, 0.5) end
 end
 local run_dir = tmp .. "/run"
 train.write_config(run_dir, cfg)
 train.save_checkpoint(run_dir, model, optim.AdamW(model:parameters()),
-                      { epoch = 1, step = 1, history = {}, classes = CLASSES })
+                                            { epoch = 1, step = 1, history = {}, classes = CLASSES })
 local scorer_dir = train.build_scorer(run_dir, cfg, model, CLASSES)
 
 local files = {}
 for k, secs in ipairs{ 6, 4.5, 1.2, 9 } do
-  files[k] = string.format("%s/clip%d.wav", tmp, k)
-  mt.manual_seed(k)
-  audio.save(files[k], mt.randn{ 1, math.floor(secs * 16000) } * 0.1, 16000)
+    files[k] = string.format("%s/clip%d.wav", tmp, k)
+    mt.manual_seed(k)
+    audio.save(files[k], mt.randn{ 1, math.floor(secs * 16000) } * 0.1, 16000)
 end
 
 local function predict(p, batch)
-  local out = {}
-  infer.predict_files(p, files, { batch_chunks = batch, on_result = function(r) out[#out + 1] = r end })
-  return out
+    local out = {}
+    infer.predict_files(p, files, { batch_chunks = batch, on_result = function(r) out[#out + 1] = r end })
+    return out
 end
 
 local worst = 0
 local function compare(got, want, what)
-  check(#got == #want, what .. ": results")
-  for k, r in ipairs(got) do
-    check(r.chunks == want[k].chunks, what .. ": chunks of " .. files[k])
-    for c = 1, #CLASSES do
-      local d = math.abs(r.probs[c] - want[k].probs[c])
-      worst = math.max(worst, d)
-      check(d <= 1e-4, ("%s: file %d class %d: %.7f against %.7f on the cpu"):format(
-        what, k, c, r.probs[c], want[k].probs[c]))
+    check(#got == #want, what .. ": results")
+    for k, r in ipairs(got) do
+        check(r.chunks == want[k].chunks, what .. ": chunks of " .. files[k])
+        for c = 1, #CLASSES do
+            local d = math.abs(r.probs[c] - want[k].probs[c])
+            worst = math.max(worst, d)
+            check(d <= 1e-4, ("%s: file %d class %d: %.7f against %.7f on the cpu"):format(
+                what, k, c, r.probs[c], want[k].probs[c]))
+        end
+        check(r.label == want[k].label, what .. ": label of " .. files[k])
     end
-    check(r.label == want[k].label, what .. ": label of " .. files[k])
-  end
 end
 
 -- The library: run folder and scorer, cuda / auto / cpu.
@@ -76,7 +78,7 @@ local want = predict(cpu, 3)
 local gpu = infer.load_run(run_dir, { device = "cuda" })
 check(gpu.device == "cuda", "device of the predictor")
 for _, e in ipairs(gpu.model:parameters()) do
-  check(e.param:device() == "cuda", "parameter " .. e.name .. " on the device")
+    check(e.param:device() == "cuda", "parameter " .. e.name .. " on the device")
 end
 local before = mt.memory_stats().cuda.mallocs
 compare(predict(gpu, 3), want, "load_run cuda, batch 3")
@@ -97,27 +99,27 @@ compare(predict(sc, 8), want, "load_scorer cuda")
 
 -- scripts/predict.lua --device, and the scorer's score.lua (auto).
 local function csv_probs(text)
-  local rows = {}
-  for line in text:gmatch("[^\n]+") do
-    if not line:match("^file,") then
-      local cells = {}
-      for c in (line .. ","):gmatch("([^,]*),") do cells[#cells + 1] = c end
-      local probs = {}
-      for c = 1, #CLASSES do probs[c] = tonumber(cells[2 + c]) end
-      rows[#rows + 1] = { file = cells[1], label = cells[2], probs = probs, chunks = tonumber(cells[#CLASSES + 3]) }
+    local rows = {}
+    for line in text:gmatch("[^\n]+") do
+        if not line:match("^file,") then
+            local cells = {}
+            for c in (line .. ","):gmatch("([^,]*),") do cells[#cells + 1] = c end
+            local probs = {}
+            for c = 1, #CLASSES do probs[c] = tonumber(cells[2 + c]) end
+            rows[#rows + 1] = { file = cells[1], label = cells[2], probs = probs, chunks = tonumber(cells[#CLASSES + 3]) }
+        end
     end
-  end
-  return rows
+    return rows
 end
 local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>" .. tmp .. "/stderr"))
-  local out = p:read("a")
-  local good = p:close()
-  local f = assert(io.open(tmp .. "/stderr"))
-  local errtext = f:read("a")
-  f:close()
-  check(good, cmd .. " failed:\n" .. errtext)
-  return out, errtext
+    local p = assert(io.popen(cmd .. " 2>" .. tmp .. "/stderr"))
+    local out = p:read("a")
+    local good = p:close()
+    local f = assert(io.open(tmp .. "/stderr"))
+    local errtext = f:read("a")
+    f:close()
+    check(good, cmd .. " failed:\n" .. errtext)
+    return out, errtext
 end
 local inputs = {}
 for k, f in ipairs(files) do inputs[k] = "--input " .. f end
@@ -130,9 +132,9 @@ check(e_gpu:find("on cuda", 1, true), "predict.lua --device cuda:\n" .. e_gpu)
 check(e_auto:find("on cuda", 1, true), "predict.lua default (auto):\n" .. e_auto)
 local rows_cpu = csv_probs(out_cpu)
 for k, r in ipairs(rows_cpu) do
-  for c = 1, #CLASSES do
-    check(math.abs(r.probs[c] - want[k].probs[c]) <= 5e-6, "predict.lua --device cpu against the library") -- 6 decimals in the CSV
-  end
+    for c = 1, #CLASSES do
+        check(math.abs(r.probs[c] - want[k].probs[c]) <= 5e-6, "predict.lua --device cpu against the library") -- 6 decimals in the CSV
+    end
 end
 compare(csv_probs(out_gpu), rows_cpu, "predict.lua --device cuda")
 compare(csv_probs(out_auto), rows_cpu, "predict.lua --device auto")

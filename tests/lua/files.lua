@@ -19,8 +19,9 @@
 -- tmpdir{ keep = true } one that outlives the test, for what a whole file
 -- shares (a corpus generated once): removed when the Lua state closes.
 
-local mt = require "machrt"
 
+
+local sys = require "machrt.sys"
 local F = {}
 
 local function remove_tree(path)
@@ -58,7 +59,7 @@ function F.suite()
         opts = opts or {}
         local path = os.tmpname()
         os.remove(path)
-        if opts.create ~= false then mt.mkdir(path) end
+        if opts.create ~= false then sys.mkdir(path) end
         if opts.keep then
             kept[#kept + 1] = path
         else
@@ -78,7 +79,7 @@ function F.read(path)
 end
 
 function F.exists(path)
-    return mt.stat(path) ~= nil
+    return sys.stat(path) ~= nil
 end
 
 -- Runs a shell command line (a child process); returns its exit status and
@@ -100,6 +101,20 @@ function F.csv_rows(path)
         rows[#rows + 1] = r
     end
     return rows
+end
+
+--- Writes a mono 32-bit float WAV of `frames` samples at `rate` Hz, sample
+--- i being sample(i) (1-based): bytes laid out here, not by machrt, so a
+--- test can store what audio.save refuses to write (NaN, Inf).
+function F.write_float_wav(path, rate, frames, sample)
+    local data = {}
+    for i = 1, frames do data[i] = string.pack("<f", sample(i)) end
+    local body = table.concat(data)
+    local f = assert(io.open(path, "wb"))
+    f:write("RIFF", string.pack("<I4", 36 + #body), "WAVE",
+            "fmt ", string.pack("<I4I2I2I4I4I2I2", 16, 3, 1, rate, rate * 4, 4, 32),
+            "data", string.pack("<I4", #body), body)
+    f:close()
 end
 
 return F

@@ -4,6 +4,8 @@
 -- and its state for checkpoints.
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local optim = require "machrt.optim"
 local amp = require "machrt.amp"
 local A = require "assert"
@@ -74,7 +76,7 @@ test("state for checkpoints, and bad options", function()
     s.growth_tracker = 7
     local t = s:state_dict()
     local r = amp.GradScaler()
-    r:load_state_dict(mt.json_decode(mt.json_encode(t)))
+    r:load_state_dict(sys.json_decode(sys.json_encode(t)))
     A.eq(r:get_scale(), 4)
     A.eq(r.growth_tracker, 7)
     A.raises(function() amp.GradScaler{ init_scale = 0 } end)

@@ -4,6 +4,7 @@
 
 local A = require "assert"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 
 local F = require "files"
@@ -71,7 +72,7 @@ test("a run writes config, log, checkpoint, predictions and metrics", function()
                         "metrics.json" } do
         A.truthy(exists(dir .. "/" .. f), f .. " missing; output:\n" .. text)
     end
-    local cfg = mt.json_decode(read(dir .. "/config.json"))
+    local cfg = sys.json_decode(read(dir .. "/config.json"))
     A.eq(cfg.environment.seed, 11)
     A.eq(cfg.training.epochs, 2)
     local log_lines = {}
@@ -84,7 +85,7 @@ test("a run writes config, log, checkpoint, predictions and metrics", function()
     for line in read(dir .. "/val_predictions.csv"):gmatch("[^\n]+") do pred[#pred + 1] = line end
     A.eq(#pred, 9, "header + 8 validation clips")
     A.eq(pred[1], "row,audio,label,predicted,p_fan,p_pump,p_slider,p_valve")
-    local m = mt.json_decode(read(dir .. "/metrics.json"))
+    local m = sys.json_decode(read(dir .. "/metrics.json"))
     A.eq(m.validation_clips, 8)
     A.eq(#m.classes, 4)
     A.truthy(m.f1 >= 0 and m.f1 <= 1, "f1 in [0, 1]")
@@ -105,7 +106,7 @@ test("save_best_checkpoint keeps the best epoch's weights by prediction.metric",
         if e and tonumber(vl) < best_loss then best_epoch, best_loss = tonumber(e), tonumber(vl) end
     end
     local _, meta = mt.load(dir .. "/checkpoint.safetensors")
-    local run_state = mt.json_decode(meta["machrt.run"])
+    local run_state = sys.json_decode(meta["machrt.run"])
     A.eq(run_state.best.epoch, best_epoch)
     A.truthy(text:find("best LogLoss", 1, true), text)
     code, text = run(common_args(data, tmpdir()) .. " --prediction.metric=Bogus")
@@ -114,7 +115,7 @@ end)
 
 test("several label columns train a multi-label model", function()
     local data, out = tiny_corpus(), tmpdir()
-    mt.mkdir(out)
+    sys.mkdir(out)
     -- One 0/1 column per machine type, from the label column.
     local lines, classes = {}, { "fan", "pump", "slider", "valve" }
     for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do
@@ -128,11 +129,11 @@ test("several label columns train a multi-label model", function()
         end
     end
     local csv = out .. "/multi.csv"
-    mt.write_file(csv, table.concat(lines, "\n") .. "\n")
+    sys.write_file(csv, table.concat(lines, "\n") .. "\n")
     local code, text = run(common_args(data, out) .. " --dataset.train_dataframe=" .. csv
         .. " --dataset.label_columns=is_fan,is_pump,is_slider,is_valve --training.epochs=1")
     A.eq(code, 0, "output:\n" .. text)
-    local m = mt.json_decode(read(fold_dir(out) .. "/metrics.json"))
+    local m = sys.json_decode(read(fold_dir(out) .. "/metrics.json"))
     A.eq(m.classes, { "is_fan", "is_pump", "is_slider", "is_valve" })
     A.truthy(m.f1 >= 0 and m.f1 <= 1)
 end)
@@ -170,8 +171,8 @@ end)
 test("resume refuses changed training settings", function()
     local out = tmpdir()
     local dir = out .. "/x/fold4"
-    mt.mkdir(dir)
-    mt.write_file(dir .. "/config.json", "{}")
+    sys.mkdir(dir)
+    sys.write_file(dir .. "/config.json", "{}")
     local code, text = run("--resume " .. dir .. " --training.epochs=9")
     A.truthy(code ~= 0)
     A.truthy(text:find("only environment.* may be overridden", 1, true), text)
@@ -209,11 +210,11 @@ end)
 test("bad input: missing column, missing file, fold, batch size, unknown key", function()
     local data = tiny_corpus()
     local out = tmpdir()
-    mt.mkdir(out)
+    sys.mkdir(out)
     local base = common_args(data, out)
     -- A CSV without the audio column names it and lists the columns present.
     local csv = out .. "/no_audio.csv"
-    mt.write_file(csv, (read(data .. "/dataset.csv"):gsub("^,audio,", ",path,", 1)))
+    sys.write_file(csv, (read(data .. "/dataset.csv"):gsub("^,audio,", ",path,", 1)))
     local code, text = run(base .. " --dataset.train_dataframe=" .. csv)
     A.truthy(code ~= 0)
     A.truthy(text:find("column 'audio' not found", 1, true) and text:find("columns present", 1, true), text)
@@ -223,7 +224,7 @@ test("bad input: missing column, missing file, fold, batch size, unknown key", f
     lines[3] = lines[3]:gsub("%d+%.wav", "99999999.wav")
     local missing_row = lines[3]:match("^(%d+),")
     local bad = out .. "/missing.csv"
-    mt.write_file(bad, table.concat(lines, "\n") .. "\n")
+    sys.write_file(bad, table.concat(lines, "\n") .. "\n")
     code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1")
     A.truthy(code ~= 0, "fail policy")
     A.truthy(text:find("99999999.wav", 1, true) and text:find("row 2", 1, true), text)
@@ -255,6 +256,64 @@ test("bad input: missing column, missing file, fold, batch size, unknown key", f
     A.truthy(code ~= 0)
     A.truthy(text:find("unknown key 'epoch' in section 'training'", 1, true)
              and text:find("epochs", 1, true), text)
+end)
+
+test("a CSV with no data rows, or a single class, is refused naming the file", function()
+    local data = tiny_corpus()
+    local out = tmpdir()
+    sys.mkdir(out)
+    local base = common_args(data, out)
+    local header = out .. "/header.csv"
+    sys.write_file(header, read(data .. "/dataset.csv"):match("^[^\n]*\n"))
+    local code, text = run(base .. " --dataset.train_dataframe=" .. header)
+    A.truthy(code ~= 0)
+    A.truthy(text:find("dataset.train_dataframe " .. header .. " has no data rows (only a header)", 1, true), text)
+    code, text = run(base .. " --dataset.validation_strategy=custom --dataset.validation_dataframe=" .. header)
+    A.truthy(code ~= 0)
+    A.truthy(text:find("dataset.validation_dataframe " .. header .. " has no data rows", 1, true), text)
+    -- Only the fan rows: one class.
+    local lines = {}
+    for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do
+        if #lines == 0 or line:find(",fan,", 1, true) then lines[#lines + 1] = line end
+    end
+    local fans = out .. "/fans.csv"
+    sys.write_file(fans, table.concat(lines, "\n") .. "\n")
+    code, text = run(base .. " --dataset.train_dataframe=" .. fans)
+    A.truthy(code ~= 0, "a single class must not train")
+    A.truthy(text:find(fans .. ": label column 'label' holds a single class ('fan') in its "
+                       .. (#lines - 1) .. " rows: a classifier needs at least two classes", 1, true), text)
+end)
+
+test("a float file with NaN samples is unreadable in training and validation, named", function()
+    local data = tiny_corpus()
+    local out = tmpdir()
+    sys.mkdir(out)
+    local base = common_args(data, out) .. " --training.epochs=1"
+    local nan = out .. "/nan.wav"
+    F.write_float_wav(nan, 16000, 160000, function(i) return i == 70000 and 0 / 0 or 0.01 end)
+    -- Row k of the CSV (1-based data rows) read from nan.wav: row 5 is in
+    -- fold 4's validation set (row i goes to fold (i - 1) mod 5), row 2 in training.
+    local function csv_with_nan_at(row)
+        local lines = {}
+        for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do lines[#lines + 1] = line end
+        lines[row + 1] = lines[row + 1]:gsub("^(%d+),[^,]+,", "%1," .. nan .. ",")
+        local path = string.format("%s/nan_at_%d.csv", out, row)
+        sys.write_file(path, table.concat(lines, "\n") .. "\n")
+        return path
+    end
+    for _, row in ipairs{ 5, 2 } do
+        local csv = csv_with_nan_at(row)
+        local code, text = run(base .. " --dataset.train_dataframe=" .. csv .. " --experiment_name=fail" .. row)
+        A.truthy(code ~= 0, "fail policy, row " .. row)
+        A.truthy(text:find("row " .. row .. " (" .. nan .. "): audio.load: " .. nan
+                           .. " is corrupt: sample NaN at frame 70000", 1, true), text)
+        A.eq(text:find("probs", 1, true), nil, text)
+        code, text = run(base .. " --dataset.train_dataframe=" .. csv .. " --dataset.on_error=skip"
+                         .. " --experiment_name=skip" .. row)
+        A.eq(code, 0, "skip policy, row " .. row .. "; output:\n" .. text)
+        A.truthy(text:find((row == 5 and "validation: skipped row " or "skipped row ") .. row
+                           .. " (" .. nan .. "): audio.load: " .. nan .. " is corrupt", 1, true), text)
+    end
 end)
 
 test("real 8-channel MIMII files run end to end (channel pick, resample)", function()

@@ -6,6 +6,7 @@
 
 local A = require "assert"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local plot = require "machrt.plot"
 local interpret = require "machrt.interpret"
 
@@ -41,7 +42,7 @@ local function fixture(opts)
     require("machrt.synth").generate(data, { clips = 8, seed = 4, channels = opts.channels })
     local files = { "pump/id_00/normal/00000000.wav", "fan/id_00/normal/00000000.wav",
                     "slider/id_00/normal/00000000.wav", "fan/id_02/normal/00000000.wav",
-                    "pump/id_02/normal/00000000.wav", "slider/id_02/normal/00000000.wav" }
+                    "pump/id_02/abnormal/00000000.wav", "slider/id_02/normal/00000000.wav" }
     local val = { files = files, rows = { 2, 1, 3, 5, 6, 7 } }
     local ev = { probs = mt.tensor(PROBS), items = { 1, 2, 3, 4, 5, 6 }, true_index = TRUE,
                  loss = 0.42, skipped = {} }
@@ -134,7 +135,7 @@ end)
 
 test("an existing curves.png is kept", function()
     local run, o = fixture{ number_of_audios = 0 }
-    mt.write_file(run .. "/curves.png", "kept")
+    sys.write_file(run .. "/curves.png", "kept")
     local written = interpret.write(run, o)
     A.eq(read(run .. "/curves.png"), "kept")
     for _, p in ipairs(written) do A.truthy(p ~= run .. "/curves.png", "curves.png is not rewritten") end

@@ -396,6 +396,12 @@ test("a corrupt file fails naming row and file, or is skipped", function()
     end, "bad.wav")
 end)
 
+test("a float file with a NaN sample fails naming row and file, or is skipped", function()
+    bad_file_case(function(path)
+        F.write_float_wav(path, 16000, 16000, function(i) return i == 9000 and 0 / 0 or 0.01 end)
+    end, "nan.wav")
+end)
+
 test("cache memory: a second epoch hits; cache none keeps nothing", function()
     local dir, files, targets = corpus(4)
     workers.cache_clear()

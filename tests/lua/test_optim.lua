@@ -483,7 +483,7 @@ end)
 test("kernels reject bad configurations", function()
     local K = require "machrt.kernels"
     local p, g, m, v = mt.zeros { 3 }, mt.zeros { 3 }, mt.zeros { 3 }, mt.zeros { 3 }
-    A.raises(function() K.adamw_step(p, g, m, v, nil, {}, 1) end, "adamw_step", "cfg.lr")
+    A.raises(function() K.adamw_step(p, g, m, v, nil, {}, 1) end, "adamw_step", "lr must be a number")
     A.raises(function() K.adamw_step(p, g, m, v, nil, { lr = 1, amsgrad = true }, 1) end,
         "max_exp_avg_sq")
     A.raises(function() K.adamw_step(p, g, m, v, nil, { lr = 1 }, 0) end, "step")

@@ -163,6 +163,20 @@ test("grid: panels side by side", function()
     A.eq({ png_size(d .. "/g2.png") }, { 400, 500 })
 end)
 
+test("training_curves: loss, F1 and learning rate panels from a run history", function()
+    local d = tmpdir()
+    local history = {
+        { epoch = 1, lr = 1e-3, train_loss = 0.6, val_loss = 0.7, val_f1 = 0.4 },
+        { epoch = 2, lr = 5e-4, train_loss = 0.3 },                            -- not evaluated
+        { epoch = 3, lr = 1e-4, train_loss = 0.2, val_loss = 0.25, val_f1 = 0.9 },
+    }
+    local lay = plot.training_curves(d .. "/curves.png", history)
+    A.eq(#lay.panels, 3, "loss, F1, learning rate")
+    A.eq(png_size(d .. "/curves.png"), 3 * 420)
+    A.truthy(plot.png_info(d .. "/curves.png").colors > 50, "curves drawn")
+    A.raises(function() plot.training_curves(d .. "/x.png", "log.csv") end, "history must be a list")
+end)
+
 test("errors name the path or the argument", function()
     local d = tmpdir()
     local g = gradient(3, 3)

@@ -4,8 +4,10 @@
 
 local A = require "assert"
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local infer = require "machrt.infer"
+local pipeline = require "machrt.pipeline"
 local train = require "machrt.train"
 local optim = require "machrt.optim"
 
@@ -32,7 +34,7 @@ end
 local function make_run(dir)
     local cfg = config()
     mt.manual_seed(7)
-    local model = infer.build_model(cfg.architecture, #CLASSES)
+    local model = pipeline.build_model(cfg.architecture, #CLASSES)
     for name, t in pairs(model:state_dict()) do
         if name:match("running_var$") then t:uniform_(0.5, 2) end
         if name:match("running_mean$") then t:uniform_(-0.5, 0.5) end
@@ -121,17 +123,22 @@ test("unreadable files get an error row; the others go on", function()
     make_run(dir .. "/run")
     local good, text, missing = dir .. "/good.wav", dir .. "/notes.wav", dir .. "/missing.wav"
     write_wave(good, 4, 16000, 1)
-    mt.write_file(text, "this is not audio\n")
+    sys.write_file(text, "this is not audio\n")
     local multi = dir .. "/multi.wav"
     write_wave(multi, 4, 16000, 2, 2)
+    local nan = dir .. "/nan.wav"
+    F.write_float_wav(nan, 16000, 64000, function(i) return i == 40000 and 0 / 0 or 0.01 end)
     local p = infer.load_run(dir .. "/run")
     p.channel = 3
-    local got = predict_all(p, { text, good, missing, multi }, 4)
-    A.eq(#got, 4)
+    local got = predict_all(p, { text, good, missing, multi, nan }, 4)
+    A.eq(#got, 5)
     A.truthy(got[1].error and got[1].error:find("notes.wav", 1, true), tostring(got[1].error))
     A.truthy(got[2].probs and not got[2].error, "the good file is predicted")
     A.truthy(got[3].error and got[3].error:find("missing.wav", 1, true), tostring(got[3].error))
     A.truthy(got[4].error and got[4].error:find("audio.channel = 3", 1, true), tostring(got[4].error))
+    A.truthy(got[5].error and got[5].error:find("nan.wav is corrupt: sample NaN at frame 40000", 1, true),
+             "a NaN sample makes the file unreadable, not a prediction of nan: " .. tostring(got[5].error))
+    A.eq(got[5].probs, nil)
     local row = infer.csv_row(p, got[1])
     A.truthy(row:match("^[^,]+,,,,,,,"), "an error row has empty label and probabilities: " .. row)
 end)
@@ -141,7 +148,7 @@ test("a run folder without a checkpoint is a clear error", function()
     A.raises(function() infer.load_run(dir) end, "has no config.json")
     train.write_config(dir, config())
     A.raises(function() infer.load_run(dir) end, "has no checkpoint")
-    mt.write_file(dir .. "/checkpoint.safetensors", "garbage")
+    sys.write_file(dir .. "/checkpoint.safetensors", "garbage")
     A.raises(function() infer.load_run(dir) end, "cannot be read")
 end)
 
@@ -178,10 +185,10 @@ end)
 test("predict.lua writes its CSV whole, or not at all", function()
     local dir = tmpdir()
     make_run(dir .. "/run")
-    mt.mkdir(dir .. "/clips/a")
+    sys.mkdir(dir .. "/clips/a")
     write_wave(dir .. "/clips/a/one.wav", 3, 16000, 1)
     write_wave(dir .. "/clips/two.wav", 5, 16000, 2)
-    mt.write_file(dir .. "/clips/readme.txt", "skipped: not an audio extension\n")
+    sys.write_file(dir .. "/clips/readme.txt", "skipped: not an audio extension\n")
     local function run(args) return F.run("./machrt scripts/predict.lua " .. args) end
     local code, out = run(string.format("--run %s/run --input %s/clips --out %s/pred.csv", dir, dir, dir))
     A.eq(code, 0, out)

@@ -4,7 +4,7 @@
 -- input; and machrt.sweep's random draws directly.
 
 local A = require "assert"
-local mt = require "machrt"
+local sys = require "machrt.sys"
 local sweep = require "machrt.sweep"
 
 local F = require "files"
@@ -57,19 +57,19 @@ test("a 2x2 grid with --jobs 2: trial folders, sorted results, a rerun skips the
     local f1_of, checkpoint = {}, {}
     for i, e in ipairs(expect) do
         local dir = string.format("%s/trial_%03d", out, i)
-        local t = mt.json_decode(read(dir .. "/trial.json"))
+        local t = sys.json_decode(read(dir .. "/trial.json"))
         A.eq(t.status, "ok", dir)
         A.eq(t.overrides[1].path .. "=" .. t.overrides[1].text, "training.learning_rate=" .. e[1])
         A.eq(t.overrides[2].path .. "=" .. t.overrides[2].text, "training.batch_size=" .. e[2])
         local fold = dir .. "/run/fold4"
-        local cfg = mt.json_decode(read(fold .. "/config.json"))
+        local cfg = sys.json_decode(read(fold .. "/config.json"))
         A.eq(cfg.training.batch_size, tonumber(e[2]), "the trial ran its own batch size")
         A.eq(cfg.training.learning_rate, tonumber(e[1]))
         A.eq(cfg.environment.threads, 1, "threads split between 2 jobs on 2 cores or fewer")
         A.truthy(read(dir .. "/output.log"):find("fold 4 epoch 1", 1, true), "the trial's output is logged")
-        f1_of["trial_" .. string.format("%03d", i)] = mt.json_decode(read(fold .. "/metrics.json")).f1
+        f1_of["trial_" .. string.format("%03d", i)] = sys.json_decode(read(fold .. "/metrics.json")).f1
         checkpoint[i] = { bytes = read(fold .. "/checkpoint.safetensors"),
-                          mtime = mt.stat(fold .. "/checkpoint.safetensors").mtime }
+                          mtime = sys.stat(fold .. "/checkpoint.safetensors").mtime }
     end
     local rows = csv_rows(out .. "/results.csv")
     A.eq(table.concat(rows[1], ","),
@@ -95,7 +95,7 @@ test("a 2x2 grid with --jobs 2: trial folders, sorted results, a rerun skips the
     for i = 1, 4 do
         local path = string.format("%s/trial_%03d/run/fold4/checkpoint.safetensors", out, i)
         A.truthy(read(path) == checkpoint[i].bytes, "checkpoint rewritten: " .. path)
-        A.eq(mt.stat(path).mtime, checkpoint[i].mtime, path)
+        A.eq(sys.stat(path).mtime, checkpoint[i].mtime, path)
     end
     A.eq(#csv_rows(out .. "/results.csv"), 5)
 end)

@@ -2,9 +2,9 @@
 -- bad input (machrt.synth, scripts/synth.lua, audio.synth_*). Corpora here
 -- are 8 to 12 clips (about 30 ms each), written under temporary folders.
 
-local mt = require "machrt"
 local audio = require "machrt.audio"
 local synth = require "machrt.synth"
+local sys = require "machrt.sys"
 local A = require "assert"
 
 local F = require "files"
@@ -65,18 +65,66 @@ test("layout, WAV format and CSV columns follow MIMII and the reference", functi
     for _, f in ipairs(files_of(out)) do A.truthy(not f:find("%.tmp"), "left over: " .. f) end
 end)
 
+-- Abnormal clips of a plan, in all and per type and per (type, model id)
+-- pair, with the clips of each.
+local function abnormal_shares(clips)
+    local all, per_type, per_pair = { n = 0, a = 0 }, {}, {}
+    for _, c in ipairs(clips) do
+        local key = c.type .. "/" .. c.model_id
+        per_type[c.type] = per_type[c.type] or { n = 0, a = 0 }
+        per_pair[key] = per_pair[key] or { n = 0, a = 0, seq = {} }
+        local ab = c.condition == "abnormal" and 1 or 0
+        for _, s in ipairs{ all, per_type[c.type], per_pair[key] } do s.n, s.a = s.n + 1, s.a + ab end
+        per_pair[key].seq[#per_pair[key].seq + 1] = c
+    end
+    return all, per_type, per_pair
+end
+
+test("abnormal clips: the promised share at any corpus size, per type and model id", function()
+    for _, f in ipairs{ 0.2, 0.5, 0.1, 0, 1 } do
+        for _, n in ipairs{ 1, 5, 8, 12, 16, 39, 40, 41, 100, 333 } do
+            local all, per_type, per_pair = abnormal_shares(synth.plan{ clips = n, abnormal_fraction = f })
+            local what = string.format("%d clips at %g", n, f)
+            A.eq(all.a, math.floor(n * f + 0.5), what .. ": abnormal clips in all")
+            for t, s in pairs(per_type) do
+                A.truthy(math.abs(s.a - s.n * f) < 1, string.format("%s: %s has %d abnormal of %d", what, t, s.a, s.n))
+            end
+            for key, s in pairs(per_pair) do
+                A.truthy(math.abs(s.a - s.n * f) < 1, string.format("%s: %s has %d abnormal of %d", what, key, s.a, s.n))
+            end
+        end
+    end
+    -- The README's example size: 8 abnormal clips, 2 per type.
+    local _, per_type = abnormal_shares(synth.plan{ clips = 40 })
+    for _, t in ipairs{ "fan", "pump", "slider", "valve" } do A.eq(per_type[t].a, 2, t) end
+end)
+
+test("the default corpus keeps its layout: every fifth clip of each type and model id is abnormal", function()
+    local _, _, per_pair = abnormal_shares(synth.plan{})
+    local pairs_seen = 0
+    for key, s in pairs(per_pair) do
+        pairs_seen = pairs_seen + 1
+        A.eq(s.n, 60, key)
+        for m, c in ipairs(s.seq) do
+            A.eq(c.condition, m % 5 == 0 and "abnormal" or "normal", key .. " clip " .. m)
+            A.eq(c.snr_db, ({ 6, 0, -6 })[(m - 1) % 3 + 1], key .. " clip " .. m)
+        end
+    end
+    A.eq(pairs_seen, 16)
+end)
+
 test("the SNR measured on the written file is within 0.5 dB of the request", function()
     local out = tmpdir{ create = false }
-    audio.synth_mkdirs(out)
-    for ti, t in ipairs(audio.synth_types()) do
+    sys.mkdir(out)
+    for ti, t in ipairs(synth.types()) do
         for _, snr in ipairs({ 6, 0, -6 }) do
             local clip = { type = t, model_id = 2, condition = ti % 2 == 0 and "abnormal" or "normal",
                 snr_db = snr, seed = 5, index = ti }
-            local mix, machine, noise = audio.synth_clip(clip)
+            local mix, machine, noise = synth.clip(clip)
             A.near(10 * math.log10(power(machine) / power(noise)), snr, 1e-3)
             local path = out .. "/" .. t .. snr .. ".wav"
             clip.path = path
-            audio.synth_write({ clip })
+            synth.write({ clip })
             local wave = audio.load(path)
             A.truthy((wave - mix):abs():max() <= 1 / 32768 + 1e-6, "file differs from the mix")
             local measured = 10 * math.log10(power(machine) / power(wave - machine))
@@ -89,12 +137,12 @@ test("8-channel clips load with 8 channels; channel 1 is the mono clip", functio
     local out = tmpdir{ create = false }
     local clip = { type = "pump", model_id = 4, snr_db = 0, seed = 2, index = 7,
         path = out .. "/a8.wav", channels = 8 }
-    audio.synth_write({ clip })
+    synth.write({ clip })
     local wave, sr = audio.load(clip.path)
     A.shape_eq(wave, { 8, 160000 })
     A.eq(sr, 16000)
     clip.channels, clip.path = 1, out .. "/a1.wav"
-    audio.synth_write({ clip })
+    synth.write({ clip })
     local mono = audio.load(clip.path, { channel = 1 })
     A.eq((wave:select(1, 1) - mono):abs():max(), 0)
     -- The other microphones hear the same scene, delayed and with their own gain.
@@ -118,15 +166,16 @@ test("bad options give clear errors", function()
     A.raises(function() synth.generate(out, { clips = 2, channels = 2 }) end, "1 or 8")
     A.raises(function() synth.generate(out, { clips = 2, abnormal_fraction = 2 }) end, "[0, 1]")
     A.raises(function() synth.generate(out, { clips = 2, colour = 1 }) end, "unknown option 'colour'")
-    A.raises(function() audio.synth_clip{ type = "fan", condition = "broken" } end, "condition")
-    A.raises(function() audio.synth_clip{ type = "fan", snr = 3 } end, "unknown key 'snr'")
+    A.raises(function() synth.clip{ type = "fan", condition = "broken" } end, "condition")
+    A.raises(function() synth.clip{ type = "fan", snr = 3 } end, "unknown option 'snr'")
+    A.eq(audio.synth_clip, nil, "the synthesizer is not part of the audio front end")
     -- Nothing was written by the refused calls.
-    A.eq(audio.synth_folder_state(out), "missing")
+    A.eq(sys.folder_state(out), "missing")
 end)
 
 test("a folder holding other files is refused unless forced", function()
     local out = tmpdir{ create = false }
-    audio.synth_mkdirs(out)
+    sys.mkdir(out)
     local f = assert(io.open(out .. "/notes.txt", "w"))
     f:write("mine\n")
     f:close()
@@ -138,13 +187,13 @@ end)
 
 test("an unwritable output folder is a clear error", function()
     local base = tmpdir{ create = false }
-    audio.synth_mkdirs(base)
+    sys.mkdir(base)
     local f = assert(io.open(base .. "/file", "w"))
     f:close()
     A.raises(function() synth.generate(base .. "/file", { clips = 1 }) end, "not a folder")
     A.raises(function() synth.generate(base .. "/file/sub", { clips = 1 }) end,
         "cannot create the output folder", "file/sub")
-    A.raises(function() audio.synth_write({ { type = "fan", path = base .. "/file/x.wav" } }) end,
+    A.raises(function() synth.write({ { type = "fan", path = base .. "/file/x.wav" } }) end,
         "cannot create folder")
 end)
 
@@ -175,7 +224,7 @@ test("synth.json records the generator version; ensure regenerates another versi
     local out = tmpdir{ create = false }
     synth.ensure(out, { clips = 4, seed = 5 })
     A.eq(synth.version_of(out), synth.VERSION)
-    local meta = mt.json_decode(read(out .. "/synth.json"))
+    local meta = sys.json_decode(read(out .. "/synth.json"))
     A.eq(meta.generator_version, synth.VERSION)
     A.eq(meta.clips, 4)
     A.eq(meta.seed, 5)

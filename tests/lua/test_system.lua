@@ -4,6 +4,7 @@
 local A = require "assert"
 local mt = require "machrt"
 
+local sys = require "machrt.sys"
 local T = {}
 
 local function tmp()
@@ -14,53 +15,53 @@ end
 
 T[#T + 1] = { "write_file writes whole files and leaves no temporary behind", function()
     local dir = tmp()
-    mt.mkdir(dir .. "/a/b")
+    sys.mkdir(dir .. "/a/b")
     local path = dir .. "/a/b/x.txt"
-    mt.write_file(path, "first\n")
-    mt.write_file(path, "second\n")
+    sys.write_file(path, "first\n")
+    sys.write_file(path, "second\n")
     A.eq(io.open(path):read("a"), "second\n")
     local p = io.popen("ls -a '" .. dir .. "/a/b'")
     local names = p:read("a")
     p:close()
     A.eq(names:gsub("%.%.?\n", ""), "x.txt\n", "only the file itself")
-    A.raises(function() mt.write_file(dir .. "/missing/y.txt", "z") end, "cannot write", "missing/y.txt")
-    local st = mt.stat(path)
+    A.raises(function() sys.write_file(dir .. "/missing/y.txt", "z") end, "cannot write", "missing/y.txt")
+    local st = sys.stat(path)
     A.eq(st.size, 7)
     A.eq(st.is_dir, false)
-    A.eq(mt.stat(dir .. "/a").is_dir, true)
-    local none, why = mt.stat(dir .. "/nope")
+    A.eq(sys.stat(dir .. "/a").is_dir, true)
+    local none, why = sys.stat(dir .. "/nope")
     A.eq(none, nil)
     A.truthy(why:find("nope", 1, true), why)
-    mt.write_file(dir .. "/file", "")
-    A.raises(function() mt.mkdir(dir .. "/file") end, "a file of that name exists")
+    sys.write_file(dir .. "/file", "")
+    A.raises(function() sys.mkdir(dir .. "/file") end, "a file is in the way")
     os.execute("rm -rf '" .. dir .. "'")
 end }
 
 T[#T + 1] = { "JSON: round trip, sorted keys, empty lists, errors", function()
     local v = { b = { 1, 2.5, "x" }, a = true, c = { d = "q\"uote" }, e = {} }
-    local text = mt.json_encode(v)
+    local text = sys.json_encode(v)
     A.eq(text, '{"a":true,"b":[1,2.5,"x"],"c":{"d":"q\\"uote"},"e":[]}')
-    local back = mt.json_decode(text)
+    local back = sys.json_decode(text)
     A.eq(back.b[2], 2.5)
     A.eq(math.type(back.b[1]), "integer")
     A.eq(back.c.d, 'q"uote')
     A.eq(#back.e, 0)
-    A.eq(mt.json_encode({ x = 0 / 0 }), '{"x":null}', "NaN has no JSON form")
-    A.raises(function() mt.json_decode("{\"a\": [1, 2", "cfg.json") end, "cfg.json: invalid JSON")
-    A.raises(function() mt.json_encode({ f = print }) end, "cannot encode a function")
+    A.eq(sys.json_encode({ x = 0 / 0 }), '{"x":null}', "NaN has no JSON form")
+    A.raises(function() sys.json_decode("{\"a\": [1, 2", "cfg.json") end, "cfg.json: invalid JSON")
+    A.raises(function() sys.json_encode({ f = print }) end, "cannot encode a function")
     local t = {}
     t.self = t
-    A.raises(function() mt.json_encode(t) end, "nested too deep")
+    A.raises(function() sys.json_encode(t) end, "nested too deep")
 end }
 
 T[#T + 1] = { "sha256_file matches the FIPS 180-2 test vectors", function()
     local path = tmp()
-    mt.write_file(path, "abc")
-    A.eq(mt.sha256_file(path), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-    mt.write_file(path, "")
-    A.eq(mt.sha256_file(path), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    sys.write_file(path, "abc")
+    A.eq(sys.sha256_file(path), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    sys.write_file(path, "")
+    A.eq(sys.sha256_file(path), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     os.remove(path)
-    A.raises(function() mt.sha256_file(path) end, "cannot read")
+    A.raises(function() sys.sha256_file(path) end, "cannot read")
 end }
 
 T[#T + 1] = { "rng_state restores the default generator's stream", function()

@@ -20,9 +20,12 @@
 -- job = {indices = {...}, epoch = e, batch = b}
 
 local mt = require "machrt"
+
+local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local workers = require "machrt.workers"
 local random = require "machrt.random"
+local pipeline = require "machrt.pipeline"
 
 local M = {}
 
@@ -37,28 +40,8 @@ local function cache_key(path, cfg)
     return string.format("%s|sr=%d|ch=%d", path, cfg.sample_rate, cfg.channel)
 end
 
---- Decodes `path` to {frames} as the model hears it: channel opts.channel
---- (default 1) of a multi-channel file, the only channel of a mono one,
---- resampled to opts.sample_rate; opts.offset / opts.duration in seconds;
---- opts.info (audio.info of the file) saves reading the header again.
-function M.decode(path, opts)
-    local info = opts.info or audio.info(path)
-    local channel = opts.channel or 1
-    local load = { sample_rate = opts.sample_rate, offset = opts.offset, duration = opts.duration }
-    if info.channels > 1 then
-        if channel > info.channels then
-            error(string.format("%s has %d channels; audio.channel = %d does not exist", path,
-                                info.channels, channel), 0)
-        end
-        load.channel = channel
-    end
-    local wave = audio.load(path, load)
-    if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
-    return wave
-end
-
 local function disk_cached(path, key, cfg)
-    local st = mt.stat(path)
+    local st = sys.stat(path)
     if not st then return nil end
     local file = string.format("%s/%s.safetensors", cfg.cache_folder, hash_hex(key))
     local ok, tensors, meta = pcall(mt.load, file)
@@ -80,7 +63,7 @@ function M.load_wave(path, cfg)
     local wave, file, st
     if cache == "disk" then wave, file, st = disk_cached(path, key, cfg) end
     if not wave then
-        wave = M.decode(path, cfg)
+        wave = pipeline.decode(path, cfg)
         if file then
             -- A cache that cannot be written costs speed, not the clip.
             pcall(mt.save, file, { wave = wave }, { key = key, size = tostring(st.size),
@@ -118,7 +101,9 @@ local function load_clip(cfg, i)
     local path = M.path_of(cfg, i)
     local ok, wave = pcall(M.load_wave, path, cfg)
     if ok then return wave end
-    local msg = string.format("row %d (%s): %s", cfg.rows[i], cfg.files[i], tostring(wave))
+    -- The message names the file; where in machrt it was raised does not help.
+    local why = tostring(wave):gsub("^[^:\n]*%.lua:%d+: ", "")
+    local msg = string.format("row %d (%s): %s", cfg.rows[i], cfg.files[i], why)
     if cfg.on_error == "skip" then return nil, msg end
     error(msg, 0)
 end
@@ -197,7 +182,7 @@ function M.factory(cfg)
         if not cfg.cache_folder or cfg.cache_folder == "" then
             error("clips: cache = 'disk' needs a cache_folder", 0)
         end
-        mt.mkdir(cfg.cache_folder)
+        sys.mkdir(cfg.cache_folder)
     end
     local augment = cfg.augment and next(cfg.augment) and require "machrt.augment" or nil
     if cfg.mode == "chunks" then

@@ -8,41 +8,41 @@ local Module = require "machrt.nn.module"
 local BatchNorm2d = Module.class("BatchNorm2d", Module)
 
 function BatchNorm2d:__init(c, opts)
-  if math.type(c) ~= "integer" or c < 1 then error("BatchNorm2d: channels must be a positive integer", 3) end
-  opts = opts or {}
-  self.c = c
-  self.eps = opts.eps or 1e-5
-  self.momentum = opts.momentum or 0.1
-  self:register_parameter("weight", mt.ones{c})
-  self:register_parameter("bias", mt.zeros{c})
-  self:register_buffer("running_mean", mt.zeros{c})
-  self:register_buffer("running_var", mt.ones{c})
-  self:register_buffer("num_batches_tracked", mt.zeros({}, "int64"))
+    if math.type(c) ~= "integer" or c < 1 then error("BatchNorm2d: channels must be a positive integer", 3) end
+    opts = opts or {}
+    self.c = c
+    self.eps = opts.eps or 1e-5
+    self.momentum = opts.momentum or 0.1
+    self:register_parameter("weight", mt.ones{c})
+    self:register_parameter("bias", mt.zeros{c})
+    self:register_buffer("running_mean", mt.zeros{c})
+    self:register_buffer("running_var", mt.ones{c})
+    self:register_buffer("num_batches_tracked", mt.zeros({}, "int64"))
 end
 
 function BatchNorm2d:describe() return tostring(self.c) end
 
 function BatchNorm2d:forward(x)
-  self:check_input(x, 4, 2, self.c, ("N x %d x H x W"):format(self.c))
-  if self.train and x:size(1) * x:size(3) * x:size(4) < 2 then
-    self:fail("training needs more than one value per channel, got input %s", Module.shape_str(x))
-  end
-  local p, b = self.params, self.buffers
-  self.output, self.save_mean, self.save_invstd = self:kernel(K.batchnorm2d_forward, x,
-    p.weight.param, p.bias.param, b.running_mean, b.running_var, self.train, self.momentum,
-    self.eps, Module.reuse(self.output, x:shape(), x), self.save_mean, self.save_invstd)
-  if self.train then
-    b.num_batches_tracked:set(b.num_batches_tracked:item() + 1)
-  end
-  self.stats_from_batch = self.train
-  return self.output
+    self:check_input(x, 4, 2, self.c, ("N x %d x H x W"):format(self.c))
+    if self.train and x:size(1) * x:size(3) * x:size(4) < 2 then
+        self:fail("training needs more than one value per channel, got input %s", Module.shape_str(x))
+    end
+    local p, b = self.params, self.buffers
+    self.output, self.save_mean, self.save_invstd = self:kernel(K.batchnorm2d_forward, x,
+        p.weight.param, p.bias.param, b.running_mean, b.running_var, self.train, self.momentum,
+        self.eps, Module.reuse(self.output, x:shape(), x), self.save_mean, self.save_invstd)
+    if self.train then
+        b.num_batches_tracked:set(b.num_batches_tracked:item() + 1)
+    end
+    self.stats_from_batch = self.train
+    return self.output
 end
 
 function BatchNorm2d:backward(x, grad_output)
-  local p = self.params
-  return (self:kernel(K.batchnorm2d_backward, x, grad_output, p.weight.param,
-    self.save_mean, self.save_invstd, self.stats_from_batch, x:new_empty(),
-    p.weight.grad, p.bias.grad))
+    local p = self.params
+    return (self:kernel(K.batchnorm2d_backward, x, grad_output, p.weight.param,
+        self.save_mean, self.save_invstd, self.stats_from_batch, x:new_empty(),
+        p.weight.grad, p.bias.grad))
 end
 
 return BatchNorm2d

@@ -5,56 +5,56 @@ local K = require "machrt.kernels"
 local mt = require "machrt"
 
 local function shapes_equal(a, b)
-  return table.concat(a:shape(), "x") == table.concat(b:shape(), "x")
+    return table.concat(a:shape(), "x") == table.concat(b:shape(), "x")
 end
 
 local function loss_class(name, fwd, bwd, check)
-  local c = {}
-  c.__index = c
-  c.__name = name
-  setmetatable(c, {__call = function(cls) return setmetatable({}, cls) end})
-  function c:forward(logits, target)
-    check(name, logits, target)
-    local ok, v = pcall(fwd, logits, self:prepare(target))
-    if not ok then error(name .. ": " .. tostring(v), 2) end
-    return v
-  end
-  function c:backward(logits, target)
-    check(name, logits, target)
-    local ok, g = pcall(bwd, logits, self:prepare(target), self.gradInput and shapes_equal(self.gradInput, logits) and self.gradInput or nil)
-    if not ok then error(name .. ": " .. tostring(g), 2) end
-    self.gradInput = g
-    return g
-  end
-  function c:prepare(target) return target end
-  c.__call = function(self, ...) return self:forward(...) end
-  return c
+    local c = {}
+    c.__index = c
+    c.__name = name
+    setmetatable(c, {__call = function(cls) return setmetatable({}, cls) end})
+    function c:forward(logits, target)
+        check(name, logits, target)
+        local ok, v = pcall(fwd, logits, self:prepare(target))
+        if not ok then error(name .. ": " .. tostring(v), 2) end
+        return v
+    end
+    function c:backward(logits, target)
+        check(name, logits, target)
+        local ok, g = pcall(bwd, logits, self:prepare(target), self.gradInput and shapes_equal(self.gradInput, logits) and self.gradInput or nil)
+        if not ok then error(name .. ": " .. tostring(g), 2) end
+        self.gradInput = g
+        return g
+    end
+    function c:prepare(target) return target end
+    c.__call = function(self, ...) return self:forward(...) end
+    return c
 end
 
 local function check_tensors(name, logits, target)
-  if not mt.is_tensor(logits) or not mt.is_tensor(target) then
-    error(name .. ": logits and target must be tensors", 3)
-  end
+    if not mt.is_tensor(logits) or not mt.is_tensor(target) then
+        error(name .. ": logits and target must be tensors", 3)
+    end
 end
 
 local BCEWithLogitsLoss = loss_class("BCEWithLogitsLoss", K.bce_logits_forward, K.bce_logits_backward,
-  function(name, logits, target)
-    check_tensors(name, logits, target)
-    if not shapes_equal(logits, target) then
-      error(("%s: target shape %s does not match logits shape %s"):format(name,
-        table.concat(target:shape(), "x"), table.concat(logits:shape(), "x")), 3)
-    end
-  end)
+    function(name, logits, target)
+        check_tensors(name, logits, target)
+        if not shapes_equal(logits, target) then
+            error(("%s: target shape %s does not match logits shape %s"):format(name,
+                table.concat(target:shape(), "x"), table.concat(logits:shape(), "x")), 3)
+        end
+    end)
 
 local CrossEntropyLoss = loss_class("CrossEntropyLoss", K.cross_entropy_forward, K.cross_entropy_backward,
-  check_tensors)
+    check_tensors)
 
 -- Class indices arrive 1-based from Lua; the kernel counts from 0.
 function CrossEntropyLoss:prepare(target)
-  if target:dtype() == "int64" then
-    return (target:float() - 1):long()
-  end
-  return target
+    if target:dtype() == "int64" then
+        return (target:float() - 1):long()
+    end
+    return target
 end
 
 return {BCEWithLogitsLoss = BCEWithLogitsLoss, CrossEntropyLoss = CrossEntropyLoss}

@@ -62,7 +62,11 @@ typedef struct {
  * duration running past the end is cut at the end; an offset at or past the
  * end is an error. offset and duration convert to frames by rounding to the
  * nearest frame at the file's rate. `*sample_rate` (may be NULL) receives
- * the rate of `out`. `opts` NULL means MRT_AUDIO_LOAD_DEFAULTS. */
+ * the rate of `out`. `opts` NULL means MRT_AUDIO_LOAD_DEFAULTS.
+ * A decoded sample that is NaN, infinite or beyond 1e10 in magnitude makes
+ * the file corrupt (MRT_ERR_FORMAT naming frame and channel); so does a
+ * header claiming frames the file does not hold. An upsampling by more than
+ * 64x to more than 1 GiB is refused (MRT_ERR_FORMAT naming both rates). */
 mrt_status mrt_audio_load(const char *path, const mrt_audio_load_opts *opts, mrt_tensor *out,
                           int *sample_rate);
 

@@ -11,7 +11,7 @@
  *
  * Output follows MIMII: 16 kHz, 10.0 s, 1 or 8 channels (a circular array:
  * per-microphone delay and gain). Messages name the operation as the Lua
- * user calls it ("audio.synth_clip", "audio.synth_write"). */
+ * user calls it ("synth.clip", "synth.write"). */
 #ifndef MACHRT_SYNTH_H
 #define MACHRT_SYNTH_H
 
@@ -61,8 +61,5 @@ mrt_status mrt_synth_render(const mrt_synth_clip *clip, float *mix, float *machi
  * count. On failure the error of the lowest failing clip is reported. */
 mrt_status mrt_synth_write(const mrt_synth_clip *clips, const char *const *paths, int n,
                            int threads);
-
-/* Creates `path` and its missing parents (mkdir -p). */
-mrt_status mrt_synth_mkdirs(const char *op, const char *path);
 
 #endif

@@ -2,15 +2,14 @@
  * and factory noise at the requested SNR, rendering the microphone array,
  * and writing corpora in parallel (the generators are synth_machines.c and
  * synth_noise.c). */
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "machrt/audio_io.h"
+#include "machrt/sys.h"
 #include "machrt/tensor.h"
 #include "synth_internal.h"
 
@@ -74,7 +73,7 @@ static double delayed(const double *x, int i, double d)
 
 mrt_status mrt_synth_render(const mrt_synth_clip *clip, float *mix, float *machine, float *noise)
 {
-    const char *op = "audio.synth_clip";
+    const char *op = "synth.clip";
     mrt_status st = mrt_synth_check(op, clip);
     if (st != MRT_OK) return st;
     if (!mix) return mrt_fail(MRT_ERR_ARG, "%s: no output buffer", op);
@@ -136,42 +135,18 @@ mrt_status mrt_synth_render(const mrt_synth_clip *clip, float *mix, float *machi
     return MRT_OK;
 }
 
-/* ---- folders and files ------------------------------------------------------ */
-
-mrt_status mrt_synth_mkdirs(const char *op, const char *path)
-{
-    size_t len = strlen(path);
-    char *p = malloc(len + 1);
-    if (!p) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory", op);
-    memcpy(p, path, len + 1);
-    mrt_status st = MRT_OK;
-    /* Each prefix ending at a '/', then the whole path; an existing folder
-     * (made by another thread, too) is fine. */
-    for (size_t i = 1; i <= len && st == MRT_OK; i++) {
-        if (i < len && p[i] != '/') continue;
-        char keep = p[i];
-        p[i] = '\0';
-        struct stat sb;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            st = mrt_fail(MRT_ERR_IO, "%s: cannot create folder %s: %s", op, p, strerror(errno));
-        else if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode))
-            st = mrt_fail(MRT_ERR_IO, "%s: cannot create folder %s: a file is in the way", op, p);
-        p[i] = keep;
-    }
-    free(p);
-    return st;
-}
+/* ---- files ------------------------------------------------------------------ */
 
 static mrt_status write_one(const mrt_synth_clip *clip, const char *path)
 {
-    const char *op = "audio.synth_write";
+    const char *op = "synth.write";
     if (!path) return mrt_fail(MRT_ERR_ARG, "%s: clip %llu has no path", op,
                                (unsigned long long)clip->index);
     const char *slash = strrchr(path, '/');
     if (slash && slash != path) {
         char *dir = strndup(path, (size_t)(slash - path));
         if (!dir) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory", op);
-        mrt_status st = mrt_synth_mkdirs(op, dir);
+        mrt_status st = mrt_sys_mkdirs(op, dir);
         free(dir);
         if (st != MRT_OK) return st;
     }
@@ -187,7 +162,7 @@ static mrt_status write_one(const mrt_synth_clip *clip, const char *path)
 mrt_status mrt_synth_write(const mrt_synth_clip *clips, const char *const *paths, int n,
                            int threads)
 {
-    const char *op = "audio.synth_write";
+    const char *op = "synth.write";
     if (n < 0 || (n > 0 && (!clips || !paths)))
         return mrt_fail(MRT_ERR_ARG, "%s: bad clip list", op);
     for (int i = 0; i < n; i++) {

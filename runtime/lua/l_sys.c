@@ -1,130 +1,81 @@
-/* What experiment scripts need from the system beyond Lua's own library:
- * atomic file writes, JSON (cJSON), terminal detection, file facts, and the
- * random generator's state and raw Philox blocks (for seeded streams that do
- * not disturb the default generator). Added to the `machrt` table. */
-#include <errno.h>
-#include <fcntl.h>
+/* The `machrt.sys` module: what experiment scripts need from the system
+ * beyond Lua's own io and os (as Lua keeps those apart from its other
+ * libraries): whole-or-nothing file writes, folders, file facts, SHA-256
+ * (runtime/sys/) and JSON (cJSON). Values cross between Lua tables and
+ * cJSON trees here; the files live in the C core.
+ *
+ *   local sys = require "machrt.sys"
+ *   sys.write_file(path, text); sys.mkdir(path); sys.stat(path) -> {size, mtime, is_dir}
+ *   sys.folder_state(path) -> "missing" | "empty" | "nonempty" (+ one name) | "file"
+ *   sys.sha256_file(path) -> hex; sys.isatty(fd = 1)
+ *   sys.json_encode(value, {indent = false}); sys.json_decode(text, name) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
-#include <openssl/evp.h>
 #include "l_machrt.h"
-#include "machrt/rng.h"
+#include "machrt/sys.h"
 
 /* ---- files ------------------------------------------------------------------ */
 
-/* mt.write_file(path, text): the whole file or nothing under its final name
- * (temporary file in the same folder, fsync, rename). */
 static int s_write_file(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     size_t n;
     const char *text = luaL_checklstring(L, 2, &n);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, path);
-    lua_pushfstring(L, ".tmp.%d", (int)getpid());
-    luaL_addvalue(&b);
-    luaL_pushresult(&b);
-    const char *tmp = lua_tostring(L, -1);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) return luaL_error(L, "cannot write %s: %s", path, strerror(errno));
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = write(fd, text + done, n - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return luaL_error(L, "cannot write %s: %s", path, strerror(e));
-        }
-        done += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return luaL_error(L, "cannot write %s: %s", path, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return luaL_error(L, "cannot write %s: %s", path, strerror(e));
-    }
+    mrt_lua_check(L, mrt_sys_write_file("sys.write_file", path, text, n));
     return 0;
 }
 
-/* mt.sha256_file(path) -> lowercase hex digest (OpenSSL's libcrypto). */
 static int s_sha256_file(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
-    FILE *f = fopen(path, "rb");
-    if (!f) return luaL_error(L, "cannot read %s: %s", path, strerror(errno));
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    unsigned char buf[1 << 16];
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0) ok = EVP_DigestUpdate(ctx, buf, n);
-    int read_error = ferror(f);
-    fclose(f);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (ok) ok = EVP_DigestFinal_ex(ctx, md, &len);
-    EVP_MD_CTX_free(ctx);
-    if (read_error) return luaL_error(L, "cannot read %s: read error", path);
-    if (!ok) return luaL_error(L, "sha256 of %s failed", path);
-    char hex[2 * EVP_MAX_MD_SIZE + 1];
-    for (unsigned int i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    lua_pushlstring(L, hex, 2 * (size_t)len);
+    char hex[MRT_SHA256_HEX];
+    mrt_lua_check(L, mrt_sys_sha256_file("sys.sha256_file", luaL_checkstring(L, 1), hex));
+    lua_pushstring(L, hex);
     return 1;
 }
 
-/* mt.stat(path) -> {size =, mtime =, is_dir =} or nil, message */
+/* sys.stat(path) -> {size =, mtime =, is_dir =} or nil, message */
 static int s_stat(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
-    struct stat st;
-    if (stat(path, &st) != 0) {
+    mrt_file_stat st;
+    if (mrt_sys_stat(luaL_checkstring(L, 1), &st) != MRT_OK) {
         lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        lua_pushstring(L, mrt_last_error());
         return 2;
     }
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_pushinteger(L, (lua_Integer)st.size);
     lua_setfield(L, -2, "size");
-    lua_pushnumber(L, (lua_Number)st.st_mtim.tv_sec + 1e-9 * (lua_Number)st.st_mtim.tv_nsec);
+    lua_pushnumber(L, st.mtime);
     lua_setfield(L, -2, "mtime");
-    lua_pushboolean(L, S_ISDIR(st.st_mode));
+    lua_pushboolean(L, st.is_dir);
     lua_setfield(L, -2, "is_dir");
     return 1;
 }
 
-/* mt.mkdir(path): creates the folder and its parents; fine if it exists. */
 static int s_mkdir(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
-    size_t n = strlen(path);
-    char *buf = lua_newuserdatauv(L, n + 1, 0);
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return luaL_error(L, "cannot create folder %s: %s", buf, strerror(errno));
-        buf[i] = c;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return luaL_error(L, "cannot create folder %s: a file of that name exists", path);
+    mrt_lua_check(L, mrt_sys_mkdirs("sys.mkdir", luaL_checkstring(L, 1)));
     return 0;
 }
 
-/* mt.isatty(fd = 1) */
+static int s_folder_state(lua_State *L)
+{
+    static const char *const names[] = {"missing", "empty", "nonempty", "file"};
+    mrt_folder_state state;
+    char first[256];
+    mrt_lua_check(L, mrt_sys_folder_state("sys.folder_state", luaL_checkstring(L, 1), &state,
+                                          first, sizeof first));
+    lua_pushstring(L, names[state]);
+    if (state != MRT_FOLDER_NONEMPTY) return 1;
+    lua_pushstring(L, first);
+    return 2;
+}
+
+/* sys.isatty(fd = 1) */
 static int s_isatty(lua_State *L)
 {
     lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
@@ -251,7 +202,7 @@ static void add_json(lua_State *L, int idx, cJSON *parent, const char *key, int 
     sort_object(L, item);
 }
 
-/* mt.json_encode(value, {indent = false}) -> text */
+/* sys.json_encode(value, {indent = false}) -> text */
 static int s_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
@@ -291,7 +242,7 @@ static void push_json(lua_State *L, const cJSON *j)
     }
 }
 
-/* mt.json_decode(text, name) -> value; errors name the source and offset. */
+/* sys.json_decode(text, name) -> value; errors name the source and offset. */
 static int s_json_decode(lua_State *L)
 {
     size_t n;
@@ -308,47 +259,14 @@ static int s_json_decode(lua_State *L)
     return 1;
 }
 
-/* ---- random numbers --------------------------------------------------------- */
+static const luaL_Reg sys_funcs[] = {
+    {"write_file", s_write_file}, {"sha256_file", s_sha256_file}, {"stat", s_stat},
+    {"mkdir", s_mkdir}, {"folder_state", s_folder_state}, {"isatty", s_isatty},
+    {"json_encode", s_json_encode}, {"json_decode", s_json_decode}, {NULL, NULL}};
 
-/* mt.philox(counter, key) -> four integers in [0, 2^32) */
-static int s_philox(lua_State *L)
+int luaopen_machrt_sys(lua_State *L)
 {
-    uint32_t out[4];
-    mrt_philox4x32((uint64_t)luaL_checkinteger(L, 1), (uint64_t)luaL_checkinteger(L, 2), out);
-    for (int i = 0; i < 4; i++) lua_pushinteger(L, (lua_Integer)out[i]);
-    return 4;
-}
-
-/* mt.rng_state() -> {seed =, offset =}; mt.set_rng_state(t): the default
- * generator, saved in checkpoints so a resumed run draws what it would have. */
-static int s_rng_state(lua_State *L)
-{
-    mrt_rng *r = mrt_rng_default();
-    lua_createtable(L, 0, 2);
-    lua_pushinteger(L, (lua_Integer)r->seed);
-    lua_setfield(L, -2, "seed");
-    lua_pushinteger(L, (lua_Integer)r->offset);
-    lua_setfield(L, -2, "offset");
+    luaL_checkversion(L);
+    luaL_newlib(L, sys_funcs);
     return 1;
 }
-
-static int s_set_rng_state(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "seed");
-    lua_getfield(L, 1, "offset");
-    if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1))
-        return luaL_error(L, "set_rng_state: needs integer fields seed and offset");
-    mrt_rng *r = mrt_rng_default();
-    r->seed = (uint64_t)lua_tointeger(L, -2);
-    r->offset = (uint64_t)lua_tointeger(L, -1);
-    return 0;
-}
-
-static const luaL_Reg system_funcs[] = {
-    {"write_file", s_write_file}, {"sha256_file", s_sha256_file}, {"stat", s_stat}, {"mkdir", s_mkdir}, {"isatty", s_isatty},
-    {"json_encode", s_json_encode}, {"json_decode", s_json_decode},
-    {"philox", s_philox}, {"rng_state", s_rng_state}, {"set_rng_state", s_set_rng_state},
-    {NULL, NULL}};
-
-void mrt_lua_system(lua_State *L) { luaL_setfuncs(L, system_funcs, 0); }

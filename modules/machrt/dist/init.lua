@@ -1,0 +1,134 @@
+-- machrt.dist: collectives for data-parallel runs under mpirun or srun.
+--
+--   local dist = require "machrt.dist"
+--   dist.rank(), dist.size(), dist.is_main()      -- 0 of 1 in a plain run
+--   dist.allreduce(t, "sum" | "mean" | "max" | "min")   -- in place, returns t
+--   dist.broadcast(t, root)                       -- in place, returns t
+--   dist.barrier()
+--   dist.broadcast_module(model)                  -- rank 0's parameters and buffers
+--   dist.gather(value) / dist.gather_rows(t)      -- to rank 0, in rank order
+--   dist.GradReducer(model, {bucket_mb = 25})     -- bucketed gradient averaging
+--   dist.shard(list, opts)                        -- this rank's part of a batch
+--
+-- The host starts MPI when an MPI launcher started it (README,
+-- "Distributed"). In a plain run every call is a no-op that still checks its
+-- arguments, so single-process code needs no branches.
+local mt = require "machrt"
+local sys = require "machrt.sys"
+local C = require "machrt.dist_c"
+local shard = require "machrt.dist.shard"
+
+local M = {}
+
+M.MODES = { auto = true, none = true, mpi = true }
+
+function M.rank() return C.rank() end
+function M.size() return C.size() end
+function M.is_main() return C.rank() == 0 end
+function M.active() return C.active() end
+
+--- Applies environment.distributed ("auto", "none" or "mpi"): "mpi" is an
+--- error when no MPI launcher started the process, "none" when MPI is
+--- already running with several ranks (each would write the same run
+--- folder). Returns the rank count.
+function M.setup(mode)
+    mode = mode or "auto"
+    if not M.MODES[mode] then
+        error(("environment.distributed: '%s' is not auto, none or mpi"):format(tostring(mode)), 2)
+    end
+    if mode == "none" and C.size() > 1 then
+        error(("environment.distributed = none, but this is rank %d of %d under an MPI launcher: "
+            .. "run without mpirun, or set it to auto"):format(C.rank(), C.size()), 2)
+    end
+    local ok, err = pcall(C.init, mode)
+    if not ok then error("environment.distributed: " .. tostring(err), 2) end
+    return C.size()
+end
+
+-- Device tensors and strided views go through a contiguous CPU copy: MPI
+-- reads host memory, in order.
+local function staged(t, what, fn)
+    if not mt.is_tensor(t) then error(("%s: expected a tensor, got %s"):format(what, type(t)), 3) end
+    if t:device() == "cpu" and t:is_contiguous() then
+        fn(t)
+        return t
+    end
+    local host = t:to("cpu"):contiguous()
+    fn(host)
+    t:copy(host:to(t:device()))
+    return t
+end
+
+function M.allreduce(t, op)
+    return staged(t, "allreduce", function(h) C.allreduce(h, op or "sum") end)
+end
+
+function M.broadcast(t, root)
+    return staged(t, "broadcast", function(h) C.broadcast(h, root or 0) end)
+end
+
+function M.barrier() C.barrier() end
+function M.broadcast_string(s, root) return C.broadcast_string(s, root or 0) end
+
+local function sorted_state(model)
+    local sd = model:state_dict()
+    local names = {}
+    for name in pairs(sd) do names[#names + 1] = name end
+    table.sort(names) -- the same order on every rank
+    return sd, names
+end
+
+--- Copies rank `root`'s (default 0) parameters and buffers into every
+--- rank's model, so all start from the same weights. The models must have
+--- the same names and shapes: a rank whose model differs stops the job
+--- with the difference named.
+function M.broadcast_module(model, root)
+    root = root or 0
+    local sd, names = sorted_state(model)
+    local layout = {}
+    for i, name in ipairs(names) do layout[i] = name .. ":" .. table.concat(sd[name]:shape(), "x") end
+    layout = table.concat(layout, ";")
+    local theirs = C.broadcast_string(layout, root)
+    if theirs ~= layout then
+        C.abort(("broadcast_module: the model on rank %d differs from rank %d's (names or shapes)")
+            :format(C.rank(), root))
+    end
+    for _, name in ipairs(names) do M.broadcast(sd[name], root) end
+    return model
+end
+
+--- Gathers one JSON-encodable value per rank to `root` (default 0): there,
+--- the list of every rank's value in rank order; elsewhere nil. Numbers
+--- travel with 17 digits, so floats arrive exactly.
+function M.gather(value, root)
+    local texts = C.gather_strings(sys.json_encode(value), root or 0)
+    if not texts then return nil end
+    local out = {}
+    for r, text in ipairs(texts) do out[r] = sys.json_decode(text, "gather from rank " .. (r - 1)) end
+    return out
+end
+
+--- Gathers each rank's rows of a 2-d tensor (any row count, the same
+--- column count) to `root`, stacked in rank order; nil elsewhere.
+function M.gather_rows(t, root)
+    if not mt.is_tensor(t) or t:dim() ~= 2 then
+        error("gather_rows: expected a 2-d tensor (rows x columns)", 2)
+    end
+    local parts = M.gather({ cols = t:size(2), rows = t:totable() }, root)
+    if not parts then return nil end
+    local rows, cols = {}, parts[1].cols
+    for r, p in ipairs(parts) do
+        if p.cols ~= cols then
+            error(("gather_rows: rank %d sent %d columns, rank 0 %d"):format(r - 1, p.cols, cols), 2)
+        end
+        table.move(p.rows, 1, #p.rows, #rows + 1, rows)
+    end
+    if #rows == 0 then return mt.zeros{ 0, cols } end
+    return mt.tensor(rows)
+end
+
+M.shard = shard.shard
+M.local_batch_size = shard.local_batch_size
+M.GradReducer = require "machrt.dist.reducer"
+
+return M

@@ -1,0 +1,120 @@
+-- machrt.pipeline: the path from a file to the model's input, and the model,
+-- as one config describes them. Training, evaluation, prediction, scorers and
+-- interpretations all call these, so a clip is heard and seen the same way
+-- everywhere.
+--
+--   local pipeline = require "machrt.pipeline"
+--   local device = pipeline.resolve_device(cfg.environment.device, "environment.device")
+--   local wave = pipeline.decode(path, { sample_rate = 22050, channel = 1 })  -- {frames}
+--   local front = pipeline.front_end(cfg.audio, device)    -- wave {B, frames} -> {B, 1, mels, T}
+--   local model = pipeline.build_model(cfg.architecture, #classes, { device = device })
+--
+-- decode runs inside the loader's worker threads too (machrt.data.clips), so
+-- this module loads machrt.nn only when a model is built.
+
+local mt = require "machrt"
+local audio = require "machrt.audio"
+
+local M = {}
+
+local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+
+--- Decodes `path` to {frames} as the model hears it: channel opts.channel
+--- (default 1) of a multi-channel file, the only channel of a mono one,
+--- resampled to opts.sample_rate; opts.offset / opts.duration in seconds;
+--- opts.info (audio.info of the file) saves reading the header again.
+function M.decode(path, opts)
+    local info = opts.info or audio.info(path)
+    local channel = opts.channel or 1
+    local load = { sample_rate = opts.sample_rate, offset = opts.offset, duration = opts.duration }
+    if info.channels > 1 then
+        if channel > info.channels then
+            fail("%s has %d channels; audio.channel = %d does not exist", path, info.channels, channel)
+        end
+        load.channel = channel
+    end
+    local wave = audio.load(path, load)
+    if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
+    return wave
+end
+
+--- The MelSpectrogram of an audio config section: the reference's keys
+--- mapped to torchaudio's names.
+function M.mel_spectrogram(a)
+    return audio.MelSpectrogram{
+        sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
+        hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
+        n_mels = a.mel_frequency_bins,
+    }
+end
+
+--- The log-mel front end of an audio config section: wave {B, frames} ->
+--- dB spectrogram {B, 1, n_mels, T}. Outputs are reused per batch shape.
+--- With a device other than "cpu" the wave is copied there first and the
+--- whole front end runs on it (float32 always).
+function M.front_end(a, device)
+    if (a.spectrogram_normalization or "No") ~= "No" then
+        fail("audio.spectrogram_normalization: only 'No' (dB values as they are) is supported, got '%s'",
+             tostring(a.spectrogram_normalization))
+    end
+    local mel = M.mel_spectrogram(a)
+    local buffers = {}
+    return function(wave)
+        if device and device ~= "cpu" then wave = wave:to(device) end
+        local B, T = wave:size(1), mel:frames(wave:size(2))
+        local key = B .. "x" .. T
+        local buf = buffers[key]
+        if not buf then
+            if #buffers >= 4 then buffers = {} end -- shapes vary (clip lengths): bound the memory
+            buffers[#buffers + 1] = key
+            local shape = { B, a.mel_frequency_bins, T }
+            buf = { power = wave:new_empty(shape), db = wave:new_empty(shape) }
+            buffers[key] = buf
+        end
+        mel(wave, buf.power)
+        audio.amplitude_to_db(buf.power, { out = buf.db })
+        return buf.db:reshape{ B, 1, a.mel_frequency_bins, T }
+    end
+end
+
+local POOLS = { GeM = "gem", Avg = "avg", Average = "avg" }
+
+--- The network of an architecture config section. opts.init = false skips
+--- the initialisation (weights are loaded right after); otherwise the model
+--- is initialised on the CPU (same weights for a seed on every device).
+--- opts.device: where the model then moves (default the CPU).
+function M.build_model(arch, num_classes, opts)
+    opts = opts or {}
+    local init = opts.init ~= false
+    if init and arch.pretrained then
+        fail("architecture.pretrained = true: no pretrained weights ship with machrt (set it to false)")
+    end
+    local build = require("machrt.nn")[arch.backbone]
+    if type(build) ~= "function" then
+        fail("architecture.backbone '%s' is not available (resnet18, resnet34)", tostring(arch.backbone))
+    end
+    local pool = POOLS[arch.pool] or fail("architecture.pool must be GeM or Avg, got '%s'", tostring(arch.pool))
+    local model = build{ in_channels = 1, num_classes = num_classes, pool = pool, dropout = arch.dropout,
+                         width = arch.width, init = init }
+    if opts.device and opts.device ~= "cpu" then model:to(opts.device) end
+    return model
+end
+
+--- The device of a setting: "cpu", "cuda", or "auto" (cuda when a device
+--- is usable, else cpu); nil means "auto". `key` names the setting in
+--- errors (default "device").
+function M.resolve_device(choice, key)
+    key = key or "device"
+    local d = choice or "auto"
+    if d == "auto" then return mt.cuda_available() and "cuda" or "cpu" end
+    if d ~= "cpu" and d ~= "cuda" then
+        fail("%s must be auto, cpu or cuda, got '%s'", key, tostring(d))
+    end
+    if d == "cuda" and not mt.cuda_available() then
+        fail("%s = cuda, but no CUDA device is usable (machrt built without CUDA, or no GPU found); "
+             .. "use cpu or auto", key)
+    end
+    return d
+end
+
+return M

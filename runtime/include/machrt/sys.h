@@ -1,0 +1,46 @@
+/* What experiment scripts need from the system beyond the C library:
+ * whole-or-nothing file writes, folders with their parents, file facts and
+ * SHA-256 digests (OpenSSL's libcrypto). Every call names the operation
+ * `op` in its message, as the user calls it ("sys.write_file"). */
+#ifndef MACHRT_SYS_H
+#define MACHRT_SYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "machrt/status.h"
+
+/* Writes `n` bytes to `path` whole or not at all under that name: a
+ * temporary file in the same folder, fsync, rename. */
+mrt_status mrt_sys_write_file(const char *op, const char *path, const void *data, size_t n);
+
+/* Creates the folder and its parents; an existing folder (made by another
+ * thread, too) is fine, a file in the way is an error. */
+mrt_status mrt_sys_mkdirs(const char *op, const char *path);
+
+typedef struct {
+    int64_t size;
+    double mtime; /* seconds since the epoch, with nanoseconds */
+    int is_dir;
+} mrt_file_stat;
+
+/* MRT_ERR_IO (with "<path>: <reason>") when the path cannot be stat'ed. */
+mrt_status mrt_sys_stat(const char *path, mrt_file_stat *out);
+
+typedef enum {
+    MRT_FOLDER_MISSING,  /* nothing there (or a path running through a file) */
+    MRT_FOLDER_EMPTY,
+    MRT_FOLDER_NONEMPTY, /* `first` names one entry */
+    MRT_FOLDER_FILE      /* a file, not a folder */
+} mrt_folder_state;
+
+/* What is at `path`; `first` (of `cap` bytes) receives one entry's name
+ * when the folder is not empty. */
+mrt_status mrt_sys_folder_state(const char *op, const char *path, mrt_folder_state *state,
+                                char *first, size_t cap);
+
+#define MRT_SHA256_HEX 65 /* 64 lowercase hex digits and the terminator */
+
+/* The SHA-256 digest of a file's bytes as lowercase hex. */
+mrt_status mrt_sys_sha256_file(const char *op, const char *path, char hex[MRT_SHA256_HEX]);
+
+#endif

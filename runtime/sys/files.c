@@ -1,0 +1,105 @@
+/* Files and folders for the scripts (see machrt/sys.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "machrt/sys.h"
+
+mrt_status mrt_sys_write_file(const char *op, const char *path, const void *data, size_t n)
+{
+    /* The process id keeps two writers of one file (a resumed run next to
+     * a stale one) off each other's temporary file. */
+    size_t len = strlen(path) + 32;
+    char *tmp = malloc(len);
+    if (!tmp) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory writing %s", op, path);
+    snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        mrt_status st = mrt_fail(MRT_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    const char *bytes = data;
+    size_t done = 0;
+    int err = 0;
+    while (done < n && !err) {
+        ssize_t w = write(fd, bytes + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) err = w < 0 ? errno : EIO;
+        else done += (size_t)w;
+    }
+    if (!err && fsync(fd) != 0) err = errno;
+    if (close(fd) != 0 && !err) err = errno;
+    if (!err && rename(tmp, path) != 0) err = errno;
+    if (err) unlink(tmp);
+    free(tmp);
+    return err ? mrt_fail(MRT_ERR_IO, "cannot write %s: %s", path, strerror(err)) : MRT_OK;
+}
+
+mrt_status mrt_sys_mkdirs(const char *op, const char *path)
+{
+    size_t len = strlen(path);
+    char *p = malloc(len + 1);
+    if (!p) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory", op);
+    memcpy(p, path, len + 1);
+    mrt_status st = MRT_OK;
+    /* Each prefix ending at a '/', then the whole path. */
+    for (size_t i = 1; i <= len && st == MRT_OK; i++) {
+        if (i < len && p[i] != '/') continue;
+        char keep = p[i];
+        p[i] = '\0';
+        struct stat sb;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST)
+            st = mrt_fail(MRT_ERR_IO, "%s: cannot create folder %s: %s", op, p, strerror(errno));
+        else if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode))
+            st = mrt_fail(MRT_ERR_IO, "%s: cannot create folder %s: a file is in the way", op, p);
+        p[i] = keep;
+    }
+    free(p);
+    return st;
+}
+
+mrt_status mrt_sys_stat(const char *path, mrt_file_stat *out)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return mrt_fail(MRT_ERR_IO, "%s: %s", path, strerror(errno));
+    out->size = (int64_t)st.st_size;
+    out->mtime = (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec;
+    out->is_dir = S_ISDIR(st.st_mode);
+    return MRT_OK;
+}
+
+mrt_status mrt_sys_folder_state(const char *op, const char *path, mrt_folder_state *state,
+                                char *first, size_t cap)
+{
+    if (cap) first[0] = '\0';
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        /* A path running through a file cannot exist either: creating it
+         * is what fails, with its own message. */
+        if (errno == ENOENT || errno == ENOTDIR) {
+            *state = MRT_FOLDER_MISSING;
+            return MRT_OK;
+        }
+        return mrt_fail(MRT_ERR_IO, "%s: %s: %s", op, path, strerror(errno));
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        *state = MRT_FOLDER_FILE;
+        return MRT_OK;
+    }
+    DIR *d = opendir(path);
+    if (!d) return mrt_fail(MRT_ERR_IO, "%s: cannot read folder %s: %s", op, path, strerror(errno));
+    *state = MRT_FOLDER_EMPTY;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (cap) snprintf(first, cap, "%s", e->d_name);
+        *state = MRT_FOLDER_NONEMPTY;
+        break;
+    }
+    closedir(d);
+    return MRT_OK;
+}

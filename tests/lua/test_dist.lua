@@ -1,0 +1,196 @@
+-- machrt.dist in a single process (rank 0 of 1): every call works as a
+-- no-op that checks its arguments; batch shards, bucket cutting and the
+-- reducer's bookkeeping; SyncBatchNorm2d against BatchNorm2d and against
+-- finite differences. The collectives across ranks: test_dist_mpi.lua.
+local A = require "assert"
+local mt = require "machrt"
+local nn = require "machrt.nn"
+local dist = require "machrt.dist"
+
+local tests = {}
+local function test(name, fn) tests[#tests + 1] = { name, fn } end
+
+test("a plain run is rank 0 of 1 and every collective leaves its input as it is", function()
+    A.eq(dist.rank(), 0)
+    A.eq(dist.size(), 1)
+    A.truthy(dist.is_main())
+    for _, op in ipairs{ "sum", "mean", "max", "min" } do
+        A.eq(dist.allreduce(mt.tensor{ 1, 2.5, -3 }, op):totable(), { 1, 2.5, -3 }, op)
+    end
+    A.eq(dist.broadcast(mt.tensor{ 4, 5 }, 0):totable(), { 4, 5 })
+    dist.barrier()
+    A.eq(dist.gather({ a = 1 }), { { a = 1 } })
+    A.eq(dist.gather_rows(mt.tensor{ { 1, 2 } }):totable(), { { 1, 2 } })
+    A.eq(dist.broadcast_string("x"), "x")
+end)
+
+test("bad arguments name the problem", function()
+    A.raises(function() dist.allreduce(mt.ones{ 2 }, "product") end, "unknown reduction 'product'")
+    A.raises(function() dist.broadcast(mt.ones{ 2 }, 1) end, "root 1 is not a rank (ranks are 0..0)")
+    A.raises(function() dist.allreduce(mt.ones({ 2 }, "int64"), "sum") end, "expected a float32 tensor")
+    A.raises(function() dist.allreduce({ 1, 2 }) end, "allreduce: expected a tensor, got table")
+    A.raises(function() dist.gather_rows(mt.ones{ 3 }) end, "gather_rows: expected a 2-d tensor")
+end)
+
+test("setup: auto and none run locally; mpi without a launcher is an error naming it", function()
+    A.eq(dist.setup("auto"), 1)
+    A.eq(dist.setup("none"), 1)
+    if require("machrt.dist_c").launcher() then A.skip("started under an MPI launcher") end
+    A.raises(function() dist.setup("mpi") end, "environment.distributed", "not started by an MPI launcher",
+        "mpirun")
+    A.raises(function() dist.setup("sometimes") end, "'sometimes' is not auto, none or mpi")
+end)
+
+test("shard: contiguous blocks in rank order that put the batch back together", function()
+    local batch = { 11, 12, 13, 14, 15, 16 }
+    local all = {}
+    for r = 0, 2 do
+        local part, weight = dist.shard(batch, { rank = r, size = 3 })
+        A.eq(#part, 2)
+        A.eq(weight, 1)
+        table.move(part, 1, #part, #all + 1, all)
+    end
+    A.eq(all, batch)
+    A.eq((dist.shard(batch)), batch, "one rank takes everything")
+    A.raises(function() dist.shard(batch, { rank = 0, size = 4 }) end,
+        "a batch of 6 items does not divide by the 4 ranks")
+    -- Uneven on request: the first ranks take one more, weights make the
+    -- mean over ranks the mean over the batch.
+    local sizes, weighted = {}, 0
+    for r = 0, 3 do
+        local part, weight = dist.shard(batch, { rank = r, size = 4, even = false })
+        sizes[#sizes + 1] = #part
+        weighted = weighted + weight * #part / 4 / #part
+    end
+    A.eq(sizes, { 2, 2, 1, 1 })
+    A.near(weighted, 1, 1e-12)
+    A.raises(function() dist.shard(batch, { rank = 4, size = 4 }) end, "rank 4 is not in 0..3")
+end)
+
+test("local_batch_size: an error naming the batch size and the rank count", function()
+    A.eq(dist.local_batch_size(32, 4), 8)
+    A.raises(function() dist.local_batch_size(30, 4, "training.batch_size") end,
+        "training.batch_size 30 does not divide by the 4 ranks")
+end)
+
+test("buckets are cut from the end, cover every parameter once, in increasing order", function()
+    local cut = dist.GradReducer.cut_buckets
+    local b = cut({ 5, 3, 10, 2, 4 }, 6)
+    -- backward order: 4 (4), 2+... -> {5,4} = 6 floats; {3} = 10; {2,1} = 8.
+    A.eq(#b, 3)
+    A.eq({ b[1].first, b[2].first, b[3].first }, { 1, 9, 19 })
+    A.eq(b[1].params, { 2, 1 })
+    A.eq(b[2].params, { 3 })
+    A.eq(b[3].params, { 5, 4 })
+    A.eq(#cut({ 5, 3 }, 1000), 1, "one bucket when everything fits")
+end)
+
+local function small_net()
+    mt.manual_seed(3)
+    return nn.Sequential{ nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2) }
+end
+
+test("GradReducer: needs flat gradients; ready twice is an error; wait resets", function()
+    A.raises(function() dist.GradReducer(small_net()) end, "call model:flatten_parameters() first")
+    local net = small_net():flatten_parameters()
+    A.raises(function() dist.GradReducer(net, { bucket_mb = 0 }) end, "bucket_mb must be a positive number")
+    local r = dist.GradReducer(net, { bucket_mb = 8 * 4 / 2 ^ 20 })
+    A.truthy(#r.buckets > 1, "several buckets")
+    net.flat_grads:copy(mt.arange(net.flat_grads:numel()))
+    local before = net.flat_grads:clone()
+    local params = net:parameters()
+    r:ready(#params)
+    A.raises(function() r:ready(#params) end, "reported ready twice in one step")
+    A.raises(function() r:ready(#params + 1) end, "is not one of the model's 4")
+    for i = #params - 1, 1, -1 do r:ready(i) end
+    A.eq(r:started(), #r.buckets)
+    r:wait()
+    A.eq(r:started(), 0)
+    A.eq((net.flat_grads - before):abs():max(), 0, "the mean over one rank is the gradient itself")
+    r:release()
+end)
+
+test("GradReducer:attach: each module's backward reports its parameters", function()
+    local net = small_net():flatten_parameters()
+    local r = dist.GradReducer(net, { bucket_mb = 8 * 4 / 2 ^ 20 }):attach(net)
+    local x = mt.randn{ 3, 4 }
+    for step = 1, 2 do
+        net:zero_grad()
+        local y = net:forward(x)
+        A.eq(r:started(), 0, "nothing started before backward, step " .. step)
+        net:backward(x, mt.ones(y:shape()))
+        A.eq(r:started(), #r.buckets, "every bucket started by the end of backward, step " .. step)
+        r:wait()
+    end
+end)
+
+-- Sync batch norm in one process is batch norm: the same numbers within
+-- float rounding (the sums are taken in another order).
+local function bn_pair(c)
+    local a, b = nn.BatchNorm2d(c), nn.SyncBatchNorm2d(c)
+    local w, bias = mt.randn{ c }, mt.randn{ c }
+    for _, m in ipairs{ a, b } do
+        m.params.weight.param:copy(w)
+        m.params.bias.param:copy(bias)
+    end
+    return a, b
+end
+
+test("SyncBatchNorm2d alone equals BatchNorm2d: output, gradients, running statistics", function()
+    mt.manual_seed(2)
+    local x = mt.randn{ 3, 4, 5, 5 } * 2 + 50
+    local g = mt.randn{ 3, 4, 5, 5 }
+    local a, b = bn_pair(4)
+    local ya, yb = a:forward(x), b:forward(x)
+    A.truthy((ya - yb):abs():max() <= 1e-5 * ya:abs():max(), "output")
+    local da, db = a:backward(x, g), b:backward(x, g)
+    A.truthy((da - db):abs():max() <= 1e-5 * da:abs():max(), "input gradient")
+    for _, k in ipairs{ "weight", "bias" } do
+        local ga, gb = a.params[k].grad, b.params[k].grad
+        A.truthy((ga - gb):abs():max() <= 1e-5 * ga:abs():max(), k .. " gradient")
+    end
+    for _, k in ipairs{ "running_mean", "running_var" } do
+        local ra, rb = a.buffers[k], b.buffers[k]
+        A.truthy((ra - rb):abs():max() <= 1e-5 * ra:abs():max(), k)
+    end
+    A.eq(b.buffers.num_batches_tracked:item(), 1)
+    -- Evaluation uses the running statistics, as BatchNorm2d does.
+    a:evaluate(); b:evaluate()
+    A.truthy((a:forward(x) - b:forward(x)):abs():max() <= 1e-5 * 50, "evaluation output")
+end)
+
+test("SyncBatchNorm2d: input gradient against central finite differences", function()
+    mt.manual_seed(4)
+    local x = mt.randn{ 2, 2, 3, 3 }
+    local g = mt.randn{ 2, 2, 3, 3 }
+    local _, m = bn_pair(2)
+    local function loss(input) return (m:forward(input) * g):sum() end
+    loss(x)
+    local dx = m:backward(x, g)
+    local h = 1e-2
+    for _, at in ipairs{ { 1, 1, 1, 1 }, { 2, 2, 3, 3 }, { 1, 2, 2, 1 }, { 2, 1, 3, 2 } } do
+        local v = x:get(table.unpack(at))
+        local xp, xm = x:clone(), x:clone()
+        xp:set(v + h, table.unpack(at))
+        xm:set(v - h, table.unpack(at))
+        local fd = (loss(xp) - loss(xm)) / (2 * h)
+        A.near(dx:get(table.unpack(at)), fd, 2e-3, "d loss / d x at " .. table.concat(at, ","))
+    end
+end)
+
+test("SyncBatchNorm2d.convert swaps every BatchNorm2d of a ResNet, names unchanged", function()
+    local net = nn.resnet18{ num_classes = 4 }
+    local before = {}
+    for k in pairs(net:state_dict()) do before[#before + 1] = k end
+    local _, n = nn.SyncBatchNorm2d.convert(net)
+    A.eq(n, 20)
+    local after = {}
+    for k in pairs(net:state_dict()) do after[#after + 1] = k end
+    table.sort(before); table.sort(after)
+    A.eq(after, before)
+    A.truthy(tostring(net.children.bn1):find("SyncBatchNorm2d", 1, true), tostring(net.children.bn1))
+    A.raises(function() nn.SyncBatchNorm2d(2):forward(mt.ones{ 1, 2, 1, 1 }) end,
+        "more than one value per channel over all 1 ranks")
+end)
+
+return tests
