@@ -183,7 +183,7 @@ mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *wei
     if ((st = mrt_nn_out_check(op, &slots[0], y, "y", MRT_F32, 4, x.shape))) return st;
     if ((st = mrt_nn_out_check(op, &slots[1], save_mean, "save_mean", MRT_F32, 1, vshape))) return st;
     if ((st = mrt_nn_out_check(op, &slots[2], save_invstd, "save_invstd", MRT_F32, 1, vshape))) return st;
-    if ((st = mrt_nn_out_alloc(slots, 3, dev, 0))) return st;
+    if ((st = mrt_nn_out_alloc(slots, 3, dev))) return st;
     MRT_BACKEND_CALL(st, op, dev, nn, batchnorm2d_forward, (x_in, weight, bias, running_mean,
                      running_var, training, momentum, eps, y, save_mean, save_invstd));
     return mrt_nn_out_discard(slots, 3, st);
@@ -315,7 +315,7 @@ mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy
     }
     mrt_nn_out slot;
     if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, x.shape)) ||
-        (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        (st = mrt_nn_out_alloc(&slot, 1, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, batchnorm2d_backward, (x_in, dy_in, weight, save_mean,
                      save_invstd, training, dx, dweight, dbias));

@@ -169,13 +169,11 @@ static mrt_status reserve(mrt_workspace *ws, mrt_workspace *local, size_t floats
 
 /* ---- forward ---------------------------------------------------------------- */
 
-/* Check and plan of the forward pass: y allocated on `dev` when empty. */
-static mrt_status forward_plan(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
-                               const mrt_tensor *b, const mrt_conv2d_params *p, mrt_tensor *y,
-                               mrt_device dev, mrt_conv_geom *g)
+/* The plan of the forward pass (g resolved): y allocated on `dev` when
+ * empty. */
+static mrt_status forward_plan(const char *fn, mrt_tensor *y, mrt_device dev,
+                               const mrt_conv_geom *g)
 {
-    mrt_status st;
-    if ((st = resolve(fn, x, w, b, p, g))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
     const int64_t yshape[4] = {g->n, g->o, g->oh, g->ow};
     return mrt_tensor_prepare_out_on(fn, y, MRT_F32, 4, yshape, dev);
@@ -243,8 +241,7 @@ mrt_status mrt_conv2d_forward_opts(const mrt_tensor *x, const mrt_tensor *w, con
     int64_t nb;
     mrt_status st;
     if ((st = need_cpu(fn, dev)) || (st = resolve(fn, x, w, b, p, &g)) ||
-        (st = pick_algo(fn, &g, opts, 0, &algo, &nb)) ||
-        (st = forward_plan(fn, x, w, b, p, y, dev, &g)))
+        (st = pick_algo(fn, &g, opts, 0, &algo, &nb)) || (st = forward_plan(fn, y, dev, &g)))
         return st;
     return g.n == 0 ? MRT_OK : cpu_forward(x, w, b, p, y, ws, opts);
 }
@@ -256,8 +253,9 @@ mrt_status mrt_conv2d_forward(const mrt_tensor *x, const mrt_tensor *w, const mr
     mrt_device dev;
     MRT_OP_DEVICE(fn, &dev, x, w, b, y);
     mrt_conv_geom g;
-    mrt_status st = forward_plan(fn, x, w, b, p, y, dev, &g);
-    if (st || g.n == 0) return st;
+    mrt_status st;
+    if ((st = resolve(fn, x, w, b, p, &g)) || (st = forward_plan(fn, y, dev, &g))) return st;
+    if (g.n == 0) return MRT_OK;
     MRT_BACKEND_CALL(st, fn, dev, nn, conv2d_forward, (x, w, b, p, y, ws));
     return st;
 }
@@ -288,15 +286,15 @@ static void bias_grad(const mrt_conv_geom *g, const float *dy, float *db)
     }
 }
 
-/* Check and plan of the backward pass: dx allocated on `dev` when empty,
- * dw and db zero-filled there when empty (they accumulate). */
+/* The rest of the backward check and its plan (g resolved): dy against
+ * the output's shape; dx allocated on `dev` when empty, dw and db
+ * zero-filled there when empty (they accumulate). */
 static mrt_status backward_plan(const char *fn, const mrt_tensor *x, const mrt_tensor *w,
-                                const mrt_tensor *dy, const mrt_conv2d_params *p, mrt_tensor *dx,
-                                mrt_tensor *dw, mrt_tensor *db, mrt_device dev, mrt_conv_geom *g)
+                                const mrt_tensor *dy, mrt_tensor *dx, mrt_tensor *dw,
+                                mrt_tensor *db, mrt_device dev, const mrt_conv_geom *g)
 {
     char s1[MRT_SHAPE_STRLEN], s2[MRT_SHAPE_STRLEN], s3[MRT_SHAPE_STRLEN], s4[MRT_SHAPE_STRLEN];
     mrt_status st;
-    if ((st = resolve(fn, x, w, NULL, p, g))) return st;
     if ((st = mrt_nn_need_f32(fn, "grad_output", dy))) return st;
     const int64_t yshape[4] = {g->n, g->o, g->oh, g->ow};
     if (!mrt_nn_same_shape(dy, 4, yshape))
@@ -375,7 +373,7 @@ mrt_status mrt_conv2d_backward_opts(const mrt_tensor *x, const mrt_tensor *w, co
     mrt_status st;
     if ((st = need_cpu(fn, dev)) || (st = resolve(fn, x, w, NULL, p, &g)) ||
         (st = pick_algo(fn, &g, opts, 1, &algo, &nb)) ||
-        (st = backward_plan(fn, x, w, dy, p, dx, dw, db, dev, &g)))
+        (st = backward_plan(fn, x, w, dy, dx, dw, db, dev, &g)))
         return st;
     /* No images: dx is empty, and nothing accumulates. */
     return g.n == 0 ? MRT_OK : cpu_backward(x, w, dy, p, dx, dw, db, ws, opts);
@@ -389,8 +387,11 @@ mrt_status mrt_conv2d_backward(const mrt_tensor *x, const mrt_tensor *w, const m
     mrt_device dev;
     MRT_OP_DEVICE(fn, &dev, x, w, dy, dx, dw, db);
     mrt_conv_geom g;
-    mrt_status st = backward_plan(fn, x, w, dy, p, dx, dw, db, dev, &g);
-    if (st || g.n == 0) return st;
+    mrt_status st;
+    if ((st = resolve(fn, x, w, NULL, p, &g)) ||
+        (st = backward_plan(fn, x, w, dy, dx, dw, db, dev, &g)))
+        return st;
+    if (g.n == 0) return MRT_OK;
     MRT_BACKEND_CALL(st, fn, dev, nn, conv2d_backward, (x, w, dy, p, dx, dw, db, ws));
     return st;
 }

@@ -72,7 +72,7 @@ mrt_status mrt_dropout_forward(const mrt_tensor *x, double prob, mrt_rng *rng, m
     mrt_nn_out slots[2];
     if ((st = mrt_nn_out_check(op, &slots[0], y, "y", MRT_F32, x->ndim, x->shape)) ||
         (st = mrt_nn_out_check(op, &slots[1], m, "mask", MRT_F32, x->ndim, x->shape)) ||
-        (st = mrt_nn_out_alloc(slots, 2, dev, 0)))
+        (st = mrt_nn_out_alloc(slots, 2, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, dropout_forward, (x, prob, rng, y, m));
     st = mrt_nn_out_discard(slots, 2, st);

@@ -50,15 +50,14 @@ mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, cons
     return MRT_OK;
 }
 
-mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n, mrt_device device, int zero)
+mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n, mrt_device device)
 {
     for (int i = 0; i < n; i++) {
         if (!slots[i].dst || slots[i].dst->storage) continue;
         mrt_status st = mrt_tensor_alloc_on(slots[i].dst, slots[i].dtype, slots[i].ndim,
                                             slots[i].shape, device);
-        if (!st) slots[i].allocated = 1;
-        if (!st && zero) st = mrt_tensor_fill(slots[i].dst, 0.0);
-        if (st) return mrt_nn_out_discard(slots, i + 1, st);
+        if (st) return mrt_nn_out_discard(slots, i, st);
+        slots[i].allocated = 1;
     }
     return MRT_OK;
 }
@@ -79,7 +78,7 @@ mrt_status mrt_nn_out_like(const char *op, const char *name, mrt_tensor *out,
     if (!out) return mrt_fail(MRT_ERR_ARG, "%s: output %s is required", op, name);
     mrt_nn_out slot;
     mrt_status st = mrt_nn_out_check(op, &slot, out, name, MRT_F32, like->ndim, like->shape);
-    if (!st) st = mrt_nn_out_alloc(&slot, 1, device, 0);
+    if (!st) st = mrt_nn_out_alloc(&slot, 1, device);
     return st;
 }
 

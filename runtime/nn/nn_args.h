@@ -40,9 +40,8 @@ typedef struct {
 
 mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, const char *name,
                             mrt_dtype dtype, int ndim, const int64_t *shape);
-/* Allocates the empty outputs on `device`; `zero` fills them with zeros
- * (outputs a kernel accumulates into). */
-mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n, mrt_device device, int zero);
+/* Allocates the empty outputs on `device`. */
+mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n, mrt_device device);
 /* After a failed kernel: releases the outputs mrt_nn_out_alloc allocated,
  * so the caller's tensors are as they were. Returns st. */
 mrt_status mrt_nn_out_discard(mrt_nn_out *slots, int n, mrt_status st);

@@ -99,7 +99,7 @@ mrt_status mrt_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p
     if ((st = mrt_nn_out_check(op, &slots[0], y, "y", MRT_F32, 4, oshape))) return st;
     if ((st = mrt_nn_out_check(op, &slots[1], indices, "indices", MRT_I64, 4, oshape))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
-    if ((st = mrt_nn_out_alloc(slots, 2, dev, 0))) return st;
+    if ((st = mrt_nn_out_alloc(slots, 2, dev))) return st;
     MRT_BACKEND_CALL(st, op, dev, nn, maxpool2d_forward, (x, p, y, indices));
     return mrt_nn_out_discard(slots, 2, st);
 }
@@ -244,7 +244,7 @@ mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indice
     const int64_t xshape[4] = {N, C, H, W};
     mrt_nn_out slot;
     if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, xshape)) ||
-        (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        (st = mrt_nn_out_alloc(&slot, 1, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, maxpool2d_backward, (dy, indices, in_h, in_w, dx));
     return mrt_nn_out_discard(&slot, 1, st);
@@ -367,7 +367,7 @@ mrt_status mrt_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y)
     MRT_OP_DEVICE(op, &dev, x, y);
     mrt_nn_out slot;
     mrt_status st;
-    if ((st = check_global_forward(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+    if ((st = check_global_forward(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, avgpool_global_forward, (x, y));
     return mrt_nn_out_discard(&slot, 1, st);
@@ -426,7 +426,7 @@ mrt_status mrt_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64
     mrt_nn_out slot;
     mrt_status st;
     if ((st = check_global_backward(op, dy, in_h, in_w, dx, &slot)) ||
-        (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        (st = mrt_nn_out_alloc(&slot, 1, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, avgpool_global_backward, (dy, in_h, in_w, dx));
     return mrt_nn_out_discard(&slot, 1, st);
@@ -499,7 +499,7 @@ mrt_status mrt_gem_forward(const mrt_tensor *x, const mrt_tensor *p, double eps,
     mrt_status st;
     double pv;
     if ((st = check_pool_input(op, x)) || (st = check_gem_p(op, p, eps, &pv)) ||
-        (st = check_global_forward(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        (st = check_global_forward(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, gem_forward, (x, p, eps, y));
     return mrt_nn_out_discard(&slot, 1, st);
@@ -553,7 +553,7 @@ mrt_status mrt_gem_backward(const mrt_tensor *x, const mrt_tensor *p, double eps
     }
     mrt_nn_out slot;
     if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, x->shape)) ||
-        (st = mrt_nn_out_alloc(&slot, 1, dev, 0)))
+        (st = mrt_nn_out_alloc(&slot, 1, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, gem_backward, (x, p, eps, y, dy, dx, dp));
     return mrt_nn_out_discard(&slot, 1, st);
