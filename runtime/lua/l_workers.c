@@ -206,14 +206,6 @@ typedef struct {
     int open;
 } pool_ud;
 
-static char *dup_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static int worker_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -245,20 +237,20 @@ static char *worker_setup(const pool_ctx *p, lua_State *L, int index)
     lua_pushcfunction(L, worker_traceback);
     lua_getglobal(L, "require");
     lua_pushstring(L, p->module);
-    if (lua_pcall(L, 1, 1, 1) != LUA_OK) return dup_string(lua_tostring(L, -1));
+    if (lua_pcall(L, 1, 1, 1) != LUA_OK) return strdup(lua_tostring(L, -1));
     if (!is_callable(L, -1)) {
         lua_pushfstring(L, "module '%s' must return a function factory(config, worker_index) "
                         "that returns the job function, got a %s", p->module, luaL_typename(L, -1));
-        return dup_string(lua_tostring(L, -1));
+        return strdup(lua_tostring(L, -1));
     }
     size_t pos = 0;
     decode(L, &p->config, &pos);
     lua_pushinteger(L, index);
-    if (lua_pcall(L, 2, 1, 1) != LUA_OK) return dup_string(lua_tostring(L, -1));
+    if (lua_pcall(L, 2, 1, 1) != LUA_OK) return strdup(lua_tostring(L, -1));
     if (!is_callable(L, -1)) {
         lua_pushfstring(L, "the factory of module '%s' must return the job function, got a %s",
                         p->module, luaL_typename(L, -1));
-        return dup_string(lua_tostring(L, -1));
+        return strdup(lua_tostring(L, -1));
     }
     return NULL;
 }
@@ -267,7 +259,7 @@ static char *worker_start(void *ctx, int index, void **state)
 {
     lua_State *L = luaL_newstate();
     *state = L;
-    return L ? worker_setup(ctx, L, index) : dup_string("cannot create a Lua state");
+    return L ? worker_setup(ctx, L, index) : strdup("cannot create a Lua state");
 }
 
 static char *worker_run(void *state, void *arg, void **result)
@@ -282,9 +274,9 @@ static char *worker_run(void *state, void *arg, void **result)
     free(args);
     char *error = NULL;
     blob *out = calloc(1, sizeof *out);
-    if (!out) error = dup_string("out of memory");
-    else if (lua_pcall(L, 1, 1, 1) != LUA_OK) error = dup_string(lua_tostring(L, -1));
-    else if (!encode(L, -1, out, 0, "job result")) error = dup_string(lua_tostring(L, -1));
+    if (!out) error = strdup("out of memory");
+    else if (lua_pcall(L, 1, 1, 1) != LUA_OK) error = strdup(lua_tostring(L, -1));
+    else if (!encode(L, -1, out, 0, "job result")) error = strdup(lua_tostring(L, -1));
     if (error && out) {
         blob_free(out);
         free(out);
@@ -356,9 +348,9 @@ static int w_pool(lua_State *L)
     u->open = 1;
     luaL_setmetatable(L, WORKERS_MT);
     if (!encode(L, config_idx, &u->ctx.config, 0, "workers.Pool config")) lua_error(L);
-    u->ctx.module = dup_string(module);
-    u->ctx.path = dup_string(package_field(L, "path"));
-    u->ctx.cpath = dup_string(package_field(L, "cpath"));
+    u->ctx.module = strdup(module);
+    u->ctx.path = strdup(package_field(L, "path"));
+    u->ctx.cpath = strdup(package_field(L, "cpath"));
     if (!u->ctx.module || !u->ctx.path || !u->ctx.cpath)
         luaL_error(L, "workers.Pool: out of memory");
     /* Saturated to int: the core refuses what is out of range, naming it. */
