@@ -24,7 +24,6 @@
 -- goes on. Long files are read window by window.
 
 local mt = require "machrt"
-
 local sys = require "machrt.sys"
 local infer = require "machrt.infer"
 local pipeline = require "machrt.pipeline"

@@ -15,7 +15,6 @@
 -- batch, so short files run at full batch width.
 
 local mt = require "machrt"
-
 local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local csv = require "machrt.data.csv"

@@ -28,7 +28,6 @@
 -- failure never leaves a partial file under its final name.
 
 local mt = require "machrt"
-
 local sys = require "machrt.sys"
 local csv = require "machrt.data.csv"
 local clips = require "machrt.data.clips"

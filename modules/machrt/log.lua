@@ -9,9 +9,8 @@
 --   log.info("message")                                    -- timestamped line
 
 local mt = require "machrt"
-
-
 local sys = require "machrt.sys"
+
 local M = {}
 
 M.stream = io.stdout

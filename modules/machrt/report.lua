@@ -11,8 +11,8 @@
 -- Writes folder/index.html.tmp and renames it to folder/index.html. All text
 -- is HTML-escaped; the page has no external resources besides the images.
 
-
 local sys = require "machrt.sys"
+
 local M = {}
 
 local function fail(fmt, ...)

@@ -11,7 +11,6 @@
 -- its exit status to a file the sweep polls for).
 
 local mt = require "machrt"
-
 local sys = require "machrt.sys"
 local log = require "machrt.log"
 local random = require "machrt.random"

@@ -19,9 +19,8 @@
 -- tmpdir{ keep = true } one that outlives the test, for what a whole file
 -- shares (a corpus generated once): removed when the Lua state closes.
 
-
-
 local sys = require "machrt.sys"
+
 local F = {}
 
 local function remove_tree(path)

@@ -4,7 +4,6 @@
 -- and its state for checkpoints.
 
 local mt = require "machrt"
-
 local sys = require "machrt.sys"
 local optim = require "machrt.optim"
 local amp = require "machrt.amp"

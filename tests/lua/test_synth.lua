@@ -1,5 +1,5 @@
 -- The synthetic corpus: determinism, layout, CSV, SNR, 8-channel output and
--- bad input (machrt.synth, scripts/synth.lua, audio.synth_*). Corpora here
+-- bad input (machrt.synth, scripts/synth.lua, synth.clip, synth.write). Corpora here
 -- are 8 to 12 clips (about 30 ms each), written under temporary folders.
 
 local audio = require "machrt.audio"

@@ -1,10 +1,10 @@
--- The system helpers on the machrt table: atomic writes, file facts,
--- folders, JSON (cJSON), SHA-256 (libcrypto) and the generator state.
+-- The system helpers of machrt.sys (atomic writes, file facts, folders,
+-- JSON by cJSON, SHA-256 by libcrypto) and the generator state on machrt.
 
 local A = require "assert"
 local mt = require "machrt"
-
 local sys = require "machrt.sys"
+
 local T = {}
 
 local function tmp()

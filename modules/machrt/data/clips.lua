@@ -20,7 +20,6 @@
 -- job = {indices = {...}, epoch = e, batch = b}
 
 local mt = require "machrt"
-
 local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local workers = require "machrt.workers"
