@@ -348,13 +348,10 @@ static mrt_status check_pool_input(const char *op, const mrt_tensor *x)
     return MRT_OK;
 }
 
-/* Checks x (N,C,H,W, planes not empty) and y (N,C) for the forward passes
- * of the global poolings. */
-static mrt_status check_global_forward(const char *op, const mrt_tensor *x, mrt_tensor *y,
-                                       mrt_nn_out *slot)
+/* Checks y (N,C) for the forward passes of the global poolings. */
+static mrt_status check_pooled_out(const char *op, const mrt_tensor *x, mrt_tensor *y,
+                                   mrt_nn_out *slot)
 {
-    mrt_status st;
-    if ((st = check_pool_input(op, x))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: output y is required", op);
     const int64_t oshape[2] = {x->shape[0], x->shape[1]};
     return mrt_nn_out_check(op, slot, y, "y", MRT_F32, 2, oshape);
@@ -367,7 +364,8 @@ mrt_status mrt_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y)
     MRT_OP_DEVICE(op, &dev, x, y);
     mrt_nn_out slot;
     mrt_status st;
-    if ((st = check_global_forward(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev)))
+    if ((st = check_pool_input(op, x)) || (st = check_pooled_out(op, x, y, &slot)) ||
+        (st = mrt_nn_out_alloc(&slot, 1, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, avgpool_global_forward, (x, y));
     return mrt_nn_out_discard(&slot, 1, st);
@@ -499,7 +497,7 @@ mrt_status mrt_gem_forward(const mrt_tensor *x, const mrt_tensor *p, double eps,
     mrt_status st;
     double pv;
     if ((st = check_pool_input(op, x)) || (st = check_gem_p(op, p, eps, &pv)) ||
-        (st = check_global_forward(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev)))
+        (st = check_pooled_out(op, x, y, &slot)) || (st = mrt_nn_out_alloc(&slot, 1, dev)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, gem_forward, (x, p, eps, y));
     return mrt_nn_out_discard(&slot, 1, st);
