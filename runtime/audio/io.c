@@ -305,7 +305,8 @@ typedef struct {
     int one_row, channels;
 } out_buffer;
 
-static mrt_status buffer_alloc(const char *path, out_buffer *b, int64_t cap)
+/* (Re)allocates b->wave for `cap` frames, keeping its first `kept` frames. */
+static mrt_status buffer_alloc(const char *path, out_buffer *b, int64_t cap, int64_t kept)
 {
     int64_t shape[2] = {b->channels, cap};
     mrt_tensor t = {0};
@@ -319,12 +320,10 @@ static mrt_status buffer_alloc(const char *path, out_buffer *b, int64_t cap)
                         b->one_row || b->channels == 1 ? "" : "s", why);
     }
     if (b->wave.storage) {
-        /* Moves the frames decoded so far; rows keep their order. */
-        const int64_t done = b->cap;
         const int rows = b->one_row ? 1 : b->channels;
         for (int r = 0; r < rows; r++)
             memcpy(mrt_f32(&t) + (int64_t)r * cap, mrt_f32(&b->wave) + (int64_t)r * b->cap,
-                   (size_t)done * sizeof(float));
+                   (size_t)kept * sizeof(float));
         mrt_tensor_release(&b->wave);
     }
     b->wave = t;
@@ -377,7 +376,7 @@ static mrt_status decode(const char *path, SNDFILE *sf, int format, int channels
         if (done + want > b->cap) {
             int64_t cap = b->cap > count / 2 ? count : 2 * b->cap;
             if (cap < done + want) cap = done + want;
-            mrt_status st = buffer_alloc(path, b, cap);
+            mrt_status st = buffer_alloc(path, b, cap, done);
             if (st != MRT_OK) return st;
         }
         sf_count_t got = pcm16 ? sf_readf_short(sf, scratch, want)
@@ -470,7 +469,7 @@ mrt_status mrt_audio_load(const char *path, const mrt_audio_load_opts *opts, mrt
         st = mrt_fail(MRT_ERR_NOMEM, "audio.load: %s: out of memory", path);
         goto done;
     }
-    st = buffer_alloc(path, &b, first_capacity(path, count, info.channels));
+    st = buffer_alloc(path, &b, first_capacity(path, count, info.channels), 0);
     if (st != MRT_OK) goto done;
     st = skip_frames(path, sf, &info, first, scratch);
     if (st == MRT_OK)
