@@ -59,8 +59,8 @@ local function task_args(opts)
     return table.concat(out, " ")
 end
 
-local RESOURCES = { { "ntasks", "ntasks" }, { "cpus-per-task", "cpus-per-task" }, { "time", "time" },
-                                        { "partition", "partition" }, { "mem", "mem" }, { "gpus", "gpus" } }
+-- --slurm-<name> options written as #SBATCH --<name>=<value>.
+local RESOURCES = { "ntasks", "cpus-per-task", "time", "partition", "mem", "gpus" }
 
 --- The text of the job-array script for the trials `to_run`.
 function M.script(opts, host, script_path, trials, to_run)
@@ -74,8 +74,8 @@ function M.script(opts, host, script_path, trials, to_run)
         string.format("#SBATCH --array=%s%%%d", M.array_spec(ids), math.min(s.parallel or #ids, #ids)),
         "#SBATCH --output=" .. out .. "/slurm/task_%a.out",
     }
-    for _, r in ipairs(RESOURCES) do
-        if s[r[1]] then lines[#lines + 1] = string.format("#SBATCH --%s=%s", r[2], s[r[1]]) end
+    for _, name in ipairs(RESOURCES) do
+        if s[name] then lines[#lines + 1] = string.format("#SBATCH --%s=%s", name, s[name]) end
     end
     for _, extra in ipairs(s.sbatch) do lines[#lines + 1] = "#SBATCH " .. extra end
     if s.template then
@@ -83,7 +83,7 @@ function M.script(opts, host, script_path, trials, to_run)
         lines[#lines + 1] = text:gsub("%s+$", "")
     end
     local cmd = string.format("%s %s %s", q(host), q(script_path), task_args(opts))
-    table.move({
+    for _, line in ipairs{
         string.format("# %d trials of sweep %s; array task i runs trial i + 1 (trial_001 is task 0).",
             #trials, opts.name),
         "cd " .. q(absolute(".")) .. " || exit 1",
@@ -92,7 +92,7 @@ function M.script(opts, host, script_path, trials, to_run)
         "# results.csv from every trial folder, one task at a time.",
         "flock " .. q(out .. "/.results.lock") .. " " .. cmd .. " --slurm-results >/dev/null",
         "exit $status",
-    }, 1, 7, #lines + 1, lines)
+    } do lines[#lines + 1] = line end
     return table.concat(lines, "\n") .. "\n"
 end
 
