@@ -641,7 +641,7 @@ function M.prepare(opts, host, shared)
     return trials, to_run
 end
 
-M.quote, M.describe = q, describe
+M.quote, M.read_text, M.describe = q, read, describe
 
 --- Runs the sweep; `host` is the machrt binary. Returns true when every
 --- trial finished, false when some failed (the results are written either way).

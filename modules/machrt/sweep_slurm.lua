@@ -15,17 +15,9 @@ local sweep = require "machrt.sweep"
 
 local M = {}
 
-local q = sweep.quote
+local q, read = sweep.quote, sweep.read_text
 
 local function fail(fmt, ...) error("sweep: " .. string.format(fmt, ...), 0) end
-
-local function read(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("a")
-    f:close()
-    return s
-end
 
 local function absolute(path)
     if path:sub(1, 1) == "/" then return path end
