@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "canvas_internal.h"
 
 mrt_status mrt_canvas_new(int w, int h, mrt_canvas **out)
@@ -146,10 +147,12 @@ static cairo_status_t file_writer(void *closure, const unsigned char *data, unsi
 
 mrt_status mrt_canvas_write_png(mrt_canvas *c, const char *path)
 {
-    size_t n = strlen(path) + 5;
+    /* The process id keeps two writers of one picture off each other's
+     * temporary file. */
+    size_t n = strlen(path) + 32;
     char *tmp = malloc(n);
     if (!tmp) return mrt_fail(MRT_ERR_NOMEM, "plot: out of memory writing '%s'", path);
-    snprintf(tmp, n, "%s.tmp", path);
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
     cairo_surface_flush(c->surface);
     FILE *f = fopen(tmp, "wb");
     if (!f) {

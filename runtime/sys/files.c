@@ -103,3 +103,44 @@ mrt_status mrt_sys_folder_state(const char *op, const char *path, mrt_folder_sta
     closedir(d);
     return MRT_OK;
 }
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void mrt_sys_free_names(char **names, int n)
+{
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+mrt_status mrt_sys_list_folder(const char *op, const char *path, char ***names, int *n)
+{
+    *names = NULL;
+    *n = 0;
+    DIR *d = opendir(path);
+    if (!d) return mrt_fail(MRT_ERR_IO, "%s: cannot read folder %s: %s", op, path, strerror(errno));
+    char **list = NULL;
+    int count = 0, cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (count == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **grown = realloc(list, (size_t)cap * sizeof *list);
+            if (!grown) goto nomem;
+            list = grown;
+        }
+        if (!(list[count] = strdup(e->d_name))) goto nomem;
+        count++;
+    }
+    closedir(d);
+    if (count > 1) qsort(list, (size_t)count, sizeof *list, by_name);
+    *names = list;
+    *n = count;
+    return MRT_OK;
+nomem:
+    closedir(d);
+    mrt_sys_free_names(list, count);
+    return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory listing %s", op, path);
+}

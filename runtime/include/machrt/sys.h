@@ -38,6 +38,21 @@ typedef enum {
 mrt_status mrt_sys_folder_state(const char *op, const char *path, mrt_folder_state *state,
                                 char *first, size_t cap);
 
+/* The names in a folder (without "." and ".."), sorted: *names is a
+ * malloc'd array of *n malloc'd strings, freed by mrt_sys_free_names. */
+mrt_status mrt_sys_list_folder(const char *op, const char *path, char ***names, int *n);
+void mrt_sys_free_names(char **names, int n);
+
+/* Takes an exclusive flock on `path` (created if missing) without waiting
+ * and writes this process's PID into it. Locked: *fd >= 0, kept open for
+ * as long as the lock is held. Held by another process: MRT_OK, *fd = -1
+ * and *holder = the PID the holder wrote (0 when it cannot be read). */
+mrt_status mrt_sys_lock_file(const char *op, const char *path, int *fd, long *holder);
+void mrt_sys_unlock_file(int fd);
+
+/* Whether a process with this PID exists (of any user). */
+int mrt_sys_process_alive(long pid);
+
 #define MRT_SHA256_HEX 65 /* 64 lowercase hex digits and the terminator */
 
 /* The SHA-256 digest of a file's bytes as lowercase hex. */
