@@ -19,6 +19,7 @@ local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local csv = require "machrt.data.csv"
 local pipeline = require "machrt.pipeline"
+local run_folder = require "machrt.run_folder"
 
 local M = {}
 
@@ -77,13 +78,31 @@ function M.load_run(dir, opts)
     local cfg = sys.json_decode(read_file(cfg_path), cfg_path)
     local ok, tensors, meta = pcall(mt.load, ckpt)
     if not ok then fail("checkpoint %s cannot be read: %s", ckpt, tostring(tensors)) end
-    local run = meta and meta["machrt.run"] and sys.json_decode(meta["machrt.run"], ckpt)
-    if not run or not run.classes then fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt) end
+    run_folder.verify(ckpt, tensors, meta)
+    local run = meta["machrt.run"] and sys.json_decode(meta["machrt.run"], ckpt)
+    local classes = type(run) == "table" and run.classes
+    if type(classes) ~= "table" or #classes == 0 then
+        fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt)
+    end
+    for i, c in ipairs(classes) do
+        if type(c) ~= "string" then fail("checkpoint %s: class %d is not a name: %s", ckpt, i, tostring(c)) end
+    end
+    -- The settings the model was trained with are in the checkpoint: a
+    -- config.json edited since would build another front end or network.
+    if meta["machrt.config"] then
+        local trained = sys.json_decode(meta["machrt.config"], ckpt .. " (config)")
+        local changed = run_folder.differences(trained, cfg)
+        if #changed > 0 then
+            local c = changed[1]
+            fail("%s was changed after checkpoint %s was written: %s is %s there, %s in the "
+                 .. "checkpoint's settings", cfg_path, ckpt, c.key, run_folder.show(c.b), run_folder.show(c.a))
+        end
+    end
     local weights = {}
     for k, v in pairs(tensors) do
         if not k:match("^state%.") then weights[k] = v end
     end
-    return predictor(cfg, run.classes, weights, ckpt, opts)
+    return predictor(cfg, classes, weights, ckpt, opts)
 end
 
 --- A predictor from a scorer folder (manifest.json + weights), after

@@ -224,6 +224,7 @@ static mrt_named_tensor *named_tensors(lua_State *L, int idx, const char *op, in
 static int m_save(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
+    lua_settop(L, 3); /* the metadata stays argument 3, under the anchor */
     int n;
     mrt_named_tensor *list = named_tensors(L, 2, "save", &n);
     char *meta = NULL;
@@ -253,6 +254,7 @@ static int m_save(lua_State *L)
  * of the tensors and the metadata (machrt/safetensors.h says of what). */
 static int m_checksum(lua_State *L)
 {
+    lua_settop(L, 2); /* the metadata stays argument 2, under the anchor */
     int n;
     mrt_named_tensor *list = named_tensors(L, 1, "checksum", &n);
     int m = 0;
