@@ -112,8 +112,25 @@ function M.load_scorer(dir, opts)
     local manifest_path = dir .. "/manifest.json"
     if not sys.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
     local m = sys.json_decode(read_file(manifest_path), manifest_path)
-    if m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
-    local weights_path = dir .. "/" .. m.weights.file
+    if type(m) ~= "table" or m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
+    local w = m.weights
+    -- The weights file is one name in the scorer folder, never a path out of it.
+    if type(w) ~= "table" or type(w.file) ~= "string" or not w.file:match("^[^/]+$") or w.file == ".."
+            or type(w.sha256) ~= "string" then
+        fail("%s: field 'weights' must name a file of the scorer folder and its sha256", manifest_path)
+    end
+    if type(m.classes) ~= "table" or #m.classes == 0 then
+        fail("%s: field 'classes' must be a list of class names", manifest_path)
+    end
+    for i, c in ipairs(m.classes) do
+        if type(c) ~= "string" then fail("%s: field 'classes': entry %d is not a name", manifest_path, i) end
+    end
+    for _, section in ipairs{ "architecture", "audio", "prediction" } do
+        if type(m.config) ~= "table" or type(m.config[section]) ~= "table" then
+            fail("%s: field 'config.%s' is missing", manifest_path, section)
+        end
+    end
+    local weights_path = dir .. "/" .. w.file
     if not sys.stat(weights_path) then fail("scorer %s: weights file %s is missing", dir, m.weights.file) end
     local digest = sys.sha256_file(weights_path)
     if digest ~= m.weights.sha256 then

@@ -308,13 +308,15 @@ test("bad input: missing column, missing file, fold, batch size, unknown key", f
     local missing_row = lines[3]:match("^(%d+),")
     local bad = out .. "/missing.csv"
     sys.write_file(bad, table.concat(lines, "\n") .. "\n")
-    code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1")
+    -- (Each run in a folder of its own: a failed run leaves its config.json,
+    -- and a folder holding one is refused to the next run.)
+    code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1 --experiment_name=fail")
     A.truthy(code ~= 0, "fail policy")
     A.truthy(text:find("99999999.wav", 1, true) and text:find("row 2", 1, true), text)
     A.truthy(missing_row == "1", "the CSV's second data row is row 2")
     -- ... and the skip policy reports it and goes on.
     code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1 "
-                     .. "--dataset.on_error=skip")
+                     .. "--dataset.on_error=skip --experiment_name=skip")
     A.eq(code, 0, "skip policy; output:\n" .. text)
     A.truthy(text:find("skipped row 2", 1, true), text)
     -- A fold that does not exist.

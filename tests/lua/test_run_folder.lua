@@ -250,6 +250,24 @@ test("best.safetensors must be the best epoch's, as the checkpoint says", functi
     A.eq(train.load_best(dir, model, { epoch = 2 }), false)
 end)
 
+test("a scorer manifest is checked before it is used: its weights stay in the folder", function()
+    local dir = tmpdir()
+    local cfg = make_run(dir)
+    local model = model_and_optimizer(cfg)
+    local scorer = train.build_scorer(dir, cfg, model, CLASSES)
+    local path = scorer .. "/manifest.json"
+    local m = sys.json_decode(read(path))
+    A.truthy(infer.load_scorer(scorer), "the scorer as written loads")
+    m.weights.file = "../checkpoint.safetensors"
+    m.weights.sha256 = sys.sha256_file(dir .. "/checkpoint.safetensors")
+    sys.write_file(path, sys.json_encode(m))
+    A.raises(function() infer.load_scorer(scorer) end, path .. ": field 'weights' must name a file of the scorer folder")
+    m.weights.file, m.classes = "model.safetensors", { "fan", 2 }
+    m.weights.sha256 = sys.sha256_file(scorer .. "/model.safetensors")
+    sys.write_file(path, sys.json_encode(m))
+    A.raises(function() infer.load_scorer(scorer) end, path .. ": field 'classes': entry 2 is not a name")
+end)
+
 -- Every file of the writers: C sources and Lua modules.
 local function sources()
     local out = {}
