@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "canvas_internal.h"
+#include "machrt/sys.h"
 
 mrt_status mrt_canvas_new(int w, int h, mrt_canvas **out)
 {
@@ -147,12 +147,8 @@ static cairo_status_t file_writer(void *closure, const unsigned char *data, unsi
 
 mrt_status mrt_canvas_write_png(mrt_canvas *c, const char *path)
 {
-    /* The process id keeps two writers of one picture off each other's
-     * temporary file. */
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
+    char *tmp = mrt_sys_temp_name(path);
     if (!tmp) return mrt_fail(MRT_ERR_NOMEM, "plot: out of memory writing '%s'", path);
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
     cairo_surface_flush(c->surface);
     FILE *f = fopen(tmp, "wb");
     if (!f) {

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,14 +10,21 @@
 #include <unistd.h>
 #include "machrt/sys.h"
 
+static atomic_uint temp_counter;
+
+char *mrt_sys_temp_name(const char *path)
+{
+    size_t len = strlen(path) + 48;
+    char *tmp = malloc(len);
+    if (tmp)
+        snprintf(tmp, len, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&temp_counter, 1u));
+    return tmp;
+}
+
 mrt_status mrt_sys_write_file(const char *op, const char *path, const void *data, size_t n)
 {
-    /* The process id keeps two writers of one file (a resumed run next to
-     * a stale one) off each other's temporary file. */
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
+    char *tmp = mrt_sys_temp_name(path);
     if (!tmp) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory writing %s", op, path);
-    snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
         mrt_status st = mrt_fail(MRT_ERR_IO, "cannot write %s: %s", path, strerror(errno));

@@ -224,6 +224,21 @@ START_TEST(a_lock_held_by_another_process_names_it_and_frees_when_it_ends)
 }
 END_TEST
 
+START_TEST(temp_names_carry_the_pid_and_differ_per_call)
+{
+    char want[64];
+    snprintf(want, sizeof want, "runs/x/config.json.tmp.%ld.", (long)getpid());
+    char *a = mrt_sys_temp_name("runs/x/config.json"), *b = mrt_sys_temp_name("runs/x/config.json");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(strncmp(a, want, strlen(want)), 0);
+    ck_assert_int_eq(strncmp(b, want, strlen(want)), 0);
+    ck_assert_str_ne(a, b);
+    free(a);
+    free(b);
+}
+END_TEST
+
 START_TEST(a_lock_file_that_cannot_be_made_is_named)
 {
     int fd;
@@ -246,6 +261,7 @@ int main(void)
     tcase_add_test(tc, list_folder_gives_sorted_names_and_names_a_missing_folder);
     tcase_add_test(tc, a_lock_held_by_another_process_names_it_and_frees_when_it_ends);
     tcase_add_test(tc, a_lock_file_that_cannot_be_made_is_named);
+    tcase_add_test(tc, temp_names_carry_the_pid_and_differ_per_call);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -229,8 +229,14 @@ end)
 test("--resume --training.epochs=N+2 extends a finished run, saying how the schedule goes on", function()
     local out = copy_of_finished_run()
     local dir = fold_dir(out)
+    -- What a killed writer leaves: temporary files named after a PID that is gone.
+    local dead = math.tointeger(tonumber(select(2, F.run("sh -c 'echo $$'"))))
+    local stale = { dir .. "/checkpoint.safetensors.tmp." .. dead, dir .. "/scorer/model.safetensors.tmp." .. dead }
+    for _, p in ipairs(stale) do sys.write_file(p, "torn") end
     local code, text = run("--resume " .. dir .. " --training.epochs=4 --training.batch_size=8")
     A.eq(code, 0, "output:\n" .. text)
+    for _, p in ipairs(stale) do A.eq(exists(p), false, p .. " removed on resume") end
+    A.truthy(text:find("removed 2 temporary file(s) left by processes that are gone", 1, true), text)
     A.truthy(text:find("resuming " .. dir .. " after epoch 2 of 4 (step 8)", 1, true), text)
     A.truthy(text:find("training.epochs 2 -> 4", 1, true)
              and text:find("the cosine schedule is recomputed over 4 epochs", 1, true), text)

@@ -13,6 +13,13 @@
  * temporary file in the same folder, fsync, rename. */
 mrt_status mrt_sys_write_file(const char *op, const char *path, const void *data, size_t n);
 
+/* A temporary name next to `path` for a file about to replace it:
+ * "<path>.tmp.<pid>.<n>", distinct for every writer of every process (n
+ * counts this process's calls), so two writers of one file, in two runs or
+ * two threads, never share one; a run resuming in the folder removes those
+ * of processes that are gone. malloc'd; NULL when out of memory. */
+char *mrt_sys_temp_name(const char *path);
+
 /* Creates the folder and its parents; an existing folder (made by another
  * thread, too) is fine, a file in the way is an error. */
 mrt_status mrt_sys_mkdirs(const char *op, const char *path);
