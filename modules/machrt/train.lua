@@ -538,6 +538,28 @@ local function check_run_state(path, s, cfg, classes)
     end
 end
 
+-- Says how a resumed run with another training.epochs goes on. The cosine
+-- schedule is recomputed over the new length: the rate at the next step is
+-- the one a run planned with that many epochs would have there (so after a
+-- finished run it rises from 0 again), and it still reaches 0 at the end.
+-- Continuing at the old final rate would train the extension at a rate of
+-- 0, learning nothing.
+local function log_new_length(path, state, before, cfg, set_lr)
+    local t = cfg.training
+    local last = state.history[#state.history]
+    local next_lr = set_lr and set_lr(state.step + 1)
+    if t.schedule == "Cosine" then
+        log.info("training.epochs %d -> %d (checkpoint %s after epoch %d): the cosine schedule is "
+                 .. "recomputed over %d epochs, so the learning rate goes from %.3g (epoch %d) to "
+                 .. "%s at step %d and decays to 0 at epoch %d", before, t.epochs, path, state.epoch,
+                 t.epochs, last and last.lr or t.learning_rate, state.epoch,
+                 next_lr and string.format("%.3g", next_lr) or "its recomputed value", state.step + 1, t.epochs)
+    else
+        log.info("training.epochs %d -> %d (checkpoint %s after epoch %d): training.schedule = %s, "
+                 .. "the learning rate goes on unchanged", before, t.epochs, path, state.epoch, t.schedule)
+    end
+end
+
 --- Loads a checkpoint into model and optimizer after checking it: the
 --- checksum, the run state (types, ranges, consistency), the classes and the
 --- settings it was trained with against cfg (all but environment.* and
@@ -546,6 +568,10 @@ end
 --- expect = {cfg =, classes =, set_lr =}: set_lr (train.optimizer's) lets a
 --- run extended by more epochs say where its learning rate goes.
 function M.load_checkpoint(dir, model, opt, expect)
+    if type(expect) ~= "table" or not expect.cfg or not expect.classes then
+        fail("train.load_checkpoint(dir, model, opt, {cfg =, classes =}): the run's config and "
+             .. "classes are needed to check the checkpoint")
+    end
     local path = dir .. "/" .. M.CHECKPOINT
     if not file_exists(path) then return nil end
     local tensors, meta = load_verified(path)
@@ -599,31 +625,9 @@ function M.load_checkpoint(dir, model, opt, expect)
     end
     local before = trained and trained.training and trained.training.epochs
     if math.type(before) == "integer" and before ~= cfg.training.epochs then
-        M.log_new_length(path, state, before, cfg, expect.set_lr)
+        log_new_length(path, state, before, cfg, expect.set_lr)
     end
     return state
-end
-
---- Says how a resumed run with another training.epochs goes on. The cosine
---- schedule is recomputed over the new length: the rate at the next step is
---- the one a run planned with that many epochs would have there (so after a
---- finished run it rises from 0 again), and it still reaches 0 at the end.
---- Continuing at the old final rate would train the extension at a rate of
---- 0, learning nothing.
-function M.log_new_length(path, state, before, cfg, set_lr)
-    local t = cfg.training
-    local last = state.history[#state.history]
-    local next_lr = set_lr and set_lr(state.step + 1)
-    if t.schedule == "Cosine" then
-        log.info("training.epochs %d -> %d (checkpoint %s after epoch %d): the cosine schedule is "
-                 .. "recomputed over %d epochs, so the learning rate goes from %.3g (epoch %d) to "
-                 .. "%s at step %d and decays to 0 at epoch %d", before, t.epochs, path, state.epoch,
-                 t.epochs, last and last.lr or t.learning_rate, state.epoch,
-                 next_lr and string.format("%.3g", next_lr) or "its recomputed value", state.step + 1, t.epochs)
-    else
-        log.info("training.epochs %d -> %d (checkpoint %s after epoch %d): training.schedule = %s, "
-                 .. "the learning rate goes on unchanged", before, t.epochs, path, state.epoch, t.schedule)
-    end
 end
 
 -- ---- outputs ---------------------------------------------------------------------
