@@ -89,15 +89,7 @@ function M.load_run(dir, opts)
     end
     -- The settings the model was trained with are in the checkpoint: a
     -- config.json edited since would build another front end or network.
-    if meta["machrt.config"] then
-        local trained = sys.json_decode(meta["machrt.config"], ckpt .. " (config)")
-        local changed = run_folder.differences(trained, cfg)
-        if #changed > 0 then
-            local c = changed[1]
-            fail("%s was changed after checkpoint %s was written: %s is %s there, %s in the "
-                 .. "checkpoint's settings", cfg_path, ckpt, c.key, run_folder.show(c.b), run_folder.show(c.a))
-        end
-    end
+    run_folder.check_trained_config(cfg_path, ckpt, meta, cfg)
     local weights = {}
     for k, v in pairs(tensors) do
         if not k:match("^state%.") then weights[k] = v end

@@ -7,7 +7,9 @@
 --   local saved = run_folder.read_config(dir, defaults)   -- config.json, checked
 --   run_folder.differences(a, b) -> {{key =, a =, b =}, ...} (environment.*, training.epochs left out)
 --   run_folder.before_write(dir)   -- train.save_checkpoint / save_best / build_scorer call it
+--   run_folder.write_config(dir, text)   -- deferred while an --overwrite is pending
 --   run_folder.seal(tensors, meta); run_folder.verify(path, tensors, meta)   -- checkpoint checksums
+--   run_folder.check_trained_config(config_path, checkpoint_path, meta, cfg)   -- edited since?
 --
 -- open() locks the folder (run.lock, an flock held until the process ends)
 -- and then:
@@ -272,6 +274,22 @@ function M.differences(a, b)
     for k in pairs(keys) do visit(k, a[k], b[k]) end
     table.sort(out, function(p, q) return p.key < q.key end)
     return out
+end
+
+--- Refuses a config that differs from the one a checkpoint was trained
+--- under (its machrt.config metadata) in more than environment.* and
+--- training.epochs. Returns the trained config, or nil when the checkpoint
+--- has none.
+function M.check_trained_config(config_path, checkpoint_path, meta, cfg)
+    if not meta["machrt.config"] then return nil end
+    local trained = sys.json_decode(meta["machrt.config"], checkpoint_path .. " (config)")
+    local changed = M.differences(trained, cfg)
+    if #changed > 0 then
+        local c = changed[1]
+        fail("%s was changed after checkpoint %s was written: %s is %s there, %s in the "
+             .. "checkpoint's settings", config_path, checkpoint_path, c.key, show(c.b), show(c.a))
+    end
+    return trained
 end
 
 -- ---- checksums ------------------------------------------------------------------

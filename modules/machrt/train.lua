@@ -581,16 +581,7 @@ function M.load_checkpoint(dir, model, opt, expect)
     local cfg = expect.cfg
     local state = sys.json_decode(meta["machrt.run"], path .. " (run state)")
     check_run_state(path, state, cfg, expect.classes)
-    local trained
-    if meta["machrt.config"] then
-        trained = sys.json_decode(meta["machrt.config"], path .. " (config)")
-        local changed = run_folder.differences(trained, cfg)
-        if #changed > 0 then
-            local c = changed[1]
-            fail("%s/%s was changed after checkpoint %s was written: %s is %s there, %s in the "
-                 .. "checkpoint's settings", dir, M.CONFIG, path, c.key, run_folder.show(c.b), run_folder.show(c.a))
-        end
-    end
+    local trained = run_folder.check_trained_config(dir .. "/" .. M.CONFIG, path, meta, cfg)
     local rng = sys.json_decode(meta["machrt.rng"] or "null", path .. " (rng)")
     if type(rng) ~= "table" or math.type(rng.seed) ~= "integer" or math.type(rng.offset) ~= "integer" then
         fail("checkpoint %s: machrt.rng must hold integer seed and offset", path)
