@@ -268,6 +268,21 @@ test("a scorer manifest is checked before it is used: its weights stay in the fo
     A.raises(function() infer.load_scorer(scorer) end, path .. ": field 'classes': entry 2 is not a name")
 end)
 
+test("a kill between the checkpoint and best.safetensors is repaired on resume", function()
+    local dir = tmpdir()
+    local cfg = config()
+    local model, opt = model_and_optimizer(cfg)
+    train.write_config(dir, cfg)
+    train.save_best(dir, model, 1) -- epoch 1 was the best so far
+    local state = state_of(2)
+    state.best = { epoch = 2, value = 0.7, metric = "F1" } -- epoch 2 is better: killed before its best file
+    train.save_checkpoint(dir, model, opt, state)
+    local resumed = load(dir, cfg)
+    local _, meta = mt.load(dir .. "/best.safetensors")
+    A.eq(meta["machrt.best_epoch"], "2", "best.safetensors rewritten from the epoch-2 checkpoint")
+    A.eq(train.load_best(dir, model_and_optimizer(cfg), resumed), true)
+end)
+
 -- Every file of the writers: C sources and Lua modules.
 local function sources()
     local out = {}
