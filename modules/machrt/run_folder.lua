@@ -15,7 +15,7 @@
 -- and then:
 --   fresh      refuses a folder that holds anything (a run, or its remains),
 --              naming --resume and --overwrite;
---   resume     removes the temporary files (*.tmp.<pid>) of processes that
+--   resume     removes the temporary files (*.tmp.<pid>.<n>) of processes that
 --              are gone (a killed run leaves them behind);
 --   overwrite  keeps the old files until the new run writes its first
 --              checkpoint: before_write() then removes them and writes the
@@ -47,9 +47,9 @@ function M.check_name(name, key)
     end
 end
 
--- Temporary files of writers that are gone: "<name>.tmp.<pid>" (sys.write_file,
--- mt.save, plot) and "<name>.tmp.<pid>.<n>" (audio.save), in the folder and
--- below. The lock is held, so no other run writes here; this process has
+-- Temporary files of writers that are gone: "<name>.tmp.<pid>.<n>"
+-- (mrt_sys_temp_name: sys.write_file, mt.save, plot, audio.save) and
+-- "<name>.tmp.<pid>" (earlier versions), in the folder and below. The lock is held, so no other run writes here; this process has
 -- written nothing yet, so a name with its own PID (a reused PID) is stale too.
 local function remove_stale_temporaries(dir)
     local removed = {}
