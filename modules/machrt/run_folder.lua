@@ -49,8 +49,9 @@ end
 
 -- Temporary files of writers that are gone: "<name>.tmp.<pid>.<n>"
 -- (mrt_sys_temp_name: sys.write_file, mt.save, plot, audio.save) and
--- "<name>.tmp.<pid>" (earlier versions), in the folder and below. The lock is held, so no other run writes here; this process has
--- written nothing yet, so a name with its own PID (a reused PID) is stale too.
+-- "<name>.tmp.<pid>" (earlier versions), in the folder and below. The lock
+-- is held, so no other run writes here; this process has written nothing
+-- yet, so a name with its own PID (a reused PID) is stale too.
 local function remove_stale_temporaries(dir)
     local removed = {}
     local function walk(path)
