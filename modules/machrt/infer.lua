@@ -219,6 +219,13 @@ function M.predict_files(p, files, opts)
     emit_ready()
 end
 
+--- The line a command prints when `errors` of `total` files could not be
+--- read (it then exits with status 1): their rows say why.
+function M.unreadable_line(name, errors, total)
+    return string.format("%s: %d of %d file%s could not be read (the error column of %s says why)\n",
+                         name, errors, total, total == 1 and "" or "s", errors == 1 and "its row" or "their rows")
+end
+
 -- ---- CSV output ------------------------------------------------------------------
 
 --- The header of prediction CSVs: file, label, one probability column per

@@ -515,18 +515,27 @@ function M.build_scorer(dir, cfg, model, classes)
 -- A packaged machrt model: predicts machine types of audio files.
 --   machrt score.lua file.wav [file2.wav ...]      (prints a CSV)
 -- Needs only this folder: manifest.json (classes, front end, checksum) and
--- model.safetensors, whose checksum is verified before use.
+-- model.safetensors, whose checksum is verified before use. Exit status 1
+-- when a file could not be read (its row says why), 2 for a usage error.
 local infer = require "machrt.infer"
+local cli = require "machrt.cli"
+local CLI = { name = "score", positional = true, options = {},
+              usage = "usage: machrt " .. (arg[0] or "score.lua") .. " file.wav [file2.wav ...]\n"
+                  .. "  prints a CSV: file, label, one probability per class, chunks, error\n" }
+local files = cli.parse(arg, CLI).positional
+if #files == 0 then cli.fail(CLI, "give at least one audio file") end
 local here = (arg and arg[0] or "score.lua"):match("^(.*)/[^/]*$") or "."
 local scorer = infer.load_scorer(here, { device = "auto" }) -- the GPU when one is usable
-if #arg == 0 then
-    io.stderr:write("usage: machrt " .. (arg[0] or "score.lua") .. " file.wav [...]\n")
-    os.exit(2)
-end
-local files = {}
-for i = 1, #arg do files[i] = arg[i] end
+local errors = 0
 io.write(infer.csv_header(scorer), "\n")
-infer.predict_files(scorer, files, { on_result = function(r) io.write(infer.csv_row(scorer, r), "\n") end })
+infer.predict_files(scorer, files, { on_result = function(r)
+    if r.error then errors = errors + 1 end
+    io.write(infer.csv_row(scorer, r), "\n")
+end })
+if errors > 0 then
+    io.stderr:write(infer.unreadable_line("score", errors, #files))
+    os.exit(1)
+end
 ]=])
     return out
 end
