@@ -89,7 +89,7 @@ for _, input in ipairs(opts.inputs) do
 end
 
 local lines = { infer.csv_header(p) }
-local bar = log.progress{ title = "predict", total = #files, fields = {}, stream = io.stderr }
+local bar = log.progress{ title = "predict", total = #files, fields = {}, unit = "files", stream = io.stderr }
 local audio_seconds, errors = 0, 0
 infer.predict_files(p, files, {
     batch_chunks = batch,

@@ -18,7 +18,7 @@ local M = {}
 
 --- Writes "<name>: <msg>" as one line on stderr and exits with status 2.
 function M.fail(spec, msg)
-    io.stderr:write(spec.name, ": ", msg, " (--help shows the usage)\n")
+    io.stderr:write(spec.name, ": ", msg, "; --help shows the usage\n")
     os.exit(2)
 end
 
