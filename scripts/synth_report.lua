@@ -25,8 +25,8 @@ local cli = require "machrt.cli"
 
 local CLI = { name = "synth_report", options = { data = "value", sample = "value" },
               usage = "usage: machrt scripts/synth_report.lua [--data data/synthetic] [--sample DIR]\n"
-                  .. "  spectral correlation with the real MIMII samples (--sample, else\n"
-                  .. "  $MACHRT_SAMPLE_DATA) and a nearest-centroid accuracy floor\n" }
+                  .. "  spectral correlation with the real MIMII samples in --sample, else in\n"
+                  .. "  $MACHRT_SAMPLE_DATA, and a nearest-centroid accuracy floor\n" }
 local args = cli.parse(arg, CLI)
 local data = args.data or "data/synthetic"
 local sample = args.sample or os.getenv("MACHRT_SAMPLE_DATA")
