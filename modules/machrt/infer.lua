@@ -59,7 +59,8 @@ local function predictor(cfg, classes, weights, source, opts)
     model:evaluate()
     return {
         cfg = cfg, classes = classes, model = model, device = device,
-        front = pipeline.front_end(cfg.audio, device), source = source,
+        -- Quiet: the all-zero mel filter notice was training's to give.
+        front = pipeline.front_end(cfg.audio, device, { quiet = true }), source = source,
         sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel or 1,
         chunk_seconds = cfg.prediction.inference_chunk_seconds,
         max_seconds = cfg.prediction.max_inference_chunk_seconds,

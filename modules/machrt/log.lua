@@ -7,6 +7,7 @@
 --   bar:finish({val_f1 = 0.9})
 --   log.table({"epoch", "f1"}, rows)                       -- aligned text table
 --   log.info("message")                                    -- timestamped line
+--   log.once("mel", "message")                             -- the first time a key is given only
 
 local mt = require "machrt"
 local sys = require "machrt.sys"
@@ -46,6 +47,19 @@ function M.info(fmt, ...)
     M.stream:flush()
 end
 
+-- Keys log.once has said, for the life of the process: a notice about the
+-- settings is said once per run, not per fold or per model built.
+local said = {}
+
+--- log.info the first time `key` is given; later calls say nothing.
+--- Returns true when it said it.
+function M.once(key, fmt, ...)
+    if said[key] then return false end
+    said[key] = true
+    M.info(fmt, ...)
+    return true
+end
+
 local Progress = {}
 Progress.__index = Progress
 
@@ -58,7 +72,9 @@ Progress.__index = Progress
 function M.progress(opts)
     local stream = opts.stream or M.stream
     local tty = opts.tty
-    if tty == nil then tty = sys.isatty(stream == io.stderr and 2 or 1) end
+    -- Any other stream (a file) is no terminal.
+    local fd = stream == io.stderr and 2 or stream == io.stdout and 1
+    if tty == nil then tty = fd and sys.isatty(fd) or false end
     return setmetatable({
         title = opts.title or "", total = opts.total, stream = stream, tty = tty,
         every = opts.every or math.max(1, opts.total // 10), start = opts.start or now(), samples = 0,

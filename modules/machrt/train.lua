@@ -304,10 +304,18 @@ end
 --- the convolution / linear GEMMs take fp16 operands (fp32 accumulation,
 --- fp32 master weights and gradients) and the loss is scaled dynamically
 --- (machrt.amp). Returns the loss scaler, or nil where training stays fp32.
+--- Which of the two it is is said once per run (log.once), not per fold.
 function M.mixed_precision(cfg, device)
-    if not cfg.environment.mixed_precision_training or device == "cpu" then return nil end
+    if not cfg.environment.mixed_precision_training then return nil end
+    if device == "cpu" then
+        log.once("mixed precision", "environment.mixed_precision_training applies on GPU only; training in float32")
+        return nil
+    end
     mt.set_gemm_precision("fp16")
-    return require("machrt.amp").GradScaler()
+    local scaler = require("machrt.amp").GradScaler()
+    log.once("mixed precision", "mixed precision: fp16 GEMM operands, fp32 master weights, dynamic loss "
+             .. "scale from %g", scaler:get_scale())
+    return scaler
 end
 
 --- The training step (forward, loss, accumulation, loss scaling, clipping,
@@ -353,7 +361,8 @@ function M.evaluate(cfg, model, front, loader, split)
     local probs, targets = mt.zeros{ n, C }, mt.zeros{ n, C }
     local kept, skipped = {}, {}
     local filled = 0
-    for _, batch in loader:epoch(0) do
+    local bar = log.progress{ title = "validation", total = loader:num_batches(), fields = {}, unit = "clips" }
+    for b, batch in loader:epoch(0) do
         for _, why in ipairs(batch.skipped) do
             skipped[#skipped + 1] = why
             -- Said now, as training does: scores over fewer clips must not pass unnoticed.
@@ -368,7 +377,9 @@ function M.evaluate(cfg, model, front, loader, split)
                 targets:select(1, filled):copy(batch.target:select(1, k))
             end
         end
+        bar:update(b, {}, batch.indices and #batch.indices or 0)
     end
+    bar:finish()
     model:clear_state()
     mt.empty_cache()
     model:training()
