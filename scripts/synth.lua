@@ -9,7 +9,6 @@
 
 local synth = require "machrt.synth"
 local mt = require "machrt"
-local log = require "machrt.log"
 
 local USAGE = [[
 usage: machrt scripts/synth.lua --out FOLDER [options]
@@ -101,18 +100,10 @@ local out, opts, quiet = parse(arg)
 if opts.threads then mt.set_num_threads(opts.threads) end
 -- The training bar's rule: redrawn in place on a terminal, plain lines into
 -- a pipe or a log file.
-local bar
-if not quiet then
-    local shown = 0
-    opts.progress = function(done, total, seconds)
-        bar = bar or log.progress{ title = "synth", total = total, fields = {}, unit = "clips",
-                                   stream = io.stdout, start = mt.clock() - seconds }
-        bar:update(done, {}, done - shown)
-        shown = done
-    end
-end
+local finish
+if not quiet then opts.progress, finish = synth.progress_bar(io.stdout) end
 local ok, info = pcall(synth.generate, out, opts)
-if bar then bar:finish() end
+if finish then finish() end
 if not ok then die(tostring(info)) end
 io.write(string.format("synth: %d clips in %s, %s; %.1f s\n", info.clips, info.data_folder,
     info.csv, info.seconds))

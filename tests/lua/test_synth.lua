@@ -213,7 +213,8 @@ end)
 -- Runs fn with io.stderr captured; returns what was written to it.
 local function stderr_of(fn)
     local saved, text = io.stderr, {}
-    io.stderr = { write = function(_, ...) for _, v in ipairs{...} do text[#text + 1] = v end end }
+    io.stderr = { write = function(_, ...) for _, v in ipairs{...} do text[#text + 1] = v end end,
+                  flush = function() end }
     local ok, err = pcall(fn)
     io.stderr = saved
     if not ok then error(err, 0) end
@@ -296,6 +297,12 @@ test("progress into a pipe is plain lines, without carriage returns", function()
     A.truthy(not text:find("\r", 1, true), "a carriage return in piped output: " .. text:gsub("\r", "<CR>"))
     A.truthy(text:find("synth 24/24", 1, true), "the last progress line: " .. text)
     A.truthy(text:find("24 clips in", 1, true), text)
+    -- The corpus made on first use (training with no dataset given) shows the same progress.
+    local first_use = tmpdir{ create = false }
+    code, text = F.run("./machrt -e \"require('machrt.synth').ensure('" .. first_use .. "', { clips = 12 })\" | cat")
+    A.eq(code, 0, text)
+    A.truthy(text:find("synth 12/12", 1, true), "progress while generating on first use: " .. text)
+    A.truthy(not text:find("\r", 1, true), "no carriage return: " .. text)
 end)
 
 return T
