@@ -89,13 +89,10 @@ for _, fold in ipairs(run.folds) do
         log.info("resuming %s after epoch %d of %d (step %d)", dir, state.epoch, tr.epochs, state.step)
     end
     train.write_config(dir, cfg) -- after --overwrite: with the first checkpoint
-    if cfg.environment.mixed_precision_training and device == "cpu" then
-        log.info("environment.mixed_precision_training applies on GPU only; training in float32")
-    end
     local scaler = train.mixed_precision(cfg, device)  -- nil: fp32 training (always on the CPU)
-    if scaler then
-        if state.amp then scaler:load_state_dict(state.amp) end
-        log.info("mixed precision: fp16 GEMM operands, fp32 master weights, loss scale %g", scaler:get_scale())
+    if scaler and state.amp then
+        scaler:load_state_dict(state.amp)
+        log.info("mixed precision: loss scale %g from the checkpoint", scaler:get_scale())
     end
 
     -- One call per batch: forward, loss, backward; every grad_accumulation

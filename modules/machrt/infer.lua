@@ -60,7 +60,8 @@ local function predictor(cfg, classes, weights, source, opts)
     model:evaluate()
     return {
         cfg = cfg, classes = classes, model = model, device = device,
-        front = pipeline.front_end(cfg.audio, device), source = source,
+        -- Quiet: the all-zero mel filter notice was training's to give.
+        front = pipeline.front_end(cfg.audio, device, { quiet = true }), source = source,
         sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel or 1,
         chunk_seconds = cfg.prediction.inference_chunk_seconds,
         max_seconds = cfg.prediction.max_inference_chunk_seconds,
@@ -245,6 +246,13 @@ function M.predict_files(p, files, opts)
     end
     flush()
     emit_ready()
+end
+
+--- The line a command prints when `errors` of `total` files could not be
+--- read (it then exits with status 1): their rows say why.
+function M.unreadable_line(name, errors, total)
+    return string.format("%s: %d of %d file%s could not be read (the error column of %s says why)\n",
+                         name, errors, total, total == 1 and "" or "s", errors == 1 and "its row" or "their rows")
 end
 
 -- ---- CSV output ------------------------------------------------------------------

@@ -330,10 +330,18 @@ end
 --- the convolution / linear GEMMs take fp16 operands (fp32 accumulation,
 --- fp32 master weights and gradients) and the loss is scaled dynamically
 --- (machrt.amp). Returns the loss scaler, or nil where training stays fp32.
+--- Which of the two it is is said once per run (log.once), not per fold.
 function M.mixed_precision(cfg, device)
-    if not cfg.environment.mixed_precision_training or device == "cpu" then return nil end
+    if not cfg.environment.mixed_precision_training then return nil end
+    if device == "cpu" then
+        log.once("mixed precision", "environment.mixed_precision_training applies on GPU only; training in float32")
+        return nil
+    end
     mt.set_gemm_precision("fp16")
-    return require("machrt.amp").GradScaler()
+    local scaler = require("machrt.amp").GradScaler()
+    log.once("mixed precision", "mixed precision: fp16 GEMM operands, fp32 master weights, dynamic loss "
+             .. "scale from %g", scaler:get_scale())
+    return scaler
 end
 
 --- The training step (forward, loss, accumulation, loss scaling, clipping,
@@ -379,7 +387,8 @@ function M.evaluate(cfg, model, front, loader, split)
     local probs, targets = mt.zeros{ n, C }, mt.zeros{ n, C }
     local kept, skipped = {}, {}
     local filled = 0
-    for _, batch in loader:epoch(0) do
+    local bar = log.progress{ title = "validation", total = loader:num_batches(), fields = {}, unit = "clips" }
+    for b, batch in loader:epoch(0) do
         for _, why in ipairs(batch.skipped) do
             skipped[#skipped + 1] = why
             -- Said now, as training does: scores over fewer clips must not pass unnoticed.
@@ -394,7 +403,9 @@ function M.evaluate(cfg, model, front, loader, split)
                 targets:select(1, filled):copy(batch.target:select(1, k))
             end
         end
+        bar:update(b, {}, batch.indices and #batch.indices or 0)
     end
+    bar:finish()
     model:clear_state()
     mt.empty_cache()
     model:training()
@@ -674,18 +685,27 @@ function M.build_scorer(dir, cfg, model, classes)
 -- A packaged machrt model: predicts machine types of audio files.
 --   machrt score.lua file.wav [file2.wav ...]      (prints a CSV)
 -- Needs only this folder: manifest.json (classes, front end, checksum) and
--- model.safetensors, whose checksum is verified before use.
+-- model.safetensors, whose checksum is verified before use. Exit status 1
+-- when a file could not be read (its row says why), 2 for a usage error.
 local infer = require "machrt.infer"
+local cli = require "machrt.cli"
+local CLI = { name = "score", positional = true, options = {},
+              usage = "usage: machrt " .. (arg[0] or "score.lua") .. " file.wav [file2.wav ...]\n"
+                  .. "  prints a CSV: file, label, one probability per class, chunks, error\n" }
+local files = cli.parse(arg, CLI).positional
+if #files == 0 then cli.fail(CLI, "give at least one audio file") end
 local here = (arg and arg[0] or "score.lua"):match("^(.*)/[^/]*$") or "."
 local scorer = infer.load_scorer(here, { device = "auto" }) -- the GPU when one is usable
-if #arg == 0 then
-    io.stderr:write("usage: machrt " .. (arg[0] or "score.lua") .. " file.wav [...]\n")
-    os.exit(2)
-end
-local files = {}
-for i = 1, #arg do files[i] = arg[i] end
+local errors = 0
 io.write(infer.csv_header(scorer), "\n")
-infer.predict_files(scorer, files, { on_result = function(r) io.write(infer.csv_row(scorer, r), "\n") end })
+infer.predict_files(scorer, files, { on_result = function(r)
+    if r.error then errors = errors + 1 end
+    io.write(infer.csv_row(scorer, r), "\n")
+end })
+if errors > 0 then
+    io.stderr:write(infer.unreadable_line("score", errors, #files))
+    os.exit(1)
+end
 ]=])
     return out
 end

@@ -92,6 +92,28 @@ test("a run writes config, log, checkpoint, predictions and metrics", function()
     A.truthy(text:find("summary"), "the summary table is printed")
 end)
 
+test("validation shows progress; notices are said once per run, and not by predictions", function()
+    local data, out = tiny_corpus(), tmpdir()
+    -- Output into a pipe: progress comes as plain lines. The reference audio
+    -- settings have all-zero mel filters; mixed precision asked for on the CPU.
+    local code, text = run(common_args(data, out) .. " --dataset.folds=0,1 --training.epochs=1 "
+                           .. "--training.batch_size=4 --environment.mixed_precision_training=true")
+    A.eq(code, 0, text)
+    local function count(s) return select(2, text:gsub(s:gsub("%p", "%%%0"), "")) end
+    A.eq(count("validation 2/2"), 2, "a validation progress line per fold (8 clips, batches of 4): " .. text)
+    A.truthy(not text:find("\r", 1, true), "no carriage return in piped output")
+    A.eq(count("mel filters are all zero"), 1, "the mel filter notice, once over two folds: " .. text)
+    A.eq(count("mixed_precision_training applies on GPU only"), 1, "the precision notice, once: " .. text)
+    local dir = out .. "/final_machinetype_audio_classification/fold0"
+    local clips = data .. "/fan/id_00/normal"
+    code, text = F.run(string.format("./machrt scripts/predict.lua --run %s --input %s", dir, clips))
+    A.eq(code, 0, text)
+    A.eq(count("mel filters are all zero"), 0, "predict.lua repeats no training notice: " .. text)
+    code, text = F.run(string.format("./machrt %s/scorer/score.lua %s/*.wav", dir, clips))
+    A.eq(code, 0, text)
+    A.eq(count("mel filters are all zero"), 0, "nor does the scorer: " .. text)
+end)
+
 test("save_best_checkpoint keeps the best epoch's weights by prediction.metric", function()
     local data, out = tiny_corpus(), tmpdir()
     local args = common_args(data, out):gsub("training.epochs=2", "training.epochs=3")
