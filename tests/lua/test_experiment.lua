@@ -157,6 +157,14 @@ test("a 2-fold run writes the out-of-fold predictions and the cross-fold summary
     A.near(summary.out_of_fold.f1, m.f1, 1e-12, "pooled F1")
     A.near(summary.out_of_fold.accuracy, m.accuracy, 1e-12, "pooled accuracy")
     A.truthy(text:find("cross-fold summary over folds 0, 1", 1, true), text)
+    -- A fold finished by --resume completes the summary as well.
+    local oof_text = read(exp .. "/oof_predictions.csv")
+    os.remove(exp .. "/cross_fold.json")
+    os.remove(exp .. "/oof_predictions.csv")
+    code, text = run("--resume " .. exp .. "/fold1")
+    A.eq(code, 0, "resumed; output:\n" .. text)
+    A.eq(read(exp .. "/oof_predictions.csv"), oof_text)
+    A.near(sys.json_decode(read(exp .. "/cross_fold.json")).metrics.f1.std, summary.metrics.f1.std, 1e-12)
     -- One fold: no summary.
     local single = tmpdir()
     code, text = run(common_args(data, single) .. " --training.epochs=1 --training.run_interpretations=false")
