@@ -74,8 +74,9 @@ end
 
 --- The columns of a dataframe worth a breakdown: all but those named in
 --- `skip` (a set: the audio and label columns), the index, machrt's own
---- (__row, ...) and a fold column; at most `max_values` distinct values
---- when given (a column that names every clip apart says nothing).
+--- (__row, ...), a fold column, and a column that tells every row apart (a
+--- checksum, a clip id: one group per clip says nothing); at most
+--- `max_values` distinct values when given.
 function M.columns(df, skip, max_values)
     local out = {}
     for _, name in ipairs(df.columns) do
@@ -84,7 +85,8 @@ function M.columns(df, skip, max_values)
             for _, v in ipairs(df:column(name)) do
                 if not distinct[v] then distinct[v], n = true, n + 1 end
             end
-            if not max_values or n <= max_values then out[#out + 1] = name end
+            local names_each_row = n == df:nrows() and n > 1
+            if not names_each_row and (not max_values or n <= max_values) then out[#out + 1] = name end
         end
     end
     return out

@@ -49,10 +49,10 @@ local function fixture(opts)
     local conditions = { "normal", "normal", "normal", "normal", "abnormal", "normal" }
     local df_rows = {}
     for k, f in ipairs(files) do
-        df_rows[k] = { ids[k], f, f:match("^[^/]+"), model_ids[k], conditions[k], tostring(k) }
+        df_rows[k] = { ids[k], f, f:match("^[^/]+"), model_ids[k], conditions[k], "sum" .. k, tostring(k) }
     end
     local df = require("machrt.data.frame").new(
-        { "Unnamed: 0", "audio", "label", "model_id", "condition", "__row" }, df_rows)
+        { "Unnamed: 0", "audio", "label", "model_id", "condition", "sha256", "__row" }, df_rows)
     local val = { files = files, rows = { 2, 1, 3, 5, 6, 7 }, ids = ids, df = df }
     local ev = { probs = mt.tensor(PROBS), items = { 1, 2, 3, 4, 5, 6 }, true_index = TRUE,
                  loss = 0.42, skipped = {} }
@@ -186,6 +186,7 @@ test("breakdown tables per model_id and condition equal the hand-computed ones",
     A.eq({ rows[3][1], rows[3][2], rows[3][3], tonumber(rows[3][4]) }, { "normal", "5", "2", 0.6 })
     A.truthy(not exists(d .. "/breakdown_audio.csv") and not exists(d .. "/breakdown_label.csv")
              and not exists(d .. "/breakdown___row.csv"), "no breakdown by audio, label or machrt's columns")
+    A.truthy(not exists(d .. "/breakdown_sha256.csv"), "no breakdown by a column that names each clip")
     local html = read(run .. "/index.html")
     A.truthy(html:find("<h2>Validation scores by model_id</h2>", 1, true), "model_id table")
     A.truthy(html:find("<h2>Validation scores by condition</h2>", 1, true), "condition table")
