@@ -13,7 +13,8 @@
 --                        the pooled out-of-fold predictions
 --   oof_predictions.csv  every fold's val_predictions.csv rows (the CSV's own
 --                        index first, as there) with a fold column added
--- and prints the table. A run of a single fold writes neither.
+-- and prints the table. A run of a single fold writes neither, nor does
+-- validation_strategy = custom (each fold validates on the same clips).
 
 local sys = require "machrt.sys"
 local csv = require "machrt.data.csv"
@@ -81,7 +82,7 @@ end
 
 -- Every fold's val_predictions.csv as one table, with the fold added.
 local function pooled_predictions(dirs, folds)
-    local header, rows
+    local header, rows = nil, {}
     for k, dir in ipairs(dirs) do
         local df = csv.read(dir .. "/val_predictions.csv")
         if not header then
@@ -97,11 +98,10 @@ local function pooled_predictions(dirs, folds)
         for _, r in ipairs(df.rows) do
             local row = table.move(r, 1, #r, 1, {})
             row[#row + 1] = folds[k]
-            rows = rows or {}
             rows[#rows + 1] = row
         end
     end
-    return header, rows or {}
+    return header, rows
 end
 
 -- The scores of the pooled out-of-fold predictions, or nil for a
@@ -136,6 +136,12 @@ function M.write(cfg, run)
     local folds = {}
     for k, f in ipairs(cfg.dataset.folds) do folds[k] = math.tointeger(tonumber(f)) end
     if #folds < 2 then return nil end
+    if cfg.dataset.validation_strategy ~= "kfold" then
+        -- Every fold validates on the same validation_dataframe: nothing is out of fold.
+        log.info("cross-fold summary: none, dataset.validation_strategy is '%s' (the folds do not "
+                 .. "partition the data)", tostring(cfg.dataset.validation_strategy))
+        return nil
+    end
     -- The experiment folder holds the folds (a resumed fold is given by its own path).
     local parent = run.dir_of(run.folds[1]):gsub("/$", ""):match("^(.*)/[^/]*$") or "."
     local dirs, m_list = {}, {}

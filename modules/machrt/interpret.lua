@@ -48,8 +48,8 @@ local M = {}
 
 M.FOLDER = "interpretations"
 M.DEFAULT_NUMBER_OF_AUDIOS = 5
--- A column with more distinct values than this (a file name, an id per
--- clip) gets no breakdown: one row per clip says nothing.
+-- A column with more distinct values than this (a measurement that varies
+-- per clip) gets no breakdown table: it would outgrow the page.
 M.MAX_BREAKDOWN_VALUES = 50
 
 local function fail(fmt, ...) error("interpret.write: " .. string.format(fmt, ...), 0) end
@@ -140,7 +140,7 @@ end
 -- HTK mel, as the front end's filterbank (machrt.audio.MelSpectrogram's default).
 local function hz_to_mel(hz) return 2595 * math.log(1 + hz / 700, 10) end
 
-local HZ_TICKS = { 0, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000 }
+local HZ_TICKS = { 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000 }
 
 --- The frequency axis of a log-mel picture of audio section `a`: band b
 --- (1-based) is centred at mel(f_min) + b * step, step = (mel(f_max) -
@@ -281,14 +281,15 @@ function M.write(dir, o)
             -- The clip as the model heard it, beside its picture: the page
             -- plays it from the run folder, wherever the data went.
             local wav = string.format("worst_%d.wav", r)
-            local saved = pcall(audio.save, out .. "/" .. wav, wave_or_err, a.sample_rate)
+            local saved, save_err = pcall(audio.save, out .. "/" .. wav, wave_or_err, a.sample_rate)
             if saved then written[#written + 1] = out .. "/" .. wav end
+            local sound = saved and "" or "; no sound: " .. tostring(save_err)
             worst_images[#worst_images + 1] = {
                 file = M.FOLDER .. "/" .. png, audio = saved and (M.FOLDER .. "/" .. wav) or nil,
                 title = string.format("worst %d: %s (index %s), true %s, predicted %s, p_true %.3f; "
-                                      .. "log-mel spectrogram, %s", r, w.file, tostring(w.index),
+                                      .. "log-mel spectrogram, %s%s", r, w.file, tostring(w.index),
                                       classes[w.true_index], classes[w.predicted], w.p_true,
-                                      M.SPECTROGRAM_AXES) }
+                                      M.SPECTROGRAM_AXES, sound) }
         else
             w.picture = "no picture: " .. tostring(wave_or_err)
         end
