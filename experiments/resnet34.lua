@@ -19,6 +19,7 @@ local train = require "machrt.train"
 local pipeline = require "machrt.pipeline"
 local plot = require "machrt.plot"
 local log = require "machrt.log"
+local cross_fold = require "machrt.cross_fold"
 
 local defaults = {
     architecture = { backbone = "resnet34", dropout = 0, pool = "GeM", pretrained = false,
@@ -162,3 +163,5 @@ for _, fold in ipairs(run.folds) do
         log.info("scorer written to %s (use it: machrt %s/score.lua file.wav ...)", scorer, scorer)
     end
 end
+-- Several folds: their metrics' mean and spread, and the out-of-fold predictions.
+cross_fold.write(cfg, run)

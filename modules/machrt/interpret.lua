@@ -5,7 +5,8 @@
 --   local files = interpret.write(dir, {
 --       classes = split.classes,          -- class names, one per probability column
 --       evaluation = ev,                  -- train.evaluate's table (probs, items, true_index, loss, ...)
---       val = split.val,                  -- {files = {...}, rows = {...}}: ev.items index these
+--       val = split.val,                  -- {files, rows, ids, df}: ev.items index these (ids, the
+--                                         -- CSV's own index, and df, its rows, are optional)
 --       data_folder = cfg.dataset.data_folder,
 --       history = state.history,          -- log rows, one per epoch
 --       cfg = cfg,                        -- resolved config (audio section, experiment_name)
@@ -17,10 +18,15 @@
 --   confusion.png              annotated counts; confusion_normalized.png: row fractions (recall)
 --   per_class.csv              class, precision, recall, f1, support
 --   worst.csv                  every validation clip, ranked by the probability given to its
---                              true class (lowest first, ties by CSV row), with a picture column
+--                              true class (lowest first, ties by CSV row), with a picture column;
+--                              index = the clip's id in the CSV's own index (val_predictions.csv's)
 --   worst_<rank>.png           log-mel spectrogram of each of the number_of_audios worst clips
+--                              (frequency in Hz on the mel-spaced axis, time in seconds)
+--   worst_<rank>.wav           that clip as the model heard it (channel picked, resampled)
+--   breakdown_<column>.csv     clips, errors, accuracy and macro F1 per value of each other
+--                              column of val.df (model_id, condition, snr_db, ...)
 -- and dir/curves.png (kept when the experiment already drew it) and dir/index.html,
--- which shows it all. Returns the list of paths written, in order.
+-- which shows it all and plays the worst clips. Returns the list of paths written, in order.
 --
 -- Arguments that do not fit raise a clear error before anything is written.
 -- A worst clip that cannot be read or drawn any more gets a row saying why and
@@ -36,11 +42,15 @@ local audio = require "machrt.audio"
 local metrics = require "machrt.metrics"
 local plot = require "machrt.plot"
 local report = require "machrt.report"
+local breakdown = require "machrt.breakdown"
 
 local M = {}
 
 M.FOLDER = "interpretations"
 M.DEFAULT_NUMBER_OF_AUDIOS = 5
+-- A column with more distinct values than this (a measurement that varies
+-- per clip) gets no breakdown table: it would outgrow the page.
+M.MAX_BREAKDOWN_VALUES = 50
 
 local function fail(fmt, ...) error("interpret.write: " .. string.format(fmt, ...), 0) end
 
@@ -97,7 +107,8 @@ local function ranked(ev, val, m)
     local list = {}
     for k, i in ipairs(ev.items) do
         local t = ev.true_index[k]
-        list[k] = { k = k, item = i, row = val.rows and val.rows[i] or i, file = val.files[i],
+        local row = val.rows and val.rows[i] or i
+        list[k] = { k = k, item = i, row = row, index = val.ids and val.ids[i] or row, file = val.files[i],
                     true_index = t, predicted = m.predicted[k], p_true = ev.probs:get(k, t) }
     end
     table.sort(list, function(a, b)
@@ -126,23 +137,50 @@ local function short(file, max)
     return "..." .. file:sub(-(max - 3))
 end
 
--- One spectrogram picture; raises with the reason when the clip cannot be drawn.
+-- HTK mel, as the front end's filterbank (machrt.audio.MelSpectrogram's default).
+local function hz_to_mel(hz) return 2595 * math.log(1 + hz / 700, 10) end
+
+local HZ_TICKS = { 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000 }
+
+--- The frequency axis of a log-mel picture of audio section `a`: band b
+--- (1-based) is centred at mel(f_min) + b * step, step = (mel(f_max) -
+--- mel(f_min)) / (n_mels + 1), as the filterbank lays them out. Returns
+--- the axis extent in mel ({low, high}: the outer edges of the first and
+--- last bands) and ticks {{mel, "Hz"}, ...} at round frequencies.
+function M.frequency_axis(a)
+    local lo, hi = hz_to_mel(a.minimum_frequency or 0), hz_to_mel(a.maximum_frequency or a.sample_rate / 2)
+    local n = a.mel_frequency_bins
+    local step = (hi - lo) / (n + 1)
+    local range, ticks = { lo + 0.5 * step, lo + (n + 0.5) * step }, {}
+    for _, hz in ipairs(HZ_TICKS) do
+        local m = hz_to_mel(hz)
+        if m >= range[1] and m <= range[2] then ticks[#ticks + 1] = { m, tostring(hz) } end
+    end
+    return range, ticks
+end
+
+M.SPECTROGRAM_AXES = "frequency (Hz, mel-spaced) against time (s)"
+
+-- One spectrogram picture; raises with the reason when the clip cannot be
+-- drawn. Returns the wave it drew.
 local function draw_clip(png, w, classes, o, mel, a)
     local max_seconds = o.cfg and o.cfg.prediction and o.cfg.prediction.max_inference_chunk_seconds
     local wave = decode(clips.resolve(o.data_folder, w.file), a, max_seconds)
     local db = audio.amplitude_to_db(mel:forward(wave))
     local top = db:max()
     if top ~= top then error("the spectrogram holds NaN (a damaged file?)", 0) end
+    local yrange, yticks = M.frequency_axis(a)
     plot.heatmap(png, db, {
         title = string.format("%s  (true %s, predicted %s, p_true %.3f)", short(w.file, 60), classes[w.true_index],
                               classes[w.predicted], w.p_true),
-        xlabel = "time (s)", ylabel = "mel band", clabel = "dB", colormap = "magma",
-        origin = "lower", xrange = { 0, wave:size(1) / a.sample_rate }, yrange = { 0, db:size(1) },
+        xlabel = "time (s)", ylabel = "frequency (Hz)", clabel = "dB", colormap = "magma",
+        origin = "lower", xrange = { 0, wave:size(1) / a.sample_rate }, yrange = yrange, yticks_at = yticks,
         -- 80 dB below the peak, as librosa's top_db: empty bands above Nyquist
         -- (-100 dB) would otherwise wash out the rest of the picture.
         vmin = math.max(db:min(), top - 80), vmax = top,
         width = 960, height = 420,
     })
+    return wave
 end
 
 -- ---- the page ---------------------------------------------------------------------------
@@ -177,18 +215,15 @@ function M.write(dir, o)
     end
 
     -- Confusion matrix, counts and row fractions.
-    local header = { "true \\ predicted" }
-    for c = 1, C do header[c + 1] = classes[c] end
-    local rows, counts, fractions = {}, mt.zeros{ C, C }, mt.zeros{ C, C }
+    local header, rows = breakdown.confusion(m, classes)
+    local counts, fractions = mt.zeros{ C, C }, mt.zeros{ C, C }
     for a = 1, C do
-        local r, support = { classes[a] }, 0
+        local support = 0
         for b = 1, C do
-            r[b + 1] = m.confusion[a][b]
             counts:set(m.confusion[a][b], a, b)
             support = support + m.confusion[a][b]
         end
         for b = 1, C do fractions:set(support > 0 and m.confusion[a][b] / support or 0 / 0, a, b) end
-        rows[a] = r
     end
     write(out .. "/confusion.csv", csv_text(header, rows))
     local n = ev.probs:size(1)
@@ -205,11 +240,24 @@ function M.write(dir, o)
     written[#written + 1] = out .. "/confusion_normalized.png"
 
     -- Per-class scores.
-    local per_class = {}
-    for c, s in ipairs(m.per_class) do
-        per_class[c] = { classes[c], s.precision, s.recall, s.f1, s.support }
+    local class_header, per_class = breakdown.per_class(m, classes)
+    write(out .. "/per_class.csv", csv_text(class_header, per_class))
+
+    -- Scores per value of the CSV's other columns (model_id, condition, snr_db, ...).
+    local breakdowns = {}
+    if type(val.df) == "table" and val.df.columns then
+        local ds = type(cfg.dataset) == "table" and cfg.dataset or {}
+        local skip = { [ds.audio_column or "audio"] = true }
+        for _, c in ipairs(ds.label_columns or { "label" }) do skip[c] = true end
+        local probs = ev.probs:totable()
+        for _, name in ipairs(breakdown.columns(val.df, skip, M.MAX_BREAKDOWN_VALUES)) do
+            local column, values = val.df:column(name), {}
+            for k, i in ipairs(ev.items) do values[k] = column[i] end
+            local bh, br = breakdown.by_column(name, values, probs, ev.true_index, classes)
+            write(string.format("%s/breakdown_%s.csv", out, (name:gsub("[^%w_.-]", "_"))), csv_text(bh, br))
+            breakdowns[#breakdowns + 1] = { title = "Validation scores by " .. name, header = bh, rows = br }
+        end
     end
-    write(out .. "/per_class.csv", csv_text({ "class", "precision", "recall", "f1", "support" }, per_class))
 
     -- The worst clips: pictures for the first `count`, the full ranking in CSV.
     local list = ranked(ev, val, m)
@@ -225,28 +273,35 @@ function M.write(dir, o)
     for r, w in ipairs(list) do
         if r > count then break end
         local png = string.format("worst_%d.png", r)
-        local ok, err = false, mel_err
-        if mel then ok, err = pcall(draw_clip, out .. "/" .. png, w, classes, o, mel, a) end
+        local ok, wave_or_err = false, mel_err
+        if mel then ok, wave_or_err = pcall(draw_clip, out .. "/" .. png, w, classes, o, mel, a) end
         if ok then
             w.picture = png
             written[#written + 1] = out .. "/" .. png
+            -- The clip as the model heard it, beside its picture: the page
+            -- plays it from the run folder, wherever the data went.
+            local wav = string.format("worst_%d.wav", r)
+            local saved, save_err = pcall(audio.save, out .. "/" .. wav, wave_or_err, a.sample_rate)
+            if saved then written[#written + 1] = out .. "/" .. wav end
+            local sound = saved and "" or "; no sound: " .. tostring(save_err)
             worst_images[#worst_images + 1] = {
-                file = M.FOLDER .. "/" .. png,
-                title = string.format("worst %d: %s (row %s), true %s, predicted %s, p_true %.3f",
-                                      r, w.file, tostring(w.row), classes[w.true_index],
-                                      classes[w.predicted], w.p_true) }
+                file = M.FOLDER .. "/" .. png, audio = saved and (M.FOLDER .. "/" .. wav) or nil,
+                title = string.format("worst %d: %s (index %s), true %s, predicted %s, p_true %.3f; "
+                                      .. "log-mel spectrogram, %s%s", r, w.file, tostring(w.index),
+                                      classes[w.true_index], classes[w.predicted], w.p_true,
+                                      M.SPECTROGRAM_AXES, sound) }
         else
-            w.picture = "no picture: " .. tostring(err)
+            w.picture = "no picture: " .. tostring(wave_or_err)
         end
-        worst_rows[r] = { r, w.row, w.file, classes[w.true_index], classes[w.predicted], w.p_true,
+        worst_rows[r] = { r, w.index, w.file, classes[w.true_index], classes[w.predicted], w.p_true,
                           w.picture }
     end
-    local wheader = { "rank", "row", "file", "label", "predicted", "p_true" }
+    local wheader = { "rank", "index", "file", "label", "predicted", "p_true" }
     for c = 1, C do wheader[#wheader + 1] = "p_" .. classes[c] end
     wheader[#wheader + 1] = "picture"
     local wrows = {}
     for r, w in ipairs(list) do
-        local row = { r, w.row, w.file, classes[w.true_index], classes[w.predicted], w.p_true }
+        local row = { r, w.index, w.file, classes[w.true_index], classes[w.predicted], w.p_true }
         for c = 1, C do row[#row + 1] = ev.probs:get(w.k, c) end
         row[#row + 1] = w.picture or ""
         wrows[r] = row
@@ -294,13 +349,15 @@ function M.write(dir, o)
         for j, k in ipairs(LOG_COLUMNS) do r[j] = fmt_number(h[k]) end
         log_rows[i] = r
     end
-    local worst_header = { "rank", "row", "file", "label", "predicted", "p_true", "picture" }
+    local worst_header = { "rank", "index", "file", "label", "predicted", "p_true", "picture" }
     local tables = {
         { title = "Per-class scores", header = { "class", "precision", "recall", "F1", "support" }, rows = per_class },
         { title = "Confusion matrix (rows: true class, columns: predicted)", header = header, rows = rows },
-        { title = string.format("The %d worst-predicted validation clips (lowest probability of the true class)",
-                                #worst_rows), header = worst_header, rows = worst_rows },
     }
+    for _, b in ipairs(breakdowns) do tables[#tables + 1] = b end
+    tables[#tables + 1] = {
+        title = string.format("The %d worst-predicted validation clips (lowest probability of the true class)",
+                              #worst_rows), header = worst_header, rows = worst_rows }
     if #log_rows > 0 then
         tables[#tables + 1] = { title = "Epoch log", header = LOG_COLUMNS, rows = log_rows }
     end

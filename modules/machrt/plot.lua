@@ -208,7 +208,11 @@ end
 -- clabel (colorbar label), annotate (false), fmt ("%.2f"; "%d" rounds),
 -- xticks / yticks (category labels, one per column / row), xrange / yrange
 -- ({from, to}: numeric axis over the matrix's full extent; default: the
--- column / row numbers), square (equal cell sides), smooth (interpolate).
+-- column / row numbers), yticks_at (with yrange: the ticks as a list of
+-- {value, label}, for an axis whose labels are not its values, such as a
+-- mel-spaced axis labelled in Hz), square (equal cell sides), smooth
+-- (interpolate). The layout returned has ticks = {x = {...}, y = {...}},
+-- the tick labels drawn on each axis.
 function M.heatmap(path, matrix, opts)
     local what = "plot.heatmap"
     check_path(what, path)
@@ -228,6 +232,28 @@ function M.heatmap(path, matrix, opts)
     local xr = check_range(what, "xrange", opts.xrange) or (not xt and { 0.5, cols + 0.5 })
     local yr = check_range(what, "yrange", opts.yrange) or (not yt and { 0.5, rows + 0.5 })
     local xint, yint = opts.xrange == nil, opts.yrange == nil -- row / column numbers
+    local yat = opts.yticks_at
+    if yat ~= nil then
+        if not opts.yrange then fail("%s: yticks_at needs yrange (the axis its values lie on)", what) end
+        if type(yat) ~= "table" then fail("%s: yticks_at must be a list of {value, label}", what) end
+        for k, t in ipairs(yat) do
+            if type(t) ~= "table" or not finite(t[1]) or t[2] == nil then
+                fail("%s: yticks_at[%d] must be {value, label}", what, k)
+            end
+        end
+    end
+    -- The numeric ticks of the y axis: the given ones, or nice steps.
+    local function y_ticks(n)
+        if yat then
+            local list, labels = {}, {}
+            local lo, hi = math.min(yr[1], yr[2]), math.max(yr[1], yr[2])
+            for _, t in ipairs(yat) do
+                if t[1] >= lo and t[1] <= hi then list[#list + 1], labels[#labels + 1] = t[1], tostring(t[2]) end
+            end
+            return list, labels
+        end
+        return tick_list(math.min(yr[1], yr[2]), math.max(yr[1], yr[2]), n, false, yint)
+    end
     for _, k in ipairs { "vmin", "vmax" } do
         if opts[k] ~= nil and not finite(opts[k]) then fail("%s: %s must be a finite number", what, k) end
     end
@@ -247,7 +273,7 @@ function M.heatmap(path, matrix, opts)
     if yt then
         ylabels = yt
     else
-        local _, l = tick_list(math.min(yr[1], yr[2]), math.max(yr[1], yr[2]), 6, false, yint)
+        local _, l = y_ticks(6)
         ylabels = l
     end
     for _, s in ipairs(ylabels) do ylab_w = math.max(ylab_w, c:text_width(s, FONT.tick)) end
@@ -319,8 +345,10 @@ function M.heatmap(path, matrix, opts)
     c:rect(px + 0.5, py + 0.5, pw - 1, ph - 1)
     c:stroke()
     set(c, INK)
+    local drawn = { x = {}, y = {} }
     local yb = py + ph
     if xt then
+        drawn.x = xt
         for j, s in ipairs(xt) do
             local x = px + (j - 0.5) * pw / cols
             c:move_to(x, yb); c:line_to(x, yb + 4); c:stroke()
@@ -333,6 +361,7 @@ function M.heatmap(path, matrix, opts)
     else
         local sx = scaler(xr[1], xr[2], px, px + pw)
         local list, labels = tick_list(math.min(xr[1], xr[2]), math.max(xr[1], xr[2]), math.max(2, pw // 90), false, xint)
+        drawn.x = labels
         for k, v in ipairs(list) do
             local x = math.floor(sx(v)) + 0.5
             c:move_to(x, yb); c:line_to(x, yb + 4); c:stroke()
@@ -344,6 +373,7 @@ function M.heatmap(path, matrix, opts)
         return py + (k - 0.5) * ph / rows
     end
     if yt then
+        drawn.y = yt
         for i, s in ipairs(yt) do
             local y = row_y(i)
             c:move_to(px, y); c:line_to(px - 4, y); c:stroke()
@@ -351,7 +381,8 @@ function M.heatmap(path, matrix, opts)
         end
     else
         local sy = origin == "lower" and scaler(yr[1], yr[2], py + ph, py) or scaler(yr[1], yr[2], py, py + ph)
-        local list, labels = tick_list(math.min(yr[1], yr[2]), math.max(yr[1], yr[2]), math.max(2, ph // 50), false, yint)
+        local list, labels = y_ticks(math.max(2, ph // 50))
+        drawn.y = labels
         for k, v in ipairs(list) do
             local y = math.floor(sy(v)) + 0.5
             c:move_to(px, y); c:line_to(px - 4, y); c:stroke()
@@ -389,7 +420,8 @@ function M.heatmap(path, matrix, opts)
         end
     end
     c:write_png(path)
-    return { width = W, height = H, plot = { x = px, y = py, w = pw, h = ph }, vmin = vmin, vmax = vmax }
+    return { width = W, height = H, plot = { x = px, y = py, w = pw, h = ph }, vmin = vmin, vmax = vmax,
+             ticks = drawn }
 end
 
 -- ---- line charts ---------------------------------------------------------------------

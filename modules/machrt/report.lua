@@ -7,6 +7,7 @@
 --       tables = { { title = "per class", header = { "class", "F1" }, rows = { { "fan", 0.98 } } } },
 --       images = { { title = "loss", file = "curves.png" } },   -- paths relative to the folder
 --   })
+-- An image may name a sound, { ..., audio = "clip.wav" }: a player under the picture.
 --
 -- Writes folder/index.html.tmp.<pid>.<n> (sys.write_file) and renames it to folder/index.html. All text
 -- is HTML-escaped; the page has no external resources besides the images.
@@ -54,6 +55,7 @@ tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 0 0 1.5em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; margin-top: 0.3em; }
+figure audio { width: 100%; max-width: 960px; margin-top: 0.3em; }
 footer { color: #888; font-size: 0.85em; margin-top: 2em; }
 ]]
 
@@ -66,7 +68,8 @@ end
 
 -- report.write_index(folder, opts) -> path of the page written
 -- opts: title, facts = list of {label, value}, tables = list of {title=,
--- header = {...}, rows = {{...}, ...}}, images = list of {title=, file=}.
+-- header = {...}, rows = {{...}, ...}}, images = list of {title=, file=,
+-- audio = optional relative path of a sound to play under the picture}.
 function M.write_index(folder, opts)
     if type(folder) ~= "string" or folder == "" then
         fail("report.write_index: folder must be a non-empty string, got %s", type(folder))
@@ -132,9 +135,15 @@ function M.write_index(folder, opts)
         if type(im) ~= "table" or type(im.file) ~= "string" or im.file == "" then
             fail("report.write_index: images[%d] must be {title=, file=\"relative/path.png\"}", i)
         end
+        if im.audio ~= nil and (type(im.audio) ~= "string" or im.audio == "") then
+            fail("report.write_index: images[%d].audio must be a relative path such as \"clip.wav\"", i)
+        end
         local cap = im.title and tostring(im.title) or im.file
-        add("<figure><img src=\"", esc(im.file), "\" alt=\"", esc(cap), "\">",
-            "<figcaption>", esc(cap), "</figcaption></figure>\n")
+        add("<figure><img src=\"", esc(im.file), "\" alt=\"", esc(cap), "\">")
+        if im.audio then
+            add("<br><audio controls preload=\"none\" src=\"", esc(im.audio), "\">", esc(im.audio), "</audio>")
+        end
+        add("<figcaption>", esc(cap), "</figcaption></figure>\n")
     end
 
     add("<footer>written ", esc(os.date("!%Y-%m-%d %H:%M UTC")), " by machrt</footer>\n</body>\n</html>\n")

@@ -139,21 +139,28 @@ end
 -- ---- data ----------------------------------------------------------------
 
 -- The clips of a dataframe: files, one target row per clip, the classes'
--- indices, and each clip's row number in its CSV (the __row column).
+-- indices, each clip's row number in its CSV (the __row column, for
+-- messages) and its id in the CSV's own index (the __index column).
 local function items_of(df, cfg, enc)
     local rows = {}
     for i, r in ipairs(df:column("__row")) do rows[i] = math.tointeger(tonumber(r)) end
     return { df = df, files = df:column(cfg.dataset.audio_column), targets = enc.targets:totable(),
-             index = enc.index, rows = rows }
+             index = enc.index, rows = rows, ids = df:column("__index") }
 end
 
--- Row numbers as the user sees them in the CSV (1 = first data row).
+-- Row numbers as the user sees them in the CSV (1 = first data row), and
+-- each row's id in the CSV's own index: the values of its index column,
+-- unchanged, or pandas' default index (0-based positions) when it has none,
+-- so that prediction files join back onto the CSV on their first column.
 local function with_row_ids(df)
-    df:add_column("__row", (function()
-        local ids = {}
-        for i = 1, df:nrows() do ids[i] = tostring(i) end
-        return ids
-    end)())
+    local rows, ids = {}, {}
+    local index = df.columns[1] == csv.INDEX_COLUMN and df:column(csv.INDEX_COLUMN)
+    for i = 1, df:nrows() do
+        rows[i] = tostring(i)
+        ids[i] = index and index[i] or tostring(i - 1)
+    end
+    df:add_column("__row", rows)
+    df:add_column("__index", ids)
     return df
 end
 
@@ -644,14 +651,15 @@ function M.write_log(dir, history)
     sys.write_file(dir .. "/log.csv", csv_text(LOG_COLUMNS, history))
 end
 
---- val_predictions.csv (file, true label, predicted label, one probability
---- column per class) and metrics.json.
+--- val_predictions.csv (the CSV's own index as an unnamed first column, as
+--- pandas writes it; the audio column, true label, predicted label, one
+--- probability column per class) and metrics.json.
 function M.write_evaluation(dir, cfg, split, ev, epoch)
-    local header = { "row", cfg.dataset.audio_column, "label", "predicted" }
+    local header = { "", cfg.dataset.audio_column, "label", "predicted" }
     for _, c in ipairs(split.classes) do header[#header + 1] = "p_" .. c end
     local rows = {}
     for k, i in ipairs(ev.items) do
-        local r = { split.val.rows[i], split.val.files[i], split.classes[ev.true_index[k]],
+        local r = { split.val.ids[i], split.val.files[i], split.classes[ev.true_index[k]],
                     split.classes[ev.predicted[k]] }
         for c = 1, #split.classes do r[#r + 1] = ev.probs:get(k, c) end
         rows[k] = r

@@ -49,7 +49,8 @@ local function probabilities(dir)
     local header
     for line in read(dir .. "/val_predictions.csv"):gmatch("[^\n]+") do
         local cells = {}
-        for c in line:gmatch("[^,]+") do cells[#cells + 1] = c end
+        -- Empty cells count: the first header cell (the index column) is empty.
+        for c in (line .. ","):gmatch("([^,]*),") do cells[#cells + 1] = c end
         if not header then
             header = cells
         else

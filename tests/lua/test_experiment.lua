@@ -84,7 +84,7 @@ test("a run writes config, log, checkpoint, predictions and metrics", function()
     local pred = {}
     for line in read(dir .. "/val_predictions.csv"):gmatch("[^\n]+") do pred[#pred + 1] = line end
     A.eq(#pred, 9, "header + 8 validation clips")
-    A.eq(pred[1], "row,audio,label,predicted,p_fan,p_pump,p_slider,p_valve")
+    A.eq(pred[1], ",audio,label,predicted,p_fan,p_pump,p_slider,p_valve")
     local m = sys.json_decode(read(dir .. "/metrics.json"))
     A.eq(m.validation_clips, 8)
     A.eq(#m.classes, 4)
@@ -112,6 +112,117 @@ test("validation shows progress; notices are said once per run, and not by predi
     code, text = F.run(string.format("./machrt %s/scorer/score.lua %s/*.wav", dir, clips))
     A.eq(code, 0, text)
     A.eq(count("mel filters are all zero"), 0, "nor does the scorer: " .. text)
+end)
+
+-- The mean and sample standard deviation (n - 1), computed here.
+local function mean_std(values)
+    local sum = 0
+    for _, v in ipairs(values) do sum = sum + v end
+    local mean, ss = sum / #values, 0
+    for _, v in ipairs(values) do ss = ss + (v - mean) ^ 2 end
+    return mean, math.sqrt(ss / (#values - 1))
+end
+
+test("a 2-fold run writes the out-of-fold predictions and the cross-fold summary", function()
+    local data, out = tiny_corpus(), tmpdir()
+    local code, text = run(common_args(data, out) .. " --dataset.folds=0,1 --training.epochs=1")
+    A.eq(code, 0, "output:\n" .. text)
+    local exp = out .. "/final_machinetype_audio_classification"
+    local per_fold = { sys.json_decode(read(exp .. "/fold0/metrics.json")),
+                       sys.json_decode(read(exp .. "/fold1/metrics.json")) }
+    local summary = sys.json_decode(read(exp .. "/cross_fold.json"))
+    A.eq(summary.folds, { 0, 1 })
+    A.truthy(summary.std:find("n - 1", 1, true), summary.std)
+    for _, key in ipairs{ "f1", "accuracy", "roc_auc", "loss" } do
+        local values = { per_fold[1][key], per_fold[2][key] }
+        local mean, std = mean_std(values)
+        local s = summary.metrics[key]
+        A.near(s.values[1], values[1], 1e-12, key .. " fold 0")
+        A.near(s.values[2], values[2], 1e-12, key .. " fold 1")
+        A.near(s.mean, mean, 1e-12, key .. " mean")
+        A.near(s.std, std, 1e-12, key .. " std")
+    end
+    local f1s = { per_fold[1].per_class[2].f1, per_fold[2].per_class[2].f1 }
+    local _, std = mean_std(f1s)
+    A.near(summary.per_class.pump.f1.std, std, 1e-12, "per-class F1 std")
+    -- The out-of-fold file: both folds' rows, in fold order, with their fold.
+    local oof = F.csv_rows(exp .. "/oof_predictions.csv")
+    A.eq(oof[1], { "", "audio", "label", "predicted", "p_fan", "p_pump", "p_slider", "p_valve", "fold" })
+    local expect = {}
+    for k, fold in ipairs{ 0, 1 } do
+        local rows = F.csv_rows(string.format("%s/fold%d/val_predictions.csv", exp, fold))
+        for r = 2, #rows do
+            rows[r][#rows[r] + 1] = tostring(fold)
+            expect[#expect + 1] = rows[r]
+        end
+        A.eq(#rows - 1, per_fold[k].validation_clips)
+    end
+    A.eq(#oof - 1, 16, "8 validation clips per fold")
+    for r = 2, #oof do A.eq(oof[r], expect[r - 1], "oof row " .. (r - 1)) end
+    -- Each clip of the corpus is validated once over folds 0 and 1 of 5.
+    local seen = {}
+    for r = 2, #oof do
+        A.truthy(not seen[oof[r][1]], "index " .. oof[r][1] .. " appears once")
+        seen[oof[r][1]] = true
+    end
+    -- The pooled scores are the metrics of the out-of-fold rows.
+    local classes = per_fold[1].classes
+    local class_of = {}
+    for c, name in ipairs(classes) do class_of[name] = c end
+    local probs, truth = {}, {}
+    for r = 2, #oof do
+        truth[r - 1] = class_of[oof[r][3]]
+        probs[r - 1] = { tonumber(oof[r][5]), tonumber(oof[r][6]), tonumber(oof[r][7]), tonumber(oof[r][8]) }
+    end
+    local m = require("machrt.metrics").classification(probs, truth, classes)
+    A.eq(summary.out_of_fold.clips, 16)
+    A.near(summary.out_of_fold.f1, m.f1, 1e-12, "pooled F1")
+    A.near(summary.out_of_fold.accuracy, m.accuracy, 1e-12, "pooled accuracy")
+    A.truthy(text:find("cross-fold summary over folds 0, 1", 1, true), text)
+    -- A fold finished by --resume completes the summary as well.
+    local oof_text = read(exp .. "/oof_predictions.csv")
+    os.remove(exp .. "/cross_fold.json")
+    os.remove(exp .. "/oof_predictions.csv")
+    code, text = run("--resume " .. exp .. "/fold1")
+    A.eq(code, 0, "resumed; output:\n" .. text)
+    A.eq(read(exp .. "/oof_predictions.csv"), oof_text)
+    A.near(sys.json_decode(read(exp .. "/cross_fold.json")).metrics.f1.std, summary.metrics.f1.std, 1e-12)
+    -- One fold: no summary.
+    local single = tmpdir()
+    code, text = run(common_args(data, single) .. " --training.epochs=1 --training.run_interpretations=false")
+    A.eq(code, 0, text)
+    A.truthy(not exists(single .. "/final_machinetype_audio_classification/cross_fold.json"))
+end)
+
+test("val_predictions.csv carries the CSV's own index: it joins back onto the CSV", function()
+    local data, out = tiny_corpus(), tmpdir()
+    sys.mkdir(out)
+    -- The corpus' rows in reverse order, each with an index 1000 + 7 x its
+    -- position: neither 0..n-1 nor the order of the file.
+    local lines = {}
+    for line in read(data .. "/dataset.csv"):gmatch("[^\n]+") do lines[#lines + 1] = line end
+    local shuffled, by_index = { lines[1] }, {}
+    for r = #lines, 2, -1 do
+        local index = tostring(1000 + 7 * (r - 2))
+        local line = lines[r]:gsub("^[^,]*", index, 1)
+        shuffled[#shuffled + 1] = line
+        local cells = {}
+        for cell in (line .. ","):gmatch("([^,]*),") do cells[#cells + 1] = cell end
+        by_index[index] = cells
+    end
+    local path = out .. "/shuffled.csv"
+    sys.write_file(path, table.concat(shuffled, "\n") .. "\n")
+    local code, text = run(common_args(data, out) .. " --dataset.train_dataframe=" .. path
+                           .. " --training.epochs=1 --training.run_interpretations=false")
+    A.eq(code, 0, "output:\n" .. text)
+    local pred = F.csv_rows(fold_dir(out) .. "/val_predictions.csv")
+    A.eq(pred[1][1], "", "the index column is unnamed, as in the CSV")
+    A.eq(#pred - 1, 8)
+    for r = 2, #pred do
+        local row = by_index[pred[r][1]]
+        A.truthy(row, "index " .. pred[r][1] .. " is one of the CSV's")
+        A.eq({ pred[r][2], pred[r][3] }, { row[2], row[3] }, "audio and label of index " .. pred[r][1])
+    end
 end)
 
 test("save_best_checkpoint keeps the best epoch's weights by prediction.metric", function()

@@ -43,7 +43,17 @@ local function fixture(opts)
     local files = { "pump/id_00/normal/00000000.wav", "fan/id_00/normal/00000000.wav",
                     "slider/id_00/normal/00000000.wav", "fan/id_02/normal/00000000.wav",
                     "pump/id_02/abnormal/00000000.wav", "slider/id_02/normal/00000000.wav" }
-    local val = { files = files, rows = { 2, 1, 3, 5, 6, 7 } }
+    -- The CSV's own index: 100 + its row, so neither 0..n-1 nor the row numbers.
+    local ids = { "102", "101", "103", "105", "106", "107" }
+    local model_ids = { "00", "00", "00", "02", "02", "02" }
+    local conditions = { "normal", "normal", "normal", "normal", "abnormal", "normal" }
+    local df_rows = {}
+    for k, f in ipairs(files) do
+        df_rows[k] = { ids[k], f, f:match("^[^/]+"), model_ids[k], conditions[k], "sum" .. k, tostring(k) }
+    end
+    local df = require("machrt.data.frame").new(
+        { "Unnamed: 0", "audio", "label", "model_id", "condition", "sha256", "__row" }, df_rows)
+    local val = { files = files, rows = { 2, 1, 3, 5, 6, 7 }, ids = ids, df = df }
     local ev = { probs = mt.tensor(PROBS), items = { 1, 2, 3, 4, 5, 6 }, true_index = TRUE,
                  loss = 0.42, skipped = {} }
     local history = {
@@ -93,13 +103,14 @@ test("worst.csv ranks by p_true, ties by CSV row; number_of_audios caps the pict
     local written = interpret.write(run, o)
     local d = run .. "/interpretations"
     local rows = csv_rows(d .. "/worst.csv")
-    A.eq(rows[1], { "rank", "row", "file", "label", "predicted", "p_true", "p_fan", "p_pump", "p_slider",
+    A.eq(rows[1], { "rank", "index", "file", "label", "predicted", "p_true", "p_fan", "p_pump", "p_slider",
                     "picture" })
-    -- p_true: 0.10 (row 7); 0.30 (rows 1 and 6: row 1 first); 0.70 (rows 2 and 3); 0.80 (row 5)
+    -- p_true: 0.10 (row 7); 0.30 (rows 1 and 6: row 1 first); 0.70 (rows 2 and 3); 0.80 (row 5);
+    -- each shown by its id in the CSV's own index (100 + row)
     local order = {}
     for r = 2, #rows do order[#order + 1] = tonumber(rows[r][2]) end
-    A.eq(order, { 7, 1, 6, 2, 3, 5 })
-    A.eq(rows[2], { "1", "7", "slider/id_02/normal/00000000.wav", "slider", "pump", "0.1", "0.4", "0.5", "0.1",
+    A.eq(order, { 107, 101, 106, 102, 103, 105 })
+    A.eq(rows[2], { "1", "107", "slider/id_02/normal/00000000.wav", "slider", "pump", "0.1", "0.4", "0.5", "0.1",
                     "worst_1.png" })
     A.eq(rows[3][10], "worst_2.png")
     A.eq(rows[4][10], "", "no picture past number_of_audios")
@@ -153,6 +164,75 @@ test("index.html names the classes and every picture", function()
     A.truthy(html:find("interp_test", 1, true), "experiment name")
     A.truthy(html:find("Epoch log", 1, true) and html:find("Per-class scores", 1, true))
     A.truthy(html:find("slider/id_02/normal/00000000.wav", 1, true), "worst clip file")
+end)
+
+test("breakdown tables per model_id and condition equal the hand-computed ones", function()
+    local run, o = fixture{ number_of_audios = 0 }
+    interpret.write(run, o)
+    local d = run .. "/interpretations"
+    -- model_id 00: k1 right, k2 wrong, k3 right; F1 fan 0, pump 2/3, slider 1 -> 5/9
+    -- model_id 02: k4 right, k5 wrong, k6 wrong; F1 fan 2/3, pump 0, slider 0 -> 2/9
+    local rows = csv_rows(d .. "/breakdown_model_id.csv")
+    A.eq(rows[1], { "model_id", "clips", "errors", "accuracy", "f1" })
+    local expect = { { "00", 3, 1, 2 / 3, 5 / 9 }, { "02", 3, 2, 1 / 3, 2 / 9 } }
+    A.eq(#rows, 3)
+    for r, e in ipairs(expect) do
+        A.eq(rows[r + 1][1], e[1])
+        for j = 2, 5 do A.near(tonumber(rows[r + 1][j]), e[j], 1e-5, e[1] .. " column " .. j) end
+    end
+    -- condition: abnormal is k5 alone (wrong); normal the other five, two wrong (k2, k6)
+    rows = csv_rows(d .. "/breakdown_condition.csv")
+    A.eq({ rows[2][1], rows[2][2], rows[2][3], rows[2][4] }, { "abnormal", "1", "1", "0" })
+    A.eq({ rows[3][1], rows[3][2], rows[3][3], tonumber(rows[3][4]) }, { "normal", "5", "2", 0.6 })
+    A.truthy(not exists(d .. "/breakdown_audio.csv") and not exists(d .. "/breakdown_label.csv")
+             and not exists(d .. "/breakdown___row.csv"), "no breakdown by audio, label or machrt's columns")
+    A.truthy(not exists(d .. "/breakdown_sha256.csv"), "no breakdown by a column that names each clip")
+    local html = read(run .. "/index.html")
+    A.truthy(html:find("<h2>Validation scores by model_id</h2>", 1, true), "model_id table")
+    A.truthy(html:find("<h2>Validation scores by condition</h2>", 1, true), "condition table")
+    A.truthy(html:find("<th>model_id</th><th>clips</th><th>errors</th><th>accuracy</th><th>f1</th>", 1, true))
+end)
+
+test("the worst clips play in the page: <audio> elements whose files exist", function()
+    local run, o = fixture{ number_of_audios = 2 }
+    interpret.write(run, o)
+    local html = read(run .. "/index.html")
+    local srcs = {}
+    for src in html:gmatch('<audio controls[^>]* src="([^"]+)"') do srcs[#srcs + 1] = src end
+    A.eq(srcs, { "interpretations/worst_1.wav", "interpretations/worst_2.wav" })
+    local audio = require "machrt.audio"
+    for _, src in ipairs(srcs) do
+        A.truthy(exists(run .. "/" .. src), src .. " exists beside the page")
+        -- As the model heard it: one channel at the run's rate, the clip's 10 s.
+        local info = audio.info(run .. "/" .. src)
+        A.eq({ info.channels, info.sample_rate, info.frames }, { 1, 16000, 160000 }, src)
+    end
+end)
+
+test("spectrogram axes: frequency in Hz on the mel-spaced axis, time in seconds", function()
+    local run, o = fixture{ number_of_audios = 1 }
+    interpret.write(run, o)
+    local html = read(run .. "/index.html")
+    A.truthy(html:find("log-mel spectrogram, frequency (Hz, mel-spaced) against time (s)", 1, true), "caption")
+    -- HTK mel of 50 and 8000 Hz, 64 bands: band b is centred at mel(50) + b * step.
+    local function mel(hz) return 2595 * math.log(1 + hz / 700) / math.log(10) end
+    local step = (mel(8000) - mel(50)) / 65
+    local range, ticks = interpret.frequency_axis(o.cfg.audio)
+    A.near(range[1], mel(50) + 0.5 * step, 1e-9)
+    A.near(range[2], mel(50) + 64.5 * step, 1e-9)
+    local labels = {}
+    for k, t in ipairs(ticks) do
+        labels[k] = t[2]
+        A.near(t[1], mel(tonumber(t[2])), 1e-9, t[2] .. " Hz")
+    end
+    A.eq(labels, { "100", "250", "500", "1000", "2000", "4000" })
+    -- The picture draws exactly those labels on its frequency axis.
+    local png = tmpdir() .. "/axes.png"
+    local layout = plot.heatmap(png, mt.rand{ 64, 40 }, { origin = "lower", xrange = { 0, 10 }, yrange = range,
+                                                          yticks_at = ticks, ylabel = "frequency (Hz)" })
+    A.eq(layout.ticks.y, labels)
+    A.eq(layout.ticks.x[1], "0")
+    A.raises(function() plot.heatmap(png, mt.rand{ 4, 4 }, { yticks_at = ticks }) end, "yticks_at needs yrange")
 end)
 
 test("a clip that cannot be read gives a row with the reason, not a crash", function()

@@ -13,6 +13,10 @@ local M = {}
 
 local BOM = "\239\187\191" -- the UTF-8 byte-order mark
 
+--- The name an empty first header cell reads as: the index column that
+--- pandas' DataFrame.to_csv writes (MIMII-style CSVs have one).
+M.INDEX_COLUMN = "Unnamed: 0"
+
 -- Errors name the source and line themselves, so they are raised at level 0:
 -- a position inside this module would only distract.
 local function fail(fmt, ...)
