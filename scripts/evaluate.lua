@@ -1,30 +1,6 @@
--- Scores a trained run or a scorer on a labelled test set.
---
---   machrt scripts/evaluate.lua --run runs/<experiment>/fold4 --input labelled.csv [--out DIR]
---
--- Options:
---   --run DIR          a training run folder (config.json + checkpoint.safetensors)
---                      or a scorer folder (manifest.json + checked weights)
---   --input FILE       a CSV with an audio column and a label column; every other
---                      column (model_id, condition, snr_db, ...) gets a breakdown
---   --data-folder DIR  where the CSV's relative paths start (default: the CSV's folder)
---   --column NAME      the audio column (default: the run's dataset.audio_column, or audio)
---   --label NAME       the label column (default: the run's label column, or label)
---   --by COL[,COL...]  the breakdown columns (default: all but the index, audio and label)
---   --out DIR          writes metrics.json, per_class.csv, confusion.csv,
---                      breakdown_<column>.csv and predictions.csv there
---   --batch N          chunks per forward pass (default 32)
---   --threads N        compute threads (default: all cores)
---   --device D         auto (default: cuda when mt.cuda_available()), cpu or cuda
---   --help             this text
---
--- Each file goes through the training front end (Fix chunks, mean of the
--- chunks' sigmoid outputs); the predicted class is the argmax, or the
--- prediction.probability_threshold rule for two classes, as validation
--- scores it. predictions.csv starts with the input CSV's own index (its
--- unnamed first column, else the 0-based row position) so it joins back.
--- Exit status: 0; 1 when some file could not be read (it is listed, and the
--- scores cover the others); 2 for a bad argument or input (named).
+-- Scores a trained run or a scorer on a labelled test set: the metrics, the
+-- per-class table, the confusion matrix and a breakdown per extra column
+-- (CLI.usage below is the full help, printed by --help).
 
 local mt = require "machrt"
 local sys = require "machrt.sys"
@@ -36,52 +12,53 @@ local clips = require "machrt.data.clips"
 local metrics = require "machrt.metrics"
 local breakdown = require "machrt.breakdown"
 local log = require "machrt.log"
+local cli = require "machrt.cli"
 
-local USAGE = "usage: machrt scripts/evaluate.lua --run DIR --input labelled.csv [--out DIR] "
-    .. "[--data-folder DIR] [--column NAME] [--label NAME] [--by COL,...] [--batch N] [--threads N] "
-    .. "[--device auto|cpu|cuda]\n"
+local CLI = {
+    name = "evaluate",
+    usage = [[
+usage: machrt scripts/evaluate.lua --run runs/<experiment>/fold4 --input labelled.csv [--out DIR]
+
+Options:
+  --run DIR          a training run folder (config.json + checkpoint.safetensors)
+                     or a scorer folder (manifest.json + checked weights)
+  --input FILE       a CSV with an audio column and a label column; every other
+                     column (model_id, condition, snr_db, ...) gets a breakdown
+  --data-folder DIR  where the CSV's relative paths start (default: the CSV's folder)
+  --column NAME      the audio column (default: the run's dataset.audio_column, or audio)
+  --label NAME       the label column (default: the run's label column, or label)
+  --by COL[,COL...]  the breakdown columns (default: all but the index, audio and label)
+  --out DIR          writes metrics.json, per_class.csv, confusion.csv,
+                     breakdown_<column>.csv and predictions.csv there
+  --batch N          chunks per forward pass (default 32)
+  --threads N        compute threads (default: all cores)
+  --device D         auto (default: cuda when mt.cuda_available()), cpu or cuda
+  --help             this text
+
+Each file goes through the training front end (Fix chunks, mean of the
+chunks' sigmoid outputs); the predicted class is the argmax, or the
+prediction.probability_threshold rule for two classes, as validation
+scores it. predictions.csv starts with the input CSV's own index (its
+unnamed first column, else the 0-based row position) so it joins back.
+Exit status: 0; 1 when some file could not be read (it is listed, and the
+scores cover the others); 2 for a bad argument or input (named).
+]],
+    options = { run = "value", input = "value", out = "value", column = "value", label = "value", by = "value",
+                ["data-folder"] = "value", batch = "value", threads = "value", device = "value" },
+}
+local function usage(msg) cli.fail(CLI, msg) end
 
 local function die(msg)
     io.stderr:write("evaluate: ", msg, "\n")
     os.exit(2)
 end
 
-local function usage(msg)
-    io.stderr:write("evaluate: ", msg, "\n", USAGE)
-    os.exit(2)
-end
-
-local VALUED = { run = true, input = true, out = true, column = true, label = true, by = true,
-                 ["data-folder"] = true, batch = true, threads = true, device = true }
-local opts = {}
-local i = 1
-while i <= #arg do
-    if arg[i] == "--help" or arg[i] == "-h" then
-        -- The header of this file is the help text.
-        local here = arg[0] or "scripts/evaluate.lua"
-        for line in io.lines(here) do
-            if not line:match("^%-%-") then break end
-            io.write((line:gsub("^%-%- ?", "")), "\n")
-        end
-        os.exit(0)
-    end
-    local key, value = arg[i]:match("^%-%-([%w-]+)=(.*)$")
-    if not key then
-        key = arg[i]:match("^%-%-([%w-]+)$")
-        if not key then usage("cannot read argument '" .. arg[i] .. "'") end
-        value = arg[i + 1]
-        i = i + 1
-    end
-    if not VALUED[key] then usage("unknown option --" .. key) end
-    if value == nil then usage("--" .. key .. " needs a value") end
-    opts[key] = value
-    i = i + 1
-end
+local opts = cli.parse(arg, CLI)
 if not opts.run then usage("give --run DIR (a run fold folder or a scorer folder)") end
 if not opts.input then usage("give --input labelled.csv") end
-if opts.threads then mt.set_num_threads(math.tointeger(tonumber(opts.threads)) or usage("--threads needs an integer")) end
-local batch = math.tointeger(tonumber(opts.batch or "32"))
-if not batch or batch < 1 then usage("--batch needs a positive integer") end
+local threads = cli.integer(CLI, opts, "threads", 1)
+if threads then mt.set_num_threads(threads) end
+local batch = cli.integer(CLI, opts, "batch", 1) or 32
 local ok, device = pcall(pipeline.resolve_device, opts.device or "auto", "--device")
 if not ok then usage(device) end
 

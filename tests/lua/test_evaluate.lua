@@ -153,7 +153,7 @@ test("bad input: a missing label column, an unknown label, no --run, --help", fu
     A.truthy(text:find("column 'kind' not found", 1, true) and text:find("columns present", 1, true), text)
     code, text = evaluate("--input " .. t.data .. "/dataset.csv")
     A.eq(code, 2, text)
-    A.truthy(text:find("give --run DIR", 1, true) and text:find("usage: machrt scripts/evaluate.lua", 1, true), text)
+    A.truthy(text:find("give --run DIR", 1, true) and text:find("--help shows the usage", 1, true), text)
     code, text = evaluate("--run " .. dir .. " --input " .. t.data .. "/dataset.csv")
     A.eq(code, 2, text)
     A.truthy(text:find("not a run folder", 1, true), text)
