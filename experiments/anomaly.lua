@@ -136,7 +136,7 @@ for _, fold in ipairs(run.folds) do
             plot.training_curves(dir .. "/curves.png", state.history)
         end
         -- Normal statistics from the training clips, whole (Fix chunks, in order).
-        local normal_loaders <close> = train.loaders(cfg, { train = split.train, val = split.train })
+        local normal_loaders <close> = anomaly.data.chunk_loader(cfg, split.train)
         local e_train = anomaly.embedding.embed(model, front, normal_loaders.val, #split.train.files)
         local e_val = anomaly.embedding.embed(model, front, loaders.val, #split.val.files)
         local stats = anomaly.embedding.fit(cfg, split, e_train)

@@ -48,7 +48,7 @@ end
 
 -- Calls fn(k, vectors) for every clip k of `items` (whole clips, in order).
 local function each_clip(cfg, items, front, frames, fn)
-    local loaders <close> = train.loaders(cfg, { train = items, val = items })
+    local loaders <close> = require("machrt.anomaly.data").chunk_loader(cfg, items)
     for _, batch in loaders.val:epoch(0) do
         for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
         if batch.chunks then

@@ -10,6 +10,7 @@
 --   -- split.can_evaluate: the validation clips carry a condition
 local data = require "machrt.data"
 local log = require "machrt.log"
+local train = require "machrt.train"
 
 local M = {}
 
@@ -114,6 +115,18 @@ local function items_of(df, ds, machine_index, nmachines)
         end
     end
     return it, cond ~= nil, has_id
+end
+
+--- A loader of whole clips of `items` (Fix chunks, in order), as the
+--- validation loader of train.loaders; close it (it is a to-be-closed
+--- value, with the loader in .val).
+function M.chunk_loader(cfg, items)
+    local c = {}
+    for k, v in pairs(cfg) do c[k] = v end
+    c.training = {}
+    for k, v in pairs(cfg.training) do c.training[k] = v end
+    c.training.drop_last_batch = false -- the unused training loader must not refuse a small set
+    return train.loaders(c, { train = items, val = items })
 end
 
 --- Reads the dataframe(s) and splits them (see the header).
