@@ -160,4 +160,12 @@ for _, fold in ipairs(run.folds) do
     end
     anomaly.decide.write_metrics(dir, cfg, evaluations, a.score, thresholds)
     log.info("fold %d: val_scores.csv and metrics.json written to %s", fold, dir)
+
+    -- What inference needs (scripts/predict.lua --run, scripts/monitor.lua), and the scorer.
+    local det = anomaly.detector.new(cfg, split, detector, thresholds, device)
+    anomaly.detector.save_run(dir, det)
+    if tr.build_scoring_pipelines then
+        local scorer = anomaly.detector.write_scorer(dir, det)
+        log.info("scorer written to %s (use it: machrt %s/score.lua --machine TYPE/id_NN file.wav ...)", scorer, scorer)
+    end
 end

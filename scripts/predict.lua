@@ -2,6 +2,7 @@
 --
 --   machrt scripts/predict.lua --run runs/<experiment>/fold4 --input <file | folder | csv> [--out predictions.csv]
 --   machrt scripts/predict.lua --scorer runs/<experiment>/fold4/scorer --input clips/
+--   machrt scripts/predict.lua --run runs/anomaly_detection/fold4 --input clips.csv   (anomaly runs)
 --
 -- Options:
 --   --run DIR          a training run folder (config.json + checkpoint.safetensors)
@@ -16,6 +17,9 @@
 --   --threads N        compute threads (default: all cores)
 --   --device D         auto (default: cuda when mt.cuda_available()), cpu or cuda;
 --                      on cuda the front end and the model run on the GPU
+--   --machine M        anomaly runs and scorers: the machine (TYPE/id_NN) of every
+--                      input; a CSV's label and model_id columns give it per file,
+--                      and without either the embedding detector names it itself
 --
 -- Every file goes through the training front end; `Fix` chunks of
 -- inference_chunk_seconds (at most max_inference_chunk_seconds of a file),
@@ -51,7 +55,7 @@ while i <= #arg do
     if value == nil then usage("--" .. key .. " needs a value") end
     if key == "input" then opts.inputs[#opts.inputs + 1] = value
     elseif key == "run" or key == "scorer" or key == "out" or key == "column" or key == "data-folder"
-        or key == "batch" or key == "threads" or key == "device" then opts[key] = value
+        or key == "batch" or key == "threads" or key == "device" or key == "machine" then opts[key] = value
     else usage("unknown option --" .. key) end
     i = i + 1
 end
@@ -64,13 +68,19 @@ if not batch or batch < 1 then usage("--batch needs a positive integer") end
 local t0 = mt.clock()
 local ok, device = pcall(pipeline.resolve_device, opts.device or "auto", "--device")
 if not ok then usage(device) end
-local p = opts.run and infer.load_run(opts.run, { device = device })
+-- An anomaly run or scorer (experiments/anomaly.lua) gives scores and decisions.
+local detector = require "machrt.anomaly.detector"
+local anomaly = (opts.run and sys.stat(opts.run:gsub("/$", "") .. "/" .. detector.INFO))
+    or (opts.scorer and detector.is_scorer(opts.scorer))
+local p = anomaly and (opts.run and detector.load_run(opts.run, { device = device })
+                       or detector.load_scorer(opts.scorer, { device = device }))
+    or opts.run and infer.load_run(opts.run, { device = device })
     or infer.load_scorer(opts.scorer, { device = device })
 local load_seconds = mt.clock() - t0
 
 -- Inputs -> the list of files, in a stable order.
 local AUDIO = { wav = true, flac = true, ogg = true, aiff = true, aif = true, au = true, w64 = true, caf = true }
-local files = {}
+local files, file_machine = {}, {}
 for _, input in ipairs(opts.inputs) do
     local st = sys.stat(input)
     if not st then usage("--input " .. input .. " does not exist") end
@@ -89,12 +99,22 @@ for _, input in ipairs(opts.inputs) do
         local column = opts.column or (p.cfg.dataset and p.cfg.dataset.audio_column) or "audio"
         df:require_columns({ column }, "--column")
         local base = opts["data-folder"] or input:match("^(.*)/[^/]*$") or "."
-        for _, f in ipairs(df:column(column)) do
+        local machines = anomaly and detector.machines_of(df, p.cfg)
+        for k, f in ipairs(df:column(column)) do
             files[#files + 1] = f:sub(1, 1) == "/" and f or base .. "/" .. f
+            if machines then file_machine[#files] = machines[k] end
         end
     else
         files[#files + 1] = input
     end
+end
+
+if anomaly then
+    local lines = { detector.csv_header() }
+    for k, f in ipairs(files) do lines[#lines + 1] = detector.csv_row(detector.score_file_safe(p, f, file_machine[k] or opts.machine)) end
+    local text = table.concat(lines, "\n") .. "\n"
+    if opts.out then sys.write_file(opts.out, text) else io.write(text) end
+    os.exit(0)
 end
 
 local lines = { infer.csv_header(p) }

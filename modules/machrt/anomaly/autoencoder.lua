@@ -93,9 +93,10 @@ end
 
 local function model_dir(dir, machine_type) return dir .. "/autoencoder_" .. machine_type:gsub("[^%w_.-]", "_") end
 
---- A new autoencoder of the config (keras' initialisation, seeded).
+--- A new autoencoder of the config (keras' initialisation, drawn after
+--- mt.manual_seed(seed) when a seed is given).
 function M.build(cfg, input, seed)
-    mt.manual_seed(seed)
+    if seed then mt.manual_seed(seed) end
     local ae = cfg.autoencoder
     return nn.dcase_autoencoder{ input = input, hidden = ae.hidden, bottleneck = ae.bottleneck }:flatten_parameters()
 end

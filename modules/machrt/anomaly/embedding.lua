@@ -95,8 +95,9 @@ local function stats_of(cfg, x)
     return s
 end
 
--- Mahalanobis (nil without a Gaussian) and cosine scores of the rows of x.
-local function score_rows(s, x)
+--- Mahalanobis (nil without a Gaussian) and cosine scores of the rows of
+--- x (embeddings of one machine) against its statistics s = {mean, gaussian}.
+function M.score_rows(s, x)
     local d = s.gaussian and s.gaussian:forward(x):totable()
     local mean = s.mean:reshape{ 1, -1 }
     local cos = (x * mean):sum(2) / ((x * x):sum(2):sqrt() * math.sqrt((mean * mean):sum()) + 1e-12)
@@ -150,7 +151,7 @@ function M.normal_scores(cfg, split, stats, e)
                 for j = 1, n do
                     if (j - 1) % folds == f then held[#held + 1] = j else rest[#rest + 1] = j end
                 end
-                local d, c = score_rows(stats_of(cfg, M.take(x, rest)), M.take(x, held))
+                local d, c = M.score_rows(stats_of(cfg, M.take(x, rest)), M.take(x, held))
                 for j, h in ipairs(held) do out[idx[h]] = which == "mahalanobis" and d[j] or c[j] end
             end
         end
@@ -168,22 +169,24 @@ function M.scores(stats, split, items, e)
     for k, m in ipairs(split.machines) do
         local x, idx = rows_of(e.embedding, items, k)
         if #idx > 0 then
-            local d, c = score_rows(stats[m], x)
+            local d, c = M.score_rows(stats[m], x)
             for j, i in ipairs(idx) do
                 out.mahalanobis[i] = d and d[j]
                 out.cosine[i] = c[j]
             end
         end
     end
-    local logits = e.logits:totable()
-    for i, row in ipairs(logits) do
-        local top = -math.huge
-        for _, v in ipairs(row) do top = math.max(top, v) end
-        local z = 0
-        for _, v in ipairs(row) do z = z + math.exp(v - top) end
-        out.nll[i] = top + math.log(z) - row[items.index[i]]
-    end
+    for i, row in ipairs(e.logits:totable()) do out.nll[i] = M.nll(row, items.index[i]) end
     return out
+end
+
+--- Minus the log-softmax of logits row `row` at class k.
+function M.nll(row, k)
+    local top = -math.huge
+    for _, v in ipairs(row) do top = math.max(top, v) end
+    local z = 0
+    for _, v in ipairs(row) do z = z + math.exp(v - top) end
+    return top + math.log(z) - row[k]
 end
 
 return M

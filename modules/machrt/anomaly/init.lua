@@ -11,4 +11,5 @@ return {
     autoencoder = require "machrt.anomaly.autoencoder",
     embedding = require "machrt.anomaly.embedding",
     decide = require "machrt.anomaly.decide",
+    detector = require "machrt.anomaly.detector",
 }
