@@ -197,4 +197,91 @@ test("unknown anomaly settings are refused up front, naming the key and the choi
     A.truthy(text:find("anomaly.target_false_positive_rate", 1, true), text)
 end)
 
+-- One trained embedding run shared by the inference tests.
+local trained
+local function trained_run()
+    if not trained then
+        local out = make_tmpdir{ create = false, keep = true }
+        local code, text = run(common_args(tiny_corpus(), out))
+        A.eq(code, 0, "training; output:\n" .. text)
+        trained = fold_dir(out)
+    end
+    return trained
+end
+
+local function lines_of(text)
+    local l = {}
+    for line in text:gmatch("[^\n]+") do l[#l + 1] = line end
+    return l
+end
+
+test("predict.lua --run and the scorer's score.lua give the validation scores and decisions", function()
+    local dir, data = trained_run(), tiny_corpus()
+    local rows = F.csv_rows(dir .. "/val_scores.csv")
+    local code, text = F.run(string.format("./machrt scripts/predict.lua --run %s --input %s/%s --machine %s/id_%s",
+        dir, data, rows[2][1], rows[2][2], rows[2][3]))
+    A.eq(code, 0, text)
+    local got = lines_of(text)
+    A.eq(got[1], "file,machine,anomaly_score,threshold,is_anomaly,chunks,error")
+    local cells = {}
+    for c in (got[2] .. ","):gmatch("([^,]*),") do cells[#cells + 1] = c end
+    A.near(tonumber(cells[3]), tonumber(rows[2][5]), 1e-4, "predict's score is the run's validation score")
+    A.eq(cells[5], rows[2][6], "the same decision")
+    local m = sys.json_decode(read(dir .. "/scorer/manifest.json"))
+    A.eq(m.format, "machrt-anomaly-scorer")
+    for _, f in ipairs(m.files) do A.eq(#f.sha256, 64, f.file .. " checksum") end
+    code, text = F.run(string.format("./machrt %s/scorer/score.lua --machine %s/id_%s %s/%s", dir, rows[2][2],
+        rows[2][3], data, rows[2][1]))
+    A.eq(code, 0, text)
+    A.eq(lines_of(text)[2], got[2], "score.lua prints what predict.lua prints")
+    code, text = F.run(string.format("./machrt %s/scorer/score.lua --machine drill/id_09 %s/%s", dir, data, rows[2][1]))
+    A.truthy(text:find("machine 'drill/id_09' is not one this detector knows", 1, true), text)
+end)
+
+test("monitor.lua scores a WAV or raw PCM stream from a pipe, one flushed line per window", function()
+    local dir, data = trained_run(), tiny_corpus()
+    local wav = data .. "/" .. F.csv_rows(dir .. "/val_scores.csv")[2][1]
+    local args = " --machine fan/id_00 --window 4 --hop 2"
+    local code, text = F.run(string.format("cat %s | ./machrt scripts/monitor.lua --run %s -%s", wav, dir, args))
+    A.eq(code, 0, text)
+    local l = lines_of(text)
+    A.eq(l[1], "time,machine,anomaly_score,threshold,is_anomaly")
+    -- A 10 s clip, windows of 4 s every 2 s: at 0, 2, 4 and 6 s.
+    local windows = {}
+    for _, line in ipairs(l) do if line:match("^%d") then windows[#windows + 1] = line end end
+    A.eq(#windows, 4, text)
+    A.truthy(windows[4]:match("^6%.000,fan/id_00,[%d.e+-]+,[%d.e+-]+,(%a+)$"), windows[4])
+    -- The same samples as raw 16-bit PCM (the WAV's 44-byte header cut off).
+    local raw_code, raw = F.run(string.format("tail -c +45 %s | ./machrt scripts/monitor.lua --scorer %s/scorer -"
+        .. " --format s16le --rate 16000 --channels 1%s", wav, dir, args))
+    A.eq(raw_code, 0, raw)
+    local raw_windows = {}
+    for _, line in ipairs(lines_of(raw)) do if line:match("^%d") then raw_windows[#raw_windows + 1] = line end end
+    A.eq(raw_windows, windows)
+    -- Flushed at once: the writer holds back the rest of the stream until the
+    -- first window's line has arrived (or gives up after a minute). It sends
+    -- the header and 16 blocks of 4096 samples (4.1 s: the monitor reads
+    -- whole blocks), enough for the first 4 s window.
+    local tmp = make_tmpdir()
+    local cmd = string.format("{ head -c 131116 %s; i=0; while [ $i -lt 600 ] && ! grep -q '^0.000' %s/out.csv 2>/dev/null; "
+        .. "do sleep 0.1; i=$((i+1)); done; grep -q '^0.000' %s/out.csv && touch %s/seen; tail -c +131117 %s; } "
+        .. "| ./machrt scripts/monitor.lua --run %s -%s > %s/out.csv", wav, tmp, tmp, tmp, wav, dir, args, tmp)
+    code, text = F.run(cmd)
+    A.eq(code, 0, text)
+    A.truthy(exists(tmp .. "/seen"), "the first line was written before the stream went on")
+    A.eq(#lines_of(read(tmp .. "/out.csv")), 5)
+end)
+
+test("monitor.lua refuses what it cannot read, naming it", function()
+    local dir = trained_run()
+    local code, text = F.run(string.format("echo hello | ./machrt scripts/monitor.lua --run %s -", dir))
+    A.eq(code, 2)
+    A.truthy(text:find("WAV", 1, true), text)
+    code, text = F.run(string.format("head -c 1000 /dev/zero | ./machrt scripts/monitor.lua --run %s - --format s16le", dir))
+    A.truthy(text:find("--rate", 1, true), text)
+    code, text = F.run(string.format("head -c 1000 /dev/zero | ./machrt scripts/monitor.lua --run %s - --format s16le"
+        .. " --rate 16000 --channels 1 --machine fan/id_77", dir))
+    A.truthy(text:find("fan/id_77 is not one this detector knows", 1, true), text)
+end)
+
 return tests
