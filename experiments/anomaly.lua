@@ -160,6 +160,12 @@ for _, fold in ipairs(run.folds) do
     end
     anomaly.decide.write_metrics(dir, cfg, evaluations, a.score, thresholds)
     log.info("fold %d: val_scores.csv and metrics.json written to %s", fold, dir)
+    if tr.run_interpretations then
+        local page = require("machrt.anomaly.interpret").write(dir, {
+            split = split, scores = scores, thresholds = thresholds, evaluation = evaluations[a.score],
+            cfg = cfg, number_of_audios = cfg.logging.number_of_audios })
+        log.info("interpretations: %s", page)
+    end
 
     -- What inference needs (scripts/predict.lua --run, scripts/monitor.lua), and the scorer.
     local det = anomaly.detector.new(cfg, split, detector, thresholds, device)

@@ -88,6 +88,11 @@ test("an embedding run writes val_scores.csv, metrics.json with AUC and pAUC, an
         A.truthy(m.best_score_per_machine[machine] or r.undefined, machine .. ": the winning score")
     end
     A.truthy(m.evaluation.per_type.fan and m.evaluation.per_type.pump, "per machine type")
+    A.truthy(read(dir .. "/index.html"):find("interpretations/roc.png", 1, true), "index.html shows the ROC curves")
+    for _, f in ipairs{ "roc.png", "histograms.png", "normal_most_anomalous_1.png", "abnormal_least_anomalous_1.png" } do
+        A.truthy(exists(dir .. "/interpretations/" .. f), f .. " missing")
+    end
+    A.truthy(exists(dir .. "/scorer/score.lua") and exists(dir .. "/detector.json"), "scorer and detector.json")
 end)
 
 test("the autoencoder detector trains one model per machine type and scores every clip", function()

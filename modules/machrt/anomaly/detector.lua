@@ -253,7 +253,9 @@ function M.score_chunks(det, chunks, machine)
             r.anomaly_score = v
         end
     else
-        if machine == nil then fail("the autoencoder detector needs the machine of a recording (--machine TYPE/id_NN)") end
+        if machine == nil then
+            fail("the autoencoder detector needs the machine of a recording (--machine TYPE/id_NN)")
+        end
         known_machine(det, machine)
         local t = machine:match("^(.-)/") or machine
         local model = det.models[t] or fail("no autoencoder for machine type '%s'", t)
