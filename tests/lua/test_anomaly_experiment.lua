@@ -157,7 +157,7 @@ test("a machine with a single normal clip: a clear error for Mahalanobis, a fall
     local code, text = run(args)
     A.truthy(code ~= 0, "must fail")
     A.truthy(text:find("machine fan/id_02 has a single normal training clip", 1, true), text)
-    code, text = run(args:gsub(out, tmpdir()) .. " --anomaly.score=cosine")
+    code, text = run(args:gsub(out, tmpdir()) .. " --anomaly.score=cosine --anomaly.shrinkage=0.3")
     A.eq(code, 0, "cosine needs only the mean; output:\n" .. text)
     A.truthy(text:find("no Mahalanobis score for it", 1, true), text)
 end)
@@ -200,6 +200,9 @@ test("unknown anomaly settings are refused up front, naming the key and the choi
     code, text = run(common_args(data, out) .. " --anomaly.target_false_positive_rate=1.5")
     A.truthy(code ~= 0)
     A.truthy(text:find("anomaly.target_false_positive_rate", 1, true), text)
+    code, text = run(common_args(data, out) .. " --anomaly.shrinkage=lots")
+    A.truthy(code ~= 0)
+    A.truthy(text:find("anomaly.shrinkage must be 'ledoit-wolf' or a number in [0, 1], got lots", 1, true), text)
 end)
 
 -- One trained embedding run shared by the inference tests.

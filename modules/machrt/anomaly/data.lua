@@ -41,6 +41,8 @@ function M.validate(cfg)
     number_in("anomaly.max_fpr", a.max_fpr, 0, 1, true)
     number_in("anomaly.margin", a.margin, -1e-300, math.pi / 2)
     number_in("anomaly.scale", a.scale, 0, math.huge)
+    -- The default is a word, so --anomaly.shrinkage=0.2 arrives as text.
+    if a.shrinkage ~= "ledoit-wolf" then a.shrinkage = tonumber(a.shrinkage) or a.shrinkage end
     if a.shrinkage ~= "ledoit-wolf" and (type(a.shrinkage) ~= "number" or a.shrinkage < 0 or a.shrinkage > 1) then
         fail("anomaly.shrinkage must be 'ledoit-wolf' or a number in [0, 1], got %s", tostring(a.shrinkage))
     end
