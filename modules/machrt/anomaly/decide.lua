@@ -133,6 +133,35 @@ function M.log_evaluation(ev, label)
     end
 end
 
+--- With several scores (the embedding detector's): AUC per machine of each,
+--- and which one wins there.
+function M.log_comparison(evaluations, label)
+    local names = {}
+    for name in pairs(evaluations) do names[#names + 1] = name end
+    if #names < 2 then return end
+    table.sort(names)
+    local any = evaluations[names[1]]
+    local rows = {}
+    for _, m in ipairs(any.machines) do
+        local row, best, best_auc = { m }, "-", -1
+        for _, name in ipairs(names) do
+            local a = evaluations[name].per_machine[m].auc
+            row[#row + 1] = fmt(a)
+            if a and a > best_auc then best, best_auc = name, a end
+        end
+        row[#row + 1] = best
+        rows[#rows + 1] = row
+    end
+    local mean_row = { "mean" }
+    for _, name in ipairs(names) do mean_row[#mean_row + 1] = fmt(evaluations[name].mean_auc) end
+    rows[#rows + 1] = mean_row
+    local header = { "machine" }
+    for _, name in ipairs(names) do header[#header + 1] = "AUC " .. name end
+    header[#header + 1] = "best"
+    log.info("%s: AUC per machine of each score", label)
+    log.table(header, rows)
+end
+
 M.SCORE_COLUMNS = { "audio", "label", "model_id", "condition", "anomaly_score", "is_anomaly" }
 
 --- val_scores.csv: one row per validation clip.
