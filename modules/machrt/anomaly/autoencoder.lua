@@ -6,6 +6,7 @@
 --   local models = ae.train_all(cfg, split, front, device, dir)
 --   local scores = ae.score(models, cfg, items, front, device)
 local mt = require "machrt"
+local sys = require "machrt.sys"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
 local folds = require "machrt.data.folds"
@@ -120,7 +121,6 @@ local function train_type(cfg, split, front, device, dir, k, machine_type)
                                    set_lr = function() return ae.learning_rate end, checkpoint_dir = mdir,
                                    cfg = { training = { grad_accumulation = 1, gradient_clip = 0 } } }
     local nb = (ntrain + ae.batch_size - 1) // ae.batch_size
-    local sys = require "machrt.sys"
     sys.mkdir(mdir)
     for epoch = state.epoch + 1, ae.epochs do
         local bar = log.progress{ title = string.format("autoencoder %s epoch %d/%d", machine_type, epoch, ae.epochs),

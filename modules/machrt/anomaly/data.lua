@@ -53,6 +53,19 @@ function M.validate(cfg)
         end
     end
     number_in("autoencoder.learning_rate", ae.learning_rate, 0, math.huge)
+    local ds = cfg.dataset
+    if #ds.label_columns ~= 1 then
+        fail("dataset.label_columns must name one column (the machine type), got %d", #ds.label_columns)
+    end
+    if ds.validation_strategy ~= "kfold" and ds.validation_strategy ~= "custom" then
+        fail("dataset.validation_strategy must be 'kfold' or 'custom', got '%s'", tostring(ds.validation_strategy))
+    end
+    if ds.validation_strategy == "custom" and ds.validation_dataframe == "" then
+        fail("dataset.validation_strategy = custom needs dataset.validation_dataframe")
+    end
+    if cfg.environment.mixed_precision_training then
+        log.info("environment.mixed_precision_training: anomaly runs train in float32; the setting is not used")
+    end
     number_in("autoencoder.validation_split", ae.validation_split, -1e-300, 1)
 end
 
@@ -138,6 +151,7 @@ function M.prepare(cfg, fold)
     if ds.data_sample < 1 then df = df:sample(ds.data_sample, cfg.environment.seed) end
     local train_df, val_df
     if ds.validation_dataframe ~= "" then
+        log.info("validation: %s (dataset.validation_dataframe; no fold is split off)", ds.validation_dataframe)
         train_df = df
         val_df = read(ds.validation_dataframe, "dataset.validation_dataframe", ds)
     else
