@@ -54,7 +54,7 @@ local defaults = {
         audio_column = "audio", label_columns = { "label" },
         model_id_column = "model_id", condition_column = "condition",
         data_folder = "", train_dataframe = "", validation_dataframe = "",
-        validation_strategy = "kfold", folds = { "4" }, group_fold_column = "Unnamed: 0",
+        validation_strategy = "kfold", folds = { "4" },  -- folds stratified by machine and condition
         validation_size = 0.2, data_sample = 1,
         cache = "memory", cache_folder = "cache/waves", on_error = "fail",
     },

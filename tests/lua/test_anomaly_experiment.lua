@@ -95,6 +95,20 @@ test("an embedding run writes val_scores.csv, metrics.json with AUC and pAUC, an
     A.truthy(exists(dir .. "/scorer/score.lua") and exists(dir .. "/detector.json"), "scorer and detector.json")
 end)
 
+test("the validation fold keeps each machine's normal and abnormal clips (folds stratified)", function()
+    local data, out = tiny_corpus(), tmpdir()
+    -- Two folds: every machine has at least 2 abnormal clips, so each fold gets one.
+    local code, text = run(common_args(data, out) .. " --dataset.validation_size=0.5 --dataset.folds=1")
+    A.eq(code, 0, "output:\n" .. text)
+    local m = sys.json_decode(read(out .. "/anomaly_detection/fold1/metrics.json"))
+    A.eq(#m.evaluation.machines, 4)
+    for _, machine in ipairs(m.evaluation.machines) do
+        local r = m.evaluation.per_machine[machine]
+        A.truthy(r.normal > 0 and r.abnormal > 0, machine .. ": " .. r.normal .. " normal, " .. r.abnormal .. " abnormal")
+        A.truthy(r.auc, machine .. " has an AUC")
+    end
+end)
+
 test("the autoencoder detector trains one model per machine type and scores every clip", function()
     local data, out = tiny_corpus(), tmpdir()
     local code, text = run(common_args(data, out) .. " --anomaly.method=autoencoder --autoencoder.epochs=1"

@@ -9,6 +9,7 @@
 --   --   condition ("normal" / "abnormal" / nil), abnormal (booleans)
 --   -- split.can_evaluate: the validation clips carry a condition
 local data = require "machrt.data"
+local folds = require "machrt.data.folds"
 local log = require "machrt.log"
 local train = require "machrt.train"
 
@@ -144,6 +145,40 @@ function M.chunk_loader(cfg, items)
     return train.loaders(c, { train = items, val = items })
 end
 
+-- Fold ids stratified by machine and condition: the rows of each (machine,
+-- condition) pair, in a seeded random order, take folds 0, 1, ..., k-1 in
+-- turn, so every fold holds each machine's normal and abnormal clips when
+-- it has k of each (a
+-- split by rows alone can leave a machine with only one condition, and its
+-- AUC undefined). A "fold" column is used as it is.
+local function stratified_folds(df, ds, seed)
+    if df:has_column("fold") then return data.assign_folds(df, ds) end
+    local vs = tonumber(ds.validation_size)
+    if not vs or not (vs > 0 and vs < 1) then
+        fail("dataset.validation_size must be a number in (0, 1), got %s", tostring(ds.validation_size))
+    end
+    local k = math.floor(1 / vs + 0.5)
+    if k < 2 then fail("dataset.validation_size = %s gives k = %d folds; k-fold needs at least 2", tostring(vs), k) end
+    local it = items_of(df, ds)
+    local groups, order = {}, {}
+    for i = 1, df:nrows() do
+        local key = it.machine[i] .. "\0" .. (it.condition[i] or "")
+        if not groups[key] then groups[key] = {}; order[#order + 1] = key end
+        table.insert(groups[key], i)
+    end
+    table.sort(order)
+    local ids, next_fold = {}, 0
+    for g, key in ipairs(order) do
+        -- The turn goes on from group to group, so small groups still fill every fold.
+        local rows = groups[key]
+        for _, j in ipairs(folds.permutation(#rows, seed * 1000 + g)) do
+            ids[rows[j]] = next_fold % k
+            next_fold = next_fold + 1
+        end
+    end
+    return ids, k
+end
+
 --- Reads the dataframe(s) and splits them (see the header).
 function M.prepare(cfg, fold)
     local ds = cfg.dataset
@@ -155,8 +190,7 @@ function M.prepare(cfg, fold)
         train_df = df
         val_df = read(ds.validation_dataframe, "dataset.validation_dataframe", ds)
     else
-        local fold_ids = data.assign_folds(df, ds)
-        train_df, val_df = data.split(df, fold_ids, fold)
+        train_df, val_df = data.split(df, (stratified_folds(df, ds, cfg.environment.seed)), fold)
     end
     local train_cond = conditions(train_df, ds)
     if not df:has_column(ds.model_id_column) then
