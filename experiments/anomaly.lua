@@ -94,15 +94,16 @@ for _, fold in ipairs(run.folds) do
 
     -- scores: the chosen score per validation clip; train_scores: the same
     -- for the normal training clips (thresholds); alternatives: every score
-    -- the method gives, for the comparison in metrics.json.
-    local scores, train_scores, alternatives, detector
+    -- the method gives, for the comparison in metrics.json; trained: what
+    -- the detector keeps (networks, normal statistics).
+    local scores, train_scores, alternatives, trained
     if a.method == "autoencoder" then
         local models = anomaly.autoencoder.train_all(cfg, split, front, device, dir)
         scores = anomaly.autoencoder.score(models, cfg, split.val, front, device)
         train_scores = anomaly.autoencoder.score(models, cfg, split.train, front, device)
         alternatives = { reconstruction = scores }
         a.score = "reconstruction"
-        detector = { models = models }
+        trained = { models = models }
     else
         local loaders <close> = train.loaders(cfg, split)
         local steps_per_epoch = loaders.train:num_batches()
@@ -143,7 +144,7 @@ for _, fold in ipairs(run.folds) do
         alternatives = anomaly.embedding.scores(stats, split, split.val, e_val)
         train_scores = anomaly.embedding.normal_scores(cfg, split, stats, e_train)
         scores = alternatives[a.score]
-        detector = { model = model, stats = stats }
+        trained = { model = model, stats = stats }
     end
 
     local thresholds = anomaly.decide.thresholds(split, train_scores, a.target_false_positive_rate)
@@ -162,14 +163,14 @@ for _, fold in ipairs(run.folds) do
     anomaly.decide.write_metrics(dir, cfg, evaluations, a.score, thresholds)
     log.info("fold %d: val_scores.csv and metrics.json written to %s", fold, dir)
     if tr.run_interpretations then
-        local page = require("machrt.anomaly.interpret").write(dir, {
+        local page = anomaly.interpret.write(dir, {
             split = split, scores = scores, thresholds = thresholds, evaluation = evaluations[a.score],
             cfg = cfg, number_of_audios = cfg.logging.number_of_audios })
         log.info("interpretations: %s", page)
     end
 
     -- What inference needs (scripts/predict.lua --run, scripts/monitor.lua), and the scorer.
-    local det = anomaly.detector.new(cfg, split, detector, thresholds, device)
+    local det = anomaly.detector.new(cfg, split, trained, thresholds, device)
     anomaly.detector.save_run(dir, det)
     if tr.build_scoring_pipelines then
         local scorer = anomaly.detector.write_scorer(dir, det)
