@@ -148,6 +148,29 @@ test("a killed anomaly run resumes to the same weights and scores, bit for bit",
     A.eq(read(fold_dir(b) .. "/val_scores.csv"), read(fold_dir(a) .. "/val_scores.csv"))
 end)
 
+test("a killed autoencoder run resumes each machine type's model bit for bit", function()
+    local data = tiny_corpus()
+    local a, b = tmpdir(), tmpdir()
+    local args = " --anomaly.method=autoencoder --autoencoder.epochs=2 --autoencoder.hidden=16"
+    local code, text = run(common_args(data, a) .. args)
+    A.eq(code, 0, "uninterrupted run; output:\n" .. text)
+    -- The fan model takes more than 4 steps per epoch: killed in its epoch 1 or 2.
+    code, text = run(common_args(data, b) .. args, "MACHRT_KILL_AT_STEP=9")
+    A.truthy(code ~= 0, "the killed run must not exit cleanly")
+    A.truthy(not exists(fold_dir(b) .. "/autoencoder_pump/checkpoint.safetensors"), "pump not started yet")
+    code, text = run("--resume " .. fold_dir(b))
+    A.eq(code, 0, "resumed run; output:\n" .. text)
+    A.truthy(text:find("autoencoder fan: resuming after epoch 1", 1, true), text)
+    for _, t in ipairs{ "fan", "pump" } do
+        local path = "/autoencoder_" .. t .. "/checkpoint.safetensors"
+        local ta, tb = mt.load(fold_dir(a) .. path), mt.load(fold_dir(b) .. path)
+        for name, x in pairs(ta) do
+            if x:numel() > 0 then A.eq((x:float() - tb[name]:float()):abs():max(), 0, t .. " " .. name) end
+        end
+    end
+    A.eq(read(fold_dir(b) .. "/val_scores.csv"), read(fold_dir(a) .. "/val_scores.csv"))
+end)
+
 test("training data without a normal clip is refused", function()
     local data, out = tiny_corpus(), tmpdir()
     local csv = csv_variant(data, function(r) return r[5] == "abnormal" end)
