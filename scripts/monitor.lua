@@ -70,6 +70,10 @@ local det = opts.run and detector.load_run(opts.run, { device = device })
 if opts.machine and not det.thresholds[opts.machine] then
     usage(string.format("--machine %s is not one this detector knows (%s)", opts.machine, table.concat(det.machines, ", ")))
 end
+if det.method == "autoencoder" and not opts.machine then
+    usage("the autoencoder detector needs the machine it hears: give --machine TYPE/id_NN (" ..
+          table.concat(det.machines, ", ") .. ")")
+end
 local sample_rate, channel = det.cfg.audio.sample_rate, det.cfg.audio.channel or 1
 
 -- ---- the stream's format ---------------------------------------------------------
