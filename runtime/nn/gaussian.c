@@ -140,6 +140,11 @@ mrt_status mrt_gaussian_fit(const mrt_tensor *x, double shrinkage, mrt_tensor *m
         (st = mrt_nn_out_check(fn, &out[1], cov, "covariance", MRT_F32, 2, cs)) ||
         (st = mrt_nn_out_check(fn, &out[2], precision, "precision", MRT_F32, 2, cs)))
         return st;
+    /* The fit writes its outputs in place, element by element. */
+    const mrt_tensor *outs[3] = {mean, cov, precision};
+    for (int i = 0; i < 3; i++)
+        if (outs[i]->storage && !mrt_tensor_is_contiguous(outs[i]))
+            return mrt_fail(MRT_ERR_ARG, "%s: a given output must be contiguous", fn);
     double *xc = as_double(x, &st);
     if (!xc) return st;
     double *s = calloc((size_t)(d * d), sizeof *s), *mu = calloc((size_t)d, sizeof *mu);
