@@ -133,6 +133,19 @@ function M.log_evaluation(ev, label)
     end
 end
 
+--- The score(s) with the highest AUC on machine m, "a, b" when tied; nil
+--- when none has an AUC there.
+function M.best_scores(evaluations, m)
+    local top, best = -1, {}
+    for name, ev in pairs(evaluations) do
+        local a = ev.per_machine[m] and ev.per_machine[m].auc
+        if a and a > top then top, best = a, { name } elseif a and a == top then best[#best + 1] = name end
+    end
+    if #best == 0 then return nil end
+    table.sort(best)
+    return table.concat(best, ", ")
+end
+
 --- With several scores (the embedding detector's): AUC per machine of each,
 --- and which one wins there.
 function M.log_comparison(evaluations, label)
@@ -143,13 +156,9 @@ function M.log_comparison(evaluations, label)
     local any = evaluations[names[1]]
     local rows = {}
     for _, m in ipairs(any.machines) do
-        local row, best, best_auc = { m }, "-", -1
-        for _, name in ipairs(names) do
-            local a = evaluations[name].per_machine[m].auc
-            row[#row + 1] = fmt(a)
-            if a and a > best_auc then best, best_auc = name, a end
-        end
-        row[#row + 1] = best
+        local row = { m }
+        for _, name in ipairs(names) do row[#row + 1] = fmt(evaluations[name].per_machine[m].auc) end
+        row[#row + 1] = M.best_scores(evaluations, m) or "-"
         rows[#rows + 1] = row
     end
     local mean_row = { "mean" }
@@ -175,19 +184,13 @@ function M.write_scores(dir, split, scores, decisions)
 end
 
 --- metrics.json: the evaluation of the chosen score, the alternatives'
---- evaluations and, per machine, which score gave the highest AUC.
+--- evaluations and, per machine, which score gave the highest AUC ("a, b"
+--- when tied).
 function M.write_metrics(dir, cfg, evaluations, chosen, thresholds)
     local best = {}
     local main = evaluations[chosen]
     if main then
-        for _, m in ipairs(main.machines) do
-            local top, top_auc = nil, -1
-            for name, ev in pairs(evaluations) do
-                local a = ev.per_machine[m].auc
-                if a and (a > top_auc or (a == top_auc and name < top)) then top, top_auc = name, a end
-            end
-            best[m] = top
-        end
+        for _, m in ipairs(main.machines) do best[m] = M.best_scores(evaluations, m) end
     end
     sys.write_file(dir .. "/metrics.json", sys.json_encode({
         method = cfg.anomaly.method, score = chosen, pauc_definition =
