@@ -1,10 +1,11 @@
--- Predicts machine types of audio files with a trained run or a scorer
--- (the usage below). Every file goes through the training front end; `Fix`
--- chunks of inference_chunk_seconds (at most max_inference_chunk_seconds of
--- a file), the mean of the chunks' sigmoid outputs and its argmax. A file
--- that cannot be read gets a row with the reason in the error column; the
--- run goes on and exits with status 1 at the end, saying how many. Long
--- files are read window by window.
+-- Predicts machine types of audio files with a trained run or a scorer, or
+-- anomaly scores and decisions with an anomaly run (the usage below). Every
+-- file goes through the training front end; `Fix` chunks of
+-- inference_chunk_seconds (at most max_inference_chunk_seconds of a file),
+-- the mean of the chunks' sigmoid outputs and its argmax. A file that cannot
+-- be read gets a row with the reason in the error column; the run goes on
+-- and exits with status 1 at the end, saying how many. Long files are read
+-- window by window.
 
 local mt = require "machrt"
 local sys = require "machrt.sys"
@@ -21,6 +22,7 @@ usage: machrt scripts/predict.lua (--run DIR | --scorer DIR) --input PATH [--inp
 
   machrt scripts/predict.lua --run runs/<experiment>/fold4 --input <file | folder | csv> [--out predictions.csv]
   machrt scripts/predict.lua --scorer runs/<experiment>/fold4/scorer --input clips/
+  machrt scripts/predict.lua --run runs/anomaly_detection/fold4 --input clips.csv   (anomaly runs)
 
   --run DIR          a training run folder (config.json + checkpoint.safetensors)
   --scorer DIR       or a scorer folder (manifest.json + checked weights)
@@ -34,13 +36,17 @@ usage: machrt scripts/predict.lua (--run DIR | --scorer DIR) --input PATH [--inp
   --threads N        compute threads (default: all cores)
   --device D         auto (default: cuda when mt.cuda_available()), cpu or cuda;
                      on cuda the front end and the model run on the GPU
+  --machine M        anomaly runs and scorers: the machine (TYPE/id_NN) of every
+                     input; a CSV's label and model_id columns give it per file,
+                     and without either the embedding detector names it itself
   --help             this text
 
 Exit status: 0 when every file was predicted, 1 when some could not be read
 (their rows hold the reason), 2 for a usage error.
 ]],
     options = { run = "value", scorer = "value", input = "list", column = "value", ["data-folder"] = "value",
-                out = "value", batch = "value", threads = "value", device = "value" },
+                out = "value", batch = "value", threads = "value", device = "value",
+                machine = "value" },
 }
 local function usage(msg) cli.fail(CLI, msg) end
 
@@ -55,13 +61,19 @@ local batch = cli.integer(CLI, opts, "batch", 1) or 32
 local t0 = mt.clock()
 local ok, device = pcall(pipeline.resolve_device, opts.device or "auto", "--device")
 if not ok then usage(device) end
-local p = opts.run and infer.load_run(opts.run, { device = device })
+-- An anomaly run or scorer (experiments/anomaly.lua) gives scores and decisions.
+local detector = require "machrt.anomaly.detector"
+local anomaly = (opts.run and sys.stat(opts.run:gsub("/$", "") .. "/" .. detector.INFO))
+    or (opts.scorer and detector.is_scorer(opts.scorer))
+local p = anomaly and (opts.run and detector.load_run(opts.run, { device = device })
+                       or detector.load_scorer(opts.scorer, { device = device }))
+    or opts.run and infer.load_run(opts.run, { device = device })
     or infer.load_scorer(opts.scorer, { device = device })
 local load_seconds = mt.clock() - t0
 
 -- Inputs -> the list of files, in a stable order.
 local AUDIO = { wav = true, flac = true, ogg = true, aiff = true, aif = true, au = true, w64 = true, caf = true }
-local files = {}
+local files, file_machine = {}, {}
 for _, input in ipairs(opts.inputs) do
     local st = sys.stat(input)
     if not st then usage("--input " .. input .. " does not exist") end
@@ -80,12 +92,32 @@ for _, input in ipairs(opts.inputs) do
         local column = opts.column or (p.cfg.dataset and p.cfg.dataset.audio_column) or "audio"
         df:require_columns({ column }, "--column")
         local base = opts["data-folder"] or input:match("^(.*)/[^/]*$") or "."
-        for _, f in ipairs(df:column(column)) do
+        local machines = anomaly and detector.machines_of(df, p.cfg)
+        for k, f in ipairs(df:column(column)) do
             files[#files + 1] = f:sub(1, 1) == "/" and f or base .. "/" .. f
+            if machines then file_machine[#files] = machines[k] end
         end
     else
         files[#files + 1] = input
     end
+end
+
+if anomaly then
+    local lines = { detector.csv_header() }
+    local unreadable = 0
+    for k, f in ipairs(files) do
+        local r = detector.score_file_safe(p, f, file_machine[k] or opts.machine)
+        if r.error then unreadable = unreadable + 1 end
+        lines[#lines + 1] = detector.csv_row(r)
+    end
+    local text = table.concat(lines, "\n") .. "\n"
+    if opts.out then sys.write_file(opts.out, text) else io.write(text) end
+    if unreadable > 0 then
+        io.stderr:write(string.format("predict: %d of %d files could not be read (the error column of its row says why)\n",
+                                      unreadable, #files))
+        os.exit(1)
+    end
+    os.exit(0)
 end
 
 local lines = { infer.csv_header(p) }

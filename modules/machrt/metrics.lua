@@ -208,4 +208,92 @@ function M.multilabel(probs, targets, threshold, classes)
                       predicted = predicted }
 end
 
+-- ---- anomaly detection: binary ROC, AUC and partial AUC ---------------------
+
+-- scores (numbers, higher = more anomalous) and abnormal (booleans) as lists
+-- of one length; the counts of abnormal and normal entries.
+local function binary_inputs(fn, scores, abnormal)
+    if type(scores) ~= "table" or type(abnormal) ~= "table" or #scores ~= #abnormal then
+        fail("%s: scores and abnormal must be lists of one length", fn)
+    end
+    local npos = 0
+    for i = 1, #scores do
+        local v = scores[i]
+        if type(v) ~= "number" or v ~= v then fail("%s: score %d is %s, not a number", fn, i, tostring(v)) end
+        if abnormal[i] then npos = npos + 1 end
+    end
+    return npos, #scores - npos
+end
+
+-- Why a binary AUC cannot be computed, or nil.
+local function undefined(npos, nneg)
+    if npos == 0 and nneg == 0 then return "no clips" end
+    if npos == 0 then return "no abnormal clip" end
+    if nneg == 0 then return "no normal clip" end
+    return nil
+end
+
+--- The ROC curve of anomaly scores: lists fpr and tpr from (0, 0) to (1, 1),
+--- one point per distinct score (scikit-learn's roc_curve with
+--- drop_intermediate = False, plus its leading (0, 0)), and the thresholds
+--- (a clip is flagged when its score is >= the threshold). nil and the
+--- reason when the curve is undefined (no abnormal or no normal clip).
+function M.roc_curve(scores, abnormal)
+    local npos, nneg = binary_inputs("roc_curve", scores, abnormal)
+    local why = undefined(npos, nneg)
+    if why then return nil, why end
+    local order = {}
+    for i = 1, #scores do order[i] = i end
+    table.sort(order, function(a, b) return scores[a] > scores[b] end)
+    local fpr, tpr, thresholds = { 0 }, { 0 }, { math.huge }
+    local tp, fp, i = 0, 0, 1
+    while i <= #order do
+        local v = scores[order[i]]
+        while i <= #order and scores[order[i]] == v do
+            if abnormal[order[i]] then tp = tp + 1 else fp = fp + 1 end
+            i = i + 1
+        end
+        fpr[#fpr + 1], tpr[#tpr + 1], thresholds[#thresholds + 1] = fp / nneg, tp / npos, v
+    end
+    return { fpr = fpr, tpr = tpr, thresholds = thresholds }
+end
+
+--- ROC AUC of anomaly scores against abnormal flags (scikit-learn's
+--- roc_auc_score), or nil and the reason when it is undefined.
+function M.roc_auc(scores, abnormal)
+    local npos, nneg = binary_inputs("roc_auc", scores, abnormal)
+    local why = undefined(npos, nneg)
+    if why then return nil, why end
+    return auc(scores, abnormal)
+end
+
+--- Partial AUC over false-positive rates 0..max_fpr (default 0.1). Returns
+--- pauc, as DCASE 2020 Task 2 defines it (the area under the ROC curve up to
+--- max_fpr, divided by max_fpr: 1 is perfect, max_fpr / 2 is chance), and
+--- mcclish, McClish's standardised area that scikit-learn's
+--- roc_auc_score(max_fpr = ...) reports (0.5 is chance). The curve is
+--- interpolated linearly at max_fpr, as scikit-learn does. nil and the
+--- reason when undefined.
+function M.partial_auc(scores, abnormal, max_fpr)
+    max_fpr = max_fpr or 0.1
+    if type(max_fpr) ~= "number" or not (max_fpr > 0 and max_fpr <= 1) then
+        fail("partial_auc: max_fpr must be in (0, 1], got %s", tostring(max_fpr))
+    end
+    local curve, why = M.roc_curve(scores, abnormal)
+    if not curve then return nil, why end
+    local fpr, tpr = curve.fpr, curve.tpr
+    local area = 0
+    for k = 2, #fpr do
+        local x0, x1, y0, y1 = fpr[k - 1], fpr[k], tpr[k - 1], tpr[k]
+        if x0 >= max_fpr then break end
+        if x1 > max_fpr then
+            y1 = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0)
+            x1 = max_fpr
+        end
+        area = area + (x1 - x0) * (y0 + y1) / 2
+    end
+    local min_area, max_area = max_fpr * max_fpr / 2, max_fpr
+    return area / max_fpr, 0.5 * (1 + (area - min_area) / (max_area - min_area))
+end
+
 return M

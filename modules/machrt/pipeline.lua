@@ -60,12 +60,13 @@ local function zero_filter_notice(a, mel)
 end
 
 --- The MelSpectrogram of an audio config section: the reference's keys
---- mapped to torchaudio's names.
+--- mapped to torchaudio's names (mel_scale and mel_norm, when a section
+--- has them, choose the filterbank: "slaney" for librosa's).
 function M.mel_spectrogram(a)
     return audio.MelSpectrogram{
         sample_rate = a.sample_rate, n_fft = a.stft_window_size, win_length = a.stft_window_size,
         hop_length = a.hop_size, f_min = a.minimum_frequency, f_max = a.maximum_frequency,
-        n_mels = a.mel_frequency_bins,
+        n_mels = a.mel_frequency_bins, mel_scale = a.mel_scale, norm = a.mel_norm,
     }
 end
 

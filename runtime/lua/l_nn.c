@@ -305,6 +305,45 @@ static int k_cross_entropy_backward(lua_State *L)
     return loss_backward(L, mrt_cross_entropy_backward);
 }
 
+/* ---- Gaussian model and Mahalanobis distance ---------------------------------- */
+
+/* gaussian_fit(x, shrinkage) -> mean, covariance, precision, shrinkage used
+ * (shrinkage < 0: Ledoit-Wolf) */
+static int k_gaussian_fit(lua_State *L)
+{
+    mrt_tensor *x = mrt_lua_check_tensor(L, 1);
+    double shrinkage = luaL_checknumber(L, 2);
+    mrt_tensor *mean = mrt_lua_push_tensor(L), *cov = mrt_lua_push_tensor(L);
+    mrt_tensor *precision = mrt_lua_push_tensor(L);
+    double used = 0;
+    mrt_lua_check(L, mrt_gaussian_fit(x, shrinkage, mean, cov, precision, &used));
+    lua_pushnumber(L, used);
+    return 4;
+}
+
+/* mahalanobis_forward(x, mean, precision, dist?) -> dist */
+static int k_mahalanobis_forward(lua_State *L)
+{
+    mrt_tensor *x = mrt_lua_check_tensor(L, 1), *mean = mrt_lua_check_tensor(L, 2);
+    mrt_tensor *precision = mrt_lua_check_tensor(L, 3);
+    out_arg dist = out_at(L, 4);
+    mrt_lua_check(L, mrt_mahalanobis_forward(x, mean, precision, dist.t));
+    push_out(L, dist);
+    return 1;
+}
+
+/* mahalanobis_backward(x, mean, precision, dist, ddist, dx?) -> dx */
+static int k_mahalanobis_backward(lua_State *L)
+{
+    mrt_tensor *x = mrt_lua_check_tensor(L, 1), *mean = mrt_lua_check_tensor(L, 2);
+    mrt_tensor *precision = mrt_lua_check_tensor(L, 3), *dist = mrt_lua_check_tensor(L, 4);
+    mrt_tensor *ddist = mrt_lua_check_tensor(L, 5);
+    out_arg dx = out_at(L, 6);
+    mrt_lua_check(L, mrt_mahalanobis_backward(x, mean, precision, dist, ddist, dx.t));
+    push_out(L, dx);
+    return 1;
+}
+
 static const luaL_Reg nn_funcs[] = {
     {"workspace", k_workspace},
     {"conv2d_forward", k_conv2d_forward}, {"conv2d_backward", k_conv2d_backward},
@@ -320,6 +359,8 @@ static const luaL_Reg nn_funcs[] = {
     {"bce_logits_forward", k_bce_logits_forward}, {"bce_logits_backward", k_bce_logits_backward},
     {"cross_entropy_forward", k_cross_entropy_forward},
     {"cross_entropy_backward", k_cross_entropy_backward},
+    {"gaussian_fit", k_gaussian_fit}, {"mahalanobis_forward", k_mahalanobis_forward},
+    {"mahalanobis_backward", k_mahalanobis_backward},
     {NULL, NULL}};
 
 void mrt_lua_nn(lua_State *L)

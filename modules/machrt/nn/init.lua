@@ -5,10 +5,13 @@ local pooling = require "machrt.nn.pooling"
 local containers = require "machrt.nn.containers"
 local loss = require "machrt.nn.loss"
 local resnet = require "machrt.nn.resnet"
+local margin = require "machrt.nn.margin"
+local gaussian = require "machrt.nn.gaussian"
 
 return {
     Module = Module,
     Conv2d = require "machrt.nn.conv",
+    BatchNorm1d = require "machrt.nn.batchnorm1d",
     BatchNorm2d = require "machrt.nn.batchnorm",
     SyncBatchNorm2d = require "machrt.nn.sync_batchnorm",
     ReLU = require "machrt.nn.activation",
@@ -24,4 +27,11 @@ return {
     resnet34 = resnet.resnet34,
     BCEWithLogitsLoss = loss.BCEWithLogitsLoss,
     CrossEntropyLoss = loss.CrossEntropyLoss,
+    MSELoss = loss.MSELoss,
+    CosineLinear = margin.CosineLinear,
+    ArcFaceLoss = margin.ArcFaceLoss,
+    AdaCosLoss = margin.AdaCosLoss,
+    gaussian_fit = gaussian.gaussian_fit,
+    Mahalanobis = gaussian.Mahalanobis,
+    dcase_autoencoder = require "machrt.nn.autoencoder",
 }

@@ -1,6 +1,7 @@
 -- Losses (mean reduction): nn.BCEWithLogitsLoss() on one-hot or soft targets
 -- of the logits' shape, nn.CrossEntropyLoss() on class indices (int64,
--- 1-based as everywhere in Lua) or class probabilities.
+-- 1-based as everywhere in Lua) or class probabilities, nn.MSELoss() on
+-- targets of the input's shape.
 local K = require "machrt.kernels"
 local mt = require "machrt"
 
@@ -57,4 +58,24 @@ function CrossEntropyLoss:prepare(target)
     return target
 end
 
-return {BCEWithLogitsLoss = BCEWithLogitsLoss, CrossEntropyLoss = CrossEntropyLoss}
+-- Mean squared error, from tensor ops (so it runs on every device):
+-- mean((y - t)^2), gradient 2 (y - t) / numel.
+local function mse_forward(y, t)
+    local d = y - t
+    return (d * d):mean()
+end
+
+local function mse_backward(y, t)
+    return (y - t) * (2 / y:numel())
+end
+
+local MSELoss = loss_class("MSELoss", mse_forward, mse_backward,
+    function(name, y, target)
+        check_tensors(name, y, target)
+        if not shapes_equal(y, target) then
+            error(("%s: target shape %s does not match input shape %s"):format(name,
+                table.concat(target:shape(), "x"), table.concat(y:shape(), "x")), 3)
+        end
+    end)
+
+return {BCEWithLogitsLoss = BCEWithLogitsLoss, CrossEntropyLoss = CrossEntropyLoss, MSELoss = MSELoss}

@@ -130,4 +130,21 @@ mrt_status mrt_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor 
 mrt_status mrt_cross_entropy_backward(const mrt_tensor *logits, const mrt_tensor *target,
                                       mrt_tensor *dlogits);
 
+/* ---- Gaussian model and Mahalanobis distance (CPU only) --------------------
+ * fit: mean (D), covariance (D,D) = (1-a) S + a trace(S)/D I with S the
+ * maximum-likelihood covariance of x (N,D), N >= 2, and precision = its
+ * inverse; shrinkage a in [0,1], or < 0 for Ledoit-Wolf (scikit-learn's),
+ * the value used in *shrinkage_used (may be NULL). Empty outputs are
+ * allocated. A singular covariance is an error. */
+mrt_status mrt_gaussian_fit(const mrt_tensor *x, double shrinkage, mrt_tensor *mean,
+                            mrt_tensor *cov, mrt_tensor *precision, double *shrinkage_used);
+/* dist (N) = sqrt((x_i - mean)^T precision (x_i - mean)). */
+mrt_status mrt_mahalanobis_forward(const mrt_tensor *x, const mrt_tensor *mean,
+                                   const mrt_tensor *precision, mrt_tensor *dist);
+/* dx (overwritten, N,D) = ddist_i precision (x_i - mean) / dist_i (0 where dist_i = 0);
+ * precision must be symmetric. */
+mrt_status mrt_mahalanobis_backward(const mrt_tensor *x, const mrt_tensor *mean,
+                                    const mrt_tensor *precision, const mrt_tensor *dist,
+                                    const mrt_tensor *ddist, mrt_tensor *dx);
+
 #endif

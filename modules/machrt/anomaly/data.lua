@@ -1,0 +1,238 @@
+-- The data of an anomaly-detection run: which clips train (normal ones
+-- only), which validate (normal and abnormal), and which machine each clip
+-- belongs to (machine type + model id).
+--
+--   local split = adata.prepare(cfg, fold)
+--   -- split.machines = {"fan/id_00", ...} (sorted), split.types = {"fan", ...}
+--   -- split.train, split.val = items: files, rows, targets (one-hot over
+--   --   machines), index (machine number), machine, type, model_id,
+--   --   condition ("normal" / "abnormal" / nil), abnormal (booleans)
+--   -- split.can_evaluate: the validation clips carry a condition
+local data = require "machrt.data"
+local folds = require "machrt.data.folds"
+local log = require "machrt.log"
+local train = require "machrt.train"
+
+local M = {}
+
+local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+
+local CHOICES = {
+    method = { "embedding", "autoencoder" },
+    score = { "mahalanobis", "cosine", "nll" },
+    head = { "arcface", "adacos", "softmax" },
+}
+
+local function one_of(key, value, list)
+    for _, v in ipairs(list) do if v == value then return end end
+    fail("anomaly.%s must be one of %s, got '%s'", key, table.concat(list, ", "), tostring(value))
+end
+
+local function number_in(key, v, lo, hi, closed_hi)
+    if type(v) ~= "number" or not (v > lo and (v < hi or (closed_hi and v == hi))) then
+        fail("%s must be a number in (%g, %g%s, got %s", key, lo, hi, closed_hi and "]" or ")", tostring(v))
+    end
+end
+
+--- Checks the anomaly section (and the autoencoder's) before any work.
+function M.validate(cfg)
+    local a = cfg.anomaly
+    for key, list in pairs(CHOICES) do one_of(key, a[key], list) end
+    number_in("anomaly.target_false_positive_rate", a.target_false_positive_rate, 0, 1)
+    number_in("anomaly.max_fpr", a.max_fpr, 0, 1, true)
+    number_in("anomaly.margin", a.margin, -1e-300, math.pi / 2)
+    number_in("anomaly.scale", a.scale, 0, math.huge)
+    -- The default is a word, so --anomaly.shrinkage=0.2 arrives as text.
+    if a.shrinkage ~= "ledoit-wolf" then a.shrinkage = tonumber(a.shrinkage) or a.shrinkage end
+    if a.shrinkage ~= "ledoit-wolf" and (type(a.shrinkage) ~= "number" or a.shrinkage < 0 or a.shrinkage > 1) then
+        fail("anomaly.shrinkage must be 'ledoit-wolf' or a number in [0, 1], got %s", tostring(a.shrinkage))
+    end
+    local ae = cfg.autoencoder
+    for _, key in ipairs{ "frames", "epochs", "batch_size", "hidden", "bottleneck" } do
+        if math.type(ae[key]) ~= "integer" or ae[key] < 1 then
+            fail("autoencoder.%s must be a positive integer, got %s", key, tostring(ae[key]))
+        end
+    end
+    number_in("autoencoder.learning_rate", ae.learning_rate, 0, math.huge)
+    local ds = cfg.dataset
+    if #ds.label_columns ~= 1 then
+        fail("dataset.label_columns must name one column (the machine type), got %d", #ds.label_columns)
+    end
+    if ds.validation_strategy ~= "kfold" and ds.validation_strategy ~= "custom" then
+        fail("dataset.validation_strategy must be 'kfold' or 'custom', got '%s'", tostring(ds.validation_strategy))
+    end
+    if ds.validation_strategy == "custom" and ds.validation_dataframe == "" then
+        fail("dataset.validation_strategy = custom needs dataset.validation_dataframe")
+    end
+    if cfg.environment.mixed_precision_training then
+        log.info("environment.mixed_precision_training: anomaly runs train in float32; the setting is not used")
+    end
+    number_in("autoencoder.validation_split", ae.validation_split, -1e-300, 1)
+end
+
+-- Row numbers as the user sees them in the CSV (1 = first data row).
+local function with_row_ids(df)
+    local ids = {}
+    for i = 1, df:nrows() do ids[i] = tostring(i) end
+    df:add_column("__row", ids)
+    return df
+end
+
+local function read(path, key, ds)
+    local df = with_row_ids(data.read_csv(path))
+    if df:nrows() == 0 then fail("%s %s has no data rows (only a header)", key, df.source) end
+    df:require_columns({ ds.audio_column, ds.label_columns[1] }, key)
+    return df
+end
+
+-- The condition of each row ("normal" / "abnormal"), or nil without the column.
+local function conditions(df, ds)
+    if not df:has_column(ds.condition_column) then return nil end
+    local out = {}
+    for i, v in ipairs(df:column(ds.condition_column)) do
+        if v ~= "normal" and v ~= "abnormal" then
+            fail("%s, row %d: column '%s' must be 'normal' or 'abnormal', got '%s'", df.source, i,
+                 ds.condition_column, tostring(v))
+        end
+        out[i] = v
+    end
+    return out
+end
+
+local function machine_of(type_name, model_id)
+    if model_id == nil then return type_name end
+    return type_name .. "/id_" .. model_id
+end
+
+-- The clips of a dataframe as items (see the header); machine_index maps a
+-- machine name to its number, or is nil while the machines are collected.
+local function items_of(df, ds, machine_index, nmachines)
+    local cond = conditions(df, ds)
+    local has_id = df:has_column(ds.model_id_column)
+    local it = { df = df, files = df:column(ds.audio_column), rows = {}, targets = {}, index = {},
+                 machine = {}, type = {}, model_id = {}, condition = cond or {}, abnormal = {} }
+    local types, ids = df:column(ds.label_columns[1]), has_id and df:column(ds.model_id_column)
+    for i = 1, df:nrows() do
+        it.rows[i] = math.tointeger(tonumber(df:get(i, "__row")))
+        it.type[i] = types[i]
+        it.model_id[i] = ids and ids[i] or ""
+        it.machine[i] = machine_of(types[i], ids and ids[i] or nil)
+        it.abnormal[i] = cond ~= nil and cond[i] == "abnormal"
+        if machine_index then
+            local k = machine_index[it.machine[i]]
+            if not k then
+                fail("%s, row %d: machine '%s' has no normal clip in the training data, so it cannot be "
+                     .. "scored", df.source, it.rows[i], it.machine[i])
+            end
+            it.index[i] = k
+            local row = {}
+            for c = 1, nmachines do row[c] = c == k and 1 or 0 end
+            it.targets[i] = row
+        end
+    end
+    return it, cond ~= nil, has_id
+end
+
+--- A loader of whole clips of `items` (Fix chunks, in order), as the
+--- validation loader of train.loaders; close it (it is a to-be-closed
+--- value, with the loader in .val).
+function M.chunk_loader(cfg, items)
+    local c = {}
+    for k, v in pairs(cfg) do c[k] = v end
+    c.training = {}
+    for k, v in pairs(cfg.training) do c.training[k] = v end
+    c.training.drop_last_batch = false -- the unused training loader must not refuse a small set
+    return train.loaders(c, { train = items, val = items })
+end
+
+-- Fold ids stratified by machine and condition: the rows of each (machine,
+-- condition) pair, in a seeded random order, take folds 0, 1, ..., k-1 in
+-- turn, so every fold holds each machine's normal and abnormal clips when
+-- it has k of each (a
+-- split by rows alone can leave a machine with only one condition, and its
+-- AUC undefined). A "fold" column is used as it is.
+local function stratified_folds(df, ds, seed)
+    if df:has_column("fold") then return data.assign_folds(df, ds) end
+    local vs = tonumber(ds.validation_size)
+    if not vs or not (vs > 0 and vs < 1) then
+        fail("dataset.validation_size must be a number in (0, 1), got %s", tostring(ds.validation_size))
+    end
+    local k = math.floor(1 / vs + 0.5)
+    if k < 2 then fail("dataset.validation_size = %s gives k = %d folds; k-fold needs at least 2", tostring(vs), k) end
+    local it = items_of(df, ds)
+    local groups, order = {}, {}
+    for i = 1, df:nrows() do
+        local key = it.machine[i] .. "\0" .. (it.condition[i] or "")
+        if not groups[key] then groups[key] = {}; order[#order + 1] = key end
+        table.insert(groups[key], i)
+    end
+    table.sort(order)
+    local ids, next_fold = {}, 0
+    for g, key in ipairs(order) do
+        -- The turn goes on from group to group, so small groups still fill every fold.
+        local rows = groups[key]
+        for _, j in ipairs(folds.permutation(#rows, seed * 1000 + g)) do
+            ids[rows[j]] = next_fold % k
+            next_fold = next_fold + 1
+        end
+    end
+    return ids, k
+end
+
+--- Reads the dataframe(s) and splits them (see the header).
+function M.prepare(cfg, fold)
+    local ds = cfg.dataset
+    local df = read(ds.train_dataframe, "dataset.train_dataframe", ds)
+    if ds.data_sample < 1 then df = df:sample(ds.data_sample, cfg.environment.seed) end
+    local train_df, val_df
+    if ds.validation_dataframe ~= "" then
+        log.info("validation: %s (dataset.validation_dataframe; no fold is split off)", ds.validation_dataframe)
+        train_df = df
+        val_df = read(ds.validation_dataframe, "dataset.validation_dataframe", ds)
+    else
+        train_df, val_df = data.split(df, (stratified_folds(df, ds, cfg.environment.seed)), fold)
+    end
+    local train_cond = conditions(train_df, ds)
+    if not df:has_column(ds.model_id_column) then
+        log.info("dataset: no '%s' column in %s: each machine type is one machine", ds.model_id_column, df.source)
+    end
+    if train_cond then
+        local normal = train_df:filter(function(row, i) return train_cond[i] == "normal" end)
+        local dropped = train_df:nrows() - normal:nrows()
+        if dropped > 0 then
+            log.info("training data: %d abnormal clips left out (anomaly detection trains on normal clips only)",
+                     dropped)
+        end
+        train_df = normal
+    else
+        log.info("dataset: no '%s' column in %s: every training clip is taken as normal", ds.condition_column,
+                 df.source)
+    end
+    if train_df:nrows() == 0 then
+        fail("%s: no normal clip to train on (column '%s' holds no 'normal' row in the training part)",
+             df.source, ds.condition_column)
+    end
+    local collected = items_of(train_df, ds)
+    local machines, types, seen_type = {}, {}, {}
+    local counts = {}
+    for i, m in ipairs(collected.machine) do
+        if not counts[m] then machines[#machines + 1] = m end
+        counts[m] = (counts[m] or 0) + 1
+        local t = collected.type[i]
+        if not seen_type[t] then seen_type[t] = true; types[#types + 1] = t end
+    end
+    table.sort(machines)
+    table.sort(types)
+    local index = {}
+    for k, m in ipairs(machines) do index[m] = k end
+    local train = items_of(train_df, ds, index, #machines)
+    local val, can_evaluate = items_of(val_df, ds, index, #machines)
+    if not can_evaluate then
+        log.info("validation data: no '%s' column: clips are scored, but AUC and pAUC cannot be computed",
+                 ds.condition_column)
+    end
+    return { machines = machines, types = types, counts = counts, train = train, val = val,
+             can_evaluate = can_evaluate, classes = machines }
+end
+
+return M

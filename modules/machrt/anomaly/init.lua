@@ -1,0 +1,17 @@
+-- machrt.anomaly: the pieces of experiments/anomaly.lua (DCASE 2020 Task 2's
+-- question: is this machine failing?).
+--
+--   data        which clips train (normal only) and validate; machines
+--   autoencoder the DCASE 2020 baseline: one autoencoder per machine type
+--   embedding   a network that tells machines apart; distances to their normal embeddings
+--   decide      thresholds at a target false-positive rate, AUC / pAUC, val_scores.csv, metrics.json
+--   detector    the trained detector for inference: run folder, scorer folder, files, streams
+--   interpret   ROC curves, score histograms, pictures of the clips nearest the threshold
+return {
+    data = require "machrt.anomaly.data",
+    autoencoder = require "machrt.anomaly.autoencoder",
+    embedding = require "machrt.anomaly.embedding",
+    decide = require "machrt.anomaly.decide",
+    detector = require "machrt.anomaly.detector",
+    interpret = require "machrt.anomaly.interpret",
+}
