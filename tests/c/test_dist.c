@@ -84,6 +84,14 @@ START_TEST(test_local_collectives_keep_values)
     TU_FAILS(MRT_ERR_ARG, mrt_dist_broadcast(v, sizeof v, 1));
     TU_MSG_HAS("root 1 is not a rank (ranks are 0..0)");
     TU_FAILS(MRT_ERR_ARG, mrt_dist_allreduce(v, 3, (mrt_dist_op)9));
+    double d[2] = {0x1p53, 1.0 / 3.0};
+    for (int op = MRT_DIST_SUM; op <= MRT_DIST_MIN; op++) {
+        TU_OK(mrt_dist_allreduce_f64(d, 2, (mrt_dist_op)op));
+        ck_assert(d[0] == 0x1p53 && d[1] == 1.0 / 3.0); /* every digit of a double kept */
+    }
+    TU_FAILS(MRT_ERR_ARG, mrt_dist_allreduce_f64(NULL, 2, MRT_DIST_SUM));
+    TU_MSG_HAS("no buffer for 2 elements");
+    TU_FAILS(MRT_ERR_ARG, mrt_dist_allreduce_f64(d, 2, (mrt_dist_op)9));
 }
 END_TEST
 

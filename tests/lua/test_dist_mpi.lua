@@ -35,6 +35,8 @@ test("allreduce, broadcast, barrier, gather, shards, broadcast_module, reducer o
         max[#max + 1], min[#min + 1] = i + 10, i
     end
     A.eq(r.sum, sum); A.eq(r.mean, mean); A.eq(r.max, max); A.eq(r.min, min)
+    A.eq(r.numbers[1], 3, "rank parts 2^53 and -2^53 + 3 reduced in double")
+    A.eq(r.numbers_mean, { 0.5 })
     A.eq(r.broadcast, { 8, 8, 8 }, "rank 1's value (1 + 7) everywhere")
     A.eq(r.broadcast_int, { 3, 3 }, "int64 tensors broadcast too")
     A.eq(r.strided, { { 1, 3, 5 }, { 7, 9, 11 } }, "a transposed view reduced element by element: v + (v + 1)")
@@ -74,6 +76,8 @@ test("sync batch norm on 2 ranks equals one process on the whole batch; reruns a
     within(l.dx, l.dx_scale, "input gradient")
     within(l.dweight, l.dweight_scale, "weight gradient (summed over ranks)")
     within(l.dbias, l.dbias_scale, "bias gradient (summed over ranks)")
+    within(r.cancel.dbias, r.cancel.dbias_scale, "bias gradient whose rank parts cancel")
+    within(r.cancel.dweight, r.cancel.dweight_scale, "weight gradient whose rank parts cancel")
     within(l.running_mean, 10, "running mean")
     within(l.running_var, 1, "running variance")
     A.eq(r.ranks_agree, 0, "both ranks hold the same weights after training")

@@ -63,6 +63,13 @@ function M.allreduce(t, op)
     return staged(t, "allreduce", function(h) C.allreduce(h, op or "sum") end)
 end
 
+--- A list of numbers reduced in double precision on every rank; returns
+--- the reduced list (a new table).
+function M.allreduce_numbers(list, op)
+    if type(list) ~= "table" then error("allreduce_numbers: expected a list of numbers, got " .. type(list), 2) end
+    return C.allreduce_numbers(list, op or "sum")
+end
+
 function M.broadcast(t, root)
     return staged(t, "broadcast", function(h) C.broadcast(h, root or 0) end)
 end

@@ -49,6 +49,9 @@ void mrt_dist_abort(int code, const char *message);
 /* In place over n floats, the same n on every rank. MEAN is SUM scaled by
  * 1/size after the reduction. */
 mrt_status mrt_dist_allreduce(float *buf, size_t n, mrt_dist_op op);
+/* The same over doubles: sums that must keep more digits than float has
+ * (sync batch norm's statistics, whose rank parts can nearly cancel). */
+mrt_status mrt_dist_allreduce_f64(double *buf, size_t n, mrt_dist_op op);
 mrt_status mrt_dist_broadcast(void *buf, size_t nbytes, int root);
 mrt_status mrt_dist_barrier(void);
 
