@@ -1,12 +1,15 @@
 -- machrt.dist across 2 ranks under mpirun: collective values, the bucketed
 -- reducer against one plain allreduce, bit-identical reruns, sync batch norm
 -- against one process on the whole batch, and a failing or killed rank
--- ending the job within seconds with the rank named.
+-- ending the job within seconds with the rank named. Then
+-- experiments/resnet34.lua trained data-parallel on the tiny corpus of
+-- test_experiment.lua: against one process, run to run, killed and resumed.
 local A = require "assert"
 local mt = require "machrt"
 local sys = require "machrt.sys"
 local F = require "files"
 local mpi = require "mpi"
+local X = require "tiny_experiment"
 
 local tests, test, tmpdir = F.suite()
 
@@ -110,6 +113,135 @@ test("MACHRT_DISTRIBUTED=none under mpirun: each process runs alone", function()
         :gsub("^env ", "env MACHRT_DISTRIBUTED=none "))
     A.eq(code, 0, text)
     A.eq(text, "1\n1\n")
+end)
+
+-- ---- data-parallel experiment runs ---------------------------------------
+
+local corpus
+local function tiny_corpus()
+    corpus = corpus or X.corpus(tmpdir{ create = false, keep = true })
+    return corpus
+end
+
+-- experiments/resnet34.lua on `np` ranks; returns code, output, seconds.
+local function experiment(np, args, env, seconds)
+    local t0 = mt.clock()
+    local cmd = mpi.command(np, "experiments/resnet34.lua " .. args, seconds)
+    local code, text = F.run(env and cmd:gsub("^env ", "env " .. env .. " ") or cmd)
+    return code, text, mt.clock() - t0
+end
+
+local function count(text, pattern)
+    local n = 0
+    for _ in text:gmatch(pattern) do n = n + 1 end
+    return n
+end
+
+-- Largest difference between the model weights (not the optimizer state)
+-- of two checkpoints, and the largest weight.
+local function weight_difference(a, b)
+    local diff, scale = 0, 0
+    for name, x in pairs(a) do
+        if not name:match("^state%.") and x:dtype() == "float32" and x:numel() > 0 then
+            diff = math.max(diff, (x - b[name]):abs():max())
+            scale = math.max(scale, x:abs():max())
+        end
+    end
+    return diff, scale
+end
+
+local function lines(path)
+    local l = {}
+    for line in F.read(path):gmatch("[^\n]+") do l[#l + 1] = line end
+    return l
+end
+
+-- Tolerance of the weights after one epoch (4 SGD steps, global batch 8):
+-- 1e-5 of the largest weight (the GeM exponent, 3). The 2-rank run sums
+-- the same values in another order (convolution gradients in two halves,
+-- batch statistics in double over two parts), about 1e-5 of a gradient at
+-- the first step; a max-pool or ReLU decision that flips near a tie
+-- amplifies that from the third step on, and SGD at lr 1e-3 turns it into
+-- weight differences of about 2e-6 (measured). Local batch statistics
+-- instead of synchronised ones move the weights by 4.5e-3 in the same 4
+-- steps. SGD rather than AdamW: Adam's first step is lr times the sign of
+-- each gradient, so a near-zero gradient that rounds the other way moves a
+-- weight by 2 lr, and no float tolerance below lr would hold.
+test("mpirun -np 2 with sync_batchnorm trains the weights of one process on the same global batch, "
+     .. "bit-identical run to run; only rank 0 writes", function()
+    local data = tiny_corpus()
+    local one, a, b = tmpdir(), tmpdir(), tmpdir()
+    local settings = " --training.epochs=1 --training.optimizer=SGD --environment.sync_batchnorm=true"
+        .. " --training.run_interpretations=false --training.build_scoring_pipelines=false"
+    local code, text = X.run(X.args(data, one) .. settings)
+    A.eq(code, 0, "single process; output:\n" .. text)
+    code, text = experiment(2, X.args(data, a) .. settings)
+    A.eq(code, 0, "2 ranks; output:\n" .. text)
+    A.eq(count(text, "data%-parallel: 2 ranks, 4 clips per rank of each batch of 8, sync_batchnorm true"), 1,
+        "rank 0 alone prints:\n" .. text)
+    A.truthy(text:find("the 2 ranks hold identical weights", 1, true), text)
+    code, text = experiment(2, X.args(data, b) .. settings)
+    A.eq(code, 0, "2 ranks again; output:\n" .. text)
+
+    local ckpt = "/" .. require("machrt.train").CHECKPOINT
+    local single = mt.load(X.fold_dir(one) .. ckpt)
+    local ranks = mt.load(X.fold_dir(a) .. ckpt)
+    local diff, scale = weight_difference(single, ranks)
+    A.truthy(diff <= 1e-5 * scale, ("weights differ by %.3g (largest weight %.3g, tolerance 1e-5 of it)")
+        :format(diff, scale))
+    A.truthy(X.same_tensors(ranks, mt.load(X.fold_dir(b) .. ckpt)) > 100, "weights and optimizer state compared")
+
+    -- Validation: both ranks' clips gathered back in order, rank 0 writes.
+    local p1, p2 = lines(X.fold_dir(one) .. "/val_predictions.csv"), lines(X.fold_dir(a) .. "/val_predictions.csv")
+    A.eq(#p2, 9, "header + the 8 validation clips of both ranks")
+    for i = 1, #p1 do
+        local f1, f2 = p1[i]:match("^([^,]*,[^,]*,[^,]*)"), p2[i]:match("^([^,]*,[^,]*,[^,]*)")
+        A.eq(f2, f1, "row " .. i .. " of val_predictions.csv")
+    end
+    A.eq(sys.json_decode(F.read(X.fold_dir(a) .. "/metrics.json")).validation_clips, 8)
+    A.eq(#lines(X.fold_dir(a) .. "/log.csv"), 2, "header + one epoch")
+end)
+
+test("mpirun -np 2 without sync_batchnorm: the run completes, the ranks agree, the run folder is whole", function()
+    local data, out = tiny_corpus(), tmpdir()
+    local code, text = experiment(2, X.args(data, out))
+    A.eq(code, 0, "output:\n" .. text)
+    A.truthy(text:find("the 2 ranks hold identical weights", 1, true), text)
+    local dir = X.fold_dir(out)
+    for _, f in ipairs{ "config.json", "log.csv", "checkpoint.safetensors", "val_predictions.csv", "metrics.json",
+                        "curves.png", "index.html", "scorer/model.safetensors" } do
+        A.truthy(F.exists(dir .. "/" .. f), f .. " missing; output:\n" .. text)
+    end
+    local log_lines = lines(dir .. "/log.csv")
+    A.truthy(log_lines[3]:find("^2,8,"), "4 global steps per epoch, as one process takes: " .. log_lines[3])
+    A.eq(sys.json_decode(F.read(dir .. "/config.json")).environment.distributed, "auto")
+end)
+
+test("mpirun -np 2: a batch size that does not divide by the ranks is an error naming both", function()
+    local code, text = experiment(2, X.args(tiny_corpus(), tmpdir()) .. " --training.batch_size=7", nil, 60)
+    A.truthy(code ~= 0, "exit status " .. tostring(code))
+    A.truthy(text:find("training.batch_size 7 does not divide by the 2 ranks", 1, true), text)
+end)
+
+test("a rank killed mid-epoch ends the job naming it; --resume on 1 process continues from the checkpoint", function()
+    local data, out = tiny_corpus(), tmpdir()
+    local args = X.args(data, out) .. " --training.epochs=3 --training.run_interpretations=false"
+    -- Rank 1 dies right after step 6, in epoch 2 (the epoch-1 checkpoint is on disk).
+    local code, text, seconds = experiment(2, args, "MACHRT_KILL_AT_STEP=6 MACHRT_KILL_RANK=1", 90)
+    A.truthy(code ~= 0, "the job must fail; output:\n" .. text)
+    A.truthy(text:find("process rank 1 with PID %d+ on node %S+ exited on signal 9"), text)
+    A.truthy(seconds < 45, ("the job took %.1f s: rank 0 was left waiting"):format(seconds))
+    local dir = X.fold_dir(out)
+    local _, meta = mt.load(dir .. "/checkpoint.safetensors")
+    A.eq(sys.json_decode(meta["machrt.run"]).epoch, 1, "the last checkpoint is epoch 1's")
+    local before = lines(dir .. "/log.csv")
+    code, text = X.run("--resume " .. dir)
+    A.eq(code, 0, "resumed on 1 process; output:\n" .. text)
+    A.truthy(text:find("resuming " .. dir .. " after epoch 1 (step 4)", 1, true), text)
+    local after = lines(dir .. "/log.csv")
+    A.eq(#after, 4, "header + 3 epochs")
+    A.eq(after[2], before[2], "epoch 1 as the 2-rank run logged it")
+    A.truthy(after[4]:find("^3,12,"), after[4])
 end)
 
 return tests

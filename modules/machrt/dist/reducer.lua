@@ -7,6 +7,7 @@
 --   ... backward; after parameter i's gradient is final: reducer:ready(i)
 --   reducer:wait()                             -- before clipping and the step
 --   reducer:attach(model)   -- or: each module reports its parameters itself
+--   reducer:detach()        -- backward no longer reports (after training)
 --
 -- Buckets are cut in backward order (the last parameters' gradients are
 -- ready first), from the parameter sizes alone: the same buckets on every
@@ -102,6 +103,7 @@ end
 function GradReducer:attach(model)
     local index = {}
     for i, p in ipairs(self.params) do index[p.grad] = i end
+    self.attached = self.attached or {}
     model:apply(function(m)
         if #m.param_order == 0 then return end
         local own = {}
@@ -109,12 +111,20 @@ function GradReducer:attach(model)
             own[#own + 1] = index[m.params[n].grad] or fail("%s.%s is not one of this reducer's parameters", m.path, n)
         end
         local backward = m.backward
+        self.attached[#self.attached + 1] = { m, rawget(m, "backward") }
         m.backward = function(module, ...)
             local g = backward(module, ...)
             for _, i in ipairs(own) do self:ready(i) end
             return g
         end
     end)
+    return self
+end
+
+--- Undoes attach: the modules' backward no longer reports to the reducer.
+function GradReducer:detach()
+    for _, saved in ipairs(self.attached or {}) do rawset(saved[1], "backward", saved[2]) end
+    self.attached = {}
     return self
 end
 
