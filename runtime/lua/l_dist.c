@@ -4,6 +4,7 @@
  *   rank(), size(), active()     finalize()      abort(message)
  *   allreduce(t, op) -> t        broadcast(t, root) -> t   (in place)
  *   allreduce_numbers({x, ...}, op) -> {x, ...}   (doubles: sums that need their digits)
+ *   nccl_built() -> boolean      nccl_allreduce(t, op) -> t   (a contiguous CUDA tensor)
  *   broadcast_string(s, root) -> s   gather_strings(s, root) -> {s...} | nil
  *   barrier()
  *   reducer(flat, starts, op) -> reducer with :start(b), :wait(),
@@ -102,6 +103,22 @@ static int d_allreduce_numbers(lua_State *L)
         lua_pushnumber(L, v[i - 1]);
         lua_rawseti(L, -2, i);
     }
+    return 1;
+}
+
+static int d_nccl_built(lua_State *L) { lua_pushboolean(L, mrt_dist_nccl_built()); return 1; }
+
+static int d_nccl_allreduce(lua_State *L)
+{
+    mrt_tensor *t = mrt_lua_check_tensor(L, 1);
+    mrt_dist_op op = check_op(L, 2);
+    if (!t->storage) luaL_error(L, "nccl allreduce: tensor has been released");
+    if (t->storage->device != MRT_CUDA)
+        luaL_error(L, "nccl allreduce: tensor is on %s; NCCL reduces CUDA tensors", mrt_device_name(t->storage->device));
+    if (!mrt_tensor_is_contiguous(t)) luaL_error(L, "nccl allreduce: tensor is not contiguous (call :contiguous())");
+    if (t->dtype != MRT_F32) luaL_error(L, "nccl allreduce: expected a float32 tensor, got %s", mrt_dtype_name(t->dtype));
+    mrt_lua_check(L, mrt_dist_nccl_allreduce(mrt_f32(t), (size_t)mrt_tensor_numel(t), op));
+    lua_settop(L, 1);
     return 1;
 }
 
@@ -238,7 +255,8 @@ static const luaL_Reg reducer_methods[] = {
 static const luaL_Reg dist_funcs[] = {
     {"init", d_init}, {"launcher", d_launcher}, {"rank", d_rank}, {"size", d_size},
     {"active", d_active}, {"finalize", d_finalize}, {"abort", d_abort},
-    {"allreduce", d_allreduce}, {"allreduce_numbers", d_allreduce_numbers}, {"broadcast", d_broadcast},
+    {"allreduce", d_allreduce}, {"allreduce_numbers", d_allreduce_numbers},
+    {"nccl_built", d_nccl_built}, {"nccl_allreduce", d_nccl_allreduce}, {"broadcast", d_broadcast},
     {"broadcast_string", d_broadcast_string}, {"gather_strings", d_gather_strings},
     {"barrier", d_barrier}, {"reducer", d_reducer}, {NULL, NULL}};
 

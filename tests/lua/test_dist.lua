@@ -278,6 +278,25 @@ test("GradReducer:detach: backward no longer reports to the reducer", function()
     net:backward(x, mt.ones(net:forward(x):shape())) -- twice: no 'ready twice' either
 end)
 
+test("transport: NCCL for CUDA tensors where it is built, host memory otherwise, nothing on one rank", function()
+    local function t(device, size, built, setting)
+        return dist.transport(device, { size = size, nccl_built = built, setting = setting })
+    end
+    A.eq(t("cpu", 1, true, ""), "local")
+    A.eq(t("cuda", 1, true, ""), "local")
+    A.eq(t("cpu", 2, true, ""), "mpi")
+    A.eq(t("cpu", 4, false, "0"), "mpi")
+    A.eq(t("cuda", 2, true, ""), "nccl")
+    A.eq(t("cuda", 2, true, "1"), "nccl")
+    A.eq(t("cuda", 2, true, "0"), "host", "MACHRT_NCCL=0 takes the host path")
+    A.eq(t("cuda", 2, false, ""), "host", "a build without NCCL (the emulated device) takes the host path")
+    A.raises(function() t("cuda", 2, false, "1") end, "MACHRT_NCCL=1, but machrt was built without NCCL")
+    A.raises(function() t("cuda", 2, true, "yes") end, "MACHRT_NCCL must be 0", "or 1")
+    A.eq(dist.transport("cuda"), "local", "this process: one rank")
+    A.raises(function() require("machrt.dist_c").nccl_allreduce(mt.ones{ 2 }) end,
+        "tensor is on cpu; NCCL reduces CUDA tensors")
+end)
+
 test("data_parallel in a plain run: no conversion, no reducer; bad settings are named", function()
     local train = require "machrt.train"
     local cfg = { environment = { distributed = "auto", sync_batchnorm = true },

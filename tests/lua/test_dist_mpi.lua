@@ -40,6 +40,8 @@ test("allreduce, broadcast, barrier, gather, shards, broadcast_module, reducer o
     A.eq(r.sum, sum); A.eq(r.mean, mean); A.eq(r.max, max); A.eq(r.min, min)
     A.eq(r.numbers[1], 3, "rank parts 2^53 and -2^53 + 3 reduced in double")
     A.eq(r.numbers_mean, { 0.5 })
+    A.eq(r.transport, { cpu = "mpi", cuda = r.transport.nccl_built and "nccl" or "host",
+                        nccl_built = r.transport.nccl_built }, "CPU tensors over MPI; CUDA ones by NCCL where built")
     A.eq(r.broadcast, { 8, 8, 8 }, "rank 1's value (1 + 7) everywhere")
     A.eq(r.broadcast_int, { 3, 3 }, "int64 tensors broadcast too")
     A.eq(r.strided, { { 1, 3, 5 }, { 7, 9, 11 } }, "a transposed view reduced element by element: v + (v + 1)")

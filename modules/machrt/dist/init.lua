@@ -4,6 +4,7 @@
 --   dist.rank(), dist.size(), dist.is_main()      -- 0 of 1 in a plain run
 --   dist.allreduce(t, "sum" | "mean" | "max" | "min")   -- in place, returns t
 --   dist.allreduce_numbers({x, ...}, op)          -- a list, reduced in double
+--   dist.transport(device)                        -- "local" | "mpi" | "nccl" | "host"
 --   dist.broadcast(t, root)                       -- in place, returns t
 --   dist.barrier()
 --   dist.broadcast_module(model)                  -- rank 0's parameters and buffers
@@ -64,7 +65,36 @@ local function staged(t, what, fn)
     return t
 end
 
+--- How a tensor on `device` is reduced across ranks: "local" (one rank:
+--- nothing moves), "mpi" (host memory), "nccl" (a CUDA tensor in a build
+--- with NCCL: on the GPUs), "host" (a device tensor copied to host memory
+--- and reduced over MPI: no NCCL in this build, or MACHRT_NCCL=0).
+--- MACHRT_NCCL=1 makes a missing NCCL an error. opts, for tests: size,
+--- nccl_built, setting (the MACHRT_NCCL value).
+function M.transport(device, opts)
+    opts = opts or {}
+    local size = opts.size or C.size()
+    local built = opts.nccl_built
+    if built == nil then built = C.nccl_built() end
+    local setting = opts.setting
+    if setting == nil then setting = os.getenv("MACHRT_NCCL") or "" end
+    if setting ~= "" and setting ~= "0" and setting ~= "1" then
+        error(("MACHRT_NCCL must be 0 (device tensors through host memory) or 1 (NCCL), got '%s'"):format(setting), 2)
+    end
+    if setting == "1" and not built then
+        error("MACHRT_NCCL=1, but machrt was built without NCCL (build with make CUDA=1)", 2)
+    end
+    if size == 1 then return "local" end
+    if device == "cpu" then return "mpi" end
+    if built and setting ~= "0" then return "nccl" end
+    return "host"
+end
+
 function M.allreduce(t, op)
+    if mt.is_tensor(t) and t:device() ~= "cpu" and t:is_contiguous() and M.transport(t:device()) == "nccl" then
+        C.nccl_allreduce(t, op or "sum")
+        return t
+    end
     return staged(t, "allreduce", function(h) C.allreduce(h, op or "sum") end)
 end
 

@@ -60,8 +60,9 @@ function GradReducer.new(model, opts)
         for _, i in ipairs(bucket.params) do self.bucket_of[i] = b end
         self.pending[b] = #bucket.params
     end
-    -- A device buffer has no overlap yet: wait() reduces it through host
-    -- memory in one piece.
+    -- A device buffer has no overlap yet: wait() reduces it in one piece,
+    -- by NCCL on the GPUs in a CUDA build (dist.transport), else through
+    -- host memory.
     if self.device == "cpu" then self.handle = C.reducer(flat, starts, op) end
     return self
 end
