@@ -19,6 +19,7 @@ local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local csv = require "machrt.data.csv"
 local pipeline = require "machrt.pipeline"
+local run_folder = require "machrt.run_folder"
 
 local M = {}
 
@@ -77,13 +78,23 @@ function M.load_run(dir, opts)
     local cfg = sys.json_decode(read_file(cfg_path), cfg_path)
     local ok, tensors, meta = pcall(mt.load, ckpt)
     if not ok then fail("checkpoint %s cannot be read: %s", ckpt, tostring(tensors)) end
-    local run = meta and meta["machrt.run"] and sys.json_decode(meta["machrt.run"], ckpt)
-    if not run or not run.classes then fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt) end
+    run_folder.verify(ckpt, tensors, meta)
+    local run = meta["machrt.run"] and sys.json_decode(meta["machrt.run"], ckpt)
+    local classes = type(run) == "table" and run.classes
+    if type(classes) ~= "table" or #classes == 0 then
+        fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt)
+    end
+    for i, c in ipairs(classes) do
+        if type(c) ~= "string" then fail("checkpoint %s: class %d is not a name: %s", ckpt, i, tostring(c)) end
+    end
+    -- The settings the model was trained with are in the checkpoint: a
+    -- config.json edited since would build another front end or network.
+    run_folder.check_trained_config(cfg_path, ckpt, meta, cfg)
     local weights = {}
     for k, v in pairs(tensors) do
         if not k:match("^state%.") then weights[k] = v end
     end
-    return predictor(cfg, run.classes, weights, ckpt, opts)
+    return predictor(cfg, classes, weights, ckpt, opts)
 end
 
 --- A predictor from a scorer folder (manifest.json + weights), after
@@ -93,8 +104,25 @@ function M.load_scorer(dir, opts)
     local manifest_path = dir .. "/manifest.json"
     if not sys.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
     local m = sys.json_decode(read_file(manifest_path), manifest_path)
-    if m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
-    local weights_path = dir .. "/" .. m.weights.file
+    if type(m) ~= "table" or m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
+    local w = m.weights
+    -- The weights file is one name in the scorer folder, never a path out of it.
+    if type(w) ~= "table" or type(w.file) ~= "string" or not w.file:match("^[^/]+$") or w.file == ".."
+            or type(w.sha256) ~= "string" then
+        fail("%s: field 'weights' must name a file of the scorer folder and its sha256", manifest_path)
+    end
+    if type(m.classes) ~= "table" or #m.classes == 0 then
+        fail("%s: field 'classes' must be a list of class names", manifest_path)
+    end
+    for i, c in ipairs(m.classes) do
+        if type(c) ~= "string" then fail("%s: field 'classes': entry %d is not a name", manifest_path, i) end
+    end
+    for _, section in ipairs{ "architecture", "audio", "prediction" } do
+        if type(m.config) ~= "table" or type(m.config[section]) ~= "table" then
+            fail("%s: field 'config.%s' is missing", manifest_path, section)
+        end
+    end
+    local weights_path = dir .. "/" .. w.file
     if not sys.stat(weights_path) then fail("scorer %s: weights file %s is missing", dir, m.weights.file) end
     local digest = sys.sha256_file(weights_path)
     if digest ~= m.weights.sha256 then

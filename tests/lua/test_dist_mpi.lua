@@ -233,7 +233,8 @@ test("mpirun -np 2: a batch size that does not divide by the ranks is an error n
     A.truthy(text:find("training.batch_size 7 does not divide by the 2 ranks", 1, true), text)
 end)
 
-test("a rank killed mid-epoch ends the job naming it; --resume on 1 process continues from the checkpoint", function()
+test("a rank killed mid-epoch ends the job naming it; --resume on 1 process continues from the checkpoint; "
+     .. "rank 0 refuses a fresh start there", function()
     local data, out = tiny_corpus(), tmpdir()
     local args = X.args(data, out) .. " --training.epochs=3 --training.run_interpretations=false"
     -- Rank 1 dies right after step 6, in epoch 2 (the epoch-1 checkpoint is on disk).
@@ -247,11 +248,17 @@ test("a rank killed mid-epoch ends the job naming it; --resume on 1 process cont
     local before = lines(dir .. "/log.csv")
     code, text = X.run("--resume " .. dir)
     A.eq(code, 0, "resumed on 1 process; output:\n" .. text)
-    A.truthy(text:find("resuming " .. dir .. " after epoch 1 (step 4)", 1, true), text)
+    A.truthy(text:find("resuming " .. dir .. " after epoch 1 ", 1, true), text)
     local after = lines(dir .. "/log.csv")
     A.eq(#after, 4, "header + 3 epochs")
     A.eq(after[2], before[2], "epoch 1 as the 2-rank run logged it")
     A.truthy(after[4]:find("^3,12,"), after[4])
+    -- The folder now holds a run: rank 0, which alone locks it, refuses a
+    -- fresh start, and the job ends with its message.
+    code, text, seconds = experiment(2, args, nil, 60)
+    A.truthy(code ~= 0, "a fresh run into a used folder must fail")
+    A.truthy(text:find("run folder " .. dir .. " already holds a run", 1, true), text)
+    A.truthy(text:find("rank 0 of 2", 1, true), text)
 end)
 
 return tests
