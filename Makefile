@@ -69,7 +69,10 @@ ifeq ($(CUDA),1)
 CFLAGS_ALL += -DMRT_HAVE_CUDA
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 CORE_OBJ  += $(CU_OBJ)
-LIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcufft -lcudart -lstdc++
+# NCCL (runtime/dist/nccl.c): device gradients reduced on the GPUs; its
+# headers and library come with the CUDA toolkit.
+CFLAGS_ALL += -I$(CUDA_HOME)/include
+LIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcufft -lcudart -lnccl -lstdc++
 NVCCFLAGS = -std=c++17 -O2 $(CUDA_ARCH) -Werror all-warnings -DMRT_HAVE_CUDA \
             -Xcompiler -fPIC,-fopenmp,-Wall,-Wextra,-Wno-unused-parameter \
             -Iruntime/include -Iruntime/cuda -I$(OPENBLAS_INC)

@@ -2,6 +2,7 @@
 --
 --   ./machrt bench/dist.lua allreduce [--np 2] [--mb 85] [--reps 10]
 --   ./machrt bench/dist.lua step [--batch 32] [--steps 3]
+--   ./machrt bench/dist.lua experiment [--clips 80] [--batch 16] [--epochs 1]
 --
 -- allreduce: a ResNet34-sized gradient buffer (85 MB of float32) reduced by
 -- one plain MPI_Allreduce, and by the bucketed reducer (25 MB buckets, as
@@ -15,6 +16,12 @@
 -- samples/s of each layout, the time a rank waits in reducer:wait() (what
 -- overlap did not hide) and one plain allreduce of the whole buffer.
 --
+-- experiment: experiments/resnet34.lua itself (the reference ResNet34, 10 s
+-- crops, loaders, AdamW) trained for --epochs on a synthetic corpus of
+-- --clips clips, as `machrt` with 2 threads and as `mpirun -np 2` with 1
+-- thread a rank; printed: the training samples/s of log.csv (the training
+-- loop only, validation excluded) and the seconds of each epoch.
+--
 -- Started without an MPI launcher, it runs itself under mpirun with the
 -- flags a root container needs.
 local mt = require "machrt"
@@ -22,17 +29,19 @@ local nn = require "machrt.nn"
 local dist = require "machrt.dist"
 
 local USAGE = "usage: machrt bench/dist.lua allreduce [--np N] [--mb MB] [--reps N]\n"
-    .. "       machrt bench/dist.lua step [--batch N] [--steps N]"
+    .. "       machrt bench/dist.lua step [--batch N] [--steps N]\n"
+    .. "       machrt bench/dist.lua experiment [--clips N] [--batch N] [--epochs N]"
 local cli = require "machrt.cli"
 
-local DEFAULTS = { allreduce = { np = 2, mb = 85, reps = 10 }, step = { batch = 32, steps = 3, threads = 0 } }
+local DEFAULTS = { allreduce = { np = 2, mb = 85, reps = 10 }, step = { batch = 32, steps = 3, threads = 0 },
+                   experiment = { clips = 80, batch = 16, epochs = 1 } }
 local CLI = { name = "dist", usage = USAGE .. "\n", positional = true,
               options = { np = "value", mb = "value", reps = "value", batch = "value", steps = "value",
-                          threads = "value" } }
+                          threads = "value", clips = "value", epochs = "value" } }
 local args = cli.parse(arg, CLI)
 local mode = args.positional[1]
 local opts = DEFAULTS[mode]
-if not opts or #args.positional > 1 then cli.fail(CLI, "give one mode: allreduce or step") end
+if not opts or #args.positional > 1 then cli.fail(CLI, "give one mode: allreduce, step or experiment") end
 for k in pairs(CLI.options) do
     if args[k] ~= nil then
         if opts[k] == nil then cli.fail(CLI, string.format("--%s is not an option of %s", k, mode)) end
@@ -40,9 +49,10 @@ for k in pairs(CLI.options) do
     end
 end
 
+local MPIRUN = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np"
+
 local function relaunch(np, extra)
-    local words = { "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np",
-                                    np, arg[-1], arg[0], mode }
+    local words = { MPIRUN, np, arg[-1], arg[0], mode }
     for k, v in pairs(opts) do words[#words + 1] = ("--%s %s"):format(k, v) end
     words[#words + 1] = extra or ""
     return os.execute(table.concat(words, " "))
@@ -150,4 +160,51 @@ local function bench_step()
     end
 end
 
-if mode == "allreduce" then bench_allreduce() else bench_step() end
+local function read(path)
+    local f = io.open(path, "rb")
+    if not f then return "" end
+    local text = f:read("a")
+    f:close()
+    return text
+end
+
+local function bench_experiment()
+    local tmp = os.tmpname()
+    os.remove(tmp)
+    local _ <close> = setmetatable({}, { __close = function() os.execute("rm -rf '" .. tmp .. "'") end })
+    require("machrt.synth").generate(tmp .. "/data", { clips = math.tointeger(opts.clips), seed = 1 })
+    local settings = table.concat({
+        "--dataset.data_folder=" .. tmp .. "/data", "--dataset.train_dataframe=" .. tmp .. "/data/dataset.csv",
+        "--training.batch_size=" .. math.tointeger(opts.batch), "--training.epochs=" .. math.tointeger(opts.epochs),
+        "--environment.seed=1", "--environment.number_of_workers=1", "--training.run_interpretations=false",
+        "--training.build_scoring_pipelines=false" }, " ")
+    local layouts = {
+        { name = "1 process x 2 threads", command = arg[-1], threads = 2 },
+        { name = "2 ranks x 1 thread", command = MPIRUN .. " 2 " .. arg[-1], threads = 1 },
+    }
+    print(string.format("experiments/resnet34.lua, %d synthetic clips (fold 4 of 5 validates), batch %d, "
+        .. "%d epoch(s), %d cores:", opts.clips, opts.batch, opts.epochs, cores()))
+    for k, l in ipairs(layouts) do
+        local out = tmp .. "/run" .. k
+        local cmd = string.format("%s experiments/resnet34.lua %s --environment.threads=%d --output_directory=%s "
+            .. "> %s.log 2>&1", l.command, settings, l.threads, out, out)
+        if not os.execute(cmd) then error("the run failed: " .. cmd .. "\n" .. read(out .. ".log"), 0) end
+        local text = read(out .. "/final_machinetype_audio_classification/fold4/log.csv")
+        local header, rates, seconds = nil, {}, {}
+        for line in text:gmatch("[^\n]+") do
+            local cells = {}
+            for c in line:gmatch("[^,]+") do cells[#cells + 1] = c end
+            if not header then
+                header = {}
+                for i, c in ipairs(cells) do header[c] = i end
+            else
+                rates[#rates + 1] = tonumber(cells[header.samples_per_second])
+                seconds[#seconds + 1] = string.format("%.1f", tonumber(cells[header.seconds]))
+            end
+        end
+        print(string.format("  %-22s %6.2f samples/s (median of the epochs; epoch seconds %s)", l.name, median(rates),
+            table.concat(seconds, ", ")))
+    end
+end
+
+if mode == "allreduce" then bench_allreduce() elseif mode == "step" then bench_step() else bench_experiment() end

@@ -9,6 +9,7 @@
 --   machrt experiments/resnet34.lua --resume runs/<experiment_name>/fold4 --training.epochs=7
 --   machrt experiments/resnet34.lua --overwrite            -- start the run in its folder again
 --   machrt experiments/resnet34.lua --help                 -- every setting and its default
+--   mpirun -np 2 machrt experiments/resnet34.lua           -- data-parallel on 2 ranks
 --
 -- The config mirrors the reference yaml: same sections, same keys, same
 -- values. Keys marked "machrt:" are additions; an empty data_folder and
@@ -44,7 +45,9 @@ local defaults = {
     environment = { mixed_precision_training = true, mixed_precision_inference = false,
                     number_of_workers = 4, seed = -1,
                     threads = 0,                    -- machrt: compute threads (0 = all cores)
-                    device = "auto" },              -- machrt: auto | cpu | cuda (auto = cuda when a GPU is usable)
+                    device = "auto",                -- machrt: auto | cpu | cuda (auto = cuda when a GPU is usable)
+                    distributed = "auto",           -- machrt: auto | none | mpi (auto = data-parallel under mpirun/srun)
+                    sync_batchnorm = false },       -- machrt: batch statistics over all ranks (else each rank's own)
     experiment_name = "final_machinetype_audio_classification",
     logging = { number_of_audios = 5 },             -- worst validation clips pictured by run_interpretations
     output_directory = "runs",                      -- machrt: runs/<experiment_name>/fold<k>
@@ -62,6 +65,9 @@ local defaults = {
 
 local cfg, run = train.setup(defaults, arg)
 local tr = cfg.training
+-- Under mpirun: one model on every rank, each training on its block of
+-- every batch; in a plain run this does nothing.
+local ranks = train.data_parallel(cfg)
 -- Model, batches and front end live on this device.
 local device = pipeline.resolve_device(cfg.environment.device, "environment.device")
 
@@ -76,7 +82,7 @@ for _, fold in ipairs(run.folds) do
     local steps_per_epoch = loaders.train:num_batches()
 
     mt.manual_seed(cfg.environment.seed)             -- weight init and dropout draw from here
-    local model = pipeline.build_model(cfg.architecture, #split.classes, { device = device })
+    local model = ranks:wrap(pipeline.build_model(cfg.architecture, #split.classes, { device = device }))
     local loss_fn = train.loss(cfg)
     local opt, set_lr, total_steps = train.optimizer(cfg, model, steps_per_epoch)
 
@@ -99,7 +105,8 @@ for _, fold in ipairs(run.folds) do
     -- One call per batch: forward, loss, backward; every grad_accumulation
     -- batches an optimizer step (machrt.stepper says in which order).
     local stepper = train.Stepper{ model = model, loss = loss_fn, optimizer = opt, set_lr = set_lr,
-                                   scaler = scaler, cfg = cfg, state = state, checkpoint_dir = dir }
+                                   scaler = scaler, cfg = cfg, state = state, checkpoint_dir = dir,
+                                   reduce_gradients = ranks.reduce_gradients }
 
     local last_evaluation
     for epoch = state.epoch + 1, tr.epochs do
@@ -112,11 +119,12 @@ for _, fold in ipairs(run.folds) do
             for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
             if batch.wave then
                 -- On the CPU, batch.target:to(device) is the same tensor.
-                stepper:step(front(batch.wave), batch.target:to(device), b)
+                stepper:step(front(batch.wave), batch.target:to(device), b, batch.weight)
                 bar:update(b, { loss = stepper:mean_loss(), lr = stepper.lr }, batch.wave:size(1))
             end
         end
         local seconds = bar:finish()
+        ranks:epoch_totals(stepper)
         local row = { epoch = epoch, step = state.step, lr = stepper.lr, train_loss = stepper:mean_loss(),
                       seconds = seconds, samples_per_second = stepper.seen / seconds }
 
@@ -138,11 +146,12 @@ for _, fold in ipairs(run.folds) do
         train.save_checkpoint(dir, model, opt, state)  -- first, so the files below can be rebuilt
         if new_best then train.save_best(dir, model, epoch) end
         train.write_log(dir, state.history)
-        plot.training_curves(dir .. "/curves.png", state.history)
+        if ranks.main then plot.training_curves(dir .. "/curves.png", state.history) end
         if evaluation then train.write_evaluation(dir, cfg, split, evaluation, epoch) end
         last_evaluation = evaluation or last_evaluation
     end
 
+    ranks:finish(model)
     train.summary(fold, state.history)
     if device ~= "cpu" then log.info("%s", train.device_memory_line(device)) end
     if tr.save_best_checkpoint and train.load_best(dir, model, state) then
@@ -153,9 +162,9 @@ for _, fold in ipairs(run.folds) do
     end
     if tr.run_interpretations then
         local ev = last_evaluation or train.evaluate(cfg, model, front, loaders.val, split)
-        require("machrt.interpret").write(dir, {
+        if ranks.main then require("machrt.interpret").write(dir, {
             classes = split.classes, evaluation = ev, val = split.val, data_folder = cfg.dataset.data_folder,
-            history = state.history, cfg = cfg, number_of_audios = cfg.logging.number_of_audios })
+            history = state.history, cfg = cfg, number_of_audios = cfg.logging.number_of_audios }) end
         log.info("interpretations: %s/index.html", dir)
     end
     if tr.build_scoring_pipelines then

@@ -42,11 +42,13 @@ local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 local function is_finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
 
 --- A stop from outside, for tests of kill-and-resume: MACHRT_KILL_AT_STEP=n
---- sends SIGKILL to this process right after optimizer step n.
+--- sends SIGKILL to this process right after optimizer step n; under mpirun
+--- MACHRT_KILL_RANK=r limits it to rank r (a rank dying mid-epoch).
 local KILL_AT_STEP = tonumber(os.getenv("MACHRT_KILL_AT_STEP") or "")
+local KILL_RANK = tonumber(os.getenv("MACHRT_KILL_RANK") or "")
 
 local function kill_point(step)
-    if step == KILL_AT_STEP then
+    if step == KILL_AT_STEP and (not KILL_RANK or KILL_RANK == require("machrt.dist").rank()) then
         local f = io.open("/proc/self/stat")
         local pid = f and f:read("n")
         if f then f:close() end
@@ -108,9 +110,12 @@ function Stepper:start_epoch(epoch)
 end
 
 --- One batch: x the model's input, target on the model's device, b the
---- batch number within the epoch (1-based). Returns the batch's loss and
---- whether an optimizer step ended with it.
-function Stepper:step(x, target, b)
+--- batch number within the epoch (1-based); weight (default 1) scales the
+--- gradient: a rank's share of an unevenly split batch times the rank count
+--- (batch.weight of a sharded loader), so the average over ranks is the
+--- mean over the batch. Returns the batch's loss and whether an optimizer
+--- step ended with it.
+function Stepper:step(x, target, b, weight)
     local model, loss_fn = self.model, self.loss
     local logits = model:forward(x)
     local loss = loss_fn:forward(logits, target)
@@ -120,6 +125,7 @@ function Stepper:step(x, target, b)
                 and string.format(" (the last good checkpoint in %s is kept)", self.checkpoint_dir) or ""), 0)
     end
     local grad = loss_fn:backward(logits, target)
+    if weight and weight ~= 1 then grad = grad * weight end
     model:backward(x, self.scaler and self.scaler:scale(grad) or grad, true)
     local n = x:size(1)
     self.loss_sum, self.seen = self.loss_sum + loss * n, self.seen + n

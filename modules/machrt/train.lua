@@ -10,6 +10,10 @@
 --   train.save_checkpoint(dir, model, opt, state)
 --   train.load_checkpoint(dir, model, opt, {cfg =, classes =, set_lr =})   -- verified, or nil
 --   train.write_log(dir, history) / train.write_evaluation(dir, cfg, split, ev, epoch)
+--   local ranks = train.data_parallel(cfg)               -- under mpirun (machrt.dist.data_parallel)
+--
+-- Under mpirun the loaders shard, evaluate gathers, and only rank 0 writes
+-- (the write functions below do nothing on the other ranks).
 --
 -- The front end, the model and the device come from machrt.pipeline,
 -- shared with inference; pictures from machrt.plot.
@@ -26,6 +30,7 @@ local random = require "machrt.random"
 local log = require "machrt.log"
 local infer = require "machrt.infer"
 local run_folder = require "machrt.run_folder"
+local dist = require "machrt.dist"
 
 local M = {}
 
@@ -88,13 +93,14 @@ function M.setup(defaults, args)
     end
     local run = { resume = opts.resume and (opts.resume:gsub("/+$", "")), folders = {} }
     if run.resume then
-        run.folders.resumed = run_folder.open(run.resume, "resume") -- locked before its config is read
+        -- Locked before its config is read; under mpirun by rank 0 alone, which writes.
+        if dist.is_main() then run.folders.resumed = run_folder.open(run.resume, "resume") end
         cfg = resumed_config(defaults, opts)
     end
     run_folder.check_name(cfg.experiment_name, "experiment_name")
     local env, ds = cfg.environment, cfg.dataset
     if env.seed == -1 then
-        env.seed = random.draw_seed()
+        env.seed = dist.broadcast_value(random.draw_seed()) -- one seed for every rank
         log.info("environment.seed = -1: drew seed %d (recorded in the run's %s)", env.seed, M.CONFIG)
     end
     if math.type(env.seed) ~= "integer" or env.seed < 0 then
@@ -103,7 +109,7 @@ function M.setup(defaults, args)
     if (env.threads or 0) > 0 then mt.set_num_threads(env.threads) end
     if ds.data_folder == "" and ds.train_dataframe == "" then
         local synth = require "machrt.synth"
-        local info = synth.ensure(M.DEFAULT_DATA)
+        local info = dist.main_first(function() return synth.ensure(M.DEFAULT_DATA) end)
         ds.data_folder, ds.train_dataframe = info.data_folder, info.csv
         log.info("dataset: the built-in synthetic corpus in %s (no dataset.data_folder given)", ds.data_folder)
     elseif ds.train_dataframe == "" then
@@ -127,10 +133,11 @@ function M.setup(defaults, args)
         if run.resume then return run.resume end
         return string.format("%s/%s/fold%d", cfg.output_directory, cfg.experiment_name, fold)
     end
-    -- Every fold's folder is locked and checked now, before any fold trains.
+    -- Every fold's folder is locked and checked now, before any fold trains
+    -- (under mpirun by rank 0: a refusal there ends every rank).
     for _, fold in ipairs(run.folds) do
-        run.folders[fold] = run.folders.resumed
-            or run_folder.open(run.dir_of(fold), opts.overwrite and "overwrite" or "fresh")
+        run.folders[fold] = run.folders.resumed or dist.is_main()
+            and run_folder.open(run.dir_of(fold), opts.overwrite and "overwrite" or "fresh") or nil
     end
     run.folders.resumed = nil
     return cfg, run
@@ -268,6 +275,24 @@ local function clip_config(cfg, items, mode, chunk_seconds)
     }
 end
 
+-- Under mpirun: each rank takes its block of every training batch, and a
+-- contiguous block of the validation clips (gathered back in order).
+local function shards(tr, n_train, n_val)
+    local size = dist.size()
+    if size == 1 then return nil, nil end
+    local last = n_train % tr.batch_size
+    if not tr.drop_last_batch and last > 0 and last < size then
+        fail("training.drop_last_batch = false: the last training batch of %d clips cannot be split "
+             .. "over %d ranks; set it to true, or use at most %d ranks", last, size, last)
+    end
+    if n_val < size then
+        fail("validation: %d clips cannot be split over %d ranks", n_val, size)
+    end
+    local all = {}
+    for i = 1, n_val do all[i] = i end
+    return { rank = dist.rank(), size = size }, (dist.shard(all, { even = false }))
+end
+
 --- The training loader (random crops, shuffled, drop_last) and the
 --- validation loader (Fix chunks, in order).
 function M.loaders(cfg, split)
@@ -276,17 +301,19 @@ function M.loaders(cfg, split)
         fail("dataset.on_error must be 'fail' or 'skip', got '%s'", tostring(ds.on_error))
     end
     if ds.cache == "disk" then sys.mkdir(ds.cache_folder) end
+    local train_shard, val_items = shards(tr, #split.train.files, #split.val.files)
     local train = data.Loader{
         name = "training loader", module = "machrt.data.clips",
         config = clip_config(cfg, split.train, "train", cfg.audio.training_chunk_seconds),
         size = #split.train.files, batch_size = tr.batch_size, shuffle = true,
         drop_last = tr.drop_last_batch, seed = env.seed, workers = env.number_of_workers,
+        shard = train_shard,
     }
     local val = data.Loader{
         name = "validation loader", module = "machrt.data.clips",
         config = clip_config(cfg, split.val, "chunks", cfg.prediction.inference_chunk_seconds),
         size = #split.val.files, batch_size = tr.batch_size, shuffle = false, drop_last = false,
-        seed = env.seed, workers = env.number_of_workers,
+        seed = env.seed, workers = env.number_of_workers, items = val_items,
     }
     if cfg.prediction.inference_chunk_method ~= "Fix" then
         fail("prediction.inference_chunk_method: only 'Fix' is supported, got '%s'",
@@ -355,6 +382,10 @@ end
 --- learning rate, optimizer step): see machrt.stepper.
 M.Stepper = require("machrt.stepper").new
 
+--- Data-parallel training under mpirun (environment.distributed,
+--- environment.sync_batchnorm): see machrt.dist.data_parallel.
+M.data_parallel = require("machrt.dist.data_parallel").setup
+
 --- The loss of training.loss_function.
 function M.loss(cfg)
     local name = cfg.training.loss_function
@@ -378,6 +409,21 @@ local function bce_of_probs(probs, targets)
     return sum / (n * C)
 end
 
+-- Every rank's validation results, concatenated in rank order (the ranks'
+-- blocks are contiguous, so this is the clips' order), on every rank: the
+-- metrics are then computed alike everywhere.
+local function gather_validation(probs, targets, kept, skipped)
+    local parts = dist.all_gather({ probs = probs:totable(), targets = targets:totable(), kept = kept,
+                                    skipped = skipped })
+    local p, t, k, s = {}, {}, {}, {}
+    for _, part in ipairs(parts) do
+        for _, pair in ipairs{ { part.probs, p }, { part.targets, t }, { part.kept, k }, { part.skipped, s } } do
+            table.move(pair[1], 1, #pair[1], #pair[2] + 1, pair[2])
+        end
+    end
+    return mt.tensor(p), mt.tensor(t), k, s
+end
+
 --- Predicts every validation clip (Fix chunks, mean of the chunks' sigmoid
 --- outputs) and scores it. Returns {probs = {n, C}, loss, f1, accuracy,
 --- roc_auc, per_class, confusion, predicted, rows, skipped}.
@@ -386,6 +432,7 @@ function M.evaluate(cfg, model, front, loader, split)
     -- back first, and evaluation's afterwards, so the two never add up.
     model:clear_state()
     mt.empty_cache()
+    dist.broadcast_buffers(model) -- every rank validates the model rank 0 saves
     model:evaluate()
     -- On a device, inference GEMMs follow environment.mixed_precision_inference.
     local precision = model.device == "cuda"
@@ -419,6 +466,7 @@ function M.evaluate(cfg, model, front, loader, split)
     if precision then mt.set_gemm_precision(precision) end
     if filled == 0 then fail("validation: no clip could be read (%d skipped)", #skipped) end
     probs, targets = probs:narrow(1, 1, filled):contiguous(), targets:narrow(1, 1, filled):contiguous()
+    if dist.size() > 1 then probs, targets, kept, skipped = gather_validation(probs, targets, kept, skipped) end
     local true_index = {}
     for k, i in ipairs(kept) do true_index[k] = split.val.index[i] end
     local m
@@ -459,6 +507,7 @@ end
 --- state, the RNG, the config.json the run trains under and a checksum of
 --- it all (machrt.run_folder), so a damaged or edited file is refused.
 function M.save_checkpoint(dir, model, opt, state)
+    if not dist.is_main() then return end
     run_folder.before_write(dir)
     local tensors = {}
     for k, v in pairs(model:state_dict()) do tensors[k] = v end
@@ -479,6 +528,7 @@ end
 --- best.safetensors: the model weights of the best evaluation so far
 --- (save_best_checkpoint) and the epoch they come from, written atomically.
 function M.save_best(dir, model, epoch)
+    if not dist.is_main() then return end
     run_folder.before_write(dir)
     local weights = model:state_dict()
     mt.save(dir .. "/best.safetensors", weights,
@@ -496,6 +546,7 @@ end
 --- Loads best.safetensors (the weights of state.best.epoch) into the model
 --- (true), or returns false when the run has no best epoch.
 function M.load_best(dir, model, state)
+    dist.barrier() -- rank 0 has written it
     local path = dir .. "/best.safetensors"
     local best = state and state.best
     if not file_exists(path) then
@@ -648,6 +699,7 @@ local function csv_text(header, rows) return csv.table_text(header, rows, { digi
 
 --- log.csv: one row per epoch, from the run history.
 function M.write_log(dir, history)
+    if not dist.is_main() then return end
     sys.write_file(dir .. "/log.csv", csv_text(LOG_COLUMNS, history))
 end
 
@@ -655,6 +707,7 @@ end
 --- pandas writes it; the audio column, true label, predicted label, one
 --- probability column per class) and metrics.json.
 function M.write_evaluation(dir, cfg, split, ev, epoch)
+    if not dist.is_main() then return end
     local header = { "", cfg.dataset.audio_column, "label", "predicted" }
     for _, c in ipairs(split.classes) do header[#header + 1] = "p_" .. c end
     local rows = {}
@@ -677,8 +730,9 @@ end
 --- `machrt <dir>/scorer/score.lua file.wav ...` predicts with nothing else
 --- from the run.
 function M.build_scorer(dir, cfg, model, classes)
-    run_folder.before_write(dir)
     local out = dir .. "/scorer"
+    if not dist.is_main() then return out end
+    run_folder.before_write(dir)
     sys.mkdir(out)
     mt.save(out .. "/model.safetensors", model:state_dict())
     local keep = {}
@@ -721,6 +775,7 @@ end
 --- The resolved config, as the run used it (resume reads it back). After
 --- --overwrite it is written with the first checkpoint (machrt.run_folder).
 function M.write_config(dir, cfg)
+    if not dist.is_main() then return end
     run_folder.write_config(dir, sys.json_encode(cfg, { indent = true }) .. "\n")
 end
 

@@ -19,22 +19,38 @@ static mrt_status check_buffer(const char *op, const void *buf, size_t n)
     return MRT_OK;
 }
 
-mrt_status mrt_dist_allreduce(float *buf, size_t n, mrt_dist_op op)
+/* One body for both element types: MPI reduces in place, MEAN scales after. */
+static mrt_status allreduce_typed(const char *name, void *buf, size_t n, size_t elem, MPI_Datatype type,
+                                  mrt_dist_op op)
 {
-    mrt_status st = check_buffer("allreduce", buf, n);
+    mrt_status st = check_buffer(name, buf, n);
     if (st) return st;
-    if ((unsigned)op > MRT_DIST_MIN) return mrt_fail(MRT_ERR_ARG, "allreduce: unknown reduction %d", (int)op);
+    if ((unsigned)op > MRT_DIST_MIN) return mrt_fail(MRT_ERR_ARG, "%s: unknown reduction %d", name, (int)op);
     if (!mrt_dist_active() || mrt_dist_size() == 1) return MRT_OK;
     for (size_t at = 0; at < n; at += MRT_DIST_MAX_COUNT) {
         size_t len = n - at < MRT_DIST_MAX_COUNT ? n - at : MRT_DIST_MAX_COUNT;
-        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)len, MPI_FLOAT, mrt_dist_mpi_op(op),
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + at * elem, (int)len, type, mrt_dist_mpi_op(op),
                                MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS) return mrt_dist_mpi_fail("allreduce", rc);
+        if (rc != MPI_SUCCESS) return mrt_dist_mpi_fail(name, rc);
     }
-    if (op == MRT_DIST_MEAN) {
-        const float scale = 1.0f / (float)mrt_dist_size();
-        for (size_t i = 0; i < n; i++) buf[i] *= scale;
-    }
+    return MRT_OK;
+}
+
+mrt_status mrt_dist_allreduce(float *buf, size_t n, mrt_dist_op op)
+{
+    mrt_status st = allreduce_typed("allreduce", buf, n, sizeof *buf, MPI_FLOAT, op);
+    if (st || op != MRT_DIST_MEAN || !mrt_dist_active()) return st;
+    const float scale = 1.0f / (float)mrt_dist_size();
+    for (size_t i = 0; i < n; i++) buf[i] *= scale;
+    return MRT_OK;
+}
+
+mrt_status mrt_dist_allreduce_f64(double *buf, size_t n, mrt_dist_op op)
+{
+    mrt_status st = allreduce_typed("allreduce", buf, n, sizeof *buf, MPI_DOUBLE, op);
+    if (st || op != MRT_DIST_MEAN || !mrt_dist_active()) return st;
+    const double scale = 1.0 / (double)mrt_dist_size();
+    for (size_t i = 0; i < n; i++) buf[i] *= scale;
     return MRT_OK;
 }
 

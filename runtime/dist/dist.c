@@ -94,12 +94,14 @@ mrt_status mrt_dist_init(mrt_dist_mode mode)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    mrt_dist_nccl_pick_device(); /* before the CUDA backend's first call */
     return MRT_OK;
 }
 
 mrt_status mrt_dist_finalize(void)
 {
     if (!initialised) return MRT_OK;
+    mrt_dist_nccl_finalize();
     initialised = 0;
     finalised = 1;
     int rc = MPI_Finalize();

@@ -3,6 +3,8 @@
  *   init(mode) -> active         launcher() -> variable name | nil
  *   rank(), size(), active()     finalize()      abort(message)
  *   allreduce(t, op) -> t        broadcast(t, root) -> t   (in place)
+ *   allreduce_numbers({x, ...}, op) -> {x, ...}   (doubles: sums that need their digits)
+ *   nccl_built() -> boolean      nccl_allreduce(t, op) -> t   (a contiguous CUDA tensor)
  *   broadcast_string(s, root) -> s   gather_strings(s, root) -> {s...} | nil
  *   barrier()
  *   reducer(flat, starts, op) -> reducer with :start(b), :wait(),
@@ -78,6 +80,44 @@ static int d_allreduce(lua_State *L)
     mrt_tensor *t = check_buffer_tensor(L, 1, "allreduce", 1);
     mrt_dist_op op = check_op(L, 2);
     mrt_lua_check(L, mrt_dist_allreduce(mrt_f32(t), (size_t)mrt_tensor_numel(t), op));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int d_allreduce_numbers(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    mrt_dist_op op = check_op(L, 2);
+    lua_Integer n = luaL_len(L, 1);
+    double *v = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *v, 0); /* freed with the state on error */
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, 1, i);
+        int is_number = 0;
+        v[i - 1] = lua_tonumberx(L, -1, &is_number);
+        if (!is_number) luaL_error(L, "allreduce_numbers: item %d is a %s, not a number", (int)i, luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
+    mrt_lua_check(L, mrt_dist_allreduce_f64(v, (size_t)n, op));
+    lua_createtable(L, (int)n, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_pushnumber(L, v[i - 1]);
+        lua_rawseti(L, -2, i);
+    }
+    return 1;
+}
+
+static int d_nccl_built(lua_State *L) { lua_pushboolean(L, mrt_dist_nccl_built()); return 1; }
+
+static int d_nccl_allreduce(lua_State *L)
+{
+    mrt_tensor *t = mrt_lua_check_tensor(L, 1);
+    mrt_dist_op op = check_op(L, 2);
+    if (!t->storage) luaL_error(L, "nccl allreduce: tensor has been released");
+    if (t->storage->device != MRT_CUDA)
+        luaL_error(L, "nccl allreduce: tensor is on %s; NCCL reduces CUDA tensors", mrt_device_name(t->storage->device));
+    if (!mrt_tensor_is_contiguous(t)) luaL_error(L, "nccl allreduce: tensor is not contiguous (call :contiguous())");
+    if (t->dtype != MRT_F32) luaL_error(L, "nccl allreduce: expected a float32 tensor, got %s", mrt_dtype_name(t->dtype));
+    mrt_lua_check(L, mrt_dist_nccl_allreduce(mrt_f32(t), (size_t)mrt_tensor_numel(t), op));
     lua_settop(L, 1);
     return 1;
 }
@@ -215,7 +255,8 @@ static const luaL_Reg reducer_methods[] = {
 static const luaL_Reg dist_funcs[] = {
     {"init", d_init}, {"launcher", d_launcher}, {"rank", d_rank}, {"size", d_size},
     {"active", d_active}, {"finalize", d_finalize}, {"abort", d_abort},
-    {"allreduce", d_allreduce}, {"broadcast", d_broadcast},
+    {"allreduce", d_allreduce}, {"allreduce_numbers", d_allreduce_numbers},
+    {"nccl_built", d_nccl_built}, {"nccl_allreduce", d_nccl_allreduce}, {"broadcast", d_broadcast},
     {"broadcast_string", d_broadcast_string}, {"gather_strings", d_gather_strings},
     {"barrier", d_barrier}, {"reducer", d_reducer}, {NULL, NULL}};
 

@@ -84,6 +84,30 @@ START_TEST(test_local_collectives_keep_values)
     TU_FAILS(MRT_ERR_ARG, mrt_dist_broadcast(v, sizeof v, 1));
     TU_MSG_HAS("root 1 is not a rank (ranks are 0..0)");
     TU_FAILS(MRT_ERR_ARG, mrt_dist_allreduce(v, 3, (mrt_dist_op)9));
+    double d[2] = {0x1p53, 1.0 / 3.0};
+    for (int op = MRT_DIST_SUM; op <= MRT_DIST_MIN; op++) {
+        TU_OK(mrt_dist_allreduce_f64(d, 2, (mrt_dist_op)op));
+        ck_assert(d[0] == 0x1p53 && d[1] == 1.0 / 3.0); /* every digit of a double kept */
+    }
+    TU_FAILS(MRT_ERR_ARG, mrt_dist_allreduce_f64(NULL, 2, MRT_DIST_SUM));
+    TU_MSG_HAS("no buffer for 2 elements");
+    TU_FAILS(MRT_ERR_ARG, mrt_dist_allreduce_f64(d, 2, (mrt_dist_op)9));
+}
+END_TEST
+
+START_TEST(test_nccl_presence)
+{
+    float v[2] = {1.0f, 2.0f};
+#ifdef MRT_HAVE_CUDA
+    ck_assert_int_eq(mrt_dist_nccl_built(), 1);
+    TU_OK(mrt_dist_nccl_allreduce(v, 2, MRT_DIST_SUM)); /* one rank: nothing to reduce */
+#else
+    ck_assert_int_eq(mrt_dist_nccl_built(), 0);
+    TU_FAILS(MRT_ERR_ARG, mrt_dist_nccl_allreduce(v, 2, MRT_DIST_SUM));
+    TU_MSG_HAS("built without CUDA, so without NCCL");
+#endif
+    mrt_dist_nccl_pick_device(); /* local: nothing to pick */
+    mrt_dist_nccl_finalize();    /* no communicator: nothing to free */
 }
 END_TEST
 
@@ -141,6 +165,7 @@ int main(void)
     tcase_add_test(local, test_names);
     tcase_add_test(local, test_local_collectives_keep_values);
     tcase_add_test(local, test_local_gather_is_a_copy);
+    tcase_add_test(local, test_nccl_presence);
     tcase_add_test(local, test_reducer_checks_buckets);
     suite_add_tcase(s, local);
     SRunner *sr = srunner_create(s);

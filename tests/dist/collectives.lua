@@ -16,6 +16,12 @@ local function ramp() return mt.arange(5) + 10 * rank end
 for _, op in ipairs{ "sum", "mean", "max", "min" } do
     out[op] = dist.allreduce(ramp(), op):totable()
 end
+-- Double precision: parts that cancel leave the small total exactly
+-- (float32 would round 2^53 + 3 to 2^53 + 4 or 2^53 and return 4 or 0).
+out.numbers = dist.allreduce_numbers({ rank == 0 and 2 ^ 53 or -2 ^ 53 + 3 }, "sum")
+out.numbers_mean = dist.allreduce_numbers({ rank }, "mean")
+out.transport = { cpu = dist.transport("cpu"), cuda = dist.transport("cuda"),
+                  nccl_built = require("machrt.dist_c").nccl_built() }
 out.broadcast = dist.broadcast(mt.full({ 3 }, rank + 7), size - 1):totable()
 out.broadcast_int = dist.broadcast(mt.full({ 2 }, rank + 3, "int64"), 0):totable()
 -- A strided view goes through a contiguous copy and comes back in place.

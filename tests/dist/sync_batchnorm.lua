@@ -50,6 +50,36 @@ if rank == 0 then
     }
 end
 
+-- ---- parameter gradients whose rank parts cancel --------------------------
+-- The second half of the batch receives the negated gradient of the first
+-- plus a small part: each rank's sum(dy) is large, the total small. The
+-- reference sums all rows at once; float rank parts would leave the total
+-- with their rounding (about 1e-7 of the parts, far more than 1e-5 of it).
+do
+    mt.manual_seed(12)
+    local xc = mt.randn{ B, C, 5, 6 }
+    local half = mt.randn{ B // 2, C, 5, 6 } * 1000
+    local wc = mt.empty{ B, C, 5, 6 }
+    wc:narrow(1, 1, B // 2):copy(half)
+    wc:narrow(1, B // 2 + 1, B // 2):copy(-half + mt.randn{ B // 2, C, 5, 6 } * 0.01)
+    local s = layer(nn.SyncBatchNorm2d)
+    s:forward(rows_of(xc, n):contiguous())
+    s:backward(rows_of(xc, n):contiguous(), rows_of(wc, n):contiguous())
+    -- Summed over ranks in float32, as the reducer does (each rank's loss
+    -- here is not scaled by the rank count, so the sum is the total).
+    local db = dist.allreduce(s.params.bias.grad:clone(), "sum")
+    local dw = dist.allreduce(s.params.weight.grad:clone(), "sum")
+    if rank == 0 then
+        local ref = layer(nn.BatchNorm2d)
+        ref:forward(xc)
+        ref:backward(xc, wc)
+        out.cancel = {
+            dbias = max_diff(db, ref.params.bias.grad), dbias_scale = ref.params.bias.grad:abs():max(),
+            dweight = max_diff(dw, ref.params.weight.grad), dweight_scale = ref.params.weight.grad:abs():max(),
+        }
+    end
+end
+
 -- ---- a few SGD steps of a small network ---------------------------------
 local function net()
     mt.manual_seed(5)

@@ -1,11 +1,14 @@
 -- machrt.dist in a single process (rank 0 of 1): every call works as a
--- no-op that checks its arguments; batch shards, bucket cutting and the
--- reducer's bookkeeping; SyncBatchNorm2d against BatchNorm2d and against
--- finite differences. The collectives across ranks: test_dist_mpi.lua.
+-- no-op that checks its arguments; batch shards, the loader's shards of an
+-- epoch for any rank count, bucket cutting and the reducer's bookkeeping;
+-- SyncBatchNorm2d against BatchNorm2d and against finite differences; the
+-- data-parallel wiring of an experiment in a plain run. The collectives
+-- across ranks and data-parallel experiment runs: test_dist_mpi.lua.
 local A = require "assert"
 local mt = require "machrt"
 local nn = require "machrt.nn"
 local dist = require "machrt.dist"
+local data = require "machrt.data"
 
 local tests = {}
 local function test(name, fn) tests[#tests + 1] = { name, fn } end
@@ -191,6 +194,129 @@ test("SyncBatchNorm2d.convert swaps every BatchNorm2d of a ResNet, names unchang
     A.truthy(tostring(net.children.bn1):find("SyncBatchNorm2d", 1, true), tostring(net.children.bn1))
     A.raises(function() nn.SyncBatchNorm2d(2):forward(mt.ones{ 1, 2, 1, 1 }) end,
         "more than one value per channel over all 1 ranks")
+end)
+
+-- A job module that returns the batch's item indices.
+package.preload["dist_test_job"] = function()
+    return function() return function(job) return { indices = job.indices } end end
+end
+
+local function epoch_batches(opts, epoch)
+    local l <close> = data.Loader(opts)
+    local out = {}
+    for b, batch in l:epoch(epoch) do out[b] = { indices = batch.indices, weight = batch.weight } end
+    return out, l:num_batches()
+end
+
+test("Loader shard: every batch split in rank blocks that put one process's batches back together", function()
+    local base = { module = "dist_test_job", size = 22, batch_size = 6, shuffle = true, drop_last = false, seed = 3 }
+    for _, size in ipairs{ 1, 2, 3 } do
+        for epoch = 1, 2 do
+            local whole, n = epoch_batches(base, epoch)
+            local joined = {}
+            for rank = 0, size - 1 do
+                local opts = setmetatable({ shard = { rank = rank, size = size } }, { __index = base })
+                local parts, n_rank = epoch_batches(opts, epoch)
+                A.eq(n_rank, n, "every rank runs the same number of batches")
+                for b, part in ipairs(parts) do
+                    joined[b] = joined[b] or {}
+                    table.move(part.indices, 1, #part.indices, #joined[b] + 1, joined[b])
+                    -- Each clip's share of the average of the ranks'
+                    -- weighted means is its share of the batch mean.
+                    A.near(part.weight / (#part.indices * size), 1 / #whole[b].indices, 1e-12,
+                        ("weight of rank %d in batch %d"):format(rank, b))
+                end
+            end
+            for b = 1, n do
+                A.eq(joined[b], whole[b].indices, ("%d ranks, epoch %d, batch %d"):format(size, epoch, b))
+            end
+        end
+    end
+    -- The last batch of 4 over 3 ranks: 2, 1 and 1 clips, weights 1.5, 0.75, 0.75.
+    local last = {}
+    for rank = 0, 2 do
+        local parts = epoch_batches(setmetatable({ shard = { rank = rank, size = 3 } }, { __index = base }), 1)
+        last[#last + 1] = { #parts[4].indices, parts[4].weight }
+    end
+    A.eq(last, { { 2, 1.5 }, { 1, 0.75 }, { 1, 0.75 } })
+end)
+
+test("Loader items: the loader covers the given items only, in their order", function()
+    local batches, n = epoch_batches({ module = "dist_test_job", items = { 5, 6, 7, 8, 9 }, batch_size = 2,
+                                       shuffle = false }, 0)
+    A.eq(n, 3)
+    A.eq({ batches[1].indices, batches[2].indices, batches[3].indices }, { { 5, 6 }, { 7, 8 }, { 9 } })
+    A.eq(batches[1].weight, 1)
+    A.raises(function() data.Loader{ module = "dist_test_job", items = 5, batch_size = 2 } end,
+        "items must be a list of item indices")
+end)
+
+test("all_gather, broadcast_value, main_first, allreduce_numbers, broadcast_buffers in one process", function()
+    A.eq(dist.all_gather({ x = 1.25 }), { { x = 1.25 } })
+    A.eq(dist.broadcast_value(12345678901), 12345678901)
+    A.eq(dist.broadcast_value("seed"), "seed")
+    local order = {}
+    A.eq(dist.main_first(function() order[#order + 1] = "ran"; return 7 end), 7)
+    A.eq(order, { "ran" })
+    A.eq(dist.allreduce_numbers({ 2 ^ 53, 1 / 3 }), { 2 ^ 53, 1 / 3 })
+    A.raises(function() dist.allreduce_numbers(3) end, "allreduce_numbers: expected a list of numbers")
+    A.raises(function() dist.allreduce_numbers({ 1, "x" }) end, "item 2 is a string, not a number")
+    local net = nn.Sequential{ nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2) }
+    A.eq(dist.broadcast_buffers(net), net)
+end)
+
+test("GradReducer:detach: backward no longer reports to the reducer", function()
+    local net = small_net():flatten_parameters()
+    local r = dist.GradReducer(net, { bucket_mb = 8 * 4 / 2 ^ 20 }):attach(net)
+    local x = mt.randn{ 3, 4 }
+    net:backward(x, mt.ones(net:forward(x):shape()))
+    A.eq(r:started(), #r.buckets)
+    r:wait()
+    r:detach()
+    net:backward(x, mt.ones(net:forward(x):shape()))
+    A.eq(r:started(), 0, "no bucket started after detach")
+    net:backward(x, mt.ones(net:forward(x):shape())) -- twice: no 'ready twice' either
+end)
+
+test("transport: NCCL for CUDA tensors where it is built, host memory otherwise, nothing on one rank", function()
+    local function t(device, size, built, setting)
+        return dist.transport(device, { size = size, nccl_built = built, setting = setting })
+    end
+    A.eq(t("cpu", 1, true, ""), "local")
+    A.eq(t("cuda", 1, true, ""), "local")
+    A.eq(t("cpu", 2, true, ""), "mpi")
+    A.eq(t("cpu", 4, false, "0"), "mpi")
+    A.eq(t("cuda", 2, true, ""), "nccl")
+    A.eq(t("cuda", 2, true, "1"), "nccl")
+    A.eq(t("cuda", 2, true, "0"), "host", "MACHRT_NCCL=0 takes the host path")
+    A.eq(t("cuda", 2, false, ""), "host", "a build without NCCL (the emulated device) takes the host path")
+    A.raises(function() t("cuda", 2, false, "1") end, "MACHRT_NCCL=1, but machrt was built without NCCL")
+    A.raises(function() t("cuda", 2, true, "yes") end, "MACHRT_NCCL must be 0", "or 1")
+    A.eq(dist.transport("cuda"), "local", "this process: one rank")
+    A.raises(function() require("machrt.dist_c").nccl_allreduce(mt.ones{ 2 }) end,
+        "tensor is on cpu; NCCL reduces CUDA tensors")
+end)
+
+test("data_parallel in a plain run: no conversion, no reducer; bad settings are named", function()
+    local train = require "machrt.train"
+    local cfg = { environment = { distributed = "auto", sync_batchnorm = true },
+                  training = { batch_size = 7, grad_accumulation = 1 }, dataset = { on_error = "skip" } }
+    local ranks = train.data_parallel(cfg)
+    A.eq(ranks.size, 1)
+    A.truthy(ranks.main)
+    local net = nn.resnet18{ num_classes = 2, width = 4 }
+    A.eq(ranks:wrap(net), net)
+    A.truthy(not tostring(net.children.bn1):find("SyncBatchNorm2d", 1, true), "one rank keeps BatchNorm2d")
+    A.truthy(not ranks.reducer)
+    ranks.reduce_gradients(net)
+    local stepper = { loss_sum = 3, seen = 4 }
+    ranks:epoch_totals(stepper)
+    A.eq({ stepper.loss_sum, stepper.seen }, { 3, 4 })
+    A.eq(ranks:finish(net), net)
+    cfg.environment.distributed = "always"
+    A.raises(function() train.data_parallel(cfg) end, "environment.distributed: 'always' is not auto, none or mpi")
+    cfg.environment.distributed, cfg.environment.sync_batchnorm = "none", "yes"
+    A.raises(function() train.data_parallel(cfg) end, "environment.sync_batchnorm must be true or false")
 end)
 
 return tests

@@ -8,6 +8,7 @@ local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 
 local F = require "files"
+local X = require "tiny_experiment"
 local tests, test, make_tmpdir = F.suite()
 local read, exists = F.read, F.exists
 
@@ -18,50 +19,13 @@ local function tmpdir() return make_tmpdir{ create = false } end
 -- One corpus for the whole file: 40 clips, 4 types (generated once).
 local corpus
 local function tiny_corpus()
-    if not corpus then
-        corpus = make_tmpdir{ create = false, keep = true }
-        require("machrt.synth").generate(corpus, { clips = 40, seed = 5 })
-    end
+    corpus = corpus or X.corpus(make_tmpdir{ create = false, keep = true })
     return corpus
 end
 
-local function common_args(data, out)
-    return table.concat({
-        "--dataset.data_folder=" .. data, "--dataset.train_dataframe=" .. data .. "/dataset.csv",
-        "--architecture.width=4", "--training.batch_size=8", "--training.epochs=2",
-        "--environment.number_of_workers=2", "--environment.seed=11",
-        "--audio.training_chunk_seconds=4", "--prediction.inference_chunk_seconds=5",
-        "--output_directory=" .. out,
-    }, " ")
-end
-
--- Runs the experiment; returns exit status code and output.
-local function run(args, env)
-    return F.run(string.format("%s ./machrt experiments/resnet34.lua %s", env or "", args))
-end
-
-local function fold_dir(out) return out .. "/final_machinetype_audio_classification/fold4" end
-
-local function weights(path)
-    local t = mt.load(path)
-    return t
-end
-
-local function assert_same_tensors(a, b)
-    local n = 0
-    for name, x in pairs(a) do
-        local y = b[name]
-        A.truthy(y, "tensor " .. name .. " missing from the second checkpoint")
-        A.eq(table.concat(x:shape(), "x"), table.concat(y:shape(), "x"), name .. " shape")
-        if x:numel() > 0 then
-            local d = (x:float() - y:float()):abs():max()
-            A.eq(d, 0, name .. " differs (max abs diff)")
-        end
-        n = n + 1
-    end
-    for name in pairs(b) do A.truthy(a[name], "extra tensor " .. name) end
-    return n
-end
+local common_args, run, fold_dir = X.args, X.run, X.fold_dir
+local function weights(path) return (mt.load(path)) end
+local assert_same_tensors = X.same_tensors
 
 test("a run writes config, log, checkpoint, predictions and metrics", function()
     local data, out = tiny_corpus(), tmpdir()

@@ -10,9 +10,16 @@
 --   }
 --   for b, batch in loader:epoch(1) do ... end
 --   loader:num_batches(); loader:close()
+--
+-- Data-parallel runs (machrt.dist): shard = {rank =, size =} gives this
+-- rank its contiguous block of every batch (batch.weight: its share times
+-- the rank count, 1 unless the last batch splits unevenly), so ranks
+-- 0..size-1 together see exactly one process's batches; items = {i, ...}
+-- makes the loader cover only those items, in that order.
 
 local workers = require "machrt.workers"
 local random = require "machrt.random"
+local shard = require "machrt.dist.shard"
 
 local M = {}
 local Loader = {}
@@ -26,12 +33,18 @@ end
 
 function M.Loader(opts)
     if type(opts) ~= "table" then error("Loader: expects an options table", 2) end
-    check_int(opts.size, "size (number of items)", 0)
+    if opts.items ~= nil and type(opts.items) ~= "table" then
+        error("Loader: items must be a list of item indices, got " .. type(opts.items), 2)
+    end
+    local size = opts.items and #opts.items or opts.size
+    check_int(size, "size (number of items)", 0)
     check_int(opts.batch_size, "batch_size", 1)
     local self = setmetatable({
         module = opts.module or error("Loader: module (the job module) is required", 2),
         config = opts.config or {},
-        size = opts.size,
+        size = size,
+        items = opts.items,
+        shard = opts.shard,
         batch_size = opts.batch_size,
         shuffle = opts.shuffle ~= false,
         drop_last = opts.drop_last == true,
@@ -66,12 +79,16 @@ end
 
 --- The item order of an epoch (1-based item indices).
 function Loader:order(epoch)
+    local o = {}
     if not self.shuffle then
-        local o = {}
         for i = 1, self.size do o[i] = i end
-        return o
+    else
+        o = random.stream(self.seed, epoch, 0, 0):permutation(self.size)
     end
-    return random.stream(self.seed, epoch, 0, 0):permutation(self.size)
+    if self.items then
+        for k, i in ipairs(o) do o[k] = self.items[i] end
+    end
+    return o
 end
 
 --- The jobs of an epoch: {indices =, epoch =, batch =} per batch.
@@ -82,9 +99,18 @@ function Loader:jobs(epoch)
         local last = math.min(first + self.batch_size - 1, self.size)
         local idx = {}
         for k = first, last do idx[#idx + 1] = order[k] end
-        jobs[b] = { indices = idx, epoch = epoch, batch = b }
+        local weight = 1
+        if self.shard then
+            idx, weight = shard.shard(idx, { rank = self.shard.rank, size = self.shard.size, even = false })
+        end
+        jobs[b] = { indices = idx, epoch = epoch, batch = b, weight = weight }
     end
     return jobs
+end
+
+local function with_weight(batch, job)
+    batch.weight = job.weight
+    return batch
 end
 
 --- Iterates (b, batch) over the epoch's batches in order, `first` (default 1)
@@ -96,7 +122,7 @@ function Loader:epoch(epoch, first)
         return function()
             b = b + 1
             if b > #jobs then return nil end
-            return b, workers.roundtrip(self.job(jobs[b]))
+            return b, with_weight(workers.roundtrip(self.job(jobs[b])), jobs[b])
         end
     end
     local ids, submitted = {}, b
@@ -116,7 +142,7 @@ function Loader:epoch(epoch, first)
         local batch = self.pool:take(ids[b])
         ids[b] = nil
         fill()
-        return b, batch
+        return b, with_weight(batch, jobs[b])
     end
 end
 

@@ -7,6 +7,7 @@
 --   ... backward; after parameter i's gradient is final: reducer:ready(i)
 --   reducer:wait()                             -- before clipping and the step
 --   reducer:attach(model)   -- or: each module reports its parameters itself
+--   reducer:detach()        -- backward no longer reports (after training)
 --
 -- Buckets are cut in backward order (the last parameters' gradients are
 -- ready first), from the parameter sizes alone: the same buckets on every
@@ -59,8 +60,9 @@ function GradReducer.new(model, opts)
         for _, i in ipairs(bucket.params) do self.bucket_of[i] = b end
         self.pending[b] = #bucket.params
     end
-    -- A device buffer has no overlap yet: wait() reduces it through host
-    -- memory in one piece.
+    -- A device buffer has no overlap yet: wait() reduces it in one piece,
+    -- by NCCL on the GPUs in a CUDA build (dist.transport), else through
+    -- host memory.
     if self.device == "cpu" then self.handle = C.reducer(flat, starts, op) end
     return self
 end
@@ -102,6 +104,7 @@ end
 function GradReducer:attach(model)
     local index = {}
     for i, p in ipairs(self.params) do index[p.grad] = i end
+    self.attached = self.attached or {}
     model:apply(function(m)
         if #m.param_order == 0 then return end
         local own = {}
@@ -109,12 +112,20 @@ function GradReducer:attach(model)
             own[#own + 1] = index[m.params[n].grad] or fail("%s.%s is not one of this reducer's parameters", m.path, n)
         end
         local backward = m.backward
+        self.attached[#self.attached + 1] = { m, rawget(m, "backward") }
         m.backward = function(module, ...)
             local g = backward(module, ...)
             for _, i in ipairs(own) do self:ready(i) end
             return g
         end
     end)
+    return self
+end
+
+--- Undoes attach: the modules' backward no longer reports to the reducer.
+function GradReducer:detach()
+    for _, saved in ipairs(self.attached or {}) do rawset(saved[1], "backward", saved[2]) end
+    self.attached = {}
     return self
 end
 

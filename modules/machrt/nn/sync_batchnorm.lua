@@ -9,8 +9,9 @@
 -- a second allreduce of the sums of squared deviations from that mean
 -- gives the variance (two passes: no cancellation when the mean is large
 -- against the spread). Backward: allreduce of sum(dy) and sum(dy * xhat)
--- gives the input gradient; the parameter gradients stay local sums, as
--- the gradient reducer averages them with the others.
+-- gives the input gradient and the parameter gradients (each rank adds
+-- the global sums over the rank count, which the gradient reducer's mean
+-- turns into the global sums). Every sum is taken and reduced in double.
 --
 -- nn.SyncBatchNorm2d.convert(model) turns every BatchNorm2d of a model into
 -- this one in place (environment.sync_batchnorm).
@@ -22,31 +23,41 @@ local dist = require "machrt.dist"
 
 local SyncBatchNorm2d = Module.class("SyncBatchNorm2d", BatchNorm2d)
 
--- Per-channel sums of an N x C x H x W tensor, as a C-vector.
-local function channel_sums(t) return t:sum(1):sum(2):sum(2) end
+-- Per-channel sums of an N x C x H x W tensor, accumulated in double, as a
+-- list of C numbers. Double matters: each rank's part of a sum can be large
+-- while the parts nearly cancel (sum(dy) over a batch is close to 0 before
+-- a batch norm), and float parts would leave the total with the rounding
+-- of the parts instead of its own.
+local function channel_sums(t, c, extra)
+    local s = {}
+    for k = 1, c do s[k] = t:select(2, k):sum() end
+    if extra then s[c + 1] = extra end
+    return s
+end
 
 local function as_channels(v, c) return v:reshape{ 1, c, 1, 1 } end
+
+-- A list of numbers as a C-vector like x.
+local function vector(x, list, first, c) return x:new_empty{ c }:copy(mt.tensor(table.move(list, first, first + c - 1, 1, {}))) end
 
 function SyncBatchNorm2d:forward(x)
     if not self.train then return BatchNorm2d.forward(self, x) end
     self:check_input(x, 4, 2, self.c, ("N x %d x H x W"):format(self.c))
     local c, p, b = self.c, self.params, self.buffers
-    local sums = x:new_empty{ c + 1 }
-    sums:narrow(1, 1, c):copy(channel_sums(x))
-    sums:set(x:size(1) * x:size(3) * x:size(4), c + 1)
-    dist.allreduce(sums, "sum")
-    local count = sums:get(c + 1)
+    local sums = dist.allreduce_numbers(channel_sums(x, c, x:size(1) * x:size(3) * x:size(4)), "sum")
+    local count = sums[c + 1]
     if count < 2 then
         self:fail("training needs more than one value per channel over all %d ranks, got input %s on rank %d",
             dist.size(), Module.shape_str(x), dist.rank())
     end
-    local mean = sums:narrow(1, 1, c) / count
+    for k = 1, c do sums[k] = sums[k] / count end
+    local mean = vector(x, sums, 1, c)
     local centered = x - as_channels(mean, c)
     centered:mul_(centered)
-    local var = channel_sums(centered)
+    local squares = dist.allreduce_numbers(channel_sums(centered, c), "sum")
     centered:release()
-    dist.allreduce(var, "sum")
-    var:div_(count)
+    for k = 1, c do squares[k] = squares[k] / count end
+    local var = vector(x, squares, 1, c)
     self.output, self.save_mean, self.save_invstd = self:kernel(K.batchnorm2d_forward, x,
         p.weight.param, p.bias.param, mean, var, false, self.momentum, self.eps,
         Module.reuse(self.output, x:shape(), x), self.save_mean, self.save_invstd)
@@ -61,23 +72,29 @@ end
 function SyncBatchNorm2d:backward(x, grad_output)
     if not self.stats_from_batch then return BatchNorm2d.backward(self, x, grad_output) end
     local c, p = self.c, self.params
-    local sums = x:new_zeros{ 2 * c }
-    local dbias, dweight = sums:narrow(1, 1, c), sums:narrow(1, c + 1, c)
     -- Evaluation-mode backward with the batch's mean and invstd: dx = dy *
-    -- w * invstd, and the local sum(dy) and sum(dy * xhat) into the slots.
+    -- w * invstd (its parameter sums are replaced by the global ones below).
     local dx = self:kernel(K.batchnorm2d_backward, x, grad_output, p.weight.param, self.save_mean,
-        self.save_invstd, false, x:new_empty(), dweight, dbias)
-    p.weight.grad:add_(dweight)
-    p.bias.grad:add_(dbias)
-    dist.allreduce(sums, "sum")
+        self.save_invstd, false, x:new_empty(), x:new_zeros{ c }, x:new_zeros{ c })
+    local xhat = (x - as_channels(self.save_mean, c)):mul_(as_channels(self.save_invstd, c))
+    local weighted = xhat * grad_output
+    local local_sums = channel_sums(grad_output, c)
+    table.move(channel_sums(weighted, c), 1, c, c + 1, local_sums)
+    weighted:release()
+    local sums = dist.allreduce_numbers(local_sums, "sum")
+    local dbias, dweight = vector(x, sums, 1, c), vector(x, sums, c + 1, c)
+    -- The parameter gradients: the global sums over the rank count, the
+    -- same on every rank, so the reducer's mean gives the global sum with
+    -- a float's rounding of it (not of the rank parts).
+    p.weight.grad:add_(dweight / dist.size())
+    p.bias.grad:add_(dbias / dist.size())
     -- dx -= w * invstd * (mean(dy) + xhat * mean(dy * xhat)), means over all ranks.
     local scale = p.weight.param * self.save_invstd
     local shift = as_channels(scale * dbias / self.count, c)
-    local slope = as_channels(scale * self.save_invstd * dweight / self.count, c)
-    local centered = x - as_channels(self.save_mean, c)
-    centered:mul_(slope)
-    dx:sub_(centered):sub_(shift)
-    centered:release()
+    local slope = as_channels(scale * dweight / self.count, c)
+    xhat:mul_(slope)
+    dx:sub_(xhat):sub_(shift)
+    xhat:release()
     return dx
 end
 

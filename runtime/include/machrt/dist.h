@@ -49,7 +49,22 @@ void mrt_dist_abort(int code, const char *message);
 /* In place over n floats, the same n on every rank. MEAN is SUM scaled by
  * 1/size after the reduction. */
 mrt_status mrt_dist_allreduce(float *buf, size_t n, mrt_dist_op op);
+/* The same over doubles: sums that must keep more digits than float has
+ * (sync batch norm's statistics, whose rank parts can nearly cancel). */
+mrt_status mrt_dist_allreduce_f64(double *buf, size_t n, mrt_dist_op op);
 mrt_status mrt_dist_broadcast(void *buf, size_t nbytes, int root);
+
+/* NCCL (runtime/dist/nccl.c, CUDA builds): mrt_dist_nccl_built() is 1 when
+ * it is linked in. allreduce reduces n floats of device memory in place on
+ * every rank (MEAN as ncclAvg), after the CUDA backend's pending work; the
+ * communicator is made from MPI on first use. pick_device gives each rank
+ * of a node its own GPU (mrt_dist_init calls it); finalize frees the
+ * communicator (mrt_dist_finalize calls it). Without CUDA, allreduce fails
+ * saying so and the others do nothing. */
+int mrt_dist_nccl_built(void);
+mrt_status mrt_dist_nccl_allreduce(float *device_buf, size_t n, mrt_dist_op op);
+void mrt_dist_nccl_pick_device(void);
+void mrt_dist_nccl_finalize(void);
 mrt_status mrt_dist_barrier(void);
 
 /* Gathers a variable number of bytes from every rank to root. On root,
