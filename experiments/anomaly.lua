@@ -98,7 +98,7 @@ for _, fold in ipairs(run.folds) do
     -- the detector keeps (networks, normal statistics).
     local scores, train_scores, alternatives, trained
     if a.method == "autoencoder" then
-        local models = anomaly.autoencoder.train_all(cfg, split, front, device, dir)
+        local models = anomaly.autoencoder.train_all(cfg, split, front, device, dir, run.resume)
         scores = anomaly.autoencoder.score(models, cfg, split.val, front, device)
         train_scores = anomaly.autoencoder.score(models, cfg, split.train, front, device)
         alternatives = { reconstruction = scores }
@@ -111,8 +111,10 @@ for _, fold in ipairs(run.folds) do
         local model, loss_fn = anomaly.embedding.build(cfg, split)
         if device ~= "cpu" then model:to(device) end
         local opt, set_lr = train.optimizer(cfg, model, steps_per_epoch)
-        local state = train.load_checkpoint(dir, model, opt)
-            or { epoch = 0, step = 0, history = {}, seed = cfg.environment.seed, machines = split.machines }
+        -- --resume: the verified checkpoint (train.setup has locked the folder).
+        local state = run.resume and train.load_checkpoint(dir, model, opt,
+                                                           { cfg = cfg, classes = split.machines, set_lr = set_lr })
+            or { epoch = 0, step = 0, history = {}, seed = cfg.environment.seed, classes = split.machines }
         if state.epoch > 0 then log.info("resuming %s after epoch %d (step %d)", dir, state.epoch, state.step) end
         local stepper = train.Stepper{ model = model, loss = loss_fn, optimizer = opt, set_lr = set_lr,
                                        cfg = cfg, state = state, checkpoint_dir = dir }

@@ -146,10 +146,28 @@ function M.write_config(dir, text)
     sys.write_file(dir .. "/" .. M.CONFIG, text)
 end
 
---- Called before the first file of a new run's results is written: a
---- pending --overwrite removes the old files now and writes the new config.
+-- The held run folder that is `dir` or holds it (a model's folder inside a
+-- run folder), or nil.
+local function holder_of(dir)
+    dir = strip(dir)
+    while dir do
+        if held[dir] then return held[dir] end
+        dir = dir:match("^(.+)/[^/]+$")
+    end
+    return nil
+end
+
+--- The config.json of the run folder that is `dir` or holds it.
+function M.config_path(dir)
+    local folder = holder_of(dir)
+    return (folder and folder.dir or strip(dir)) .. "/" .. M.CONFIG
+end
+
+--- Called before the first file of a new run's results is written (into the
+--- run folder or a folder inside it): a pending --overwrite removes the old
+--- files now and writes the new config.
 function M.before_write(dir)
-    local folder = held[strip(dir)]
+    local folder = holder_of(dir)
     if not folder or not folder.pending then return end
     folder.pending = false
     local old = contents(folder.dir)

@@ -509,6 +509,7 @@ end
 function M.save_checkpoint(dir, model, opt, state)
     if not dist.is_main() then return end
     run_folder.before_write(dir)
+    sys.mkdir(dir) -- a model's folder inside the run folder (--overwrite has just emptied it)
     local tensors = {}
     for k, v in pairs(model:state_dict()) do tensors[k] = v end
     local opt_tensors, opt_info = opt:state_dict()
@@ -517,7 +518,7 @@ function M.save_checkpoint(dir, model, opt, state)
     for k, v in pairs(opt_info) do meta[k] = tostring(v) end
     meta["machrt.run"] = sys.json_encode(state)
     meta["machrt.rng"] = sys.json_encode(mt.rng_state())
-    local f = io.open(dir .. "/" .. M.CONFIG, "rb")
+    local f = io.open(run_folder.config_path(dir), "rb")
     if f then
         meta["machrt.config"] = f:read("a")
         f:close()
@@ -565,12 +566,11 @@ function M.load_best(dir, model, state)
 end
 
 -- The run-state fields a checkpoint must hold, checked before any is used.
-local function check_run_state(path, s, cfg, classes)
+local function check_run_state(path, s, cfg, classes, epochs, epochs_key)
     local function bad(field, fmt, ...)
         fail("checkpoint %s: run state (machrt.run) field '%s' " .. fmt, path, field, ...)
     end
     if type(s) ~= "table" then fail("checkpoint %s: run state (machrt.run) is not a JSON object", path) end
-    local epochs = cfg.training.epochs
     if math.type(s.epoch) ~= "integer" or s.epoch < 0 then bad("epoch", "must be a non-negative integer, got %s", tostring(s.epoch)) end
     if math.type(s.step) ~= "integer" or s.step < 0 then bad("step", "must be a non-negative integer, got %s", tostring(s.step)) end
     if type(s.history) ~= "table" then bad("history", "must be a list of epochs, got %s", tostring(s.history)) end
@@ -586,8 +586,8 @@ local function check_run_state(path, s, cfg, classes)
         bad("step", "is %d, but epoch %d ended at step %d", s.step, s.epoch, s.history[s.epoch].step)
     end
     if s.epoch > epochs then
-        fail("checkpoint %s is after epoch %d, past training.epochs = %d: resume with "
-             .. "--training.epochs=%d or more", path, s.epoch, epochs, s.epoch)
+        fail("checkpoint %s is after epoch %d, past %s = %d: resume with "
+             .. "--%s=%d or more", path, s.epoch, epochs_key, epochs, epochs_key, s.epoch)
     end
     if type(s.classes) ~= "table" or table.concat(s.classes, ",") ~= table.concat(classes, ",") then
         bad("classes", "is [%s], but the data gives the classes [%s]",
@@ -634,8 +634,11 @@ end
 --- settings it was trained with against cfg (all but environment.* and
 --- training.epochs must agree). Returns the run state ({epoch, step,
 --- history, ...}), or nil when the folder has no checkpoint.
---- expect = {cfg =, classes =, set_lr =}: set_lr (train.optimizer's) lets a
---- run extended by more epochs say where its learning rate goes.
+--- expect = {cfg =, classes =, set_lr =, epochs =, epochs_key =}: set_lr
+--- (train.optimizer's) lets a run extended by more epochs say where its
+--- learning rate goes; epochs and epochs_key (default: training.epochs) give
+--- the length the state may not pass, for a model trained by another key
+--- (an anomaly run's autoencoders: autoencoder.epochs).
 function M.load_checkpoint(dir, model, opt, expect)
     if type(expect) ~= "table" or not expect.cfg or not expect.classes then
         fail("train.load_checkpoint(dir, model, opt, {cfg =, classes =}): the run's config and "
@@ -649,8 +652,9 @@ function M.load_checkpoint(dir, model, opt, expect)
     end
     local cfg = expect.cfg
     local state = sys.json_decode(meta["machrt.run"], path .. " (run state)")
-    check_run_state(path, state, cfg, expect.classes)
-    local trained = run_folder.check_trained_config(dir .. "/" .. M.CONFIG, path, meta, cfg)
+    check_run_state(path, state, cfg, expect.classes, expect.epochs or cfg.training.epochs,
+                    expect.epochs_key or "training.epochs")
+    local trained = run_folder.check_trained_config(run_folder.config_path(dir), path, meta, cfg)
     local rng = sys.json_decode(meta["machrt.rng"] or "null", path .. " (rng)")
     if type(rng) ~= "table" or math.type(rng.seed) ~= "integer" or math.type(rng.offset) ~= "integer" then
         fail("checkpoint %s: machrt.rng must hold integer seed and offset", path)

@@ -124,6 +124,28 @@ test("the autoencoder detector trains one model per machine type and scores ever
     for i = 2, #rows do A.truthy(tonumber(rows[i][5]) > 0, "a reconstruction error") end
 end)
 
+test("an autoencoder run's folder is refused without --overwrite; --overwrite replaces its models", function()
+    local data, out = tiny_corpus(), tmpdir()
+    local args = common_args(data, out) .. " --anomaly.method=autoencoder --autoencoder.epochs=1 --autoencoder.hidden=16"
+    local code, text = run(args)
+    A.eq(code, 0, "first run; output:\n" .. text)
+    local dir = fold_dir(out)
+    sys.write_file(dir .. "/autoencoder_fan/old_marker", "from the first run\n")
+    code, text = run(args)
+    A.eq(code, 2, "a second run into the folder; output:\n" .. text)
+    A.truthy(text:find("--overwrite", 1, true) and text:find("--resume", 1, true), text)
+    code, text = run(args .. " --overwrite")
+    A.eq(code, 0, "--overwrite; output:\n" .. text)
+    A.truthy(text:find("--overwrite: removed the old run's files", 1, true), text)
+    -- The models live in folders inside the run folder: the first one's
+    -- checkpoint cleared the old run and the new models are whole.
+    A.falsy(exists(dir .. "/autoencoder_fan/old_marker"), "the old run's files are gone")
+    A.truthy(exists(dir .. "/autoencoder_fan/checkpoint.safetensors"), "fan model")
+    A.truthy(exists(dir .. "/autoencoder_pump/checkpoint.safetensors"), "pump model")
+    A.truthy(exists(dir .. "/config.json"), "the new run's config.json")
+    A.truthy(exists(dir .. "/metrics.json"), "the new run's metrics")
+end)
+
 test("a killed anomaly run resumes to the same weights and scores, bit for bit", function()
     local data = tiny_corpus()
     local a, b = tmpdir(), tmpdir()

@@ -3,7 +3,7 @@
 -- mean squared reconstruction error of its vectors.
 --
 --   local vectors = ae.frame_vectors(mel, 5)      -- {B, 1, M, T} -> {B (T - 4), 5 M}
---   local models = ae.train_all(cfg, split, front, device, dir)
+--   local models = ae.train_all(cfg, split, front, device, dir, resume)   -- resume: --resume given
 --   local scores = ae.score(models, cfg, items, front, device)
 local mt = require "machrt"
 local sys = require "machrt.sys"
@@ -103,7 +103,7 @@ function M.build(cfg, input, seed)
 end
 
 -- Trains (or resumes) the autoencoder of one machine type; returns it.
-local function train_type(cfg, split, front, device, dir, k, machine_type)
+local function train_type(cfg, split, front, device, dir, k, machine_type, resume)
     local ae, env = cfg.autoencoder, cfg.environment
     local X = training_vectors(cfg, subset(split.train, machine_type), front, ae.frames)
     -- As keras' fit(validation_split = v): the last v of the vectors only
@@ -115,7 +115,11 @@ local function train_type(cfg, split, front, device, dir, k, machine_type)
     if device ~= "cpu" then model:to(device) end
     local opt = optim.AdamW(model:parameters(), { lr = ae.learning_rate, eps = 1e-7, weight_decay = 0 })
     local mdir = model_dir(dir, machine_type)
-    local state = train.load_checkpoint(mdir, model, opt) or { epoch = 0, step = 0, history = {} }
+    -- A model folder's checkpoint carries the run's config.json and the
+    -- machine type as its one class; it is read only on --resume.
+    local state = resume and train.load_checkpoint(mdir, model, opt, { cfg = cfg, classes = { machine_type },
+                                                                       epochs = ae.epochs, epochs_key = "autoencoder.epochs" })
+        or { epoch = 0, step = 0, history = {}, classes = { machine_type } }
     if state.epoch > 0 then log.info("autoencoder %s: resuming after epoch %d", machine_type, state.epoch) end
     local stepper = train.Stepper{ model = model, loss = nn.MSELoss(), optimizer = opt, state = state,
                                    set_lr = function() return ae.learning_rate end, checkpoint_dir = mdir,
@@ -161,9 +165,9 @@ local function train_type(cfg, split, front, device, dir, k, machine_type)
 end
 
 --- One trained autoencoder per machine type of the training data.
-function M.train_all(cfg, split, front, device, dir)
+function M.train_all(cfg, split, front, device, dir, resume)
     local models = {}
-    for k, t in ipairs(split.types) do models[t] = train_type(cfg, split, front, device, dir, k, t) end
+    for k, t in ipairs(split.types) do models[t] = train_type(cfg, split, front, device, dir, k, t, resume) end
     return models
 end
 
