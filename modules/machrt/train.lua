@@ -1,7 +1,7 @@
 -- Helpers of experiment scripts: each does one step of the reference recipe
 -- (docs/REFERENCE.md) so that experiments/resnet34.lua reads top to bottom.
 --
---   local cfg, run = train.setup(defaults, arg)          -- CLI, resume, seed, data, threads
+--   local cfg, run = train.setup(defaults, arg[, keys])  -- CLI, checks, resume, seed, data, threads
 --   local split = train.prepare_data(cfg, fold)          -- dataframe, labels, fold split
 --   local loaders = train.loaders(cfg, split)            -- training and validation loaders
 --   local opt, set_lr = train.optimizer(cfg, model, steps_per_epoch)
@@ -20,6 +20,7 @@ local optim = require "machrt.optim"
 local data = require "machrt.data"
 local csv = require "machrt.data.csv"
 local config = require "machrt.config"
+local schema = require "machrt.schema"
 local metrics = require "machrt.metrics"
 local random = require "machrt.random"
 local log = require "machrt.log"
@@ -40,13 +41,20 @@ end
 
 -- ---- setup ---------------------------------------------------------------
 
---- Parses the command line, resolves the seed and the data, sets threads and
+--- Parses the command line, checks every setting against `keys` (default
+--- machrt.schema.reference; an experiment with keys of its own passes
+--- schema.with{...}), resolves the seed and the data, sets threads and
 --- returns cfg and run = {dir_of(fold), folds = {...}, resume = dir|nil}.
-function M.setup(defaults, args)
+function M.setup(defaults, args, keys)
+    keys = keys or schema.reference
     local cfg, opts = config.from_args(defaults, args)
+    -- Before any work, and before --help: a sweep checks its trials with it.
+    config.validate(cfg, keys)
     if opts.help then
-        io.write("usage: machrt experiments/<name>.lua [--section.key=value ...] [--resume <run folder>]\n\n",
-                 "settings (defaults):\n  ", table.concat(config.describe(cfg), "\n  "), "\n")
+        io.write("usage: machrt experiments/<name>.lua [--section.key=value ...] [--resume <run folder>]\n",
+                 "       [--traceback]  (a Lua traceback with every error; also MACHRT_TRACEBACK=1)\n\n",
+                 "settings (defaults), each with its allowed values:\n  ",
+                 table.concat(config.help(cfg, keys), "\n  "), "\n")
         os.exit(0)
     end
     local run = { resume = opts.resume }
@@ -70,15 +78,12 @@ function M.setup(defaults, args)
             end
         end
         for _, o in ipairs(opts.overrides) do config.set(resumed, o.path, o.text) end
-        cfg = resumed
+        cfg = config.validate(resumed, keys)
     end
     local env, ds = cfg.environment, cfg.dataset
     if env.seed == -1 then
         env.seed = random.draw_seed()
         log.info("environment.seed = -1: drew seed %d (recorded in the run's %s)", env.seed, M.CONFIG)
-    end
-    if math.type(env.seed) ~= "integer" or env.seed < 0 then
-        fail("environment.seed must be -1 or a non-negative integer, got %s", tostring(env.seed))
     end
     if (env.threads or 0) > 0 then mt.set_num_threads(env.threads) end
     if ds.data_folder == "" and ds.train_dataframe == "" then
@@ -86,18 +91,9 @@ function M.setup(defaults, args)
         local info = synth.ensure(M.DEFAULT_DATA)
         ds.data_folder, ds.train_dataframe = info.data_folder, info.csv
         log.info("dataset: the built-in synthetic corpus in %s (no dataset.data_folder given)", ds.data_folder)
-    elseif ds.train_dataframe == "" then
-        fail("dataset.train_dataframe is empty but dataset.data_folder is '%s': give both, or "
-             .. "neither for the built-in synthetic corpus", ds.data_folder)
     end
-    M.metric(cfg, nil) -- an unknown prediction.metric fails now, not after an epoch
     run.folds = {}
-    for _, f in ipairs(ds.folds) do
-        local n = math.tointeger(tonumber(f))
-        if not n then fail("dataset.folds: '%s' is not a fold number", tostring(f)) end
-        run.folds[#run.folds + 1] = n
-    end
-    if #run.folds == 0 then fail("dataset.folds is empty: name at least one fold") end
+    for _, f in ipairs(ds.folds) do run.folds[#run.folds + 1] = math.tointeger(tonumber(f)) end
     if opts.resume and #run.folds > 1 then
         -- A resumed run continues the folder it was given.
         local k = math.tointeger(tonumber(opts.resume:match("fold(%d+)/?$")))
@@ -161,18 +157,12 @@ function M.prepare_data(cfg, fold)
         local fold_ids
         fold_ids, k = data.assign_folds(df, ds)
         train_df, val_df = data.split(df, fold_ids, fold)
-    elseif ds.validation_strategy == "custom" then
-        if ds.validation_dataframe == "" then
-            fail("dataset.validation_strategy = custom needs dataset.validation_dataframe")
-        end
+    else -- custom (machrt.schema: the strategies, and custom's validation_dataframe)
         train_df = df
         val_df = with_row_ids(data.read_csv(ds.validation_dataframe))
         require_rows(val_df, "dataset.validation_dataframe")
         val_df:require_columns({ ds.audio_column }, "dataset.audio_column")
         val_df:require_columns(ds.label_columns, "dataset.label_columns")
-    else
-        fail("dataset.validation_strategy must be 'kfold' or 'custom', got '%s'",
-             tostring(ds.validation_strategy))
     end
     local classes = #ds.label_columns == 1 and enc.classes or nil
     local function encode(part)
@@ -275,23 +265,20 @@ function M.optimizer(cfg, model, steps_per_epoch)
         differential_lr = #t.differential_learning_rate_layers > 0 and t.differential_learning_rate or nil,
         differential_layers = #t.differential_learning_rate_layers > 0 and t.differential_learning_rate_layers or nil,
     })
-    local opt
-    if t.optimizer == "AdamW" then
-        opt = optim.AdamW(groups)
-    elseif t.optimizer == "SGD" then
-        opt = optim.SGD(groups, { momentum = 0.9 })
-    else
-        fail("training.optimizer must be AdamW or SGD, got '%s'", tostring(t.optimizer))
-    end
+    -- The names and ranges of these settings are machrt.schema's (train.setup).
+    local opt = t.optimizer == "SGD" and optim.SGD(groups, { momentum = 0.9 }) or optim.AdamW(groups)
     local total = steps_per_epoch * t.epochs // t.grad_accumulation
+    if total < 1 then
+        fail("training.grad_accumulation = %d is more than the %d batches of the run (%d per epoch, "
+             .. "%d epochs): no optimizer step would be taken", t.grad_accumulation,
+             steps_per_epoch * t.epochs, steps_per_epoch, t.epochs)
+    end
     local warmup = math.floor(t.warmup_epochs * steps_per_epoch / t.grad_accumulation + 0.5)
     local factor
-    if t.schedule == "Cosine" then
-        factor = optim.cosine{ base_lr = 1, warmup_steps = warmup, total_steps = total }
-    elseif t.schedule == "Constant" then
+    if t.schedule == "Constant" then
         factor = function(k) return warmup > 0 and k < warmup and k / warmup or 1 end
     else
-        fail("training.schedule must be Cosine or Constant, got '%s'", tostring(t.schedule))
+        factor = optim.cosine{ base_lr = 1, warmup_steps = warmup, total_steps = total }
     end
     local function set_lr(step)
         for _, g in ipairs(opt.param_groups) do g.lr = g.initial_lr * factor(step - 1) end
