@@ -84,6 +84,7 @@ for _, fold in ipairs(run.folds) do
         log.info("resuming %s after epoch %d (step %d)", dir, state.epoch, state.step)
     end
     train.write_config(dir, cfg)
+    local _ <close> = train.on_interrupt(run, dir, state) -- Ctrl-C: says how to resume
     if cfg.environment.mixed_precision_training and device == "cpu" then
         log.info("environment.mixed_precision_training applies on GPU only; training in float32")
     end

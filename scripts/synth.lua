@@ -25,10 +25,8 @@ usage: machrt scripts/synth.lua --out FOLDER [options]
   --quiet                   no progress lines
 ]]
 
-local function die(msg)
-    io.stderr:write(msg, "\n")
-    os.exit(1)
-end
+-- A mistake in the options: one line and exit 2 (runtime/main.c).
+local function die(msg) error(msg, 0) end
 
 local function list(s, what, number)
     local out = {}
@@ -62,7 +60,8 @@ local function parse(argv)
         if not key then key = a:match("^%-%-([%w-]+)$") end
         if not key then die("synth: unexpected argument '" .. a .. "'\n" .. USAGE) end
         if key == "help" or key == "h" then io.write(USAGE); os.exit(0) end
-        if key == "force" then o.force = true
+        if key == "traceback" then -- the host shows tracebacks (runtime/main.c)
+        elseif key == "force" then o.force = true
         elseif key == "quiet" then quiet = true
         elseif takes[key] then
             if not val then
@@ -110,7 +109,8 @@ local ok, info = pcall(synth.generate, out, opts)
 if not quiet and ok then io.write("\n") end
 if not ok then
     if not quiet then io.write("\n") end
-    die(tostring(info))
+    -- Raised again as it came: a user's error stays one line, a bug keeps its position.
+    error(info, 0)
 end
 io.write(string.format("synth: %d clips in %s, %s; %.1f s\n", info.clips, info.data_folder,
     info.csv, info.seconds))

@@ -102,7 +102,7 @@ function M.set(cfg, path, text, list_kinds)
 end
 
 --- Parses the command line: overrides applied to a copy of `defaults`.
---- Returns cfg and opts {resume = folder|nil, help = bool, overrides = {...}}.
+--- Returns cfg and opts {resume = folder|nil, help = bool, traceback = bool, overrides = {...}}.
 function M.from_args(defaults, args, list_kinds)
     local cfg = copy(defaults)
     local opts = { overrides = {} }
@@ -111,6 +111,8 @@ function M.from_args(defaults, args, list_kinds)
         local a = args[i]
         if a == "--help" or a == "-h" then
             opts.help = true
+        elseif a == "--traceback" then
+            opts.traceback = true -- the host shows tracebacks (runtime/main.c)
         elseif a == "--resume" then
             opts.resume = args[i + 1] or fail("--resume needs a run folder (runs/<experiment>/fold<k>)")
             i = i + 1
@@ -122,7 +124,7 @@ function M.from_args(defaults, args, list_kinds)
             opts.overrides[#opts.overrides + 1] = { path = path, text = text }
         else
             fail(string.format("cannot read argument '%s': expected --section.key=value, "
-                               .. "--resume <run folder> or --help", a))
+                               .. "--resume <run folder>, --traceback or --help", a))
         end
         i = i + 1
     end

@@ -99,11 +99,31 @@ function M.setup(defaults, args, keys)
         local k = math.tointeger(tonumber(opts.resume:match("fold(%d+)/?$")))
         run.folds = { k or run.folds[1] }
     end
+    -- How to continue a run: the same host and script (train.on_interrupt).
+    run.host, run.script = args and args[-1] or "machrt", args and args[0] or "experiments/<name>.lua"
     function run.dir_of(fold)
         if opts.resume then return (opts.resume:gsub("/$", "")) end
         return string.format("%s/%s/fold%d", cfg.output_directory, cfg.experiment_name, fold)
     end
     return cfg, run
+end
+
+-- The error the host raises on Ctrl-C (runtime/main.c).
+M.INTERRUPTED = "interrupted (Ctrl-C)"
+
+--- A to-be-closed guard over a fold's training: when Ctrl-C stops it, says
+--- what the checkpoint in `dir` holds (it is written atomically, so it is
+--- the last finished epoch's) and the command that continues the run.
+function M.on_interrupt(run, dir, state)
+    return setmetatable({}, { __close = function(_, err)
+        -- Layers add their names to errors passing through them: look inside.
+        if not tostring(err):find(M.INTERRUPTED, 1, true) then return end
+        local held = state.epoch > 0
+            and string.format("%s/%s holds epoch %d", dir, M.CHECKPOINT, state.epoch)
+            or "no epoch had finished; the run starts over"
+        io.stderr:write(string.format("machrt: training stopped: %s. Continue it with:\n  %s %s --resume %s\n",
+                                      held, run.host, run.script, dir))
+    end })
 end
 
 -- ---- data ----------------------------------------------------------------

@@ -262,7 +262,7 @@ test("synth.json records the generator version; ensure regenerates another versi
     end
 end)
 
-test("the command line: a corpus in one call, and errors with exit status 1", function()
+test("the command line: a corpus in one call, and errors with exit status 2, no traceback", function()
     local out = tmpdir{ create = false }
     local function run(args)
         local code, text = F.run("./machrt scripts/synth.lua " .. args)
@@ -283,8 +283,9 @@ test("the command line: a corpus in one call, and errors with exit status 1", fu
     }
     for _, c in ipairs(cases) do
         local t, rc = run(c[1])
-        A.eq(rc, 1, c[1])
+        A.eq(rc, 2, c[1])
         A.truthy(t:find(c[2], 1, true), "expected '" .. c[2] .. "' in: " .. t)
+        A.truthy(not t:find("stack traceback", 1, true), t)
     end
 end)
 
