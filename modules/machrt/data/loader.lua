@@ -113,7 +113,14 @@ function Loader:epoch(epoch, first)
         b = b + 1
         if b > #jobs then return nil end
         fill()
-        local batch = self.pool:take(ids[b])
+        local ok, batch = pcall(self.pool.take, self.pool, ids[b])
+        if not ok then
+            -- A job's error is text from the worker's state, with its frames.
+            -- A user's error (no "file.lua:N:" on its first line, the host's
+            -- rule in runtime/main.c) is raised as its one line; a bug as it came.
+            local first = tostring(batch):match("^[^\n]*")
+            error(first:find("%S:%d+:") and batch or first, 0)
+        end
         ids[b] = nil
         fill()
         return b, batch
