@@ -202,7 +202,10 @@ function M.rule(spec)
         elseif hi then
             words = string.format("%s %s %s", words, spec.max ~= nil and "<=" or "<", hi:sub(1, -2))
         end
-        if spec.nonempty then words = "non-empty " .. words end
+        if spec.nonempty then
+            local article = words:match("^an? ")
+            words = article and "a non-empty " .. words:sub(#article + 1) or "non-empty " .. words
+        end
     end
     if spec.rule then words = words .. ", " .. spec.rule end
     return words
