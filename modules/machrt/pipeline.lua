@@ -27,12 +27,12 @@ function M.decode(path, opts)
     local info = opts.info or audio.info(path)
     local channel = opts.channel or 1
     local load = { sample_rate = opts.sample_rate, offset = opts.offset, duration = opts.duration }
-    if channel > info.channels then
-        -- A mono file has channel 1 only: another would be a silent substitute.
-        fail("%s has %d channel%s; audio.channel = %d does not exist", path, info.channels,
-             info.channels == 1 and "" or "s", channel)
+    if info.channels > 1 then
+        if channel > info.channels then
+            fail("%s has %d channels; audio.channel = %d does not exist", path, info.channels, channel)
+        end
+        load.channel = channel
     end
-    if info.channels > 1 then load.channel = channel end
     local wave = audio.load(path, load)
     if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
     return wave
