@@ -147,6 +147,11 @@ check "--help checks the values (any case) and lists the allowed ones" \
 # Ctrl-C in a training run: exit 130, the checkpoint of the last finished
 # epoch intact, and the command that continues the run.
 "$BIN" scripts/synth.lua --out "$tmp/corpus" --clips 20 --seed 3 --quiet >/dev/null 2>&1
+run "$BIN" experiments/resnet34.lua --dataset.data_folder="$tmp/corpus" \
+    --dataset.train_dataframe="$tmp/corpus/dataset.csv" --output_directory="$tmp/runs_big" \
+    --architecture.width=4 --training.batch_size=64
+check "a batch larger than the training data (found with the data): named, no traceback, exit 2" \
+    '[ $rc = 2 ] && err_has "batch size 64 is larger than the 16 items" && ! err_has "stack traceback"'
 "$BIN" experiments/resnet34.lua --dataset.data_folder="$tmp/corpus" \
     --dataset.train_dataframe="$tmp/corpus/dataset.csv" --output_directory="$tmp/runs" \
     --architecture.width=4 --training.epochs=50 --training.batch_size=4 \

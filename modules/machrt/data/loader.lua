@@ -43,11 +43,12 @@ function M.Loader(opts)
     }, Loader)
     check_int(self.workers, "workers", 0)
     check_int(self.prefetch, "prefetch", 1)
+    -- The data and the settings are the user's, not the caller's code: level 0.
     if self:num_batches() == 0 then
-        if self.size == 0 then error(string.format("%s: the dataset is empty", self.name), 2) end
+        if self.size == 0 then error(string.format("%s: the dataset is empty", self.name), 0) end
         error(string.format("%s: batch size %d is larger than the %d items and the last "
                             .. "incomplete batch is dropped (drop_last_batch): no batch to run",
-                            self.name, self.batch_size, self.size), 2)
+                            self.name, self.batch_size, self.size), 0)
     end
     if self.workers > 0 then
         self.pool = workers.Pool{ module = self.module, config = self.config, workers = self.workers }
