@@ -24,6 +24,14 @@ end
 
 local function fail(msg) error("config: " .. msg, 0) end
 
+-- One error for all the problems found: the user fixes them in one go.
+local function fail_all(problems)
+    if #problems == 1 then fail(problems[1]) end
+    if #problems > 1 then
+        fail(string.format("%d settings are invalid:\n  %s", #problems, table.concat(problems, "\n  ")))
+    end
+end
+
 local function copy(v)
     if type(v) ~= "table" then return v end
     local c = {}
@@ -106,6 +114,7 @@ end
 function M.from_args(defaults, args, list_kinds)
     local cfg = copy(defaults)
     local opts = { overrides = {} }
+    local problems = {}
     local i = 1
     while args and i <= #args do
         local a = args[i]
@@ -120,7 +129,11 @@ function M.from_args(defaults, args, list_kinds)
             opts.resume = a:match("^%-%-resume=(.*)$")
         elseif a:match("^%-%-[%w_%.]+=") then
             local path, text = a:match("^%-%-([%w_%.]+)=(.*)$")
-            M.set(cfg, path, text, list_kinds)
+            local ok, err = pcall(M.set, cfg, path, text, list_kinds)
+            if not ok then
+                if not tostring(err):match("^config: ") then error(err, 0) end -- not a value's problem
+                problems[#problems + 1] = err:sub(#"config: " + 1)
+            end
             opts.overrides[#opts.overrides + 1] = { path = path, text = text }
         else
             fail(string.format("cannot read argument '%s': expected --section.key=value, "
@@ -128,6 +141,7 @@ function M.from_args(defaults, args, list_kinds)
         end
         i = i + 1
     end
+    fail_all(problems)
     return cfg, opts
 end
 
@@ -300,11 +314,7 @@ end
 --- every problem (a user's error: no position), else returns cfg with its
 --- values canonicalised.
 function M.validate(cfg, schema)
-    local problems = M.problems(cfg, schema)
-    if #problems == 1 then fail(problems[1]) end
-    if #problems > 1 then
-        fail(string.format("%d settings are invalid:\n  %s", #problems, table.concat(problems, "\n  ")))
-    end
+    fail_all(M.problems(cfg, schema))
     return cfg
 end
 

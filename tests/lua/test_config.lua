@@ -96,6 +96,13 @@ test("a bad number names the key and the text", function()
     A.raises(function() parse("--training.learning_rate=1e-") end, "training.learning_rate", "'1e-'")
 end)
 
+test("every override that cannot be read is listed in one error", function()
+    local msg = A.raises(function() parse("--training.epochs=two", "--training.epoch=3", "--training.batch_size=8") end,
+        "config: 2 settings are invalid:\n  training.epochs expects a number, got 'two'\n  "
+        .. "unknown key 'epoch' in section 'training'")
+    A.eq(select(2, msg:gsub("\n", "")), 2, msg)
+end)
+
 test("top-level keys: --experiment_name=x; sections and unknown names are refused", function()
     local cfg = parse("--experiment_name=trial", "--output_directory=/tmp/out")
     A.eq(cfg.experiment_name, "trial")
