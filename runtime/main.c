@@ -193,6 +193,7 @@ static int docall(lua_State *L, int narg, int nres)
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
     global_L = L;
+    interrupted = 0; /* a REPL line after a Ctrl-C starts afresh */
     signal(SIGINT, on_sigint);
     int status = lua_pcall(L, narg, nres, base);
     signal(SIGINT, SIG_DFL);
