@@ -23,15 +23,21 @@ local dist = require "machrt.dist"
 
 local USAGE = "usage: machrt bench/dist.lua allreduce [--np N] [--mb MB] [--reps N]\n"
     .. "       machrt bench/dist.lua step [--batch N] [--steps N]"
-local mode = arg[1]
-local opts = ({ allreduce = { np = 2, mb = 85, reps = 10 }, step = { batch = 32, steps = 3, threads = 0 } })[mode]
-if not opts then error(USAGE, 0) end
-local i = 2
-while i <= #arg do
-    local k = arg[i]:match("^%-%-(%w+)$")
-    if not k or opts[k] == nil or not tonumber(arg[i + 1]) then error(USAGE, 0) end
-    opts[k] = tonumber(arg[i + 1])
-    i = i + 2
+local cli = require "machrt.cli"
+
+local DEFAULTS = { allreduce = { np = 2, mb = 85, reps = 10 }, step = { batch = 32, steps = 3, threads = 0 } }
+local CLI = { name = "dist", usage = USAGE .. "\n", positional = true,
+              options = { np = "value", mb = "value", reps = "value", batch = "value", steps = "value",
+                          threads = "value" } }
+local args = cli.parse(arg, CLI)
+local mode = args.positional[1]
+local opts = DEFAULTS[mode]
+if not opts or #args.positional > 1 then cli.fail(CLI, "give one mode: allreduce or step") end
+for k in pairs(CLI.options) do
+    if args[k] ~= nil then
+        if opts[k] == nil then cli.fail(CLI, string.format("--%s is not an option of %s", k, mode)) end
+        opts[k] = tonumber(args[k]) or cli.fail(CLI, string.format("--%s needs a number, got '%s'", k, args[k]))
+    end
 end
 
 local function relaunch(np, extra)

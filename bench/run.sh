@@ -8,6 +8,8 @@ if [ -z "${MACHRT_SAMPLE_DATA:-}" ] && [ -d ../shared/data/mimii-sample ]; then
 fi
 echo "== core: matmul, elementwise bandwidth, start-up"
 ./machrt bench/core.lua "$BUILD" ./machrt
+echo "== checkpoint checksum next to writing the checkpoint"
+./machrt bench/checkpoint.lua
 echo "== log-mel front end"
 ./machrt bench/audio_mel.lua
 echo "== decoding and resampling"

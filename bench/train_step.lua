@@ -10,17 +10,15 @@ local mt = require "machrt"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
 
-local opts = {steps = 2, infer_reps = 3, batch = 32, profile = false}
-local i = 1
-while i <= #arg do
-    local a = arg[i]
-    if a == "--profile" then opts.profile = true
-    elseif a == "--steps" then opts.steps = tonumber(arg[i + 1]); i = i + 1
-    elseif a == "--infer-reps" then opts.infer_reps = tonumber(arg[i + 1]); i = i + 1
-    elseif a == "--batch" then opts.batch = tonumber(arg[i + 1]); i = i + 1
-    else error("train_step: unknown argument " .. a) end
-    i = i + 1
-end
+local cli = require "machrt.cli"
+
+local CLI = { name = "train_step",
+              options = { steps = "value", ["infer-reps"] = "value", batch = "value", profile = "flag" },
+              usage = "usage: machrt bench/train_step.lua [--steps N] [--infer-reps N] [--batch N] [--profile]\n" }
+local args = cli.parse(arg, CLI)
+local opts = { steps = cli.integer(CLI, args, "steps", 1) or 2,
+               infer_reps = cli.integer(CLI, args, "infer-reps", 1) or 3,
+               batch = cli.integer(CLI, args, "batch", 1) or 32, profile = args.profile or false }
 
 mt.set_num_threads(2)
 mt.manual_seed(0)

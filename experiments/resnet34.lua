@@ -6,6 +6,8 @@
 --   machrt experiments/resnet34.lua --dataset.data_folder=../shared/data/mimii-sample \
 --       --dataset.train_dataframe=../shared/data/mimii-sample/sample.csv
 --   machrt experiments/resnet34.lua --resume runs/<experiment_name>/fold4
+--   machrt experiments/resnet34.lua --resume runs/<experiment_name>/fold4 --training.epochs=7
+--   machrt experiments/resnet34.lua --overwrite            -- start the run in its folder again
 --   machrt experiments/resnet34.lua --help                 -- every setting and its default
 --
 -- The config mirrors the reference yaml: same sections, same keys, same
@@ -77,21 +79,21 @@ for _, fold in ipairs(run.folds) do
     local loss_fn = train.loss(cfg)
     local opt, set_lr, total_steps = train.optimizer(cfg, model, steps_per_epoch)
 
-    -- Resume: the checkpoint restores weights, optimizer, RNG and history.
-    local state = train.load_checkpoint(dir, model, opt)
+    -- --resume: the checkpoint, once verified, restores weights, optimizer,
+    -- RNG and history. (train.setup has locked the folder, and refused one
+    -- holding a run unless --resume or --overwrite said what to do with it.)
+    local state = run.resume and train.load_checkpoint(dir, model, opt,
+                                                       { cfg = cfg, classes = split.classes, set_lr = set_lr })
         or { epoch = 0, step = 0, history = {}, seed = cfg.environment.seed, classes = split.classes }
     if state.epoch > 0 then
-        log.info("resuming %s after epoch %d (step %d)", dir, state.epoch, state.step)
+        log.info("resuming %s after epoch %d of %d (step %d)", dir, state.epoch, tr.epochs, state.step)
     end
-    train.write_config(dir, cfg)
+    train.write_config(dir, cfg) -- after --overwrite: with the first checkpoint
     local _ <close> = train.on_interrupt(run, dir, state) -- Ctrl-C: says how to resume
-    if cfg.environment.mixed_precision_training and device == "cpu" then
-        log.info("environment.mixed_precision_training applies on GPU only; training in float32")
-    end
     local scaler = train.mixed_precision(cfg, device)  -- nil: fp32 training (always on the CPU)
-    if scaler then
-        if state.amp then scaler:load_state_dict(state.amp) end
-        log.info("mixed precision: fp16 GEMM operands, fp32 master weights, loss scale %g", scaler:get_scale())
+    if scaler and state.amp then
+        scaler:load_state_dict(state.amp)
+        log.info("mixed precision: loss scale %g from the checkpoint", scaler:get_scale())
     end
 
     -- One call per batch: forward, loss, backward; every grad_accumulation
@@ -133,8 +135,8 @@ for _, fold in ipairs(run.folds) do
         if new_best then state.best = { epoch = epoch, value = value, metric = cfg.prediction.metric } end
         state.epoch = epoch
         state.history[#state.history + 1] = row
-        if new_best then train.save_best(dir, model) end
         train.save_checkpoint(dir, model, opt, state)  -- first, so the files below can be rebuilt
+        if new_best then train.save_best(dir, model, epoch) end
         train.write_log(dir, state.history)
         plot.training_curves(dir .. "/curves.png", state.history)
         if evaluation then train.write_evaluation(dir, cfg, split, evaluation, epoch) end
@@ -143,7 +145,7 @@ for _, fold in ipairs(run.folds) do
 
     train.summary(fold, state.history)
     if device ~= "cpu" then log.info("%s", train.device_memory_line(device)) end
-    if tr.save_best_checkpoint and train.load_best(dir, model) then
+    if tr.save_best_checkpoint and train.load_best(dir, model, state) then
         -- The scorer and the interpretations describe the best model.
         log.info("best %s %.4f at epoch %d: best.safetensors is used from here on",
                  state.best.metric, state.best.value, state.best.epoch)

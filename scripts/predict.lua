@@ -1,27 +1,10 @@
--- Predicts machine types of audio files with a trained run or a scorer.
---
---   machrt scripts/predict.lua --run runs/<experiment>/fold4 --input <file | folder | csv> [--out predictions.csv]
---   machrt scripts/predict.lua --scorer runs/<experiment>/fold4/scorer --input clips/
---
--- Options:
---   --run DIR          a training run folder (config.json + checkpoint.safetensors)
---   --scorer DIR       or a scorer folder (manifest.json + checked weights)
---   --input PATH       an audio file, a folder (searched recursively for audio
---                      files), or a CSV with an audio column (repeatable)
---   --column NAME      the CSV's audio column (default: the run's dataset.audio_column)
---   --data-folder DIR  where a CSV's relative paths start (default: the CSV's folder)
---   --out FILE         the predictions CSV (default: printed to stdout);
---                      written whole under its name only at the end
---   --batch N          chunks per forward pass (default 32)
---   --threads N        compute threads (default: all cores)
---   --device D         auto (default: cuda when mt.cuda_available()), cpu or cuda;
---                      on cuda the front end and the model run on the GPU
---
--- Every file goes through the training front end; `Fix` chunks of
--- inference_chunk_seconds (at most max_inference_chunk_seconds of a file),
--- the mean of the chunks' sigmoid outputs and its argmax. A file that
--- cannot be read gets a row with the reason in the error column; the run
--- goes on. Long files are read window by window.
+-- Predicts machine types of audio files with a trained run or a scorer
+-- (the usage below). Every file goes through the training front end; `Fix`
+-- chunks of inference_chunk_seconds (at most max_inference_chunk_seconds of
+-- a file), the mean of the chunks' sigmoid outputs and its argmax. A file
+-- that cannot be read gets a row with the reason in the error column; the
+-- run goes on and exits with status 1 at the end, saying how many. Long
+-- files are read window by window.
 
 local mt = require "machrt"
 local sys = require "machrt.sys"
@@ -29,37 +12,45 @@ local infer = require "machrt.infer"
 local pipeline = require "machrt.pipeline"
 local data = require "machrt.data"
 local log = require "machrt.log"
+local cli = require "machrt.cli"
 
-local function usage(msg)
-    io.stderr:write("predict: ", msg, "\n",
-        "usage: machrt scripts/predict.lua (--run DIR | --scorer DIR) --input PATH [--input PATH ...] "
-        .. "[--out FILE] [--column NAME] [--data-folder DIR] [--batch N] [--threads N] "
-        .. "[--device auto|cpu|cuda]\n")
-    os.exit(2)
-end
+local CLI = {
+    name = "predict",
+    usage = [[
+usage: machrt scripts/predict.lua (--run DIR | --scorer DIR) --input PATH [--input PATH ...] [options]
 
-local opts = { inputs = {} }
-local i = 1
-while i <= #arg do
-    local key, value = arg[i]:match("^%-%-([%w-]+)=(.*)$")
-    if not key then
-        key = arg[i]:match("^%-%-([%w-]+)$")
-        if not key then usage("cannot read argument '" .. arg[i] .. "'") end
-        value = arg[i + 1]
-        i = i + 1
-    end
-    if value == nil then usage("--" .. key .. " needs a value") end
-    if key == "input" then opts.inputs[#opts.inputs + 1] = value
-    elseif key == "run" or key == "scorer" or key == "out" or key == "column" or key == "data-folder"
-        or key == "batch" or key == "threads" or key == "device" then opts[key] = value
-    else usage("unknown option --" .. key) end
-    i = i + 1
-end
+  machrt scripts/predict.lua --run runs/<experiment>/fold4 --input <file | folder | csv> [--out predictions.csv]
+  machrt scripts/predict.lua --scorer runs/<experiment>/fold4/scorer --input clips/
+
+  --run DIR          a training run folder (config.json + checkpoint.safetensors)
+  --scorer DIR       or a scorer folder (manifest.json + checked weights)
+  --input PATH       an audio file, a folder (searched recursively for audio
+                     files), or a CSV with an audio column (repeatable)
+  --column NAME      the CSV's audio column (default: the run's dataset.audio_column)
+  --data-folder DIR  where a CSV's relative paths start (default: the CSV's folder)
+  --out FILE         the predictions CSV (default: printed to stdout);
+                     written whole under its name only at the end
+  --batch N          chunks per forward pass (default 32)
+  --threads N        compute threads (default: all cores)
+  --device D         auto (default: cuda when mt.cuda_available()), cpu or cuda;
+                     on cuda the front end and the model run on the GPU
+  --help             this text
+
+Exit status: 0 when every file was predicted, 1 when some could not be read
+(their rows hold the reason), 2 for a usage error.
+]],
+    options = { run = "value", scorer = "value", input = "list", column = "value", ["data-folder"] = "value",
+                out = "value", batch = "value", threads = "value", device = "value" },
+}
+local function usage(msg) cli.fail(CLI, msg) end
+
+local opts = cli.parse(arg, CLI)
+opts.inputs = opts.input
 if not opts.run == not opts.scorer then usage("give one of --run or --scorer") end
 if #opts.inputs == 0 then usage("give at least one --input") end
-if opts.threads then mt.set_num_threads(math.tointeger(tonumber(opts.threads)) or usage("--threads needs an integer")) end
-local batch = math.tointeger(tonumber(opts.batch or "32"))
-if not batch or batch < 1 then usage("--batch needs a positive integer") end
+local threads = cli.integer(CLI, opts, "threads", 1)
+if threads then mt.set_num_threads(threads) end
+local batch = cli.integer(CLI, opts, "batch", 1) or 32
 
 local t0 = mt.clock()
 local ok, device = pcall(pipeline.resolve_device, opts.device or "auto", "--device")
@@ -98,7 +89,7 @@ for _, input in ipairs(opts.inputs) do
 end
 
 local lines = { infer.csv_header(p) }
-local bar = log.progress{ title = "predict", total = #files, fields = {}, stream = io.stderr }
+local bar = log.progress{ title = "predict", total = #files, fields = {}, unit = "files", stream = io.stderr }
 local audio_seconds, errors = 0, 0
 infer.predict_files(p, files, {
     batch_chunks = batch,
@@ -115,3 +106,7 @@ io.stderr:write(string.format(
     "predict: %d files (%d unreadable), %.0f s of audio in %.2f s: %.1f files/s, %.0f audio-s/s "
     .. "(model loaded in %.3f s, on %s)%s\n", #files, errors, audio_seconds, seconds, #files / seconds,
     audio_seconds / seconds, load_seconds, p.device, opts.out and (", written to " .. opts.out) or ""))
+if errors > 0 then
+    io.stderr:write(infer.unreadable_line("predict", errors, #files))
+    os.exit(1)
+end

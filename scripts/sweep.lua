@@ -4,7 +4,7 @@
 --   machrt scripts/sweep.lua experiments/resnet34.lua \
 --       --grid training.learning_rate=1e-3,3e-4 --grid training.batch_size=16,32
 --   machrt scripts/sweep.lua experiments/resnet34.lua --random 8 \
---       --range training.learning_rate=1e-4:3e-3:log --choice architecture.pool=GeM,avg
+--       --range training.learning_rate=1e-4:3e-3:log --choice architecture.pool=GeM,Avg
 --   ... --jobs 2 --training.epochs=1      -- two trials at once, a fixed override
 --   ... --slurm --submit --slurm-parallel 4 -- one Slurm array task per trial
 --

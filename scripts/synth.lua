@@ -25,17 +25,18 @@ usage: machrt scripts/synth.lua --out FOLDER [options]
   --quiet                   no progress lines
 ]]
 
--- A mistake in the options: one line and exit 2 (runtime/main.c).
-local function die(msg) error(msg, 0) end
+-- A command line that cannot be read: one line and status 2, as the other
+-- scripts (a user's error: runtime/main.c).
+local function usage_error(msg) error(msg, 0) end
 
 local function list(s, what, number)
     local out = {}
     for item in (s .. ","):gmatch("([^,]*),") do
         item = item:match("^%s*(.-)%s*$")
-        if item == "" then die(string.format("synth: empty entry in %s list '%s'", what, s)) end
+        if item == "" then usage_error(string.format("synth: empty entry in %s list '%s'", what, s)) end
         if number then
             local v = tonumber(item)
-            if not v then die(string.format("synth: %s must be numbers, got '%s'", what, item)) end
+            if not v then usage_error(string.format("synth: %s must be numbers, got '%s'", what, item)) end
             item = math.tointeger(v) or v
         end
         out[#out + 1] = item
@@ -45,7 +46,7 @@ end
 
 local function integer(s, what)
     local v = math.tointeger(tonumber(s))
-    if not v then die(string.format("synth: %s must be an integer, got '%s'", what, s)) end
+    if not v then usage_error(string.format("synth: %s must be an integer, got '%s'", what, s)) end
     return v
 end
 
@@ -58,7 +59,7 @@ local function parse(argv)
         local a = argv[i]
         local key, val = a:match("^%-%-([%w-]+)=(.*)$")
         if not key then key = a:match("^%-%-([%w-]+)$") end
-        if not key then die("synth: unexpected argument '" .. a .. "'\n" .. USAGE) end
+        if not key then usage_error("synth: unexpected argument '" .. a .. "'\n" .. USAGE) end
         if key == "help" or key == "h" then io.write(USAGE); os.exit(0) end
         if key == "traceback" then -- the host shows tracebacks (runtime/main.c)
         elseif key == "force" then o.force = true
@@ -67,7 +68,7 @@ local function parse(argv)
             if not val then
                 i = i + 1
                 val = argv[i]
-                if not val then die("synth: --" .. key .. " needs a value") end
+                if not val then usage_error("synth: --" .. key .. " needs a value") end
             end
             if key == "out" then out = val
             elseif key == "clips" then o.clips = integer(val, "--clips")
@@ -78,39 +79,30 @@ local function parse(argv)
             elseif key == "abnormal-fraction" then
                 o.abnormal_fraction = tonumber(val)
                 if not o.abnormal_fraction then
-                    die("synth: --abnormal-fraction must be a number, got '" .. val .. "'")
+                    usage_error("synth: --abnormal-fraction must be a number, got '" .. val .. "'")
                 end
             elseif key == "snr" then o.snr = list(val, "--snr", true)
             elseif key == "threads" then o.threads = integer(val, "--threads")
             end
         else
-            die("synth: unknown option --" .. key .. "\n" .. USAGE)
+            usage_error("synth: unknown option --" .. key .. "\n" .. USAGE)
         end
         i = i + 1
     end
-    if not out then die("synth: --out FOLDER is required\n" .. USAGE) end
+    if not out then usage_error("synth: --out FOLDER is required\n" .. USAGE) end
     return out, o, quiet
 end
 
 local out, opts, quiet = parse(arg)
 if opts.threads then mt.set_num_threads(opts.threads) end
-if not quiet then
-    local last = -1
-    opts.progress = function(done, total, seconds)
-        local pct = done * 100 // total
-        if pct ~= last then
-            io.write(string.format("\rsynth: %d/%d clips (%d%%), %.1f s", done, total, pct, seconds))
-            io.flush()
-            last = pct
-        end
-    end
-end
+-- The training bar's rule: redrawn in place on a terminal, plain lines into
+-- a pipe or a log file.
+local finish
+if not quiet then opts.progress, finish = synth.progress_bar(io.stdout) end
 local ok, info = pcall(synth.generate, out, opts)
-if not quiet and ok then io.write("\n") end
-if not ok then
-    if not quiet then io.write("\n") end
-    -- Raised again as it came: a user's error stays one line, a bug keeps its position.
-    error(info, 0)
-end
+if finish then finish() end
+-- Raised again as it came: a user's error (an unknown type, a folder that
+-- holds files) stays one line with status 2, a bug keeps its position.
+if not ok then error(info, 0) end
 io.write(string.format("synth: %d clips in %s, %s; %.1f s\n", info.clips, info.data_folder,
     info.csv, info.seconds))

@@ -13,8 +13,13 @@ local audio = require "machrt.audio"
 local synth = require "machrt.synth"
 local plot = require "machrt.plot"
 
-local args = {}
-for i = 1, #arg - 1, 2 do args[(arg[i]:gsub("^%-%-", ""))] = arg[i + 1] end
+local cli = require "machrt.cli"
+
+local CLI = { name = "synth_pictures", options = { data = "value", out = "value" },
+              usage = "usage: machrt scripts/synth_pictures.lua [--data data/synthetic] [--out docs]\n"
+                  .. "  one log-mel picture per machine type, docs/synth_<type>.png (the corpus is\n"
+                  .. "  generated in --data when it holds none)\n" }
+local args = cli.parse(arg, CLI)
 local data, out = args.data or "data/synthetic", args.out or "docs"
 
 local SR, HOP, RANGE_DB = 16000, 512, 70

@@ -21,19 +21,13 @@ local mt = require "machrt"
 local audio = require "machrt.audio"
 local synth = require "machrt.synth"
 
-local args = {}
-local i = 1
-while i <= #arg do
-    local k, v = arg[i]:match("^%-%-([%w-]+)=(.*)$")
-    if not k then
-        k = arg[i]:match("^%-%-([%w-]+)$")
-        v = arg[i + 1]
-        i = i + 1
-    end
-    if not k or not v then error("usage: synth_report.lua [--data DIR] [--sample DIR]", 0) end
-    args[k] = v
-    i = i + 1
-end
+local cli = require "machrt.cli"
+
+local CLI = { name = "synth_report", options = { data = "value", sample = "value" },
+              usage = "usage: machrt scripts/synth_report.lua [--data data/synthetic] [--sample DIR]\n"
+                  .. "  spectral correlation with the real MIMII samples in --sample, else in\n"
+                  .. "  $MACHRT_SAMPLE_DATA, and a nearest-centroid accuracy floor\n" }
+local args = cli.parse(arg, CLI)
 local data = args.data or "data/synthetic"
 local sample = args.sample or os.getenv("MACHRT_SAMPLE_DATA")
 local TYPES = { "fan", "pump", "slider", "valve" }

@@ -2,7 +2,7 @@
 -- command-line overrides `--section.key=value`, and checks.
 --
 --   local config = require "machrt.config"
---   local cfg, opts = config.from_args(defaults, arg)   -- opts.resume, opts.help
+--   local cfg, opts = config.from_args(defaults, arg)   -- opts.resume, opts.overwrite, opts.help
 --   config.describe(cfg)                                -- "section.key = value" lines
 --
 --   config.validate(cfg, schema)                        -- every problem in one error
@@ -110,7 +110,8 @@ function M.set(cfg, path, text, list_kinds)
 end
 
 --- Parses the command line: overrides applied to a copy of `defaults`.
---- Returns cfg and opts {resume = folder|nil, help = bool, traceback = bool, overrides = {...}}.
+--- Returns cfg and opts {resume = folder|nil, overwrite = bool, help = bool,
+--- traceback = bool, overrides = {...}}.
 function M.from_args(defaults, args, list_kinds)
     local cfg = copy(defaults)
     local opts = { overrides = {} }
@@ -127,6 +128,8 @@ function M.from_args(defaults, args, list_kinds)
             i = i + 1
         elseif a:match("^%-%-resume=") then
             opts.resume = a:match("^%-%-resume=(.*)$")
+        elseif a == "--overwrite" then
+            opts.overwrite = true
         elseif a:match("^%-%-[%w_%.]+=") then
             local path, text = a:match("^%-%-([%w_%.]+)=(.*)$")
             local ok, err = pcall(M.set, cfg, path, text, list_kinds)
@@ -137,7 +140,7 @@ function M.from_args(defaults, args, list_kinds)
             opts.overrides[#opts.overrides + 1] = { path = path, text = text }
         else
             fail(string.format("cannot read argument '%s': expected --section.key=value, "
-                               .. "--resume <run folder>, --traceback or --help", a))
+                               .. "--resume <run folder>, --overwrite, --traceback or --help", a))
         end
         i = i + 1
     end

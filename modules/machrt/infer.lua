@@ -19,6 +19,7 @@ local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local csv = require "machrt.data.csv"
 local pipeline = require "machrt.pipeline"
+local run_folder = require "machrt.run_folder"
 
 local M = {}
 
@@ -59,7 +60,8 @@ local function predictor(cfg, classes, weights, source, opts)
     model:evaluate()
     return {
         cfg = cfg, classes = classes, model = model, device = device,
-        front = pipeline.front_end(cfg.audio, device), source = source,
+        -- Quiet: the all-zero mel filter notice was training's to give.
+        front = pipeline.front_end(cfg.audio, device, { quiet = true }), source = source,
         sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel or 1,
         chunk_seconds = cfg.prediction.inference_chunk_seconds,
         max_seconds = cfg.prediction.max_inference_chunk_seconds,
@@ -77,13 +79,23 @@ function M.load_run(dir, opts)
     local cfg = sys.json_decode(read_file(cfg_path), cfg_path)
     local ok, tensors, meta = pcall(mt.load, ckpt)
     if not ok then fail("checkpoint %s cannot be read: %s", ckpt, tostring(tensors)) end
-    local run = meta and meta["machrt.run"] and sys.json_decode(meta["machrt.run"], ckpt)
-    if not run or not run.classes then fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt) end
+    run_folder.verify(ckpt, tensors, meta)
+    local run = meta["machrt.run"] and sys.json_decode(meta["machrt.run"], ckpt)
+    local classes = type(run) == "table" and run.classes
+    if type(classes) ~= "table" or #classes == 0 then
+        fail("checkpoint %s does not name its classes (machrt.run metadata)", ckpt)
+    end
+    for i, c in ipairs(classes) do
+        if type(c) ~= "string" then fail("checkpoint %s: class %d is not a name: %s", ckpt, i, tostring(c)) end
+    end
+    -- The settings the model was trained with are in the checkpoint: a
+    -- config.json edited since would build another front end or network.
+    run_folder.check_trained_config(cfg_path, ckpt, meta, cfg)
     local weights = {}
     for k, v in pairs(tensors) do
         if not k:match("^state%.") then weights[k] = v end
     end
-    return predictor(cfg, run.classes, weights, ckpt, opts)
+    return predictor(cfg, classes, weights, ckpt, opts)
 end
 
 --- A predictor from a scorer folder (manifest.json + weights), after
@@ -93,8 +105,25 @@ function M.load_scorer(dir, opts)
     local manifest_path = dir .. "/manifest.json"
     if not sys.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
     local m = sys.json_decode(read_file(manifest_path), manifest_path)
-    if m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
-    local weights_path = dir .. "/" .. m.weights.file
+    if type(m) ~= "table" or m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
+    local w = m.weights
+    -- The weights file is one name in the scorer folder, never a path out of it.
+    if type(w) ~= "table" or type(w.file) ~= "string" or not w.file:match("^[^/]+$") or w.file == ".."
+            or type(w.sha256) ~= "string" then
+        fail("%s: field 'weights' must name a file of the scorer folder and its sha256", manifest_path)
+    end
+    if type(m.classes) ~= "table" or #m.classes == 0 then
+        fail("%s: field 'classes' must be a list of class names", manifest_path)
+    end
+    for i, c in ipairs(m.classes) do
+        if type(c) ~= "string" then fail("%s: field 'classes': entry %d is not a name", manifest_path, i) end
+    end
+    for _, section in ipairs{ "architecture", "audio", "prediction" } do
+        if type(m.config) ~= "table" or type(m.config[section]) ~= "table" then
+            fail("%s: field 'config.%s' is missing", manifest_path, section)
+        end
+    end
+    local weights_path = dir .. "/" .. w.file
     if not sys.stat(weights_path) then fail("scorer %s: weights file %s is missing", dir, m.weights.file) end
     local digest = sys.sha256_file(weights_path)
     if digest ~= m.weights.sha256 then
@@ -217,6 +246,13 @@ function M.predict_files(p, files, opts)
     end
     flush()
     emit_ready()
+end
+
+--- The line a command prints when `errors` of `total` files could not be
+--- read (it then exits with status 1): their rows say why.
+function M.unreadable_line(name, errors, total)
+    return string.format("%s: %d of %d file%s could not be read (the error column of %s says why)\n",
+                         name, errors, total, total == 1 and "" or "s", errors == 1 and "its row" or "their rows")
 end
 
 -- ---- CSV output ------------------------------------------------------------------

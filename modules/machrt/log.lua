@@ -7,6 +7,7 @@
 --   bar:finish({val_f1 = 0.9})
 --   log.table({"epoch", "f1"}, rows)                       -- aligned text table
 --   log.info("message")                                    -- timestamped line
+--   log.once("mel", "message")                             -- the first time a key is given only
 
 local mt = require "machrt"
 local sys = require "machrt.sys"
@@ -46,20 +47,39 @@ function M.info(fmt, ...)
     M.stream:flush()
 end
 
+-- Keys log.once has said, for the life of the process: a notice about the
+-- settings is said once per run, not per fold or per model built.
+local said = {}
+
+--- log.info the first time `key` is given; later calls say nothing.
+--- Returns true when it said it.
+function M.once(key, fmt, ...)
+    if said[key] then return false end
+    said[key] = true
+    M.info(fmt, ...)
+    return true
+end
+
 local Progress = {}
 Progress.__index = Progress
 
 --- A progress display for `total` steps. On a terminal (isatty) the line is
 --- redrawn in place; otherwise a line every `every` steps (default: about
---- 10 per run) and at the end.
+--- 10 per run) and at the end, so a pipe or a log file never holds a
+--- carriage return. opts.unit names what update's `samples` count
+--- (default "samples": "<rate> samples/s"); opts.start: the mt.clock() time
+--- the work began (default now).
 function M.progress(opts)
     local stream = opts.stream or M.stream
     local tty = opts.tty
-    if tty == nil then tty = sys.isatty(stream == io.stderr and 2 or 1) end
+    -- Any other stream (a file) is no terminal.
+    local fd = stream == io.stderr and 2 or stream == io.stdout and 1
+    if tty == nil then tty = fd and sys.isatty(fd) or false end
     return setmetatable({
         title = opts.title or "", total = opts.total, stream = stream, tty = tty,
-        every = opts.every or math.max(1, opts.total // 10), start = now(), samples = 0,
+        every = opts.every or math.max(1, opts.total // 10), start = opts.start or now(), samples = 0,
         order = opts.fields or { "loss", "lr" }, width = opts.width or 24, last_draw = -1,
+        unit = opts.unit or "samples",
     }, Progress)
 end
 
@@ -68,8 +88,8 @@ function Progress:text(step, fields)
     local rate = self.samples > 0 and self.samples / math.max(elapsed, 1e-9) or 0
     local eta = step > 0 and elapsed / step * (self.total - step) or math.huge
     local f = fields_text(fields or {}, self.order)
-    return string.format("%s %d/%d  %s  %.1f samples/s  %s %s", self.title, step, self.total, f,
-                         rate, step < self.total and "ETA" or "in", step < self.total and fmt_seconds(eta)
+    return string.format("%s %d/%d  %s  %.1f %s/s  %s %s", self.title, step, self.total, f,
+                         rate, self.unit, step < self.total and "ETA" or "in", step < self.total and fmt_seconds(eta)
                          or fmt_seconds(elapsed))
 end
 

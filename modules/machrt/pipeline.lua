@@ -7,6 +7,7 @@
 --   local device = pipeline.resolve_device(cfg.environment.device, "environment.device")
 --   local wave = pipeline.decode(path, { sample_rate = 22050, channel = 1 })  -- {frames}
 --   local front = pipeline.front_end(cfg.audio, device)    -- wave {B, frames} -> {B, 1, mels, T}
+--   local front = pipeline.front_end(cfg.audio, device, { quiet = true })  -- a trained model's
 --   local model = pipeline.build_model(cfg.architecture, #classes, { device = device })
 --
 -- decode runs inside the loader's worker threads too (machrt.data.clips), so
@@ -38,6 +39,26 @@ function M.decode(path, opts)
     return wave
 end
 
+-- The notice about all-zero mel filters, in the config's words, once per
+-- run: the reference settings (maximum_frequency 16000 Hz at 22050 Hz) make
+-- them on purpose, as torchaudio does.
+local function zero_filter_notice(a, mel)
+    local zero = mel:zero_filters()
+    if zero == 0 then return end
+    local log = require "machrt.log"
+    local nyquist = a.sample_rate / 2
+    if a.maximum_frequency > nyquist then
+        log.once("mel zero filters", "audio: %d of %d mel filters are all zero: audio.maximum_frequency (%g Hz) "
+                 .. "is above the Nyquist frequency (%g Hz) of audio.sample_rate %d (torchaudio gives the "
+                 .. "same filters; said once per run)", zero, a.mel_frequency_bins, a.maximum_frequency,
+                 nyquist, a.sample_rate)
+    else
+        log.once("mel zero filters", "audio: %d of %d mel filters are all zero: audio.mel_frequency_bins (%d) "
+                 .. "is high for audio.stft_window_size %d (said once per run)", zero, a.mel_frequency_bins,
+                 a.mel_frequency_bins, a.stft_window_size)
+    end
+end
+
 --- The MelSpectrogram of an audio config section: the reference's keys
 --- mapped to torchaudio's names.
 function M.mel_spectrogram(a)
@@ -51,13 +72,17 @@ end
 --- The log-mel front end of an audio config section: wave {B, frames} ->
 --- dB spectrogram {B, 1, n_mels, T}. Outputs are reused per batch shape.
 --- With a device other than "cpu" the wave is copied there first and the
---- whole front end runs on it (float32 always).
-function M.front_end(a, device)
+--- whole front end runs on it (float32 always). All-zero filters are said
+--- once per run (log.once), unless opts.quiet: a trained model's front end
+--- (prediction, scorers) has them as training had, and training said so.
+function M.front_end(a, device, opts)
     if (a.spectrogram_normalization or "No") ~= "No" then
         fail("audio.spectrogram_normalization: only 'No' (dB values as they are) is supported, got '%s'",
              tostring(a.spectrogram_normalization))
     end
+    audio.quiet_zero_filter_warning() -- said here, in the config's words
     local mel = M.mel_spectrogram(a)
+    if not (opts and opts.quiet) then zero_filter_notice(a, mel) end
     local buffers = {}
     return function(wave)
         if device and device ~= "cpu" then wave = wave:to(device) end

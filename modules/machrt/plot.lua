@@ -10,7 +10,7 @@
 --   plot.png_info(path) -> {width, height, colors, mean}
 --   plot.png_pixel(path, x, y) -> r, g, b, a   (pixels from 0 at the top left)
 --
--- Every writer draws the whole picture, writes path .. ".tmp" and renames
+-- Every writer draws the whole picture, writes path .. ".tmp.<pid>.<n>" and renames
 -- it to path, and returns the layout it used ({plot = {x, y, w, h}, ...},
 -- in pixels), which tests use to find cells and curves.
 

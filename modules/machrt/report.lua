@@ -8,7 +8,7 @@
 --       images = { { title = "loss", file = "curves.png" } },   -- paths relative to the folder
 --   })
 --
--- Writes folder/index.html.tmp and renames it to folder/index.html. All text
+-- Writes folder/index.html.tmp.<pid>.<n> (sys.write_file) and renames it to folder/index.html. All text
 -- is HTML-escaped; the page has no external resources besides the images.
 
 local sys = require "machrt.sys"

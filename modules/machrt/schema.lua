@@ -179,8 +179,8 @@ M.reference = {
     ["environment.device"] = { "string", values = { "auto", "cpu", "cuda" },
         about = "machrt: where the model runs (auto = cuda when a GPU is usable)" },
     -- top level, logging
-    ["experiment_name"] = { "string", nonempty = true, rule = "no '/'",
-        check = function(v) if v:find("/", 1, true) then return "must not contain '/' (it names one folder)" end end,
+    ["experiment_name"] = { "string", nonempty = true,
+        rule = "a single folder name: no '/', not '.' or '..' (machrt.run_folder checks it)",
         about = "names the run folder" },
     ["logging.number_of_audios"] = { "integer", min = 0,
         about = "worst validation clips pictured by run_interpretations" },

@@ -452,7 +452,7 @@ local function launch(opts, host, t, managed)
     local ec = q(t.dir .. "/exit_code")
     -- The output log is appended to: a resumed trial keeps its earlier attempts.
     local script = string.format("{ echo \"== $(date '+%%F %%T') %s\"; %s; } >> %s 2>&1; "
-                                 .. "echo $? > %s.tmp && mv %s.tmp %s",
+                                 .. "echo $? > %s.tmp.$$ && mv %s.tmp.$$ %s",
                                  cmd:gsub("[\"\\$`]", "\\%0"), cmd, q(t.dir .. "/output.log"), ec, ec, ec)
     -- setsid: the trial gets its own process group, so the sweep can stop the
     -- whole trial (shell and experiment) if it is interrupted.

@@ -320,9 +320,23 @@ local function exists(path)
     return f ~= nil
 end
 
+--- A progress callback for generate's opts.progress, drawn by log.progress on
+--- `stream` (a bar on a terminal, plain lines into a pipe or a file), and
+--- the function that ends it.
+function M.progress_bar(stream)
+    local bar, shown = nil, 0
+    local function update(done, total, seconds)
+        bar = bar or require("machrt.log").progress{ title = "synth", total = total, fields = {}, unit = "clips",
+                                                     stream = stream, start = mt.clock() - seconds }
+        bar:update(done, {}, done - shown)
+        shown = done
+    end
+    return update, function() if bar then bar:finish() end end
+end
+
 -- The corpus in `folder` (default data/synthetic), generated with `opts`
 -- first when its CSV is missing or it was made by another generator
--- version, saying so on stderr.
+-- version, saying so on stderr, with progress there (machrt.log's rule).
 function M.ensure(folder, opts)
     folder = folder or "data/synthetic"
     local csv = folder .. "/" .. M.CSV_NAME
@@ -348,7 +362,10 @@ function M.ensure(folder, opts)
     end
     -- A folder left by an interrupted run holds clips but no CSV: finish it.
     o.force = true
+    local finish
+    if not o.progress then o.progress, finish = M.progress_bar(io.stderr) end
     local info = M.generate(folder, o)
+    if finish then finish() end
     io.stderr:write(string.format("synth: %d clips written to %s in %.1f s\n", info.clips,
         folder, info.seconds))
     info.generated = true

@@ -7,7 +7,8 @@
 --   local opt, set_lr = train.optimizer(cfg, model, steps_per_epoch)
 --   local stepper = train.Stepper{model =, loss =, optimizer = opt, set_lr =, cfg =, state =}
 --   local ev = train.evaluate(cfg, model, front, loaders.val, split)
---   train.save_checkpoint(dir, state) / train.load_checkpoint(dir, model, opt)
+--   train.save_checkpoint(dir, model, opt, state)
+--   train.load_checkpoint(dir, model, opt, {cfg =, classes =, set_lr =})   -- verified, or nil
 --   train.write_log(dir, history) / train.write_evaluation(dir, cfg, split, ev, epoch)
 --
 -- The front end, the model and the device come from machrt.pipeline,
@@ -25,6 +26,7 @@ local metrics = require "machrt.metrics"
 local random = require "machrt.random"
 local log = require "machrt.log"
 local infer = require "machrt.infer"
+local run_folder = require "machrt.run_folder"
 
 local M = {}
 
@@ -41,45 +43,63 @@ end
 
 -- ---- setup ---------------------------------------------------------------
 
+-- The resumed run's config: config.json over the defaults, then the command
+-- line, which may change only environment.* and training.epochs (a value
+-- equal to the stored one is no change).
+local function resumed_config(defaults, opts)
+    local dir = opts.resume
+    local saved = run_folder.read_config(dir, defaults)
+    local resumed = config.copy(defaults)
+    for section, v in pairs(saved) do
+        if type(v) == "table" and type(resumed[section]) == "table" and v[1] == nil then
+            for k, x in pairs(v) do resumed[section][k] = x end
+        else
+            resumed[section] = v
+        end
+    end
+    local stored = config.copy(resumed)
+    for _, o in ipairs(opts.overrides) do
+        config.set(resumed, o.path, o.text)
+        local changed = run_folder.differences(stored, resumed)
+        if #changed > 0 then
+            fail("--resume %s: --%s=%s changes %s (%s in %s/%s); a resumed run keeps its settings "
+                 .. "except environment.* and training.epochs. Start it again with --overwrite, or "
+                 .. "choose another experiment_name", dir, o.path, o.text, changed[1].key,
+                 run_folder.show(changed[1].a), dir, M.CONFIG)
+        end
+    end
+    return resumed
+end
+
 --- Parses the command line, checks every setting against `keys` (default
 --- machrt.schema.reference; an experiment with keys of its own passes
---- schema.with{...}), resolves the seed and the data, sets threads and
---- returns cfg and run = {dir_of(fold), folds = {...}, resume = dir|nil}.
+--- schema.with{...}), resolves the seed and the data, sets threads, locks
+--- the run folders and returns cfg and run = {dir_of(fold), folds = {...},
+--- resume = dir|nil, folders = {[fold] = run_folder}}. A folder that holds
+--- a run is refused unless --resume (continue it) or --overwrite (start
+--- again) says what to do with it (machrt.run_folder).
 function M.setup(defaults, args, keys)
     keys = keys or schema.reference
     local cfg, opts = config.from_args(defaults, args)
     -- Before any work, and before --help: a sweep checks its trials with it.
     config.validate(cfg, keys)
     if opts.help then
-        io.write("usage: machrt experiments/<name>.lua [--section.key=value ...] [--resume <run folder>]\n",
+        io.write("usage: machrt experiments/<name>.lua [--section.key=value ...] "
+                 .. "[--resume <run folder> | --overwrite]\n",
                  "       [--traceback]  (a Lua traceback with every error; also MACHRT_TRACEBACK=1)\n\n",
                  "settings (defaults), each with its allowed values:\n  ",
                  table.concat(config.help(cfg, keys), "\n  "), "\n")
         os.exit(0)
     end
-    local run = { resume = opts.resume }
-    if opts.resume then
-        local text = assert(io.open(opts.resume .. "/" .. M.CONFIG)
-            or fail("--resume %s: no %s there (is it a run folder runs/<experiment>/fold<k>?)",
-                    opts.resume, M.CONFIG)):read("a")
-        local saved = sys.json_decode(text, opts.resume .. "/" .. M.CONFIG)
-        for _, o in ipairs(opts.overrides) do
-            if not o.path:match("^environment%.") then
-                fail("--resume continues a run with its saved settings; only environment.* may be "
-                     .. "overridden, got --%s", o.path)
-            end
-        end
-        local resumed = config.copy(defaults)
-        for section, v in pairs(saved) do
-            if type(v) == "table" and type(resumed[section]) == "table" and v[1] == nil then
-                for k, x in pairs(v) do resumed[section][k] = x end
-            else
-                resumed[section] = v
-            end
-        end
-        for _, o in ipairs(opts.overrides) do config.set(resumed, o.path, o.text) end
-        cfg = config.validate(resumed, keys)
+    if opts.resume and opts.overwrite then
+        fail("--resume continues the run in %s and --overwrite starts it again: give one of them", opts.resume)
     end
+    local run = { resume = opts.resume and (opts.resume:gsub("/+$", "")), folders = {} }
+    if run.resume then
+        run.folders.resumed = run_folder.open(run.resume, "resume") -- locked before its config is read
+        cfg = config.validate(resumed_config(defaults, opts), keys)
+    end
+    run_folder.check_name(cfg.experiment_name, "experiment_name")
     local env, ds = cfg.environment, cfg.dataset
     if env.seed == -1 then
         env.seed = random.draw_seed()
@@ -102,9 +122,15 @@ function M.setup(defaults, args, keys)
     -- How to continue a run: the same host and script (train.on_interrupt).
     run.host, run.script = args and args[-1] or "machrt", args and args[0] or "experiments/<name>.lua"
     function run.dir_of(fold)
-        if opts.resume then return (opts.resume:gsub("/$", "")) end
+        if run.resume then return run.resume end
         return string.format("%s/%s/fold%d", cfg.output_directory, cfg.experiment_name, fold)
     end
+    -- Every fold's folder is locked and checked now, before any fold trains.
+    for _, fold in ipairs(run.folds) do
+        run.folders[fold] = run.folders.resumed
+            or run_folder.open(run.dir_of(fold), opts.overwrite and "overwrite" or "fresh")
+    end
+    run.folders.resumed = nil
     return cfg, run
 end
 
@@ -311,10 +337,18 @@ end
 --- the convolution / linear GEMMs take fp16 operands (fp32 accumulation,
 --- fp32 master weights and gradients) and the loss is scaled dynamically
 --- (machrt.amp). Returns the loss scaler, or nil where training stays fp32.
+--- Which of the two it is is said once per run (log.once), not per fold.
 function M.mixed_precision(cfg, device)
-    if not cfg.environment.mixed_precision_training or device == "cpu" then return nil end
+    if not cfg.environment.mixed_precision_training then return nil end
+    if device == "cpu" then
+        log.once("mixed precision", "environment.mixed_precision_training applies on GPU only; training in float32")
+        return nil
+    end
     mt.set_gemm_precision("fp16")
-    return require("machrt.amp").GradScaler()
+    local scaler = require("machrt.amp").GradScaler()
+    log.once("mixed precision", "mixed precision: fp16 GEMM operands, fp32 master weights, dynamic loss "
+             .. "scale from %g", scaler:get_scale())
+    return scaler
 end
 
 --- The training step (forward, loss, accumulation, loss scaling, clipping,
@@ -360,7 +394,8 @@ function M.evaluate(cfg, model, front, loader, split)
     local probs, targets = mt.zeros{ n, C }, mt.zeros{ n, C }
     local kept, skipped = {}, {}
     local filled = 0
-    for _, batch in loader:epoch(0) do
+    local bar = log.progress{ title = "validation", total = loader:num_batches(), fields = {}, unit = "clips" }
+    for b, batch in loader:epoch(0) do
         for _, why in ipairs(batch.skipped) do
             skipped[#skipped + 1] = why
             -- Said now, as training does: scores over fewer clips must not pass unnoticed.
@@ -375,7 +410,9 @@ function M.evaluate(cfg, model, front, loader, split)
                 targets:select(1, filled):copy(batch.target:select(1, k))
             end
         end
+        bar:update(b, {}, batch.indices and #batch.indices or 0)
     end
+    bar:finish()
     model:clear_state()
     mt.empty_cache()
     model:training()
@@ -418,43 +455,154 @@ end
 
 --- Saves model, optimizer and run state in one safetensors file, atomically
 --- (temporary file + rename): a kill at any moment leaves the previous
---- checkpoint or the new one, never a torn file.
+--- checkpoint or the new one, never a torn file. The metadata holds the run
+--- state, the RNG, the config.json the run trains under and a checksum of
+--- it all (machrt.run_folder), so a damaged or edited file is refused.
 function M.save_checkpoint(dir, model, opt, state)
+    run_folder.before_write(dir)
     local tensors = {}
     for k, v in pairs(model:state_dict()) do tensors[k] = v end
     local opt_tensors, opt_info = opt:state_dict()
     for k, v in pairs(opt_tensors) do tensors[k] = v end
     local meta = {}
-    for k, v in pairs(opt_info) do meta[k] = v end
+    for k, v in pairs(opt_info) do meta[k] = tostring(v) end
     meta["machrt.run"] = sys.json_encode(state)
     meta["machrt.rng"] = sys.json_encode(mt.rng_state())
-    mt.save(dir .. "/" .. M.CHECKPOINT, tensors, meta)
+    local f = io.open(dir .. "/" .. M.CONFIG, "rb")
+    if f then
+        meta["machrt.config"] = f:read("a")
+        f:close()
+    end
+    mt.save(dir .. "/" .. M.CHECKPOINT, tensors, run_folder.seal(tensors, meta))
 end
 
 --- best.safetensors: the model weights of the best evaluation so far
---- (save_best_checkpoint), written atomically.
-function M.save_best(dir, model)
-    mt.save(dir .. "/best.safetensors", model:state_dict())
+--- (save_best_checkpoint) and the epoch they come from, written atomically.
+function M.save_best(dir, model, epoch)
+    run_folder.before_write(dir)
+    local weights = model:state_dict()
+    mt.save(dir .. "/best.safetensors", weights,
+            run_folder.seal(weights, { ["machrt.best_epoch"] = tostring(epoch) }))
 end
 
---- Loads best.safetensors into the model (true), or returns false when the
---- run has none.
-function M.load_best(dir, model)
+-- Reads a sealed file: tensors and metadata, checksum verified.
+local function load_verified(path)
+    local ok, tensors, meta = pcall(mt.load, path)
+    if not ok then fail("%s cannot be read: %s", path, tostring(tensors)) end
+    run_folder.verify(path, tensors, meta)
+    return tensors, meta
+end
+
+--- Loads best.safetensors (the weights of state.best.epoch) into the model
+--- (true), or returns false when the run has no best epoch.
+function M.load_best(dir, model, state)
     local path = dir .. "/best.safetensors"
-    if not file_exists(path) then return false end
-    model:load_state_dict(mt.load(path))
+    local best = state and state.best
+    if not file_exists(path) then
+        if best then fail("%s is missing: the checkpoint's run state names epoch %d as the best", path, best.epoch) end
+        return false
+    end
+    local weights, meta = load_verified(path)
+    local epoch = math.tointeger(tonumber(meta["machrt.best_epoch"]))
+    if not best or epoch ~= best.epoch then
+        fail("%s holds the weights of epoch %s, but the checkpoint's run state names %s as the "
+             .. "best: the two files are from different runs", path, tostring(meta["machrt.best_epoch"]),
+             best and "epoch " .. best.epoch or "no epoch")
+    end
+    model:load_state_dict(weights)
     return true
 end
 
---- Loads a checkpoint into model and optimizer; returns the run state
---- ({epoch, step, history, ...}) saved with it.
-function M.load_checkpoint(dir, model, opt)
+-- The run-state fields a checkpoint must hold, checked before any is used.
+local function check_run_state(path, s, cfg, classes)
+    local function bad(field, fmt, ...)
+        fail("checkpoint %s: run state (machrt.run) field '%s' " .. fmt, path, field, ...)
+    end
+    if type(s) ~= "table" then fail("checkpoint %s: run state (machrt.run) is not a JSON object", path) end
+    local epochs = cfg.training.epochs
+    if math.type(s.epoch) ~= "integer" or s.epoch < 0 then bad("epoch", "must be a non-negative integer, got %s", tostring(s.epoch)) end
+    if math.type(s.step) ~= "integer" or s.step < 0 then bad("step", "must be a non-negative integer, got %s", tostring(s.step)) end
+    if type(s.history) ~= "table" then bad("history", "must be a list of epochs, got %s", tostring(s.history)) end
+    if #s.history ~= s.epoch then
+        bad("epoch", "is %d, but its history holds %d epochs", s.epoch, #s.history)
+    end
+    for i, h in ipairs(s.history) do
+        if type(h) ~= "table" or h.epoch ~= i or math.type(h.step) ~= "integer" then
+            bad("history", "entry %d is not epoch %d's record", i, i)
+        end
+    end
+    if s.epoch > 0 and s.history[s.epoch].step ~= s.step then
+        bad("step", "is %d, but epoch %d ended at step %d", s.step, s.epoch, s.history[s.epoch].step)
+    end
+    if s.epoch > epochs then
+        fail("checkpoint %s is after epoch %d, past training.epochs = %d: resume with "
+             .. "--training.epochs=%d or more", path, s.epoch, epochs, s.epoch)
+    end
+    if type(s.classes) ~= "table" or table.concat(s.classes, ",") ~= table.concat(classes, ",") then
+        bad("classes", "is [%s], but the data gives the classes [%s]",
+            type(s.classes) == "table" and table.concat(s.classes, ", ") or tostring(s.classes),
+            table.concat(classes, ", "))
+    end
+    if s.best ~= nil then
+        local b = s.best
+        if type(b) ~= "table" or math.type(b.epoch) ~= "integer" or b.epoch < 1 or b.epoch > s.epoch
+                or type(b.value) ~= "number" or b.metric ~= cfg.prediction.metric then
+            bad("best", "must name an epoch 1..%d, its value and prediction.metric '%s'", s.epoch,
+                cfg.prediction.metric)
+        end
+    end
+    if s.amp ~= nil and (type(s.amp) ~= "table" or type(s.amp.scale) ~= "number" or s.amp.scale <= 0) then
+        bad("amp", "must hold a positive loss scale")
+    end
+end
+
+-- Says how a resumed run with another training.epochs goes on. The cosine
+-- schedule is recomputed over the new length: the rate at the next step is
+-- the one a run planned with that many epochs would have there (so after a
+-- finished run it rises from 0 again), and it still reaches 0 at the end.
+-- Continuing at the old final rate would train the extension at a rate of
+-- 0, learning nothing.
+local function log_new_length(path, state, before, cfg, set_lr)
+    local t = cfg.training
+    local last = state.history[#state.history]
+    local next_lr = set_lr and set_lr(state.step + 1)
+    if t.schedule == "Cosine" then
+        log.info("training.epochs %d -> %d (checkpoint %s after epoch %d): the cosine schedule is "
+                 .. "recomputed over %d epochs, so the learning rate goes from %.3g (epoch %d) to "
+                 .. "%s at step %d and decays to 0 at epoch %d", before, t.epochs, path, state.epoch,
+                 t.epochs, last and last.lr or t.learning_rate, state.epoch,
+                 next_lr and string.format("%.3g", next_lr) or "its recomputed value", state.step + 1, t.epochs)
+    else
+        log.info("training.epochs %d -> %d (checkpoint %s after epoch %d): training.schedule = %s, "
+                 .. "the learning rate goes on unchanged", before, t.epochs, path, state.epoch, t.schedule)
+    end
+end
+
+--- Loads a checkpoint into model and optimizer after checking it: the
+--- checksum, the run state (types, ranges, consistency), the classes and the
+--- settings it was trained with against cfg (all but environment.* and
+--- training.epochs must agree). Returns the run state ({epoch, step,
+--- history, ...}), or nil when the folder has no checkpoint.
+--- expect = {cfg =, classes =, set_lr =}: set_lr (train.optimizer's) lets a
+--- run extended by more epochs say where its learning rate goes.
+function M.load_checkpoint(dir, model, opt, expect)
+    if type(expect) ~= "table" or not expect.cfg or not expect.classes then
+        fail("train.load_checkpoint(dir, model, opt, {cfg =, classes =}): the run's config and "
+             .. "classes are needed to check the checkpoint")
+    end
     local path = dir .. "/" .. M.CHECKPOINT
     if not file_exists(path) then return nil end
-    local ok, tensors, meta = pcall(mt.load, path)
-    if not ok then fail("checkpoint %s cannot be read: %s", path, tostring(tensors)) end
-    if not meta or not meta["machrt.run"] then
+    local tensors, meta = load_verified(path)
+    if not meta["machrt.run"] then
         fail("checkpoint %s has no run state (machrt.run metadata): not written by a machrt run", path)
+    end
+    local cfg = expect.cfg
+    local state = sys.json_decode(meta["machrt.run"], path .. " (run state)")
+    check_run_state(path, state, cfg, expect.classes)
+    local trained = run_folder.check_trained_config(dir .. "/" .. M.CONFIG, path, meta, cfg)
+    local rng = sys.json_decode(meta["machrt.rng"] or "null", path .. " (rng)")
+    if type(rng) ~= "table" or math.type(rng.seed) ~= "integer" or math.type(rng.offset) ~= "integer" then
+        fail("checkpoint %s: machrt.rng must hold integer seed and offset", path)
     end
     local weights = {}
     for k, v in pairs(tensors) do
@@ -464,10 +612,31 @@ function M.load_checkpoint(dir, model, opt)
             weights[k] = v
         end
     end
-    model:load_state_dict(weights)
-    opt:load_state_dict(tensors, meta)
-    mt.set_rng_state(sys.json_decode(meta["machrt.rng"], path .. " (rng)"))
-    return sys.json_decode(meta["machrt.run"], path .. " (run state)")
+    local ok, err = pcall(model.load_state_dict, model, weights)
+    if not ok then fail("checkpoint %s does not fit the model: %s", path, tostring(err)) end
+    ok, err = pcall(opt.load_state_dict, opt, tensors, meta)
+    if not ok then fail("checkpoint %s does not fit the optimizer: %s", path, tostring(err)) end
+    mt.set_rng_state(rng)
+    -- best.safetensors is written after the checkpoint: a kill between the
+    -- two leaves an earlier epoch's best, where the checkpoint's own weights
+    -- are the best ones.
+    local best_path = dir .. "/best.safetensors"
+    if state.best and state.best.epoch == state.epoch then
+        local best_epoch
+        if file_exists(best_path) then
+            local readable, _, best_meta = pcall(mt.load, best_path)
+            best_epoch = readable and math.tointeger(tonumber(best_meta["machrt.best_epoch"]))
+        end
+        if best_epoch ~= state.epoch then
+            M.save_best(dir, model, state.epoch)
+            log.info("%s rewritten from the checkpoint (epoch %d, the best one)", best_path, state.epoch)
+        end
+    end
+    local before = trained and trained.training and trained.training.epochs
+    if math.type(before) == "integer" and before ~= cfg.training.epochs then
+        log_new_length(path, state, before, cfg, expect.set_lr)
+    end
+    return state
 end
 
 -- ---- outputs ---------------------------------------------------------------------
@@ -507,6 +676,7 @@ end
 --- `machrt <dir>/scorer/score.lua file.wav ...` predicts with nothing else
 --- from the run.
 function M.build_scorer(dir, cfg, model, classes)
+    run_folder.before_write(dir)
     local out = dir .. "/scorer"
     sys.mkdir(out)
     mt.save(out .. "/model.safetensors", model:state_dict())
@@ -522,26 +692,35 @@ function M.build_scorer(dir, cfg, model, classes)
 -- A packaged machrt model: predicts machine types of audio files.
 --   machrt score.lua file.wav [file2.wav ...]      (prints a CSV)
 -- Needs only this folder: manifest.json (classes, front end, checksum) and
--- model.safetensors, whose checksum is verified before use.
+-- model.safetensors, whose checksum is verified before use. Exit status 1
+-- when a file could not be read (its row says why), 2 for a usage error.
 local infer = require "machrt.infer"
+local cli = require "machrt.cli"
+local CLI = { name = "score", positional = true, options = {},
+              usage = "usage: machrt " .. (arg[0] or "score.lua") .. " file.wav [file2.wav ...]\n"
+                  .. "  prints a CSV: file, label, one probability per class, chunks, error\n" }
+local files = cli.parse(arg, CLI).positional
+if #files == 0 then cli.fail(CLI, "give at least one audio file") end
 local here = (arg and arg[0] or "score.lua"):match("^(.*)/[^/]*$") or "."
 local scorer = infer.load_scorer(here, { device = "auto" }) -- the GPU when one is usable
-if #arg == 0 then
-    io.stderr:write("usage: machrt " .. (arg[0] or "score.lua") .. " file.wav [...]\n")
-    os.exit(2)
-end
-local files = {}
-for i = 1, #arg do files[i] = arg[i] end
+local errors = 0
 io.write(infer.csv_header(scorer), "\n")
-infer.predict_files(scorer, files, { on_result = function(r) io.write(infer.csv_row(scorer, r), "\n") end })
+infer.predict_files(scorer, files, { on_result = function(r)
+    if r.error then errors = errors + 1 end
+    io.write(infer.csv_row(scorer, r), "\n")
+end })
+if errors > 0 then
+    io.stderr:write(infer.unreadable_line("score", errors, #files))
+    os.exit(1)
+end
 ]=])
     return out
 end
 
---- The resolved config, as the run used it (resume reads it back).
+--- The resolved config, as the run used it (resume reads it back). After
+--- --overwrite it is written with the first checkpoint (machrt.run_folder).
 function M.write_config(dir, cfg)
-    sys.mkdir(dir)
-    sys.write_file(dir .. "/" .. M.CONFIG, sys.json_encode(cfg, { indent = true }) .. "\n")
+    run_folder.write_config(dir, sys.json_encode(cfg, { indent = true }) .. "\n")
 end
 
 -- Published for the reference run (docs/REFERENCE.md, fold 4, real MIMII, V100).

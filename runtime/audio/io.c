@@ -20,7 +20,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,7 @@
 #include <unistd.h>
 
 #include <sndfile.h>
+#include "machrt/sys.h"
 
 /* Frames decoded per libsndfile call: the interleaved scratch buffer stays
  * small (64 KiB per channel) whatever the file's length and channel count. */
@@ -592,9 +592,6 @@ static float pcm_scale(int subtype)
     }
 }
 
-/* Distinct temporary names for concurrent saves from one process. */
-static atomic_uint tmp_counter;
-
 mrt_status mrt_audio_save(const char *path, const mrt_tensor *wave, int sample_rate,
                           const mrt_audio_save_opts *opts)
 {
@@ -648,15 +645,12 @@ mrt_status mrt_audio_save(const char *path, const mrt_tensor *wave, int sample_r
     float *block = NULL;
     SNDFILE *sf = NULL;
     int fd = -1, created = 0;
-    int len = snprintf(NULL, 0, "%s.tmp.%ld.%u", path, (long)getpid(), 0u) + 16;
-    tmp = malloc((size_t)len);
+    tmp = mrt_sys_temp_name(path);
     block = malloc((size_t)IO_BLOCK * (size_t)channels * sizeof *block);
     if (!tmp || !block) {
         st = mrt_fail(MRT_ERR_NOMEM, "audio.save: %s: out of memory", path);
         goto done;
     }
-    snprintf(tmp, (size_t)len, "%s.tmp.%ld.%u", path, (long)getpid(),
-             atomic_fetch_add(&tmp_counter, 1u));
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {
         st = mrt_fail(MRT_ERR_IO, "audio.save: cannot write %s: %s (creating the temporary "

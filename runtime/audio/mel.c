@@ -271,6 +271,8 @@ const mrt_mel_config *mrt_mel_spec_config(const mrt_mel_spec *m) { return &m->cf
 
 int mrt_mel_spec_zero_filters(const mrt_mel_spec *m) { return m->zero_filters; }
 
+void mrt_mel_quiet_zero_filter_warning(void) { atomic_flag_test_and_set(&zero_filter_warned); }
+
 mrt_status mrt_mel_spec_filterbank(const mrt_mel_spec *m, mrt_tensor *out)
 {
     int64_t shape[2] = {m->n_freqs, m->n_mels};

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include "machrt/sys.h"
 
 /* Tensor bytes go verbatim between storage and file, and the format is
  * little-endian; a big-endian host would need byte swaps that we do not do. */
@@ -758,13 +759,11 @@ mrt_status mrt_safetensors_save(const char *path, const mrt_named_tensor *tensor
     st = build_header(path, ord, n, meta, &header, &hlen); /* takes meta */
     if (st != MRT_OK) goto done;
 
-    int tlen = snprintf(NULL, 0, "%s.tmp.%ld", path, (long)getpid());
-    tmp = malloc((size_t)tlen + 1);
+    tmp = mrt_sys_temp_name(path);
     if (!tmp) {
         st = mrt_fail(MRT_ERR_NOMEM, "safetensors: %s: out of memory", path);
         goto done;
     }
-    snprintf(tmp, (size_t)tlen + 1, "%s.tmp.%ld", path, (long)getpid());
     st = write_file(tmp, header, hlen, ord, n);
     if (st == MRT_OK && rename(tmp, path) != 0)
         st = mrt_fail(MRT_ERR_IO, "safetensors: cannot replace %s: %s", path, strerror(errno));

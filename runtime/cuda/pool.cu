@@ -5,8 +5,11 @@
  * nn_common.h). */
 #include "nn_common.h"
 
-#include <math.h>
+extern "C" {
+#include "../nn/nn_cpu.h" /* mrt_maxpool2d_check_indices */
+}
 
+#include <math.h>
 
 struct pool_geom {
     int64_t H, W, OH, OW, kh, kw, sh, sw, ph, pw;
@@ -47,11 +50,28 @@ __global__ void k_maxpool(pool_geom g, int64_t planes, const float *x, float *y,
 
 /* dx[plane][idx] += dy: dx is zeroed first. Overlapping windows that chose
  * the same input add their gradients atomically (at most
- * ceil(k/s)^2 terms, in an unspecified order). */
+ * ceil(k/s)^2 terms, in an unspecified order). Indices come from the
+ * caller: one outside the plane is counted, never written through. */
 __global__ void k_maxpool_scatter(int64_t total, int64_t per_out, int64_t per_in, const float *dy,
-                                  const int64_t *idx, float *dx)
+                                  const int64_t *idx, float *dx, unsigned *outside)
 {
-    GRID_STRIDE(e, total) { atomicAdd(&dx[(e / per_out) * per_in + idx[e]], dy[e]); }
+    GRID_STRIDE(e, total)
+    {
+        const int64_t k = idx[e];
+        if (k < 0 || k >= per_in) atomicAdd(outside, 1u);
+        else atomicAdd(&dx[(e / per_out) * per_in + k], dy[e]);
+    }
+}
+
+/* After a scatter that found indices outside the plane: the CPU kernels'
+ * error, naming the first one, from a host copy of the indices. */
+static mrt_status outside_plane(const char *op, const mrt_tensor *indices, int64_t H, int64_t W)
+{
+    mrt_tensor host = {};
+    mrt_status st = mrt_tensor_to(indices, MRT_CPU, &host);
+    if (!st) st = mrt_maxpool2d_check_indices(op, &host, H, W);
+    mrt_tensor_release(&host);
+    return st;
 }
 
 extern "C" mrt_status mrt_cu_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_params *p,
@@ -101,11 +121,19 @@ extern "C" mrt_status mrt_cu_maxpool2d_backward(const mrt_tensor *dy, const mrt_
     if ((st = target_open(dx, ins, 2, 0, &tdx))) return st;
     const int64_t total = mrt_tensor_numel(dy), per_out = dy->shape[2] * dy->shape[3];
     const int64_t in_plane = dx->shape[2] * dx->shape[3];
+    scratch outside;
+    unsigned n_outside = 0;
     st = mrt_cu_fill(&tdx.t, 0.0);
-    if (!st && total > 0) {
+    if (!st && total > 0 && !(st = outside.get(sizeof(unsigned))) &&
+        !(st = mrt_cu_check(op, cudaMemsetAsync(outside.p, 0, sizeof(unsigned), mrt_cu_stream())))) {
         MRT_LAUNCH(k_maxpool_scatter, mrt_cu_blocks(total), MRT_CU_THREADS, mrt_cu_stream(), total,
-                   per_out, in_plane, dyd.f(), mrt_cu_i64(&ixd.t), mrt_cu_f32(&tdx.t));
-        st = mrt_cu_launched(op);
+                   per_out, in_plane, dyd.f(), mrt_cu_i64(&ixd.t), mrt_cu_f32(&tdx.t),
+                   (unsigned *)outside.p);
+        if (!(st = mrt_cu_launched(op)))
+            st = mrt_cu_check(op, cudaMemcpyAsync(&n_outside, outside.p, sizeof n_outside,
+                                                  cudaMemcpyDeviceToHost, mrt_cu_stream()));
+        if (!st) st = mrt_cu_check(op, cudaStreamSynchronize(mrt_cu_stream()));
+        if (!st && n_outside) st = outside_plane(op, indices, dx->shape[2], dx->shape[3]);
     }
     return target_close(&tdx, st);
 }

@@ -158,6 +158,22 @@ static int mel_frames(lua_State *L)
     return 1;
 }
 
+/* mel:zero_filters(): how many filters hold no frequency bin. */
+static int mel_zero_filters(lua_State *L)
+{
+    lua_pushinteger(L, mrt_mel_spec_zero_filters(check_mel(L, 1)));
+    return 1;
+}
+
+/* audio.quiet_zero_filter_warning(): MelSpectrogram no longer prints the
+ * all-zero filter warning (machrt.pipeline says it in the config's words). */
+static int a_quiet_zero_filter_warning(lua_State *L)
+{
+    (void)L;
+    mrt_mel_quiet_zero_filter_warning();
+    return 0;
+}
+
 static int mel_release(lua_State *L)
 {
     mel_ud *u = luaL_checkudata(L, 1, MEL_MT);
@@ -186,7 +202,8 @@ static int mel_tostring(lua_State *L)
 
 static const luaL_Reg mel_methods[] = {
     {"forward", mel_forward}, {"filterbank", mel_filterbank}, {"config", mel_config},
-    {"frames", mel_frames}, {"release", mel_release}, {NULL, NULL}};
+    {"frames", mel_frames}, {"zero_filters", mel_zero_filters}, {"release", mel_release},
+    {NULL, NULL}};
 
 static const luaL_Reg mel_meta[] = {
     {"__call", mel_forward}, {"__gc", mel_release}, {"__close", mel_release},
@@ -274,6 +291,7 @@ void mrt_lua_audio_spectral(lua_State *L)
     static const luaL_Reg funcs[] = {{"MelSpectrogram", a_mel_new},
                                      {"amplitude_to_db", a_amplitude_to_db},
                                      {"stft_frames", a_stft_frames},
+                                     {"quiet_zero_filter_warning", a_quiet_zero_filter_warning},
                                      {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
 }

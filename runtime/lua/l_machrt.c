@@ -179,23 +179,54 @@ static int m_arange(lua_State *L)
 
 /* ---- safetensors ----------------------------------------------------------- */
 
+/* The tensors of the table at `idx` ({name = tensor, ...}) as a list whose
+ * names point into the table's keys. Pushes one anchor table that keeps the
+ * list and the host copies of device tensors alive while it is on the stack. */
+static mrt_named_tensor *named_tensors(lua_State *L, int idx, const char *op, int *count)
+{
+    idx = lua_absindex(L, idx);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "%s: keys must be tensor names (strings), got a %s", op,
+                       luaL_typename(L, -2));
+        mrt_tensor *t = mrt_lua_test_tensor(L, -1);
+        if (!t || !t->storage) luaL_error(L, "%s: value for '%s' is not a tensor", op, lua_tostring(L, -2));
+        n++;
+        lua_pop(L, 1);
+    }
+    lua_newtable(L);
+    int anchor = lua_gettop(L);
+    mrt_named_tensor *list = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *list, 0);
+    lua_rawseti(L, anchor, 1);
+    int i = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        list[i].name = (char *)lua_tostring(L, -2);
+        list[i].tensor = *mrt_lua_test_tensor(L, -1);
+        if (list[i].tensor.storage->device != MRT_CPU) {
+            /* Device tensors are read from host copies. */
+            mrt_tensor *h = mrt_lua_push_tensor(L);
+            mrt_lua_check(L, mrt_tensor_to(mrt_lua_test_tensor(L, -2), MRT_CPU, h));
+            list[i].tensor = *h;
+            lua_rawseti(L, anchor, i + 2);
+        }
+        i++;
+        lua_pop(L, 1);
+    }
+    *count = n;
+    return list;
+}
+
 /* mt.save(path, {name = tensor, ...} [, {key = "value", ...}]) */
 static int m_save(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    int n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-        if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "save: keys must be tensor names (strings), got a %s",
-                       luaL_typename(L, -2));
-        mrt_tensor *t = mrt_lua_test_tensor(L, -1);
-        if (!t || !t->storage)
-            luaL_error(L, "save: value for '%s' is not a tensor", lua_tostring(L, -2));
-        n++;
-        lua_pop(L, 1);
-    }
+    lua_settop(L, 3); /* the metadata stays argument 3, under the anchor */
+    int n;
+    mrt_named_tensor *list = named_tensors(L, 2, "save", &n);
     char *meta = NULL;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -213,29 +244,45 @@ static int m_save(lua_State *L)
         cJSON_Delete(obj);
         if (!meta) luaL_error(L, "save: out of memory encoding the metadata of '%s'", path);
     }
-    /* The names point into the Lua table's keys, which stay alive (arg 2). */
-    mrt_named_tensor *list = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *list, 0);
-    int i = 0;
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-        list[i].name = (char *)lua_tostring(L, -2);
-        list[i].tensor = *mrt_lua_test_tensor(L, -1);
-        if (list[i].tensor.storage->device != MRT_CPU) {
-            /* Device tensors are written from host copies, kept on the stack
-             * (below the iteration's key and value) until the file is done. */
-            luaL_checkstack(L, 4, "save: too many device tensors");
-            mrt_tensor *h = mrt_lua_push_tensor(L);
-            mrt_lua_check(L, mrt_tensor_to(mrt_lua_test_tensor(L, -2), MRT_CPU, h));
-            list[i].tensor = *h;
-            lua_insert(L, -3);
-        }
-        i++;
-        lua_pop(L, 1);
-    }
     mrt_status st = mrt_safetensors_save(path, list, n, meta);
     cJSON_free(meta);
     mrt_lua_check(L, st);
     return 0;
+}
+
+/* mt.checksum({name = tensor, ...} [, {key = "value", ...}]) -> SHA-256 hex
+ * of the tensors and the metadata (machrt/safetensors.h says of what). */
+static int m_checksum(lua_State *L)
+{
+    lua_settop(L, 2); /* the metadata stays argument 2, under the anchor */
+    int n;
+    mrt_named_tensor *list = named_tensors(L, 1, "checksum", &n);
+    int m = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "checksum: metadata must map strings to strings");
+            m++;
+            lua_pop(L, 1);
+        }
+    }
+    const char **kv = lua_newuserdatauv(L, (size_t)(2 * m + 1) * sizeof *kv, 0);
+    int i = 0;
+    if (m > 0) {
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            kv[i] = lua_tostring(L, -2);
+            kv[m + i] = lua_tostring(L, -1);
+            i++;
+            lua_pop(L, 1);
+        }
+    }
+    char hex[MRT_DIGEST_HEX];
+    mrt_lua_check(L, mrt_tensors_sha256(list, n, kv, kv + m, m, hex));
+    lua_pushstring(L, hex);
+    return 1;
 }
 
 /* mt.load(path) -> {name = tensor, ...}, metadata table */
@@ -414,7 +461,7 @@ static int m_is_tensor(lua_State *L)
 static const luaL_Reg machrt_funcs[] = {
     {"tensor", m_tensor}, {"zeros", m_zeros}, {"empty", m_empty}, {"ones", m_ones}, {"full", m_full},
     {"rand", m_rand}, {"randn", m_randn}, {"arange", m_arange},
-    {"save", m_save}, {"load", m_load}, {"manual_seed", m_manual_seed},
+    {"save", m_save}, {"load", m_load}, {"checksum", m_checksum}, {"manual_seed", m_manual_seed},
     {"set_num_threads", m_set_num_threads}, {"get_num_threads", m_get_num_threads},
     {"cuda_available", m_cuda_available}, {"clock", m_clock}, {"is_tensor", m_is_tensor},
     {"memory_stats", m_memory_stats}, {"empty_cache", m_empty_cache},

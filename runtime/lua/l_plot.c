@@ -13,7 +13,7 @@
  *   c:text_width(s, size [, bold]) -> pixels
  *   c:image(t, x, y, w, h, {colormap, vmin, vmax, origin, smooth}) -> vmin, vmax
  *   c:colorbar(x, y, w, h, colormap)  -- low at the bottom
- *   c:write_png(path)                 -- path .. ".tmp", then rename
+ *   c:write_png(path)                 -- path .. ".tmp.<pid>.<n>", then rename
  *   c:close()                         -- also __gc / __close
  *   P.png_info(path) -> {width, height, colors, mean}
  *   P.png_pixel(path, x, y) -> r, g, b, a (0..255; x, y from 0 at top left)

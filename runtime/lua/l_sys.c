@@ -7,6 +7,9 @@
  *   local sys = require "machrt.sys"
  *   sys.write_file(path, text); sys.mkdir(path); sys.stat(path) -> {size, mtime, is_dir}
  *   sys.folder_state(path) -> "missing" | "empty" | "nonempty" (+ one name) | "file"
+ *   sys.list_folder(path) -> {names, sorted}
+ *   sys.lock(path) -> lock (lock:release(), or closed with it) | nil, holder PID
+ *   sys.pid(); sys.process_alive(pid)
  *   sys.sha256_file(path) -> hex; sys.isatty(fd = 1)
  *   sys.json_encode(value, {indent = false}); sys.json_decode(text, name) */
 #include <math.h>
@@ -73,6 +76,73 @@ static int s_folder_state(lua_State *L)
     if (state != MRT_FOLDER_NONEMPTY) return 1;
     lua_pushstring(L, first);
     return 2;
+}
+
+static int s_list_folder(lua_State *L)
+{
+    char **names;
+    int n;
+    mrt_lua_check(L, mrt_sys_list_folder("sys.list_folder", luaL_checkstring(L, 1), &names, &n));
+    if (!lua_checkstack(L, 2)) {
+        mrt_sys_free_names(names, n);
+        return luaL_error(L, "sys.list_folder: out of memory");
+    }
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    mrt_sys_free_names(names, n);
+    return 1;
+}
+
+/* ---- locks ------------------------------------------------------------------ */
+
+#define LOCK_MT "machrt.sys.lock"
+
+static int lock_release(lua_State *L)
+{
+    int *fd = luaL_checkudata(L, 1, LOCK_MT);
+    mrt_sys_unlock_file(*fd);
+    *fd = -1;
+    return 0;
+}
+
+/* sys.lock(path) -> lock, or nil and the holder's PID (0: unknown) */
+static int s_lock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int *fd = lua_newuserdatauv(L, sizeof *fd, 0);
+    *fd = -1;
+    if (luaL_newmetatable(L, LOCK_MT)) {
+        lua_pushcfunction(L, lock_release);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, lock_release);
+        lua_setfield(L, -2, "__close");
+        lua_newtable(L);
+        lua_pushcfunction(L, lock_release);
+        lua_setfield(L, -2, "release");
+        lua_setfield(L, -2, "__index");
+    }
+    lua_setmetatable(L, -2);
+    long holder;
+    mrt_lua_check(L, mrt_sys_lock_file("sys.lock", path, fd, &holder));
+    if (*fd >= 0) return 1;
+    lua_pushnil(L);
+    lua_pushinteger(L, (lua_Integer)holder);
+    return 2;
+}
+
+static int s_pid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
+static int s_process_alive(lua_State *L)
+{
+    lua_pushboolean(L, mrt_sys_process_alive((long)luaL_checkinteger(L, 1)));
+    return 1;
 }
 
 /* sys.isatty(fd = 1) */
@@ -262,6 +332,8 @@ static int s_json_decode(lua_State *L)
 static const luaL_Reg sys_funcs[] = {
     {"write_file", s_write_file}, {"sha256_file", s_sha256_file}, {"stat", s_stat},
     {"mkdir", s_mkdir}, {"folder_state", s_folder_state}, {"isatty", s_isatty},
+    {"list_folder", s_list_folder}, {"lock", s_lock}, {"pid", s_pid},
+    {"process_alive", s_process_alive},
     {"json_encode", s_json_encode}, {"json_decode", s_json_decode}, {NULL, NULL}};
 
 int luaopen_machrt_sys(lua_State *L)

@@ -34,6 +34,10 @@ mrt_status mrt_cpu_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_param
                                      mrt_tensor *y, mrt_tensor *indices);
 mrt_status mrt_cpu_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices,
                                       int64_t in_h, int64_t in_w, mrt_tensor *dx);
+/* MRT_ERR_INDEX naming the first index (row-major) outside the H x W input
+ * plane; `indices` is on the host. Shared with the CUDA kernel's error path. */
+mrt_status mrt_maxpool2d_check_indices(const char *op, const mrt_tensor *indices, int64_t H,
+                                       int64_t W);
 mrt_status mrt_cpu_avgpool_global_forward(const mrt_tensor *x, mrt_tensor *y);
 mrt_status mrt_cpu_avgpool_global_backward(const mrt_tensor *dy, int64_t in_h, int64_t in_w,
                                            mrt_tensor *dx);

@@ -250,19 +250,16 @@ mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indice
     return mrt_nn_out_discard(&slot, 1, st);
 }
 
-mrt_status mrt_cpu_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices,
-                                      int64_t in_h, int64_t in_w, mrt_tensor *dx)
+/* Indices come from the caller: they are all checked before anything is
+ * written, so a bad one is an error rather than a write outside the plane.
+ * The check reads the values, so it belongs to the kernels, not to the op;
+ * the CUDA kernel calls it on a host copy when its device count finds one. */
+mrt_status mrt_maxpool2d_check_indices(const char *op, const mrt_tensor *indices, int64_t H,
+                                       int64_t W)
 {
-    static const char *op = "maxpool2d_backward";
-    (void)in_h, (void)in_w; /* dx, allocated, has the input size */
-    const int64_t N = dy->shape[0], C = dy->shape[1], OH = dy->shape[2], OW = dy->shape[3];
-    const int64_t H = dx->shape[2], W = dx->shape[3];
-    const int64_t planes = N * C, hw = H * W;
-    const mrt_tensor iv = *indices, gv = *dy;
-
-    /* Indices come from the caller: check them all before writing, so a bad
-     * one is an error rather than a write outside the plane. The check
-     * reads the values, so it is the kernel's, not the op's. */
+    const int64_t C = indices->shape[1], OH = indices->shape[2], OW = indices->shape[3];
+    const int64_t planes = indices->shape[0] * C, hw = H * W;
+    const mrt_tensor iv = *indices;
     int64_t bad = 0;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (planes * OH * OW >= POOL_PARALLEL_MIN)
     for (int64_t pl = 0; pl < planes; pl++) {
@@ -273,18 +270,31 @@ mrt_status mrt_cpu_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *in
                 bad += k < 0 || k >= hw;
             }
     }
-    if (bad) {
-        for (int64_t flat = 0; flat < planes * OH * OW; flat++) {
-            int64_t ow = flat % OW, oh = flat / OW % OH, pl = flat / (OW * OH);
-            int64_t k = mrt_i64(&iv)[(pl / C) * iv.stride[0] + (pl % C) * iv.stride[1] +
-                                     oh * iv.stride[2] + ow * iv.stride[3]];
-            if (k < 0 || k >= hw)
-                return mrt_fail(MRT_ERR_INDEX,
-                                "%s: index %" PRId64 " at output (%" PRId64 ",%" PRId64 ",%" PRId64
-                                ",%" PRId64 ") is outside the %" PRId64 "x%" PRId64 " input plane",
-                                op, k, pl / C + 1, pl % C + 1, oh + 1, ow + 1, H, W);
-        }
+    for (int64_t flat = 0; bad && flat < planes * OH * OW; flat++) {
+        int64_t ow = flat % OW, oh = flat / OW % OH, pl = flat / (OW * OH);
+        int64_t k = mrt_i64(&iv)[(pl / C) * iv.stride[0] + (pl % C) * iv.stride[1] +
+                                 oh * iv.stride[2] + ow * iv.stride[3]];
+        if (k < 0 || k >= hw)
+            return mrt_fail(MRT_ERR_INDEX,
+                            "%s: index %" PRId64 " at output (%" PRId64 ",%" PRId64 ",%" PRId64
+                            ",%" PRId64 ") is outside the %" PRId64 "x%" PRId64 " input plane",
+                            op, k, pl / C + 1, pl % C + 1, oh + 1, ow + 1, H, W);
     }
+    return MRT_OK;
+}
+
+mrt_status mrt_cpu_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices,
+                                      int64_t in_h, int64_t in_w, mrt_tensor *dx)
+{
+    static const char *op = "maxpool2d_backward";
+    (void)in_h, (void)in_w; /* dx, allocated, has the input size */
+    const int64_t N = dy->shape[0], C = dy->shape[1], OH = dy->shape[2], OW = dy->shape[3];
+    const int64_t H = dx->shape[2], W = dx->shape[3];
+    const int64_t planes = N * C, hw = H * W;
+    const mrt_tensor iv = *indices, gv = *dy;
+
+    mrt_status st = mrt_maxpool2d_check_indices(op, indices, H, W);
+    if (st) return st;
     const mrt_tensor dv = *dx;
     const int64_t dsh = dv.stride[2], dsw = dv.stride[3];
     const int contiguous_plane = (dsw == 1 || W == 1) && (dsh == W || H == 1);

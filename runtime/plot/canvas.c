@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "canvas_internal.h"
+#include "machrt/sys.h"
 
 mrt_status mrt_canvas_new(int w, int h, mrt_canvas **out)
 {
@@ -146,10 +147,8 @@ static cairo_status_t file_writer(void *closure, const unsigned char *data, unsi
 
 mrt_status mrt_canvas_write_png(mrt_canvas *c, const char *path)
 {
-    size_t n = strlen(path) + 5;
-    char *tmp = malloc(n);
+    char *tmp = mrt_sys_temp_name(path);
     if (!tmp) return mrt_fail(MRT_ERR_NOMEM, "plot: out of memory writing '%s'", path);
-    snprintf(tmp, n, "%s.tmp", path);
     cairo_surface_flush(c->surface);
     FILE *f = fopen(tmp, "wb");
     if (!f) {

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,14 +10,21 @@
 #include <unistd.h>
 #include "machrt/sys.h"
 
+static atomic_uint temp_counter;
+
+char *mrt_sys_temp_name(const char *path)
+{
+    size_t len = strlen(path) + 48;
+    char *tmp = malloc(len);
+    if (tmp)
+        snprintf(tmp, len, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&temp_counter, 1u));
+    return tmp;
+}
+
 mrt_status mrt_sys_write_file(const char *op, const char *path, const void *data, size_t n)
 {
-    /* The process id keeps two writers of one file (a resumed run next to
-     * a stale one) off each other's temporary file. */
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
+    char *tmp = mrt_sys_temp_name(path);
     if (!tmp) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory writing %s", op, path);
-    snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
         mrt_status st = mrt_fail(MRT_ERR_IO, "cannot write %s: %s", path, strerror(errno));
@@ -102,4 +110,45 @@ mrt_status mrt_sys_folder_state(const char *op, const char *path, mrt_folder_sta
     }
     closedir(d);
     return MRT_OK;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void mrt_sys_free_names(char **names, int n)
+{
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+mrt_status mrt_sys_list_folder(const char *op, const char *path, char ***names, int *n)
+{
+    *names = NULL;
+    *n = 0;
+    DIR *d = opendir(path);
+    if (!d) return mrt_fail(MRT_ERR_IO, "%s: cannot read folder %s: %s", op, path, strerror(errno));
+    char **list = NULL;
+    int count = 0, cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (count == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **grown = realloc(list, (size_t)cap * sizeof *list);
+            if (!grown) goto nomem;
+            list = grown;
+        }
+        if (!(list[count] = strdup(e->d_name))) goto nomem;
+        count++;
+    }
+    closedir(d);
+    if (count > 1) qsort(list, (size_t)count, sizeof *list, by_name);
+    *names = list;
+    *n = count;
+    return MRT_OK;
+nomem:
+    closedir(d);
+    mrt_sys_free_names(list, count);
+    return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory listing %s", op, path);
 }

@@ -211,9 +211,19 @@ START_TEST(test_bad_arguments_fail_alike)
     SAME_ERROR(MRT_ERR_DTYPE, mrt_reduce_dim(MRT_SUM, &cls, 0, &y, NULL),
                mrt_reduce_dim(MRT_SUM, &gcls, 0, &gy, NULL), "float32");
     ck_assert_ptr_null(gy.storage);
+    /* max-pool backward: an index outside the 6x6 input plane (the values
+     * are read on either device, after the device has scattered the rest). */
+    mrt_tensor pdy = RAND(56, -1, 1, 1, 2, 3, 3), pidx = {0};
+    TU_ALLOC(&pidx, MRT_I64, 1, 2, 3, 3);
+    ((int64_t *)pidx.storage->data)[7] = 36;
+    mrt_tensor gpdy = dev(&pdy), gpidx = dev(&pidx);
+    SAME_ERROR(MRT_ERR_INDEX, mrt_maxpool2d_backward(&pdy, &pidx, 6, 6, &y),
+               mrt_maxpool2d_backward(&gpdy, &gpidx, 6, 6, &gy), "input plane");
+    ck_assert_ptr_null(y.storage);
+    ck_assert_ptr_null(gy.storage);
     mrt_tensor all[] = {x, w, b, gx, gw, gb, cx, cw, gcx, gcw, z, cls, gz, gcls,
-                        m, v, gm, gv, y, gy, sm, si, gsm, gsi};
-    release_all(all, 24);
+                        m, v, gm, gv, y, gy, sm, si, gsm, gsi, pdy, pidx, gpdy, gpidx};
+    release_all(all, 28);
 }
 END_TEST
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <openssl/evp.h>
 
 #include "machrt/safetensors.h"
 
@@ -851,6 +852,76 @@ static void remove_tree(const char *dir)
     closedir(d);
 }
 
+/* ---- checksum ------------------------------------------------------------ */
+
+/* The byte stream mrt_tensors_sha256 documents, laid out here field by field
+ * (little-endian lengths and sizes), hashed with libcrypto directly. */
+static void le64(unsigned char **p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) *(*p)++ = (unsigned char)(v >> (8 * i));
+}
+
+static void field(unsigned char **p, const void *bytes, size_t n)
+{
+    le64(p, n);
+    memcpy(*p, bytes, n);
+    *p += n;
+}
+
+START_TEST(test_checksum_matches_the_documented_stream)
+{
+    static const int64_t s2[] = {2}, s23[] = {2, 3};
+    mrt_tensor w = alloc(MRT_F32, 1, s2), base = alloc(MRT_F32, 2, s23), tv = {0};
+    mrt_f32(&w)[0] = 1.5f;
+    mrt_f32(&w)[1] = -2.0f;
+    for (int i = 0; i < 6; i++) mrt_f32(&base)[i] = (float)i;
+    OK(mrt_view_transpose(&base, 0, 1, &tv)); /* 3x2, not contiguous */
+    mrt_named_tensor in[] = {{"w", w}, {"a", tv}};
+    const char *keys[] = {"z", "k"}, *values[] = {"1", "v"};
+    char hex[MRT_DIGEST_HEX];
+    OK(mrt_tensors_sha256(in, 2, keys, values, 2, hex));
+
+    unsigned char stream[512], *p = stream;
+    float at[6] = {0, 3, 1, 4, 2, 5}; /* the transpose, row by row */
+    le64(&p, 2);
+    field(&p, "a", 1);
+    le64(&p, (uint64_t)MRT_F32);
+    le64(&p, 2);
+    le64(&p, 3);
+    le64(&p, 2);
+    field(&p, at, sizeof at);
+    field(&p, "w", 1);
+    le64(&p, (uint64_t)MRT_F32);
+    le64(&p, 1);
+    le64(&p, 2);
+    field(&p, mrt_f32(&w), 2 * sizeof(float));
+    le64(&p, 2);
+    field(&p, "k", 1);
+    field(&p, "v", 1);
+    field(&p, "z", 1);
+    field(&p, "1", 1);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    ck_assert(EVP_Digest(stream, (size_t)(p - stream), md, &len, EVP_sha256(), NULL));
+    char want[MRT_DIGEST_HEX];
+    for (unsigned int i = 0; i < len; i++) snprintf(want + 2 * i, 3, "%02x", md[i]);
+    ck_assert_str_eq(hex, want);
+
+    /* One changed bit of one value, or of the metadata, changes it. */
+    mrt_f32(&w)[1] = -2.0000002f;
+    char other[MRT_DIGEST_HEX];
+    OK(mrt_tensors_sha256(in, 2, keys, values, 2, other));
+    ck_assert_str_ne(hex, other);
+    mrt_f32(&w)[1] = -2.0f;
+    const char *values2[] = {"2", "v"};
+    OK(mrt_tensors_sha256(in, 2, keys, values2, 2, other));
+    ck_assert_str_ne(hex, other);
+    mrt_tensor_release(&tv);
+    mrt_tensor_release(&base);
+    mrt_tensor_release(&w);
+}
+END_TEST
+
 int main(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/machrt_st_XXXXXX");
@@ -867,6 +938,7 @@ int main(void)
     tcase_add_test(rt, test_header_layout);
     tcase_add_test(rt, test_deterministic_bytes);
     tcase_add_test(rt, test_empty_tensor_set);
+    tcase_add_test(rt, test_checksum_matches_the_documented_stream);
     suite_add_tcase(s, rt);
 
     TCase *wr = tcase_create("writer errors");

@@ -1,11 +1,14 @@
 /* The system helpers of the C core (runtime/sys/): whole-or-nothing file
  * writes, folders with their parents, file facts, folder states and
- * SHA-256 against the FIPS 180-2 test vectors. */
+ * SHA-256 against the FIPS 180-2 test vectors, folder listings, run-folder
+ * locks held by another process, and process liveness. */
 #include <check.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check_util.h"
@@ -155,6 +158,97 @@ START_TEST(sha256_matches_the_fips_vectors)
 }
 END_TEST
 
+START_TEST(list_folder_gives_sorted_names_and_names_a_missing_folder)
+{
+    char dir[64], path[128];
+    make_scratch(dir, sizeof dir);
+    const char *names[] = {"b.txt", "a.txt", "c"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        TU_OK(mrt_sys_write_file("test", path, "x", 1));
+    }
+    char **got;
+    int n;
+    TU_OK(mrt_sys_list_folder("test", dir, &got, &n));
+    ck_assert_int_eq(n, 3);
+    ck_assert_str_eq(got[0], "a.txt");
+    ck_assert_str_eq(got[1], "b.txt");
+    ck_assert_str_eq(got[2], "c");
+    mrt_sys_free_names(got, n);
+    snprintf(path, sizeof path, "%s/absent", dir);
+    TU_FAILS(MRT_ERR_IO, mrt_sys_list_folder("test", path, &got, &n));
+    TU_MSG_HAS("absent");
+    remove_tree(dir);
+}
+END_TEST
+
+START_TEST(a_lock_held_by_another_process_names_it_and_frees_when_it_ends)
+{
+    char dir[64], path[128];
+    make_scratch(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/run.lock", dir);
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        int fd;
+        long holder;
+        char ok = mrt_sys_lock_file("child", path, &fd, &holder) == MRT_OK && fd >= 0 ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1) _exit(1);
+        pause(); /* holds the lock until killed */
+        _exit(0);
+    }
+    char ok = 0;
+    ck_assert_int_eq(read(ready[0], &ok, 1), 1);
+    ck_assert_int_eq(ok, 'y');
+    int fd;
+    long holder;
+    TU_OK(mrt_sys_lock_file("test", path, &fd, &holder));
+    ck_assert_int_eq(fd, -1);
+    ck_assert_int_eq(holder, (long)child);
+    ck_assert(mrt_sys_process_alive((long)child));
+    kill(child, SIGKILL);
+    ck_assert_int_eq(waitpid(child, NULL, 0), child);
+    ck_assert(!mrt_sys_process_alive((long)child));
+    TU_OK(mrt_sys_lock_file("test", path, &fd, &holder));
+    ck_assert_int_ge(fd, 0);
+    char pid[32], want[32];
+    read_back(path, pid, sizeof pid);
+    snprintf(want, sizeof want, "%ld\n", (long)getpid());
+    ck_assert_str_eq(pid, want);
+    mrt_sys_unlock_file(fd);
+    close(ready[0]);
+    close(ready[1]);
+    remove_tree(dir);
+}
+END_TEST
+
+START_TEST(temp_names_carry_the_pid_and_differ_per_call)
+{
+    char want[64];
+    snprintf(want, sizeof want, "runs/x/config.json.tmp.%ld.", (long)getpid());
+    char *a = mrt_sys_temp_name("runs/x/config.json"), *b = mrt_sys_temp_name("runs/x/config.json");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(strncmp(a, want, strlen(want)), 0);
+    ck_assert_int_eq(strncmp(b, want, strlen(want)), 0);
+    ck_assert_str_ne(a, b);
+    free(a);
+    free(b);
+}
+END_TEST
+
+START_TEST(a_lock_file_that_cannot_be_made_is_named)
+{
+    int fd;
+    long holder;
+    TU_FAILS(MRT_ERR_IO, mrt_sys_lock_file("test", "/nonexistent-folder/run.lock", &fd, &holder));
+    TU_MSG_HAS("/nonexistent-folder/run.lock");
+    ck_assert_int_eq(fd, -1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sys");
@@ -164,6 +258,10 @@ int main(void)
     tcase_add_test(tc, stat_reports_size_kind_and_a_missing_path);
     tcase_add_test(tc, folder_state_tells_missing_empty_nonempty_file);
     tcase_add_test(tc, sha256_matches_the_fips_vectors);
+    tcase_add_test(tc, list_folder_gives_sorted_names_and_names_a_missing_folder);
+    tcase_add_test(tc, a_lock_held_by_another_process_names_it_and_frees_when_it_ends);
+    tcase_add_test(tc, a_lock_file_that_cannot_be_made_is_named);
+    tcase_add_test(tc, temp_names_carry_the_pid_and_differ_per_call);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

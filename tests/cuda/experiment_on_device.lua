@@ -102,7 +102,8 @@ check(worst < 2e-2, ("validation probabilities differ by %g between cuda and cpu
 local cfg = sys.json_decode(read(gpu_dir .. "/config.json"), "config.json")
 local model = pipeline.build_model(cfg.architecture, 4)
 local opt = train.optimizer(cfg, model, 2)
-local state = train.load_checkpoint(gpu_dir, model, opt)
+local classes = sys.json_decode(read(gpu_dir .. "/metrics.json"), "metrics.json").classes
+local state = train.load_checkpoint(gpu_dir, model, opt, { cfg = cfg, classes = classes })
 check(state.epoch == 1, "run state from the device checkpoint")
 check(model.flat_params:device() == "cpu", "model on the cpu")
 model:training()

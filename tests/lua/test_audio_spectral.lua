@@ -265,6 +265,16 @@ test("the all-zero filter warning is printed once", function()
     A.truthy(out:find("Nyquist", 1, true))
 end)
 
+test("mel:zero_filters counts them; quiet_zero_filter_warning turns the warning off", function()
+    A.eq(audio.MelSpectrogram{ sample_rate = 22050, n_fft = 2048, f_max = 16000 }:zero_filters(), 13)
+    A.eq(audio.MelSpectrogram{ sample_rate = 22050, n_fft = 2048 }:zero_filters(), 0)
+    local p = assert(io.popen("./machrt -e 'local a = require \"machrt.audio\"; a.quiet_zero_filter_warning(); " ..
+        "a.MelSpectrogram{sample_rate = 22050, n_fft = 2048, f_max = 16000}' 2>&1"))
+    local out = p:read("a")
+    p:close()
+    A.eq(out, "", "no warning once turned off")
+end)
+
 -- Bad input ------------------------------------------------------------------------------
 
 local function mel_error(opts, ...)

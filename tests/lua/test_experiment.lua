@@ -92,6 +92,28 @@ test("a run writes config, log, checkpoint, predictions and metrics", function()
     A.truthy(text:find("summary"), "the summary table is printed")
 end)
 
+test("validation shows progress; notices are said once per run, and not by predictions", function()
+    local data, out = tiny_corpus(), tmpdir()
+    -- Output into a pipe: progress comes as plain lines. The reference audio
+    -- settings have all-zero mel filters; mixed precision asked for on the CPU.
+    local code, text = run(common_args(data, out) .. " --dataset.folds=0,1 --training.epochs=1 "
+                           .. "--training.batch_size=4 --environment.mixed_precision_training=true")
+    A.eq(code, 0, text)
+    local function count(s) return select(2, text:gsub(s:gsub("%p", "%%%0"), "")) end
+    A.eq(count("validation 2/2"), 2, "a validation progress line per fold (8 clips, batches of 4): " .. text)
+    A.truthy(not text:find("\r", 1, true), "no carriage return in piped output")
+    A.eq(count("mel filters are all zero"), 1, "the mel filter notice, once over two folds: " .. text)
+    A.eq(count("mixed_precision_training applies on GPU only"), 1, "the precision notice, once: " .. text)
+    local dir = out .. "/final_machinetype_audio_classification/fold0"
+    local clips = data .. "/fan/id_00/normal"
+    code, text = F.run(string.format("./machrt scripts/predict.lua --run %s --input %s", dir, clips))
+    A.eq(code, 0, text)
+    A.eq(count("mel filters are all zero"), 0, "predict.lua repeats no training notice: " .. text)
+    code, text = F.run(string.format("./machrt %s/scorer/score.lua %s/*.wav", dir, clips))
+    A.eq(code, 0, text)
+    A.eq(count("mel filters are all zero"), 0, "nor does the scorer: " .. text)
+end)
+
 test("save_best_checkpoint keeps the best epoch's weights by prediction.metric", function()
     local data, out = tiny_corpus(), tmpdir()
     local args = common_args(data, out):gsub("training.epochs=2", "training.epochs=3")
@@ -168,17 +190,108 @@ test("a killed run resumes to the same weights, bit for bit", function()
     A.eq(losses(fold_dir(b)), losses(fold_dir(a)))
 end)
 
-test("resume refuses changed training settings", function()
+-- A finished 2-epoch run, made once for the file; each test works on a copy
+-- (output_directory) of it.
+local finished
+local function copy_of_finished_run()
+    if not finished then
+        finished = make_tmpdir{ create = false, keep = true }
+        local code, text = run(common_args(tiny_corpus(), finished))
+        A.eq(code, 0, "the shared run; output:\n" .. text)
+    end
     local out = tmpdir()
-    local dir = out .. "/x/fold4"
-    sys.mkdir(dir)
-    sys.write_file(dir .. "/config.json", "{}")
-    local code, text = run("--resume " .. dir .. " --training.epochs=9")
+    os.execute(string.format("cp -r '%s' '%s'", finished, out))
+    return out
+end
+
+-- The bytes of every file in a folder (and below), by relative name.
+local function snapshot(dir)
+    local files = {}
+    local function walk(rel)
+        for _, name in ipairs(sys.list_folder(dir .. rel)) do
+            local path = rel .. "/" .. name
+            if sys.stat(dir .. path).is_dir then walk(path) else files[path] = read(dir .. path) end
+        end
+    end
+    walk("")
+    files["/run.lock"] = nil -- holds the PID of the last run that locked the folder
+    return files
+end
+
+test("a second run into a folder that holds a run is refused, naming --resume and --overwrite", function()
+    local out = copy_of_finished_run()
+    local dir = fold_dir(out)
+    local before = snapshot(dir)
+    local code, text = run(common_args(tiny_corpus(), out) .. " --training.learning_rate=0.5")
+    A.truthy(code ~= 0, "refused; output:\n" .. text)
+    A.truthy(text:find("run folder " .. dir .. " already holds a run", 1, true)
+             and text:find("--resume " .. dir, 1, true) and text:find("--overwrite", 1, true), text)
+    A.eq(text:find("resuming", 1, true), nil, text)
+    A.eq(snapshot(dir), before, "the run folder is unchanged")
+end)
+
+test("--resume refuses a changed setting, naming the key", function()
+    local out = copy_of_finished_run()
+    local dir = fold_dir(out)
+    local before = snapshot(dir)
+    local code, text = run("--resume " .. dir .. " --training.learning_rate=0.5")
     A.truthy(code ~= 0)
-    A.truthy(text:find("only environment.* may be overridden", 1, true), text)
+    A.truthy(text:find("--training.learning_rate=0.5 changes training.learning_rate (0.001 in "
+                       .. dir .. "/config.json)", 1, true), text)
+    A.eq(snapshot(dir), before, "the run folder is unchanged")
+    -- The stored value given again is no change (the finished run has nothing to train).
+    code, text = run("--resume " .. dir .. " --training.learning_rate=0.001")
+    A.eq(code, 0, "output:\n" .. text)
+    A.truthy(text:find("resuming " .. dir .. " after epoch 2 of 2", 1, true), text)
+    -- A folder that does not exist is named.
     code, text = run("--resume " .. out .. "/nothing")
-    A.truthy(code ~= 0)
-    A.truthy(text:find("config.json", 1, true), text)
+    A.truthy(code ~= 0 and text:find("--resume " .. out .. "/nothing: no such run folder", 1, true), text)
+end)
+
+test("--resume --training.epochs=N+2 extends a finished run, saying how the schedule goes on", function()
+    local out = copy_of_finished_run()
+    local dir = fold_dir(out)
+    -- What a killed writer leaves: temporary files named after a PID that is gone.
+    local dead = math.tointeger(tonumber(select(2, F.run("sh -c 'echo $$'"))))
+    local stale = { dir .. "/checkpoint.safetensors.tmp." .. dead, dir .. "/scorer/model.safetensors.tmp." .. dead }
+    for _, p in ipairs(stale) do sys.write_file(p, "torn") end
+    local code, text = run("--resume " .. dir .. " --training.epochs=4 --training.batch_size=8")
+    A.eq(code, 0, "output:\n" .. text)
+    for _, p in ipairs(stale) do A.eq(exists(p), false, p .. " removed on resume") end
+    A.truthy(text:find("removed 2 temporary file(s) left by processes that are gone", 1, true), text)
+    A.truthy(text:find("resuming " .. dir .. " after epoch 2 of 4 (step 8)", 1, true), text)
+    A.truthy(text:find("training.epochs 2 -> 4", 1, true)
+             and text:find("the cosine schedule is recomputed over 4 epochs", 1, true), text)
+    local rows = F.csv_rows(dir .. "/log.csv")
+    A.eq(#rows, 5, "header + 4 epochs")
+    A.eq(rows[5][1], "4")
+    A.eq(rows[5][2], "16", "epoch 4 ends at step 16")
+    -- Step 9's rate is the 4-epoch cosine's at step 9: 0.5 (1 + cos(pi * 8 / 16)) * 0.001.
+    local lr3 = tonumber(rows[4][3])
+    A.truthy(lr3 < 0.0005 and lr3 > 0, "epoch 3 ends below the rate it started at: " .. rows[4][3])
+    A.eq(sys.json_decode(read(dir .. "/config.json")).training.epochs, 4)
+end)
+
+test("--overwrite keeps the old run until the new one writes its first checkpoint", function()
+    local out = copy_of_finished_run()
+    local dir = fold_dir(out)
+    local before = snapshot(dir)
+    sys.write_file(dir .. "/old_notes.txt", "from the old run")
+    before["/old_notes.txt"] = "from the old run"
+    -- Killed in epoch 1 (step 2), before its first checkpoint: the old run is whole.
+    local args = common_args(tiny_corpus(), out) .. " --overwrite --training.learning_rate=0.002"
+    local code, text = run(args, "MACHRT_KILL_AT_STEP=2")
+    A.truthy(code ~= 0, "killed; output:\n" .. text)
+    A.truthy(text:find("--overwrite: the old run in " .. dir .. " is removed when this run writes its "
+                       .. "first checkpoint", 1, true), text)
+    A.eq(snapshot(dir), before, "the old files are all there, unchanged")
+    -- Run through: the old files are gone, the new run's are there.
+    code, text = run(args)
+    A.eq(code, 0, "output:\n" .. text)
+    A.truthy(text:find("--overwrite: removed the old run's files from " .. dir, 1, true), text)
+    A.eq(exists(dir .. "/old_notes.txt"), false, "an old file is removed")
+    A.eq(sys.json_decode(read(dir .. "/config.json")).training.learning_rate, 0.002)
+    A.eq(#F.csv_rows(dir .. "/log.csv"), 3)
 end)
 
 test("a NaN loss stops with the step and keeps the last good checkpoint", function()
@@ -197,7 +310,7 @@ test("a NaN loss stops with the step and keeps the last good checkpoint", functi
     local path = dir .. "/checkpoint.safetensors"
     local tensors, meta = mt.load(path)
     tensors["fc.weight"]:fill(0 / 0)
-    mt.save(path, tensors, meta)
+    mt.save(path, tensors, require("machrt.run_folder").seal(tensors, meta)) -- a valid checksum
     local before = read(path)
     code, text = run("--resume " .. dir)
     A.truthy(code ~= 0, "a NaN loss must fail the run; output:\n" .. text)
@@ -223,13 +336,15 @@ test("bad input: missing column, missing file, fold, batch size, unknown key", f
     local missing_row = lines[3]:match("^(%d+),")
     local bad = out .. "/missing.csv"
     sys.write_file(bad, table.concat(lines, "\n") .. "\n")
-    code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1")
+    -- (Each run in a folder of its own: a failed run leaves its config.json,
+    -- and a folder holding one is refused to the next run.)
+    code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1 --experiment_name=fail")
     A.truthy(code ~= 0, "fail policy")
     A.truthy(text:find("99999999.wav", 1, true) and text:find("row 2", 1, true), text)
     A.truthy(missing_row == "1", "the CSV's second data row is row 2")
     -- ... and the skip policy reports it and goes on.
     code, text = run(base .. " --dataset.train_dataframe=" .. bad .. " --training.epochs=1 "
-                     .. "--dataset.on_error=skip")
+                     .. "--dataset.on_error=skip --experiment_name=skip")
     A.eq(code, 0, "skip policy; output:\n" .. text)
     A.truthy(text:find("skipped row 2", 1, true), text)
     -- A fold that does not exist.

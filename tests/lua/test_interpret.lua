@@ -129,7 +129,7 @@ test("pictures have a plausible size and the spectrogram is not blank", function
     -- curves.png was absent, so it is drawn from the history
     A.truthy(plot.png_info(run .. "/curves.png").colors > 50)
     for name in io.popen("ls '" .. d .. "'"):lines() do
-        A.truthy(not name:match("%.tmp$"), "no temporary file left: " .. name)
+        A.truthy(not name:match("%.tmp"), "no temporary file left: " .. name)
     end
 end)
 

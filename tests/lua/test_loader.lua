@@ -479,6 +479,23 @@ mt.save(%q, out)
     local w2 = clips.load_wave(dir .. "/" .. files[2], cfg)
     A.eq(w2:totable(), full(dir .. "/" .. files[2], { sample_rate = 8000 }))
     A.eq(w2:numel(), 12000)
+
+    -- A damaged cache file (one flipped bit of a sample) is decoded again, not served.
+    workers.cache_clear()
+    for _, n in ipairs(names) do
+        local path = cache .. "/" .. n
+        local bytes = F.read(path)
+        local fh = assert(io.open(path, "r+b"))
+        fh:seek("set", #bytes - 5)
+        fh:write(string.char(bytes:byte(#bytes - 4) ~ 0x01))
+        fh:close()
+    end
+    decoded = 0
+    audio.load = function(...) decoded = decoded + 1; return real_load(...) end
+    local w1 = clips.load_wave(dir .. "/" .. files[1], cfg)
+    audio.load = real_load
+    A.eq(decoded, 1, "the damaged cache file is decoded again")
+    A.eq(w1:totable(), full(dir .. "/" .. files[1], { sample_rate = 8000 }))
 end)
 
 test("multi-channel files: channel 3 is row 3 of the file; channel 9 of 8 fails", function()

@@ -92,6 +92,23 @@ test("front_end: dB of the mel power, shaped {B, 1, mels, T}, for every batch sh
     end
 end)
 
+test("all-zero mel filters are said once per run, in the config's words; a trained model's front end is quiet", function()
+    -- maximum_frequency above the Nyquist frequency: the reference's way to get zero filters.
+    local settings = "{ sample_rate = 8000, stft_window_size = 256, hop_size = 64, mel_frequency_bins = 64, "
+        .. "minimum_frequency = 0, maximum_frequency = 7000, spectrogram_normalization = 'No' }"
+    local function run(body)
+        return F.run("./machrt -e \"local pipeline = require 'machrt.pipeline'; local a = " .. settings
+                     .. "; " .. body .. "\"")
+    end
+    local code, out = run("for fold = 1, 3 do pipeline.front_end(a, 'cpu') end")
+    A.eq(code, 0, out)
+    A.eq(select(2, out:gsub("mel filters are all zero", "")), 1, "once over three front ends: " .. out)
+    A.truthy(out:find("audio.maximum_frequency (7000 Hz)", 1, true), out)
+    code, out = run("for file = 1, 3 do pipeline.front_end(a, 'cpu', { quiet = true }) end")
+    A.eq(code, 0, out)
+    A.eq(out, "", "a trained model's front end says nothing")
+end)
+
 test("front_end refuses spectrogram normalization it does not implement", function()
     local a = {}
     for k, v in pairs(AUDIO) do a[k] = v end

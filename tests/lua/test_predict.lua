@@ -205,4 +205,50 @@ test("predict.lua writes its CSV whole, or not at all", function()
     A.truthy(code ~= 0 and out:find("--input", 1, true), out)
 end)
 
+test("predict.lua and a scorer's score.lua exit 1 and say how many inputs were unreadable", function()
+    local dir = tmpdir()
+    local cfg, model = make_run(dir .. "/run")
+    local scorer = train.build_scorer(dir .. "/run", cfg, model, CLASSES)
+    local good, bad = dir .. "/good.wav", dir .. "/bad.wav"
+    write_wave(good, 3, 16000, 1)
+    sys.write_file(bad, "this is not audio\n")
+    local code, out = F.run(string.format("./machrt scripts/predict.lua --run %s/run --input %s --input %s "
+                                          .. "--out %s/pred.csv", dir, good, bad, dir))
+    A.eq(code, 1, "some inputs unreadable: exit status 1; output:\n" .. out)
+    A.truthy(out:find("predict: 1 of 2 files could not be read", 1, true), out)
+    A.truthy(F.read(dir .. "/pred.csv"):find("bad.wav", 1, true), "the CSV is still written")
+    code, out = F.run(string.format("./machrt scripts/predict.lua --run %s/run --input %s", dir, good))
+    A.eq(code, 0, out)
+    code, out = F.run(string.format("./machrt '%s/score.lua' '%s' '%s' '%s'", scorer, good, bad, bad))
+    A.eq(code, 1, "score.lua: exit status 1; output:\n" .. out)
+    A.truthy(out:find("score: 2 of 3 files could not be read", 1, true), out)
+    A.truthy(out:find("\n" .. good .. ",", 1, true), "the readable file is still predicted: " .. out)
+    code, out = F.run(string.format("./machrt '%s/score.lua' '%s'", scorer, good))
+    A.eq(code, 0, out)
+end)
+
+test("--help prints the usage and exits 0; usage errors are one line and exit 2", function()
+    local dir = tmpdir()
+    local cfg, model = make_run(dir .. "/run")
+    local scorer = train.build_scorer(dir .. "/run", cfg, model, CLASSES)
+    for _, cmd in ipairs{ "./machrt scripts/predict.lua --help", "./machrt scripts/predict.lua --run x --help",
+                          "./machrt '" .. scorer .. "/score.lua' --help" } do
+        local code, out = F.run(cmd)
+        A.eq(code, 0, cmd .. ": " .. out)
+        A.truthy(out:find("^usage: machrt "), cmd .. ": " .. out)
+    end
+    for cmd, says in pairs{
+        ["./machrt scripts/predict.lua --run"] = "predict: --run needs a value",
+        ["./machrt scripts/predict.lua --run x --input y --batch 0"] = "predict: --batch needs an integer",
+        ["./machrt scripts/predict.lua --speed 2"] = "predict: unknown option --speed",
+        ["./machrt '" .. scorer .. "/score.lua'"] = "score: give at least one audio file",
+        ["./machrt '" .. scorer .. "/score.lua' --fast a.wav"] = "score: unknown option --fast",
+    } do
+        local code, out = F.run(cmd)
+        A.eq(code, 2, cmd .. ": " .. out)
+        A.truthy(out:find(says, 1, true), cmd .. ": " .. out)
+        A.eq(select(2, out:gsub("\n", "")), 1, cmd .. ": one line, no traceback: " .. out)
+    end
+end)
+
 return tests

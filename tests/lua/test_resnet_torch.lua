@@ -82,6 +82,26 @@ tests["state-dict names and shapes are torchvision's"] = function()
     for i = 1, #theirs do A.eq(ours[i], theirs[i]) end
 end
 
+tests["a GeM model's state dict is torchvision's plus pool.p (the README's load into torchvision)"] = function()
+    local m = nn.resnet34{in_channels = 1, num_classes = 4, pool = "gem"}
+    local ours = {}
+    for k, t in pairs(m:state_dict()) do
+        ours[k] = t:dim() == 0 and "scalar" or table.concat(t:shape(), "x")
+    end
+    -- What the README's Python renames (pool.p -> avgpool.p) must be the only name torchvision lacks.
+    A.eq(ours["pool.p"], "1", "GeM's exponent: pool.p, one value")
+    ours["pool.p"] = nil
+    local n = 0
+    for e in meta.state_dict:gmatch("[^;]+") do
+        local name, shape = e:match("^(.*):(.*)$")
+        A.eq(ours[name], shape, name)
+        ours[name] = nil
+        n = n + 1
+    end
+    A.eq(next(ours), nil, "a name torchvision's resnet34 does not have")
+    A.truthy(n > 200, "the fixture lists torchvision's names")
+end
+
 tests["evaluation logits match PyTorch to 1e-4"] = function()
     local m = model("avg"):evaluate()
     local logits = m:forward(ref.input)

@@ -44,8 +44,10 @@ local function disk_cached(path, key, cfg)
     if not st then return nil end
     local file = string.format("%s/%s.safetensors", cfg.cache_folder, hash_hex(key))
     local ok, tensors, meta = pcall(mt.load, file)
+    -- The checksum: a damaged cache file is decoded again, never trained on.
     if ok and meta and meta.key == key and tonumber(meta.size) == st.size and
-        meta.mtime == string.format("%.9f", st.mtime) and tensors.wave then
+        meta.mtime == string.format("%.9f", st.mtime) and tensors.wave and meta.checksum
+        and meta.checksum == mt.checksum(tensors, { key = meta.key, size = meta.size, mtime = meta.mtime }) then
         return tensors.wave
     end
     return nil, file, st
@@ -65,8 +67,9 @@ function M.load_wave(path, cfg)
         wave = pipeline.decode(path, cfg)
         if file then
             -- A cache that cannot be written costs speed, not the clip.
-            pcall(mt.save, file, { wave = wave }, { key = key, size = tostring(st.size),
-                                                   mtime = string.format("%.9f", st.mtime) })
+            local meta = { key = key, size = tostring(st.size), mtime = string.format("%.9f", st.mtime) }
+            meta.checksum = mt.checksum({ wave = wave }, meta)
+            pcall(mt.save, file, { wave = wave }, meta)
         end
     end
     if cache ~= "none" then workers.cache_put(key, wave) end

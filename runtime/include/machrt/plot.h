@@ -75,7 +75,7 @@ mrt_status mrt_canvas_image(mrt_canvas *c, const mrt_tensor *t, double x, double
 mrt_status mrt_canvas_colorbar(mrt_canvas *c, double x, double y, double w, double h,
                                mrt_colormap cm);
 
-/* Writes path .. ".tmp", then renames it to path. */
+/* Writes a temporary file next to path (mrt_sys_temp_name), then renames it to path. */
 mrt_status mrt_canvas_write_png(mrt_canvas *c, const char *path);
 
 /* ---- PNG inspection (the tests read pictures back) ----------------------- */

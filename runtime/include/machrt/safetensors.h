@@ -30,4 +30,14 @@ mrt_status mrt_safetensors_load(const char *path, mrt_named_tensor **out, int *n
                                 char **metadata_json);
 void mrt_safetensors_free(mrt_named_tensor *tensors, int n);
 
+#define MRT_DIGEST_HEX 65 /* 64 lowercase hex digits and the terminator */
+
+/* SHA-256 of tensors (host tensors, any strides) and string metadata, the
+ * same for the same content in any order or file layout: tensors sorted by
+ * name (name, dtype, shape, bytes), then the key/value pairs sorted by key.
+ * A checkpoint stores it in its metadata, so a damaged or edited file is
+ * refused when it is loaded instead of resuming into another model. */
+mrt_status mrt_tensors_sha256(const mrt_named_tensor *tensors, int n, const char *const *keys,
+                              const char *const *values, int m, char hex[MRT_DIGEST_HEX]);
+
 #endif

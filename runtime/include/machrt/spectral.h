@@ -100,6 +100,9 @@ void mrt_mel_spec_free(mrt_mel_spec *m); /* NULL is fine */
 const mrt_mel_config *mrt_mel_spec_config(const mrt_mel_spec *m);
 /* Filters that are all zero (no frequency bin inside them). */
 int mrt_mel_spec_zero_filters(const mrt_mel_spec *m);
+/* From now on no MelSpectrogram construction prints the all-zero filter
+ * warning: for callers that say it in their own words, or have said it. */
+void mrt_mel_quiet_zero_filter_warning(void);
 /* wave {n} -> out {n_mels, T}; wave {B, n} -> out {B, n_mels, T}. `out`
  * follows the output convention of tensor.h. */
 mrt_status mrt_mel_spec_forward(const mrt_mel_spec *m, const mrt_tensor *wave, mrt_tensor *out);

@@ -13,6 +13,13 @@
  * temporary file in the same folder, fsync, rename. */
 mrt_status mrt_sys_write_file(const char *op, const char *path, const void *data, size_t n);
 
+/* A temporary name next to `path` for a file about to replace it:
+ * "<path>.tmp.<pid>.<n>", distinct for every writer of every process (n
+ * counts this process's calls), so two writers of one file, in two runs or
+ * two threads, never share one; a run resuming in the folder removes those
+ * of processes that are gone. malloc'd; NULL when out of memory. */
+char *mrt_sys_temp_name(const char *path);
+
 /* Creates the folder and its parents; an existing folder (made by another
  * thread, too) is fine, a file in the way is an error. */
 mrt_status mrt_sys_mkdirs(const char *op, const char *path);
@@ -37,6 +44,21 @@ typedef enum {
  * when the folder is not empty. */
 mrt_status mrt_sys_folder_state(const char *op, const char *path, mrt_folder_state *state,
                                 char *first, size_t cap);
+
+/* The names in a folder (without "." and ".."), sorted: *names is a
+ * malloc'd array of *n malloc'd strings, freed by mrt_sys_free_names. */
+mrt_status mrt_sys_list_folder(const char *op, const char *path, char ***names, int *n);
+void mrt_sys_free_names(char **names, int n);
+
+/* Takes an exclusive flock on `path` (created if missing) without waiting
+ * and writes this process's PID into it. Locked: *fd >= 0, kept open for
+ * as long as the lock is held. Held by another process: MRT_OK, *fd = -1
+ * and *holder = the PID the holder wrote (0 when it cannot be read). */
+mrt_status mrt_sys_lock_file(const char *op, const char *path, int *fd, long *holder);
+void mrt_sys_unlock_file(int fd);
+
+/* Whether a process with this PID exists (of any user). */
+int mrt_sys_process_alive(long pid);
 
 #define MRT_SHA256_HEX 65 /* 64 lowercase hex digits and the terminator */
 

@@ -1,0 +1,334 @@
+-- Run folders (runs/<experiment_name>/fold<k>): one run per folder, never
+-- two at once, and never an old run continued or replaced by accident.
+--
+--   local run_folder = require "machrt.run_folder"
+--   run_folder.check_name(cfg.experiment_name, "experiment_name")
+--   local folder = run_folder.open(dir, "fresh" | "resume" | "overwrite")
+--   local saved = run_folder.read_config(dir, defaults)   -- config.json, checked
+--   run_folder.differences(a, b) -> {{key =, a =, b =}, ...} (environment.*, training.epochs left out)
+--   run_folder.before_write(dir)   -- train.save_checkpoint / save_best / build_scorer call it
+--   run_folder.write_config(dir, text)   -- deferred while an --overwrite is pending
+--   run_folder.seal(tensors, meta); run_folder.verify(path, tensors, meta)   -- checkpoint checksums
+--   run_folder.check_trained_config(config_path, checkpoint_path, meta, cfg)   -- edited since?
+--
+-- open() locks the folder (run.lock, an flock held until the process ends)
+-- and then:
+--   fresh      refuses a folder that holds anything (a run, or its remains),
+--              naming --resume and --overwrite;
+--   resume     removes the temporary files (*.tmp.<pid>.<n>) of processes that
+--              are gone (a killed run leaves them behind);
+--   overwrite  keeps the old files until the new run writes its first
+--              checkpoint: before_write() then removes them and writes the
+--              new config.json, so a new run that fails early leaves the old
+--              run whole.
+
+local mt = require "machrt"
+local sys = require "machrt.sys"
+local log = require "machrt.log"
+
+local M = {}
+
+M.LOCK = "run.lock"
+M.CONFIG = "config.json"
+
+local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+
+-- The folders this process holds: dir -> {lock =, mode =, pending_config =}.
+local held = {}
+
+local function strip(dir) return (dir:gsub("/+$", "")) end
+
+--- Refuses a name that is not one path component: it would put the run
+--- folder outside output_directory, or into it.
+function M.check_name(name, key)
+    if type(name) ~= "string" or name == "" or name == "." or name == ".." or name:find("/", 1, true)
+            or name:find("%z") then
+        fail("%s must be a single folder name (no '/', not '.' or '..'), got '%s'", key, tostring(name))
+    end
+end
+
+-- Temporary files of writers that are gone: "<name>.tmp.<pid>.<n>"
+-- (mrt_sys_temp_name: sys.write_file, mt.save, plot, audio.save) and
+-- "<name>.tmp.<pid>" (earlier versions), in the folder and below. The lock
+-- is held, so no other run writes here; this process has written nothing
+-- yet, so a name with its own PID (a reused PID) is stale too.
+local function remove_stale_temporaries(dir)
+    local removed = {}
+    local function walk(path)
+        for _, name in ipairs(sys.list_folder(path)) do
+            local full = path .. "/" .. name
+            local st = sys.stat(full)
+            if st and st.is_dir then
+                walk(full)
+            else
+                local pid = math.tointeger(tonumber(name:match("%.tmp%.(%d+)$") or name:match("%.tmp%.(%d+)%.%d+$")))
+                if pid and (pid == sys.pid() or not sys.process_alive(pid)) then
+                    local ok, err = os.remove(full)
+                    if not ok then fail("cannot remove the stale temporary file %s: %s", full, err) end
+                    removed[#removed + 1] = full
+                end
+            end
+        end
+    end
+    walk(dir)
+    if #removed > 0 then
+        log.info("removed %d temporary file(s) left by processes that are gone: %s", #removed,
+                 table.concat(removed, ", "))
+    end
+end
+
+local function remove_tree(path)
+    local st = sys.stat(path)
+    if st and st.is_dir then
+        for _, name in ipairs(sys.list_folder(path)) do remove_tree(path .. "/" .. name) end
+    end
+    local ok, err = os.remove(path)
+    if not ok then fail("--overwrite: cannot remove %s: %s", path, err) end
+end
+
+-- The entries of a run folder besides its lock file.
+local function contents(dir)
+    local names = {}
+    for _, name in ipairs(sys.list_folder(dir)) do
+        if name ~= M.LOCK then names[#names + 1] = name end
+    end
+    return names
+end
+
+--- Locks `dir` (created if missing) for this process and applies `mode`.
+--- Returns {dir =, mode =}.
+function M.open(dir, mode)
+    dir = strip(dir)
+    if held[dir] then return held[dir] end
+    if mode == "resume" then
+        local st = sys.stat(dir)
+        if not st or not st.is_dir then fail("--resume %s: no such run folder", dir) end
+    else
+        sys.mkdir(dir)
+    end
+    local lock, holder = sys.lock(dir .. "/" .. M.LOCK)
+    if not lock then
+        fail("run folder %s is in use by %s (it holds the lock %s/%s): wait for that run to end, "
+             .. "or choose another experiment_name or output_directory", dir,
+             holder > 0 and "process " .. holder or "another process", dir, M.LOCK)
+    end
+    local folder = { dir = dir, mode = mode, lock = lock }
+    local present = contents(dir)
+    if mode == "fresh" and #present > 0 then
+        lock:release()
+        fail("run folder %s already holds a run (%s): continue it with --resume %s, start it again "
+             .. "with --overwrite (the old files are removed when the new run writes its first "
+             .. "checkpoint), or choose another experiment_name", dir, table.concat(present, ", "), dir)
+    elseif mode == "resume" then
+        remove_stale_temporaries(dir)
+    elseif mode == "overwrite" then
+        folder.pending = #present > 0
+        if folder.pending then
+            log.info("--overwrite: the old run in %s is removed when this run writes its first checkpoint", dir)
+        end
+    elseif mode ~= "fresh" then
+        fail("run_folder.open: mode must be fresh, resume or overwrite, got '%s'", tostring(mode))
+    end
+    held[dir] = folder
+    return folder
+end
+
+--- Writes config.json, or, while an --overwrite is pending, keeps it for
+--- before_write (the old run's config stays with the old run's files).
+function M.write_config(dir, text)
+    dir = strip(dir)
+    local folder = held[dir]
+    if folder and folder.pending then
+        folder.pending_config = text
+        return
+    end
+    sys.mkdir(dir)
+    sys.write_file(dir .. "/" .. M.CONFIG, text)
+end
+
+--- Called before the first file of a new run's results is written: a
+--- pending --overwrite removes the old files now and writes the new config.
+function M.before_write(dir)
+    local folder = held[strip(dir)]
+    if not folder or not folder.pending then return end
+    folder.pending = false
+    local old = contents(folder.dir)
+    for _, name in ipairs(old) do remove_tree(folder.dir .. "/" .. name) end
+    log.info("--overwrite: removed the old run's files from %s (%s)", folder.dir, table.concat(old, ", "))
+    if folder.pending_config then sys.write_file(folder.dir .. "/" .. M.CONFIG, folder.pending_config) end
+end
+
+-- ---- configs ----------------------------------------------------------------
+
+-- A section is a table with named keys; a list value is not one.
+local function is_section(v) return type(v) == "table" and v[1] == nil and next(v) ~= nil end
+
+local function kind_of(v)
+    if type(v) == "table" then return "list" end
+    if math.type(v) == "integer" then return "integer" end
+    return type(v)
+end
+
+-- Whether a stored value can stand where the default stands.
+local function fits(value, default)
+    local want, got = kind_of(default), kind_of(value)
+    if want == "list" then
+        -- An empty list is written as [] and read back as an empty table.
+        if type(value) ~= "table" or is_section(value) then return false end
+        for _, x in ipairs(value) do
+            if type(x) == "table" then return false end
+        end
+        return true
+    end
+    if want == "number" then return got == "number" or got == "integer" end
+    return want == got
+end
+
+local function show(v)
+    if type(v) == "table" then
+        local parts = {}
+        for _, x in ipairs(v) do parts[#parts + 1] = tostring(x) end
+        return "[" .. table.concat(parts, ", ") .. "]"
+    end
+    if type(v) == "string" then return "'" .. v .. "'" end
+    return tostring(v)
+end
+M.show = show
+
+--- Reads a run folder's config.json and checks each value against the
+--- experiment's defaults (known key, same type), naming the file and the
+--- key. Returns the stored table.
+function M.read_config(dir, defaults)
+    local path = strip(dir) .. "/" .. M.CONFIG
+    local f = io.open(path, "rb")
+    if not f then fail("--resume %s: no %s there (is it a run folder runs/<experiment>/fold<k>?)", dir, M.CONFIG) end
+    local text = f:read("a")
+    f:close()
+    local saved = sys.json_decode(text, path)
+    if type(saved) ~= "table" or (next(saved) ~= nil and saved[1] ~= nil) then
+        fail("%s: not a config (a JSON object of sections)", path)
+    end
+    for name, v in pairs(saved) do
+        local default = defaults[name]
+        if default == nil then
+            fail("%s: unknown key '%s' (not a setting of this experiment)", path, name)
+        elseif is_section(default) then
+            if type(v) ~= "table" or (next(v) ~= nil and not is_section(v)) then
+                fail("%s: '%s' must be a section (a JSON object), got %s", path, name, show(v))
+            end
+            for key, x in pairs(v) do
+                if default[key] == nil then
+                    fail("%s: unknown key '%s.%s'; valid keys of %s: see --help", path, name, key, name)
+                end
+                if not fits(x, default[key]) then
+                    fail("%s: %s.%s must be a %s (as its default %s), got %s %s", path, name, key,
+                         kind_of(default[key]), show(default[key]), type(x), show(x))
+                end
+            end
+        elseif not fits(v, default) then
+            fail("%s: %s must be a %s (as its default %s), got %s %s", path, name, kind_of(default),
+                 show(default), type(v), show(v))
+        end
+    end
+    return saved
+end
+
+-- Settings a resumed run may change: where and how fast it runs, and how
+-- long (a finished run extended by more epochs).
+function M.resumable(key)
+    return key:match("^environment%.") ~= nil or key == "training.epochs"
+end
+
+local function same(a, b)
+    if type(a) == "table" and type(b) == "table" then
+        if #a ~= #b then return false end
+        for i = 1, #a do
+            if not same(a[i], b[i]) then return false end
+        end
+        return true
+    end
+    if type(a) == "number" and type(b) == "number" then return a == b end
+    return a == b
+end
+
+--- The settings in which configs a and b differ, as {key = "section.key",
+--- a =, b =}, sorted by key; the resumable ones (environment.*,
+--- training.epochs) left out.
+function M.differences(a, b)
+    local out = {}
+    local function visit(key, x, y)
+        if M.resumable(key) then return end
+        if is_section(x) or is_section(y) then
+            local keys = {}
+            for k in pairs(type(x) == "table" and x or {}) do keys[k] = true end
+            for k in pairs(type(y) == "table" and y or {}) do keys[k] = true end
+            for k in pairs(keys) do
+                visit(key .. "." .. k, type(x) == "table" and x[k] or nil, type(y) == "table" and y[k] or nil)
+            end
+        elseif not same(x, y) then
+            out[#out + 1] = { key = key, a = x, b = y }
+        end
+    end
+    local keys = {}
+    for k in pairs(a) do keys[k] = true end
+    for k in pairs(b) do keys[k] = true end
+    for k in pairs(keys) do visit(k, a[k], b[k]) end
+    table.sort(out, function(p, q) return p.key < q.key end)
+    return out
+end
+
+--- Refuses a config that differs from the one a checkpoint was trained
+--- under (its machrt.config metadata) in more than environment.* and
+--- training.epochs. Returns the trained config, or nil when the checkpoint
+--- has none.
+function M.check_trained_config(config_path, checkpoint_path, meta, cfg)
+    if not meta["machrt.config"] then return nil end
+    local trained = sys.json_decode(meta["machrt.config"], checkpoint_path .. " (config)")
+    local changed = M.differences(trained, cfg)
+    if #changed > 0 then
+        local c = changed[1]
+        fail("%s was changed after checkpoint %s was written: %s is %s there, %s in the "
+             .. "checkpoint's settings", config_path, checkpoint_path, c.key, show(c.b), show(c.a))
+    end
+    return trained
+end
+
+-- ---- checksums ------------------------------------------------------------------
+
+M.CHECKSUM = "machrt.checksum"
+
+local function without_checksum(meta)
+    local rest = {}
+    for k, v in pairs(meta or {}) do
+        if k ~= M.CHECKSUM then rest[k] = v end
+    end
+    return rest
+end
+
+--- The checksum of a checkpoint's tensors and metadata (mt.checksum, the
+--- checksum entry itself left out).
+function M.checksum(tensors, meta)
+    return mt.checksum(tensors, without_checksum(meta))
+end
+
+--- Adds the checksum to `meta` (before mt.save).
+function M.seal(tensors, meta)
+    meta[M.CHECKSUM] = M.checksum(tensors, meta)
+    return meta
+end
+
+--- Refuses a file whose tensors or metadata are not what was written.
+function M.verify(path, tensors, meta)
+    local want = meta and meta[M.CHECKSUM]
+    if not want then
+        fail("%s has no checksum (%s metadata): it was not written by this version of machrt, "
+             .. "so it cannot be verified", path, M.CHECKSUM)
+    end
+    local got = M.checksum(tensors, meta)
+    if got ~= want then
+        fail("%s is damaged or was edited: its tensors and metadata give checksum %s, the file "
+             .. "says %s", path, got, want)
+    end
+end
+
+return M
