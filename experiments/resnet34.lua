@@ -96,6 +96,7 @@ for _, fold in ipairs(run.folds) do
         log.info("resuming %s after epoch %d of %d (step %d)", dir, state.epoch, tr.epochs, state.step)
     end
     train.write_config(dir, cfg) -- after --overwrite: with the first checkpoint
+    local _ <close> = train.on_interrupt(run, dir, state) -- Ctrl-C: says how to resume
     local scaler = train.mixed_precision(cfg, device)  -- nil: fp32 training (always on the CPU)
     if scaler and state.amp then
         scaler:load_state_dict(state.amp)

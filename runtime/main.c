@@ -5,6 +5,7 @@
  * runtime host needs on top: its C modules preloaded, its Lua modules found
  * next to the executable or under the install prefix, and readline history
  * in ~/.machrt_history. */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -48,6 +49,8 @@ static void print_usage(FILE *f)
             "  -l mod    require library 'mod' into global 'mod'\n"
             "  -v, --version  show version information and exit\n"
             "  -h, --help     show this help and exit\n"
+            "  --traceback    a Lua traceback with every error (also MACHRT_TRACEBACK=1;\n"
+            "                 --traceback after the script works too)\n"
             "  --        stop handling options\n"
             "  -         execute stdin as a script and stop handling options\n"
             "With no script and no -e, machrt starts an interactive session.\n",
@@ -76,15 +79,81 @@ static int report(lua_State *L, int status)
     return status;
 }
 
+/* ---- what failed: the user's input, machrt itself, or Ctrl-C ---------- */
+
+/* A user's mistake (a bad flag, a missing file, a bad value) is raised as
+ * error(message, 0): a message that names the thing, with no position in
+ * the code. Such errors print one line and exit 2; anything else (a
+ * runtime error, error() with a position, a C module's error) is a bug or
+ * a script's own failure and prints a traceback, exit 1. Ctrl-C exits 130. */
+enum { FAIL_NONE, FAIL_USER, FAIL_INTERNAL, FAIL_INTERRUPT };
+enum { EXIT_USER = 2, EXIT_INTERRUPT = 130 };
+
+static int last_failure = FAIL_NONE;
+static int always_traceback; /* --traceback or MACHRT_TRACEBACK=1 */
+static volatile sig_atomic_t interrupted;
+
+#define ERROR_KEY "machrt.host.error" /* the registry's copy of the builtin error */
+
+/* "chunk:line:" anywhere in the first line: a position in Lua code, also
+ * inside a message that passed one along ("worker job 3 failed: x.lua:9:"). */
+static int has_position(const char *msg)
+{
+    for (const char *p = msg; *p != '\0' && *p != '\n'; p++) {
+        if (*p != ':' || p == msg || isspace((unsigned char)p[-1]) || !isdigit((unsigned char)p[1]))
+            continue;
+        const char *q = p + 1;
+        while (isdigit((unsigned char)*q))
+            q++;
+        if (*q == ':')
+            return 1;
+    }
+    return 0;
+}
+
+/* In the message handler: level 1 is the function that raised the error. */
+static int raised_by_error_builtin(lua_State *L)
+{
+    lua_Debug ar;
+    if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "f", &ar))
+        return 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, ERROR_KEY);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
+static int classify(lua_State *L, const char *msg)
+{
+    if (interrupted)
+        return FAIL_INTERRUPT;
+    if (lua_type(L, 1) == LUA_TSTRING && raised_by_error_builtin(L) && !has_position(msg))
+        return FAIL_USER;
+    return FAIL_INTERNAL;
+}
+
+static int exit_status(void)
+{
+    switch (last_failure) {
+    case FAIL_USER: return EXIT_USER;
+    case FAIL_INTERRUPT: return EXIT_INTERRUPT;
+    default: return EXIT_FAILURE;
+    }
+}
+
 /* ---- SIGINT: stop the running Lua code at its next hook --------------- */
 
 static lua_State *global_L = NULL;
 
+/* The error carries no position: where Ctrl-C landed says nothing. Scripts
+ * that can continue (a training run) say how, from their to-be-closed
+ * handlers, before the host prints this. */
 static void lstop(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     lua_sethook(L, NULL, 0, 0);
-    luaL_error(L, "interrupted!");
+    lua_pushliteral(L, "interrupted (Ctrl-C)");
+    lua_error(L);
 }
 
 /* Only lua_sethook is safe here; the error is raised later from the hook.
@@ -92,10 +161,13 @@ static void lstop(lua_State *L, lua_Debug *ar)
 static void on_sigint(int sig)
 {
     signal(sig, SIG_DFL);
+    interrupted = 1;
     lua_sethook(global_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
 }
 
-/* Adds a traceback; error objects with __tostring are shown through it. */
+/* Adds a traceback, except to a user's error or an interruption (unless
+ * always_traceback); error objects with __tostring are shown through it.
+ * Runs again for an error raised while closing variables: the last wins. */
 static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -105,7 +177,13 @@ static int msghandler(lua_State *L)
         else
             msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, msg, 1);
+    last_failure = classify(L, msg);
+    if (last_failure == FAIL_INTERNAL || always_traceback)
+        luaL_traceback(L, L, msg, 1);
+    else if (last_failure == FAIL_INTERRUPT)
+        lua_pushliteral(L, "interrupted (Ctrl-C)"); /* not the frames it passed through */
+    else
+        lua_pushstring(L, msg);
     return 1;
 }
 
@@ -115,6 +193,7 @@ static int docall(lua_State *L, int narg, int nres)
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
     global_L = L;
+    interrupted = 0; /* a REPL line after a Ctrl-C starts afresh */
     signal(SIGINT, on_sigint);
     int status = lua_pcall(L, narg, nres, base);
     signal(SIGINT, SIG_DFL);
@@ -456,7 +535,9 @@ static int collect_args(int argc, char **argv, int *script, int *bad)
             *script = i + 1 < argc ? i + 1 : 0;
             return flags;
         }
-        if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {
+        if (strcmp(a, "--traceback") == 0) {
+            always_traceback = 1;
+        } else if (strcmp(a, "--version") == 0 || strcmp(a, "-v") == 0) {
             flags |= HAS_V;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             flags |= HAS_H;
@@ -504,6 +585,8 @@ static int pmain(lua_State *L)
 
     luaL_checkversion(L);
     luaL_openlibs(L);
+    lua_getglobal(L, "error");
+    lua_setfield(L, LUA_REGISTRYINDEX, ERROR_KEY);
     setup_paths(L);
     create_arg_table(L, argv, argc, script);
 
@@ -542,6 +625,14 @@ int main(int argc, char **argv)
         printf("machrt %s (%s)\n", MACHRT_VERSION, LUA_RELEASE);
         return EXIT_SUCCESS;
     }
+    /* The script's own arguments stay in `arg`; its option parser accepts
+     * --traceback and leaves it to the host. */
+    const char *want_tb = getenv("MACHRT_TRACEBACK");
+    if (want_tb != NULL && want_tb[0] != '\0' && strcmp(want_tb, "0") != 0)
+        always_traceback = 1;
+    for (int i = script > 0 ? script + 1 : argc; i < argc; i++)
+        if (strcmp(argv[i], "--traceback") == 0)
+            always_traceback = 1;
     interactive = isatty(STDIN_FILENO);
     rl_readline_name = "machrt";
     static char rank_name[64];
@@ -563,10 +654,11 @@ int main(int argc, char **argv)
     report(L, status);
     lua_close(L);
     if (!(status == LUA_OK && ok)) {
+        int code = status == LUA_OK ? exit_status() : EXIT_FAILURE;
         /* The others may be waiting in a collective for this rank. */
         if (mrt_dist_size() > 1)
-            mrt_dist_abort(EXIT_FAILURE, "failed (see the error above)");
-        return EXIT_FAILURE;
+            mrt_dist_abort(code, "failed (see the error above)");
+        return code;
     }
     if (mrt_dist_finalize() != MRT_OK) {
         report_message(progname, mrt_last_error());

@@ -12,20 +12,16 @@
 
 local sweep = require "machrt.sweep"
 
-local ok, result = pcall(function()
-    local opts = sweep.parse_args(arg)
-    if opts.help then
-        io.write(sweep.USAGE)
-        return true
-    end
-    -- The trials run the same host binary as this script.
-    local host = arg[-1] or "machrt"
-    local slurm = require "machrt.sweep_slurm"
-    if slurm.wanted(opts) then return slurm.main(opts, host, arg[0]) end
-    return sweep.run(opts, host)
-end)
-if not ok then
-    io.stderr:write(tostring(result), "\n")
-    os.exit(1)
+-- A mistake in the arguments or the experiment's settings is raised as a
+-- user's error (one line, exit 2, see runtime/main.c); failed trials exit 1.
+local opts = sweep.parse_args(arg)
+if opts.help then
+    io.write(sweep.USAGE)
+    os.exit(0)
 end
-os.exit(result and 0 or 1)
+-- The trials run the same host binary as this script.
+local host = arg[-1] or "machrt"
+local slurm = require "machrt.sweep_slurm"
+local ok
+if slurm.wanted(opts) then ok = slurm.main(opts, host, arg[0]) else ok = sweep.run(opts, host) end
+os.exit(ok and 0 or 1)

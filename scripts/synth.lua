@@ -25,13 +25,9 @@ usage: machrt scripts/synth.lua --out FOLDER [options]
   --quiet                   no progress lines
 ]]
 
-local function die(msg, status)
-    io.stderr:write(msg, "\n")
-    os.exit(status or 1)
-end
-
--- A command line that cannot be read: status 2, as the other scripts.
-local function usage_error(msg) die(msg, 2) end
+-- A command line that cannot be read: one line and status 2, as the other
+-- scripts (a user's error: runtime/main.c).
+local function usage_error(msg) error(msg, 0) end
 
 local function list(s, what, number)
     local out = {}
@@ -65,7 +61,8 @@ local function parse(argv)
         if not key then key = a:match("^%-%-([%w-]+)$") end
         if not key then usage_error("synth: unexpected argument '" .. a .. "'\n" .. USAGE) end
         if key == "help" or key == "h" then io.write(USAGE); os.exit(0) end
-        if key == "force" then o.force = true
+        if key == "traceback" then -- the host shows tracebacks (runtime/main.c)
+        elseif key == "force" then o.force = true
         elseif key == "quiet" then quiet = true
         elseif takes[key] then
             if not val then
@@ -104,6 +101,8 @@ local finish
 if not quiet then opts.progress, finish = synth.progress_bar(io.stdout) end
 local ok, info = pcall(synth.generate, out, opts)
 if finish then finish() end
-if not ok then die(tostring(info)) end
+-- Raised again as it came: a user's error (an unknown type, a folder that
+-- holds files) stays one line with status 2, a bug keeps its position.
+if not ok then error(info, 0) end
 io.write(string.format("synth: %d clips in %s, %s; %.1f s\n", info.clips, info.data_folder,
     info.csv, info.seconds))

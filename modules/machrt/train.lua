@@ -1,7 +1,7 @@
 -- Helpers of experiment scripts: each does one step of the reference recipe
 -- (docs/REFERENCE.md) so that experiments/resnet34.lua reads top to bottom.
 --
---   local cfg, run = train.setup(defaults, arg)          -- CLI, resume, seed, data, threads
+--   local cfg, run = train.setup(defaults, arg[, keys])  -- CLI, checks, resume, seed, data, threads
 --   local split = train.prepare_data(cfg, fold)          -- dataframe, labels, fold split
 --   local loaders = train.loaders(cfg, split)            -- training and validation loaders
 --   local opt, set_lr = train.optimizer(cfg, model, steps_per_epoch)
@@ -25,6 +25,7 @@ local optim = require "machrt.optim"
 local data = require "machrt.data"
 local csv = require "machrt.data.csv"
 local config = require "machrt.config"
+local schema = require "machrt.schema"
 local metrics = require "machrt.metrics"
 local random = require "machrt.random"
 local log = require "machrt.log"
@@ -75,17 +76,24 @@ local function resumed_config(defaults, opts)
     return resumed
 end
 
---- Parses the command line, resolves the seed and the data, sets threads,
---- locks the run folders and returns cfg and run = {dir_of(fold), folds =
---- {...}, resume = dir|nil, folders = {[fold] = run_folder}}. A folder that
---- holds a run is refused unless --resume (continue it) or --overwrite
---- (start again) says what to do with it (machrt.run_folder).
-function M.setup(defaults, args)
+--- Parses the command line, checks every setting against `keys` (default
+--- machrt.schema.reference; an experiment with keys of its own passes
+--- schema.with{...}), resolves the seed and the data, sets threads, locks
+--- the run folders and returns cfg and run = {dir_of(fold), folds = {...},
+--- resume = dir|nil, folders = {[fold] = run_folder}}. A folder that holds
+--- a run is refused unless --resume (continue it) or --overwrite (start
+--- again) says what to do with it (machrt.run_folder).
+function M.setup(defaults, args, keys)
+    keys = keys or schema.reference
     local cfg, opts = config.from_args(defaults, args)
+    -- Before any work, and before --help: a sweep checks its trials with it.
+    config.validate(cfg, keys)
     if opts.help then
         io.write("usage: machrt experiments/<name>.lua [--section.key=value ...] "
-                 .. "[--resume <run folder> | --overwrite]\n\n",
-                 "settings (defaults):\n  ", table.concat(config.describe(cfg), "\n  "), "\n")
+                 .. "[--resume <run folder> | --overwrite]\n",
+                 "       [--traceback]  (a Lua traceback with every error; also MACHRT_TRACEBACK=1)\n\n",
+                 "settings (defaults), each with its allowed values:\n  ",
+                 table.concat(config.help(cfg, keys), "\n  "), "\n")
         os.exit(0)
     end
     if opts.resume and opts.overwrite then
@@ -95,7 +103,7 @@ function M.setup(defaults, args)
     if run.resume then
         -- Locked before its config is read; under mpirun by rank 0 alone, which writes.
         if dist.is_main() then run.folders.resumed = run_folder.open(run.resume, "resume") end
-        cfg = resumed_config(defaults, opts)
+        cfg = config.validate(resumed_config(defaults, opts), keys)
     end
     run_folder.check_name(cfg.experiment_name, "experiment_name")
     local env, ds = cfg.environment, cfg.dataset
@@ -103,32 +111,22 @@ function M.setup(defaults, args)
         env.seed = dist.broadcast_value(random.draw_seed()) -- one seed for every rank
         log.info("environment.seed = -1: drew seed %d (recorded in the run's %s)", env.seed, M.CONFIG)
     end
-    if math.type(env.seed) ~= "integer" or env.seed < 0 then
-        fail("environment.seed must be -1 or a non-negative integer, got %s", tostring(env.seed))
-    end
     if (env.threads or 0) > 0 then mt.set_num_threads(env.threads) end
     if ds.data_folder == "" and ds.train_dataframe == "" then
         local synth = require "machrt.synth"
         local info = dist.main_first(function() return synth.ensure(M.DEFAULT_DATA) end)
         ds.data_folder, ds.train_dataframe = info.data_folder, info.csv
         log.info("dataset: the built-in synthetic corpus in %s (no dataset.data_folder given)", ds.data_folder)
-    elseif ds.train_dataframe == "" then
-        fail("dataset.train_dataframe is empty but dataset.data_folder is '%s': give both, or "
-             .. "neither for the built-in synthetic corpus", ds.data_folder)
     end
-    M.metric(cfg, nil) -- an unknown prediction.metric fails now, not after an epoch
     run.folds = {}
-    for _, f in ipairs(ds.folds) do
-        local n = math.tointeger(tonumber(f))
-        if not n then fail("dataset.folds: '%s' is not a fold number", tostring(f)) end
-        run.folds[#run.folds + 1] = n
-    end
-    if #run.folds == 0 then fail("dataset.folds is empty: name at least one fold") end
+    for _, f in ipairs(ds.folds) do run.folds[#run.folds + 1] = math.tointeger(tonumber(f)) end
     if opts.resume and #run.folds > 1 then
         -- A resumed run continues the folder it was given.
         local k = math.tointeger(tonumber(opts.resume:match("fold(%d+)/?$")))
         run.folds = { k or run.folds[1] }
     end
+    -- How to continue a run: the same host and script (train.on_interrupt).
+    run.host, run.script = args and args[-1] or "machrt", args and args[0] or "experiments/<name>.lua"
     function run.dir_of(fold)
         if run.resume then return run.resume end
         return string.format("%s/%s/fold%d", cfg.output_directory, cfg.experiment_name, fold)
@@ -141,6 +139,24 @@ function M.setup(defaults, args)
     end
     run.folders.resumed = nil
     return cfg, run
+end
+
+-- The error the host raises on Ctrl-C (runtime/main.c).
+M.INTERRUPTED = "interrupted (Ctrl-C)"
+
+--- A to-be-closed guard over a fold's training: when Ctrl-C stops it, says
+--- what the checkpoint in `dir` holds (it is written atomically, so it is
+--- the last finished epoch's) and the command that continues the run.
+function M.on_interrupt(run, dir, state)
+    return setmetatable({}, { __close = function(_, err)
+        -- Layers add their names to errors passing through them: look inside.
+        if not tostring(err):find(M.INTERRUPTED, 1, true) then return end
+        local held = state.epoch > 0
+            and string.format("%s/%s holds epoch %d", dir, M.CHECKPOINT, state.epoch)
+            or "no epoch had finished; the run starts over"
+        io.stderr:write(string.format("machrt: training stopped: %s. Continue it with:\n  %s %s --resume %s\n",
+                                      held, run.host, run.script, dir))
+    end })
 end
 
 -- ---- data ----------------------------------------------------------------
@@ -201,18 +217,12 @@ function M.prepare_data(cfg, fold)
         local fold_ids
         fold_ids, k = data.assign_folds(df, ds)
         train_df, val_df = data.split(df, fold_ids, fold)
-    elseif ds.validation_strategy == "custom" then
-        if ds.validation_dataframe == "" then
-            fail("dataset.validation_strategy = custom needs dataset.validation_dataframe")
-        end
+    else -- custom (machrt.schema: the strategies, and custom's validation_dataframe)
         train_df = df
         val_df = with_row_ids(data.read_csv(ds.validation_dataframe))
         require_rows(val_df, "dataset.validation_dataframe")
         val_df:require_columns({ ds.audio_column }, "dataset.audio_column")
         val_df:require_columns(ds.label_columns, "dataset.label_columns")
-    else
-        fail("dataset.validation_strategy must be 'kfold' or 'custom', got '%s'",
-             tostring(ds.validation_strategy))
     end
     local classes = #ds.label_columns == 1 and enc.classes or nil
     local function encode(part)
@@ -335,23 +345,20 @@ function M.optimizer(cfg, model, steps_per_epoch)
         differential_lr = #t.differential_learning_rate_layers > 0 and t.differential_learning_rate or nil,
         differential_layers = #t.differential_learning_rate_layers > 0 and t.differential_learning_rate_layers or nil,
     })
-    local opt
-    if t.optimizer == "AdamW" then
-        opt = optim.AdamW(groups)
-    elseif t.optimizer == "SGD" then
-        opt = optim.SGD(groups, { momentum = 0.9 })
-    else
-        fail("training.optimizer must be AdamW or SGD, got '%s'", tostring(t.optimizer))
-    end
+    -- The names and ranges of these settings are machrt.schema's (train.setup).
+    local opt = t.optimizer == "SGD" and optim.SGD(groups, { momentum = 0.9 }) or optim.AdamW(groups)
     local total = steps_per_epoch * t.epochs // t.grad_accumulation
+    if total < 1 then
+        fail("training.grad_accumulation = %d is more than the %d batches of the run (%d per epoch, "
+             .. "%d epochs): no optimizer step would be taken", t.grad_accumulation,
+             steps_per_epoch * t.epochs, steps_per_epoch, t.epochs)
+    end
     local warmup = math.floor(t.warmup_epochs * steps_per_epoch / t.grad_accumulation + 0.5)
     local factor
-    if t.schedule == "Cosine" then
-        factor = optim.cosine{ base_lr = 1, warmup_steps = warmup, total_steps = total }
-    elseif t.schedule == "Constant" then
+    if t.schedule == "Constant" then
         factor = function(k) return warmup > 0 and k < warmup and k / warmup or 1 end
     else
-        fail("training.schedule must be Cosine or Constant, got '%s'", tostring(t.schedule))
+        factor = optim.cosine{ base_lr = 1, warmup_steps = warmup, total_steps = total }
     end
     local function set_lr(step)
         for _, g in ipairs(opt.param_groups) do g.lr = g.initial_lr * factor(step - 1) end

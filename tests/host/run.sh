@@ -111,6 +111,68 @@ check "syntax error exits 1 naming the file" '[ $rc = 1 ] && err_has "syntax.lua
 run "$BIN" "$tmp/does-not-exist.lua"
 check "missing script exits 1 naming the file" '[ $rc = 1 ] && err_has "does-not-exist.lua"'
 
+# ---- user errors, tracebacks on request, Ctrl-C ----------------------------------
+run "$BIN" -e 'error("dataset.folds: no fold 9", 0)'
+user_rc=$rc; user_err=$(cat "$tmp/err")
+printf 'error("x.lua:3: attempt to index a nil value", 0)\n' >"$tmp/relay.lua"
+run "$BIN" "$tmp/relay.lua"
+check "a user's error (error(msg, 0)) is one line and exit 2; one that carries a code position is a bug (traceback, exit 1)" \
+    '[ $user_rc = 2 ] && [ "$user_err" = "machrt: dataset.folds: no fold 9" ] && [ $rc = 1 ] && err_has "stack traceback"'
+
+run "$BIN" --traceback -e 'error("dataset.folds: no fold 9", 0)'
+check "--traceback shows the traceback of a user's error too, still exit 2" \
+    '[ $rc = 2 ] && err_has "no fold 9" && err_has "stack traceback"'
+
+rc=0; MACHRT_TRACEBACK=1 $TO "$BIN" -e 'error("dataset.folds: no fold 9", 0)' </dev/null >"$tmp/out" 2>"$tmp/err" || rc=$?
+check "MACHRT_TRACEBACK=1 shows it as well" '[ $rc = 2 ] && err_has "stack traceback"'
+
+run "$BIN" experiments/resnet34.lua --training.epochs=1.5 --architecture.pool=max
+check "a bad experiment setting: the keys and their rules, no traceback, exit 2" \
+    '[ $rc = 2 ] && err_has "training.epochs = 1.5: expects an integer >= 1" \
+     && err_has "architecture.pool = '"'"'max'"'"': expects one of GeM, Avg" && ! err_has "stack traceback" \
+     && [ $(wc -l <"$tmp/err") = 3 ]'
+
+run "$BIN" experiments/resnet34.lua --no-such-flag
+check "a bad flag of an experiment: one line, exit 2" \
+    '[ $rc = 2 ] && [ $(wc -l <"$tmp/err") = 1 ] && err_has "cannot read argument '"'"'--no-such-flag'"'"'"'
+
+run "$BIN" experiments/resnet34.lua --dataset.data_folder="$tmp" --dataset.train_dataframe="$tmp/none.csv"
+check "a missing file: named, one line, exit 2" \
+    '[ $rc = 2 ] && err_has "dataset.train_dataframe = '"'"'$tmp/none.csv'"'"': no such file" && ! err_has "stack traceback"'
+
+run "$BIN" experiments/resnet34.lua --architecture.pool=avg --help
+check "--help checks the values (any case) and lists the allowed ones" \
+    '[ $rc = 0 ] && out_has "  architecture.pool = Avg" && out_has "one of GeM, Avg: pooling"'
+
+# Ctrl-C in a training run: exit 130, the checkpoint of the last finished
+# epoch intact, and the command that continues the run.
+"$BIN" scripts/synth.lua --out "$tmp/corpus" --clips 20 --seed 3 --quiet >/dev/null 2>&1
+run "$BIN" experiments/resnet34.lua --dataset.data_folder="$tmp/corpus" \
+    --dataset.train_dataframe="$tmp/corpus/dataset.csv" --output_directory="$tmp/runs_big" \
+    --architecture.width=4 --training.batch_size=64
+check "a batch larger than the training data (found with the data): named, no traceback, exit 2" \
+    '[ $rc = 2 ] && err_has "batch size 64 is larger than the 16 items" && ! err_has "stack traceback"'
+"$BIN" experiments/resnet34.lua --dataset.data_folder="$tmp/corpus" \
+    --dataset.train_dataframe="$tmp/corpus/dataset.csv" --output_directory="$tmp/runs" \
+    --architecture.width=4 --training.epochs=50 --training.batch_size=4 \
+    --audio.training_chunk_seconds=2 --prediction.inference_chunk_seconds=2 \
+    --training.run_interpretations=false --training.build_scoring_pipelines=false \
+    </dev/null >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+ckpt="$tmp/runs/final_machinetype_audio_classification/fold4/checkpoint.safetensors"
+i=0
+while [ ! -f "$ckpt" ] && [ $i -lt 600 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+kill -INT $pid 2>/dev/null
+wait $pid; rc=$?
+cp "$tmp/err" "$tmp/int_err"
+$TO "$BIN" -e "local mt = require 'machrt'; local _, m = mt.load('$ckpt'); assert(m['machrt.run'])" \
+    </dev/null >/dev/null 2>&1; load_rc=$?
+cp "$tmp/int_err" "$tmp/err"
+check "Ctrl-C during training: exit 130, the --resume command, no traceback, a checkpoint that loads" \
+    '[ $rc = 130 ] && err_has "machrt: interrupted (Ctrl-C)" && err_has "holds epoch" \
+     && err_has "experiments/resnet34.lua --resume $tmp/runs/final_machinetype_audio_classification/fold4" \
+     && ! err_has "stack traceback" && [ $load_rc = 0 ]'
+
 # ---- REPL on piped stdin ------------------------------------------------------
 feed '1+1
 "a".."b"

@@ -152,6 +152,20 @@ test("bad input: unknown key lists the valid ones, empty or inverted ranges; not
     A.eq(exists(out), false, "no sweep folder, no trial, no results.csv")
 end)
 
+test("a trial with a value the schema refuses fails the sweep before the first trial starts", function()
+    local data, out = tiny_corpus(), tmpdir{ create = false }
+    local base = "--out " .. out .. " " .. tiny_args(data)
+    local code, text = run("--grid training.grad_accumulation=1,0 " .. base)
+    A.eq(code, 2, text)
+    A.truthy(text:find("trial_002 (training.grad_accumulation=0)", 1, true)
+             and text:find("training.grad_accumulation = 0: expects an integer >= 1", 1, true), text)
+    A.truthy(not text:find("stack traceback", 1, true), text)
+    code, text = run("--random 3 --choice architecture.pool=GeM,max --seed 4 " .. base)
+    A.eq(code, 2, text)
+    A.truthy(text:find("architecture.pool = 'max': expects one of GeM, Avg", 1, true), text)
+    A.eq(exists(out), false, "no sweep folder, no trial started")
+end)
+
 test("random draws: the same seed draws the same trials, within the ranges", function()
     local exp = "experiments/resnet34.lua"
     local function draw(seed)

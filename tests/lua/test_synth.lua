@@ -263,7 +263,7 @@ test("synth.json records the generator version; ensure regenerates another versi
     end
 end)
 
-test("the command line: a corpus in one call, errors with exit status 1, usage errors 2", function()
+test("the command line: a corpus in one call, and errors with exit status 2, no traceback", function()
     local out = tmpdir{ create = false }
     local function run(args)
         local code, text = F.run("./machrt scripts/synth.lua " .. args)
@@ -275,9 +275,9 @@ test("the command line: a corpus in one call, errors with exit status 1, usage e
     A.truthy(text:find("4 clips", 1, true), text)
     A.truthy(audio.info(out .. "/valve/id_01/normal/00000000.wav").frames == 160000)
     local cases = {
-        { "--out " .. out .. "x --types fan,drill", "unknown machine type 'drill'", 1 },
-        { "--out " .. out .. "x --clips 0", "positive integer", 1 },
-        { "--out " .. out .. " --clips 1", "already holds files", 1 },
+        { "--out " .. out .. "x --types fan,drill", "unknown machine type 'drill'", 2 },
+        { "--out " .. out .. "x --clips 0", "positive integer", 2 },
+        { "--out " .. out .. " --clips 1", "already holds files", 2 },
         { "--clips 2", "--out FOLDER is required", 2 },
         { "--out " .. out .. "x --colour red", "unknown option --colour", 2 },
         { "--out " .. out .. "x --clips many", "--clips must be an integer", 2 },
@@ -286,6 +286,7 @@ test("the command line: a corpus in one call, errors with exit status 1, usage e
         local t, rc = run(c[1])
         A.eq(rc, c[3], c[1])
         A.truthy(t:find(c[2], 1, true), "expected '" .. c[2] .. "' in: " .. t)
+        A.truthy(not t:find("stack traceback", 1, true), t)
     end
 end)
 

@@ -56,11 +56,12 @@ function M.Loader(opts)
     }, Loader)
     check_int(self.workers, "workers", 0)
     check_int(self.prefetch, "prefetch", 1)
+    -- The data and the settings are the user's, not the caller's code: level 0.
     if self:num_batches() == 0 then
-        if self.size == 0 then error(string.format("%s: the dataset is empty", self.name), 2) end
+        if self.size == 0 then error(string.format("%s: the dataset is empty", self.name), 0) end
         error(string.format("%s: batch size %d is larger than the %d items and the last "
                             .. "incomplete batch is dropped (drop_last_batch): no batch to run",
-                            self.name, self.batch_size, self.size), 2)
+                            self.name, self.batch_size, self.size), 0)
     end
     if self.workers > 0 then
         self.pool = workers.Pool{ module = self.module, config = self.config, workers = self.workers }
@@ -139,7 +140,14 @@ function Loader:epoch(epoch, first)
         b = b + 1
         if b > #jobs then return nil end
         fill()
-        local batch = self.pool:take(ids[b])
+        local ok, batch = pcall(self.pool.take, self.pool, ids[b])
+        if not ok then
+            -- A job's error is text from the worker's state, with its frames.
+            -- A user's error (no "file.lua:N:" on its first line, the host's
+            -- rule in runtime/main.c) is raised as its one line; a bug as it came.
+            local first = tostring(batch):match("^[^\n]*")
+            error(first:find("%S:%d+:") and batch or first, 0)
+        end
         ids[b] = nil
         fill()
         return b, with_weight(batch, jobs[b])
