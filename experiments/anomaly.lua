@@ -75,12 +75,8 @@ local defaults = {
     },
 }
 
-local cfg, run = train.setup(defaults, arg)
+local cfg, run = train.setup(defaults, arg, require("machrt.schema").with(anomaly.data.SCHEMA))
 anomaly.data.validate(cfg)
-if cfg.prediction.metric ~= "AUC" then
-    error("prediction.metric: anomaly runs report AUC and pAUC; only 'AUC' is accepted, got '"
-          .. tostring(cfg.prediction.metric) .. "'", 0)
-end
 local a, tr = cfg.anomaly, cfg.training
 local device = pipeline.resolve_device(cfg.environment.device, "environment.device")
 

@@ -178,6 +178,10 @@ M.reference = {
     ["environment.threads"] = { "integer", min = 0, about = "machrt: compute threads (0 = all cores)" },
     ["environment.device"] = { "string", values = { "auto", "cpu", "cuda" },
         about = "machrt: where the model runs (auto = cuda when a GPU is usable)" },
+    ["environment.distributed"] = { "string", values = { "auto", "none", "mpi" },
+        about = "machrt: data-parallel training (auto = over MPI when an MPI launcher started machrt)" },
+    ["environment.sync_batchnorm"] = { "boolean",
+        about = "machrt: batch-norm statistics over all ranks (else each rank keeps its own, as DDP)" },
     -- top level, logging
     ["experiment_name"] = { "string", nonempty = true,
         rule = "a single folder name: no '/', not '.' or '..' (machrt.run_folder checks it)",

@@ -139,7 +139,7 @@ test("an autoencoder run's folder is refused without --overwrite; --overwrite re
     A.truthy(text:find("--overwrite: removed the old run's files", 1, true), text)
     -- The models live in folders inside the run folder: the first one's
     -- checkpoint cleared the old run and the new models are whole.
-    A.falsy(exists(dir .. "/autoencoder_fan/old_marker"), "the old run's files are gone")
+    A.truthy(not exists(dir .. "/autoencoder_fan/old_marker"), "the old run's files are gone")
     A.truthy(exists(dir .. "/autoencoder_fan/checkpoint.safetensors"), "fan model")
     A.truthy(exists(dir .. "/autoencoder_pump/checkpoint.safetensors"), "pump model")
     A.truthy(exists(dir .. "/config.json"), "the new run's config.json")
@@ -253,15 +253,21 @@ end)
 
 test("unknown anomaly settings are refused up front, naming the key and the choices", function()
     local data, out = tiny_corpus(), tmpdir()
+    -- The schema (machrt.anomaly.data.SCHEMA) refuses them before any work:
+    -- one line and exit status 2, the key and what it takes.
     local code, text = run(common_args(data, out) .. " --anomaly.method=forest")
-    A.truthy(code ~= 0)
-    A.truthy(text:find("anomaly.method must be one of embedding, autoencoder, got 'forest'", 1, true), text)
+    A.eq(code, 2, text)
+    A.truthy(text:find("anomaly.method = 'forest': expects one of embedding, autoencoder", 1, true), text)
     code, text = run(common_args(data, out) .. " --anomaly.target_false_positive_rate=1.5")
-    A.truthy(code ~= 0)
+    A.eq(code, 2, text)
     A.truthy(text:find("anomaly.target_false_positive_rate", 1, true), text)
     code, text = run(common_args(data, out) .. " --anomaly.shrinkage=lots")
-    A.truthy(code ~= 0)
-    A.truthy(text:find("anomaly.shrinkage must be 'ledoit-wolf' or a number in [0, 1], got lots", 1, true), text)
+    A.eq(code, 2, text)
+    A.truthy(text:find("anomaly.shrinkage = 'lots': must be 'ledoit-wolf' or a number in [0, 1]", 1, true), text)
+    code, text = run(common_args(data, out) .. " --anomaly.method=AUTOENCODER --help")
+    A.eq(code, 0, "a value in other case is accepted, and --help lists the anomaly keys: " .. text)
+    A.truthy(text:find("embedding, autoencoder", 1, true), text)
+    A.truthy(not exists(fold_dir(out)), "nothing was written")
 end)
 
 -- One trained embedding run shared by the inference tests.

@@ -17,57 +17,59 @@ local M = {}
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
-local CHOICES = {
-    method = { "embedding", "autoencoder" },
-    score = { "mahalanobis", "cosine", "nll" },
-    head = { "arcface", "adacos", "softmax" },
+--- The anomaly experiment's keys for machrt.schema (train.setup checks them
+--- with the reference keys before any work; validate below adds the checks
+--- across sections).
+M.SCHEMA = {
+    ["anomaly.method"] = { "string", values = { "embedding", "autoencoder" },
+        about = "the detector: a machine-id embedding network, or the DCASE 2020 autoencoder" },
+    ["anomaly.score"] = { "string", values = { "mahalanobis", "cosine", "nll" },
+        about = "embedding: distance of a clip to its machine's normal embeddings" },
+    ["anomaly.head"] = { "string", values = { "arcface", "adacos", "softmax" },
+        about = "embedding: the classifier head trained on machine ids" },
+    ["anomaly.margin"] = { "number", min = 0, max = math.pi / 2, about = "ArcFace's angular margin (radians)" },
+    ["anomaly.scale"] = { "number", above = 0, about = "ArcFace's logit scale" },
+    ["anomaly.shrinkage"] = { "string", rule = "ledoit-wolf, or a number in [0, 1]",
+        check = function(v)
+            local x = tonumber(v)
+            if v ~= "ledoit-wolf" and not (x and x >= 0 and x <= 1) then
+                return "must be 'ledoit-wolf' or a number in [0, 1]"
+            end
+        end,
+        about = "covariance shrinkage of the normal embeddings" },
+    ["anomaly.target_false_positive_rate"] = { "number", min = 0, max = 1,
+        about = "each machine's threshold flags this fraction of its normal clips" },
+    ["anomaly.max_fpr"] = { "number", above = 0, max = 1, about = "pAUC over false-positive rates 0 .. max_fpr" },
+    ["autoencoder.frames"] = { "integer", min = 1, about = "log-mel frames of context per vector" },
+    ["autoencoder.hidden"] = { "integer", min = 1, about = "units of the hidden dense layers" },
+    ["autoencoder.bottleneck"] = { "integer", min = 1, about = "units of the bottleneck layer" },
+    ["autoencoder.epochs"] = { "integer", min = 1, about = "passes over each machine type's vectors" },
+    ["autoencoder.batch_size"] = { "integer", min = 1, about = "vectors per batch" },
+    ["autoencoder.learning_rate"] = { "number", above = 0, about = "Adam's learning rate" },
+    ["autoencoder.validation_split"] = { "number", min = 0, below = 1,
+        about = "the last share of the vectors measures the validation loss (keras' validation_split)" },
+    ["audio.mel_scale"] = { "string", values = { "htk", "slaney" }, about = "the mel scale of the filterbank" },
+    ["audio.mel_norm"] = { "string", values = { "none", "slaney" }, about = "filter normalisation (slaney: equal area)" },
+    ["dataset.model_id_column"] = { "string", nonempty = true,
+        about = "the CSV column of model ids (missing: one machine per type)" },
+    ["prediction.metric"] = { "string", values = { "AUC" }, about = "anomaly runs report AUC and pAUC" },
+    ["dataset.condition_column"] = { "string", nonempty = true,
+        about = "the CSV column of normal / abnormal (missing: trained, not evaluated)" },
 }
 
-local function one_of(key, value, list)
-    for _, v in ipairs(list) do if v == value then return end end
-    fail("anomaly.%s must be one of %s, got '%s'", key, table.concat(list, ", "), tostring(value))
-end
-
-local function number_in(key, v, lo, hi, closed_hi)
-    if type(v) ~= "number" or not (v > lo and (v < hi or (closed_hi and v == hi))) then
-        fail("%s must be a number in (%g, %g%s, got %s", key, lo, hi, closed_hi and "]" or ")", tostring(v))
-    end
-end
-
---- Checks the anomaly section (and the autoencoder's) before any work.
+--- The checks the schema's per-key rules cannot make; values arrive
+--- checked against M.SCHEMA.
 function M.validate(cfg)
     local a = cfg.anomaly
-    for key, list in pairs(CHOICES) do one_of(key, a[key], list) end
-    number_in("anomaly.target_false_positive_rate", a.target_false_positive_rate, 0, 1)
-    number_in("anomaly.max_fpr", a.max_fpr, 0, 1, true)
-    number_in("anomaly.margin", a.margin, -1e-300, math.pi / 2)
-    number_in("anomaly.scale", a.scale, 0, math.huge)
-    -- The default is a word, so --anomaly.shrinkage=0.2 arrives as text.
-    if a.shrinkage ~= "ledoit-wolf" then a.shrinkage = tonumber(a.shrinkage) or a.shrinkage end
-    if a.shrinkage ~= "ledoit-wolf" and (type(a.shrinkage) ~= "number" or a.shrinkage < 0 or a.shrinkage > 1) then
-        fail("anomaly.shrinkage must be 'ledoit-wolf' or a number in [0, 1], got %s", tostring(a.shrinkage))
-    end
-    local ae = cfg.autoencoder
-    for _, key in ipairs{ "frames", "epochs", "batch_size", "hidden", "bottleneck" } do
-        if math.type(ae[key]) ~= "integer" or ae[key] < 1 then
-            fail("autoencoder.%s must be a positive integer, got %s", key, tostring(ae[key]))
-        end
-    end
-    number_in("autoencoder.learning_rate", ae.learning_rate, 0, math.huge)
+    -- The default is a word, so --anomaly.shrinkage=0.2 arrives as text (checked by the schema).
+    if a.shrinkage ~= "ledoit-wolf" then a.shrinkage = tonumber(a.shrinkage) end
     local ds = cfg.dataset
     if #ds.label_columns ~= 1 then
         fail("dataset.label_columns must name one column (the machine type), got %d", #ds.label_columns)
     end
-    if ds.validation_strategy ~= "kfold" and ds.validation_strategy ~= "custom" then
-        fail("dataset.validation_strategy must be 'kfold' or 'custom', got '%s'", tostring(ds.validation_strategy))
-    end
-    if ds.validation_strategy == "custom" and ds.validation_dataframe == "" then
-        fail("dataset.validation_strategy = custom needs dataset.validation_dataframe")
-    end
     if cfg.environment.mixed_precision_training then
         log.info("environment.mixed_precision_training: anomaly runs train in float32; the setting is not used")
     end
-    number_in("autoencoder.validation_split", ae.validation_split, -1e-300, 1)
 end
 
 -- Row numbers as the user sees them in the CSV (1 = first data row).
