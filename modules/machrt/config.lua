@@ -273,11 +273,13 @@ local function conform(v, spec)
     return v
 end
 
+--- A value as messages show it: strings quoted, lists in brackets.
 local function shown(v)
     if type(v) == "string" then return "'" .. v .. "'" end
     if math.type(v) == "float" then return num(v) end
     return show(v)
 end
+M.shown = shown
 
 --- The problems of cfg against schema, one line each ("key = value:
 --- expects ..."), in key order; canonicalises the values it accepts. A

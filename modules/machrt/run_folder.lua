@@ -25,6 +25,7 @@
 local mt = require "machrt"
 local sys = require "machrt.sys"
 local log = require "machrt.log"
+local config = require "machrt.config"
 
 local M = {}
 
@@ -202,15 +203,7 @@ local function fits(value, default)
     return want == got
 end
 
-local function show(v)
-    if type(v) == "table" then
-        local parts = {}
-        for _, x in ipairs(v) do parts[#parts + 1] = tostring(x) end
-        return "[" .. table.concat(parts, ", ") .. "]"
-    end
-    if type(v) == "string" then return "'" .. v .. "'" end
-    return tostring(v)
-end
+local show = config.shown
 M.show = show
 
 --- Reads a run folder's config.json and checks each value against the
