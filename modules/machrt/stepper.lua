@@ -49,11 +49,8 @@ local KILL_RANK = tonumber(os.getenv("MACHRT_KILL_RANK") or "")
 
 local function kill_point(step)
     if step == KILL_AT_STEP and (not KILL_RANK or KILL_RANK == require("machrt.dist").rank()) then
-        local f = io.open("/proc/self/stat")
-        local pid = f and f:read("n")
-        if f then f:close() end
         io.stdout:flush()
-        os.execute("kill -KILL " .. math.tointeger(pid))
+        os.execute("kill -KILL " .. require("machrt.sys").pid())
     end
 end
 
