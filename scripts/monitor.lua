@@ -1,62 +1,58 @@
 -- Scores a live stream with a trained anomaly detector: reads audio from
 -- standard input (a WAV stream, or raw PCM), scores a sliding window and
--- prints one line per window as soon as it is scored.
---
---   arecord -f S16_LE -r 16000 -c 1 | machrt scripts/monitor.lua --run runs/anomaly_detection/fold4 - --machine fan/id_00
---   cat clip.wav | machrt scripts/monitor.lua --scorer DIR/scorer - --window 5 --hop 1
---   ... | machrt scripts/monitor.lua --run DIR - --format s16le --rate 16000 --channels 2
---
--- Options:
---   --run DIR | --scorer DIR   an anomaly run folder or its scorer
---   -                          read standard input (the only source)
---   --machine M                the machine heard (TYPE/id_NN); without it the
---                              embedding detector names the machine per window
---   --format F                 wav (default: a WAV header is read from the stream),
---                              s16le or f32le (raw PCM, interleaved channels)
---   --rate R, --channels N     raw PCM's sample rate and channel count
---   --window S, --hop S        window length and step in seconds (5 and 1)
---   --device D                 auto (default), cpu or cuda
---
--- Output (CSV, one line per window, flushed at once): the window's start in
--- seconds, the machine, the anomaly score, the machine's threshold and the
--- decision. The channel is the detector's audio.channel; other rates are
--- resampled to its sample rate. The thresholds were chosen on whole clips
--- (prediction.inference_chunk_seconds): windows of another length score on
--- a somewhat different scale.
+-- prints one line per window as soon as it is scored (CLI.usage below is the
+-- full help, printed by --help).
 
 local mt = require "machrt"
 local audio = require "machrt.audio"
 local pipeline = require "machrt.pipeline"
 local detector = require "machrt.anomaly.detector"
+local cli = require "machrt.cli"
 
-local function usage(msg)
-    io.stderr:write("monitor: ", msg, "\n", "usage: machrt scripts/monitor.lua (--run DIR | --scorer DIR) - ",
-        "[--machine TYPE/id_NN] [--format wav|s16le|f32le --rate R --channels N] [--window S] [--hop S] ",
-        "[--device auto|cpu|cuda]\n")
-    os.exit(2)
-end
+local CLI = {
+    name = "monitor",
+    usage = [[
+usage: machrt scripts/monitor.lua (--run DIR | --scorer DIR) - [--machine TYPE/id_NN]
+       [--format wav|s16le|f32le --rate R --channels N] [--window S] [--hop S] [--device auto|cpu|cuda]
 
-local opts = { format = "wav", window = "5", hop = "1" }
-local stdin_given = false
-local i = 1
-while i <= #arg do
-    if arg[i] == "-" then
-        stdin_given = true
-    else
-        local key, value = arg[i]:match("^%-%-([%w-]+)=(.*)$")
-        if not key then
-            key = arg[i]:match("^%-%-([%w-]+)$") or usage("cannot read argument '" .. arg[i] .. "'")
-            value = arg[i + 1]
-            i = i + 1
-        end
-        if value == nil then usage("--" .. key .. " needs a value") end
-        local known = { run = 1, scorer = 1, machine = 1, format = 1, rate = 1, channels = 1, window = 1, hop = 1,
-                        device = 1 }
-        if not known[key] then usage("unknown option --" .. key) end
-        opts[key] = value
-    end
-    i = i + 1
+Scores a live stream with a trained anomaly detector: reads audio from
+standard input (a WAV stream, or raw PCM), scores a sliding window and
+prints one line per window as soon as it is scored.
+
+  arecord -f S16_LE -r 16000 -c 1 | machrt scripts/monitor.lua --run runs/anomaly_detection/fold4 - --machine fan/id_00
+  cat clip.wav | machrt scripts/monitor.lua --scorer DIR/scorer - --window 5 --hop 1
+  ... | machrt scripts/monitor.lua --run DIR - --format s16le --rate 16000 --channels 2
+
+Options:
+  --run DIR | --scorer DIR   an anomaly run folder or its scorer
+  -                          read standard input (the only source)
+  --machine M                the machine heard (TYPE/id_NN); without it the
+                             embedding detector names the machine per window
+  --format F                 wav (default: a WAV header is read from the stream),
+                             s16le or f32le (raw PCM, interleaved channels)
+  --rate R, --channels N     raw PCM's sample rate and channel count
+  --window S, --hop S        window length and step in seconds (5 and 1)
+  --device D                 auto (default), cpu or cuda
+
+Output (CSV, one line per window, flushed at once): the window's start in
+seconds, the machine, the anomaly score, the machine's threshold and the
+decision. The channel is the detector's audio.channel; other rates are
+resampled to its sample rate. The thresholds were chosen on whole clips
+(prediction.inference_chunk_seconds): windows of another length score on
+a somewhat different scale.
+]],
+    positional = true,
+    options = { run = "value", scorer = "value", machine = "value", format = "value", rate = "value",
+                channels = "value", window = "value", hop = "value", device = "value" },
+}
+local function usage(msg) cli.fail(CLI, msg) end
+
+local opts = cli.parse(arg, CLI)
+opts.format, opts.window, opts.hop = opts.format or "wav", opts.window or "5", opts.hop or "1"
+for _, p in ipairs(opts.positional) do
+    if p ~= "-" then usage("cannot read argument '" .. p .. "' (the stream comes from standard input: -)") end
 end
+local stdin_given = #opts.positional > 0
 if not opts.run == not opts.scorer then usage("give one of --run or --scorer") end
 if not stdin_given then usage("give - to read the stream from standard input") end
 local window, hop = tonumber(opts.window), tonumber(opts.hop)

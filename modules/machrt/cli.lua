@@ -12,7 +12,8 @@
 --
 -- Options are named with dashes on the command line (--data-folder) and keep
 -- them in the table (opts["data-folder"]). Arguments that are not options go
--- to opts.positional, in order, where spec.positional allows them.
+-- to opts.positional, in order, where spec.positional allows them ("-",
+-- standard input, is one).
 
 local M = {}
 
@@ -42,7 +43,7 @@ function M.parse(argv, spec)
         local key, value = a:match("^%-%-([%w][%w-]*)=(.*)$")
         key = key or a:match("^%-%-([%w][%w-]*)$")
         if not key then
-            if a:sub(1, 1) == "-" or not spec.positional then
+            if (a ~= "-" and a:sub(1, 1) == "-") or not spec.positional then
                 M.fail(spec, "cannot read argument '" .. a .. "'")
             end
             positional[#positional + 1] = a
