@@ -13,7 +13,8 @@
 --
 -- Layout as MIMII: <type>/id_<NN>/<normal|abnormal>/<NNNNNNNN>.wav, 16 kHz,
 -- 16-bit, 10 s; plus <out>/dataset.csv in the reference layout (an unnamed
--- index column, audio, label, model_id, condition, snr_db). Clip k's sound
+-- index column, audio, label, model_id, condition, snr_db) and the fault's
+-- severity (fault_severity: 0 for normal clips, (0, 1] for abnormal ones). Clip k's sound
 -- depends only on (seed, k) and the options, so any thread count writes the
 -- same bytes.
 
@@ -26,6 +27,7 @@ local M = {}
 -- One clip's sounds, and the machine types: the C synthesizer's own calls.
 --   synth.clip{type = "fan", model_id = 0, condition = "normal", snr_db = 0,
 --              channels = 1, seed = 1, index = 0} --> mix, machine, noise
+--   (condition = "abnormal" takes fault_severity in (0, 1], default 1)
 --   synth.types() --> {"fan", "pump", "slider", "valve"}
 --   synth.write(list, {threads = n})  -- list of clip tables with `path`
 M.clip = C.clip
@@ -38,8 +40,11 @@ M.META_NAME = "synth.json"
 -- The generator version: raised whenever the sounds change for the same
 -- seed and options. 1: the first synthesizer (no synth.json); 2: slide
 -- rails with a positioning program, a fixed drive line, high friction noise
--- and low rumble (closer to the MIMII slider samples).
-M.VERSION = 2
+-- and low rumble (closer to the MIMII slider samples); 3: recordings of one
+-- machine vary (operating point, load, microphone placement), and each
+-- fault has a planned severity from subtle to gross (the CSV's
+-- fault_severity column).
+M.VERSION = 3
 
 M.DEFAULTS = {
     clips = 960,                                -- the reference run's size
@@ -172,8 +177,20 @@ local function abnormal_counts(o, pair_clips, type_clips)
     return counts
 end
 
+-- Severity of the j-th abnormal clip (0-based) of a (type, model id) pair:
+-- the golden-ratio sequence over [MIN_SEVERITY, 1], which spreads any
+-- number of faults evenly from subtle to gross without a random draw, and
+-- interleaves them with the SNR cycle; rounded to 0.01, so the CSV holds
+-- exactly the value the clip was made with.
+local MIN_SEVERITY = 0.05
+local GOLDEN = (math.sqrt(5) - 1) / 2
+local function fault_severity(j)
+    local u = (0.5 + j * GOLDEN) % 1.0
+    return math.floor((MIN_SEVERITY + (1 - MIN_SEVERITY) * u) * 100 + 0.5) / 100
+end
+
 -- The corpus as a list of clips: {path (relative), type, model_id,
--- condition, snr_db, channels, seed, index}. Types take turns, then model
+-- condition, fault_severity, snr_db, channels, seed, index}. Types take turns, then model
 -- ids within a type; the n-th clip (0-based) of a (type, id) pair of N
 -- clips, a of them abnormal (abnormal_counts), gets SNR snr[n % #snr + 1]
 -- and is abnormal when floor((n + 1) * g) > floor(n * g) with g = a / N,
@@ -209,6 +226,7 @@ function M.plan(opts)
         clips[#clips + 1] = {
             path = string.format("%s/%08d.wav", dir, num),
             type = t, model_id = id, condition = cond, snr_db = o.snr[m % ns + 1],
+            fault_severity = cond == "abnormal" and fault_severity(num) or 0,
             channels = o.channels, seed = math.tointeger(o.seed), index = k,
         }
     end
@@ -222,10 +240,10 @@ end
 
 -- The CSV text of a plan, in the reference layout.
 function M.csv(clips)
-    local lines = { ",audio,label,model_id,condition,snr_db" }
+    local lines = { ",audio,label,model_id,condition,snr_db,fault_severity" }
     for i, c in ipairs(clips) do
-        lines[#lines + 1] = string.format("%d,%s,%s,%02d,%s,%s", i - 1, c.path, c.type,
-            c.model_id, c.condition, fmt_number(c.snr_db))
+        lines[#lines + 1] = string.format("%d,%s,%s,%02d,%s,%s,%s", i - 1, c.path, c.type,
+            c.model_id, c.condition, fmt_number(c.snr_db), fmt_number(c.fault_severity))
     end
     return table.concat(lines, "\n") .. "\n"
 end
@@ -301,7 +319,8 @@ function M.generate(out, opts)
         for i = first, math.min(first + batch - 1, #clips) do
             local c = clips[i]
             list[#list + 1] = { path = out .. "/" .. c.path, type = c.type, model_id = c.model_id,
-                condition = c.condition, snr_db = c.snr_db, channels = c.channels,
+                condition = c.condition, fault_severity = c.fault_severity,
+                snr_db = c.snr_db, channels = c.channels,
                 seed = c.seed, index = c.index }
         end
         C.write(list, { threads = threads })
