@@ -44,7 +44,8 @@ random detector, 1 for a perfect one). The type's figures are over all its
 test clips pooled; DCASE 2020 reports the mean over model ids, printed too.
 
 Prints a table and, with --json, writes per type and id AUC, pAUC, clip
-counts, wall times and the thread count. --check runs a 2-epoch model on at
+counts, wall times, the thread count and every test clip's score (with its
+fault_severity when the CSV has that column). --check runs a 2-epoch model on at
 most 2 types in seconds (a smoke test, not a figure). When torch,
 torchaudio or scikit-learn cannot be imported it prints "PyTorch not
 installed" and exits 0.
@@ -270,7 +271,11 @@ def main():
             "pauc_mean_over_ids": float(np.nanmean([v["pauc"] for v in per_id.values()])),
             "train_clips": len(tr), "test_normal": len(y) - sum(y), "test_abnormal": sum(y),
             "seconds": secs, "seconds_features": t_feat, "seconds_training": t_train,
-            "ids": per_id}
+            "ids": per_id,
+            "clips": [{"audio": os.path.relpath(r["audio"], a.data), "condition": r["condition"],
+                       "model_id": r["model_id"], "score": sc,
+                       "fault_severity": float(r.get("fault_severity") or 0)}
+                      for r, sc in zip(te, scores)]}
         for i, v in per_id.items():
             print(f"{t:8} {i:>4} {v['normal']:6d} {v['abnormal']:5d} {v['auc']:7.3f} "
                   f"{v['pauc']:7.3f}")

@@ -177,15 +177,17 @@ local function abnormal_counts(o, pair_clips, type_clips)
     return counts
 end
 
--- Severity of the j-th abnormal clip (0-based) of a (type, model id) pair:
--- the golden-ratio sequence over [MIN_SEVERITY, 1], which spreads any
--- number of faults evenly from subtle to gross without a random draw, and
--- interleaves them with the SNR cycle; rounded to 0.01, so the CSV holds
+-- Severity of the j-th (0-based) of the K abnormal clips of a (type, model
+-- id) pair at its SNR, the s-th of `ns` SNRs: the pair's severities form
+-- the grid of K * ns evenly spaced quantiles of [MIN_SEVERITY, 1], each SNR
+-- taking every ns-th point, shifted by s, and by ns - 1 - s on odd j, so
+-- that every SNR gets the whole range with the same mean (severity and SNR
+-- are not confounded); no random draw. Rounded to 0.01, so the CSV holds
 -- exactly the value the clip was made with.
 local MIN_SEVERITY = 0.05
-local GOLDEN = (math.sqrt(5) - 1) / 2
-local function fault_severity(j)
-    local u = (0.5 + j * GOLDEN) % 1.0
+local function fault_severity(j, K, s, ns)
+    local shift = j % 2 == 0 and s or ns - 1 - s
+    local u = (j * ns + shift + 0.5) / (K * ns)
     return math.floor((MIN_SEVERITY + (1 - MIN_SEVERITY) * u) * 100 + 0.5) / 100
 end
 
@@ -214,19 +216,33 @@ function M.plan(opts)
         type_clips[ti] = type_clips[ti] + 1
     end
     local abnormal = abnormal_counts(o, pair_clips, type_clips)
+    -- Each clip's condition, and how many abnormal clips each (pair, SNR) holds.
+    local cond, per_snr = {}, {}
+    for k = 0, o.clips - 1 do
+        local ti, ii, m = table.unpack(place[k])
+        local g = abnormal[ti][ii] / pair_clips[ti][ii]
+        cond[k] = math.floor((m + 1) * g + EPS) > math.floor(m * g + EPS) and "abnormal" or "normal"
+        local key = ti .. "/" .. ii .. "@" .. m % ns
+        if cond[k] == "abnormal" then per_snr[key] = (per_snr[key] or 0) + 1 end
+    end
     local counters, clips = {}, {}
     for k = 0, o.clips - 1 do
         local ti, ii, m = table.unpack(place[k])
         local t, id = o.types[ti], math.tointeger(o.ids[ii])
-        local g = abnormal[ti][ii] / pair_clips[ti][ii]
-        local cond = math.floor((m + 1) * g + EPS) > math.floor(m * g + EPS) and "abnormal" or "normal"
-        local dir = string.format("%s/id_%02d/%s", t, id, cond)
+        local dir = string.format("%s/id_%02d/%s", t, id, cond[k])
         local num = counters[dir] or 0
         counters[dir] = num + 1
+        local si, key = m % ns, ti .. "/" .. ii .. "@" .. m % ns
+        local severity = 0
+        if cond[k] == "abnormal" then
+            local j = counters[key] or 0
+            counters[key] = j + 1
+            severity = fault_severity(j, per_snr[key], si, ns)
+        end
         clips[#clips + 1] = {
             path = string.format("%s/%08d.wav", dir, num),
-            type = t, model_id = id, condition = cond, snr_db = o.snr[m % ns + 1],
-            fault_severity = cond == "abnormal" and fault_severity(num) or 0,
+            type = t, model_id = id, condition = cond[k], snr_db = o.snr[si + 1],
+            fault_severity = severity,
             channels = o.channels, seed = math.tointeger(o.seed), index = k,
         }
     end

@@ -86,11 +86,11 @@ static void mic_placement(const mrt_synth_clip *clip, double *x, int n)
     syn_rng r;
     syn_rng_init(&r, clip->seed, clip->index, SYN_S_PATH);
     syn_biquad f;
-    syn_highshelf(&f, syn_range(&r, 500.0, 3000.0), 4.0 * syn_normal(&r));
+    syn_highshelf(&f, syn_range(&r, 500.0, 3000.0), 3.0 * syn_normal(&r));
     syn_filter(&f, x, n);
     for (int k = 0; k < 2; k++) {
         syn_peaking(&f, 200.0 * pow(30.0, syn_uniform(&r)), syn_range(&r, 0.7, 2.5),
-                    4.0 * syn_normal(&r));
+                    3.0 * syn_normal(&r));
         syn_filter(&f, x, n);
     }
 }

@@ -103,7 +103,7 @@ static void fan(const mrt_synth_clip *c, double *x, int n, double *a, double *b,
         for (int k = 0; k < lines; k++)
             syn_add_tone(a, n, syn_range(&s.fault, 400.0, 2200.0), syn_range(&s.fault, 0.3, 1.0),
                          0.0, dev);
-        syn_mix_in(x, a, n, sev * syn_db(tone_db + 8.0));
+        syn_mix_in(x, a, n, sev * syn_db(tone_db + 14.0));
         zero(b, n);
         syn_add_tone(b, n, rot, 0.3 * sev, 0.0, NULL);
         for (int i = 0; i < n; i++) x[i] *= 1.0 + b[i];
@@ -120,7 +120,7 @@ static void fan(const mrt_synth_clip *c, double *x, int n, double *a, double *b,
             if (ph < prev) amp = exp(0.4 * syn_normal(&s.fault));
             a[i] *= ph < width ? amp * sin(SYN_PI * ph / width) : 0.0;
         }
-        syn_mix_in(x, a, n, sev * syn_db(-2.0));
+        syn_mix_in(x, a, n, sev * syn_db(3.0));
     }
 }
 
@@ -168,7 +168,7 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
     syn_filter(&f, a, n);
     if (fault == 1) {
         syn_slow_noise(&s.fault, b, n, 0.4);
-        for (int i = 0; i < n; i++) a[i] *= exp(0.5 * sev * b[i]);
+        for (int i = 0; i < n; i++) a[i] *= exp(1.0 * sev * b[i]);
     }
     syn_mix_in(x, a, n, 1.0);
 
@@ -200,7 +200,7 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
         syn_add_white(&s.fault, a, n, 1.0);
         syn_bandpass(&f, syn_range(&s.fault, 1500.0, 5500.0), syn_range(&s.fault, 0.8, 3.0));
         syn_filter(&f, a, n);
-        syn_mix_in(x, a, n, sev * syn_db(-1.0));
+        syn_mix_in(x, a, n, sev * syn_db(6.0));
     } else if (fault == 1) {
         /* Cavitation: sparse sharp crackles. */
         zero(a, n);
@@ -209,7 +209,7 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
         for (double t = syn_exp_interval(&s.fault, crate); t < n / SYN_SR;
              t += syn_exp_interval(&s.fault, crate))
             syn_add_strike(a, n, (int)(t * SYN_SR), cf, ct, cg, 1, exp(0.8 * syn_normal(&s.fault)));
-        syn_mix_in(x, a, n, sev * syn_db(-4.0));
+        syn_mix_in(x, a, n, sev * syn_db(4.0));
     }
 }
 
@@ -225,8 +225,8 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
  * rail, the last one of a cycle (the end stop) hardest. The rail and its
  * carriage radiate little between about 300 Hz and 1 kHz, as the MIMII
  * slider samples show: the friction sits above it and the rumble below.
- * Fault: rail damage (irregular knocks and rattle while moving, a drive
- * line that labours). */
+ * Fault: rail damage (irregular knocks, rattle and a squeal while moving,
+ * a drive line that labours). */
 
 /* Carriage speed (0..1) of a program of `moves` moves of `move` s with
  * `ramp` s ramps, `stop` s between moves and `pause` s after the last one,
@@ -315,7 +315,7 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
         syn_add_tone(a, n, drive_f * (k + 1), harm[k], syn_range(&s.clip, 0, 2 * SYN_PI), dev);
     if (fault) {
         syn_slow_noise(&s.fault, dev, n, syn_range(&s.fault, 0.05, 0.2));
-        for (int i = 0; i < n; i++) a[i] *= v[i] * exp(0.3 * sev * dev[i]);
+        for (int i = 0; i < n; i++) a[i] *= v[i] * exp(0.8 * sev * dev[i]);
     } else {
         for (int i = 0; i < n; i++) a[i] *= v[i];
     }
@@ -331,7 +331,7 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
     syn_highpass(&f, 1500.0, 0.7);
     syn_filter(&f, a, n);
     for (int i = 0; i < n; i++) a[i] *= 0.2 + v[i];
-    syn_mix_in(x, a, n, syn_db(fric_db + (fault ? 4.0 * sev : 0.0)));
+    syn_mix_in(x, a, n, syn_db(fric_db + (fault ? 12.0 * sev : 0.0)));
 
     /* Rumble of the moving mass through the frame. */
     zero(a, n);
@@ -365,7 +365,7 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
         if (v[at < n ? at : n - 1] > 0.2)
             syn_add_strike(a, n, at, df, dt, mg, 3, syn_range(&s.fault, 0.3, 1.0));
     }
-    syn_mix_in(x, a, n, sev * syn_db(hit_db + 2.0));
+    syn_mix_in(x, a, n, sev * syn_db(hit_db + 14.0));
     zero(dev, n);
     syn_add_tone(dev, n, syn_range(&s.fault, 15.0, 40.0), 1.0, 0.0, NULL);
     for (int i = 0; i < n; i++) {
@@ -377,7 +377,12 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
     syn_highpass(&f, syn_range(&s.fault, 1500.0, 4000.0), 0.7);
     syn_filter(&f, a, n);
     for (int i = 0; i < n; i++) a[i] *= dev[i];
-    syn_mix_in(x, a, n, sev * syn_db(-6.0));
+    syn_mix_in(x, a, n, sev * syn_db(3.0));
+    /* The carriage squeals on the damaged track while it moves. */
+    zero(a, n);
+    syn_add_tone(a, n, syn_range(&s.fault, 1000.0, 4000.0), 1.0, 0.0, NULL);
+    for (int i = 0; i < n; i++) a[i] *= v[i];
+    syn_mix_in(x, a, n, sev * syn_db(3.0));
 }
 
 /* ---- valve ------------------------------------------------------------------- */
@@ -412,7 +417,7 @@ static void valve(const mrt_synth_clip *c, double *x, int n, double *a, double *
     int fault = c->abnormal;
     double sev = severity(c);
     double jitter = fault ? 0.25 * sev : 0.01;
-    double chatter = fault ? 0.6 * sev : 0.0, leak = fault ? 0.3 * sev : 0.0;
+    double chatter = fault ? 1.0 * sev : 0.0, leak = fault ? 1.0 * sev : 0.0;
 
     /* The gate (1 while open) and the clicks at its edges. */
     for (int i = 0; i < n; i++) g[i] = 0.0;
@@ -463,7 +468,7 @@ static void valve(const mrt_synth_clip *c, double *x, int n, double *a, double *
     syn_add_white(&s.fault, a, n, 1.0);
     syn_bandpass(&f, syn_range(&s.fault, 1000.0, 6000.0), syn_range(&s.fault, 2.0, 6.0));
     syn_filter(&f, a, n);
-    syn_mix_in(x, a, n, sev * syn_db(-6.0));
+    syn_mix_in(x, a, n, sev * syn_db(12.0));
 }
 
 void syn_machine(const mrt_synth_clip *clip, double *x, int n, double *scratch)

@@ -119,7 +119,7 @@ end)
 
 test("fault severities run from subtle to gross in every type and model id, as the CSV says", function()
     local clips = synth.plan{}
-    local per_pair = {}
+    local per_pair, per_snr = {}, {}
     for _, c in ipairs(clips) do
         if c.condition == "normal" then
             A.eq(c.fault_severity, 0, c.path)
@@ -127,7 +127,16 @@ test("fault severities run from subtle to gross in every type and model id, as t
             local key = c.type .. "/" .. c.model_id
             per_pair[key] = per_pair[key] or {}
             table.insert(per_pair[key], c.fault_severity)
+            per_snr[c.snr_db] = per_snr[c.snr_db] or {}
+            table.insert(per_snr[c.snr_db], c.fault_severity)
         end
+    end
+    -- Not confounded with the SNR: every SNR gets the whole range, evenly.
+    for snr, sev in pairs(per_snr) do
+        local sum, lo, hi = 0, 1, 0
+        for _, v in ipairs(sev) do sum, lo, hi = sum + v, math.min(lo, v), math.max(hi, v) end
+        A.near(sum / #sev, 0.525, 0.01, "mean severity at " .. snr .. " dB")
+        A.truthy(lo <= 0.3 and hi >= 0.75, string.format("%g dB: %g to %g", snr, lo, hi))
     end
     for key, sev in pairs(per_pair) do
         A.eq(#sev, 12, key)
