@@ -377,12 +377,12 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
     syn_highpass(&f, syn_range(&s.fault, 1500.0, 4000.0), 0.7);
     syn_filter(&f, a, n);
     for (int i = 0; i < n; i++) a[i] *= dev[i];
-    syn_mix_in(x, a, n, sev * syn_db(3.0));
+    syn_mix_in(x, a, n, sev * syn_db(6.0));
     /* The carriage squeals on the damaged track while it moves. */
     zero(a, n);
     syn_add_tone(a, n, syn_range(&s.fault, 1000.0, 4000.0), 1.0, 0.0, NULL);
     for (int i = 0; i < n; i++) a[i] *= v[i];
-    syn_mix_in(x, a, n, sev * syn_db(3.0));
+    syn_mix_in(x, a, n, sev * syn_db(8.0));
 }
 
 /* ---- valve ------------------------------------------------------------------- */
