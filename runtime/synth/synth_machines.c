@@ -468,7 +468,7 @@ static void valve(const mrt_synth_clip *c, double *x, int n, double *a, double *
     syn_add_white(&s.fault, a, n, 1.0);
     syn_bandpass(&f, syn_range(&s.fault, 1000.0, 6000.0), syn_range(&s.fault, 2.0, 6.0));
     syn_filter(&f, a, n);
-    syn_mix_in(x, a, n, sev * syn_db(12.0));
+    syn_mix_in(x, a, n, sev * syn_db(6.0));
 }
 
 void syn_machine(const mrt_synth_clip *clip, double *x, int n, double *scratch)
