@@ -9,7 +9,7 @@
 -- experiments make it). The peer runs under $PEERS_PYTHON, else $PYTHON,
 -- else python3; without torch, torchaudio and scikit-learn there it says so
 -- and the benchmark is skipped. 100 epochs is the baseline's own setting
--- (about a quarter of an hour per type on 2 busy cores); --epochs or
+-- (3 to 6 minutes per type, 15 in all, on 2 busy cores); --epochs or
 -- $BENCH_DCASE_EPOCHS gives a quicker, rougher figure.
 local mt = require "machrt"
 local synth = require "machrt.synth"
