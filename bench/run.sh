@@ -18,3 +18,5 @@ echo "== conv layers of a ResNet34 training step, machrt vs PyTorch (bench/conv_
 "$BUILD"/bench/conv_layers --peer
 echo "== ResNet34 training step and inference"
 ./machrt bench/train_step.lua --profile
+echo "== anomaly detection on the synthetic corpus: DCASE 2020 baseline in PyTorch (bench/anomaly_peer.lua)"
+./machrt bench/anomaly_peer.lua

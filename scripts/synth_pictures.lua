@@ -28,7 +28,8 @@ local info = synth.ensure(data)
 local mel = audio.MelSpectrogram{ sample_rate = SR, n_fft = 1024, hop_length = HOP, n_mels = 128 }
 local picked = {}
 for line in io.lines(info.csv) do
-    local path, label, id, cond, snr = line:match("^%d+,([^,]+),(%a+),(%d+),(%a+),(%-?%d+)$")
+    -- Whatever columns follow snr_db (version 3 adds fault_severity).
+    local path, label, id, cond, snr = (line .. ","):match("^%d+,([^,]+),(%a+),(%d+),(%a+),(%-?%d+),")
     if path and not picked[label] and id == "00" and cond == "normal" and snr == "6" then
         picked[label] = path
     end

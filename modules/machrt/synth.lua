@@ -13,7 +13,8 @@
 --
 -- Layout as MIMII: <type>/id_<NN>/<normal|abnormal>/<NNNNNNNN>.wav, 16 kHz,
 -- 16-bit, 10 s; plus <out>/dataset.csv in the reference layout (an unnamed
--- index column, audio, label, model_id, condition, snr_db). Clip k's sound
+-- index column, audio, label, model_id, condition, snr_db) and the fault's
+-- severity (fault_severity: 0 for normal clips, (0, 1] for abnormal ones). Clip k's sound
 -- depends only on (seed, k) and the options, so any thread count writes the
 -- same bytes.
 
@@ -26,6 +27,7 @@ local M = {}
 -- One clip's sounds, and the machine types: the C synthesizer's own calls.
 --   synth.clip{type = "fan", model_id = 0, condition = "normal", snr_db = 0,
 --              channels = 1, seed = 1, index = 0} --> mix, machine, noise
+--   (condition = "abnormal" takes fault_severity in (0, 1], default 1)
 --   synth.types() --> {"fan", "pump", "slider", "valve"}
 --   synth.write(list, {threads = n})  -- list of clip tables with `path`
 M.clip = C.clip
@@ -38,8 +40,11 @@ M.META_NAME = "synth.json"
 -- The generator version: raised whenever the sounds change for the same
 -- seed and options. 1: the first synthesizer (no synth.json); 2: slide
 -- rails with a positioning program, a fixed drive line, high friction noise
--- and low rumble (closer to the MIMII slider samples).
-M.VERSION = 2
+-- and low rumble (closer to the MIMII slider samples); 3: recordings of one
+-- machine vary (operating point, load, microphone placement), and each
+-- fault has a planned severity from subtle to gross (the CSV's
+-- fault_severity column).
+M.VERSION = 3
 
 M.DEFAULTS = {
     clips = 960,                                -- the reference run's size
@@ -172,8 +177,22 @@ local function abnormal_counts(o, pair_clips, type_clips)
     return counts
 end
 
+-- Severity of the j-th (0-based) of the K abnormal clips of a (type, model
+-- id) pair at its SNR, the s-th of `ns` SNRs: the pair's severities form
+-- the grid of K * ns evenly spaced quantiles of [MIN_SEVERITY, 1], each SNR
+-- taking every ns-th point, shifted by s, and by ns - 1 - s on odd j, so
+-- that every SNR gets the whole range with the same mean (severity and SNR
+-- are not confounded); no random draw. Rounded to 0.01, so the CSV holds
+-- exactly the value the clip was made with.
+local MIN_SEVERITY = 0.05
+local function fault_severity(j, K, s, ns)
+    local shift = j % 2 == 0 and s or ns - 1 - s
+    local u = (j * ns + shift + 0.5) / (K * ns)
+    return math.floor((MIN_SEVERITY + (1 - MIN_SEVERITY) * u) * 100 + 0.5) / 100
+end
+
 -- The corpus as a list of clips: {path (relative), type, model_id,
--- condition, snr_db, channels, seed, index}. Types take turns, then model
+-- condition, fault_severity, snr_db, channels, seed, index}. Types take turns, then model
 -- ids within a type; the n-th clip (0-based) of a (type, id) pair of N
 -- clips, a of them abnormal (abnormal_counts), gets SNR snr[n % #snr + 1]
 -- and is abnormal when floor((n + 1) * g) > floor(n * g) with g = a / N,
@@ -197,18 +216,33 @@ function M.plan(opts)
         type_clips[ti] = type_clips[ti] + 1
     end
     local abnormal = abnormal_counts(o, pair_clips, type_clips)
+    -- Each clip's condition, and how many abnormal clips each (pair, SNR) holds.
+    local cond, per_snr = {}, {}
+    for k = 0, o.clips - 1 do
+        local ti, ii, m = table.unpack(place[k])
+        local g = abnormal[ti][ii] / pair_clips[ti][ii]
+        cond[k] = math.floor((m + 1) * g + EPS) > math.floor(m * g + EPS) and "abnormal" or "normal"
+        local key = ti .. "/" .. ii .. "@" .. m % ns
+        if cond[k] == "abnormal" then per_snr[key] = (per_snr[key] or 0) + 1 end
+    end
     local counters, clips = {}, {}
     for k = 0, o.clips - 1 do
         local ti, ii, m = table.unpack(place[k])
         local t, id = o.types[ti], math.tointeger(o.ids[ii])
-        local g = abnormal[ti][ii] / pair_clips[ti][ii]
-        local cond = math.floor((m + 1) * g + EPS) > math.floor(m * g + EPS) and "abnormal" or "normal"
-        local dir = string.format("%s/id_%02d/%s", t, id, cond)
+        local dir = string.format("%s/id_%02d/%s", t, id, cond[k])
         local num = counters[dir] or 0
         counters[dir] = num + 1
+        local si, key = m % ns, ti .. "/" .. ii .. "@" .. m % ns
+        local severity = 0
+        if cond[k] == "abnormal" then
+            local j = counters[key] or 0
+            counters[key] = j + 1
+            severity = fault_severity(j, per_snr[key], si, ns)
+        end
         clips[#clips + 1] = {
             path = string.format("%s/%08d.wav", dir, num),
-            type = t, model_id = id, condition = cond, snr_db = o.snr[m % ns + 1],
+            type = t, model_id = id, condition = cond[k], snr_db = o.snr[si + 1],
+            fault_severity = severity,
             channels = o.channels, seed = math.tointeger(o.seed), index = k,
         }
     end
@@ -222,10 +256,10 @@ end
 
 -- The CSV text of a plan, in the reference layout.
 function M.csv(clips)
-    local lines = { ",audio,label,model_id,condition,snr_db" }
+    local lines = { ",audio,label,model_id,condition,snr_db,fault_severity" }
     for i, c in ipairs(clips) do
-        lines[#lines + 1] = string.format("%d,%s,%s,%02d,%s,%s", i - 1, c.path, c.type,
-            c.model_id, c.condition, fmt_number(c.snr_db))
+        lines[#lines + 1] = string.format("%d,%s,%s,%02d,%s,%s,%s", i - 1, c.path, c.type,
+            c.model_id, c.condition, fmt_number(c.snr_db), fmt_number(c.fault_severity))
     end
     return table.concat(lines, "\n") .. "\n"
 end
@@ -301,7 +335,8 @@ function M.generate(out, opts)
         for i = first, math.min(first + batch - 1, #clips) do
             local c = clips[i]
             list[#list + 1] = { path = out .. "/" .. c.path, type = c.type, model_id = c.model_id,
-                condition = c.condition, snr_db = c.snr_db, channels = c.channels,
+                condition = c.condition, fault_severity = c.fault_severity,
+                snr_db = c.snr_db, channels = c.channels,
                 seed = c.seed, index = c.index }
         end
         C.write(list, { threads = threads })

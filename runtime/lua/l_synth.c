@@ -4,7 +4,7 @@
  *
  *   C.types()                  --> {"fan", "pump", "slider", "valve"}
  *   C.clip{type = "fan", model_id = 0, condition = "normal",
- *          snr_db = 0, channels = 1, seed = 1, index = 0}
+ *          fault_severity = 0, snr_db = 0, channels = 1, seed = 1, index = 0}
  *                              --> mix, machine, noise ({channels, 160000})
  *   C.write(list, {threads = n})   -- list of clip tables with `path` */
 #include <string.h>
@@ -12,10 +12,11 @@
 #include "l_machrt.h"
 #include "machrt/synth.h"
 
-static const char *const CLIP_KEYS[] = {"type", "model_id", "condition", "snr_db", "channels",
-                                        "seed", "index", NULL};
-static const char *const CLIP_KEYS_WITH_PATH[] = {"type", "model_id", "condition", "snr_db",
-                                                  "channels", "seed", "index", "path", NULL};
+static const char *const CLIP_KEYS[] = {"type",   "model_id", "condition", "fault_severity",
+                                        "snr_db", "channels", "seed",      "index", NULL};
+static const char *const CLIP_KEYS_WITH_PATH[] = {
+    "type", "model_id", "condition", "fault_severity", "snr_db", "channels", "seed", "index",
+    "path", NULL};
 static const char *const CONDITIONS[] = {"normal", "abnormal", NULL};
 
 /* Reads the clip table at idx into *c. */
@@ -34,6 +35,8 @@ static void check_clip(lua_State *L, int idx, const char *op, int allow_path, mr
     lua_pop(L, 1);
     c->model_id = (int)mrt_aux_opt_integer(L, idx, op, "model_id", 0, 0, 99);
     c->abnormal = mrt_aux_opt_choice(L, idx, op, "condition", CONDITIONS, 0, NULL);
+    /* An abnormal clip without a severity gets the gross fault. */
+    c->fault_severity = mrt_aux_opt_number(L, idx, op, "fault_severity", c->abnormal ? 1.0 : 0.0);
     c->snr_db = mrt_aux_opt_number(L, idx, op, "snr_db", 0.0);
     c->channels = (int)mrt_aux_opt_integer(L, idx, op, "channels", 1, 1, MRT_SYNTH_MAX_CHANNELS);
     c->seed = (uint64_t)mrt_aux_opt_integer(L, idx, op, "seed", 1, 0, LUA_MAXINTEGER);

@@ -37,6 +37,12 @@ mrt_status mrt_synth_check(const char *op, const mrt_synth_clip *c)
         return mrt_fail(MRT_ERR_ARG, "%s: model_id must be in 0..99, got %d", op, c->model_id);
     if (!(c->snr_db >= -30.0 && c->snr_db <= 30.0))
         return mrt_fail(MRT_ERR_ARG, "%s: snr_db must be in [-30, 30] dB, got %g", op, c->snr_db);
+    if (c->abnormal && !(c->fault_severity > 0.0 && c->fault_severity <= 1.0))
+        return mrt_fail(MRT_ERR_ARG, "%s: fault_severity of an abnormal clip must be in (0, 1], got %g",
+                        op, c->fault_severity);
+    if (!c->abnormal && c->fault_severity != 0.0)
+        return mrt_fail(MRT_ERR_ARG, "%s: fault_severity must be 0 for a normal clip, got %g", op,
+                        c->fault_severity);
     if (c->channels != 1 && c->channels != MRT_SYNTH_MAX_CHANNELS)
         return mrt_fail(MRT_ERR_ARG, "%s: channels must be 1 or %d, got %d", op,
                         MRT_SYNTH_MAX_CHANNELS, c->channels);
@@ -71,6 +77,24 @@ static double delayed(const double *x, int i, double d)
     return fr == 0.0 ? x[i0] : x[i0] * (1.0 - fr) + x[i0 + 1] * fr;
 }
 
+/* Where the microphone stood for this recording: the path from the machine
+ * to it colours the machine's sound (a tilt and two bells of a few dB),
+ * differently for each recording, as a microphone set up again for every
+ * session does. The background is diffuse and keeps its own colour. */
+static void mic_placement(const mrt_synth_clip *clip, double *x, int n)
+{
+    syn_rng r;
+    syn_rng_init(&r, clip->seed, clip->index, SYN_S_PATH);
+    syn_biquad f;
+    syn_highshelf(&f, syn_range(&r, 500.0, 3000.0), 3.0 * syn_normal(&r));
+    syn_filter(&f, x, n);
+    for (int k = 0; k < 2; k++) {
+        syn_peaking(&f, 200.0 * pow(30.0, syn_uniform(&r)), syn_range(&r, 0.7, 2.5),
+                    3.0 * syn_normal(&r));
+        syn_filter(&f, x, n);
+    }
+}
+
 mrt_status mrt_synth_render(const mrt_synth_clip *clip, float *mix, float *machine, float *noise)
 {
     const char *op = "synth.clip";
@@ -83,6 +107,7 @@ mrt_status mrt_synth_render(const mrt_synth_clip *clip, float *mix, float *machi
     double *s = buf, *q = buf + np, *w = buf + 2 * (size_t)np, *scratch = buf + 3 * (size_t)np;
     memset(buf, 0, (size_t)np * 2 * sizeof *buf);
     syn_machine(clip, s, np, scratch);
+    mic_placement(clip, s, np);
     syn_factory_noise(clip, q, np, scratch);
 
     /* Where the machine and the noise come from, and each microphone's

@@ -105,6 +105,23 @@ void syn_bandpass(syn_biquad *f, double fc, double q)
     biquad_set(f, al, 0, -al, 1 + al, -2 * c, 1 - al);
 }
 
+void syn_peaking(syn_biquad *f, double fc, double q, double gain_db)
+{
+    double w = 2.0 * SYN_PI * clamp_fc(fc) / SYN_SR, c = cos(w), al = sin(w) / (2.0 * q);
+    double A = pow(10.0, gain_db / 40.0);
+    biquad_set(f, 1 + al * A, -2 * c, 1 - al * A, 1 + al / A, -2 * c, 1 - al / A);
+}
+
+void syn_highshelf(syn_biquad *f, double fc, double gain_db)
+{
+    /* Shelf slope S = 1. */
+    double w = 2.0 * SYN_PI * clamp_fc(fc) / SYN_SR, c = cos(w), A = pow(10.0, gain_db / 40.0);
+    double al = sin(w) / 2.0 * sqrt(2.0), sa = 2.0 * sqrt(A) * al;
+    biquad_set(f, A * ((A + 1) + (A - 1) * c + sa), -2 * A * ((A - 1) + (A + 1) * c),
+               A * ((A + 1) + (A - 1) * c - sa), (A + 1) - (A - 1) * c + sa,
+               2 * ((A - 1) - (A + 1) * c), (A + 1) - (A - 1) * c - sa);
+}
+
 void syn_filter(syn_biquad *f, double *x, int n)
 {
     double x1 = f->x1, x2 = f->x2, y1 = f->y1, y2 = f->y2;

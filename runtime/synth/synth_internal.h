@@ -20,6 +20,7 @@ enum {
     SYN_S_SOURCE,    /* per clip: the machine's own noise samples */
     SYN_S_FAULT,     /* per clip: the fault's draws */
     SYN_S_NOISE,     /* per clip: factory background */
+    SYN_S_PATH,      /* per clip: microphone placement (transfer function) */
     SYN_S_MIC        /* per clip and microphone: self-noise (+ mic index) */
 };
 
@@ -48,6 +49,9 @@ typedef struct { double b0, b1, b2, a1, a2, x1, x2, y1, y2; } syn_biquad;
 void syn_lowpass(syn_biquad *f, double fc, double q);
 void syn_highpass(syn_biquad *f, double fc, double q);
 void syn_bandpass(syn_biquad *f, double fc, double q); /* 0 dB at fc */
+/* Peaking bell of gain_db at fc, and a high shelf of gain_db above fc. */
+void syn_peaking(syn_biquad *f, double fc, double q, double gain_db);
+void syn_highshelf(syn_biquad *f, double fc, double gain_db);
 void syn_filter(syn_biquad *f, double *x, int n);
 
 /* Sound primitives; each adds into x[0..n). */

@@ -26,9 +26,14 @@ static void open_streams(const mrt_synth_clip *c, streams *s)
 
 static void zero(double *x, int n) { memset(x, 0, (size_t)n * sizeof *x); }
 
-/* Fault severity: from barely audible to obvious, as in MIMII's abnormal
- * sets (which mix subtle and gross faults). */
-static double severity(syn_rng *r) { return syn_range(r, 0.25, 1.0); }
+/* Fault severity in (0, 1], from barely there to gross, as in MIMII's
+ * abnormal sets (which mix subtle and gross faults); the plan chooses it
+ * (modules/machrt/synth.lua) and the CSV records it. Components of a fault
+ * are mixed at sev times their gross level, so 0.1 is 20 dB down. */
+static double severity(const mrt_synth_clip *c) { return c->abnormal ? c->fault_severity : 0.0; }
+
+/* A level in dB varied by this recording's load: normal spread `sd` dB. */
+static double load_db(syn_rng *clip, double db, double sd) { return db + sd * syn_normal(clip); }
 
 /* ---- fan --------------------------------------------------------------------- */
 
@@ -51,7 +56,14 @@ static void fan(const mrt_synth_clip *c, double *x, int n, double *a, double *b,
     double harm[8];
     for (int k = 0; k < 8; k++) harm[k] = exp(-k * tone_decay) * syn_range(&s.model, 0.3, 1.0);
 
-    rot *= 1.0 + 0.015 * syn_normal(&s.clip);
+    /* This recording's operating point: speed and load move the lines, the
+     * airflow's colour and the balance of the parts. */
+    rot *= 1.0 + 0.04 * syn_normal(&s.clip);
+    corner *= exp(0.2 * syn_normal(&s.clip));
+    res_db = load_db(&s.clip, res_db, 2.0);
+    tone_db = load_db(&s.clip, tone_db, 2.5);
+    bp_depth *= exp(0.3 * syn_normal(&s.clip));
+    am_depth *= exp(0.4 * syn_normal(&s.clip));
     double bpf = rot * blades, am_phase = syn_range(&s.clip, 0.0, 2.0 * SYN_PI);
     syn_slow_noise(&s.clip, dev, n, 1.5);
     syn_scale(dev, n, 0.003);
@@ -80,7 +92,7 @@ static void fan(const mrt_synth_clip *c, double *x, int n, double *a, double *b,
     syn_mix_in(x, a, n, syn_db(tone_db));
 
     if (!c->abnormal) return;
-    double sev = severity(&s.fault);
+    double sev = severity(c);
     zero(a, n);
     if (syn_int(&s.fault, 2) == 0) {
         /* Unbalance: strong shaft-rate lines, once-per-turn modulation, and
@@ -91,7 +103,7 @@ static void fan(const mrt_synth_clip *c, double *x, int n, double *a, double *b,
         for (int k = 0; k < lines; k++)
             syn_add_tone(a, n, syn_range(&s.fault, 400.0, 2200.0), syn_range(&s.fault, 0.3, 1.0),
                          0.0, dev);
-        syn_mix_in(x, a, n, sev * syn_db(tone_db + 8.0));
+        syn_mix_in(x, a, n, sev * syn_db(tone_db + 14.0));
         zero(b, n);
         syn_add_tone(b, n, rot, 0.3 * sev, 0.0, NULL);
         for (int i = 0; i < n; i++) x[i] *= 1.0 + b[i];
@@ -108,7 +120,7 @@ static void fan(const mrt_synth_clip *c, double *x, int n, double *a, double *b,
             if (ph < prev) amp = exp(0.4 * syn_normal(&s.fault));
             a[i] *= ph < width ? amp * sin(SYN_PI * ph / width) : 0.0;
         }
-        syn_mix_in(x, a, n, sev * syn_db(-2.0));
+        syn_mix_in(x, a, n, sev * syn_db(3.0));
     }
 }
 
@@ -137,11 +149,16 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
     double harm[8];
     for (int k = 0; k < 8; k++) harm[k] = exp(-k * 0.35) * syn_range(&s.model, 0.2, 1.0);
 
-    rotor *= 1.0 + 0.005 * syn_normal(&s.clip);
+    /* Load: slip moves the rotor speed, pressure the balance of the parts. */
+    rotor *= 1.0 + 0.01 * syn_normal(&s.clip);
+    corner *= exp(0.15 * syn_normal(&s.clip));
+    hum_db = load_db(&s.clip, hum_db, 2.0);
+    slot_db = load_db(&s.clip, slot_db, 2.5);
+    pulse_db = load_db(&s.clip, pulse_db, 2.5);
     syn_slow_noise(&s.clip, dev, n, 2.0);
     syn_scale(dev, n, 0.002);
     int fault = c->abnormal ? syn_int(&s.fault, 2) : -1;
-    double sev = c->abnormal ? severity(&s.fault) : 0.0;
+    double sev = severity(c);
 
     /* Flow noise, swelling with pressure swings when clogged. */
     zero(a, n);
@@ -151,7 +168,7 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
     syn_filter(&f, a, n);
     if (fault == 1) {
         syn_slow_noise(&s.fault, b, n, 0.4);
-        for (int i = 0; i < n; i++) a[i] *= exp(0.5 * sev * b[i]);
+        for (int i = 0; i < n; i++) a[i] *= exp(1.0 * sev * b[i]);
     }
     syn_mix_in(x, a, n, 1.0);
 
@@ -183,7 +200,7 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
         syn_add_white(&s.fault, a, n, 1.0);
         syn_bandpass(&f, syn_range(&s.fault, 1500.0, 5500.0), syn_range(&s.fault, 0.8, 3.0));
         syn_filter(&f, a, n);
-        syn_mix_in(x, a, n, sev * syn_db(-1.0));
+        syn_mix_in(x, a, n, sev * syn_db(6.0));
     } else if (fault == 1) {
         /* Cavitation: sparse sharp crackles. */
         zero(a, n);
@@ -192,7 +209,7 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
         for (double t = syn_exp_interval(&s.fault, crate); t < n / SYN_SR;
              t += syn_exp_interval(&s.fault, crate))
             syn_add_strike(a, n, (int)(t * SYN_SR), cf, ct, cg, 1, exp(0.8 * syn_normal(&s.fault)));
-        syn_mix_in(x, a, n, sev * syn_db(-4.0));
+        syn_mix_in(x, a, n, sev * syn_db(4.0));
     }
 }
 
@@ -208,8 +225,8 @@ static void pump(const mrt_synth_clip *c, double *x, int n, double *a, double *b
  * rail, the last one of a cycle (the end stop) hardest. The rail and its
  * carriage radiate little between about 300 Hz and 1 kHz, as the MIMII
  * slider samples show: the friction sits above it and the rumble below.
- * Fault: rail damage (irregular knocks and rattle while moving, a drive
- * line that labours). */
+ * Fault: rail damage (irregular knocks, rattle and a squeal while moving,
+ * a drive line that labours). */
 
 /* Carriage speed (0..1) of a program of `moves` moves of `move` s with
  * `ramp` s ramps, `stop` s between moves and `pause` s after the last one,
@@ -273,8 +290,11 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
     }
 
     /* This recording's operating point. */
-    drive_f *= 1.0 + 0.005 * syn_normal(&s.clip);
-    double tempo = 1.0 + 0.01 * syn_normal(&s.clip);
+    drive_f *= 1.0 + 0.03 * syn_normal(&s.clip);
+    double tempo = 1.0 + 0.05 * syn_normal(&s.clip);
+    fric_db = load_db(&s.clip, fric_db, 2.0);
+    rumble_db = load_db(&s.clip, rumble_db, 2.0);
+    hit_db = load_db(&s.clip, hit_db, 2.0);
     move *= tempo;
     stop *= tempo;
     pause *= tempo;
@@ -284,7 +304,7 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
     int nends = slider_program(v, n, moves, move, ramp, stop, pause,
                                syn_range(&s.clip, 0.0, cycle), ends, last, SLIDER_MAX_ENDS);
     int fault = c->abnormal;
-    double sev = fault ? severity(&s.fault) : 0.0;
+    double sev = severity(c);
 
     /* Drive line and harmonics: pitch follows the speed through the ramps,
      * level follows it too (the motor is idle at a stop). A damaged rail
@@ -295,7 +315,7 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
         syn_add_tone(a, n, drive_f * (k + 1), harm[k], syn_range(&s.clip, 0, 2 * SYN_PI), dev);
     if (fault) {
         syn_slow_noise(&s.fault, dev, n, syn_range(&s.fault, 0.05, 0.2));
-        for (int i = 0; i < n; i++) a[i] *= v[i] * exp(0.3 * sev * dev[i]);
+        for (int i = 0; i < n; i++) a[i] *= v[i] * exp(0.8 * sev * dev[i]);
     } else {
         for (int i = 0; i < n; i++) a[i] *= v[i];
     }
@@ -311,7 +331,7 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
     syn_highpass(&f, 1500.0, 0.7);
     syn_filter(&f, a, n);
     for (int i = 0; i < n; i++) a[i] *= 0.2 + v[i];
-    syn_mix_in(x, a, n, syn_db(fric_db + (fault ? 4.0 * sev : 0.0)));
+    syn_mix_in(x, a, n, syn_db(fric_db + (fault ? 12.0 * sev : 0.0)));
 
     /* Rumble of the moving mass through the frame. */
     zero(a, n);
@@ -345,7 +365,7 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
         if (v[at < n ? at : n - 1] > 0.2)
             syn_add_strike(a, n, at, df, dt, mg, 3, syn_range(&s.fault, 0.3, 1.0));
     }
-    syn_mix_in(x, a, n, sev * syn_db(hit_db + 2.0));
+    syn_mix_in(x, a, n, sev * syn_db(hit_db + 14.0));
     zero(dev, n);
     syn_add_tone(dev, n, syn_range(&s.fault, 15.0, 40.0), 1.0, 0.0, NULL);
     for (int i = 0; i < n; i++) {
@@ -357,14 +377,20 @@ static void slider(const mrt_synth_clip *c, double *x, int n, double *a, double 
     syn_highpass(&f, syn_range(&s.fault, 1500.0, 4000.0), 0.7);
     syn_filter(&f, a, n);
     for (int i = 0; i < n; i++) a[i] *= dev[i];
-    syn_mix_in(x, a, n, sev * syn_db(-6.0));
+    syn_mix_in(x, a, n, sev * syn_db(6.0));
+    /* The carriage squeals on the damaged track while it moves. */
+    zero(a, n);
+    syn_add_tone(a, n, syn_range(&s.fault, 1000.0, 4000.0), 1.0, 0.0, NULL);
+    for (int i = 0; i < n; i++) a[i] *= v[i];
+    syn_mix_in(x, a, n, sev * syn_db(8.0));
 }
 
 /* ---- valve ------------------------------------------------------------------- */
 
 /* Open/close cycles: a click at each change, the solenoid's buzz while it
  * is energised, the hiss of flow while open, quiet between. Fault:
- * contamination (irregular timing, chatter, a seat that leaks when shut). */
+ * contamination (irregular timing, chatter, a seat that leaks when shut
+ * and whistles through the gap). */
 static void valve(const mrt_synth_clip *c, double *x, int n, double *a, double *g, double *dev)
 {
     streams s;
@@ -382,10 +408,16 @@ static void valve(const mrt_synth_clip *c, double *x, int n, double *a, double *
     double harm[6];
     for (int k = 0; k < 6; k++) harm[k] = syn_range(&s.model, 0.1, 1.0) / (k + 1);
 
+    /* This recording's program and supply: period, duty, levels. */
+    period *= 1.0 + 0.08 * syn_normal(&s.clip);
+    open = fmin(0.6, fmax(0.15, open * (1.0 + 0.1 * syn_normal(&s.clip))));
+    hiss_f *= exp(0.1 * syn_normal(&s.clip));
+    buzz_db = load_db(&s.clip, buzz_db, 2.0);
+    click_db = load_db(&s.clip, click_db, 2.0);
     int fault = c->abnormal;
-    double sev = fault ? severity(&s.fault) : 0.0;
+    double sev = severity(c);
     double jitter = fault ? 0.25 * sev : 0.01;
-    double chatter = fault ? 0.6 * sev : 0.0, leak = fault ? 0.3 * sev : 0.0;
+    double chatter = fault ? 1.0 * sev : 0.0, leak = fault ? 1.0 * sev : 0.0;
 
     /* The gate (1 while open) and the clicks at its edges. */
     for (int i = 0; i < n; i++) g[i] = 0.0;
@@ -428,6 +460,15 @@ static void valve(const mrt_synth_clip *c, double *x, int n, double *a, double *
     syn_mix_in(x, a, n, syn_db(buzz_db));
 
     syn_mix_in(x, dev, n, syn_db(click_db));
+
+    if (!fault) return;
+    /* The jet through a seat that no longer closes: a narrow whistle band
+     * of its own, open or shut. */
+    zero(a, n);
+    syn_add_white(&s.fault, a, n, 1.0);
+    syn_bandpass(&f, syn_range(&s.fault, 1000.0, 6000.0), syn_range(&s.fault, 2.0, 6.0));
+    syn_filter(&f, a, n);
+    syn_mix_in(x, a, n, sev * syn_db(6.0));
 }
 
 void syn_machine(const mrt_synth_clip *clip, double *x, int n, double *scratch)

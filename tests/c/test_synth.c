@@ -10,13 +10,16 @@
 #include <unistd.h>
 
 #include "check_util.h"
+#include "machrt/spectral.h"
 #include "machrt/synth.h"
+#include "machrt/tensor.h"
 
 #define N MRT_SYNTH_FRAMES
 
 static mrt_synth_clip clip_of(int type, int abnormal, double snr, int channels)
 {
-    return (mrt_synth_clip){.type = type, .model_id = 2, .abnormal = abnormal, .snr_db = snr,
+    return (mrt_synth_clip){.type = type, .model_id = 2, .abnormal = abnormal,
+                            .fault_severity = abnormal ? 1.0 : 0.0, .snr_db = snr,
                             .channels = channels, .seed = 11, .index = 5};
 }
 
@@ -111,6 +114,119 @@ START_TEST(slider_has_a_drive_line_over_a_quiet_midband)
 }
 END_TEST
 
+/* Long-term power spectrum of a clip: the mean over STFT frames (n_fft
+ * 1024, hop 512) of each bin's power, BINS bins of 15.6 Hz. */
+#define BINS 513
+static void long_term_spectrum(const float *x, double *ps)
+{
+    mrt_tensor w = {0}, y = {0};
+    int64_t n = N;
+    TU_OK(mrt_tensor_alloc(&w, MRT_F32, 1, &n));
+    memcpy(mrt_f32(&w), x, N * sizeof *x);
+    mrt_stft_config c;
+    mrt_stft_config_init(&c, 1024);
+    TU_OK(mrt_stft(&c, &w, &y));
+    const int64_t T = y.shape[1];
+    const float *v = mrt_f32(&y);
+    for (int k = 0; k < BINS; k++) {
+        double sum = 0.0;
+        for (int64_t t = 0; t < T; t++) {
+            double re = v[(k * T + t) * 2], im = v[(k * T + t) * 2 + 1];
+            sum += re * re + im * im;
+        }
+        ps[k] = sum / (double)T;
+    }
+    mrt_tensor_release(&w);
+    mrt_tensor_release(&y);
+}
+
+/* Power between f0 and f1 Hz in dB relative to the whole spectrum. */
+static double band_share_db(const double *ps, double f0, double f1)
+{
+    double band = 1e-30, all = 1e-30;
+    for (int k = 0; k < BINS; k++) {
+        double f = k * (double)MRT_SYNTH_RATE / 1024.0;
+        all += ps[k];
+        if (f >= f0 && f < f1) band += ps[k];
+    }
+    return 10.0 * log10(band / all);
+}
+
+/* Recordings of one machine vary as real ones do (operating point, load,
+ * where the microphone stood): over eight normal recordings of each model,
+ * the share of the machine's power in some octave band moves by more than
+ * 3 dB. */
+START_TEST(normal_recordings_of_one_machine_vary)
+{
+    static const double edges[] = {125, 250, 500, 1000, 2000, 4000, 7999};
+    enum { CLIPS = 8, BANDS = 6 };
+    float *m = malloc(N * sizeof *m);
+    double ps[BINS];
+    ck_assert(m);
+    for (int t = 0; t < MRT_SYNTH_NTYPES; t++) {
+        double lo[BANDS], hi[BANDS], widest = 0.0;
+        for (int k = 0; k < CLIPS; k++) {
+            mrt_synth_clip c = clip_of(t, 0, 6.0, 1);
+            c.index = (uint64_t)k;
+            TU_OK(mrt_synth_render(&c, m, m, NULL));
+            long_term_spectrum(m, ps);
+            for (int b = 0; b < BANDS; b++) {
+                double v = band_share_db(ps, edges[b], edges[b + 1]);
+                lo[b] = k ? fmin(lo[b], v) : v;
+                hi[b] = k ? fmax(hi[b], v) : v;
+            }
+        }
+        for (int b = 0; b < BANDS; b++) widest = fmax(widest, hi[b] - lo[b]);
+        ck_assert_msg(widest > 3.0, "%s: band shares move by %.2f dB at most",
+                      mrt_synth_type_name(t), widest);
+    }
+    free(m);
+}
+END_TEST
+
+/* Mean over the bins from 50 Hz up of |a - b| in dB, each spectrum taken
+ * relative to its total power: how far apart two colours are. */
+static double spectral_distance_db(const double *a, const double *b)
+{
+    double ta = 0.0, tb = 0.0, d = 0.0;
+    int k0 = (int)(50.0 * 1024 / MRT_SYNTH_RATE) + 1;
+    for (int k = 0; k < BINS; k++) {
+        ta += a[k];
+        tb += b[k];
+    }
+    for (int k = k0; k < BINS; k++) d += fabs(10.0 * log10((a[k] / ta) / (b[k] / tb)));
+    return d / (BINS - k0);
+}
+
+/* The severity sets how far a fault takes the recording from its normal
+ * sound: the long-term spectrum of the clip (same recording, same
+ * background at +6 dB) departs further from the normal one's at severity 1
+ * than at 0.05, in every type. */
+START_TEST(graver_faults_depart_further_from_normal)
+{
+    float *m = malloc(N * sizeof *m);
+    double ref[BINS], ps[BINS];
+    ck_assert(m);
+    for (int t = 0; t < MRT_SYNTH_NTYPES; t++) {
+        double dist[2];
+        mrt_synth_clip c = clip_of(t, 0, 6.0, 1);
+        TU_OK(mrt_synth_render(&c, m, NULL, NULL));
+        long_term_spectrum(m, ref);
+        for (int s = 0; s < 2; s++) {
+            c = clip_of(t, 1, 6.0, 1);
+            c.fault_severity = s ? 1.0 : 0.05;
+            TU_OK(mrt_synth_render(&c, m, NULL, NULL));
+            long_term_spectrum(m, ps);
+            dist[s] = spectral_distance_db(ps, ref);
+        }
+        ck_assert_msg(dist[1] > 2.0 * dist[0] && dist[1] > 0.3,
+                      "%s: %.2f dB at severity 1, %.2f dB at 0.05", mrt_synth_type_name(t),
+                      dist[1], dist[0]);
+    }
+    free(m);
+}
+END_TEST
+
 /* Channel 1 of the array is the mono clip; other channels differ. */
 START_TEST(array_channel_one_is_mono)
 {
@@ -144,6 +260,14 @@ START_TEST(bad_descriptions_fail_naming_the_field)
     c.model_id = 100;
     TU_FAILS(MRT_ERR_ARG, mrt_synth_render(&c, x, NULL, NULL));
     ck_assert(strstr(mrt_last_error(), "model_id"));
+    c = clip_of(0, 1, 0.0, 1);
+    c.fault_severity = 0.0;
+    TU_FAILS(MRT_ERR_ARG, mrt_synth_render(&c, x, NULL, NULL));
+    ck_assert(strstr(mrt_last_error(), "fault_severity of an abnormal clip must be in (0, 1]"));
+    c = clip_of(0, 0, 0.0, 1);
+    c.fault_severity = 0.5;
+    TU_FAILS(MRT_ERR_ARG, mrt_synth_render(&c, x, NULL, NULL));
+    ck_assert(strstr(mrt_last_error(), "fault_severity must be 0 for a normal clip"));
     /* A folder path running through a regular file (permissions would not
      * do: the suite may run as root). */
     char file[] = "/tmp/machrt_synth_XXXXXX";
@@ -170,6 +294,8 @@ int main(void)
     tcase_add_test(tc, render_is_deterministic_and_mixes_at_the_snr);
     tcase_add_test(tc, array_channel_one_is_mono);
     tcase_add_test(tc, slider_has_a_drive_line_over_a_quiet_midband);
+    tcase_add_test(tc, normal_recordings_of_one_machine_vary);
+    tcase_add_test(tc, graver_faults_depart_further_from_normal);
     tcase_add_test(tc, bad_descriptions_fail_naming_the_field);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

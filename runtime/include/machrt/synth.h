@@ -34,6 +34,7 @@ typedef struct {
     int type;        /* mrt_synth_type */
     int model_id;    /* 0..99, as MIMII's id_NN */
     int abnormal;    /* nonzero: a fault of the type (see synth_machines.c) */
+    double fault_severity; /* abnormal: (0, 1], from barely there to gross; normal: 0 */
     double snr_db;   /* machine-to-noise power ratio on channel 1, in [-30, 30] */
     int channels;    /* 1 or 8 */
     uint64_t seed;
