@@ -230,7 +230,7 @@ ifeq ($(CUDA),1)
 bench: all
 	@./machrt bench/cuda.lua
 else
-bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers
+bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers $(BUILD)/bench/gemm_choice
 	@BUILD=$(BUILD) sh bench/run.sh
 endif
 
