@@ -169,9 +169,9 @@ print(("cpu flags: %s"):format(isa))
 if not (flags or {}).amx_bf16 then
     print("no AMX on this CPU: machrt's bf16 runs oneDNN's avx512_bf16 kernels; AMX figures unmeasured")
 end
-print(("%-40s %12s %12s"):format("ResNet34, batch " .. B, "train smp/s", "infer chk/s"))
+print(("%-54s %12s %12s"):format("ResNet34, batch " .. B, "train smp/s", "infer chk/s"))
 local function fmt(v) return v and ("%12.2f"):format(v) or ("%12s"):format("-") end
-local function row(label, train_v, infer_v) print(("%-40s %s %s"):format(label, fmt(train_v), fmt(infer_v))) end
+local function row(label, train_v, infer_v) print(("%-54s %s %s"):format(label, fmt(train_v), fmt(infer_v))) end
 for _, precision in ipairs{"fp32", "bf16"} do
     if ours[precision] then
         row("machrt " .. precision, ours[precision].train, ours[precision].infer)
@@ -204,7 +204,7 @@ else
     row(("OpenVINO default (%s)"):format(peer["openvino_default.precision"] or "?"), nil,
         peer["openvino_default.infer_chunks_per_s"])
 end
-print(("%-40s %9.0f MB"):format("peak RSS (machrt, fp32 training)", ours.train_rss or 0))
+print(("%-54s %9.0f MB"):format("peak RSS (machrt, fp32 training)", ours.train_rss or 0))
 
 -- The goals: 1.5x the fastest peer of the same kind.
 local function max_of(...)

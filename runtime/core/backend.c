@@ -48,7 +48,12 @@ mrt_status mrt_set_gemm_precision(const char *mode)
         return mrt_fail(MRT_ERR_ARG, "set_gemm_precision: unknown mode '%s' (fp32, fp16 or bf16)",
                         mode);
 #ifdef MRT_HAVE_CUDA
-    if (mrt_cuda_backend()) return mrt_cuda_set_mixed_precision(mode);
+    /* The CPU's GEMMs follow too, for models kept on the CPU; which of the
+     * two mrt_gemm_precision reports is the device's. */
+    if (mrt_cuda_backend()) {
+        mrt_cpu_gemm_set_bf16(bf16);
+        return mrt_cuda_set_mixed_precision(mode);
+    }
 #endif
     if (fp32 || bf16) {
         if (!mrt_cpu_gemm_set_bf16(bf16)) {

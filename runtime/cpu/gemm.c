@@ -26,7 +26,9 @@ typedef struct {
 } prim_entry;
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static prim_entry *cache;
+/* Entries are allocated one by one: other threads hold pointers to them
+ * while the list grows. */
+static prim_entry **cache;
 static size_t cache_len, cache_cap;
 static dnnl_engine_t engine;
 static int engine_failed;
@@ -130,13 +132,19 @@ static const prim_entry *lookup(const prim_key *key)
     pthread_mutex_lock(&cache_lock);
     if (init_engine()) {
         for (size_t i = 0; i < cache_len && !found; i++)
-            if (memcmp(&cache[i].key, key, sizeof *key) == 0) found = &cache[i];
-        if (!found && (cache_len < cache_cap ||
-                       (cache = realloc(cache, sizeof *cache * (cache_cap = cache_cap * 2 + 64))))) {
-            prim_entry *e = &cache[cache_len++];
-            memset(e, 0, sizeof *e);
+            if (memcmp(&cache[i]->key, key, sizeof *key) == 0) found = cache[i];
+        if (!found && cache_len == cache_cap) {
+            prim_entry **grown = realloc(cache, sizeof *cache * (cache_cap * 2 + 64));
+            if (grown) {
+                cache = grown;
+                cache_cap = cache_cap * 2 + 64;
+            }
+        }
+        prim_entry *e = found || cache_len == cache_cap ? NULL : calloc(1, sizeof *e);
+        if (e) {
             e->key = *key;
             e->prim = create(key, e);
+            cache[cache_len++] = e;
             found = e;
         }
     }
