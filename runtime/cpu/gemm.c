@@ -68,12 +68,12 @@ int mrt_cpu_gemm_set_bf16(int on)
 int mrt_cpu_gemm_bf16(void) { return bf16_on; }
 
 /* Said once: a fallback from oneDNN is slower, never less exact. */
-static void say_fallback(const char *why)
+static void say_fallback(const char *why, int rounded)
 {
     static int said;
     if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED)) return;
     fprintf(stderr, "machrt: oneDNN GEMM unavailable (%s); using OpenBLAS%s\n", why,
-            bf16_on ? " on bf16-rounded operands" : "");
+            rounded ? " on bf16-rounded operands" : "");
 }
 
 static int init_engine(void)
@@ -268,13 +268,14 @@ void mrt_cpu_gemm_with(mrt_gemm_impl impl, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE t
     const int degenerate = m <= 0 || n <= 0 || k <= 0;
     if (impl == MRT_GEMM_ONEDNN_BF16) {
         if (!degenerate && onednn(1, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
-        if (!degenerate) say_fallback("no bf16 matmul for this shape");
+        if (!degenerate) say_fallback("no bf16 matmul for this shape", 1);
         openblas_on_rounded(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    if (impl == MRT_GEMM_ONEDNN_F32 && !degenerate &&
-        onednn(0, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))
-        return;
+    if (impl == MRT_GEMM_ONEDNN_F32 && !degenerate) {
+        if (onednn(0, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+        say_fallback("no fp32 matmul for this shape", 0);
+    }
     cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
