@@ -36,7 +36,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) $(WARN) \
              -fPIC -fopenmp -Iruntime/include -I$(OPENBLAS_INC) $(PKG_CFLAGS) \
              -DMACHRT_VERSION='"$(VERSION)"' -DMACHRT_PREFIX='"$(PREFIX)"' $(EXTRA_CFLAGS)
-LIBS_ALL   = -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas $(PKG_LIBS) -fopenmp -lm \
+LIBS_ALL   = -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas -ldnnl $(PKG_LIBS) -fopenmp -lm \
              $(EXTRA_LDFLAGS)
 
 CORE_SRC := $(wildcard runtime/core/*.c runtime/cpu/*.c runtime/audio/*.c runtime/synth/*.c \
@@ -230,7 +230,7 @@ ifeq ($(CUDA),1)
 bench: all
 	@./machrt bench/cuda.lua
 else
-bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers
+bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers $(BUILD)/bench/gemm_choice
 	@BUILD=$(BUILD) sh bench/run.sh
 endif
 

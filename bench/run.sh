@@ -16,7 +16,9 @@ echo "== decoding and resampling"
 ./machrt bench/audio_io.lua
 echo "== conv layers of a ResNet34 training step, machrt vs PyTorch (bench/conv_layers.c)"
 "$BUILD"/bench/conv_layers --peer
-echo "== ResNet34 training step and inference"
+echo "== CPU GEMM: OpenBLAS, oneDNN fp32 and bf16 on ResNet34's shapes (bench/gemm_choice.c)"
+"$BUILD"/bench/gemm_choice
+echo "== ResNet34 training step and inference, machrt fp32 and bf16 vs the peers under PEERS_PYTHON"
 ./machrt bench/train_step.lua --profile
 echo "== anomaly detection on the synthetic corpus: DCASE 2020 baseline in PyTorch (bench/anomaly_peer.lua)"
 ./machrt bench/anomaly_peer.lua

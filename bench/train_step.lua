@@ -1,11 +1,17 @@
--- ResNet34 training step and inference throughput, side by side with PyTorch
--- (torchvision resnet34, 1-channel conv1, 2 threads each).
+-- ResNet34 training step and inference throughput of machrt in fp32 and in
+-- bf16 GEMMs (mt.set_gemm_precision), side by side in one run with the peers
+-- of bench/peers/peers_resnet.py (torchvision resnet34, 1-channel conv1, 2
+-- threads each): PyTorch 2.x fp32 and bf16 autocast (best of contiguous and
+-- channels_last), ONNX Runtime fp32, OpenVINO fp32 and its default
+-- precision. The peers run under $PEERS_PYTHON (a venv with torch,
+-- torchvision, onnx, onnxruntime, openvino); without it a line says they
+-- were skipped.
 --
 --   machrt bench/train_step.lua [--steps N] [--infer-reps N] [--batch N] [--profile]
 --
 -- Training: batch 32 of 1 x 128 x 431 (10 s log-mel), BCE, AdamW.
 -- Inference: batch 32 of 1 x 128 x 216 (5 s chunks), evaluation mode.
--- --profile prints time and GFLOP/s per layer type for one training step.
+-- --profile prints time and GFLOP/s per layer type for one fp32 training step.
 local mt = require "machrt"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
@@ -88,12 +94,45 @@ local function peak_rss_mb()
     return (tonumber(s:match("VmHWM:%s+(%d+)")) or 0) / 1024
 end
 
-model:training()
-step() -- warm-up: allocates every buffer once
-local t_train = best_time(opts.steps, step)
-local train_rss = peak_rss_mb()
+-- The CPU, the way the table's figures depend on it.
+local function cpu_line()
+    local f = io.open("/proc/cpuinfo")
+    if not f then return "cpu: unknown", "" end
+    local text = f:read("a"); f:close()
+    local model_name = text:match("model name%s*:%s*([^\n]+)") or "unknown"
+    local flags, wanted = {}, {}
+    for flag in (text:match("flags%s*:%s*([^\n]+)") or ""):gmatch("%S+") do
+        if flag:match("^avx") or flag:match("^amx") or flag == "fma" then wanted[#wanted + 1] = flag end
+        flags[flag] = true
+    end
+    return model_name, table.concat(wanted, " "), flags
+end
+
+local function loadavg()
+    local f = io.open("/proc/loadavg")
+    local s = f and f:read("l") or "?"
+    if f then f:close() end
+    return s:match("^(%S+ %S+ %S+)") or s
+end
+
+local ours = {}
+for _, precision in ipairs{"fp32", "bf16"} do
+    mt.set_gemm_precision(precision)
+    if mt.gemm_precision() == precision then
+        model:training()
+        step() -- warm-up: allocates every buffer once (and creates the GEMM primitives)
+        ours[precision] = {train = B / best_time(opts.steps, step)}
+        if precision == "fp32" then ours.train_rss = peak_rss_mb() end
+        model:evaluate()
+        local xi = mt.randn{B, 1, 128, 216}
+        model:forward(xi)
+        ours[precision].infer = B / best_time(opts.infer_reps, function() model:forward(xi) end)
+    end
+end
+mt.set_gemm_precision("fp32")
 
 if opts.profile then
+    model:training()
     instrument(model)
     local t0 = mt.clock(); step(); local total = mt.clock() - t0
     print(("profile of one training step (batch %d): %.2f s"):format(B, total))
@@ -112,29 +151,77 @@ if opts.profile then
     print("")
 end
 
-model:evaluate()
-local xi = mt.randn{B, 1, 128, 216}
-model:forward(xi)
-local t_infer = best_time(opts.infer_reps, function() model:forward(xi) end)
-
 local peer = {}
-local py = io.popen(("/usr/bin/python3 bench/peers/torch_resnet.py %d %d %d 2>/dev/null"):format(
-    opts.steps, opts.infer_reps, B))
-for line in py:lines() do
-    local k, v = line:match("^(%S+) ([%d.]+)")
-    if k then peer[k] = tonumber(v) end
+local peers_python = os.getenv("PEERS_PYTHON")
+if peers_python and peers_python ~= "" then
+    local py = io.popen(("%s bench/peers/peers_resnet.py %d %d %d 2>/dev/null"):format(
+        peers_python, opts.steps, opts.infer_reps, B))
+    for line in py:lines() do
+        local k, v = line:match("^(%S+) (.+)$")
+        if k then peer[k] = tonumber(v) or v end
+    end
+    py:close()
 end
-py:close()
 
-local function row(label, ours, theirs, unit)
-    if theirs then
-        print(("%-34s %9.2f %s %9.2f %s %7.2fx"):format(label, ours, unit, theirs, unit, ours / theirs))
+local model_name, isa, flags = cpu_line()
+print(("cpu: %s, 2 threads; load average %s"):format(model_name, loadavg()))
+print(("cpu flags: %s"):format(isa))
+if not (flags or {}).amx_bf16 then
+    print("no AMX on this CPU: machrt's bf16 runs oneDNN's avx512_bf16 kernels; AMX figures unmeasured")
+end
+print(("%-54s %12s %12s"):format("ResNet34, batch " .. B, "train smp/s", "infer chk/s"))
+local function fmt(v) return v and ("%12.2f"):format(v) or ("%12s"):format("-") end
+local function row(label, train_v, infer_v) print(("%-54s %s %s"):format(label, fmt(train_v), fmt(infer_v))) end
+for _, precision in ipairs{"fp32", "bf16"} do
+    if ours[precision] then
+        row("machrt " .. precision, ours[precision].train, ours[precision].infer)
     else
-        print(("%-34s %9.2f %s %20s"):format(label, ours, unit, "(PyTorch not installed)"))
+        row("machrt " .. precision .. " (this CPU has no bf16)", nil, nil)
     end
 end
-print(("%-34s %14s %14s %8s"):format("ResNet34, 2 threads", "machrt", "PyTorch", "ratio"))
-row(("training, batch %d x 1x128x431"):format(B), B / t_train, peer.train_samples_per_s, "samples/s")
-row(("inference, batch %d x 1x128x216"):format(B), B / t_infer, peer.infer_chunks_per_s, "chunks/s ")
-print(("%-34s %9.0f MB %19s"):format("peak RSS (training process)", train_rss,
-    peer.peak_rss_mb and ("%9.0f MB"):format(peer.peak_rss_mb) or "-"))
+-- The best of a peer's layouts, and which one it was.
+local function best_layout(prefix, what)
+    local c, l = peer[prefix .. "_contiguous." .. what], peer[prefix .. "_channels_last." .. what]
+    if not c and not l then return nil end
+    if not l or (c and c >= l) then return c, "contiguous" end
+    return l, "channels_last"
+end
+local best = {}
+if not peers_python or peers_python == "" then
+    print("peers skipped: PEERS_PYTHON is not set (a Python with torch 2.x, torchvision, onnx, onnxruntime, openvino)")
+else
+    for k, v in pairs(peer) do
+        if k:match("^skip%.") then print(("peer skipped: %s: %s"):format(k:sub(6), v)) end
+    end
+    for _, p in ipairs{{"torch_fp32", "PyTorch fp32"}, {"torch_bf16", "PyTorch bf16 autocast"}} do
+        local tr, tl = best_layout(p[1], "train_samples_per_s")
+        local ir, il = best_layout(p[1], "infer_chunks_per_s")
+        best[p[1] .. ".train"], best[p[1] .. ".infer"] = tr, ir
+        row(("%s (%s / %s)"):format(p[2], tl or "-", il or "-"), tr, ir)
+    end
+    row("ONNX Runtime fp32", nil, peer["onnxruntime_fp32.infer_chunks_per_s"])
+    row("OpenVINO fp32", nil, peer["openvino_fp32.infer_chunks_per_s"])
+    row(("OpenVINO default (%s)"):format(peer["openvino_default.precision"] or "?"), nil,
+        peer["openvino_default.infer_chunks_per_s"])
+end
+print(("%-54s %9.0f MB"):format("peak RSS (machrt, fp32 training)", ours.train_rss or 0))
+
+-- The goals: 1.5x the fastest peer of the same kind.
+local function max_of(...)
+    local m
+    for _, v in ipairs{...} do if v and (not m or v > m) then m = v end end
+    return m
+end
+local function goal(label, mine, theirs)
+    if not mine or not theirs then
+        print(("goal %-44s unmeasured"):format(label))
+    else
+        print(("goal %-44s %5.2fx %s"):format(label, mine / theirs, mine / theirs >= 1.5 and "met" or "not met"))
+    end
+end
+local f32, b16 = ours.fp32 or {}, ours.bf16 or {}
+goal("fp32 training >= 1.5x fastest fp32 peer", f32.train, best["torch_fp32.train"])
+goal("fp32 inference >= 1.5x fastest fp32 peer", f32.infer,
+    max_of(best["torch_fp32.infer"], peer["onnxruntime_fp32.infer_chunks_per_s"], peer["openvino_fp32.infer_chunks_per_s"]))
+goal("bf16 training >= 1.5x PyTorch bf16 autocast", b16.train, best["torch_bf16.train"])
+goal("bf16 inference >= 1.5x OpenVINO default", b16.infer, peer["openvino_default.infer_chunks_per_s"])

@@ -6,7 +6,7 @@
 set -eu
 PACKAGES="gcc g++ make pkg-config lua5.4 liblua5.4-dev libreadline-dev libopenblas-openmp-dev
 libcjson-dev check libsndfile1-dev libfftw3-dev libsoxr-dev libcairo2-dev libssl-dev
-libopenmpi-dev openmpi-bin"
+libopenmpi-dev openmpi-bin libdnnl-dev"
 [ "${1:-}" = dist ] && PACKAGES="slurm-wlm munge"
 # `make fuzz` (deps.sh fuzz) also needs clang with libFuzzer, its sanitizer
 # runtimes and its OpenMP; ordinary builds do not.

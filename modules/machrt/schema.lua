@@ -169,8 +169,10 @@ M.reference = {
         about = "machrt: an unreadable audio file stops the run (fail) or is left out and said (skip)" },
     -- environment
     ["environment.mixed_precision_training"] = { "boolean",
-        about = "fp16 GEMM operands, fp32 master weights, loss scaling (GPU only)" },
-    ["environment.mixed_precision_inference"] = { "boolean", about = "fp16 GEMMs at evaluation (GPU only)" },
+        about = "GPU: fp16 GEMM operands, loss scaling; CPU with avx512_bf16 or AMX: bf16 GEMM operands; "
+            .. "fp32 master weights" },
+    ["environment.mixed_precision_inference"] = { "boolean",
+        about = "reduced-precision GEMMs at evaluation (fp16 on a GPU, bf16 on a CPU that has it)" },
     ["environment.number_of_workers"] = { "integer", min = 0,
         about = "data-loading threads (0 = load in the main thread)" },
     ["environment.seed"] = { "integer", min = -1, rule = "where -1 draws a seed (recorded in the run's config.json)",

@@ -367,15 +367,25 @@ function M.optimizer(cfg, model, steps_per_epoch)
     return opt, set_lr, total
 end
 
---- Mixed precision (environment.mixed_precision_training on a CUDA device):
---- the convolution / linear GEMMs take fp16 operands (fp32 accumulation,
---- fp32 master weights and gradients) and the loss is scaled dynamically
---- (machrt.amp). Returns the loss scaler, or nil where training stays fp32.
---- Which of the two it is is said once per run (log.once), not per fold.
+--- Mixed precision (environment.mixed_precision_training). On a CUDA
+--- device the convolution / linear GEMMs take fp16 operands (fp32
+--- accumulation, fp32 master weights and gradients) and the loss is scaled
+--- dynamically (machrt.amp). On the CPU they take bf16 operands where the
+--- CPU has avx512_bf16 or AMX; bf16 has fp32's exponent range, so no loss
+--- scaling; a CPU without bf16 says so and trains in fp32. Returns the loss
+--- scaler, or nil. Which of these it is is said once per run (log.once),
+--- not per fold.
 function M.mixed_precision(cfg, device)
     if not cfg.environment.mixed_precision_training then return nil end
     if device == "cpu" then
-        log.once("mixed precision", "environment.mixed_precision_training applies on GPU only; training in float32")
+        mt.set_gemm_precision("bf16")
+        if mt.gemm_precision() == "bf16" then
+            log.once("mixed precision", "mixed precision: bf16 GEMM operands on the CPU, fp32 accumulation "
+                     .. "and master weights, no loss scaling")
+        else
+            log.once("mixed precision", "environment.mixed_precision_training: this CPU has no bf16 "
+                     .. "(avx512_bf16 or AMX); training in float32")
+        end
         return nil
     end
     mt.set_gemm_precision("fp16")
@@ -441,9 +451,10 @@ function M.evaluate(cfg, model, front, loader, split)
     mt.empty_cache()
     dist.broadcast_buffers(model) -- every rank validates the model rank 0 saves
     model:evaluate()
-    -- On a device, inference GEMMs follow environment.mixed_precision_inference.
-    local precision = model.device == "cuda"
-        and mt.set_gemm_precision(cfg.environment.mixed_precision_inference and "fp16" or "fp32")
+    -- Inference GEMMs follow environment.mixed_precision_inference: fp16 on a
+    -- device, bf16 on a CPU that has it; fp32 otherwise, whatever training used.
+    local reduced = model.device == "cuda" and "fp16" or "bf16"
+    local precision = mt.set_gemm_precision(cfg.environment.mixed_precision_inference and reduced or "fp32")
     local n, C = #split.val.files, #split.classes
     local probs, targets = mt.zeros{ n, C }, mt.zeros{ n, C }
     local kept, skipped = {}, {}

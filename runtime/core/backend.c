@@ -3,11 +3,14 @@
  * The CPU table's entries are the CPU kernels, which the public ops call
  * once their arguments are checked and their outputs allocated; the audio
  * entries are the public functions, which run their CPU bodies inline. */
+#include <stdio.h>
 #include <string.h>
 #include "machrt/backend.h"
 #include "../nn/nn_cpu.h"
 #include "../optim/optim_cpu.h"
 #include "../cpu/tensor_cpu.h"
+#include "../cpu/gemm.h"
+#include "../cpu/cpu_features.h"
 #include "rng_cpu.h"
 
 static const mrt_backend cpu_backend = {
@@ -40,15 +43,33 @@ const char *mrt_cuda_mixed_precision(void);
 mrt_status mrt_set_gemm_precision(const char *mode)
 {
     const int fp32 = mode && strcmp(mode, "fp32") == 0;
-    if (!fp32 && mode && strcmp(mode, "fp16") != 0 && strcmp(mode, "bf16") != 0)
+    const int bf16 = mode && strcmp(mode, "bf16") == 0;
+    if (!fp32 && !bf16 && mode && strcmp(mode, "fp16") != 0)
         return mrt_fail(MRT_ERR_ARG, "set_gemm_precision: unknown mode '%s' (fp32, fp16 or bf16)",
                         mode);
 #ifdef MRT_HAVE_CUDA
-    if (mrt_cuda_backend()) return mrt_cuda_set_mixed_precision(mode);
+    /* The CPU's GEMMs follow too, for models kept on the CPU; which of the
+     * two mrt_gemm_precision reports is the device's. */
+    if (mrt_cuda_backend()) {
+        mrt_cpu_gemm_set_bf16(bf16);
+        return mrt_cuda_set_mixed_precision(mode);
+    }
 #endif
-    if (fp32) return MRT_OK;
+    if (fp32 || bf16) {
+        if (!mrt_cpu_gemm_set_bf16(bf16)) {
+            /* Said once a process: every fold and evaluation asks again. */
+            static int said;
+            if (!said) {
+                char f[128];
+                fprintf(stderr, "machrt: bf16 GEMMs need a CPU with avx512_bf16 or AMX "
+                        "(this one has %s); computing in fp32\n", mrt_cpu_features_str(f, sizeof f));
+                said = 1;
+            }
+        }
+        return MRT_OK;
+    }
     return mrt_fail(MRT_ERR_DEVICE, "set_gemm_precision: %s GEMMs need a CUDA device (the CPU "
-                    "computes in fp32)", mode ? mode : "(null)");
+                    "computes in fp32 or bf16)", mode ? mode : "(null)");
 }
 
 const char *mrt_gemm_precision(void)
@@ -56,7 +77,7 @@ const char *mrt_gemm_precision(void)
 #ifdef MRT_HAVE_CUDA
     if (mrt_cuda_backend()) return mrt_cuda_mixed_precision();
 #endif
-    return "fp32";
+    return mrt_cpu_gemm_bf16() ? "bf16" : "fp32";
 }
 
 const mrt_backend *mrt_backend_get(mrt_device device)

@@ -1,10 +1,10 @@
-/* Matrix products through OpenBLAS cblas_sgemm.
+/* Matrix products through the CPU GEMM (gemm.c).
  *
  * Strided 2-D operands are passed to sgemm without copying whenever one of
  * their two strides is 1 (row-major, or a transposed view via CblasTrans);
  * only other layouts are made contiguous first. */
 #include <inttypes.h>
-#include <cblas.h>
+#include "gemm.h"
 #include "machrt/backend.h"
 #include "matmul_geom.h"
 #include "tensor_cpu.h"
@@ -167,9 +167,9 @@ mrt_status mrt_cpu_matmul(const mrt_tensor *a_in, const mrt_tensor *b_in, mrt_te
             aoff += idx * astr[d];
             boff += idx * bstr[d];
         }
-        cblas_sgemm(CblasRowMajor, ga.trans, gb.trans, (int)m, (int)n, (int)k, 1.0f,
-                    abase + aoff, (int)ga.ld, bbase + boff, (int)gb.ld, 0.0f,
-                    c + t * m * n, (int)(n > 0 ? n : 1));
+        mrt_cpu_gemm(ga.trans, gb.trans, (int)m, (int)n, (int)k, 1.0f,
+                     abase + aoff, (int)ga.ld, bbase + boff, (int)gb.ld, 0.0f,
+                     c + t * m * n, (int)(n > 0 ? n : 1));
     }
     mrt_tensor_release(&ac);
     mrt_tensor_release(&bc);

@@ -404,13 +404,21 @@ static int m_cuda_synchronize(lua_State *L)
 }
 
 /* mt.set_gemm_precision("fp16" | "bf16" | "fp32"): the operands of the
- * device's convolution / linear / matmul GEMMs (fp32 accumulation and
- * outputs); returns the previous mode. The CPU computes in fp32 only. */
+ * convolution / linear / matmul GEMMs (fp32 accumulation and outputs);
+ * returns the previous mode. The CPU takes "bf16" where it has avx512_bf16
+ * or AMX and stays fp32 otherwise (mt.gemm_precision() says which). */
 static int m_set_gemm_precision(lua_State *L)
 {
     const char *mode = luaL_checkstring(L, 1);
     lua_pushstring(L, mrt_gemm_precision());
     mrt_lua_check(L, mrt_set_gemm_precision(mode));
+    return 1;
+}
+
+/* mt.gemm_precision() -> "fp32" | "fp16" | "bf16": what the GEMMs use now. */
+static int m_gemm_precision(lua_State *L)
+{
+    lua_pushstring(L, mrt_gemm_precision());
     return 1;
 }
 
@@ -466,6 +474,7 @@ static const luaL_Reg machrt_funcs[] = {
     {"cuda_available", m_cuda_available}, {"clock", m_clock}, {"is_tensor", m_is_tensor},
     {"memory_stats", m_memory_stats}, {"empty_cache", m_empty_cache},
     {"cuda_synchronize", m_cuda_synchronize}, {"set_gemm_precision", m_set_gemm_precision},
+    {"gemm_precision", m_gemm_precision},
     {"philox", m_philox}, {"rng_state", m_rng_state}, {"set_rng_state", m_set_rng_state},
     {NULL, NULL}};
 

@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <string.h>
 #include "machrt/backend.h"
+#include "../cpu/gemm.h"
 #include "conv2d.h"
 #include "nn_args.h"
 #include "nn_cpu.h"
@@ -59,7 +60,10 @@ int mrt_conv2d_algo_supports(mrt_conv_algo algo, const mrt_conv_geom *g)
 
 mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward)
 {
-    if (mrt_conv2d_algo_supports(MRT_CONV_WINOGRAD, g) && g->c >= WINO_MIN_CHANNELS)
+    /* bf16 GEMMs would round Winograd's transformed tiles, not the layer's
+     * operands: the error would grow with the transform's constants. */
+    if (mrt_conv2d_algo_supports(MRT_CONV_WINOGRAD, g) && g->c >= WINO_MIN_CHANNELS &&
+        !mrt_cpu_gemm_bf16())
         return backward ? MRT_CONV_WINOGRAD : MRT_CONV_WINOGRAD2;
     if (mrt_conv2d_algo_supports(MRT_CONV_GEMM1X1, g)) return MRT_CONV_GEMM1X1;
     return MRT_CONV_IM2COL;

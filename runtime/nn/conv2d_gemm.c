@@ -25,7 +25,7 @@
  * sgemm's beta = 1, and the buffers are added in thread order; chunks go to
  * threads round-robin (static), so a given thread count always sums in the
  * same order. */
-#include <cblas.h>
+#include "../cpu/gemm.h"
 #include <omp.h>
 #include <string.h>
 #include "conv2d.h"
@@ -228,14 +228,14 @@ void mrt_conv_gemm_forward(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t n
         }
         if (bn == 1) {
             float *y_n = y + n0 * g->o * P;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->o, (int)P, (int)K, 1.0f,
-                        w, (int)K, b_op, (int)P, 0.0f, y_n, (int)P);
+            mrt_cpu_gemm(CblasNoTrans, CblasNoTrans, (int)g->o, (int)P, (int)K, 1.0f,
+                         w, (int)K, b_op, (int)P, 0.0f, y_n, (int)P);
             if (bias)
                 for (int64_t o = 0; o < g->o; o++)
                     for (int64_t p = 0; p < P; p++) y_n[o * P + p] += bias[o];
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->o, (int)cols, (int)K,
-                        1.0f, w, (int)K, b_op, (int)cols, 0.0f, tmp, (int)cols);
+            mrt_cpu_gemm(CblasNoTrans, CblasNoTrans, (int)g->o, (int)cols, (int)K,
+                         1.0f, w, (int)K, b_op, (int)cols, 0.0f, tmp, (int)cols);
             scatter_out(g, tmp, bias, n0, bn, y);
         }
     }
@@ -281,8 +281,8 @@ void mrt_conv_gemm_backward(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t 
                     im2col(g, x, n0, bn, col);
                     b_op = col;
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->o, (int)K, (int)cols,
-                            1.0f, dyb, (int)cols, b_op, (int)cols, 1.0f, acc, (int)K);
+                mrt_cpu_gemm(CblasNoTrans, CblasTrans, (int)g->o, (int)K, (int)cols,
+                             1.0f, dyb, (int)cols, b_op, (int)cols, 1.0f, acc, (int)K);
             }
         }
         if (par) {
@@ -310,12 +310,12 @@ void mrt_conv_gemm_backward(const mrt_conv_geom *g, mrt_conv_algo algo, int64_t 
             if (direct && bn == 1) {
                 /* 1x1, stride 1, no padding: col2im is the identity, so the
                  * product lands in dx directly. */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)g->o,
-                            1.0f, w, (int)K, dyb, (int)P, 0.0f, dx + n0 * g->c * g->h * g->w,
-                            (int)P);
+                mrt_cpu_gemm(CblasTrans, CblasNoTrans, (int)K, (int)P, (int)g->o,
+                             1.0f, w, (int)K, dyb, (int)P, 0.0f, dx + n0 * g->c * g->h * g->w,
+                             (int)P);
             } else {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)cols,
-                            (int)g->o, 1.0f, w, (int)K, dyb, (int)cols, 0.0f, col, (int)cols);
+                mrt_cpu_gemm(CblasTrans, CblasNoTrans, (int)K, (int)cols,
+                             (int)g->o, 1.0f, w, (int)K, dyb, (int)cols, 0.0f, col, (int)cols);
                 col2im(g, col, n0, bn, dx);
             }
         }

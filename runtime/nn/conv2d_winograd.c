@@ -54,7 +54,7 @@
  * dW accumulates per thread (groups go to threads round-robin, statically)
  * and the per-thread sums are added in thread order, so a given thread
  * count always gives the same bits. */
-#include <cblas.h>
+#include "../cpu/gemm.h"
 #include <omp.h>
 #include <string.h>
 #include "conv2d.h"
@@ -627,9 +627,9 @@ static void gemms_fwd(const wgeom *q, const wlayout *lay, int64_t T, const float
     const size_t us = u_stride(q), vs = xi_stride(lay, q->cin), ms = xi_stride(lay, q->cout);
 #pragma omp parallel for schedule(dynamic, 1) if (par && q->cout * q->cin * T > MRT_CONV_PAR_MIN)
     for (int xi = 0; xi < q->nxi; xi++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)q->cout, (int)T, (int)q->cin,
-                    1.0f, u + (size_t)xi * us, (int)q->cin, v + (size_t)xi * vs, (int)lay->tp,
-                    0.0f, m + (size_t)xi * ms, (int)lay->tp);
+        mrt_cpu_gemm(CblasNoTrans, CblasNoTrans, (int)q->cout, (int)T, (int)q->cin,
+                     1.0f, u + (size_t)xi * us, (int)q->cin, v + (size_t)xi * vs, (int)lay->tp,
+                     0.0f, m + (size_t)xi * ms, (int)lay->tp);
 }
 
 /* dU[xi] = beta dU[xi] + Yt[xi] . V[xi]^T for the T tiles of a group. */
@@ -639,9 +639,9 @@ static void gemms_dw(const wgeom *q, const wlayout *lay, int64_t T, const float 
     const size_t us = u_stride(q), vs = xi_stride(lay, q->cin), ys = xi_stride(lay, q->cout);
 #pragma omp parallel for schedule(dynamic, 1) if (par && q->cout * q->cin * T > MRT_CONV_PAR_MIN)
     for (int xi = 0; xi < q->nxi; xi++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)q->cout, (int)q->cin, (int)T,
-                    1.0f, yt + (size_t)xi * ys, (int)lay->tp, v + (size_t)xi * vs, (int)lay->tp,
-                    beta, du + (size_t)xi * us, (int)q->cin);
+        mrt_cpu_gemm(CblasNoTrans, CblasTrans, (int)q->cout, (int)q->cin, (int)T,
+                     1.0f, yt + (size_t)xi * ys, (int)lay->tp, v + (size_t)xi * vs, (int)lay->tp,
+                     beta, du + (size_t)xi * us, (int)q->cin);
 }
 
 /* The output transform reads whole chunks, up to lanes - 1 tiles past a

@@ -7,7 +7,7 @@
  * Strided operands are made contiguous first (they are small: the ResNet head
  * is 32 x 512 x 4); outputs that are strided or share storage with an input
  * are computed aside and copied in. */
-#include <cblas.h>
+#include "../cpu/gemm.h"
 #include <inttypes.h>
 #include <limits.h>
 #include <string.h>
@@ -80,8 +80,8 @@ mrt_status mrt_cpu_linear_forward(const mrt_tensor *x, const mrt_tensor *w, cons
         const float *bp = mrt_f32(&bc);
         for (int64_t i = 0; i < n; i++) memcpy(yp + i * out, bp, sizeof(float) * (size_t)out);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f,
-                mrt_f32(&xc), (int)in, mrt_f32(&wc), (int)in, b ? 1.0f : 0.0f, yp, (int)out);
+    mrt_cpu_gemm(CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f,
+                 mrt_f32(&xc), (int)in, mrt_f32(&wc), (int)in, b ? 1.0f : 0.0f, yp, (int)out);
     if (aside) st = mrt_tensor_copy(y, &yt);
 done:
     if (aside) mrt_tensor_release(&yt);
@@ -134,11 +134,11 @@ mrt_status mrt_cpu_linear_backward(const mrt_tensor *x, const mrt_tensor *w, con
 
     const float *dyp = mrt_f32(&dyc);
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)in, (int)out, 1.0f,
-                    dyp, (int)out, mrt_f32(&wc), (int)in, 0.0f, mrt_f32(&dxt), (int)in);
+        mrt_cpu_gemm(CblasNoTrans, CblasNoTrans, (int)n, (int)in, (int)out, 1.0f,
+                     dyp, (int)out, mrt_f32(&wc), (int)in, 0.0f, mrt_f32(&dxt), (int)in);
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)n, 1.0f,
-                    dyp, (int)out, mrt_f32(&xc), (int)in, 1.0f, mrt_f32(&dwt), (int)in);
+        mrt_cpu_gemm(CblasTrans, CblasNoTrans, (int)out, (int)in, (int)n, 1.0f,
+                     dyp, (int)out, mrt_f32(&xc), (int)in, 1.0f, mrt_f32(&dwt), (int)in);
     if (db) {
         float *dbp = mrt_f32(&dbt);
         for (int64_t o = 0; o < out; o++) {

@@ -155,9 +155,11 @@ int mrt_cuda_built(void);
 int mrt_cuda_available(void);
 /* "emulated" (the .cu sources run on the CPU), "cuda" (a device) or "none". */
 const char *mrt_cuda_mode(void);
-/* Operands of the CUDA backend's GEMMs: "fp32", "fp16" or "bf16" (fp32
- * accumulation and outputs either way). Anything but "fp32" needs a CUDA
- * device; the CPU always computes in fp32. */
+/* Operands of the GEMMs (convolutions, linear layers, matmul): "fp32",
+ * "fp16" or "bf16", fp32 accumulation and outputs either way. On a CUDA
+ * device all three; on the CPU "fp32" and "bf16", the latter where the CPU
+ * has avx512_bf16 or AMX (elsewhere it says so once on stderr and stays
+ * fp32: mrt_gemm_precision tells which). "fp16" on the CPU is an error. */
 mrt_status mrt_set_gemm_precision(const char *mode);
 const char *mrt_gemm_precision(void);
 
