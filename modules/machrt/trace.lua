@@ -14,6 +14,10 @@
 --                                  counts (chunks per clip), target; per validation batch
 --   DIR/val.csv                    per evaluation: evaluation, step, loss, f1, accuracy
 --   DIR/val_probs_001.safetensors  per evaluation: probs {clips, classes}
+--   DIR/state_000001.safetensors   with MACHRT_TRACE_STATES=1, after every step: the model's
+--                                  state_dict and the optimizer's state tensors
+--                                  (state.<name>.exp_avg, ...), so a twin can start each step
+--                                  from machrt's weights and compare one step at a time
 --
 -- One fold, one process, a fresh run: a resumed run, a second fold in the
 -- same process or a data-parallel run is refused (the twin could not follow
@@ -28,6 +32,7 @@ local M = {}
 
 local DIR = os.getenv("MACHRT_TRACE")
 if DIR == "" then DIR = nil end
+local STATES = os.getenv("MACHRT_TRACE_STATES") == "1"
 
 --- The trace being written (nil when MACHRT_TRACE is unset or before the run starts).
 M.active = nil
@@ -81,7 +86,7 @@ function M.start(model, optimizer, cfg, state)
     local weights = {}
     for k, v in pairs(model:state_dict()) do weights[k] = v:to("cpu") end
     mt.save(DIR .. "/initial.safetensors", weights)
-    local t = setmetatable({ dir = DIR, batches = 0, first_batch = 1, loss_sum = 0, loss_count = 0,
+    local t = setmetatable({ dir = DIR, model = model, optimizer = optimizer, batches = 0, first_batch = 1, loss_sum = 0, loss_count = 0,
                              evaluations = 0, last_step = 0 }, Trace)
     M.active = t
     return t
@@ -110,6 +115,12 @@ function Trace:step(step, epoch, lr)
     append(self.dir .. "/trace.csv", STEP_COLUMNS, {
         step, epoch, self.first_batch, self.batches, self.loss_sum / math.max(self.loss_count, 1),
         self.norm or 0 / 0, lr })
+    if STATES then
+        local tensors = {}
+        for k, v in pairs(self.model:state_dict()) do tensors[k] = v:to("cpu") end
+        for k, v in pairs((self.optimizer:state_dict())) do tensors[k] = v:to("cpu") end
+        mt.save(string.format("%s/state_%06d.safetensors", self.dir, step), tensors)
+    end
     self.last_step, self.first_batch, self.loss_sum, self.loss_count, self.norm = step, self.batches + 1, 0, 0, nil
 end
 
