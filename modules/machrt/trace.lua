@@ -19,9 +19,11 @@
 --                                  (state.<name>.exp_avg, ...), so a twin can start each step
 --                                  from machrt's weights and compare one step at a time
 --
--- One fold, one process, a fresh run: a resumed run, a second fold in the
--- same process or a data-parallel run is refused (the twin could not follow
--- it), as is a DIR that already holds a trace.
+-- One training per process, from its first step, on one rank: a resumed
+-- run, a second training in the same process (another fold, another model)
+-- and a data-parallel run are refused (the twin could not follow them), as
+-- is a DIR that already holds a trace. The twin follows the classification
+-- recipe of experiments/resnet34.lua.
 
 local mt = require "machrt"
 local sys = require "machrt.sys"
@@ -58,7 +60,8 @@ local VAL_COLUMNS = { "evaluation", "step", "loss", "f1", "accuracy" }
 function M.start(model, optimizer, cfg, state)
     if not DIR then return nil end
     if M.active then
-        fail("MACHRT_TRACE=%s traces one fold: give dataset.folds a single fold", DIR)
+        fail("MACHRT_TRACE=%s traces one training per process, and this one starts a second (another "
+             .. "fold, or another model of the experiment): give dataset.folds a single fold", DIR)
     end
     if state.step ~= 0 then
         fail("MACHRT_TRACE=%s traces a run from its first step: a resumed run (at step %d) cannot be traced",
