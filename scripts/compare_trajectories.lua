@@ -8,7 +8,8 @@
 --
 -- --noise: a second twin trace (other threads, oneDNN off): its distance to
 -- TWIN_DIR is PyTorch's float noise against itself, printed alongside.
--- --steps prints every step's values.
+-- --steps prints every step's values. A teacher-forced twin's trace adds
+-- how far each step lands from machrt's weights, buffers and moments.
 
 local cli = require "machrt.cli"
 local csv = require "machrt.data.csv"
@@ -74,6 +75,21 @@ end
 -- Step 1 starts from the same weights: loss and gradient differ by rounding only.
 print(string.format("  step 1: loss %.3e, grad_norm %.3e", relative(m[1].loss, t[1].loss),
                     relative(m[1].grad_norm, t[1].grad_norm)))
+
+-- A teacher-forced twin (--teacher-forced): how far each step lands from
+-- machrt's state after it, per kind of tensor.
+local forced = csv.read(tdir .. "/trace.csv")
+if forced:column("buffer_diff") then
+    print("  teacher-forced, largest relative difference after a step (tensor, step):")
+    for _, kind in ipairs{ "weight", "buffer", "moment" } do
+        local values, names = forced:column(kind .. "_diff"), forced:column(kind .. "_worst")
+        local m, at = -1, 1
+        for i, v in ipairs(values) do
+            if tonumber(v) > m then m, at = tonumber(v), i end
+        end
+        print(string.format("    %-8s %.3e (%s, step %d)", kind .. "s", m, names[at], at))
+    end
+end
 
 if opts.steps then
     print("\n  step        loss machrt     loss twin  grad_norm machrt  grad_norm twin")
