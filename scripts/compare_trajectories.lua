@@ -28,8 +28,8 @@ local function rows_of(path, columns)
     local df = csv.read(path)
     local out = {}
     for _, c in ipairs(columns) do
-        local col = df:column(c)
-        if not col then cli.fail(CLI, string.format("%s has no column '%s'", path, c)) end
+        local ok, col = pcall(df.column, df, c)
+        if not ok then cli.fail(CLI, string.format("%s has no column '%s'", path, c)) end
         for i, v in ipairs(col) do
             out[i] = out[i] or {}
             out[i][c] = tonumber(v)
@@ -79,7 +79,9 @@ print(string.format("  step 1: loss %.3e, grad_norm %.3e", relative(m[1].loss, t
 -- A teacher-forced twin (--teacher-forced): how far each step lands from
 -- machrt's state after it, per kind of tensor.
 local forced = csv.read(tdir .. "/trace.csv")
-if forced:column("buffer_diff") then
+local has_forced = false
+for _, c in ipairs(forced.columns) do has_forced = has_forced or c == "buffer_diff" end
+if has_forced then
     print("  teacher-forced, largest relative difference after a step (tensor, step):")
     for _, kind in ipairs{ "weight", "buffer", "moment" } do
         local values, names = forced:column(kind .. "_diff"), forced:column(kind .. "_worst")
