@@ -109,7 +109,6 @@ end
 
 --- The gradients' global norm, once complete (before clipping).
 function Trace:grad_norm(model)
-    if self.norm then return end
     self.norm = optim.clip_grad_norm(model:parameters(), math.huge) -- math.huge: measures, never clips
 end
 
