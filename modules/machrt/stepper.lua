@@ -28,9 +28,14 @@
 --   4. the learning rate of the step (set_lr(step)), the optimizer step.
 --   5. scaler update (its state into state.amp, saved with the checkpoint),
 --      zero_grad, and the kill point of the kill-and-resume tests.
+--
+-- MACHRT_TRACE=DIR records the run for a twin to follow (machrt.trace):
+-- the initial weights, every batch's input and per step the loss, the
+-- gradient norm before clipping and the learning rate.
 
 local optim = require "machrt.optim"
 local log = require "machrt.log"
+local trace = require "machrt.trace"
 
 local M = {}
 
@@ -93,6 +98,7 @@ function M.new(o)
         state = o.state, checkpoint_dir = o.checkpoint_dir, reduce_gradients = o.reduce_gradients,
         accumulation = accumulation, clip = tr.gradient_clip,
         epoch = o.state.epoch or 0, loss_sum = 0, seen = 0, lr = o.optimizer.param_groups[1].lr,
+        trace = trace.start(o.model, o.optimizer, o.cfg, o.state),
     }, Stepper)
 end
 
@@ -104,6 +110,7 @@ function Stepper:start_epoch(epoch)
     self.lr = self.optimizer.param_groups[1].lr
     self.model:zero_grad()
     self.model:training()
+    if self.trace then self.trace:start_epoch() end
 end
 
 --- One batch: x the model's input, target on the model's device, b the
@@ -114,6 +121,7 @@ end
 --- step ended with it.
 function Stepper:step(x, target, b, weight)
     local model, loss_fn = self.model, self.loss
+    if self.trace then self.trace:batch(x, target) end
     local logits = model:forward(x)
     local loss = loss_fn:forward(logits, target)
     if not is_finite(loss) then
@@ -125,6 +133,7 @@ function Stepper:step(x, target, b, weight)
     if weight and weight ~= 1 then grad = grad * weight end
     model:backward(x, self.scaler and self.scaler:scale(grad) or grad, true)
     local n = x:size(1)
+    if self.trace then self.trace:loss(loss) end
     self.loss_sum, self.seen = self.loss_sum + loss * n, self.seen + n
     if b % self.accumulation ~= 0 then return loss, false end
     self:update()
@@ -137,9 +146,11 @@ function Stepper:update()
     state.step = state.step + 1
     if self.reduce_gradients then self.reduce_gradients(model, self) end
     local finite = not scaler or unscale(scaler, model)
+    if self.trace then self.trace:grad_norm(model) end
     if finite and self.clip > 0 then optim.clip_grad_norm(model:parameters(), self.clip) end
     self.lr = self.set_lr(state.step)
     if finite then self.optimizer:step() end
+    if self.trace then self.trace:step(state.step, self.epoch, self.lr) end
     if scaler then
         if not finite then
             log.info("step %d skipped: Inf/NaN gradient at loss scale %g", state.step, scaler:get_scale())

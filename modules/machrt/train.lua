@@ -32,6 +32,7 @@ local log = require "machrt.log"
 local infer = require "machrt.infer"
 local run_folder = require "machrt.run_folder"
 local dist = require "machrt.dist"
+local trace = require "machrt.trace"
 
 local M = {}
 
@@ -467,6 +468,7 @@ function M.evaluate(cfg, model, front, loader, split)
             log.info("validation: skipped %s", why)
         end
         if batch.chunks then
+            if trace.active then trace.active:validation_batch(front(batch.chunks), batch.counts, batch.target) end
             local p = infer.clip_probabilities(model, front, batch.chunks, batch.counts)
             for k, i in ipairs(batch.indices) do
                 filled = filled + 1
@@ -497,6 +499,7 @@ function M.evaluate(cfg, model, front, loader, split)
     end
     m.loss = bce_of_probs(probs, targets)
     m.probs, m.items, m.true_index, m.skipped = probs, kept, true_index, skipped
+    if trace.active then trace.active:evaluation(m) end
     return m
 end
 
