@@ -4,7 +4,7 @@
 -- same log-mel front end (the reference settings) on both. Prints the mean
 -- absolute dB difference per band of mel bins, by centre frequency.
 --
---   MACHRT_SAMPLE_DATA=../shared/data/mimii-sample PYTHON=/work/peers/bin/python \
+--   MACHRT_SAMPLE_DATA=../shared/data/mimii-sample PYTHON=peers/bin/python \
 --       ./machrt bench/resampler_mel.lua
 --
 -- Not part of `make bench` (it needs the sample clips and PyTorch).
