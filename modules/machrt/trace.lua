@@ -4,6 +4,7 @@
 -- train.evaluate test one upvalue).
 --
 --   DIR/trace.json                 the optimizer's groups (names, lr, betas, eps, weight_decay)
+--                                  and the GEMM precision (a twin in fp32 follows an fp32 run)
 --                                  and cfg.training
 --   DIR/initial.safetensors        model:state_dict() before the first step (torchvision names)
 --   DIR/batch_000001.safetensors   x (the model's input, the log-mel batch) and target, per batch
@@ -83,7 +84,7 @@ function M.start(model, optimizer, cfg, state)
                       params = names }
     end
     sys.write_file(DIR .. "/trace.json", sys.json_encode({
-        optimizer = optimizer.kind,
+        optimizer = optimizer.kind, gemm_precision = mt.gemm_precision(),
         groups = groups, training = cfg.training, audio = cfg.audio, prediction = cfg.prediction,
     }))
     local weights = {}
