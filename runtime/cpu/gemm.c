@@ -45,12 +45,13 @@ float mrt_bf16_round(float x)
     return x;
 }
 
+/* The bf16 bits of x: the upper half of mrt_bf16_round(x). */
 static uint16_t to_bf16(float x)
 {
+    const float r = mrt_bf16_round(x);
     uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    memcpy(&u, &r, sizeof u);
+    return (uint16_t)(u >> 16);
 }
 
 int mrt_cpu_gemm_bf16_supported(void)
