@@ -20,6 +20,7 @@ local sys = require "machrt.sys"
 local csv = require "machrt.data.csv"
 local metrics = require "machrt.metrics"
 local log = require "machrt.log"
+local dist = require "machrt.dist"
 
 local M = {}
 
@@ -133,6 +134,7 @@ end
 --- returns the summary; returns nil (saying why) when there is one fold or
 --- some fold is not done yet.
 function M.write(cfg, run)
+    if not dist.is_main() then return nil end -- under mpirun rank 0 alone reads and writes the run folders
     local folds = {}
     for k, f in ipairs(cfg.dataset.folds) do folds[k] = math.tointeger(tonumber(f)) end
     if #folds < 2 then return nil end

@@ -146,8 +146,9 @@ function Stepper:update()
     state.step = state.step + 1
     if self.reduce_gradients then self.reduce_gradients(model, self) end
     local finite = not scaler or unscale(scaler, model)
-    if self.trace then self.trace:grad_norm(model) end
-    if finite and self.clip > 0 then optim.clip_grad_norm(model:parameters(), self.clip) end
+    -- clip_grad_norm returns the norm before clipping: the trace records that one.
+    local norm = finite and self.clip > 0 and optim.clip_grad_norm(model:parameters(), self.clip) or nil
+    if self.trace then self.trace:grad_norm(model, norm) end
     self.lr = self.set_lr(state.step)
     if finite then self.optimizer:step() end
     if self.trace then self.trace:step(state.step, self.epoch, self.lr) end

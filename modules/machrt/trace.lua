@@ -108,9 +108,10 @@ function Trace:loss(loss)
     self.loss_sum, self.loss_count = self.loss_sum + loss, self.loss_count + 1
 end
 
---- The gradients' global norm, once complete (before clipping).
-function Trace:grad_norm(model)
-    self.norm = optim.clip_grad_norm(model:parameters(), math.huge) -- math.huge: measures, never clips
+--- The gradients' global norm before clipping: `norm` when the stepper has
+--- clipped (clip_grad_norm returns it), else measured here.
+function Trace:grad_norm(model, norm)
+    self.norm = norm or optim.clip_grad_norm(model:parameters(), math.huge) -- math.huge: measures, never clips
 end
 
 --- An optimizer step ended: its row of trace.csv.
@@ -132,9 +133,11 @@ function Trace:start_epoch()
     self.first_batch, self.loss_sum, self.loss_count, self.norm = self.batches + 1, 0, 0, nil
 end
 
---- One validation batch's input (first evaluation only): x the log-mel of its chunks.
-function Trace:validation_batch(x, counts, target)
+--- One validation batch's input (first evaluation only): the log-mel of its
+--- chunks, front(chunks), computed only when it is recorded.
+function Trace:validation_batch(front, chunks, counts, target)
     if self.evaluations > 0 then return end
+    local x = front(chunks)
     self.val_batches = (self.val_batches or 0) + 1
     local c = mt.tensor(counts)
     mt.save(string.format("%s/val_%06d.safetensors", self.dir, self.val_batches),

@@ -468,7 +468,7 @@ function M.evaluate(cfg, model, front, loader, split)
             log.info("validation: skipped %s", why)
         end
         if batch.chunks then
-            if trace.active then trace.active:validation_batch(front(batch.chunks), batch.counts, batch.target) end
+            if trace.active then trace.active:validation_batch(front, batch.chunks, batch.counts, batch.target) end
             local p = infer.clip_probabilities(model, front, batch.chunks, batch.counts)
             for k, i in ipairs(batch.indices) do
                 filled = filled + 1
