@@ -33,25 +33,23 @@ static mrt_status allreduce_typed(const char *name, void *buf, size_t n, size_t 
                                MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return mrt_dist_mpi_fail(name, rc);
     }
+    if (op != MRT_DIST_MEAN) return MRT_OK;
+    const double scale = 1.0 / (double)mrt_dist_size();
+    if (type == MPI_DOUBLE)
+        for (size_t i = 0; i < n; i++) ((double *)buf)[i] *= scale;
+    else
+        for (size_t i = 0; i < n; i++) ((float *)buf)[i] *= (float)scale;
     return MRT_OK;
 }
 
 mrt_status mrt_dist_allreduce(float *buf, size_t n, mrt_dist_op op)
 {
-    mrt_status st = allreduce_typed("allreduce", buf, n, sizeof *buf, MPI_FLOAT, op);
-    if (st || op != MRT_DIST_MEAN || !mrt_dist_active()) return st;
-    const float scale = 1.0f / (float)mrt_dist_size();
-    for (size_t i = 0; i < n; i++) buf[i] *= scale;
-    return MRT_OK;
+    return allreduce_typed("allreduce", buf, n, sizeof *buf, MPI_FLOAT, op);
 }
 
 mrt_status mrt_dist_allreduce_f64(double *buf, size_t n, mrt_dist_op op)
 {
-    mrt_status st = allreduce_typed("allreduce", buf, n, sizeof *buf, MPI_DOUBLE, op);
-    if (st || op != MRT_DIST_MEAN || !mrt_dist_active()) return st;
-    const double scale = 1.0 / (double)mrt_dist_size();
-    for (size_t i = 0; i < n; i++) buf[i] *= scale;
-    return MRT_OK;
+    return allreduce_typed("allreduce", buf, n, sizeof *buf, MPI_DOUBLE, op);
 }
 
 mrt_status mrt_dist_broadcast(void *buf, size_t nbytes, int root)
