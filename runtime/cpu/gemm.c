@@ -126,9 +126,14 @@ static dnnl_primitive_t create(const prim_key *key, prim_entry *e)
     return prim;
 }
 
+/* This thread's last entry: a layer's chunks call with one shape in a row,
+ * and entries are never moved or freed, so a hit needs no lock. */
+static _Thread_local const prim_entry *tl_last;
+
 /* The cached entry for key (created on first use), or NULL without oneDNN. */
 static const prim_entry *lookup(const prim_key *key)
 {
+    if (tl_last && memcmp(&tl_last->key, key, sizeof *key) == 0) return tl_last;
     const prim_entry *found = NULL;
     pthread_mutex_lock(&cache_lock);
     if (init_engine()) {
@@ -150,6 +155,7 @@ static const prim_entry *lookup(const prim_key *key)
         }
     }
     pthread_mutex_unlock(&cache_lock);
+    if (found) tl_last = found;
     return found;
 }
 
