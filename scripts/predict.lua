@@ -113,8 +113,7 @@ if anomaly then
     local text = table.concat(lines, "\n") .. "\n"
     if opts.out then sys.write_file(opts.out, text) else io.write(text) end
     if unreadable > 0 then
-        io.stderr:write(string.format("predict: %d of %d files could not be read (the error column of its row says why)\n",
-                                      unreadable, #files))
+        io.stderr:write(infer.unreadable_line("predict", unreadable, #files))
         os.exit(1)
     end
     os.exit(0)

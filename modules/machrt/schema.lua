@@ -55,6 +55,7 @@ local function top_layers(names)
 end
 
 local function unmatched_layers(layers, cfg)
+    if #layers == 0 then return nil end -- the default: no network is built to check nothing
     local names = parameter_names(cfg.architecture.backbone)
     local missing = {}
     for _, layer in ipairs(layers) do

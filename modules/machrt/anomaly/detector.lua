@@ -15,6 +15,7 @@ local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local pipeline = require "machrt.pipeline"
 local train = require "machrt.train"
+local run_folder = require "machrt.run_folder"
 local ae = require "machrt.anomaly.autoencoder"
 local emb = require "machrt.anomaly.embedding"
 
@@ -117,7 +118,9 @@ function M.load_run(dir, opts)
         local path = which == "model" and dir .. "/" .. train.CHECKPOINT
             or ae.model_dir(dir, which) .. "/" .. train.CHECKPOINT
         if not sys.stat(path) then fail("run folder %s: %s is missing", dir, path) end
-        return without_optimizer(mt.load(path))
+        local tensors, meta = mt.load(path)
+        run_folder.verify(path, tensors, meta) -- a damaged or edited checkpoint is refused, as infer.load_run does
+        return without_optimizer(tensors)
     end
     local stats = info.method == "embedding" and mt.load(dir .. "/" .. M.STATS) or {}
     return assemble(cfg, info, weights_of, stats, device, dir)
