@@ -5,7 +5,7 @@ corpus is tuned against and machrt's detectors are compared with.
 
     python3 bench/peers/dcase_baseline.py --data data/synthetic
         [--epochs 100] [--threads 2] [--holdout 0.25] [--json out.json]
-        [--types fan,pump] [--check]
+        [--types fan,pump] [--check] [--write-folds CSV]
 
 The corpus is a folder with dataset.csv in machrt's layout (first column the
 index, then audio, label, model_id, condition, snr_db; audio relative to the
@@ -59,14 +59,20 @@ import sys
 import time
 import wave
 
-try:
-    import numpy as np
-    import torch
-    import torchaudio
-    from sklearn.metrics import roc_auc_score
-except ImportError:
-    print("PyTorch not installed")
-    sys.exit(0)
+np = torch = torchaudio = roc_auc_score = None
+
+
+def import_peers():
+    """numpy, torch, torchaudio and scikit-learn, or exit 0 saying so."""
+    global np, torch, torchaudio, roc_auc_score
+    try:
+        import numpy as np
+        import torch
+        import torchaudio
+        from sklearn.metrics import roc_auc_score
+    except ImportError:
+        print("PyTorch not installed")
+        sys.exit(0)
 
 RATE = 16000
 N_MELS, N_FFT, HOP, POWER, FRAMES = 128, 1024, 512, 2.0, 5
@@ -128,6 +134,24 @@ def vectors(lm):
     """5 consecutive frames flattened: (frames - 4) x 640, frame t first."""
     n = lm.shape[0] - FRAMES + 1
     return torch.cat([lm[t:t + n] for t in range(FRAMES)], dim=1)
+
+
+def write_folds(rows, holdout, folder, path):
+    """The corpus CSV plus a "fold" column, 0 for the test part of split()
+    and 1 for its training part, so that machrt's experiments
+    (--dataset.train_dataframe=PATH --dataset.folds=0) train and validate on
+    exactly this peer's split."""
+    train, _ = split(rows, holdout)
+    in_train = {r["index"] for r in train}
+    with open(os.path.join(folder, "dataset.csv"), newline="") as f:
+        records = list(csv.reader(f))
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(records[0] + ["fold"])
+        for rec in records[1:]:
+            out.writerow(rec + ["1" if int(rec[0]) in in_train else "0"])
+    print(f"dcase_baseline: {path}: {len(in_train)} training and "
+          f"{len(records) - 1 - len(in_train)} test rows (fold 0)")
 
 
 def split(rows, holdout):
@@ -216,9 +240,15 @@ def main():
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--check", action="store_true", help="2 epochs, 2 types: a smoke run")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--write-folds", default=None, metavar="CSV",
+                    help="write the corpus CSV with this split as a fold column (0: test) and exit")
     a = ap.parse_args()
     if not 0.0 < a.holdout < 1.0:
         sys.exit(f"dcase_baseline: --holdout must be in (0, 1), got {a.holdout}")
+    if a.write_folds:
+        write_folds(read_corpus(a.data, a.csv), a.holdout, a.data, a.write_folds)
+        return
+    import_peers()
     if a.epochs < 1:
         sys.exit(f"dcase_baseline: --epochs must be positive, got {a.epochs}")
 
