@@ -88,7 +88,10 @@ function M.setup(defaults, args, keys)
     keys = keys or schema.reference
     local cfg, opts = config.from_args(defaults, args)
     -- Before any work, and before --help: a sweep checks its trials with it.
-    config.validate(cfg, keys)
+    -- A resumed run's settings are the stored config with the command line
+    -- over it: they are checked once merged (below), since the defaults with
+    -- the command line alone can break a rule across keys the run keeps.
+    if not opts.resume or opts.help then config.validate(cfg, keys) end
     if opts.help then
         io.write("usage: machrt experiments/<name>.lua [--section.key=value ...] "
                  .. "[--resume <run folder> | --overwrite]\n",

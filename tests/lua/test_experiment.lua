@@ -324,6 +324,20 @@ test("--resume refuses a changed setting, naming the key", function()
     A.truthy(code ~= 0 and text:find("--resume " .. out .. "/nothing: no such run folder", 1, true), text)
 end)
 
+test("--resume checks the stored config with the command line over it, not the defaults with it", function()
+    local out = copy_of_finished_run()
+    local dir = fold_dir(out)
+    -- The stored data_folder given again is no change; over the defaults
+    -- (train_dataframe '') it would break the rule that the two come together.
+    local code, text = run("--resume " .. dir .. " --dataset.data_folder=" .. tiny_corpus())
+    A.eq(code, 0, "output:\n" .. text)
+    A.truthy(text:find("resuming " .. dir .. " after epoch 2 of 2", 1, true), text)
+    -- The merged config is still checked: a stored rule broken by the command line is named.
+    code, text = run("--resume " .. dir .. " --environment.threads=-1")
+    A.eq(code, 2, "output:\n" .. text)
+    A.truthy(text:find("environment.threads", 1, true), text)
+end)
+
 test("--resume --training.epochs=N+2 extends a finished run, saying how the schedule goes on", function()
     local out = copy_of_finished_run()
     local dir = fold_dir(out)
