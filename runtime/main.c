@@ -50,7 +50,7 @@ static void print_usage(FILE *f)
             "  -v, --version  show version information and exit\n"
             "  -h, --help     show this help and exit\n"
             "  --traceback    a Lua traceback with every error (also MACHRT_TRACEBACK=1;\n"
-            "                 --traceback after the script works too)\n"
+            "                 after the script too, taken out of its arguments)\n"
             "  --        stop handling options\n"
             "  -         execute stdin as a script and stop handling options\n"
             "With no script and no -e, machrt starts an interactive session.\n",
@@ -561,6 +561,22 @@ static int collect_args(int argc, char **argv, int *script, int *bad)
     return flags;
 }
 
+/* --traceback after the script is the host's too, whatever the script: it
+ * is taken out of the script's arguments, so no script's option parser has
+ * to know it. Returns the new argc. */
+static int take_traceback_flag(int argc, char **argv, int script)
+{
+    int kept = script + 1;
+    for (int i = script + 1; i < argc; i++) {
+        if (strcmp(argv[i], "--traceback") == 0)
+            always_traceback = 1;
+        else
+            argv[kept++] = argv[i];
+    }
+    argv[kept] = NULL; /* argv[argc] is NULL, as C promises */
+    return kept;
+}
+
 /* Runs -e and -l in command-line order. */
 static int run_args(lua_State *L, char **argv, int optlim)
 {
@@ -625,14 +641,11 @@ int main(int argc, char **argv)
         printf("machrt %s (%s)\n", MACHRT_VERSION, LUA_RELEASE);
         return EXIT_SUCCESS;
     }
-    /* The script's own arguments stay in `arg`; its option parser accepts
-     * --traceback and leaves it to the host. */
     const char *want_tb = getenv("MACHRT_TRACEBACK");
     if (want_tb != NULL && want_tb[0] != '\0' && strcmp(want_tb, "0") != 0)
         always_traceback = 1;
-    for (int i = script > 0 ? script + 1 : argc; i < argc; i++)
-        if (strcmp(argv[i], "--traceback") == 0)
-            always_traceback = 1;
+    if (script > 0)
+        argc = take_traceback_flag(argc, argv, script);
     interactive = isatty(STDIN_FILENO);
     rl_readline_name = "machrt";
     static char rank_name[64];

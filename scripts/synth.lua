@@ -61,8 +61,7 @@ local function parse(argv)
         if not key then key = a:match("^%-%-([%w-]+)$") end
         if not key then usage_error("synth: unexpected argument '" .. a .. "'\n" .. USAGE) end
         if key == "help" or key == "h" then io.write(USAGE); os.exit(0) end
-        if key == "traceback" then -- the host shows tracebacks (runtime/main.c)
-        elseif key == "force" then o.force = true
+        if key == "force" then o.force = true
         elseif key == "quiet" then quiet = true
         elseif takes[key] then
             if not val then

@@ -111,7 +111,8 @@ end
 
 --- Parses the command line: overrides applied to a copy of `defaults`.
 --- Returns cfg and opts {resume = folder|nil, overwrite = bool, help = bool,
---- traceback = bool, overrides = {...}}.
+--- overrides = {...}}. (--traceback is the host's: runtime/main.c takes it
+--- out of `arg`.)
 function M.from_args(defaults, args, list_kinds)
     local cfg = copy(defaults)
     local opts = { overrides = {} }
@@ -121,8 +122,6 @@ function M.from_args(defaults, args, list_kinds)
         local a = args[i]
         if a == "--help" or a == "-h" then
             opts.help = true
-        elseif a == "--traceback" then
-            opts.traceback = true -- the host shows tracebacks (runtime/main.c)
         elseif a == "--resume" then
             opts.resume = args[i + 1] or fail("--resume needs a run folder (runs/<experiment>/fold<k>)")
             i = i + 1
@@ -140,7 +139,7 @@ function M.from_args(defaults, args, list_kinds)
             opts.overrides[#opts.overrides + 1] = { path = path, text = text }
         else
             fail(string.format("cannot read argument '%s': expected --section.key=value, "
-                               .. "--resume <run folder>, --overwrite, --traceback or --help", a))
+                               .. "--resume <run folder>, --overwrite or --help", a))
         end
         i = i + 1
     end

@@ -94,8 +94,7 @@ local SLURM_VALUES = { ntasks = "count", ["cpus-per-task"] = "count", parallel =
                        partition = "text", mem = "text", gpus = "text", template = "text", sbatch = "list",
                        launcher = "text", task = "index" }
 local FLAGS = { slurm = "slurm", submit = "submit", ["slurm-wait"] = "slurm_wait",
-                ["slurm-results"] = "slurm_results",
-                traceback = "traceback" } -- the host shows tracebacks (runtime/main.c)
+                ["slurm-results"] = "slurm_results" }
 
 local function parse_range(spec, what)
     local parts = {}

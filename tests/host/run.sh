@@ -126,6 +126,15 @@ check "--traceback shows the traceback of a user's error too, still exit 2" \
 rc=0; MACHRT_TRACEBACK=1 $TO "$BIN" -e 'error("dataset.folds: no fold 9", 0)' </dev/null >"$tmp/out" 2>"$tmp/err" || rc=$?
 check "MACHRT_TRACEBACK=1 shows it as well" '[ $rc = 2 ] && err_has "stack traceback"'
 
+printf 'print(#arg, table.concat(arg, " "))\nerror("no fold 9", 0)\n' >"$tmp/args.lua"
+run "$BIN" "$tmp/args.lua" a --traceback b
+check "--traceback after any script is the host's: taken out of arg, the traceback shown" \
+    '[ $rc = 2 ] && out_is "2	a b" && err_has "no fold 9" && err_has "stack traceback"'
+
+run "$BIN" scripts/predict.lua --traceback --run "$tmp/no-run" --input x.wav
+check "a script with its own option parser accepts --traceback after it (predict.lua)" \
+    '[ $rc = 2 ] && err_has "is not a run folder" && err_has "stack traceback" && ! err_has "unknown option"'
+
 run "$BIN" experiments/resnet34.lua --training.epochs=1.5 --architecture.pool=max
 check "a bad experiment setting: the keys and their rules, no traceback, exit 2" \
     '[ $rc = 2 ] && err_has "training.epochs = 1.5: expects an integer >= 1" \
