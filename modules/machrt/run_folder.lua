@@ -8,6 +8,7 @@
 --   run_folder.differences(a, b) -> {{key =, a =, b =}, ...} (environment.*, training.epochs left out)
 --   run_folder.before_write(dir)   -- train.save_checkpoint / save_best / build_scorer call it
 --   run_folder.write_config(dir, text)   -- deferred while an --overwrite is pending
+--   run_folder.config_text(dir)   -- the config a checkpoint records (kept from write_config)
 --   run_folder.seal(tensors, meta); run_folder.verify(path, tensors, meta)   -- checkpoint checksums
 --   run_folder.check_trained_config(config_path, checkpoint_path, meta, cfg)   -- edited since?
 --
@@ -36,8 +37,22 @@ local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
 -- The folders this process holds: dir -> {lock =, mode =, pending_config =}.
 local held = {}
+-- The config.json text this process wrote (or will write) per folder: a
+-- checkpoint records it every epoch without reading the file back.
+local configs = {}
 
 local function strip(dir) return (dir:gsub("/+$", "")) end
+
+-- The value of `by` for `dir` or the nearest folder holding it (a model's
+-- folder inside a run folder), or nil.
+local function nearest(by, dir)
+    dir = strip(dir)
+    while dir do
+        if by[dir] then return by[dir] end
+        dir = dir:match("^(.+)/[^/]+$")
+    end
+    return nil
+end
 
 --- Refuses a name that is not one path component: it would put the run
 --- folder outside output_directory, or into it.
@@ -138,6 +153,7 @@ end
 --- before_write (the old run's config stays with the old run's files).
 function M.write_config(dir, text)
     dir = strip(dir)
+    configs[dir] = text
     local folder = held[dir]
     if folder and folder.pending then
         folder.pending_config = text
@@ -149,19 +165,24 @@ end
 
 -- The held run folder that is `dir` or holds it (a model's folder inside a
 -- run folder), or nil.
-local function holder_of(dir)
-    dir = strip(dir)
-    while dir do
-        if held[dir] then return held[dir] end
-        dir = dir:match("^(.+)/[^/]+$")
-    end
-    return nil
-end
+local function holder_of(dir) return nearest(held, dir) end
 
 --- The config.json of the run folder that is `dir` or holds it.
 function M.config_path(dir)
     local folder = holder_of(dir)
     return (folder and folder.dir or strip(dir)) .. "/" .. M.CONFIG
+end
+
+--- The config.json text of the run folder that is `dir` or holds it: what
+--- write_config was given, else the file's (nil when there is none).
+function M.config_text(dir)
+    local text = nearest(configs, dir)
+    if text then return text end
+    local f = io.open(M.config_path(dir), "rb")
+    if not f then return nil end
+    text = f:read("a")
+    f:close()
+    return text
 end
 
 --- Called before the first file of a new run's results is written (into the

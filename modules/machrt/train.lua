@@ -542,11 +542,7 @@ function M.save_checkpoint(dir, model, opt, state)
     for k, v in pairs(opt_info) do meta[k] = tostring(v) end
     meta["machrt.run"] = sys.json_encode(state)
     meta["machrt.rng"] = sys.json_encode(mt.rng_state())
-    local f = io.open(run_folder.config_path(dir), "rb")
-    if f then
-        meta["machrt.config"] = f:read("a")
-        f:close()
-    end
+    meta["machrt.config"] = run_folder.config_text(dir)
     mt.save(dir .. "/" .. M.CHECKPOINT, tensors, run_folder.seal(tensors, meta))
 end
 

@@ -236,6 +236,25 @@ test("a hand-edited config.json is refused naming the key: on resume and in load
     A.truthy(load(run_dir, cfg))
 end)
 
+test("a checkpoint records the config the run wrote, without reading config.json back", function()
+    local dir = tmpdir()
+    local cfg = make_run(dir)
+    local written = read(dir .. "/config.json")
+    -- An edit during the run is not taken into the next checkpoint: resume then names it.
+    local edited = config()
+    edited.audio.hop_size = 128
+    sys.write_file(dir .. "/config.json", sys.json_encode(edited))
+    local model, opt = model_and_optimizer(cfg)
+    train.save_checkpoint(dir, model, opt, state_of(2))
+    local _, meta = mt.load(dir .. "/checkpoint.safetensors")
+    A.eq(meta["machrt.config"], written)
+    A.raises(function() load(dir, edited) end, "audio.hop_size is 128 there")
+    -- A model's folder inside the run folder records the run folder's config.
+    train.save_checkpoint(dir .. "/model", model, opt, state_of(2))
+    _, meta = mt.load(dir .. "/model/checkpoint.safetensors")
+    A.eq(meta["machrt.config"], written)
+end)
+
 test("best.safetensors must be the best epoch's, as the checkpoint says", function()
     local dir = tmpdir()
     local cfg = make_run(dir)
