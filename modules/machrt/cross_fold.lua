@@ -30,14 +30,6 @@ M.METRICS = { "f1", "accuracy", "roc_auc", "loss" }
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
-local function read_json(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local text = f:read("a")
-    f:close()
-    return sys.json_decode(text, path)
-end
-
 -- A NaN stays NaN in the mean (written as null): a fold that could not be
 -- scored is never averaged away.
 local function mean_std(values)
@@ -149,7 +141,8 @@ function M.write(cfg, run)
     local dirs, m_list = {}, {}
     for k, fold in ipairs(folds) do
         dirs[k] = string.format("%s/fold%d", parent, fold)
-        m_list[k] = read_json(dirs[k] .. "/metrics.json")
+        local path = dirs[k] .. "/metrics.json"
+        m_list[k] = sys.stat(path) and sys.read_json(path) or nil
         if not m_list[k] then
             log.info("cross-fold summary: fold %d has no metrics.json yet (%s); it is written when "
                      .. "every fold of dataset.folds is done", fold, dirs[k])

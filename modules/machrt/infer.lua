@@ -25,13 +25,6 @@ local M = {}
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
-local function read_file(path)
-    local f, err = io.open(path, "rb")
-    if not f then fail("cannot read %s: %s", path, err) end
-    local s = f:read("a")
-    f:close()
-    return s
-end
 
 --- Mean of the sigmoid outputs per clip: chunks {N, frames} holds
 --- counts[1] chunks of the first clip, then counts[2] of the second, ...
@@ -76,7 +69,7 @@ function M.load_run(dir, opts)
     local cfg_path, ckpt = dir .. "/config.json", dir .. "/checkpoint.safetensors"
     if not sys.stat(cfg_path) then fail("%s is not a run folder: it has no config.json", dir) end
     if not sys.stat(ckpt) then fail("run folder %s has no checkpoint (checkpoint.safetensors): was training interrupted before the first epoch ended?", dir) end
-    local cfg = sys.json_decode(read_file(cfg_path), cfg_path)
+    local cfg = sys.read_json(cfg_path)
     local ok, tensors, meta = pcall(mt.load, ckpt)
     if not ok then fail("checkpoint %s cannot be read: %s", ckpt, tostring(tensors)) end
     run_folder.verify(ckpt, tensors, meta)
@@ -104,7 +97,7 @@ function M.load_scorer(dir, opts)
     dir = dir:gsub("/$", "")
     local manifest_path = dir .. "/manifest.json"
     if not sys.stat(manifest_path) then fail("%s is not a scorer: it has no manifest.json", dir) end
-    local m = sys.json_decode(read_file(manifest_path), manifest_path)
+    local m = sys.read_json(manifest_path)
     if type(m) ~= "table" or m.format ~= "machrt-scorer" then fail("%s: not a machrt scorer manifest", manifest_path) end
     local w = m.weights
     -- The weights file is one name in the scorer folder, never a path out of it.

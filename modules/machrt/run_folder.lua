@@ -176,13 +176,7 @@ end
 --- The config.json text of the run folder that is `dir` or holds it: what
 --- write_config was given, else the file's (nil when there is none).
 function M.config_text(dir)
-    local text = nearest(configs, dir)
-    if text then return text end
-    local f = io.open(M.config_path(dir), "rb")
-    if not f then return nil end
-    text = f:read("a")
-    f:close()
-    return text
+    return nearest(configs, dir) or sys.read_file(M.config_path(dir))
 end
 
 --- Called before the first file of a new run's results is written (into the
@@ -232,11 +226,10 @@ M.show = show
 --- key. Returns the stored table.
 function M.read_config(dir, defaults)
     local path = strip(dir) .. "/" .. M.CONFIG
-    local f = io.open(path, "rb")
-    if not f then fail("--resume %s: no %s there (is it a run folder runs/<experiment>/fold<k>?)", dir, M.CONFIG) end
-    local text = f:read("a")
-    f:close()
-    local saved = sys.json_decode(text, path)
+    if not sys.stat(path) then
+        fail("--resume %s: no %s there (is it a run folder runs/<experiment>/fold<k>?)", dir, M.CONFIG)
+    end
+    local saved = sys.read_json(path)
     if type(saved) ~= "table" or (next(saved) ~= nil and saved[1] ~= nil) then
         fail("%s: not a config (a JSON object of sections)", path)
     end

@@ -61,13 +61,7 @@ end
 
 local function exists(path) return sys.stat(path) ~= nil end
 
-local function read(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("a")
-    f:close()
-    return s
-end
+local read = sys.read_file -- nil when missing
 
 local function split_list(text, what)
     local items = {}
@@ -369,9 +363,7 @@ local function finished(t)
 end
 
 local function read_json(path)
-    local text = read(path)
-    if not text then return nil end
-    local ok, v = pcall(sys.json_decode, text, path)
+    local ok, v = pcall(sys.read_json, path)
     return ok and v or nil
 end
 

@@ -311,11 +311,8 @@ end
 -- the file cannot be read.
 function M.version_of(folder)
     local path = folder .. "/" .. M.META_NAME
-    local f = io.open(path, "rb")
-    if not f then return 1 end
-    local text = f:read("a")
-    f:close()
-    local ok, meta = pcall(sys.json_decode, text or "", path)
+    if not sys.stat(path) then return 1 end
+    local ok, meta = pcall(sys.read_json, path)
     if not ok or type(meta) ~= "table" or math.type(meta.generator_version) == nil then
         return nil, path .. " holds no generator_version"
     end

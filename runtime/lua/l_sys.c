@@ -6,16 +6,20 @@
  *
  *   local sys = require "machrt.sys"
  *   sys.write_file(path, text); sys.mkdir(path); sys.stat(path) -> {size, mtime, is_dir}
+ *   sys.read_file(path) -> text | nil, "cannot read <path>: <reason>"
+ *   sys.read_json(path) -> value; raises "cannot read <path>: ..." or "<path>: invalid JSON ..." 
  *   sys.folder_state(path) -> "missing" | "empty" | "nonempty" (+ one name) | "file"
  *   sys.list_folder(path) -> {names, sorted}
  *   sys.lock(path) -> lock (lock:release(), or closed with it) | nil, holder PID
  *   sys.pid(); sys.process_alive(pid)
  *   sys.sha256_file(path) -> hex; sys.isatty(fd = 1)
  *   sys.json_encode(value, {indent = false}); sys.json_decode(text, name) */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #include "l_machrt.h"
@@ -30,6 +34,45 @@ static int s_write_file(lua_State *L)
     const char *text = luaL_checklstring(L, 2, &n);
     mrt_lua_check(L, mrt_sys_write_file("sys.write_file", path, text, n));
     return 0;
+}
+
+/* Pushes the whole file as a string, or fail and a message (2 values).
+ * The bytes go into a userdata sized by stat, so a Lua error (memory)
+ * leaks nothing: the file is closed before any Lua call. */
+static int push_file(lua_State *L, const char *path)
+{
+    struct stat st;
+    const char *unreadable = stat(path, &st) != 0 ? strerror(errno) : S_ISDIR(st.st_mode) ? "a folder" : NULL;
+    if (unreadable) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "cannot read %s: %s", path, unreadable);
+        return 2;
+    }
+    size_t cap = (size_t)st.st_size;
+    char *buf = lua_newuserdatauv(L, cap ? cap : 1, 0);
+    FILE *f = fopen(path, "rb");
+    const char *why = NULL;
+    size_t got = 0;
+    if (!f) {
+        why = strerror(errno);
+    } else {
+        got = fread(buf, 1, cap, f);
+        if (ferror(f)) why = "read error";
+        else if (got < cap || fgetc(f) != EOF) why = "its size changed while it was read";
+        fclose(f);
+    }
+    if (why) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "cannot read %s: %s", path, why);
+        return 2;
+    }
+    lua_pushlstring(L, buf, got);
+    return 1;
+}
+
+static int s_read_file(lua_State *L)
+{
+    return push_file(L, luaL_checkstring(L, 1));
 }
 
 static int s_sha256_file(lua_State *L)
@@ -312,12 +355,9 @@ static void push_json(lua_State *L, const cJSON *j)
     }
 }
 
-/* sys.json_decode(text, name) -> value; errors name the source and offset. */
-static int s_json_decode(lua_State *L)
+/* Pushes the value of the JSON text; errors name the source and offset. */
+static int decode(lua_State *L, const char *text, size_t n, const char *name)
 {
-    size_t n;
-    const char *text = luaL_checklstring(L, 1, &n);
-    const char *name = luaL_optstring(L, 2, "JSON text");
     cJSON *root = cJSON_ParseWithLength(text, n);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
@@ -329,11 +369,31 @@ static int s_json_decode(lua_State *L)
     return 1;
 }
 
+/* sys.json_decode(text, name) -> value */
+static int s_json_decode(lua_State *L)
+{
+    size_t n;
+    const char *text = luaL_checklstring(L, 1, &n);
+    return decode(L, text, n, luaL_optstring(L, 2, "JSON text"));
+}
+
+/* sys.read_json(path) -> value; a file that cannot be read, or is not
+ * JSON, is an error that names it. */
+static int s_read_json(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    if (push_file(L, path) == 2) return lua_error(L);
+    size_t n;
+    const char *text = lua_tolstring(L, -1, &n);
+    return decode(L, text, n, path);
+}
+
 static const luaL_Reg sys_funcs[] = {
     {"write_file", s_write_file}, {"sha256_file", s_sha256_file}, {"stat", s_stat},
     {"mkdir", s_mkdir}, {"folder_state", s_folder_state}, {"isatty", s_isatty},
     {"list_folder", s_list_folder}, {"lock", s_lock}, {"pid", s_pid},
     {"process_alive", s_process_alive},
+    {"read_file", s_read_file}, {"read_json", s_read_json},
     {"json_encode", s_json_encode}, {"json_decode", s_json_decode}, {NULL, NULL}};
 
 int luaopen_machrt_sys(lua_State *L)

@@ -27,13 +27,7 @@ M.STATS = "normal_stats.safetensors"
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
-local function read_json(path)
-    local f = io.open(path, "rb")
-    if not f then fail("cannot read %s", path) end
-    local text = f:read("a")
-    f:close()
-    return sys.json_decode(text, path)
-end
+local read_json = sys.read_json
 
 local function type_file(machine_type) return "autoencoder_" .. machine_type:gsub("[^%w_.-]", "_") .. ".safetensors" end
 
