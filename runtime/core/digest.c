@@ -1,43 +1,43 @@
 /* A checksum of tensors and their metadata (see machrt/safetensors.h). */
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/evp.h>
 #include "machrt/safetensors.h"
+#include "machrt/sys.h"
 
 /* Every field goes in with its length first, so that no two different
  * contents give the same byte stream ("ab" + "c" vs "a" + "bc"). */
-static int put(EVP_MD_CTX *ctx, const void *p, size_t n)
+static int put(mrt_sha256 *h, const void *p, size_t n)
 {
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)n >> (8 * i));
-    return EVP_DigestUpdate(ctx, len8, 8) && (n == 0 || EVP_DigestUpdate(ctx, p, n));
+    return mrt_sha256_add(h, len8, 8) && mrt_sha256_add(h, p, n);
 }
 
-static int put_u64(EVP_MD_CTX *ctx, uint64_t v)
+static int put_u64(mrt_sha256 *h, uint64_t v)
 {
     unsigned char b[8];
     for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
-    return EVP_DigestUpdate(ctx, b, 8);
+    return mrt_sha256_add(h, b, 8);
 }
 
-static int put_tensor(EVP_MD_CTX *ctx, const mrt_named_tensor *nt, mrt_status *st)
+static int put_tensor(mrt_sha256 *h, const mrt_named_tensor *nt, mrt_status *st)
 {
     const mrt_tensor *t = &nt->tensor;
-    if (!put(ctx, nt->name, strlen(nt->name)) || !put_u64(ctx, (uint64_t)t->dtype) ||
-        !put_u64(ctx, (uint64_t)t->ndim))
+    if (!put(h, nt->name, strlen(nt->name)) || !put_u64(h, (uint64_t)t->dtype) ||
+        !put_u64(h, (uint64_t)t->ndim))
         return 0;
     for (int d = 0; d < t->ndim; d++)
-        if (!put_u64(ctx, (uint64_t)t->shape[d])) return 0;
+        if (!put_u64(h, (uint64_t)t->shape[d])) return 0;
     size_t esize = mrt_dtype_size(t->dtype);
     size_t nbytes = (size_t)mrt_tensor_numel(t) * esize;
-    if (nbytes == 0 || !t->storage) return put(ctx, "", 0);
+    if (nbytes == 0 || !t->storage) return put(h, "", 0);
     mrt_tensor dense = {0};
     const mrt_tensor *src = t;
     if (!mrt_tensor_is_contiguous(t)) {
         if ((*st = mrt_tensor_clone(&dense, t)) != MRT_OK) return 0;
         src = &dense;
     }
-    int ok = put(ctx, (const char *)src->storage->data + (size_t)src->offset * esize, nbytes);
+    int ok = put(h, (const char *)src->storage->data + (size_t)src->offset * esize, nbytes);
     mrt_tensor_release(&dense);
     return ok;
 }
@@ -64,29 +64,25 @@ mrt_status mrt_tensors_sha256(const mrt_named_tensor *tensors, int n, const char
             return mrt_fail(MRT_ERR_ARG, "checksum: tensor '%s' is not on the host", tensors[i].name);
     const mrt_named_tensor **ord = malloc((size_t)(n ? n : 1) * sizeof *ord);
     meta_pair *pairs = malloc((size_t)(m ? m : 1) * sizeof *pairs);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    mrt_sha256 *h = mrt_sha256_begin();
     mrt_status st = MRT_OK;
-    int ok = ord && pairs && ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    int ok = ord && pairs && h;
     if (ok) {
         /* Sorted, so the checksum does not depend on the order of a Lua table. */
         for (int i = 0; i < n; i++) ord[i] = &tensors[i];
         qsort(ord, (size_t)n, sizeof *ord, by_tensor_name);
         for (int i = 0; i < m; i++) pairs[i] = (meta_pair){keys[i], values[i]};
         qsort(pairs, (size_t)m, sizeof *pairs, by_key);
-        ok = put_u64(ctx, (uint64_t)n);
-        for (int i = 0; i < n && ok; i++) ok = put_tensor(ctx, ord[i], &st);
-        ok = ok && put_u64(ctx, (uint64_t)m);
+        ok = put_u64(h, (uint64_t)n);
+        for (int i = 0; i < n && ok; i++) ok = put_tensor(h, ord[i], &st);
+        ok = ok && put_u64(h, (uint64_t)m);
         for (int i = 0; i < m && ok; i++)
-            ok = put(ctx, pairs[i].key, strlen(pairs[i].key)) && put(ctx, pairs[i].value, strlen(pairs[i].value));
+            ok = put(h, pairs[i].key, strlen(pairs[i].key)) && put(h, pairs[i].value, strlen(pairs[i].value));
     }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (ok) ok = EVP_DigestFinal_ex(ctx, md, &len) && len == 32;
-    EVP_MD_CTX_free(ctx);
+    ok = mrt_sha256_end(h, hex) && ok;
     free(pairs);
     free(ord);
     if (st != MRT_OK) return st;
     if (!ok) return mrt_fail(MRT_ERR_NOMEM, "checksum: sha256 of %d tensors failed", n);
-    for (unsigned int i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
     return MRT_OK;
 }

@@ -62,6 +62,15 @@ int mrt_sys_process_alive(long pid);
 
 #define MRT_SHA256_HEX 65 /* 64 lowercase hex digits and the terminator */
 
+/* SHA-256 of bytes given in pieces, as lowercase hex: begin (NULL when out
+ * of memory), add (0 when it fails; a NULL h fails), end (frees h, also
+ * after a failure; 0 when the digest could not be made). Every SHA-256 of
+ * machrt goes through these. */
+typedef struct mrt_sha256 mrt_sha256;
+mrt_sha256 *mrt_sha256_begin(void);
+int mrt_sha256_add(mrt_sha256 *h, const void *p, size_t n);
+int mrt_sha256_end(mrt_sha256 *h, char hex[MRT_SHA256_HEX]);
+
 /* The SHA-256 digest of a file's bytes as lowercase hex. */
 mrt_status mrt_sys_sha256_file(const char *op, const char *path, char hex[MRT_SHA256_HEX]);
 
