@@ -10,6 +10,7 @@
 --   run_folder.write_config(dir, text)   -- deferred while an --overwrite is pending
 --   run_folder.config_text(dir)   -- the config a checkpoint records (kept from write_config)
 --   run_folder.seal(tensors, meta); run_folder.verify(path, tensors, meta)   -- checkpoint checksums
+--   run_folder.intact(tensors, meta)   -- the same check as a boolean (the disk wave cache)
 --   run_folder.check_trained_config(config_path, checkpoint_path, meta, cfg)   -- edited since?
 --
 -- open() locks the folder (run.lock, an flock held until the process ends)
@@ -340,6 +341,13 @@ end
 function M.seal(tensors, meta)
     meta[M.CHECKSUM] = M.checksum(tensors, meta)
     return meta
+end
+
+--- Whether a sealed file's tensors and metadata are what was written (a
+--- cache decides with it whether to use a file or make it again).
+function M.intact(tensors, meta)
+    local want = meta and meta[M.CHECKSUM]
+    return want ~= nil and M.checksum(tensors, meta) == want
 end
 
 --- Refuses a file whose tensors or metadata are not what was written.

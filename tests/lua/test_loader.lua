@@ -437,6 +437,11 @@ test("cache disk: files in cache_folder, read back after clearing and by a fresh
     p:close()
     A.eq(#names, 3)
     for _, n in ipairs(names) do A.truthy(n:match("^%x+%.safetensors$"), n) end
+    -- Sealed as a checkpoint is: one checksum convention for every file machrt verifies.
+    local run_folder = require "machrt.run_folder"
+    local tensors, meta = mt.load(cache .. "/" .. names[1])
+    A.truthy(meta[run_folder.CHECKSUM], "the cache file carries " .. run_folder.CHECKSUM)
+    A.eq(run_folder.intact(tensors, meta), true)
 
     -- Cleared memory cache: the waves come from the disk, not from decoding.
     workers.cache_clear()

@@ -25,6 +25,7 @@ local audio = require "machrt.audio"
 local workers = require "machrt.workers"
 local random = require "machrt.random"
 local pipeline = require "machrt.pipeline"
+local run_folder = require "machrt.run_folder"
 
 local M = {}
 
@@ -44,10 +45,10 @@ local function disk_cached(path, key, cfg)
     if not st then return nil end
     local file = string.format("%s/%s.safetensors", cfg.cache_folder, hash_hex(key))
     local ok, tensors, meta = pcall(mt.load, file)
-    -- The checksum: a damaged cache file is decoded again, never trained on.
+    -- The checksum (sealed as a checkpoint is): a damaged cache file is
+    -- decoded again, never trained on.
     if ok and meta and meta.key == key and tonumber(meta.size) == st.size and
-        meta.mtime == string.format("%.9f", st.mtime) and tensors.wave and meta.checksum
-        and meta.checksum == mt.checksum(tensors, { key = meta.key, size = meta.size, mtime = meta.mtime }) then
+        meta.mtime == string.format("%.9f", st.mtime) and tensors.wave and run_folder.intact(tensors, meta) then
         return tensors.wave
     end
     return nil, file, st
@@ -68,8 +69,7 @@ function M.load_wave(path, cfg)
         if file then
             -- A cache that cannot be written costs speed, not the clip.
             local meta = { key = key, size = tostring(st.size), mtime = string.format("%.9f", st.mtime) }
-            meta.checksum = mt.checksum({ wave = wave }, meta)
-            pcall(mt.save, file, { wave = wave }, meta)
+            pcall(mt.save, file, { wave = wave }, run_folder.seal({ wave = wave }, meta))
         end
     end
     if cache ~= "none" then workers.cache_put(key, wave) end
