@@ -210,6 +210,34 @@ mrt_status mrt_cpu_maxpool2d_forward(const mrt_tensor *x, const mrt_pool2d_param
     return MRT_OK;
 }
 
+/* The input size H x W of a pooling's backward: from dx when it is
+ * allocated (in_h/in_w, when given, must agree: a mismatch means the wrong
+ * tensor was passed), else from in_h/in_w. */
+static mrt_status backward_input_size(const char *op, const mrt_tensor *dx, int64_t in_h,
+                                      int64_t in_w, int64_t *H, int64_t *W)
+{
+    mrt_status st;
+    if (!dx) return mrt_fail(MRT_ERR_ARG, "%s: output dx is required", op);
+    *H = in_h;
+    *W = in_w;
+    if (dx->storage) {
+        if ((st = mrt_nn_need(op, "dx", dx, MRT_F32))) return st;
+        if ((st = need_ndim(op, "dx", dx, 4, "N,C,H,W"))) return st;
+        if ((in_h > 0 && in_h != dx->shape[2]) || (in_w > 0 && in_w != dx->shape[3])) {
+            char a[MRT_SHAPE_STRLEN];
+            return mrt_fail(MRT_ERR_SHAPE,
+                            "%s: dx has shape %s but the input size given is %" PRId64 "x%" PRId64,
+                            op, mrt_shape_str(dx->ndim, dx->shape, a, sizeof a), in_h, in_w);
+        }
+        *H = dx->shape[2];
+        *W = dx->shape[3];
+    }
+    if (*H < 1 || *W < 1)
+        return mrt_fail(MRT_ERR_ARG, "%s: input size %" PRId64 "x%" PRId64 " must be positive", op,
+                        *H, *W);
+    return MRT_OK;
+}
+
 mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indices, int64_t in_h,
                                   int64_t in_w, mrt_tensor *dx)
 {
@@ -221,26 +249,9 @@ mrt_status mrt_maxpool2d_backward(const mrt_tensor *dy, const mrt_tensor *indice
     if ((st = need_ndim(op, "grad_output", dy, 4, "N,C,OH,OW"))) return st;
     if ((st = mrt_nn_need(op, "indices", indices, MRT_I64))) return st;
     if (!mrt_nn_same_shape(indices, 4, dy->shape)) return fail_shape(op, "indices", indices, 4, dy->shape);
-    if (!dx) return mrt_fail(MRT_ERR_ARG, "%s: output dx is required", op);
     const int64_t N = dy->shape[0], C = dy->shape[1];
-    int64_t H = in_h, W = in_w;
-    if (dx->storage) {
-        if ((st = mrt_nn_need(op, "dx", dx, MRT_F32))) return st;
-        if ((st = need_ndim(op, "dx", dx, 4, "N,C,H,W"))) return st;
-        /* The allocated dx gives the input size; in_h/in_w, when given,
-         * must agree (a mismatch means the wrong tensor was passed). */
-        if ((in_h > 0 && in_h != dx->shape[2]) || (in_w > 0 && in_w != dx->shape[3])) {
-            char a[MRT_SHAPE_STRLEN];
-            return mrt_fail(MRT_ERR_SHAPE,
-                            "%s: dx has shape %s but the input size given is %" PRId64 "x%" PRId64,
-                            op, mrt_shape_str(dx->ndim, dx->shape, a, sizeof a), in_h, in_w);
-        }
-        H = dx->shape[2];
-        W = dx->shape[3];
-    } else if (in_h < 1 || in_w < 1) {
-        return mrt_fail(MRT_ERR_ARG, "%s: input size %" PRId64 "x%" PRId64 " must be positive", op,
-                        in_h, in_w);
-    }
+    int64_t H, W;
+    if ((st = backward_input_size(op, dx, in_h, in_w, &H, &W))) return st;
     const int64_t xshape[4] = {N, C, H, W};
     mrt_nn_out slot;
     if ((st = mrt_nn_out_check(op, &slot, dx, "dx", MRT_F32, 4, xshape)) ||
@@ -404,23 +415,8 @@ static mrt_status check_global_backward(const char *op, const mrt_tensor *dy, in
     mrt_status st;
     if ((st = mrt_nn_need(op, "grad_output", dy, MRT_F32))) return st;
     if ((st = need_ndim(op, "grad_output", dy, 2, "N,C"))) return st;
-    if (!dx) return mrt_fail(MRT_ERR_ARG, "%s: output dx is required", op);
-    int64_t H = in_h, W = in_w;
-    if (dx->storage) {
-        if ((st = mrt_nn_need(op, "dx", dx, MRT_F32))) return st;
-        if ((st = need_ndim(op, "dx", dx, 4, "N,C,H,W"))) return st;
-        if ((in_h > 0 && in_h != dx->shape[2]) || (in_w > 0 && in_w != dx->shape[3])) {
-            char a[MRT_SHAPE_STRLEN];
-            return mrt_fail(MRT_ERR_SHAPE,
-                            "%s: dx has shape %s but the input size given is %" PRId64 "x%" PRId64,
-                            op, mrt_shape_str(dx->ndim, dx->shape, a, sizeof a), in_h, in_w);
-        }
-        H = dx->shape[2];
-        W = dx->shape[3];
-    }
-    if (H < 1 || W < 1)
-        return mrt_fail(MRT_ERR_ARG, "%s: input size %" PRId64 "x%" PRId64 " must be positive", op,
-                        H, W);
+    int64_t H, W;
+    if ((st = backward_input_size(op, dx, in_h, in_w, &H, &W))) return st;
     const int64_t xshape[4] = {dy->shape[0], dy->shape[1], H, W};
     return mrt_nn_out_check(op, slot, dx, "dx", MRT_F32, 4, xshape);
 }
