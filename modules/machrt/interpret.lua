@@ -42,6 +42,7 @@ local audio = require "machrt.audio"
 local metrics = require "machrt.metrics"
 local plot = require "machrt.plot"
 local report = require "machrt.report"
+local run_folder = require "machrt.run_folder"
 local breakdown = require "machrt.breakdown"
 
 local M = {}
@@ -191,8 +192,7 @@ local function fmt_number(v)
     return v
 end
 
-local LOG_COLUMNS = { "epoch", "step", "lr", "train_loss", "val_loss", "val_f1", "val_accuracy",
-                      "val_roc_auc", "seconds", "samples_per_second" }
+local LOG_COLUMNS = run_folder.LOG_COLUMNS
 
 --- Writes the interpretation files of a finished evaluation; see the header.
 function M.write(dir, o)

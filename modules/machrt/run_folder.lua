@@ -33,6 +33,11 @@ local M = {}
 
 M.LOCK = "run.lock"
 M.CONFIG = "config.json"
+-- log.csv: one row per epoch of the run history, these fields in this order
+-- (train.write_log writes it, the interpretation page shows it).
+M.LOG = "log.csv"
+M.LOG_COLUMNS = { "epoch", "step", "lr", "train_loss", "val_loss", "val_f1", "val_accuracy",
+                  "val_roc_auc", "seconds", "samples_per_second" }
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 

@@ -716,15 +716,12 @@ end
 
 -- ---- outputs ---------------------------------------------------------------------
 
-local LOG_COLUMNS = { "epoch", "step", "lr", "train_loss", "val_loss", "val_f1", "val_accuracy",
-                      "val_roc_auc", "seconds", "samples_per_second" }
-
 local function csv_text(header, rows) return csv.table_text(header, rows, { digits = 6 }) end
 
 --- log.csv: one row per epoch, from the run history.
 function M.write_log(dir, history)
     if not dist.is_main() then return end
-    sys.write_file(dir .. "/log.csv", csv_text(LOG_COLUMNS, history))
+    sys.write_file(dir .. "/" .. run_folder.LOG, csv_text(run_folder.LOG_COLUMNS, history))
 end
 
 --- val_predictions.csv (the CSV's own index as an unnamed first column, as
