@@ -12,6 +12,7 @@ local sys = require "machrt.sys"
 local infer = require "machrt.infer"
 local pipeline = require "machrt.pipeline"
 local data = require "machrt.data"
+local csv = require "machrt.data.csv"
 local log = require "machrt.log"
 local cli = require "machrt.cli"
 
@@ -73,7 +74,7 @@ local load_seconds = mt.clock() - t0
 
 -- Inputs -> the list of files, in a stable order.
 local AUDIO = { wav = true, flac = true, ogg = true, aiff = true, aif = true, au = true, w64 = true, caf = true }
-local files, file_machine = {}, {}
+local files, file_machine, file_id = {}, {}, {}
 for _, input in ipairs(opts.inputs) do
     local st = sys.stat(input)
     if not st then usage("--input " .. input .. " does not exist") end
@@ -93,8 +94,10 @@ for _, input in ipairs(opts.inputs) do
         df:require_columns({ column }, "--column")
         local base = opts["data-folder"] or input:match("^(.*)/[^/]*$") or "."
         local machines = anomaly and detector.machines_of(df, p.cfg)
+        local ids = data.index_ids(df)
         for k, f in ipairs(df:column(column)) do
             files[#files + 1] = f:sub(1, 1) == "/" and f or base .. "/" .. f
+            file_id[#files] = ids[k]
             if machines then file_machine[#files] = machines[k] end
         end
     else
@@ -102,13 +105,22 @@ for _, input in ipairs(opts.inputs) do
     end
 end
 
+-- With a CSV among the inputs, the first column is that CSV's own index
+-- (empty header, as pandas writes it; empty for files given otherwise), so
+-- the predictions join back onto it as val_predictions.csv does.
+local indexed = next(file_id) ~= nil
+local function line_of(text, k)
+    if not indexed then return text end
+    return csv.row_text({ k and file_id[k] or "" }) .. "," .. text
+end
+
 if anomaly then
-    local lines = { detector.csv_header() }
+    local lines = { line_of(detector.csv_header()) }
     local unreadable = 0
     for k, f in ipairs(files) do
         local r = detector.score_file_safe(p, f, file_machine[k] or opts.machine)
         if r.error then unreadable = unreadable + 1 end
-        lines[#lines + 1] = detector.csv_row(r)
+        lines[#lines + 1] = line_of(detector.csv_row(r), k)
     end
     local text = table.concat(lines, "\n") .. "\n"
     if opts.out then sys.write_file(opts.out, text) else io.write(text) end
@@ -119,13 +131,13 @@ if anomaly then
     os.exit(0)
 end
 
-local lines = { infer.csv_header(p) }
+local lines = { line_of(infer.csv_header(p)) }
 local bar = log.progress{ title = "predict", total = #files, fields = {}, unit = "files", stream = io.stderr }
 local audio_seconds, errors = 0, 0
 infer.predict_files(p, files, {
     batch_chunks = batch,
-    on_result = function(r)
-        lines[#lines + 1] = infer.csv_row(p, r)
+    on_result = function(r) -- in input order
+        lines[#lines + 1] = line_of(infer.csv_row(p, r), #lines)
         if r.error then errors = errors + 1 else audio_seconds = audio_seconds + r.seconds end
     end,
     progress = function(done) bar:update(done, {}, 1) end,

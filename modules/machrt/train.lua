@@ -180,12 +180,9 @@ end
 -- unchanged, or pandas' default index (0-based positions) when it has none,
 -- so that prediction files join back onto the CSV on their first column.
 local function with_row_ids(df)
-    local rows, ids = {}, {}
-    local index = df.columns[1] == csv.INDEX_COLUMN and df:column(csv.INDEX_COLUMN)
-    for i = 1, df:nrows() do
-        rows[i] = tostring(i)
-        ids[i] = index and index[i] or tostring(i - 1)
-    end
+    local rows = {}
+    for i = 1, df:nrows() do rows[i] = tostring(i) end
+    local ids = csv.index_ids(df)
     df:add_column("__row", rows)
     df:add_column("__index", ids)
     return df

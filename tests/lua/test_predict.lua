@@ -205,6 +205,36 @@ test("predict.lua writes its CSV whole, or not at all", function()
     A.truthy(code ~= 0 and out:find("--input", 1, true), out)
 end)
 
+test("predict.lua with a CSV input: the CSV's own index comes first, so the rows join back onto it", function()
+    local dir = tmpdir()
+    make_run(dir .. "/run")
+    write_wave(dir .. "/one.wav", 3, 16000, 1)
+    write_wave(dir .. "/two.wav", 3, 16000, 2)
+    sys.write_file(dir .. "/bad.wav", "this is not audio\n")
+    -- An index as pandas writes it (not the row positions), and a CSV without one.
+    sys.write_file(dir .. "/indexed.csv", ",audio,label\n17,two.wav,fan\n4,bad.wav,pump\n9,one.wav,fan\n")
+    sys.write_file(dir .. "/plain.csv", "audio\none.wav\ntwo.wav\n")
+    local code, out = F.run(string.format("./machrt scripts/predict.lua --run %s/run --input %s/indexed.csv "
+                                          .. "--out %s/pred.csv", dir, dir, dir))
+    A.eq(code, 1, "one unreadable file; output:\n" .. out)
+    local rows = F.csv_rows(dir .. "/pred.csv")
+    A.eq(rows[1][1], "", "an unnamed first column, as pandas writes an index")
+    A.eq(rows[1][2], "file", "the path stays")
+    local joined = {}
+    for i = 2, #rows do joined[rows[i][1]] = rows[i][2] end
+    A.eq(joined, { ["17"] = dir .. "/two.wav", ["4"] = dir .. "/bad.wav", ["9"] = dir .. "/one.wav" })
+    -- No index column: pandas' default index, the 0-based positions.
+    code, out = F.run(string.format("./machrt scripts/predict.lua --run %s/run --input %s/plain.csv "
+                                    .. "--out %s/pred.csv", dir, dir, dir))
+    A.eq(code, 0, out)
+    rows = F.csv_rows(dir .. "/pred.csv")
+    A.eq({ rows[2][1], rows[2][2], rows[3][1], rows[3][2] }, { "0", dir .. "/one.wav", "1", dir .. "/two.wav" })
+    -- Files given directly keep the layout without an index column.
+    code, out = F.run(string.format("./machrt scripts/predict.lua --run %s/run --input %s/one.wav", dir, dir))
+    A.eq(code, 0, out)
+    A.truthy(out:find("file,label,", 1, true) and not out:find(",file,label,", 1, true), out)
+end)
+
 test("predict.lua and a scorer's score.lua exit 1 and say how many inputs were unreadable", function()
     local dir = tmpdir()
     local cfg, model = make_run(dir .. "/run")

@@ -258,6 +258,17 @@ function M.row_text(values, n, opts)
     return table.concat(parts, ",")
 end
 
+--- Each row's id in the CSV's own index: the values of its index column
+--- (INDEX_COLUMN, first), unchanged, or pandas' default index (0-based
+--- positions, as text) when it has none. A table of results that carries
+--- them in its first column joins back onto the CSV.
+function M.index_ids(df)
+    local index = df.columns[1] == M.INDEX_COLUMN and df:column(M.INDEX_COLUMN)
+    local ids = {}
+    for i = 1, df:nrows() do ids[i] = index and index[i] or tostring(i - 1) end
+    return ids
+end
+
 --- CSV text of a table given as a header (list of names) and rows (lists in
 --- header order, or tables keyed by the names); opts.digits as row_text.
 function M.table_text(header, rows, opts)

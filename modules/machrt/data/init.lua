@@ -18,6 +18,7 @@ return {
     read_csv = csv.read,
     parse_csv = csv.parse,
     write_csv = csv.write,
+    index_ids = csv.index_ids,
     DataFrame = frame,
     encode_labels = labels.encode,
     one_hot = labels.one_hot,
