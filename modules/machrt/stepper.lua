@@ -117,8 +117,11 @@ end
 --- batch number within the epoch (1-based); weight (default 1) scales the
 --- gradient: a rank's share of an unevenly split batch times the rank count
 --- (batch.weight of a sharded loader), so the average over ranks is the
---- mean over the batch. Returns the batch's loss and whether an optimizer
---- step ended with it.
+--- mean over the batch. The gradient is divided by grad_accumulation (as
+--- H2O's trainers divide the loss), so an accumulated step follows the mean
+--- over its batches, as one batch of their size would, at the same learning
+--- rate. Returns the batch's loss (undivided) and whether an optimizer step
+--- ended with it.
 function Stepper:step(x, target, b, weight)
     local model, loss_fn = self.model, self.loss
     if self.trace then self.trace:batch(x, target) end
@@ -130,7 +133,8 @@ function Stepper:step(x, target, b, weight)
                 and string.format(" (the last good checkpoint in %s is kept)", self.checkpoint_dir) or ""), 0)
     end
     local grad = loss_fn:backward(logits, target)
-    if weight and weight ~= 1 then grad = grad * weight end
+    local scale = (weight or 1) / self.accumulation
+    if scale ~= 1 then grad = grad * scale end
     model:backward(x, self.scaler and self.scaler:scale(grad) or grad, true)
     local n = x:size(1)
     if self.trace then self.trace:loss(loss) end
