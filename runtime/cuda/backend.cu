@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -49,7 +50,18 @@ mrt_status mrt_cu_check_blas(const char *op, cublasStatus_t st)
     return mrt_fail(MRT_ERR_DEVICE, "%s: cuBLAS error %d", op, (int)st);
 }
 
-mrt_status mrt_cu_launched(const char *op) { return mrt_cu_check(op, cudaGetLastError()); }
+/* Launch failures asked for by mrt_cuda_fail_launches (tests). */
+static std::atomic<int> failing_launches{0};
+
+extern "C" void mrt_cuda_fail_launches(int n) { failing_launches.store(n); }
+
+mrt_status mrt_cu_launched(const char *op)
+{
+    cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess && failing_launches.load() > 0 && failing_launches.fetch_sub(1) > 0)
+        err = cudaErrorInvalidConfiguration;
+    return mrt_cu_check(op, err);
+}
 
 /* ---- caching allocator ------------------------------------------------------------- */
 

@@ -59,10 +59,11 @@ mrt_status mrt_relu_forward(const mrt_tensor *x, mrt_tensor *y)
     mrt_device dev;
     MRT_OP_DEVICE(op, &dev, x, y);
     mrt_status st;
-    if ((st = mrt_nn_need_f32(op, "input", x)) || (st = mrt_nn_out_like(op, "y", y, x, dev)))
+    mrt_nn_out slot;
+    if ((st = mrt_nn_need_f32(op, "input", x)) || (st = mrt_nn_out_like(op, "y", y, x, dev, &slot)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, relu_forward, (x, y));
-    return st;
+    return mrt_nn_out_discard(&slot, 1, st);
 }
 
 mrt_status mrt_relu_backward(const mrt_tensor *y, const mrt_tensor *dy, mrt_tensor *dx)
@@ -73,11 +74,12 @@ mrt_status mrt_relu_backward(const mrt_tensor *y, const mrt_tensor *dy, mrt_tens
     mrt_status st = mrt_nn_need_f32(op, "output", y);
     if (!st) st = mrt_nn_need_f32(op, "grad_output", dy);
     if (st) return st;
+    mrt_nn_out slot;
     if ((st = mrt_nn_need_shape_of(op, "grad_output", dy, "the output", y)) ||
-        (st = mrt_nn_out_like(op, "dx", dx, y, dev)))
+        (st = mrt_nn_out_like(op, "dx", dx, y, dev, &slot)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, relu_backward, (y, dy, dx));
-    return st;
+    return mrt_nn_out_discard(&slot, 1, st);
 }
 
 mrt_status mrt_cpu_relu_forward(const mrt_tensor *x_in, mrt_tensor *y)

@@ -88,11 +88,12 @@ mrt_status mrt_dropout_backward(const mrt_tensor *dy, const mrt_tensor *mask, mr
     mrt_status st = mrt_nn_need_f32(op, "grad_output", dy);
     if (!st) st = mrt_nn_need_f32(op, "mask", mask);
     if (st) return st;
+    mrt_nn_out slot;
     if ((st = mrt_nn_need_shape_of(op, "mask", mask, "grad_output", dy)) ||
-        (st = mrt_nn_out_like(op, "dx", dx, dy, dev)))
+        (st = mrt_nn_out_like(op, "dx", dx, dy, dev, &slot)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, dropout_backward, (dy, mask, dx));
-    return st;
+    return mrt_nn_out_discard(&slot, 1, st);
 }
 
 /* mask is never NULL here: the op passes a temporary. */

@@ -56,10 +56,13 @@ mrt_status mrt_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mr
     if ((st = check_shapes(fn, x, w, b))) return st;
     if (!y) return mrt_fail(MRT_ERR_ARG, "%s: no output tensor given", fn);
     const int64_t yshape[2] = {x->shape[0], w->shape[0]};
-    if ((st = mrt_tensor_prepare_out_on(fn, y, MRT_F32, 2, yshape, dev))) return st;
+    mrt_nn_out slot;
+    if ((st = mrt_nn_out_check(fn, &slot, y, "y", MRT_F32, 2, yshape)) ||
+        (st = mrt_nn_out_alloc(&slot, 1, dev)))
+        return st;
     if (x->shape[0] == 0) return MRT_OK;
     MRT_BACKEND_CALL(st, fn, dev, nn, linear_forward, (x, w, b, y));
-    return st;
+    return mrt_nn_out_discard(&slot, 1, st);
 }
 
 mrt_status mrt_cpu_linear_forward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *b,
@@ -107,12 +110,17 @@ mrt_status mrt_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const m
                         "%s: grad_output %s does not match the output shape %" PRId64
                         "x%" PRId64 " of input %s and weight %s",
                         fn, SHP(dy, s1), n, out, SHP(x, s2), SHP(w, s3));
-    if (dx && (st = mrt_tensor_prepare_out_on(fn, dx, MRT_F32, 2, x->shape, dev))) return st;
-    if (dw && (st = mrt_nn_grad_target(fn, "weight gradient", dw, 2, w->shape, dev))) return st;
-    if (db && (st = mrt_nn_grad_target(fn, "bias gradient", db, 1, &out, dev))) return st;
+    /* Every output is checked before any is allocated; those allocated here
+     * are released again if the kernel fails. */
+    mrt_nn_out slots[3];
+    if ((st = mrt_nn_out_check(fn, &slots[0], dx, "dx", MRT_F32, 2, x->shape)) ||
+        (st = mrt_nn_grad_check(fn, &slots[1], dw, "weight gradient", 2, w->shape)) ||
+        (st = mrt_nn_grad_check(fn, &slots[2], db, "bias gradient", 1, &out)) ||
+        (st = mrt_nn_out_alloc(slots, 3, dev)))
+        return st;
     if (n == 0) return MRT_OK;
     MRT_BACKEND_CALL(st, fn, dev, nn, linear_backward, (x, w, dy, dx, dw, db));
-    return st;
+    return mrt_nn_out_discard(slots, 3, st);
 }
 
 mrt_status mrt_cpu_linear_backward(const mrt_tensor *x, const mrt_tensor *w, const mrt_tensor *dy,

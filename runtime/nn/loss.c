@@ -18,14 +18,20 @@
 
 /* dlogits: the output convention on `dev`, with the output named in the
  * message. */
+/* dlogits: checked when allocated, else allocated (`slot` records which,
+ * for mrt_nn_out_discard after a failed kernel). */
 static mrt_status prepare_grad(const char *op, mrt_tensor *out, const mrt_tensor *like,
-                               mrt_device dev)
+                               mrt_device dev, mrt_nn_out *slot)
 {
+    slot->dst = NULL;
+    slot->allocated = 0;
     if (!out) return mrt_fail(MRT_ERR_ARG, "%s: output dlogits is required", op);
-    if (!out->storage) return mrt_tensor_alloc_on(out, MRT_F32, like->ndim, like->shape, dev);
-    mrt_status st = mrt_nn_need(op, "dlogits", out, MRT_F32);
-    if (st) return st;
-    return mrt_nn_need_shape_of(op, "output dlogits", out, "logits", like);
+    mrt_status st;
+    if (out->storage && ((st = mrt_nn_need(op, "dlogits", out, MRT_F32)) ||
+                         (st = mrt_nn_need_shape_of(op, "output dlogits", out, "logits", like))))
+        return st;
+    if ((st = mrt_nn_out_check(op, slot, out, "dlogits", MRT_F32, like->ndim, like->shape))) return st;
+    return mrt_nn_out_alloc(slot, 1, dev);
 }
 
 /* ---- BCE with logits ---------------------------------------------------- */
@@ -130,11 +136,12 @@ mrt_status mrt_bce_logits_backward(const mrt_tensor *logits_in, const mrt_tensor
     mrt_device dev;
     MRT_OP_DEVICE(op, &dev, logits_in, target_in, dlogits);
     mrt_status st;
+    mrt_nn_out slot;
     if ((st = check_bce(op, logits_in, target_in)) ||
-        (st = prepare_grad(op, dlogits, logits_in, dev)))
+        (st = prepare_grad(op, dlogits, logits_in, dev, &slot)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, bce_logits_backward, (logits_in, target_in, dlogits));
-    return st;
+    return mrt_nn_out_discard(&slot, 1, st);
 }
 
 mrt_status mrt_cpu_bce_logits_backward(const mrt_tensor *logits_in, const mrt_tensor *target_in,
@@ -280,11 +287,12 @@ mrt_status mrt_cross_entropy_backward(const mrt_tensor *logits_in, const mrt_ten
     mrt_device dev;
     MRT_OP_DEVICE(op, &dev, logits_in, target_in, dlogits);
     mrt_status st;
+    mrt_nn_out slot;
     if ((st = check_ce(op, logits_in, target_in)) ||
-        (st = prepare_grad(op, dlogits, logits_in, dev)))
+        (st = prepare_grad(op, dlogits, logits_in, dev, &slot)))
         return st;
     MRT_BACKEND_CALL(st, op, dev, nn, cross_entropy_backward, (logits_in, target_in, dlogits));
-    return st;
+    return mrt_nn_out_discard(&slot, 1, st);
 }
 
 mrt_status mrt_cpu_cross_entropy_backward(const mrt_tensor *logits_in,

@@ -36,6 +36,7 @@ mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, cons
     s->dst = dst;
     s->dtype = dtype;
     s->ndim = ndim;
+    s->zero = 0;
     s->allocated = 0;
     for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
     if (!dst || !dst->storage) return MRT_OK;
@@ -50,14 +51,36 @@ mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, cons
     return MRT_OK;
 }
 
+mrt_status mrt_nn_grad_check(const char *op, mrt_nn_out *s, mrt_tensor *grad, const char *what,
+                             int ndim, const int64_t *shape)
+{
+    s->dst = grad;
+    s->dtype = MRT_F32;
+    s->ndim = ndim;
+    s->zero = 1;
+    s->allocated = 0;
+    for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
+    if (!grad || !grad->storage) return MRT_OK;
+    mrt_status st = mrt_nn_need_f32(op, what, grad);
+    if (st) return st;
+    if (!mrt_nn_same_shape(grad, ndim, shape)) {
+        char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
+        return mrt_fail(MRT_ERR_SHAPE, "%s: %s %s does not match the parameter's shape %s", op,
+                        what, mrt_shape_str(grad->ndim, grad->shape, gs, sizeof gs),
+                        mrt_shape_str(ndim, shape, ps, sizeof ps));
+    }
+    return MRT_OK;
+}
+
 mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n, mrt_device device)
 {
     for (int i = 0; i < n; i++) {
         if (!slots[i].dst || slots[i].dst->storage) continue;
         mrt_status st = mrt_tensor_alloc_on(slots[i].dst, slots[i].dtype, slots[i].ndim,
                                             slots[i].shape, device);
-        if (st) return mrt_nn_out_discard(slots, i, st);
-        slots[i].allocated = 1;
+        if (!st) slots[i].allocated = 1;
+        if (!st && slots[i].zero) st = mrt_tensor_fill(slots[i].dst, 0.0);
+        if (st) return mrt_nn_out_discard(slots, i + 1, st);
     }
     return MRT_OK;
 }
@@ -73,12 +96,13 @@ mrt_status mrt_nn_out_discard(mrt_nn_out *slots, int n, mrt_status st)
 }
 
 mrt_status mrt_nn_out_like(const char *op, const char *name, mrt_tensor *out,
-                           const mrt_tensor *like, mrt_device device)
+                           const mrt_tensor *like, mrt_device device, mrt_nn_out *slot)
 {
+    slot->dst = NULL;
+    slot->allocated = 0;
     if (!out) return mrt_fail(MRT_ERR_ARG, "%s: output %s is required", op, name);
-    mrt_nn_out slot;
-    mrt_status st = mrt_nn_out_check(op, &slot, out, name, MRT_F32, like->ndim, like->shape);
-    if (!st) st = mrt_nn_out_alloc(&slot, 1, device);
+    mrt_status st = mrt_nn_out_check(op, slot, out, name, MRT_F32, like->ndim, like->shape);
+    if (!st) st = mrt_nn_out_alloc(slot, 1, device);
     return st;
 }
 
@@ -101,18 +125,7 @@ mrt_status mrt_nn_write_target(const mrt_tensor *out, const mrt_tensor *const *i
 mrt_status mrt_nn_grad_target(const char *op, const char *what, mrt_tensor *grad, int ndim,
                               const int64_t *shape, mrt_device device)
 {
-    if (!grad->storage) {
-        mrt_status st = mrt_tensor_alloc_on(grad, MRT_F32, ndim, shape, device);
-        if (!st && (st = mrt_tensor_fill(grad, 0.0))) mrt_tensor_release(grad);
-        return st;
-    }
-    mrt_status st = mrt_nn_need_f32(op, what, grad);
-    if (st) return st;
-    if (!mrt_nn_same_shape(grad, ndim, shape)) {
-        char gs[MRT_SHAPE_STRLEN], ps[MRT_SHAPE_STRLEN];
-        return mrt_fail(MRT_ERR_SHAPE, "%s: %s %s does not match the parameter's shape %s", op,
-                        what, mrt_shape_str(grad->ndim, grad->shape, gs, sizeof gs),
-                        mrt_shape_str(ndim, shape, ps, sizeof ps));
-    }
-    return MRT_OK;
+    mrt_nn_out slot;
+    mrt_status st = mrt_nn_grad_check(op, &slot, grad, what, ndim, shape);
+    return st ? st : mrt_nn_out_alloc(&slot, 1, device);
 }

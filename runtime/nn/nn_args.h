@@ -35,11 +35,17 @@ typedef struct {
     mrt_dtype dtype;
     int ndim;
     int64_t shape[MRT_MAX_DIMS];
+    int zero; /* allocated zero-filled: a gradient to accumulate into */
     int allocated;
 } mrt_nn_out;
 
 mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, const char *name,
                             mrt_dtype dtype, int ndim, const int64_t *shape);
+/* The same for a parameter gradient to accumulate into (`what` names it):
+ * an allocated one must have the parameter's shape, an empty one is
+ * allocated zero-filled by mrt_nn_out_alloc. */
+mrt_status mrt_nn_grad_check(const char *op, mrt_nn_out *s, mrt_tensor *grad, const char *what,
+                             int ndim, const int64_t *shape);
 /* Allocates the empty outputs on `device`. */
 mrt_status mrt_nn_out_alloc(mrt_nn_out *slots, int n, mrt_device device);
 /* After a failed kernel: releases the outputs mrt_nn_out_alloc allocated,
@@ -48,9 +54,9 @@ mrt_status mrt_nn_out_discard(mrt_nn_out *slots, int n, mrt_status st);
 
 /* An output of `like`'s shape (elementwise layers): NULL is an error,
  * an allocated one is checked (mrt_nn_out_check), an empty one allocated
- * on `device`. */
+ * on `device`; `slot` records which, for mrt_nn_out_discard. */
 mrt_status mrt_nn_out_like(const char *op, const char *name, mrt_tensor *out,
-                           const mrt_tensor *like, mrt_device device);
+                           const mrt_tensor *like, mrt_device device, mrt_nn_out *slot);
 
 /* Where a kernel writes `out`: `out` itself when it is contiguous and shares
  * no storage with the inputs (*aside = 0), else a fresh contiguous tensor of
@@ -61,7 +67,7 @@ mrt_status mrt_nn_write_target(const mrt_tensor *out, const mrt_tensor *const *i
 
 /* A parameter gradient to accumulate into: allocated zero-filled on
  * `device` when empty, otherwise checked against the parameter's shape
- * (`what` names it). */
+ * (`what` names it): mrt_nn_grad_check and mrt_nn_out_alloc in one. */
 mrt_status mrt_nn_grad_target(const char *op, const char *what, mrt_tensor *grad, int ndim,
                               const int64_t *shape, mrt_device device);
 

@@ -227,6 +227,49 @@ START_TEST(test_bad_arguments_fail_alike)
 }
 END_TEST
 
+/* A kernel that fails (a CUDA error, made here by mrt_cuda_fail_launches)
+ * leaves the outputs it was given empty as they were: the op releases what
+ * it allocated for them, as batch norm and pooling do. */
+START_TEST(test_failed_kernels_release_their_outputs)
+{
+    mrt_tensor x = RAND(60, -1, 1, 4, 5), w = RAND(61, -1, 1, 3, 5), b = RAND(62, -1, 1, 3);
+    mrt_tensor dy = RAND(63, -1, 1, 4, 3), t = RAND(64, 0, 1, 4, 3), cls = {0};
+    TU_ALLOC(&cls, MRT_I64, 4);
+    mrt_tensor gx = dev(&x), gw = dev(&w), gb = dev(&b), gdy = dev(&dy), gt = dev(&t), gcls = dev(&cls);
+    mrt_tensor y = {0}, dx = {0}, dw = {0}, db = {0};
+    mrt_cuda_fail_launches(1);
+    TU_FAILS(MRT_ERR_DEVICE, mrt_linear_forward(&gx, &gw, &gb, &y));
+    ck_assert_ptr_null(y.storage);
+    mrt_cuda_fail_launches(1);
+    TU_FAILS(MRT_ERR_DEVICE, mrt_linear_backward(&gx, &gw, &gdy, &dx, &dw, &db));
+    ck_assert_ptr_null(dx.storage);
+    ck_assert_ptr_null(dw.storage);
+    ck_assert_ptr_null(db.storage);
+    mrt_cuda_fail_launches(1);
+    TU_FAILS(MRT_ERR_DEVICE, mrt_relu_forward(&gx, &y));
+    ck_assert_ptr_null(y.storage);
+    mrt_cuda_fail_launches(1);
+    TU_FAILS(MRT_ERR_DEVICE, mrt_relu_backward(&gx, &gx, &dx));
+    ck_assert_ptr_null(dx.storage);
+    mrt_cuda_fail_launches(1);
+    TU_FAILS(MRT_ERR_DEVICE, mrt_bce_logits_backward(&gdy, &gt, &dx));
+    ck_assert_ptr_null(dx.storage);
+    mrt_cuda_fail_launches(1);
+    TU_FAILS(MRT_ERR_DEVICE, mrt_cross_entropy_backward(&gdy, &gcls, &dx));
+    ck_assert_ptr_null(dx.storage);
+    mrt_cuda_fail_launches(0);
+    /* An output the caller allocated stays allocated. */
+    TU_OK(mrt_tensor_alloc_on(&y, MRT_F32, 2, (int64_t[]){4, 3}, MRT_CUDA));
+    mrt_cuda_fail_launches(1);
+    TU_FAILS(MRT_ERR_DEVICE, mrt_linear_forward(&gx, &gw, &gb, &y));
+    ck_assert_ptr_nonnull(y.storage);
+    mrt_cuda_fail_launches(0);
+    TU_OK(mrt_linear_forward(&gx, &gw, &gb, &y));
+    mrt_tensor all[] = {x, w, b, dy, t, cls, gx, gw, gb, gdy, gt, gcls, y};
+    release_all(all, 13);
+}
+END_TEST
+
 #if !defined(__SANITIZE_ADDRESS__)
 /* Host code must never read device memory: on a GPU that is a fault, and
  * the emulation makes it one as well (device memory is mapped only while a
@@ -1160,6 +1203,7 @@ static Suite *parity_suite(void)
     ADD(tc, test_round_trip_and_views);
     ADD(tc, test_device_mismatch_is_an_error);
     ADD(tc, test_bad_arguments_fail_alike);
+    ADD(tc, test_failed_kernels_release_their_outputs);
 #if !defined(__SANITIZE_ADDRESS__)
     /* Needs a forked child per test, which a CUDA context does not survive. */
     if (strcmp(mrt_cuda_mode(), "emulated") == 0 && wanted("test_host_cannot_read_device_memory"))

@@ -155,6 +155,9 @@ int mrt_cuda_built(void);
 int mrt_cuda_available(void);
 /* "emulated" (the .cu sources run on the CPU), "cuda" (a device) or "none". */
 const char *mrt_cuda_mode(void);
+/* For tests, in builds with the CUDA backend: the next n kernel launches
+ * that are checked report a CUDA error, as a failing device would. */
+void mrt_cuda_fail_launches(int n);
 /* Operands of the GEMMs (convolutions, linear layers, matmul): "fp32",
  * "fp16" or "bf16", fp32 accumulation and outputs either way. On a CUDA
  * device all three; on the CPU "fp32" and "bf16", the latter where the CPU
