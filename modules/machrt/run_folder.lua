@@ -12,6 +12,7 @@
 --   run_folder.seal(tensors, meta); run_folder.verify(path, tensors, meta)   -- checkpoint checksums
 --   run_folder.intact(tensors, meta)   -- the same check as a boolean (the disk wave cache)
 --   run_folder.check_trained_config(config_path, checkpoint_path, meta, cfg)   -- edited since?
+--   run_folder.remove_stale_temporaries(dir)   -- what killed writers left (resume, the disk cache)
 --
 -- open() locks the folder (run.lock, an flock held until the process ends)
 -- and then:
@@ -69,12 +70,14 @@ function M.check_name(name, key)
     end
 end
 
--- Temporary files of writers that are gone: "<name>.tmp.<pid>.<n>"
--- (mrt_sys_temp_name: sys.write_file, mt.save, plot, audio.save) and
--- "<name>.tmp.<pid>" (earlier versions), in the folder and below. The lock
--- is held, so no other run writes here; this process has written nothing
--- yet, so a name with its own PID (a reused PID) is stale too.
-local function remove_stale_temporaries(dir)
+--- Removes the temporary files of writers that are gone: "<name>.tmp.<pid>.<n>"
+--- (mrt_sys_temp_name: sys.write_file, mt.save, plot, audio.save) and
+--- "<name>.tmp.<pid>" (earlier versions), in `dir` and below. For a folder
+--- this process has written nothing into yet, so a name with its own PID (a
+--- reused PID) is stale too: a resumed run folder (whose lock keeps other
+--- runs out), the disk wave cache when a run opens it (where other live
+--- runs' files stay). One removed meanwhile by another process is no error.
+function M.remove_stale_temporaries(dir)
     local removed = {}
     local function walk(path)
         for _, name in ipairs(sys.list_folder(path)) do
@@ -86,8 +89,11 @@ local function remove_stale_temporaries(dir)
                 local pid = math.tointeger(tonumber(name:match("%.tmp%.(%d+)$") or name:match("%.tmp%.(%d+)%.%d+$")))
                 if pid and (pid == sys.pid() or not sys.process_alive(pid)) then
                     local ok, err = os.remove(full)
-                    if not ok then fail("cannot remove the stale temporary file %s: %s", full, err) end
-                    removed[#removed + 1] = full
+                    if ok then
+                        removed[#removed + 1] = full
+                    elseif sys.stat(full) then
+                        fail("cannot remove the stale temporary file %s: %s", full, err)
+                    end
                 end
             end
         end
@@ -142,7 +148,7 @@ function M.open(dir, mode)
              .. "with --overwrite (the old files are removed when the new run writes its first "
              .. "checkpoint), or choose another experiment_name", dir, table.concat(present, ", "), dir)
     elseif mode == "resume" then
-        remove_stale_temporaries(dir)
+        M.remove_stale_temporaries(dir)
     elseif mode == "overwrite" then
         folder.pending = #present > 0
         if folder.pending then

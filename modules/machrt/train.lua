@@ -304,6 +304,17 @@ local function shards(tr, n_train, n_val)
     return { rank = dist.rank(), size = size }, (dist.shard(all, { even = false }))
 end
 
+-- The disk wave cache, once per process and folder: made, and cleared of
+-- the temporary files of writers that are gone (a killed run leaves its
+-- half-written cache files behind, as in a run folder). Rank 0 sweeps.
+local opened_caches = {}
+local function open_disk_cache(folder)
+    sys.mkdir(folder)
+    if opened_caches[folder] or not dist.is_main() then return end
+    opened_caches[folder] = true
+    run_folder.remove_stale_temporaries(folder)
+end
+
 --- The training loader (random crops, shuffled, drop_last) and the
 --- validation loader (Fix chunks, in order).
 function M.loaders(cfg, split)
@@ -311,7 +322,7 @@ function M.loaders(cfg, split)
     if ds.on_error ~= "fail" and ds.on_error ~= "skip" then
         fail("dataset.on_error must be 'fail' or 'skip', got '%s'", tostring(ds.on_error))
     end
-    if ds.cache == "disk" then sys.mkdir(ds.cache_folder) end
+    if ds.cache == "disk" then open_disk_cache(ds.cache_folder) end
     local train_shard, val_items = shards(tr, #split.train.files, #split.val.files)
     local train = data.Loader{
         name = "training loader", module = "machrt.data.clips",

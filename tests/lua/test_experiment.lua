@@ -236,6 +236,22 @@ test("several label columns train a multi-label model", function()
     A.truthy(m.f1 >= 0 and m.f1 <= 1)
 end)
 
+test("the disk wave cache is cleared of the temporary files of writers that are gone when a run opens it", function()
+    local data, out, cache = tiny_corpus(), tmpdir(), make_tmpdir()
+    local dead = math.tointeger(tonumber(select(2, F.run("sh -c 'echo $$'"))))
+    local stale = { cache .. "/0123456789abcdef.safetensors.tmp." .. dead .. ".0",
+                    cache .. "/fedcba9876543210.safetensors.tmp." .. dead }
+    local live = cache .. "/00000000000000aa.safetensors.tmp.1.0" -- PID 1 is always there
+    for _, p in ipairs(stale) do sys.write_file(p, "torn") end
+    sys.write_file(live, "a live writer's")
+    local code, text = run(common_args(data, out) .. " --training.epochs=1 --dataset.cache=disk "
+                           .. "--dataset.cache_folder=" .. cache)
+    A.eq(code, 0, "output:\n" .. text)
+    for _, p in ipairs(stale) do A.eq(exists(p), false, p .. " removed") end
+    A.truthy(exists(live), "a live process's temporary file stays")
+    A.truthy(text:find("removed 2 temporary file(s) left by processes that are gone", 1, true), text)
+end)
+
 test("a killed run resumes to the same weights, bit for bit", function()
     local data = tiny_corpus()
     local a, b = tmpdir(), tmpdir()
