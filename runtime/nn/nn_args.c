@@ -30,15 +30,21 @@ mrt_status mrt_nn_need_shape_of(const char *op, const char *name, const mrt_tens
                     mrt_shape_str(ref->ndim, ref->shape, b, sizeof b));
 }
 
-mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, const char *name,
-                            mrt_dtype dtype, int ndim, const int64_t *shape)
+static void init_slot(mrt_nn_out *s, mrt_tensor *dst, mrt_dtype dtype, int ndim,
+                      const int64_t *shape, int zero)
 {
     s->dst = dst;
     s->dtype = dtype;
     s->ndim = ndim;
-    s->zero = 0;
+    s->zero = zero;
     s->allocated = 0;
     for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
+}
+
+mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, const char *name,
+                            mrt_dtype dtype, int ndim, const int64_t *shape)
+{
+    init_slot(s, dst, dtype, ndim, shape, 0);
     if (!dst || !dst->storage) return MRT_OK;
     mrt_status st = mrt_nn_need(op, name, dst, dtype);
     if (st) return st;
@@ -54,12 +60,7 @@ mrt_status mrt_nn_out_check(const char *op, mrt_nn_out *s, mrt_tensor *dst, cons
 mrt_status mrt_nn_grad_check(const char *op, mrt_nn_out *s, mrt_tensor *grad, const char *what,
                              int ndim, const int64_t *shape)
 {
-    s->dst = grad;
-    s->dtype = MRT_F32;
-    s->ndim = ndim;
-    s->zero = 1;
-    s->allocated = 0;
-    for (int d = 0; d < ndim; d++) s->shape[d] = shape[d];
+    init_slot(s, grad, MRT_F32, ndim, shape, 1);
     if (!grad || !grad->storage) return MRT_OK;
     mrt_status st = mrt_nn_need_f32(op, what, grad);
     if (st) return st;
