@@ -75,6 +75,7 @@ struct mrt_infer_plan {
     plan_op *ops;
     int nops, cap;
     unsigned weights_version;
+    int winograd;
     unsigned long long tick;
     shape_inst *inst[MAX_SHAPES];
     dnnl_engine_t engine;
@@ -99,6 +100,7 @@ mrt_status mrt_infer_plan_new(mrt_infer_precision precision, int in_channels, mr
     if (!p) return mrt_fail(MRT_ERR_NOMEM, "infer plan: out of memory");
     p->precision = precision;
     p->in_channels = in_channels;
+    p->winograd = 1;
     if (dnnl_engine_create(&p->engine, dnnl_cpu, 0) != dnnl_success ||
         dnnl_stream_create(&p->stream, p->engine, dnnl_stream_default_flags) != dnnl_success) {
         mrt_infer_plan_free(p);
@@ -222,6 +224,12 @@ mrt_status mrt_infer_plan_maxpool(mrt_infer_plan *p, const char *name, int src, 
     op.g = (mrt_infer_conv_geom){c, c, kh, kw, sh, sw, ph, pw};
     op.has_weights = 1;
     return append(p, &op, value);
+}
+
+void mrt_infer_plan_set_winograd(mrt_infer_plan *p, int on)
+{
+    drop_instances(p);
+    p->winograd = on != 0;
 }
 
 mrt_status mrt_infer_plan_set_weights(mrt_infer_plan *p, int value, const float *w, const float *bias,
@@ -423,12 +431,21 @@ static mrt_status build_conv(mrt_infer_plan *p, shape_inst *s, caps *c, int i, c
     dnnl_dims_t pad_r = {(s->vh[v] - 1) * g->sh + g->kh - s->vh[src] - g->ph,
                          (s->vw[v] - 1) * g->sw + g->kw - s->vw[src] - g->pw};
     dnnl_memory_desc_t src_any, w_any, b_md, dst_any;
-    dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dt, dnnl_format_tag_any);
+    /* fp32 with Winograd: every activation in nChw16c, Winograd's layout, so
+     * that the direct convolutions between need no reorders (left to
+     * themselves they choose nhwc). bf16: oneDNN's choice (nhwc for AMX). */
+    const int wino = p->winograd && dt == dnnl_f32;
+    dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dt, wino && g->cin % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dt, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a);
-    dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dt, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dt, wino && g->cout % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any);
     dnnl_convolution_desc_t desc;
-    if (dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &src_any,
+    /* Winograd F(4x4, 3x3) where oneDNN has it (3x3, stride 1), direct otherwise */
+    const dnnl_alg_kind_t alg = wino && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1
+        ? dnnl_convolution_winograd : dnnl_convolution_direct;
+    if (dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, alg, &src_any,
+                                           &w_any, &b_md, &dst_any, strides, pad, pad_r) != dnnl_success &&
+        dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &src_any,
                                            &w_any, &b_md, &dst_any, strides, pad, pad_r) != dnnl_success)
         return mrt_fail(MRT_ERR_SHAPE, "infer plan: %s: oneDNN refuses the convolution's shape", op->name);
     dnnl_primitive_attr_t attr = user_scratchpad_attr();
@@ -441,7 +458,11 @@ static mrt_status build_conv(mrt_infer_plan *p, shape_inst *s, caps *c, int i, c
     if (op->relu) dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
     dnnl_primitive_attr_set_post_ops(attr, po);
     dnnl_primitive_desc_t pd = NULL;
-    const dnnl_status_t made = dnnl_primitive_desc_create(&pd, &desc, attr, p->engine, NULL);
+    dnnl_status_t made = dnnl_primitive_desc_create(&pd, &desc, attr, p->engine, NULL);
+    if (made != dnnl_success && desc.alg_kind != dnnl_convolution_direct) {
+        desc.alg_kind = dnnl_convolution_direct;
+        made = dnnl_primitive_desc_create(&pd, &desc, attr, p->engine, NULL);
+    }
     dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
     if (made != dnnl_success)

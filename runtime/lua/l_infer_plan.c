@@ -5,6 +5,7 @@
  *   plan:maxpool(name, src, kh, kw, sh, sw, ph, pw) -> value
  *   plan:forward(x, y?) -> y      (x: N x C x H x W; y: the last value, fp32 NCHW)
  *   plan:describe(n, h, w) -> inner reorders, one line per step
+ *   plan:set_winograd(on)         (fp32 plans: Winograd for 3x3 stride 1; on by default)
  * machrt.nn.compile_inference builds plans from models. */
 #include <string.h>
 #include "l_machrt.h"
@@ -139,6 +140,12 @@ static int plan_describe(lua_State *L)
     return 2;
 }
 
+static int plan_set_winograd(lua_State *L)
+{
+    mrt_infer_plan_set_winograd(check_plan(L), lua_toboolean(L, 2));
+    return 0;
+}
+
 static int plan_release(lua_State *L)
 {
     plan_ud *u = luaL_checkudata(L, 1, PLAN_MT);
@@ -149,7 +156,8 @@ static int plan_release(lua_State *L)
 
 static const luaL_Reg plan_methods[] = {
     {"conv", plan_conv}, {"set_weights", plan_set_weights}, {"maxpool", plan_maxpool},
-    {"forward", plan_forward}, {"describe", plan_describe}, {"release", plan_release},
+    {"forward", plan_forward}, {"describe", plan_describe}, {"set_winograd", plan_set_winograd},
+    {"release", plan_release},
     {NULL, NULL}};
 
 static int k_infer_bf16_supported(lua_State *L)

@@ -41,6 +41,10 @@ mrt_status mrt_infer_plan_new(mrt_infer_precision precision, int in_channels, mr
 void mrt_infer_plan_free(mrt_infer_plan *plan);
 int mrt_infer_bf16_supported(void);
 
+/* fp32 plans use Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions
+ * unless this is turned off (on by default; bf16 plans never do). */
+void mrt_infer_plan_set_winograd(mrt_infer_plan *plan, int on);
+
 /* Appends a convolution of value `src` (residual: a value of the output's
  * shape added before the ReLU, or -1); *value is the new value. `name`
  * names the layer in error messages. Its weights are set next. */
