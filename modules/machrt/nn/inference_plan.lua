@@ -50,7 +50,7 @@ function Builder:conv(conv, bn, src, residual, relu)
     check_device(conv)
     if bn and not is_batchnorm(bn) then refuse(bn, "is not a BatchNorm2d where the plan expects one") end
     if bn and bn.c ~= conv.cout then refuse(bn, ("has %d channels after a %d-channel convolution"):format(bn.c, conv.cout)) end
-    local v = self.plan:conv(conv.path ~= "" and conv.path or "conv", src, residual,
+    local v = self.plan:conv(conv:where(), src, residual,
         {conv.cin, conv.cout, conv.kh, conv.kw, conv.sh, conv.sw, conv.ph, conv.pw}, relu)
     self.convs[#self.convs + 1] = {value = v, conv = conv, bn = bn}
     return v
@@ -96,7 +96,7 @@ function Builder:sequence(seq, x, head)
             x = self:conv(m, bn, x, nil, relu)
             i = i + 1 + (bn and 1 or 0) + (relu and 1 or 0)
         elseif is(m, "MaxPool2d") then
-            x = self.plan:maxpool(m.path ~= "" and m.path or "maxpool", x, m.kh, m.kw, m.sh, m.sw, m.ph, m.pw)
+            x = self.plan:maxpool(m:where(), x, m.kh, m.kw, m.sh, m.sw, m.ph, m.pw)
             i = i + 1
         elseif is(m, "BasicBlock") then
             x = self:block(m, x)
@@ -193,7 +193,8 @@ function Plan:forward(x)
     end
     self.body_out = y
     for _, m in ipairs(self.head) do y = m:forward(y) end
-    return y
+    -- the head's modules are the model's: its next forward reuses their outputs
+    return y:clone()
 end
 
 --- How many activation reorders run between the input's and the output's
