@@ -226,6 +226,8 @@ mrt_status mrt_infer_plan_maxpool(mrt_infer_plan *p, const char *name, int src, 
     return append(p, &op, value);
 }
 
+void mrt_infer_plan_forget_shapes(mrt_infer_plan *p) { drop_instances(p); }
+
 void mrt_infer_plan_set_winograd(mrt_infer_plan *p, int on)
 {
     drop_instances(p);

@@ -197,6 +197,14 @@ function Plan:forward(x)
     return y:clone()
 end
 
+--- Frees the primitives and activation buffers built for each input
+--- shape (built again on the next forward); the weights stay.
+function Plan:forget_shapes()
+    self.plan:forget_shapes()
+    self.body_out, self.body_shape = nil, nil
+    return self
+end
+
 --- How many activation reorders run between the input's and the output's
 --- for an n x h x w input, and the oneDNN implementation of every step.
 function Plan:describe(n, h, w) return self.plan:describe(n, h, w) end
