@@ -116,6 +116,7 @@ local function loadavg()
 end
 
 local ours = {}
+local infer_flops -- direct-convolution FLOPs of one inference batch
 for _, precision in ipairs{"fp32", "bf16"} do
     mt.set_gemm_precision(precision)
     if mt.gemm_precision() == precision then
@@ -126,7 +127,16 @@ for _, precision in ipairs{"fp32", "bf16"} do
         model:evaluate()
         local xi = mt.randn{B, 1, 128, 216}
         model:forward(xi)
+        if not infer_flops then
+            infer_flops = 0
+            model:apply(function(m) if m.__name == "Conv2d" then infer_flops = infer_flops + conv_flops(m) end end)
+        end
         ours[precision].infer = B / best_time(opts.infer_reps, function() model:forward(xi) end)
+        -- the fused inference plan (nn.compile_inference), same weights and input
+        local plan = nn.compile_inference(model, {precision = precision})
+        plan:forward(xi)
+        ours[precision].plan = B / best_time(opts.infer_reps, function() plan:forward(xi) end)
+        plan = nil
     end
 end
 mt.set_gemm_precision("fp32")
@@ -174,7 +184,8 @@ local function fmt(v) return v and ("%12.2f"):format(v) or ("%12s"):format("-") 
 local function row(label, train_v, infer_v) print(("%-54s %s %s"):format(label, fmt(train_v), fmt(infer_v))) end
 for _, precision in ipairs{"fp32", "bf16"} do
     if ours[precision] then
-        row("machrt " .. precision, ours[precision].train, ours[precision].infer)
+        row("machrt " .. precision .. " (layer by layer)", ours[precision].train, ours[precision].infer)
+        row("machrt " .. precision .. " inference plan (nn.compile_inference)", nil, ours[precision].plan)
     else
         row("machrt " .. precision .. " (this CPU has no bf16)", nil, nil)
     end
@@ -225,3 +236,32 @@ goal("fp32 inference >= 1.5x fastest fp32 peer", f32.infer,
     max_of(best["torch_fp32.infer"], peer["onnxruntime_fp32.infer_chunks_per_s"], peer["openvino_fp32.infer_chunks_per_s"]))
 goal("bf16 training >= 1.5x PyTorch bf16 autocast", b16.train, best["torch_bf16.train"])
 goal("bf16 inference >= 1.5x OpenVINO default", b16.infer, peer["openvino_default.infer_chunks_per_s"])
+goal("fp32 inference plan >= 1.5x fastest fp32 peer", f32.plan,
+    max_of(best["torch_fp32.infer"], peer["onnxruntime_fp32.infer_chunks_per_s"], peer["openvino_fp32.infer_chunks_per_s"]))
+goal("bf16 inference plan >= 1.5x OpenVINO default", b16.plan, peer["openvino_default.infer_chunks_per_s"])
+
+-- Fraction of peak: direct-convolution FLOPs over an estimate of 2 cores'
+-- peak at the nominal clock: fp32 64 FLOP/cycle a core (two AVX-512 FMA
+-- units), bf16 on AMX 1024 FLOP/cycle a core. Winograd does fewer
+-- multiplications than counted, so its fraction can pass what direct
+-- convolution could reach.
+local mhz
+do
+    local f = io.open("/proc/cpuinfo")
+    if f then
+        mhz = tonumber(f:read("a"):match("cpu MHz%s*:%s*([%d.]+)"))
+        f:close()
+    end
+end
+local gflop_chunk = (infer_flops or 0) / B * 1e-9
+print(("inference: %.2f GFLOP of direct convolution a chunk; peak estimate at %s MHz, 2 cores"):format(gflop_chunk,
+    mhz and ("%.0f"):format(mhz) or "?"))
+local function peak_line(label, chunks, flop_per_cycle)
+    if not chunks or not mhz then return end
+    local gflops = chunks * gflop_chunk
+    local peak = 2 * flop_per_cycle * mhz * 1e-3
+    print(("  %-52s %8.0f GFLOP/s  %5.1f%% of %.0f"):format(label, gflops, 100 * gflops / peak, peak))
+end
+peak_line("machrt fp32 layer by layer", f32.infer, 64)
+peak_line("machrt fp32 inference plan", f32.plan, 64)
+peak_line("machrt bf16 inference plan (of the AMX peak)", b16.plan, (flags or {}).amx_bf16 and 1024 or 128)

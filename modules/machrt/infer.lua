@@ -19,12 +19,44 @@ local sys = require "machrt.sys"
 local audio = require "machrt.audio"
 local csv = require "machrt.data.csv"
 local pipeline = require "machrt.pipeline"
+local nn = require "machrt.nn"
 local run_folder = require "machrt.run_folder"
 
 local M = {}
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
+
+-- ---- the network inference runs --------------------------------------------------
+
+-- Plans already built, per model and precision: validation asks every
+-- epoch, and a plan keeps its primitives for the shapes it has seen.
+local plans = setmetatable({}, {__mode = "k"})
+local said_unplanned = false
+
+--- What inference runs for `model` on `device`: on the CPU the fused
+--- oneDNN plan of nn.compile_inference (in mt.gemm_precision(), with the
+--- model's current weights), unless MACHRT_INFERENCE_PLAN=0 or the model
+--- cannot be planned (said once: it then runs layer by layer); the model
+--- itself elsewhere. Either answers :forward(x) with the same logits.
+function M.inference_net(model, device)
+    if (device or "cpu") ~= "cpu" or os.getenv("MACHRT_INFERENCE_PLAN") == "0" then return model end
+    local precision = mt.gemm_precision() == "bf16" and "bf16" or "fp32"
+    local per_model = plans[model] or {}
+    plans[model] = per_model
+    local plan = per_model[precision]
+    if plan then return plan:refresh() end
+    local ok, built = pcall(nn.compile_inference, model, {precision = precision})
+    if not ok then
+        if not said_unplanned then
+            io.stderr:write(("machrt: inference runs layer by layer: %s\n"):format(tostring(built)))
+            said_unplanned = true
+        end
+        return model
+    end
+    per_model[precision] = built
+    return built
+end
 
 --- Mean of the sigmoid outputs per clip: chunks {N, frames} holds
 --- counts[1] chunks of the first clip, then counts[2] of the second, ...
@@ -52,7 +84,7 @@ local function predictor(cfg, classes, weights, source, opts)
     if device ~= "cpu" then model:to(device) end
     model:evaluate()
     return {
-        cfg = cfg, classes = classes, model = model, device = device,
+        cfg = cfg, classes = classes, model = model, device = device, net = M.inference_net(model, device),
         -- Quiet: the all-zero mel filter notice was training's to give.
         front = pipeline.front_end(cfg.audio, device, { quiet = true }), source = source,
         sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel or 1,
@@ -195,7 +227,7 @@ function M.predict_files(p, files, opts)
     local function flush()
         if filled == 0 then return end
         local x = filled == batch_chunks and batch or batch:narrow(1, 1, filled)
-        local probs = p.model:forward(p.front(x)):sigmoid():to("cpu") -- itself on the CPU
+        local probs = (p.net or p.model):forward(p.front(x)):sigmoid():to("cpu") -- itself on the CPU
         for k = 1, filled do
             local st = pending[owners[k]]
             for c = 1, C do st.sum[c] = st.sum[c] + probs:get(k, c) end

@@ -467,6 +467,8 @@ function M.evaluate(cfg, model, front, loader, split)
     -- device, bf16 on a CPU that has it; fp32 otherwise, whatever training used.
     local reduced = model.device == "cuda" and "fp16" or "bf16"
     local precision = mt.set_gemm_precision(cfg.environment.mixed_precision_inference and reduced or "fp32")
+    -- On the CPU the fused inference plan, with this epoch's weights.
+    local net = infer.inference_net(model, model.device)
     local n, C = #split.val.files, #split.classes
     local probs, targets = mt.zeros{ n, C }, mt.zeros{ n, C }
     local kept, skipped = {}, {}
@@ -480,7 +482,7 @@ function M.evaluate(cfg, model, front, loader, split)
         end
         if batch.chunks then
             if trace.active then trace.active:validation_batch(front, batch.chunks, batch.counts, batch.target) end
-            local p = infer.clip_probabilities(model, front, batch.chunks, batch.counts)
+            local p = infer.clip_probabilities(net, front, batch.chunks, batch.counts)
             for k, i in ipairs(batch.indices) do
                 filled = filled + 1
                 kept[filled] = i
@@ -491,6 +493,7 @@ function M.evaluate(cfg, model, front, loader, split)
         bar:update(b, {}, batch.indices and #batch.indices or 0)
     end
     bar:finish()
+    if net ~= model then net:forget_shapes() end -- its buffers are not training's to carry
     model:clear_state()
     mt.empty_cache()
     model:training()

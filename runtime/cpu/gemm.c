@@ -79,6 +79,7 @@ static void say_fallback(const char *why, int rounded)
 
 static int init_engine(void)
 {
+    mrt_cpu_features(); /* first: it caps oneDNN's ISA when features are hidden */
     if (!engine && !engine_failed && dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
         engine_failed = 1;
     return engine != NULL;

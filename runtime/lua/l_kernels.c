@@ -10,5 +10,6 @@ int luaopen_machrt_kernels(lua_State *L)
     lua_newtable(L);
     mrt_lua_nn(L);
     mrt_lua_optim(L);
+    mrt_lua_infer_plan(L);
     return 1;
 }

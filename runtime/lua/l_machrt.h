@@ -23,6 +23,7 @@ void mrt_lua_audio_io(lua_State *L);       /* l_audio_io.c: info, load, save, re
 void mrt_lua_audio_spectral(lua_State *L); /* l_audio_spectral.c: MelSpectrogram, ... */
 void mrt_lua_nn(lua_State *L);             /* l_nn.c */
 void mrt_lua_optim(lua_State *L);          /* l_optim.c */
+void mrt_lua_infer_plan(lua_State *L);     /* l_infer_plan.c: oneDNN inference plans */
 
 /* Registers every C module in package.preload (used by the machrt host). */
 void mrt_lua_preload(lua_State *L);

@@ -34,4 +34,5 @@ return {
     gaussian_fit = gaussian.gaussian_fit,
     Mahalanobis = gaussian.Mahalanobis,
     dcase_autoencoder = require "machrt.nn.autoencoder",
+    compile_inference = require("machrt.nn.inference_plan").compile_inference,
 }
