@@ -133,6 +133,40 @@ START_TEST(test_bf16_impl_matches_rounded_reference)
 }
 END_TEST
 
+/* The operand rounding itself, on a row long enough for the vector code:
+ * op(A) = A^T of 1 x 53 (ties both ways, the largest float, infinities,
+ * NaN) times B = 1 gives round(A) exactly. Denormals are left out: the
+ * matrix units may flush them. */
+START_TEST(test_bf16_rounding_bits)
+{
+    if (!bf16_or_skip()) return;
+    enum { M = 53 };
+    float a[M], c[M], one = 1.0f;
+    tu_rng r = tu_rng_seed(5);
+    for (int i = 0; i < M; i++) a[i] = (float)tu_rng_uniform(&r, -100.0, 100.0);
+    a[0] = 1.0f + 0x1p-8f;       /* halfway: down to the even 1 */
+    a[1] = 1.0f + 3 * 0x1p-8f;   /* halfway: up to the even 1 + 2^-6 */
+    a[17] = -(1.0f + 0x1p-8f);
+    a[18] = 3.4028235e38f;       /* rounds up to infinity */
+    a[19] = INFINITY;
+    a[20] = -INFINITY;
+    a[33] = NAN;
+    a[34] = 1.0f + 0x1p-8f + 0x1p-20f; /* just above halfway: up */
+    TU_OK(mrt_set_gemm_precision("bf16"));
+    mrt_cpu_gemm(CblasTrans, CblasNoTrans, M, 1, 1, 1.0f, a, M, &one, 1, 0.0f, c, 1);
+    TU_OK(mrt_set_gemm_precision("fp32"));
+    for (int i = 0; i < M; i++) {
+        if (isnan(a[i])) {
+            ck_assert_msg(isnan(c[i]), "round(NaN) = %g", c[i]);
+            continue;
+        }
+        const float want = (float)bf16(a[i]);
+        ck_assert_msg(memcmp(&c[i], &want, 4) == 0, "round(%.9g) = %.9g, want %.9g", a[i], c[i], want);
+    }
+    ck_assert(c[0] == 1.0f && c[1] == 1.0f + 0x1p-6f && c[34] == 1.0f + 0x1p-7f);
+}
+END_TEST
+
 /* ---- convolution in bf16 ------------------------------------------------------ */
 
 typedef struct {
@@ -279,6 +313,7 @@ int main(void)
     tcase_add_loop_test(g, test_onednn_fp32_matches_reference, 0, N_GCASES);
     tcase_add_loop_test(g, test_bf16_matches_rounded_reference, 0, N_GCASES);
     tcase_add_loop_test(g, test_bf16_impl_matches_rounded_reference, 0, N_GCASES);
+    tcase_add_test(g, test_bf16_rounding_bits);
     tcase_add_loop_test(g, test_conv_bf16_matches_rounded_reference, 0, 2 * N_CCASES);
     tcase_add_test(g, test_no_bf16_falls_back_with_one_message);
     tcase_add_test(g, test_precision_modes);
