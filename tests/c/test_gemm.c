@@ -181,11 +181,15 @@ static const ccase ccases[] = {
     {2, 8, 8, 10, 16, 3, 2, 1},  /* stride 2 on an even plane: less padding right */
     {2, 12, 7, 9, 10, 1, 2, 0},  /* the downsampling 1x1 */
     {3, 32, 6, 7, 48, 3, 1, 1},  /* channels in whole blocks */
+    {2, 128, 8, 10, 96, 3, 1, 1}, /* wide enough for oneDNN's blocked AMX kernels */
+    {2, 96, 9, 8, 128, 3, 2, 1},
 };
 #define N_CCASES (int)(sizeof ccases / sizeof ccases[0])
-/* Each case through oneDNN's convolutions and through machrt's own
- * kernels (im2col, 1x1 GEMMs: bf16 turns Winograd off). */
-static const mrt_conv_algo calgos[] = {MRT_CONV_ONEDNN, MRT_CONV_AUTO};
+/* Each case through oneDNN's convolutions (training, and inference, whose
+ * forward kernels may differ) and through machrt's own kernels (im2col, 1x1
+ * GEMMs: bf16 turns Winograd off). */
+static const mrt_conv_algo calgos[] = {MRT_CONV_ONEDNN, MRT_CONV_ONEDNN, MRT_CONV_AUTO};
+static const int cinference[] = {0, 1, 0};
 
 static float *data(mrt_tensor *t) { return mrt_f32(t); }
 
@@ -206,7 +210,7 @@ START_TEST(test_conv_bf16_matches_rounded_reference)
     fill(data(&dy), (size_t)tu_numel(&dy), 13);
     /* dw accumulates: it starts from 0.5 */
     for (int64_t e = 0; e < tu_numel(&dw); e++) data(&dw)[e] = 0.5f;
-    const mrt_conv2d_params p = {q->s, q->s, q->p, q->p, 0};
+    const mrt_conv2d_params p = {q->s, q->s, q->p, q->p, cinference[_i / N_CCASES]};
     TU_OK(mrt_set_gemm_precision("bf16"));
     mrt_conv_geom g = {q->n, q->c, q->h, q->w, q->o, q->k, q->k, oh, ow, q->s, q->s, q->p, q->p};
     mrt_conv2d_opts fo = {calgos[_i / N_CCASES], 0, 0}, bo = fo;
@@ -314,7 +318,7 @@ int main(void)
     tcase_add_loop_test(g, test_bf16_matches_rounded_reference, 0, N_GCASES);
     tcase_add_loop_test(g, test_bf16_impl_matches_rounded_reference, 0, N_GCASES);
     tcase_add_test(g, test_bf16_rounding_bits);
-    tcase_add_loop_test(g, test_conv_bf16_matches_rounded_reference, 0, 2 * N_CCASES);
+    tcase_add_loop_test(g, test_conv_bf16_matches_rounded_reference, 0, 3 * N_CCASES);
     tcase_add_test(g, test_no_bf16_falls_back_with_one_message);
     tcase_add_test(g, test_precision_modes);
     suite_add_tcase(s, g);
