@@ -11,7 +11,8 @@
 --
 -- Training: batch 32 of 1 x 128 x 431 (10 s log-mel), BCE, AdamW.
 -- Inference: batch 32 of 1 x 128 x 216 (5 s chunks), evaluation mode.
--- --profile prints time and GFLOP/s per layer type for one fp32 training step.
+-- --profile prints time and GFLOP/s per layer type for one training step in
+-- each precision measured.
 local mt = require "machrt"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
@@ -134,21 +135,29 @@ mt.set_gemm_precision("fp32")
 if opts.profile then
     model:training()
     instrument(model)
-    local t0 = mt.clock(); step(); local total = mt.clock() - t0
-    print(("profile of one training step (batch %d): %.2f s"):format(B, total))
-    print(("%-20s %10s %10s %12s"):format("layer type", "forward s", "backward s", "GFLOP/s"))
-    local rows = {}
-    for k, p in pairs(profile) do rows[#rows + 1] = {k, p} end
-    table.sort(rows, function(a, b) return a[2].fwd + a[2].bwd > b[2].fwd + b[2].bwd end)
-    local accounted = 0
-    for _, r in ipairs(rows) do
-        local p = r[2]
-        accounted = accounted + p.fwd + p.bwd
-        local gf = p.flops_f > 0 and ("%5.1f / %5.1f"):format(p.flops_f / p.fwd * 1e-9, p.flops_b / p.bwd * 1e-9) or ""
-        print(("%-20s %10.3f %10.3f %12s"):format(r[1], p.fwd, p.bwd, gf))
+    -- Each precision measured above, its primitives already made.
+    for _, precision in ipairs{"fp32", "bf16"} do
+        if ours[precision] then
+            mt.set_gemm_precision(precision)
+            for _, p in pairs(profile) do p.fwd, p.bwd, p.flops_f, p.flops_b = 0, 0, 0, 0 end
+            local t0 = mt.clock(); step(); local total = mt.clock() - t0
+            print(("profile of one %s training step (batch %d): %.2f s"):format(precision, B, total))
+            print(("%-20s %10s %10s %12s"):format("layer type", "forward s", "backward s", "GFLOP/s"))
+            local rows = {}
+            for k, p in pairs(profile) do rows[#rows + 1] = {k, p} end
+            table.sort(rows, function(a, b) return a[2].fwd + a[2].bwd > b[2].fwd + b[2].bwd end)
+            local accounted = 0
+            for _, r in ipairs(rows) do
+                local p = r[2]
+                accounted = accounted + p.fwd + p.bwd
+                local gf = p.flops_f > 0 and ("%5.1f / %5.1f"):format(p.flops_f / p.fwd * 1e-9, p.flops_b / p.bwd * 1e-9) or ""
+                print(("%-20s %10.3f %10.3f %12s"):format(r[1], p.fwd, p.bwd, gf))
+            end
+            print(("%-20s %21.3f"):format("other (residual adds, loss, optimizer)", total - accounted))
+            print("")
+        end
     end
-    print(("%-20s %21.3f"):format("other (residual adds, loss, optimizer)", total - accounted))
-    print("")
+    mt.set_gemm_precision("fp32")
 end
 
 local peer = {}
