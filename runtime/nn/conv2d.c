@@ -75,21 +75,26 @@ mrt_conv_algo mrt_conv2d_choose_own(const mrt_conv_geom *g, int backward)
 }
 
 /* Where oneDNN's convolutions beat machrt's own kernels, measured per
- * ResNet34 layer shape (build/bench/conv_layers --vs-own, README "Choices"):
- * in bf16 oneDNN's AMX kernels win on every 3x3 layer; the 1x1 stride-2
- * downsampling (own: a GEMM on the strided quarter of the input, oneDNN:
- * reorders of the whole input) and the 1-channel stem stay machrt's. In
- * fp32 machrt's Winograd does fewer multiplications than oneDNN's direct
- * kernels and the reorders in and out cost more than they save, so fp32
- * stays on the own kernels. */
-static int onednn_preferred(const mrt_conv_geom *g)
+ * ResNet34 layer shape in CPU time on one thread (build/bench/conv_layers
+ * --vs-own --threads 1 --cpu, README "Convolutions on the CPU"):
+ * - bf16: oneDNN's AMX kernels win on every layer with a kernel larger
+ *   than 1x1, 4-7x on the 3x3 stride-1 ones; on the 1x1 stride-2
+ *   downsampling machrt's GEMM on the strided quarter of the input wins
+ *   (oneDNN reorders the whole input).
+ * - fp32: machrt's Winograd does fewer multiplications than oneDNN's
+ *   direct kernels and wins on 3x3 stride 1, and its 1x1 GEMMs win too;
+ *   oneDNN wins the strided 3x3 layers (1.2-1.35x) and the stem's forward
+ *   (1.5x), not the stem's weight gradient. */
+static int onednn_preferred(const mrt_conv_geom *g, int backward)
 {
-    return mrt_cpu_gemm_bf16() && g->kh * g->kw > 1 && g->c >= WINO_MIN_CHANNELS;
+    if (g->kh * g->kw == 1) return 0;
+    if (mrt_cpu_gemm_bf16()) return 1;
+    return (g->sh > 1 || g->sw > 1) && (!backward || g->c >= WINO_MIN_CHANNELS);
 }
 
 mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward)
 {
-    if (onednn_preferred(g) && mrt_conv2d_algo_supports(MRT_CONV_ONEDNN, g)) return MRT_CONV_ONEDNN;
+    if (onednn_preferred(g, backward) && mrt_conv2d_algo_supports(MRT_CONV_ONEDNN, g)) return MRT_CONV_ONEDNN;
     return mrt_conv2d_choose_own(g, backward);
 }
 

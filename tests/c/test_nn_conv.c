@@ -634,12 +634,14 @@ START_TEST(test_dispatch_choices) {
     const conv_case pad3 = {2, 32, 8, 8, 32, 3, 3, 1, 1, 3, 3, 0};
     mrt_conv_geom g;
     g = geom_of(&stem);
-    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_ONEDNN);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_IM2COL);
     g = geom_of(&l1);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_WINOGRAD2);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_WINOGRAD);
     g = geom_of(&l2s);
-    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_ONEDNN);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_ONEDNN);
     g = geom_of(&ds);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     g = geom_of(&pw);
@@ -649,8 +651,9 @@ START_TEST(test_dispatch_choices) {
     g = geom_of(&pad3);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     ck_assert(!mrt_conv2d_algo_supports(MRT_CONV_WINOGRAD, &g));
-    /* bf16: oneDNN's convolutions for the 3x3 layers, machrt's GEMMs for
-     * the stem and the 1x1 downsampling (README "Choices") */
+    /* bf16: oneDNN's convolutions for every kernel larger than 1x1,
+     * machrt's GEMMs for the 1x1 downsampling (README "Convolutions on the
+     * CPU") */
     if (!mrt_cpu_gemm_set_bf16(1)) return;
     g = geom_of(&l1);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_ONEDNN);
@@ -658,7 +661,8 @@ START_TEST(test_dispatch_choices) {
     g = geom_of(&l2s);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_ONEDNN);
     g = geom_of(&stem);
-    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_ONEDNN);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_ONEDNN);
     g = geom_of(&ds);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_IM2COL);
     mrt_cpu_gemm_set_bf16(0);
