@@ -10,8 +10,14 @@
  * rounds and each keeps its best time per layer.
  *
  *   conv_layers [--peer] [--rounds R] [--reps K] [--threads T] [--batch N] [--width W]
- *               [--algo auto|im2col|winograd|winograd2x2|gemm1x1] [--block B]
- *               [--only NAME] [--cpu]
+ *               [--algo auto|im2col|winograd|winograd2x2|gemm1x1|onednn|own] [--block B]
+ *               [--only NAME] [--cpu] [--bf16]
+ *
+ * --vs-own: also times machrt's own kernels (as --algo own) in the same
+ * rounds, interleaved, and prints them beside (the measurement that decides
+ * mrt_conv2d_choose). --algo own: machrt's own kernels as the dispatcher would choose them
+ * without oneDNN's convolutions. --bf16: bf16 operands (as
+ * mt.set_gemm_precision("bf16")).
  *
  * --width 216 gives the shapes of the inference benchmark (5 s chunks).
  *
@@ -25,6 +31,7 @@
 
 #include "machrt/nn.h"
 #include "../runtime/nn/conv2d.h"
+#include "../runtime/cpu/gemm.h"
 
 typedef struct {
     const char *name;
@@ -92,7 +99,7 @@ static int die(const char *what)
 
 /* Best forward and backward times (seconds) of `reps` runs of one layer. */
 static int time_layer(const layer *l, int batch, int reps, const mrt_conv2d_opts *opts,
-                      mrt_workspace *ws, double *tf, double *tb)
+                      const mrt_conv2d_opts *bopts, mrt_workspace *ws, double *tf, double *tb)
 {
     mrt_tensor x = {0}, w = {0}, y = {0}, dy = {0}, dx = {0}, dw = {0};
     const int64_t xs[4] = {batch, l->cin, l->h, l->w}, wsz[4] = {l->cout, l->cin, l->k, l->k};
@@ -114,7 +121,7 @@ static int time_layer(const layer *l, int batch, int reps, const mrt_conv2d_opts
     fill(&dy, 3, 1.0f);
     mrt_tensor *dxp = l->grad_input ? &dx : NULL;
     /* one untimed backward: allocates dx and grows the workspace */
-    if (mrt_conv2d_backward_opts(&x, &w, &dy, &p, dxp, &dw, NULL, ws, opts)) {
+    if (mrt_conv2d_backward_opts(&x, &w, &dy, &p, dxp, &dw, NULL, ws, bopts)) {
         rc = die(l->name);
         goto out;
     }
@@ -123,7 +130,7 @@ static int time_layer(const layer *l, int batch, int reps, const mrt_conv2d_opts
         double t0 = now();
         mrt_conv2d_forward_opts(&x, &w, NULL, &p, &y, ws, opts);
         double t1 = now();
-        mrt_conv2d_backward_opts(&x, &w, &dy, &p, dxp, &dw, NULL, ws, opts);
+        mrt_conv2d_backward_opts(&x, &w, &dy, &p, dxp, &dw, NULL, ws, bopts);
         double t2 = now();
         if (t1 - t0 < *tf) *tf = t1 - t0;
         if (t2 - t1 < *tb) *tb = t2 - t1;
@@ -186,11 +193,19 @@ int main(int argc, char **argv)
     int peer = 0, rounds = 3, reps = 3, threads = 2, batch = 32, width = 431;
     const char *only = NULL;
     mrt_conv2d_opts opts = {MRT_CONV_AUTO, 0, 0};
+    int own = 0, vs_own = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--peer")) peer = 1;
+        else if (!strcmp(a, "--vs-own")) vs_own = 1;
         else if (!strcmp(a, "--cpu")) clock_id = CLOCK_PROCESS_CPUTIME_ID;
+        else if (!strcmp(a, "--bf16")) {
+            if (!mrt_cpu_gemm_set_bf16(1)) {
+                fprintf(stderr, "conv_layers: --bf16: this CPU has no bf16\n");
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--rounds") && v) rounds = atoi(argv[++i]);
         else if (!strcmp(a, "--reps") && v) reps = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
@@ -204,10 +219,12 @@ int main(int argc, char **argv)
                         : !strcmp(s, "winograd")    ? MRT_CONV_WINOGRAD
                         : !strcmp(s, "winograd2x2") ? MRT_CONV_WINOGRAD2
                         : !strcmp(s, "gemm1x1")     ? MRT_CONV_GEMM1X1
+                        : !strcmp(s, "onednn")      ? MRT_CONV_ONEDNN
                                                     : MRT_CONV_AUTO;
+            own = !strcmp(s, "own");
         } else {
             fprintf(stderr, "usage: conv_layers [--peer] [--rounds R] [--reps K] [--threads T] "
-                            "[--batch N] [--width W] [--algo A] [--block B] [--only NAME] [--cpu]\n");
+                            "[--batch N] [--width W] [--algo A] [--block B] [--only NAME] [--cpu] [--bf16]\n");
             return 2;
         }
     }
@@ -217,10 +234,10 @@ int main(int argc, char **argv)
     }
     make_layers(128, width);
     mrt_set_num_threads(threads);
-    double mf[NLAYERS], mb[NLAYERS], pf[NLAYERS], pb[NLAYERS];
+    double mf[NLAYERS], mb[NLAYERS], pf[NLAYERS], pb[NLAYERS], of[NLAYERS], ob[NLAYERS];
     int use[NLAYERS];
     for (int i = 0; i < NLAYERS; i++) {
-        mf[i] = mb[i] = pf[i] = pb[i] = 1e30;
+        mf[i] = mb[i] = pf[i] = pb[i] = of[i] = ob[i] = 1e30;
         use[i] = !only || strstr(LAYERS[i].name, only) != NULL;
     }
     mrt_workspace ws = {0};
@@ -236,10 +253,17 @@ int main(int argc, char **argv)
                                (l->w + 2 * l->pad - l->k) / l->stride + 1,
                                l->stride, l->stride, l->pad, l->pad};
             if (!mrt_conv2d_algo_supports(o.algo, &g)) o.algo = MRT_CONV_AUTO;
+            mrt_conv2d_opts bo = o;
+            if (own) o.algo = mrt_conv2d_choose_own(&g, 0), bo.algo = mrt_conv2d_choose_own(&g, 1);
             double tf, tb;
-            if (time_layer(l, batch, reps, &o, &ws, &tf, &tb)) return 1;
+            if (time_layer(l, batch, reps, &o, &bo, &ws, &tf, &tb)) return 1;
             if (tf < mf[i]) mf[i] = tf;
             if (tb < mb[i]) mb[i] = tb;
+            if (!vs_own) continue;
+            o.algo = mrt_conv2d_choose_own(&g, 0), bo.algo = mrt_conv2d_choose_own(&g, 1);
+            if (time_layer(l, batch, reps, &o, &bo, &ws, &tf, &tb)) return 1;
+            if (tf < of[i]) of[i] = tf;
+            if (tb < ob[i]) ob[i] = tb;
         }
         if (peer && run_peer(batch, width, threads, reps, pf, pb) == 0) have_peer = 1;
     }
@@ -250,6 +274,7 @@ int main(int argc, char **argv)
            clock_id == CLOCK_MONOTONIC ? "" : ", CPU time");
     printf("%-18s %3s %-12s %-12s %8s %8s %6s %6s", "layer", "n", "fwd algo", "bwd algo",
            "fwd ms", "bwd ms", "fwd GF", "bwd GF");
+    if (vs_own) printf(" %8s %8s %6s %6s", "own fwd", "own bwd", "x fwd", "x bwd");
     if (have_peer) printf(" %9s %9s %6s %6s", "torch fwd", "torch bwd", "x fwd", "x bwd");
     printf("\n");
     double tot_mf = 0, tot_mb = 0, tot_pf = 0, tot_pb = 0;
@@ -261,13 +286,15 @@ int main(int argc, char **argv)
                            (l->w + 2 * l->pad - l->k) / l->stride + 1,
                            l->stride, l->stride, l->pad, l->pad};
         const int forced = opts.algo != MRT_CONV_AUTO && mrt_conv2d_algo_supports(opts.algo, &g);
-        mrt_conv_algo af = forced ? opts.algo : mrt_conv2d_choose(&g, 0);
-        mrt_conv_algo ab = forced ? opts.algo : mrt_conv2d_choose(&g, 1);
+        mrt_conv_algo af = forced ? opts.algo : own ? mrt_conv2d_choose_own(&g, 0) : mrt_conv2d_choose(&g, 0);
+        mrt_conv_algo ab = forced ? opts.algo : own ? mrt_conv2d_choose_own(&g, 1) : mrt_conv2d_choose(&g, 1);
         double fl = layer_flops(l, batch);
         double blf = fl * (l->grad_input ? 2.0 : 1.0);
         printf("%-18s %3d %-12s %-12s %8.2f %8.2f %6.0f %6.0f", l->name, l->count,
                mrt_conv_algo_name(af), mrt_conv_algo_name(ab), mf[i] * 1e3, mb[i] * 1e3,
                fl / mf[i] * 1e-9, blf / mb[i] * 1e-9);
+        if (vs_own)
+            printf(" %8.2f %8.2f %6.2f %6.2f", of[i] * 1e3, ob[i] * 1e3, of[i] / mf[i], ob[i] / mb[i]);
         if (have_peer)
             printf(" %9.2f %9.2f %6.2f %6.2f", pf[i] * 1e3, pb[i] * 1e3, pf[i] / mf[i],
                    pb[i] / mb[i]);

@@ -16,6 +16,9 @@ echo "== decoding and resampling"
 ./machrt bench/audio_io.lua
 echo "== conv layers of a ResNet34 training step, machrt vs PyTorch (bench/conv_layers.c)"
 "$BUILD"/bench/conv_layers --peer
+echo "== conv layers: oneDNN's convolutions vs machrt's own kernels, fp32 then bf16 (the choice in runtime/nn/conv2d.c)"
+"$BUILD"/bench/conv_layers --algo onednn --vs-own
+"$BUILD"/bench/conv_layers --algo onednn --vs-own --bf16 || echo "bf16 rows skipped: this CPU has no bf16"
 echo "== CPU GEMM: OpenBLAS, oneDNN fp32 and bf16 on ResNet34's shapes (bench/gemm_choice.c)"
 "$BUILD"/bench/gemm_choice
 echo "== ResNet34 training step and inference, machrt fp32 and bf16 vs the peers under PEERS_PYTHON"

@@ -7,11 +7,12 @@
 -- torchvision, onnx, onnxruntime, openvino); without it a line says they
 -- were skipped.
 --
---   machrt bench/train_step.lua [--steps N] [--infer-reps N] [--batch N] [--profile]
+--   machrt bench/train_step.lua [--steps N] [--infer-reps N] [--batch N] [--profile] [--cpu-time]
 --
 -- Training: batch 32 of 1 x 128 x 431 (10 s log-mel), BCE, AdamW.
 -- Inference: batch 32 of 1 x 128 x 216 (5 s chunks), evaluation mode.
--- --profile prints time and GFLOP/s per layer type for one fp32 training step.
+-- --profile prints time and GFLOP/s per layer type for one training step in
+-- each precision measured.
 local mt = require "machrt"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
@@ -19,14 +20,22 @@ local optim = require "machrt.optim"
 local cli = require "machrt.cli"
 
 local CLI = { name = "train_step",
-              options = { steps = "value", ["infer-reps"] = "value", batch = "value", profile = "flag" },
-              usage = "usage: machrt bench/train_step.lua [--steps N] [--infer-reps N] [--batch N] [--profile]\n" }
+              options = { steps = "value", ["infer-reps"] = "value", batch = "value", profile = "flag",
+                          ["cpu-time"] = "flag" },
+              usage = "usage: machrt bench/train_step.lua [--steps N] [--infer-reps N] [--batch N] [--profile] "
+                      .. "[--cpu-time]\n" }
 local args = cli.parse(arg, CLI)
 local opts = { steps = cli.integer(CLI, args, "steps", 1) or 2,
                infer_reps = cli.integer(CLI, args, "infer-reps", 1) or 3,
                batch = cli.integer(CLI, args, "batch", 1) or 32, profile = args.profile or false }
+-- --cpu-time: machrt alone on one thread, timed in CPU seconds (os.clock),
+-- which a loaded machine stretches far less than wall-clock ones; the
+-- rates are per core, the peers are not run.
+local cpu_time = args["cpu-time"] or false
+local threads = cpu_time and 1 or 2
+local clock = cpu_time and os.clock or mt.clock
 
-mt.set_num_threads(2)
+mt.set_num_threads(threads)
 mt.manual_seed(0)
 local B = opts.batch
 local model = nn.resnet34{in_channels = 1, num_classes = 4, pool = "avg"}
@@ -50,7 +59,7 @@ local function instrument(root)
         profile[key] = profile[key] or {fwd = 0, bwd = 0, flops_f = 0, flops_b = 0}
         local p = profile[key]
         m.forward = function(self, xin)
-            local t0 = mt.clock(); local y = f(self, xin); p.fwd = p.fwd + mt.clock() - t0
+            local t0 = clock(); local y = f(self, xin); p.fwd = p.fwd + clock() - t0
             -- Counted here: backward releases the output it consumed.
             if key == "Conv2d" then
                 self.profile_flops = conv_flops(self, xin)
@@ -59,7 +68,7 @@ local function instrument(root)
             return y
         end
         m.backward = function(self, xin, g, scratch)
-            local t0 = mt.clock(); local gi = b(self, xin, g, scratch); p.bwd = p.bwd + mt.clock() - t0
+            local t0 = clock(); local gi = b(self, xin, g, scratch); p.bwd = p.bwd + clock() - t0
             if key == "Conv2d" then
                 p.flops_b = p.flops_b + self.profile_flops * (self.need_input_grad and 2 or 1)
             end
@@ -81,7 +90,7 @@ local function best_time(reps, fn)
     local best = math.huge
     for _ = 1, reps do
         collectgarbage()
-        local t0 = mt.clock(); fn(); local dt = mt.clock() - t0
+        local t0 = clock(); fn(); local dt = clock() - t0
         if dt < best then best = dt end
     end
     return best
@@ -144,25 +153,33 @@ mt.set_gemm_precision("fp32")
 if opts.profile then
     model:training()
     instrument(model)
-    local t0 = mt.clock(); step(); local total = mt.clock() - t0
-    print(("profile of one training step (batch %d): %.2f s"):format(B, total))
-    print(("%-20s %10s %10s %12s"):format("layer type", "forward s", "backward s", "GFLOP/s"))
-    local rows = {}
-    for k, p in pairs(profile) do rows[#rows + 1] = {k, p} end
-    table.sort(rows, function(a, b) return a[2].fwd + a[2].bwd > b[2].fwd + b[2].bwd end)
-    local accounted = 0
-    for _, r in ipairs(rows) do
-        local p = r[2]
-        accounted = accounted + p.fwd + p.bwd
-        local gf = p.flops_f > 0 and ("%5.1f / %5.1f"):format(p.flops_f / p.fwd * 1e-9, p.flops_b / p.bwd * 1e-9) or ""
-        print(("%-20s %10.3f %10.3f %12s"):format(r[1], p.fwd, p.bwd, gf))
+    -- Each precision measured above, its primitives already made.
+    for _, precision in ipairs{"fp32", "bf16"} do
+        if ours[precision] then
+            mt.set_gemm_precision(precision)
+            for _, p in pairs(profile) do p.fwd, p.bwd, p.flops_f, p.flops_b = 0, 0, 0, 0 end
+            local t0 = clock(); step(); local total = clock() - t0
+            print(("profile of one %s training step (batch %d): %.2f s"):format(precision, B, total))
+            print(("%-20s %10s %10s %12s"):format("layer type", "forward s", "backward s", "GFLOP/s"))
+            local rows = {}
+            for k, p in pairs(profile) do rows[#rows + 1] = {k, p} end
+            table.sort(rows, function(a, b) return a[2].fwd + a[2].bwd > b[2].fwd + b[2].bwd end)
+            local accounted = 0
+            for _, r in ipairs(rows) do
+                local p = r[2]
+                accounted = accounted + p.fwd + p.bwd
+                local gf = p.flops_f > 0 and ("%5.1f / %5.1f"):format(p.flops_f / p.fwd * 1e-9, p.flops_b / p.bwd * 1e-9) or ""
+                print(("%-20s %10.3f %10.3f %12s"):format(r[1], p.fwd, p.bwd, gf))
+            end
+            print(("%-20s %21.3f"):format("other (residual adds, loss, optimizer)", total - accounted))
+            print("")
+        end
     end
-    print(("%-20s %21.3f"):format("other (residual adds, loss, optimizer)", total - accounted))
-    print("")
+    mt.set_gemm_precision("fp32")
 end
 
 local peer = {}
-local peers_python = os.getenv("PEERS_PYTHON")
+local peers_python = not cpu_time and os.getenv("PEERS_PYTHON") or nil
 if peers_python and peers_python ~= "" then
     local py = io.popen(("%s bench/peers/peers_resnet.py %d %d %d 2>/dev/null"):format(
         peers_python, opts.steps, opts.infer_reps, B))
@@ -174,7 +191,8 @@ if peers_python and peers_python ~= "" then
 end
 
 local model_name, isa, flags = cpu_line()
-print(("cpu: %s, 2 threads; load average %s"):format(model_name, loadavg()))
+print(("cpu: %s, %d thread%s%s; load average %s"):format(model_name, threads, threads > 1 and "s" or "",
+    cpu_time and ", CPU time" or "", loadavg()))
 print(("cpu flags: %s"):format(isa))
 if not (flags or {}).amx_bf16 then
     print("no AMX on this CPU: machrt's bf16 runs oneDNN's avx512_bf16 kernels; AMX figures unmeasured")

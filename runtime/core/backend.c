@@ -72,6 +72,12 @@ mrt_status mrt_set_gemm_precision(const char *mode)
                     "computes in fp32 or bf16)", mode ? mode : "(null)");
 }
 
+const char *mrt_cpu_bf16_units(void)
+{
+    const unsigned f = mrt_cpu_features();
+    return (f & MRT_CPU_AMX_BF16) ? "amx" : (f & MRT_CPU_AVX512_BF16) ? "avx512_bf16" : NULL;
+}
+
 const char *mrt_gemm_precision(void)
 {
 #ifdef MRT_HAVE_CUDA

@@ -4,13 +4,19 @@
  * shape, layout, alpha and beta; executing one from several threads at
  * once is safe because each thread brings its own stream and scratchpad.
  * bf16 operands are rounded here (ties to even) into per-thread buffers that
- * keep the caller's layout; oneDNN accumulates in fp32 and writes fp32. */
+ * keep the caller's layout, 16 at a time with AVX-512 (every CPU with bf16
+ * has it); oneDNN accumulates in fp32 and writes fp32. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <dnnl.h>
+#include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include "cpu_features.h"
+#include "dnnl_engine.h"
 #include "gemm.h"
 
 typedef struct {
@@ -30,8 +36,6 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
  * while the list grows. */
 static prim_entry **cache;
 static size_t cache_len, cache_cap;
-static dnnl_engine_t engine;
-static int engine_failed;
 static int bf16_on;
 
 float mrt_bf16_round(float x)
@@ -77,14 +81,6 @@ static void say_fallback(const char *why, int rounded)
             rounded ? " on bf16-rounded operands" : "");
 }
 
-static int init_engine(void)
-{
-    mrt_cpu_features(); /* first: it caps oneDNN's ISA when features are hidden */
-    if (!engine && !engine_failed && dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
-        engine_failed = 1;
-    return engine != NULL;
-}
-
 static void strided_md(dnnl_memory_desc_t *md, int rows, int cols, int trans, int ld,
                        dnnl_data_type_t dt)
 {
@@ -116,7 +112,7 @@ static dnnl_primitive_t create(const prim_key *key, prim_entry *e)
         dnnl_post_ops_append_sum(po, key->beta);
         dnnl_primitive_attr_set_post_ops(attr, po);
     }
-    if (dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL) == dnnl_success) {
+    if (dnnl_primitive_desc_create(&pd, &desc, attr, mrt_dnnl_engine(), NULL) == dnnl_success) {
         e->scratch_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         e->scratch_bytes = dnnl_memory_desc_get_size(&e->scratch_md);
         if (dnnl_primitive_create(&prim, pd) != dnnl_success) prim = NULL;
@@ -137,7 +133,7 @@ static const prim_entry *lookup(const prim_key *key)
     if (tl_last && memcmp(&tl_last->key, key, sizeof *key) == 0) return tl_last;
     const prim_entry *found = NULL;
     pthread_mutex_lock(&cache_lock);
-    if (init_engine()) {
+    if (mrt_dnnl_engine()) {
         for (size_t i = 0; i < cache_len && !found; i++)
             if (memcmp(&cache[i]->key, key, sizeof *key) == 0) found = cache[i];
         if (!found && cache_len == cache_cap) {
@@ -166,7 +162,6 @@ typedef struct {
 } scratch_buf;
 
 static _Thread_local scratch_buf tl_a, tl_b, tl_pad;
-static _Thread_local dnnl_stream_t tl_stream;
 
 static void *grow(scratch_buf *s, size_t bytes)
 {
@@ -178,24 +173,54 @@ static void *grow(scratch_buf *s, size_t bytes)
     return s->p;
 }
 
-/* A dense bf16 copy of a rows x cols matrix stored with leading dimension ld. */
+static void row_to_bf16(const float *src, uint16_t *dst, int cols)
+{
+    for (int j = 0; j < cols; j++) dst[j] = to_bf16(src[j]);
+}
+
+#if defined(__x86_64__)
+/* mrt_bf16_round's integer arithmetic on 16 lanes (not vcvtneps2bf16,
+ * which flushes denormals to zero), so both give the same bits. */
+__attribute__((target("avx512f"))) static void row_to_bf16_avx512(const float *src, uint16_t *dst,
+                                                                   int cols)
+{
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i quiet = _mm512_set1_epi32(0x00400000), half = _mm512_set1_epi32(0x7fff);
+    const __m512i one = _mm512_set1_epi32(1);
+    int j = 0;
+    for (; j + 16 <= cols; j += 16) {
+        const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(src + j));
+        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+        const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(half, odd));
+        const __m512i r = _mm512_mask_or_epi32(rounded, nan, u, quiet);
+        _mm256_storeu_si256((__m256i *)(dst + j), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+    row_to_bf16(src + j, dst + j, cols - j);
+}
+#endif
+
+/* A dense bf16 copy of a rows x cols matrix stored with leading dimension
+ * ld. Called from one thread (a linear layer) it splits the rows across the
+ * threads; inside the convolutions' parallel chunks it stays on its own. */
 static uint16_t *to_bf16_dense(scratch_buf *s, const float *x, int rows, int cols, int ld)
 {
     uint16_t *out = grow(s, sizeof(uint16_t) * (size_t)rows * (size_t)cols);
     if (!out) return NULL;
-    for (int r = 0; r < rows; r++) {
-        const float *src = x + (size_t)r * (size_t)ld;
-        uint16_t *dst = out + (size_t)r * (size_t)cols;
-#pragma omp simd
-        for (int j = 0; j < cols; j++) dst[j] = to_bf16(src[j]);
-    }
+    void (*row)(const float *, uint16_t *, int) = row_to_bf16;
+#if defined(__x86_64__)
+    if (mrt_cpu_features() & MRT_CPU_AVX512F) row = row_to_bf16_avx512;
+#endif
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && (int64_t)rows * cols > (1 << 16))
+    for (int r = 0; r < rows; r++) row(x + (size_t)r * (size_t)ld, out + (size_t)r * (size_t)cols, cols);
     return out;
 }
 
 static int run_onednn(const prim_entry *e, const void *a, const void *b, float *c)
 {
-    if (!tl_stream && dnnl_stream_create(&tl_stream, engine, dnnl_stream_default_flags) != dnnl_success)
-        return 0;
+    dnnl_engine_t engine = mrt_dnnl_engine();
+    dnnl_stream_t stream = mrt_dnnl_stream();
+    if (!stream) return 0;
     void *pad = e->scratch_bytes ? grow(&tl_pad, e->scratch_bytes) : NULL;
     if (e->scratch_bytes && !pad) return 0;
     dnnl_memory_t mem[4] = {NULL, NULL, NULL, NULL};
@@ -206,8 +231,8 @@ static int run_onednn(const prim_entry *e, const void *a, const void *b, float *
     if (ok) {
         const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]},
                                          {DNNL_ARG_DST, mem[2]}, {DNNL_ARG_SCRATCHPAD, mem[3]}};
-        ok = dnnl_primitive_execute(e->prim, tl_stream, pad ? 4 : 3, args) == dnnl_success &&
-             dnnl_stream_wait(tl_stream) == dnnl_success;
+        ok = dnnl_primitive_execute(e->prim, stream, pad ? 4 : 3, args) == dnnl_success &&
+             dnnl_stream_wait(stream) == dnnl_success;
     }
     for (int i = 0; i < 4; i++)
         if (mem[i]) dnnl_memory_destroy(mem[i]);

@@ -422,6 +422,16 @@ static int m_gemm_precision(lua_State *L)
     return 1;
 }
 
+/* mt.cpu_bf16() -> "amx" | "avx512_bf16" | nil: what multiplies bf16 on
+ * this CPU (MACHRT_CPU_FEATURES honoured). */
+static int m_cpu_bf16(lua_State *L)
+{
+    const char *units = mrt_cpu_bf16_units();
+    if (units) lua_pushstring(L, units);
+    else lua_pushnil(L);
+    return 1;
+}
+
 /* ---- the generator's state and raw Philox blocks ----------------------------- */
 /* Seeded streams that do not disturb the default generator. */
 
@@ -474,7 +484,7 @@ static const luaL_Reg machrt_funcs[] = {
     {"cuda_available", m_cuda_available}, {"clock", m_clock}, {"is_tensor", m_is_tensor},
     {"memory_stats", m_memory_stats}, {"empty_cache", m_empty_cache},
     {"cuda_synchronize", m_cuda_synchronize}, {"set_gemm_precision", m_set_gemm_precision},
-    {"gemm_precision", m_gemm_precision},
+    {"gemm_precision", m_gemm_precision}, {"cpu_bf16", m_cpu_bf16},
     {"philox", m_philox}, {"rng_state", m_rng_state}, {"set_rng_state", m_set_rng_state},
     {NULL, NULL}};
 

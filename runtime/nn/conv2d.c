@@ -39,6 +39,7 @@ const char *mrt_conv_algo_name(mrt_conv_algo algo)
     case MRT_CONV_GEMM1X1: return "gemm1x1";
     case MRT_CONV_WINOGRAD: return "winograd4x4";
     case MRT_CONV_WINOGRAD2: return "winograd2x2";
+    case MRT_CONV_ONEDNN: return "onednn";
     }
     return "unknown";
 }
@@ -54,11 +55,15 @@ int mrt_conv2d_algo_supports(mrt_conv_algo algo, const mrt_conv_geom *g)
     case MRT_CONV_WINOGRAD2:
         /* dX runs as a convolution with padding 2 - pad, hence pad <= 2. */
         return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->ph <= 2 && g->pw <= 2;
+    case MRT_CONV_ONEDNN: {
+        const int bf16 = mrt_cpu_gemm_bf16();
+        return mrt_conv_dnnl_supports(g, bf16, 0, 0, 0) && mrt_conv_dnnl_supports(g, bf16, 0, 0, 1);
+    }
     }
     return 0;
 }
 
-mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward)
+mrt_conv_algo mrt_conv2d_choose_own(const mrt_conv_geom *g, int backward)
 {
     /* bf16 GEMMs would round Winograd's transformed tiles, not the layer's
      * operands: the error would grow with the transform's constants. */
@@ -67,6 +72,30 @@ mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward)
         return backward ? MRT_CONV_WINOGRAD : MRT_CONV_WINOGRAD2;
     if (mrt_conv2d_algo_supports(MRT_CONV_GEMM1X1, g)) return MRT_CONV_GEMM1X1;
     return MRT_CONV_IM2COL;
+}
+
+/* Where oneDNN's convolutions beat machrt's own kernels, measured per
+ * ResNet34 layer shape in CPU time on one thread (build/bench/conv_layers
+ * --vs-own --threads 1 --cpu, README "Convolutions on the CPU"):
+ * - bf16: oneDNN's AMX kernels win on every layer with a kernel larger
+ *   than 1x1, 4-7x on the 3x3 stride-1 ones; on the 1x1 stride-2
+ *   downsampling machrt's GEMM on the strided quarter of the input wins
+ *   (oneDNN reorders the whole input).
+ * - fp32: machrt's Winograd does fewer multiplications than oneDNN's
+ *   direct kernels and wins on 3x3 stride 1, and its 1x1 GEMMs win too;
+ *   oneDNN wins the strided 3x3 layers (1.2-1.35x) and the stem's forward
+ *   (1.5x), not the stem's weight gradient. */
+static int onednn_preferred(const mrt_conv_geom *g, int backward)
+{
+    if (g->kh * g->kw == 1) return 0;
+    if (mrt_cpu_gemm_bf16()) return 1;
+    return (g->sh > 1 || g->sw > 1) && (!backward || g->c >= WINO_MIN_CHANNELS);
+}
+
+mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward)
+{
+    if (onednn_preferred(g, backward) && mrt_conv2d_algo_supports(MRT_CONV_ONEDNN, g)) return MRT_CONV_ONEDNN;
+    return mrt_conv2d_choose_own(g, backward);
 }
 
 /* ---- checks ------------------------------------------------------------------ */
@@ -152,13 +181,17 @@ static mrt_status pick_algo(const char *fn, const mrt_conv_geom *g, const mrt_co
                         "%s: algorithm %s cannot compute kernel %" PRId64 "x%" PRId64
                         " stride %" PRId64 "x%" PRId64 " padding %" PRId64 "x%" PRId64,
                         fn, mrt_conv_algo_name(a), g->kh, g->kw, g->sh, g->sw, g->ph, g->pw);
+    *algo = a;
+    if (a == MRT_CONV_ONEDNN) { /* oneDNN blocks for itself */
+        *nb = 1;
+        return MRT_OK;
+    }
     int64_t b = opts && opts->images_per_block > 0 ? opts->images_per_block : 0;
     if (b == 0) b = is_wino(a) ? mrt_conv_wino_block(g, wino_m(a)) : mrt_conv_gemm_block(g, a);
     /* at most the whole batch: n images, or n * ceil(oh / m) tile rows */
     const int64_t m = wino_m(a);
     const int64_t most = is_wino(a) ? g->n * ((g->oh + m - 1) / m) : g->n;
     if (b > most) b = most;
-    *algo = a;
     *nb = b < 1 ? 1 : b;
     return MRT_OK;
 }
@@ -202,6 +235,13 @@ static mrt_status cpu_forward(const mrt_tensor *x, const mrt_tensor *w, const mr
     mrt_status st;
     geometry(x, w, p, &g);
     if ((st = pick_algo(fn, &g, opts, 0, &algo, &nb))) return st;
+    const int bf16 = mrt_cpu_gemm_bf16();
+    /* oneDNN was asked for the training pass without bias; should it have
+     * no primitive for this one, machrt's own kernels compute it */
+    if (algo == MRT_CONV_ONEDNN && !mrt_conv_dnnl_supports(&g, bf16, p->inference, b != NULL, 0)) {
+        const mrt_conv2d_opts own = {mrt_conv2d_choose_own(&g, 0), 0, 0};
+        if ((st = pick_algo(fn, &g, &own, 0, &algo, &nb))) return st;
+    }
     if (p->inference && algo == MRT_CONV_WINOGRAD2 && (!opts || opts->algo == MRT_CONV_AUTO)) {
         algo = MRT_CONV_WINOGRAD;
         nb = mrt_conv_wino_block(&g, wino_m(algo));
@@ -211,13 +251,20 @@ static mrt_status cpu_forward(const mrt_tensor *x, const mrt_tensor *w, const mr
     const mrt_tensor *ins[3] = {x, w, b};
     int aside = 0;
     float *scratch = NULL;
-    size_t need = is_wino(algo) ? mrt_conv_wino_fwd_scratch(&g, wino_m(algo), nb)
-                                : mrt_conv_gemm_fwd_scratch(&g, algo, nb);
+    size_t need = algo == MRT_CONV_ONEDNN ? mrt_conv_dnnl_fwd_scratch(&g, bf16, p->inference, b != NULL)
+                  : is_wino(algo)       ? mrt_conv_wino_fwd_scratch(&g, wino_m(algo), nb)
+                                        : mrt_conv_gemm_fwd_scratch(&g, algo, nb);
     if ((st = mrt_tensor_contiguous(x, &xc)) || (st = mrt_tensor_contiguous(w, &wc)) ||
         (b && (st = mrt_tensor_contiguous(b, &bc))) ||
         (st = mrt_nn_write_target(y, ins, 3, 0, &yt, &aside)) || (st = reserve(ws, &local, need, &scratch)))
         goto done;
-    if (is_wino(algo))
+    if (algo == MRT_CONV_ONEDNN) {
+        if (!mrt_conv_dnnl_forward(&g, bf16, p->inference, mrt_f32(&xc), mrt_f32(&wc),
+                                   b ? mrt_f32(&bc) : NULL, mrt_f32(&yt), scratch)) {
+            st = mrt_fail(MRT_ERR_DEVICE, "%s: the oneDNN convolution failed to run", fn);
+            goto done;
+        }
+    } else if (is_wino(algo))
         mrt_conv_wino_forward(&g, wino_m(algo), nb, opts && opts->portable, mrt_f32(&xc), mrt_f32(&wc), b ? mrt_f32(&bc) : NULL,
                               mrt_f32(&yt), scratch);
     else
@@ -328,7 +375,9 @@ static mrt_status cpu_backward(const mrt_tensor *x, const mrt_tensor *w, const m
     const mrt_tensor *ins[3] = {x, w, dy};
     int dx_aside = 0, dw_aside = 0, db_aside = 0;
     float *scratch = NULL;
-    size_t need = is_wino(algo)
+    const int bf16 = mrt_cpu_gemm_bf16();
+    size_t need = algo == MRT_CONV_ONEDNN ? mrt_conv_dnnl_bwd_scratch(&g, bf16)
+                  : is_wino(algo)
                       ? mrt_conv_wino_bwd_scratch(&g, wino_m(algo), nb, dx != NULL, dw != NULL)
                       : mrt_conv_gemm_bwd_scratch(&g, algo, nb, dx != NULL, dw != NULL);
     if ((st = mrt_tensor_contiguous(dy, &dyc))) goto done;
@@ -343,7 +392,12 @@ static mrt_status cpu_backward(const mrt_tensor *x, const mrt_tensor *w, const m
     if (dx || dw) {
         const float *xp = dw ? mrt_f32(&xc) : NULL;
         float *dxp = dx ? mrt_f32(&dxt) : NULL, *dwp = dw ? mrt_f32(&dwt) : NULL;
-        if (is_wino(algo))
+        if (algo == MRT_CONV_ONEDNN) {
+            if (!mrt_conv_dnnl_backward(&g, bf16, xp, mrt_f32(&wc), mrt_f32(&dyc), dxp, dwp, scratch)) {
+                st = mrt_fail(MRT_ERR_DEVICE, "%s: the oneDNN convolution failed to run", fn);
+                goto done;
+            }
+        } else if (is_wino(algo))
             mrt_conv_wino_backward(&g, wino_m(algo), nb, opts && opts->portable, xp, mrt_f32(&wc), mrt_f32(&dyc), dxp, dwp, scratch);
         else
             mrt_conv_gemm_backward(&g, algo, nb, xp, mrt_f32(&wc), mrt_f32(&dyc), dxp, dwp,

@@ -19,7 +19,8 @@ typedef enum {
     MRT_CONV_IM2COL,     /* im2col + sgemm; any kernel, stride, padding */
     MRT_CONV_GEMM1X1,    /* 1x1, stride 1, no padding: sgemm on the input itself */
     MRT_CONV_WINOGRAD,   /* 3x3, stride 1, padding <= 2: Winograd F(4x4, 3x3) */
-    MRT_CONV_WINOGRAD2   /* the same shapes, Winograd F(2x2, 3x3) */
+    MRT_CONV_WINOGRAD2,  /* the same shapes, Winograd F(2x2, 3x3) */
+    MRT_CONV_ONEDNN      /* oneDNN's convolution primitives; shapes it accepts */
 } mrt_conv_algo;
 
 typedef struct {
@@ -47,6 +48,8 @@ int mrt_conv2d_algo_supports(mrt_conv_algo algo, const mrt_conv_geom *g);
 /* The algorithm the dispatcher uses for this shape, for the forward pass
  * (backward = 0) or the backward pass (1). */
 mrt_conv_algo mrt_conv2d_choose(const mrt_conv_geom *g, int backward);
+/* The choice among machrt's own kernels, oneDNN's left out. */
+mrt_conv_algo mrt_conv2d_choose_own(const mrt_conv_geom *g, int backward);
 
 /* Same contract as mrt_conv2d_forward / mrt_conv2d_backward, with the
  * algorithm and blocking forced by `opts` (NULL = automatic). A forced
@@ -92,6 +95,23 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
                             const float *x, const float *w, const float *dy, float *dx,
                             float *dw, float *scratch);
 int64_t mrt_conv_wino_block(const mrt_conv_geom *g, int m);
+
+/* oneDNN convolutions (conv2d_dnnl.c), fp32, or bf16 operands (bf16 = 1)
+ * with fp32 accumulation and outputs. `inference` forward passes may use
+ * kernels that keep nothing for a backward pass. supports: whether oneDNN
+ * has the primitive (made and cached by the call); the scratch functions
+ * give the floats of 64-byte aligned scratch the calls take (the operands
+ * in oneDNN's layouts and its own scratchpad). The calls return 0 when
+ * oneDNN failed (nothing is written then only if it failed before
+ * starting). */
+int mrt_conv_dnnl_supports(const mrt_conv_geom *g, int bf16, int inference, int bias,
+                           int backward);
+size_t mrt_conv_dnnl_fwd_scratch(const mrt_conv_geom *g, int bf16, int inference, int bias);
+size_t mrt_conv_dnnl_bwd_scratch(const mrt_conv_geom *g, int bf16);
+int mrt_conv_dnnl_forward(const mrt_conv_geom *g, int bf16, int inference, const float *x,
+                          const float *w, const float *bias, float *y, float *scratch);
+int mrt_conv_dnnl_backward(const mrt_conv_geom *g, int bf16, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *scratch);
 
 /* Winograd tile transforms (of one tile size m) for `lanes` horizontally
  * adjacent tiles at a time (fewer, `cnt`, at the end of a tile row). V and M

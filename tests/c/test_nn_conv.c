@@ -11,6 +11,7 @@
 #include "check_util.h"
 #include "machrt/nn.h"
 #include "../../runtime/nn/conv2d.h"
+#include "../../runtime/cpu/gemm.h"
 
 /* im2col / 1x1: float sums of up to a few thousand terms; measured worst
  * ~3e-7 (random-walk rounding), bound kept well above for other BLAS builds. */
@@ -173,8 +174,8 @@ static void free_operands(operands *op) {
 }
 
 static const mrt_conv_algo ALGOS[] = {MRT_CONV_AUTO, MRT_CONV_IM2COL, MRT_CONV_GEMM1X1,
-                                      MRT_CONV_WINOGRAD, MRT_CONV_WINOGRAD2};
-#define N_ALGOS 5
+                                      MRT_CONV_WINOGRAD, MRT_CONV_WINOGRAD2, MRT_CONV_ONEDNN};
+#define N_ALGOS 6
 static const int64_t BLOCKS[] = {0, 1, 2, 5};
 #define N_BLOCKS 4
 
@@ -230,8 +231,10 @@ START_TEST(test_forward_against_naive) {
          * portable ones. */
         for (int v = 0; v < (is_wino(used) ? 2 : 1) * N_BLOCKS; v++) {
             const int bi = v % N_BLOCKS;
-            /* AUTO: only its own block choice; portable transforms: two */
+            /* AUTO and oneDNN: only their own block choice; portable
+             * transforms: two */
             if ((ALGOS[a] == MRT_CONV_AUTO && v > 0) || (v >= N_BLOCKS && bi > 1)) continue;
+            if (ALGOS[a] == MRT_CONV_ONEDNN && v > 0) continue;
             mrt_conv2d_opts opts = {ALGOS[a], BLOCKS[bi], v / N_BLOCKS};
             mrt_tensor y = {0};
             TU_OK(mrt_conv2d_forward_opts(&op.x, &op.w, k->bias ? &op.b : NULL, &p, &y, &ws,
@@ -370,8 +373,10 @@ START_TEST(test_backward_against_naive) {
         mrt_conv_algo used = ALGOS[a] == MRT_CONV_AUTO ? mrt_conv2d_choose(&g, 1) : ALGOS[a];
         for (int v = 0; v < (is_wino(used) ? 2 : 1) * N_BLOCKS; v++) {
             const int bi = v % N_BLOCKS;
-            /* AUTO: only its own block choice; portable transforms: two */
+            /* AUTO and oneDNN: only their own block choice; portable
+             * transforms: two */
             if ((ALGOS[a] == MRT_CONV_AUTO && v > 0) || (v >= N_BLOCKS && bi > 1)) continue;
+            if (ALGOS[a] == MRT_CONV_ONEDNN && v > 0) continue;
             mrt_conv2d_opts opts = {ALGOS[a], BLOCKS[bi], v / N_BLOCKS};
             mrt_tensor gx = {0}, gw = {0}, gb = {0};
             TU_ALLOC(&gw, MRT_F32, k->o, k->c, k->kh, k->kw);
@@ -629,12 +634,14 @@ START_TEST(test_dispatch_choices) {
     const conv_case pad3 = {2, 32, 8, 8, 32, 3, 3, 1, 1, 3, 3, 0};
     mrt_conv_geom g;
     g = geom_of(&stem);
-    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_ONEDNN);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_IM2COL);
     g = geom_of(&l1);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_WINOGRAD2);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_WINOGRAD);
     g = geom_of(&l2s);
-    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_ONEDNN);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_ONEDNN);
     g = geom_of(&ds);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     g = geom_of(&pw);
@@ -644,6 +651,21 @@ START_TEST(test_dispatch_choices) {
     g = geom_of(&pad3);
     ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_IM2COL);
     ck_assert(!mrt_conv2d_algo_supports(MRT_CONV_WINOGRAD, &g));
+    /* bf16: oneDNN's convolutions for every kernel larger than 1x1,
+     * machrt's GEMMs for the 1x1 downsampling (README "Convolutions on the
+     * CPU") */
+    if (!mrt_cpu_gemm_set_bf16(1)) return;
+    g = geom_of(&l1);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_ONEDNN);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_ONEDNN);
+    g = geom_of(&l2s);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_ONEDNN);
+    g = geom_of(&stem);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 0), MRT_CONV_ONEDNN);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_ONEDNN);
+    g = geom_of(&ds);
+    ck_assert_int_eq(mrt_conv2d_choose(&g, 1), MRT_CONV_IM2COL);
+    mrt_cpu_gemm_set_bf16(0);
 }
 END_TEST
 

@@ -165,6 +165,10 @@ void mrt_cuda_fail_launches(int n);
  * fp32: mrt_gemm_precision tells which). "fp16" on the CPU is an error. */
 mrt_status mrt_set_gemm_precision(const char *mode);
 const char *mrt_gemm_precision(void);
+/* What multiplies bf16 on this CPU: "amx" (AMX tiles), "avx512_bf16"
+ * (vector instructions only), or NULL (neither; bf16 falls back to fp32).
+ * Honours MACHRT_CPU_FEATURES. */
+const char *mrt_cpu_bf16_units(void);
 
 /* The device shared by the allocated tensors in ts[0..n) (NULL and empty
  * ones are skipped; none allocated = the CPU). Different devices are an
