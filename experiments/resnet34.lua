@@ -112,6 +112,7 @@ for _, fold in ipairs(run.folds) do
                                    scaler = scaler, cfg = cfg, state = state, checkpoint_dir = dir,
                                    reduce_gradients = ranks.reduce_gradients, profile = prof }
 
+    prof:add("setup", mt.clock() - prof.start) -- data, loaders, model, optimizer, checkpoint
     local last_evaluation
     for epoch = state.epoch + 1, tr.epochs do
         local evaluation

@@ -3,7 +3,7 @@
 -- millisecond per batch).
 --
 --   local profile = require "machrt.profile"
---   local prof = profile.new()                       -- the clock starts now
+--   local prof = profile.new()                       -- the clock starts now (prof.start)
 --   for b, batch in prof:wait("data loading", loader:epoch(e)) do   -- time spent waiting
 --       local x = prof:time("front end", front, batch.wave)          -- returns front's results
 --   end
@@ -30,7 +30,7 @@ M.FILE = "profile.json"
 
 -- The parts of a training run, in the order of the table; a part not
 -- listed here is added after them in the order it first appears.
-M.PARTS = { "data loading", "front end", "augmentation", "forward + backward", "optimizer",
+M.PARTS = { "setup", "data loading", "front end", "augmentation", "forward + backward", "optimizer",
             "evaluation", "checkpoint and writes", "interpretations", "scorer" }
 
 local Profile = {}

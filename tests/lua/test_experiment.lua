@@ -62,7 +62,7 @@ test("a run writes config, log, checkpoint, predictions and metrics", function()
         A.truthy(part.seconds >= 0, part.name .. " seconds")
         seconds[part.name], sum = part.seconds, sum + part.seconds
     end
-    for _, name in ipairs{ "data loading", "front end", "forward + backward", "optimizer", "evaluation",
+    for _, name in ipairs{ "setup", "data loading", "front end", "forward + backward", "optimizer", "evaluation",
                            "checkpoint and writes", "interpretations", "scorer", "other" } do
         A.truthy(seconds[name], name .. " missing from profile.json")
     end
