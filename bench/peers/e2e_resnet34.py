@@ -281,7 +281,7 @@ def main():
         t_epoch = time.monotonic()
         model.train()
         loss_sum, seen = 0.0, 0
-        for wave, target in train_loader:
+        for b, (wave, target) in enumerate(train_loader, 1):
             x = features(wave)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
@@ -292,6 +292,9 @@ def main():
             schedule.step()
             loss_sum += loss.item() * wave.shape[0]
             seen += wave.shape[0]
+            if b % 4 == 0:
+                print(f"epoch {epoch} batch {b}/{len(train_loader)}  loss {loss_sum / seen:.4f}  "
+                      f"{seen / (time.monotonic() - t_epoch):.1f} samples/s", flush=True)
         train_seconds = time.monotonic() - t_epoch
         ev = evaluate()
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch},
