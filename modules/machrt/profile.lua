@@ -30,7 +30,7 @@ M.FILE = "profile.json"
 
 -- The parts of a training run, in the order of the table; a part not
 -- listed here is added after them in the order it first appears.
-M.PARTS = { "setup", "data loading", "front end", "augmentation", "forward + backward", "optimizer",
+M.PARTS = { "setup", "data loading", "front end", "forward + backward", "optimizer",
             "evaluation", "checkpoint and writes", "interpretations", "scorer" }
 
 local Profile = {}
