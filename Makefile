@@ -231,6 +231,7 @@ bench: all
 	@./machrt bench/cuda.lua
 else
 bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers $(BUILD)/bench/gemm_choice
+	@sh scripts/deps.sh bench
 	@BUILD=$(BUILD) sh bench/run.sh
 endif
 

@@ -25,3 +25,5 @@ echo "== ResNet34 training step and inference, machrt fp32 and bf16 vs the peers
 ./machrt bench/train_step.lua --profile
 echo "== anomaly detection on the synthetic corpus: DCASE 2020 baseline in PyTorch (bench/anomaly_peer.lua)"
 ./machrt bench/anomaly_peer.lua
+echo "== the default experiment end to end, machrt vs PyTorch (bench/e2e.lua; BENCH_E2E_EPOCHS=N for a shorter run)"
+./machrt bench/e2e.lua

@@ -21,6 +21,7 @@ local pipeline = require "machrt.pipeline"
 local plot = require "machrt.plot"
 local log = require "machrt.log"
 local cross_fold = require "machrt.cross_fold"
+local profile = require "machrt.profile"
 
 local defaults = {
     architecture = { backbone = "resnet34", dropout = 0, pool = "GeM", pretrained = false,
@@ -73,6 +74,8 @@ local device = pipeline.resolve_device(cfg.environment.device, "environment.devi
 
 for _, fold in ipairs(run.folds) do
     local dir = run.dir_of(fold)
+    -- Where the fold's wall time goes: logged and written to profile.json at its end.
+    local prof = profile.new()
     local split = train.prepare_data(cfg, fold)
     log.info("fold %d: %d training and %d validation clips, classes: %s -> %s", fold,
              #split.train.files, #split.val.files, table.concat(split.classes, ", "), dir)
@@ -107,8 +110,9 @@ for _, fold in ipairs(run.folds) do
     -- batches an optimizer step (machrt.stepper says in which order).
     local stepper = train.Stepper{ model = model, loss = loss_fn, optimizer = opt, set_lr = set_lr,
                                    scaler = scaler, cfg = cfg, state = state, checkpoint_dir = dir,
-                                   reduce_gradients = ranks.reduce_gradients }
+                                   reduce_gradients = ranks.reduce_gradients, profile = prof }
 
+    prof:add("setup", mt.clock() - prof.start) -- data, loaders, model, optimizer, checkpoint
     local last_evaluation
     for epoch = state.epoch + 1, tr.epochs do
         local evaluation
@@ -116,11 +120,11 @@ for _, fold in ipairs(run.folds) do
                                   total = steps_per_epoch, fields = { "loss", "lr" } }
         stepper:start_epoch(epoch) -- training mode; a partial accumulation never carries over
         -- On a device the next batch is copied while this one computes.
-        for b, batch in train.prefetch(loaders.train:epoch(epoch), device) do
+        for b, batch in prof:wait("data loading", train.prefetch(loaders.train:epoch(epoch), device)) do
             for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
             if batch.wave then
                 -- On the CPU, batch.target:to(device) is the same tensor.
-                stepper:step(front(batch.wave), batch.target:to(device), b, batch.weight)
+                stepper:step(prof:time("front end", front, batch.wave), batch.target:to(device), b, batch.weight)
                 bar:update(b, { loss = stepper:mean_loss(), lr = stepper.lr }, batch.wave:size(1))
             end
         end
@@ -130,7 +134,7 @@ for _, fold in ipairs(run.folds) do
                       seconds = seconds, samples_per_second = stepper.seen / seconds }
 
         if epoch % tr.evaluation_epochs == 0 or epoch == tr.epochs then
-            evaluation = train.evaluate(cfg, model, front, loaders.val, split)
+            evaluation = prof:time("evaluation", train.evaluate, cfg, model, front, loaders.val, split)
             row.val_loss, row.val_f1 = evaluation.loss, evaluation.f1
             row.val_accuracy, row.val_roc_auc = evaluation.accuracy, evaluation.roc_auc
             log.info("fold %d epoch %d: train loss %.4f  val loss %.4f  val F1 %.4f  accuracy %.4f  (%.1f s, %.1f samples/s)",
@@ -144,11 +148,13 @@ for _, fold in ipairs(run.folds) do
         if new_best then state.best = { epoch = epoch, value = value, metric = cfg.prediction.metric } end
         state.epoch = epoch
         state.history[#state.history + 1] = row
+        local t_write = mt.clock()
         train.save_checkpoint(dir, model, opt, state)  -- first, so the files below can be rebuilt
         if new_best then train.save_best(dir, model, epoch) end
         train.write_log(dir, state.history)
         if ranks.main then plot.training_curves(dir .. "/curves.png", state.history) end
         if evaluation then train.write_evaluation(dir, cfg, split, evaluation, epoch) end
+        prof:add("checkpoint and writes", mt.clock() - t_write)
         last_evaluation = evaluation or last_evaluation
     end
 
@@ -162,16 +168,20 @@ for _, fold in ipairs(run.folds) do
         if state.best.epoch ~= state.epoch then last_evaluation = nil end -- evaluate the best again
     end
     if tr.run_interpretations then
-        local ev = last_evaluation or train.evaluate(cfg, model, front, loaders.val, split)
+        local ev = last_evaluation or prof:time("evaluation", train.evaluate, cfg, model, front, loaders.val, split)
+        local t_report = mt.clock()
         if ranks.main then require("machrt.interpret").write(dir, {
             classes = split.classes, evaluation = ev, val = split.val, data_folder = cfg.dataset.data_folder,
             history = state.history, cfg = cfg, number_of_audios = cfg.logging.number_of_audios }) end
+        prof:add("interpretations", mt.clock() - t_report)
         log.info("interpretations: %s/index.html", dir)
     end
     if tr.build_scoring_pipelines then
-        local scorer = train.build_scorer(dir, cfg, model, split.classes)
+        local scorer = prof:time("scorer", train.build_scorer, dir, cfg, model, split.classes)
         log.info("scorer written to %s (use it: machrt %s/score.lua file.wav ...)", scorer, scorer)
     end
+    local summary = prof:log(string.format("fold %d profile", fold))
+    if ranks.main then prof:write(dir .. "/" .. profile.FILE, summary) end
 end
 -- Several folds: their metrics' mean and spread, and the out-of-fold predictions.
 cross_fold.write(cfg, run)

@@ -2,12 +2,14 @@
 # Installs the Debian packages machrt needs, only those that are missing.
 # Called by `make deps` (and so by `make`, `make test` and `make run`);
 # `deps.sh dist` (make deps-dist, run by make test) adds what the Slurm
-# test starts: slurmctld, slurmd and munge.
+# test starts: slurmctld, slurmd and munge; `deps.sh bench` adds GNU time.
 set -eu
 PACKAGES="gcc g++ make pkg-config lua5.4 liblua5.4-dev libreadline-dev libopenblas-openmp-dev
 libcjson-dev check libsndfile1-dev libfftw3-dev libsoxr-dev libcairo2-dev libssl-dev
 libopenmpi-dev openmpi-bin libdnnl-dev"
 [ "${1:-}" = dist ] && PACKAGES="slurm-wlm munge"
+# `make bench` (deps.sh bench) times whole runs with GNU time (bench/e2e.lua).
+[ "${1:-}" = bench ] && PACKAGES="$PACKAGES time"
 # `make fuzz` (deps.sh fuzz) also needs clang with libFuzzer, its sanitizer
 # runtimes and its OpenMP; ordinary builds do not.
 if [ "${1:-}" = fuzz ]; then

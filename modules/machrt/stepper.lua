@@ -33,6 +33,7 @@
 -- the initial weights, every batch's input and per step the loss, the
 -- gradient norm before clipping and the learning rate.
 
+local mt = require "machrt"
 local optim = require "machrt.optim"
 local log = require "machrt.log"
 local trace = require "machrt.trace"
@@ -70,7 +71,8 @@ end
 --- state (the run state: state.step counts optimizer steps, state.amp keeps
 --- the scaler's state); optional: scaler (machrt.amp; nil = fp32),
 --- checkpoint_dir (named when a NaN loss stops the run), reduce_gradients
---- (see the header).
+--- (see the header), profile (machrt.profile: the step's time goes to its
+--- "forward + backward" and "optimizer" parts).
 function M.new(o)
     if type(o) ~= "table" then fail("train.Stepper: expected a table of options, got %s", type(o)) end
     for _, key in ipairs{ "model", "loss", "optimizer", "cfg", "state" } do
@@ -82,6 +84,9 @@ function M.new(o)
         end
     end
     if not o.set_lr then fail("train.Stepper: set_lr (step -> learning rate) is required") end
+    if o.profile ~= nil and getmetatable(o.profile) ~= require("machrt.profile").Profile then
+        fail("train.Stepper: profile must be a machrt.profile (profile.new()), got %s", type(o.profile))
+    end
     local tr = o.cfg.training or fail("train.Stepper: cfg has no training section")
     local accumulation = math.tointeger(tr.grad_accumulation)
     if not accumulation or accumulation < 1 then
@@ -98,7 +103,7 @@ function M.new(o)
         state = o.state, checkpoint_dir = o.checkpoint_dir, reduce_gradients = o.reduce_gradients,
         accumulation = accumulation, clip = tr.gradient_clip,
         epoch = o.state.epoch or 0, loss_sum = 0, seen = 0, lr = o.optimizer.param_groups[1].lr,
-        trace = trace.start(o.model, o.optimizer, o.cfg, o.state),
+        trace = trace.start(o.model, o.optimizer, o.cfg, o.state), profile = o.profile,
     }, Stepper)
 end
 
@@ -124,6 +129,7 @@ end
 --- ended with it.
 function Stepper:step(x, target, b, weight)
     local model, loss_fn = self.model, self.loss
+    local t0 = self.profile and mt.clock()
     if self.trace then self.trace:batch(x, target) end
     local logits = model:forward(x)
     local loss = loss_fn:forward(logits, target)
@@ -139,8 +145,13 @@ function Stepper:step(x, target, b, weight)
     local n = x:size(1)
     if self.trace then self.trace:loss(loss) end
     self.loss_sum, self.seen = self.loss_sum + loss * n, self.seen + n
+    if t0 then self.profile:add("forward + backward", mt.clock() - t0) end
     if b % self.accumulation ~= 0 then return loss, false end
-    self:update()
+    if self.profile then
+        self.profile:time("optimizer", self.update, self)
+    else
+        self:update()
+    end
     return loss, true
 end
 

@@ -54,6 +54,27 @@ test("a run writes config, log, checkpoint, predictions and metrics", function()
     A.eq(#m.classes, 4)
     A.truthy(m.f1 >= 0 and m.f1 <= 1, "f1 in [0, 1]")
     A.truthy(text:find("summary"), "the summary table is printed")
+    -- profile.json: every part of the loop timed, the parts and "other"
+    -- adding up to the wall time; the table and peak RSS in the log.
+    local p = sys.json_decode(read(dir .. "/profile.json"))
+    local seconds, sum = {}, 0
+    for _, part in ipairs(p.parts) do
+        A.truthy(part.seconds >= 0, part.name .. " seconds")
+        seconds[part.name], sum = part.seconds, sum + part.seconds
+    end
+    for _, name in ipairs{ "setup", "data loading", "front end", "forward + backward", "optimizer", "evaluation",
+                           "checkpoint and writes", "interpretations", "scorer", "other" } do
+        A.truthy(seconds[name], name .. " missing from profile.json")
+    end
+    A.truthy(seconds["forward + backward"] > 0, "forward + backward took time")
+    A.near(sum, p.wall_seconds, 1e-6 * p.wall_seconds + 1e-9)
+    A.eq(p.batches, 8, "2 epochs of 4 batches, each with its workers' timing")
+    local worker_parts = {}
+    for _, part in ipairs(p.background) do worker_parts[#worker_parts + 1] = part.name end
+    A.eq(worker_parts, { "crop", "decode" }, "the workers' parts")
+    A.truthy(p.peak_rss_bytes > 0, "peak RSS")
+    A.truthy(text:find("fold 4 profile: [%d.]+ s wall, peak RSS [%d.]+ GB"), "the profile line; output:\n" .. text)
+    A.truthy(text:find("forward %+ backward"), "the profile table")
 end)
 
 test("validation shows progress; notices are said once per run, and not by predictions", function()

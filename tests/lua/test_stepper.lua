@@ -218,6 +218,24 @@ test("gradient_clip bounds the global norm of the update", function()
     A.near(math.sqrt(sq), 0.01, 1e-4, "norm of the update at lr 1")
 end)
 
+test("a profile gets each batch's forward + backward and each step's optimizer time, apart", function()
+    local profile = require "machrt.profile"
+    local prof = profile.new()
+    local s = make{ accumulation = 2, reduce_gradients = function()
+        local t0 = mt.clock()
+        while mt.clock() - t0 < 0.05 do end -- the optimizer part's own time
+    end }
+    s.profile = prof
+    s:start_epoch(1)
+    local x, y = batch(4, 1)
+    s:step(x, y, 1)
+    A.truthy(prof.seconds["forward + backward"] > 0, "batch 1 timed")
+    A.eq(prof.seconds.optimizer, nil, "no optimizer step after batch 1 of 2")
+    s:step(x, y, 2)
+    A.truthy(prof.seconds.optimizer >= 0.05, "the step's time, the reduce hook's included")
+    A.truthy(prof.seconds["forward + backward"] < 0.05, "the optimizer's time is not counted twice")
+end)
+
 test("bad options name what is wrong", function()
     local model = layer()
     local opt = optim.SGD(model:parameters(), { lr = 0.1 })
@@ -237,6 +255,7 @@ test("bad options name what is wrong", function()
              "training.gradient_clip must be a number")
     A.raises(function() stepper{ state = { step = 1.5 } } end, "state.step must be an integer")
     A.raises(function() stepper{ reduce_gradients = 3 } end, "reduce_gradients must be a function")
+    A.raises(function() stepper{ profile = {} } end, "profile must be a machrt.profile (profile.new())")
 end)
 
 return T

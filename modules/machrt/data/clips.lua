@@ -18,6 +18,9 @@
 --   seed = 1, augment = {...}  (see machrt.augment.apply_batch)
 -- }
 -- job = {indices = {...}, epoch = e, batch = b}
+-- A batch's `timing` holds the seconds its parts took in the worker
+-- (decode: reading, resampling, the cache; crop; augmentation), for
+-- machrt.profile.
 
 local mt = require "machrt"
 local sys = require "machrt.sys"
@@ -113,6 +116,7 @@ end
 local function train_batch(cfg, job, augment)
     local frames = math.floor(cfg.chunk_seconds * cfg.sample_rate + 0.5)
     local kept, skipped, waves = {}, {}, {}
+    local t0 = mt.clock()
     for _, i in ipairs(job.indices) do
         local wave, why = load_clip(cfg, i)
         if wave then
@@ -123,7 +127,8 @@ local function train_batch(cfg, job, augment)
         end
     end
     local B, C = #kept, #cfg.targets[1]
-    local batch = { indices = kept, skipped = skipped }
+    local t1 = mt.clock()
+    local batch = { indices = kept, skipped = skipped, timing = { decode = t1 - t0 } }
     if B == 0 then return batch end
     local wave = mt.empty{ B, frames }
     local target = mt.empty{ B, C }
@@ -134,8 +139,11 @@ local function train_batch(cfg, job, augment)
         local t = cfg.targets[i]
         for c = 1, C do target:set(t[c], b, c) end
     end
+    local t2 = mt.clock()
+    batch.timing.crop = t2 - t1
     if augment then
         augment.apply_batch(wave, target, cfg.augment, random.stream(cfg.seed, job.epoch, job.batch, 2))
+        batch.timing.augmentation = mt.clock() - t2
     end
     batch.wave, batch.target = wave, target
     return batch
