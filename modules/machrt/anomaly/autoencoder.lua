@@ -125,6 +125,13 @@ local function train_type(cfg, split, front, device, dir, k, machine_type, resum
                                    set_lr = function() return ae.learning_rate end, checkpoint_dir = mdir,
                                    cfg = { training = { grad_accumulation = 1, gradient_clip = 0 } } }
     local nb = (ntrain + ae.batch_size - 1) // ae.batch_size
+    -- A batch is gathered row by row into one reused buffer; the row views
+    -- are made once, so a row costs one copy call (the step itself is only
+    -- a few milliseconds).
+    local rows, batch = {}, mt.empty{ math.min(ae.batch_size, ntrain), X:size(2) }
+    for i = 1, ntrain do rows[i] = X:select(1, i) end
+    local slots = {}
+    for j = 1, batch:size(1) do slots[j] = batch:select(1, j) end
     sys.mkdir(mdir)
     for epoch = state.epoch + 1, ae.epochs do
         local bar = log.progress{ title = string.format("autoencoder %s epoch %d/%d", machine_type, epoch, ae.epochs),
@@ -135,8 +142,8 @@ local function train_type(cfg, split, front, device, dir, k, machine_type, resum
         for b = 1, nb do
             local first, count = (b - 1) * ae.batch_size, math.min(ae.batch_size, ntrain - (b - 1) * ae.batch_size)
             if count >= 2 then -- batch norm needs two rows; keras' last batch of one is dropped
-                local xb = mt.empty{ count, X:size(2) }
-                for j = 1, count do xb:select(1, j):copy(X:select(1, order[first + j])) end
+                for j = 1, count do slots[j]:copy(rows[order[first + j]]) end
+                local xb = count == batch:size(1) and batch or batch:narrow(1, 1, count)
                 xb = xb:to(device)
                 stepper:step(xb, xb, b)
                 bar:update(b, { loss = stepper:mean_loss() }, count)

@@ -60,13 +60,15 @@ end
 
 -- Mean squared error, from tensor ops (so it runs on every device):
 -- mean((y - t)^2), gradient 2 (y - t) / numel.
+-- In place after the one new tensor: each pass over a 512 x 640 batch
+-- costs as much as a small layer.
 local function mse_forward(y, t)
     local d = y - t
-    return (d * d):mean()
+    return d:mul_(d):mean()
 end
 
 local function mse_backward(y, t)
-    return (y - t) * (2 / y:numel())
+    return (y - t):mul_(2 / y:numel())
 end
 
 local MSELoss = loss_class("MSELoss", mse_forward, mse_backward,
