@@ -70,7 +70,9 @@ end
 --- of its vectors (rows of `vectors`).
 function M.reconstruction_error(model, vectors)
     local d = model:forward(vectors) - vectors
-    return d:mul_(d):mean()
+    local v = d:mul_(d):mean()
+    d:release() -- at once: left to the garbage collector, clip-sized blocks pile up
+    return v
 end
 
 -- Every training vector of one machine type, on the CPU, in clip order,
