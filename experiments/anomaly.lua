@@ -94,9 +94,9 @@ for _, fold in ipairs(run.folds) do
     -- the detector keeps (networks, normal statistics).
     local scores, train_scores, alternatives, trained
     if a.method == "autoencoder" then
-        local models = anomaly.autoencoder.train_all(cfg, split, front, device, dir, run.resume)
+        local models
+        models, train_scores = anomaly.autoencoder.train_all(cfg, split, front, device, dir, run.resume)
         scores = anomaly.autoencoder.score(models, cfg, split.val, front, device)
-        train_scores = anomaly.autoencoder.score(models, cfg, split.train, front, device)
         alternatives = { reconstruction = scores }
         a.score = "reconstruction"
         trained = { models = models }

@@ -315,14 +315,38 @@ local function open_disk_cache(folder)
     run_folder.remove_stale_temporaries(folder)
 end
 
---- The training loader (random crops, shuffled, drop_last) and the
---- validation loader (Fix chunks, in order).
-function M.loaders(cfg, split)
-    local ds, tr, env = cfg.dataset, cfg.training, cfg.environment
+local function check_loading(cfg)
+    local ds = cfg.dataset
     if ds.on_error ~= "fail" and ds.on_error ~= "skip" then
         fail("dataset.on_error must be 'fail' or 'skip', got '%s'", tostring(ds.on_error))
     end
+    if cfg.prediction.inference_chunk_method ~= "Fix" then
+        fail("prediction.inference_chunk_method: only 'Fix' is supported, got '%s'",
+             tostring(cfg.prediction.inference_chunk_method))
+    end
     if ds.cache == "disk" then open_disk_cache(ds.cache_folder) end
+end
+
+--- A loader of the whole clips of `items` (Fix chunks, in order), as the
+--- validation loader; opts.name names it in errors, opts.items lists the
+--- clips this rank loads (default all).
+function M.chunk_loader(cfg, items, opts)
+    opts = opts or {}
+    check_loading(cfg)
+    local env = cfg.environment
+    return data.Loader{
+        name = opts.name or "validation loader", module = "machrt.data.clips",
+        config = clip_config(cfg, items, "chunks", cfg.prediction.inference_chunk_seconds),
+        size = #items.files, batch_size = cfg.training.batch_size, shuffle = false, drop_last = false,
+        seed = env.seed, workers = env.number_of_workers, items = opts.items,
+    }
+end
+
+--- The training loader (random crops, shuffled, drop_last) and the
+--- validation loader (Fix chunks, in order).
+function M.loaders(cfg, split)
+    local tr, env = cfg.training, cfg.environment
+    check_loading(cfg)
     local train_shard, val_items = shards(tr, #split.train.files, #split.val.files)
     local train = data.Loader{
         name = "training loader", module = "machrt.data.clips",
@@ -331,16 +355,7 @@ function M.loaders(cfg, split)
         drop_last = tr.drop_last_batch, seed = env.seed, workers = env.number_of_workers,
         shard = train_shard,
     }
-    local val = data.Loader{
-        name = "validation loader", module = "machrt.data.clips",
-        config = clip_config(cfg, split.val, "chunks", cfg.prediction.inference_chunk_seconds),
-        size = #split.val.files, batch_size = tr.batch_size, shuffle = false, drop_last = false,
-        seed = env.seed, workers = env.number_of_workers, items = val_items,
-    }
-    if cfg.prediction.inference_chunk_method ~= "Fix" then
-        fail("prediction.inference_chunk_method: only 'Fix' is supported, got '%s'",
-             tostring(cfg.prediction.inference_chunk_method))
-    end
+    local val = M.chunk_loader(cfg, split.val, { items = val_items })
     return setmetatable({ train = train, val = val }, {
         __close = function(l) l.train:close(); l.val:close() end })
 end

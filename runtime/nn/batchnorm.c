@@ -21,11 +21,10 @@
 #include <stdlib.h>
 #include "machrt/backend.h"
 #include "machrt/nn.h"
+#include "batchnorm_rows.h"
 #include "nn_args.h"
 #include "nn_cpu.h"
 
-/* Below this many elements a parallel region costs more than the work. */
-#define BN_PARALLEL_MIN 32768
 /* Independent accumulators: break the add latency chain and let the
  * compiler use vector registers, in a fixed order (reproducible). */
 #define LANES 8
@@ -189,6 +188,64 @@ mrt_status mrt_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *wei
     return mrt_nn_out_discard(slots, 3, st);
 }
 
+/* The plane walk's statistics: per-plane shifted sums (in parallel, one
+ * item per plane), then added per channel in image order. */
+static void plane_shifted_sums(const mrt_tensor *x, double *part, double *s1, double *s2)
+{
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t items = C * N; /* item = c * N + n */
+    const mrt_tensor *ops[1] = {x};
+    plane_walk pw;
+    plane_walk_init(&pw, H, W, 1, ops);
+#pragma omp parallel for schedule(static) if (items * H * W >= BN_PARALLEL_MIN)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t c = it / N, n = it % N;
+        const double k = (double)*plane_at(x, 0, c); /* the shift K */
+        const float *p = plane_at(x, n, c);
+        double a = 0.0, b = 0.0;
+        for (int64_t r = 0; r < pw.rows; r++)
+            row_shifted_sums(p + r * pw.row_stride[0], pw.len, pw.elem_stride[0], k, &a, &b);
+        part[2 * it] = a;
+        part[2 * it + 1] = b;
+    }
+    for (int64_t c = 0; c < C; c++) {
+        double a = 0.0, b = 0.0;
+        for (int64_t n = 0; n < N; n++) a += part[2 * (c * N + n)], b += part[2 * (c * N + n) + 1];
+        s1[c] = a;
+        s2[c] = b;
+    }
+}
+
+/* y = ((x - mh) - ml) * a + bias over the planes, with the per-channel
+ * coefficients of the forward pass. */
+static void plane_normalize(const mrt_tensor *x, const mrt_tensor *y, const float *a,
+                            const float *b, const float *mh, const float *ml)
+{
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t items = C * N;
+    const mrt_tensor *ops[2] = {x, y};
+    plane_walk pw;
+    plane_walk_init(&pw, H, W, 2, ops);
+#pragma omp parallel for schedule(static) if (items * H * W >= BN_PARALLEL_MIN)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t c = it / N, n = it % N;
+        const float *px = plane_at(x, n, c);
+        float *py = plane_at(y, n, c);
+        for (int64_t r = 0; r < pw.rows; r++) {
+            const float *xr = px + r * pw.row_stride[0];
+            float *yr = py + r * pw.row_stride[1];
+            const int64_t xs = pw.elem_stride[0], ys = pw.elem_stride[1];
+            if (xs == 1 && ys == 1) {
+#pragma omp simd
+                for (int64_t i = 0; i < pw.len; i++) yr[i] = ((xr[i] - mh[c]) - ml[c]) * a[c] + b[c];
+            } else {
+                for (int64_t i = 0; i < pw.len; i++)
+                    yr[i * ys] = ((xr[i * xs] - mh[c]) - ml[c]) * a[c] + b[c];
+            }
+        }
+    }
+}
+
 mrt_status mrt_cpu_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor *weight,
                                        const mrt_tensor *bias, mrt_tensor *running_mean,
                                        mrt_tensor *running_var, int training, double momentum,
@@ -197,37 +254,28 @@ mrt_status mrt_cpu_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor 
 {
     static const char *op = "batchnorm2d_forward";
     /* y may be x (in place): keep x's header before y is touched. */
-    const mrt_tensor x = *x_in;
+    const mrt_tensor x = *x_in, yv = *y;
     const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
     const int64_t count = N * H * W;
-    /* Per-channel mean, invstd (double) and, in training, per-plane sums. */
-    size_t nsums = training ? (size_t)(2 * C * N) : 0;
-    double *buf = malloc(((size_t)(2 * C) + nsums) * sizeof *buf + 1);
-    if (!buf) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
-    double *mean = buf, *invstd = buf + C, *part = buf + 2 * C;
-    const int64_t total = count * C;
-    const int64_t items = C * N; /* item = c * N + n */
+    const mrt_tensor *ops[2] = {&x, &yv};
+    const int rows = mrt_bn_rows_layout(ops, 2);
+    /* Per channel: mean, invstd, the two sums (double) and, in training on
+     * planes, the per-plane sums; then the four float coefficients. */
+    size_t nparts = training && !rows ? (size_t)(2 * C * N) : 0;
+    double *buf = malloc(((size_t)(4 * C) + nparts) * sizeof *buf + 1);
+    float *coef = malloc((size_t)(4 * C) * sizeof *coef + 1);
+    if (!buf || !coef) {
+        free(buf), free(coef);
+        return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
+    }
+    double *mean = buf, *invstd = buf + C, *s1 = buf + 2 * C, *s2 = buf + 3 * C;
 
     if (training) {
-        const mrt_tensor *ops[1] = {&x};
-        plane_walk pw;
-        plane_walk_init(&pw, H, W, 1, ops);
-#pragma omp parallel for schedule(static) if (total >= BN_PARALLEL_MIN)
-        for (int64_t it = 0; it < items; it++) {
-            int64_t c = it / N, n = it % N;
-            const double k = (double)*plane_at(&x, 0, c); /* the shift K */
-            const float *p = plane_at(&x, n, c);
-            double s1 = 0.0, s2 = 0.0;
-            for (int64_t r = 0; r < pw.rows; r++)
-                row_shifted_sums(p + r * pw.row_stride[0], pw.len, pw.elem_stride[0], k, &s1, &s2);
-            part[2 * it] = s1;
-            part[2 * it + 1] = s2;
-        }
+        if (rows) mrt_bn_rows_shifted_sums(&x, s1, s2);
+        else plane_shifted_sums(&x, buf + 4 * C, s1, s2);
         for (int64_t c = 0; c < C; c++) {
-            double s1 = 0.0, s2 = 0.0;
-            for (int64_t n = 0; n < N; n++) s1 += part[2 * (c * N + n)], s2 += part[2 * (c * N + n) + 1];
-            double m = s1 / (double)count;
-            double var = s2 / (double)count - m * m; /* biased, around the shift */
+            double m = s1[c] / (double)count;
+            double var = s2[c] / (double)count - m * m; /* biased, around the shift */
             if (var < 0.0) var = 0.0;
             mean[c] = (double)*plane_at(&x, 0, c) + m;
             invstd[c] = 1.0 / sqrt(var + eps);
@@ -255,32 +303,18 @@ mrt_status mrt_cpu_batchnorm2d_forward(const mrt_tensor *x_in, const mrt_tensor 
      * mean * a are then large and nearly cancel); x - mh is exact for x near
      * the mean (Sterbenz), and ml restores what rounding the mean to float
      * dropped. Four float operations, still vectorised. */
-    const mrt_tensor *ops[2] = {&x, y};
-    plane_walk pw;
-    plane_walk_init(&pw, H, W, 2, ops);
-    const mrt_tensor yv = *y;
-#pragma omp parallel for schedule(static) if (total >= BN_PARALLEL_MIN)
-    for (int64_t it = 0; it < items; it++) {
-        int64_t c = it / N, n = it % N;
-        double w = weight ? (double)*vec_at(weight, c) : 1.0;
-        double b0 = bias ? (double)*vec_at(bias, c) : 0.0;
-        const float a = (float)(w * invstd[c]), b = (float)b0;
-        const float mh = (float)mean[c], ml = (float)(mean[c] - (double)mh);
-        const float *px = plane_at(&x, n, c);
-        float *py = plane_at(&yv, n, c);
-        for (int64_t r = 0; r < pw.rows; r++) {
-            const float *xr = px + r * pw.row_stride[0];
-            float *yr = py + r * pw.row_stride[1];
-            const int64_t xs = pw.elem_stride[0], ys = pw.elem_stride[1];
-            if (xs == 1 && ys == 1) {
-#pragma omp simd
-                for (int64_t i = 0; i < pw.len; i++) yr[i] = ((xr[i] - mh) - ml) * a + b;
-            } else {
-                for (int64_t i = 0; i < pw.len; i++) yr[i * ys] = ((xr[i * xs] - mh) - ml) * a + b;
-            }
-        }
+    float *a = coef, *b = coef + C, *mh = coef + 2 * C, *ml = coef + 3 * C;
+    for (int64_t c = 0; c < C; c++) {
+        const double w = weight ? (double)*vec_at(weight, c) : 1.0;
+        a[c] = (float)(w * invstd[c]);
+        b[c] = bias ? *vec_at(bias, c) : 0.0f;
+        mh[c] = (float)mean[c];
+        ml[c] = (float)(mean[c] - (double)mh[c]);
     }
+    if (rows) mrt_bn_rows_normalize(&x, &yv, a, b, mh, ml);
+    else plane_normalize(&x, &yv, a, b, mh, ml);
     free(buf);
+    free(coef);
     return MRT_OK;
 }
 
@@ -322,6 +356,81 @@ mrt_status mrt_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy
     return mrt_nn_out_discard(&slot, 1, st);
 }
 
+/* The plane walk's gradient sums, added per channel in image order; in
+ * evaluation dx = dy * a is written in the same pass (after the sums: dx
+ * may be dy). need_sums 0: that pass alone. */
+static void plane_grad_sums(const mrt_tensor *x, const mrt_tensor *dy, const mrt_tensor *dx,
+                            const double *mean, const float *a, int need_sums, int eval_dx,
+                            double *part, double *s1, double *s2)
+{
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t items = C * N;
+    const mrt_tensor *ops[3] = {x, dy, dx};
+    plane_walk pw;
+    plane_walk_init(&pw, H, W, dx ? 3 : 2, ops);
+#pragma omp parallel for schedule(static) if (items * H * W >= BN_PARALLEL_MIN)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t c = it / N, n = it % N;
+        const float *px = plane_at(x, n, c), *pg = plane_at(dy, n, c);
+        float *pd = eval_dx ? plane_at(dx, n, c) : NULL;
+        double u = 0.0, v = 0.0;
+        for (int64_t r = 0; r < pw.rows; r++) {
+            const float *xr = px + r * pw.row_stride[0], *gr = pg + r * pw.row_stride[1];
+            if (need_sums)
+                row_grad_sums(xr, pw.elem_stride[0], gr, pw.elem_stride[1], pw.len, mean[c], &u, &v);
+            if (pd) {
+                float *dr = pd + r * pw.row_stride[2];
+                const int64_t gs = pw.elem_stride[1], ds = pw.elem_stride[2];
+                if (gs == 1 && ds == 1) {
+#pragma omp simd
+                    for (int64_t i = 0; i < pw.len; i++) dr[i] = gr[i] * a[c];
+                } else {
+                    for (int64_t i = 0; i < pw.len; i++) dr[i * ds] = gr[i * gs] * a[c];
+                }
+            }
+        }
+        part[2 * it] = u;
+        part[2 * it + 1] = v;
+    }
+    if (!need_sums) return;
+    for (int64_t c = 0; c < C; c++) {
+        double u = 0.0, v = 0.0;
+        for (int64_t n = 0; n < N; n++) u += part[2 * (c * N + n)], v += part[2 * (c * N + n) + 1];
+        s1[c] = u;
+        s2[c] = v;
+    }
+}
+
+/* The training dx = (dy - g0 - (x - m) * k) * a over the planes. */
+static void plane_grad_input(const mrt_tensor *x, const mrt_tensor *dy, const mrt_tensor *dx,
+                             const float *m, const float *g0, const float *k, const float *a)
+{
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t items = C * N;
+    const mrt_tensor *ops[3] = {x, dy, dx};
+    plane_walk pw;
+    plane_walk_init(&pw, H, W, 3, ops);
+#pragma omp parallel for schedule(static) if (items * H * W >= BN_PARALLEL_MIN)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t c = it / N, n = it % N;
+        const float *px = plane_at(x, n, c), *pg = plane_at(dy, n, c);
+        float *pd = plane_at(dx, n, c);
+        for (int64_t r = 0; r < pw.rows; r++) {
+            const float *xr = px + r * pw.row_stride[0], *gr = pg + r * pw.row_stride[1];
+            float *dr = pd + r * pw.row_stride[2];
+            const int64_t xs = pw.elem_stride[0], gs = pw.elem_stride[1], ds = pw.elem_stride[2];
+            if (xs == 1 && gs == 1 && ds == 1) {
+#pragma omp simd
+                for (int64_t i = 0; i < pw.len; i++)
+                    dr[i] = (gr[i] - g0[c] - (xr[i] - m[c]) * k[c]) * a[c];
+            } else {
+                for (int64_t i = 0; i < pw.len; i++)
+                    dr[i * ds] = (gr[i * gs] - g0[c] - (xr[i * xs] - m[c]) * k[c]) * a[c];
+            }
+        }
+    }
+}
+
 mrt_status mrt_cpu_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor *dy_in,
                                         const mrt_tensor *weight, const mrt_tensor *save_mean,
                                         const mrt_tensor *save_invstd, int training,
@@ -332,91 +441,53 @@ mrt_status mrt_cpu_batchnorm2d_backward(const mrt_tensor *x_in, const mrt_tensor
     const mrt_tensor x = *x_in, dy = *dy_in;
     const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
     const int64_t count = N * H * W;
-    /* Per-plane sums: sum(dy), sum(dy * (x - mean)). */
-    const int64_t items = C * N;
-    double *part = malloc((size_t)(2 * items) * sizeof *part + 1);
-    if (!part) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
-    const int64_t total = count * C;
     const int need_sums = training || dweight || dbias;
     const mrt_tensor dxv = dx ? *dx : (mrt_tensor){0};
     const mrt_tensor *ops[3] = {&x, &dy, &dxv};
-    plane_walk pw;
-    plane_walk_init(&pw, H, W, dx ? 3 : 2, ops);
+    const int rows = mrt_bn_rows_layout(ops, dx ? 3 : 2);
+    /* Per channel: the two sums and the mean (double), then m, g0, k, a
+     * (float); the per-plane sums on planes. */
+    const size_t nparts = rows ? 0 : (size_t)(2 * C * N);
+    double *buf = malloc(((size_t)(3 * C) + nparts) * sizeof *buf + 1);
+    float *coef = malloc((size_t)(4 * C) * sizeof *coef + 1);
+    if (!buf || !coef) {
+        free(buf), free(coef);
+        return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory for %" PRId64 " channels", op, C);
+    }
+    double *s1 = buf, *s2 = buf + C, *mean = buf + 2 * C;
+    float *m = coef, *g0 = coef + C, *k = coef + 2 * C, *a = coef + 3 * C;
+    for (int64_t c = 0; c < C; c++) {
+        m[c] = *vec_at(save_mean, c);
+        mean[c] = (double)m[c];
+        a[c] = (float)((weight ? (double)*vec_at(weight, c) : 1.0) * (double)*vec_at(save_invstd, c));
+    }
 
-    /* Evaluation: dx = dy * w * invstd needs no statistics of dy, so the
-     * sums for dweight/dbias are taken in the same pass. Training: the sums
-     * come first, dx needs them. */
-    if (need_sums || (!training && dx)) {
-#pragma omp parallel for schedule(static) if (total >= BN_PARALLEL_MIN)
-        for (int64_t it = 0; it < items; it++) {
-            int64_t c = it / N, n = it % N;
-            const double m = (double)*vec_at(save_mean, c);
-            const float *px = plane_at(&x, n, c), *pg = plane_at(&dy, n, c);
-            float *pd = dx ? plane_at(&dxv, n, c) : NULL;
-            const float a = (float)((weight ? (double)*vec_at(weight, c) : 1.0) *
-                                    (double)*vec_at(save_invstd, c));
-            double s1 = 0.0, s2 = 0.0;
-            for (int64_t r = 0; r < pw.rows; r++) {
-                const float *xr = px + r * pw.row_stride[0], *gr = pg + r * pw.row_stride[1];
-                if (need_sums)
-                    row_grad_sums(xr, pw.elem_stride[0], gr, pw.elem_stride[1], pw.len, m, &s1, &s2);
-                if (!training && pd) {
-                    /* After the sums: dx may be dy. */
-                    float *dr = pd + r * pw.row_stride[2];
-                    const int64_t gs = pw.elem_stride[1], ds = pw.elem_stride[2];
-                    if (gs == 1 && ds == 1) {
-#pragma omp simd
-                        for (int64_t i = 0; i < pw.len; i++) dr[i] = gr[i] * a;
-                    } else {
-                        for (int64_t i = 0; i < pw.len; i++) dr[i * ds] = gr[i * gs] * a;
-                    }
-                }
-            }
-            part[2 * it] = s1;
-            part[2 * it + 1] = s2;
-        }
+    /* Evaluation: dx = dy * w * invstd needs no statistics of dy, so on
+     * planes the sums for dweight/dbias are taken in the same pass.
+     * Training: the sums come first, dx needs them. */
+    const int eval_dx = !training && dx;
+    if (rows) {
+        if (need_sums) mrt_bn_rows_grad_sums(&x, &dy, mean, s1, s2);
+        if (eval_dx) mrt_bn_rows_grad_input(&x, &dy, &dxv, m, NULL, NULL, a);
+    } else if (need_sums || eval_dx) {
+        plane_grad_sums(&x, &dy, dx ? &dxv : NULL, mean, a, need_sums, eval_dx, buf + 3 * C, s1, s2);
     }
     /* Per channel: mean(dy) and k = invstd^2 * mean(dy * (x - mean)) for
      * the training dx; parameter gradients accumulate. */
-    double *mdy = NULL, *kk = NULL;
     if (need_sums) {
         for (int64_t c = 0; c < C; c++) {
-            double s1 = 0.0, s2 = 0.0;
-            for (int64_t n = 0; n < N; n++) s1 += part[2 * (c * N + n)], s2 += part[2 * (c * N + n) + 1];
             const double is = (double)*vec_at(save_invstd, c);
-            if (dbias) *vec_at(dbias, c) += (float)s1;
-            if (dweight) *vec_at(dweight, c) += (float)(s2 * is);
-            /* Reuse the partial slots of image 0 (already summed). */
-            part[2 * c * N] = s1 / (double)count;
-            part[2 * c * N + 1] = is * is * s2 / (double)count;
+            if (dbias) *vec_at(dbias, c) += (float)s1[c];
+            if (dweight) *vec_at(dweight, c) += (float)(s2[c] * is);
+            g0[c] = (float)(s1[c] / (double)count);
+            k[c] = (float)(is * is * s2[c] / (double)count);
         }
-        mdy = part;
-        kk = part + 1;
     }
     if (training && dx) {
-#pragma omp parallel for schedule(static) if (total >= BN_PARALLEL_MIN)
-        for (int64_t it = 0; it < items; it++) {
-            int64_t c = it / N, n = it % N;
-            const float m = *vec_at(save_mean, c);
-            const float a = (float)((weight ? (double)*vec_at(weight, c) : 1.0) *
-                                    (double)*vec_at(save_invstd, c));
-            const float g0 = (float)mdy[2 * c * N], k = (float)kk[2 * c * N];
-            const float *px = plane_at(&x, n, c), *pg = plane_at(&dy, n, c);
-            float *pd = plane_at(&dxv, n, c);
-            for (int64_t r = 0; r < pw.rows; r++) {
-                const float *xr = px + r * pw.row_stride[0], *gr = pg + r * pw.row_stride[1];
-                float *dr = pd + r * pw.row_stride[2];
-                const int64_t xs = pw.elem_stride[0], gs = pw.elem_stride[1], ds = pw.elem_stride[2];
-                if (xs == 1 && gs == 1 && ds == 1) {
-#pragma omp simd
-                    for (int64_t i = 0; i < pw.len; i++) dr[i] = (gr[i] - g0 - (xr[i] - m) * k) * a;
-                } else {
-                    for (int64_t i = 0; i < pw.len; i++)
-                        dr[i * ds] = (gr[i * gs] - g0 - (xr[i * xs] - m) * k) * a;
-                }
-            }
-        }
+        if (rows) mrt_bn_rows_grad_input(&x, &dy, &dxv, m, g0, k, a);
+        else plane_grad_input(&x, &dy, &dxv, m, g0, k, a);
     }
-    free(part);
+    free(buf);
+    free(coef);
     return MRT_OK;
 }

@@ -10,6 +10,7 @@
 #include "../cpu/gemm.h"
 #include <inttypes.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include "machrt/backend.h"
 #include "machrt/nn.h"
@@ -148,12 +149,21 @@ mrt_status mrt_cpu_linear_backward(const mrt_tensor *x, const mrt_tensor *w, con
         mrt_cpu_gemm(CblasTrans, CblasNoTrans, (int)out, (int)in, (int)n, 1.0f,
                      dyp, (int)out, mrt_f32(&xc), (int)in, 1.0f, mrt_f32(&dwt), (int)in);
     if (db) {
-        float *dbp = mrt_f32(&dbt);
-        for (int64_t o = 0; o < out; o++) {
-            double s = 0.0;
-            for (int64_t i = 0; i < n; i++) s += dyp[i * out + o];
-            dbp[o] += (float)s;
+        /* Each column is summed over the rows in order, as a loop down the
+         * column would, but row after row: unit stride, vectorised. */
+        double *sums = calloc((size_t)out, sizeof *sums);
+        if (!sums) {
+            st = mrt_fail(MRT_ERR_NOMEM, "linear_backward: out of memory for %" PRId64 " bias sums", out);
+            goto done;
         }
+        for (int64_t i = 0; i < n; i++) {
+            const float *row = dyp + i * out;
+#pragma omp simd
+            for (int64_t o = 0; o < out; o++) sums[o] += (double)row[o];
+        }
+        float *dbp = mrt_f32(&dbt);
+        for (int64_t o = 0; o < out; o++) dbp[o] += (float)sums[o];
+        free(sums);
     }
     if (dx_aside && (st = mrt_tensor_copy(dx, &dxt))) goto done;
     if (dw_aside && (st = mrt_binary(MRT_ADD, dw, &dwt, dw))) goto done;

@@ -499,6 +499,144 @@ START_TEST(test_bn_thread_count_independence)
 }
 END_TEST
 
+/* N x C x 1 x 1 in one of three layouts, holding src's values: 0 rows
+ * (contiguous), 1 rows of a wider buffer (row stride 2C), 2 channel-major
+ * (channel stride N). 0 and 1 take the row walk, 2 the plane walk. */
+static mrt_tensor bn_rows_layout_copy(const mrt_tensor *src, int layout)
+{
+    const int64_t N = src->shape[0], C = src->shape[1];
+    mrt_tensor v = {0};
+    if (layout == 0) {
+        v = NEW(N, C, 1, 1);
+    } else if (layout == 1) {
+        mrt_tensor base = NEW(N, 2 * C, 1, 1);
+        TU_OK(mrt_view_narrow(&base, 1, C / 2, C, &v));
+        mrt_tensor_release(&base);
+    } else {
+        static const int order[4] = {1, 0, 2, 3};
+        mrt_tensor base = NEW(C, N, 1, 1);
+        TU_OK(mrt_view_permute(&base, order, &v));
+        mrt_tensor_release(&base);
+    }
+    for (int64_t i = 0; i < N * C; i++) tu_set(&v, i, tu_get(src, i));
+    return v;
+}
+
+typedef struct {
+    mrt_tensor y, sm, si, rm, rv, dx, dw, db;
+} bn_rows_result;
+
+static void bn_rows_run(const mrt_tensor *x, const mrt_tensor *dy, const mrt_tensor *w,
+                        const mrt_tensor *b, int training, int layout, bn_rows_result *r)
+{
+    const int64_t C = x->shape[1];
+    memset(r, 0, sizeof *r);
+    mrt_tensor xl = bn_rows_layout_copy(x, layout), dyl = bn_rows_layout_copy(dy, layout);
+    r->rm = NEW(C), r->rv = NEW(C), r->dw = NEW(C), r->db = NEW(C);
+    tu_fill_uniform(&r->rm, 41, -0.3, 0.3);
+    tu_fill_uniform(&r->rv, 42, 0.5, 1.5);
+    r->y = bn_rows_layout_copy(x, layout);
+    r->dx = bn_rows_layout_copy(x, layout);
+    TU_OK(mrt_batchnorm2d_forward(&xl, w, b, &r->rm, &r->rv, training, 0.01, 1e-3, &r->y, &r->sm,
+                                  &r->si));
+    TU_OK(mrt_batchnorm2d_backward(&xl, &dyl, w, &r->sm, &r->si, training, &r->dx, &r->dw, &r->db));
+    mrt_tensor_release(&xl), mrt_tensor_release(&dyl);
+}
+
+static void bn_rows_expect_equal(const bn_rows_result *a, const bn_rows_result *b)
+{
+    expect_bits_equal("y", &a->y, &b->y);
+    expect_bits_equal("save_mean", &a->sm, &b->sm);
+    expect_bits_equal("save_invstd", &a->si, &b->si);
+    expect_bits_equal("running_mean", &a->rm, &b->rm);
+    expect_bits_equal("running_var", &a->rv, &b->rv);
+    expect_bits_equal("dx", &a->dx, &b->dx);
+    expect_bits_equal("dweight", &a->dw, &b->dw);
+    expect_bits_equal("dbias", &a->db, &b->db);
+}
+
+static void bn_rows_free(bn_rows_result *r)
+{
+    mrt_tensor ts[] = {r->y, r->sm, r->si, r->rm, r->rv, r->dx, r->dw, r->db};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) mrt_tensor_release(&ts[i]);
+}
+
+START_TEST(test_bn_rows_match_planes)
+{
+    /* nn.BatchNorm1d's N x C x 1 x 1 input takes the row walk when its
+     * channels are contiguous: the same bits as the plane walk, in training
+     * and evaluation, with a row stride wider than C, and for a channel
+     * count that leaves a partial block (70) and one above the parallel
+     * threshold (512 x 128). */
+    const int training = _i & 1, big = (_i >> 1) & 1;
+    const int64_t N = big ? 512 : 37, C = big ? 128 : 70;
+    mrt_tensor x = NEW(N, C, 1, 1), dy = NEW(N, C, 1, 1), w = NEW(C), b = NEW(C);
+    tu_fill_uniform(&x, 51, -3.0, 5.0);
+    for (int64_t i = 0; i < N * C; i++) tu_set(&x, i, tu_get(&x, i) * 0.01 + (double)(i % C) * 40.0);
+    tu_fill_uniform(&dy, 52, -1.0, 1.0);
+    tu_fill_uniform(&w, 53, 0.5, 1.5);
+    tu_fill_uniform(&b, 54, -1.0, 1.0);
+    bn_rows_result planes, rows, wide;
+    bn_rows_run(&x, &dy, &w, &b, training, 2, &planes);
+    bn_rows_run(&x, &dy, &w, &b, training, 0, &rows);
+    bn_rows_run(&x, &dy, &w, &b, training, 1, &wide);
+    bn_rows_expect_equal(&rows, &planes);
+    bn_rows_expect_equal(&wide, &planes);
+    bn_rows_free(&planes), bn_rows_free(&rows), bn_rows_free(&wide);
+    mrt_tensor_release(&x), mrt_tensor_release(&dy), mrt_tensor_release(&w), mrt_tensor_release(&b);
+}
+END_TEST
+
+START_TEST(test_bn_rows_threads_and_alias)
+{
+    /* The row walk gives the same bits on 1 and 3 threads, in place (y = x,
+     * dx = dy) as out of place, and matches the double reference. */
+    const int64_t N = 512, C = 128;
+    mrt_tensor x = NEW(N, C, 1, 1), dy = NEW(N, C, 1, 1), w = NEW(C), b = NEW(C);
+    tu_fill_uniform(&x, 61, -2.0, 2.0);
+    tu_fill_uniform(&dy, 62, -1.0, 1.0);
+    tu_fill_uniform(&w, 63, 0.5, 1.5);
+    tu_fill_uniform(&b, 64, -1.0, 1.0);
+    int saved = mrt_get_num_threads();
+    bn_rows_result r[2];
+    for (int k = 0; k < 2; k++) {
+        mrt_set_num_threads(k == 0 ? 1 : 3);
+        bn_rows_run(&x, &dy, &w, &b, 1, 0, &r[k]);
+    }
+    mrt_set_num_threads(saved);
+    bn_rows_expect_equal(&r[0], &r[1]);
+
+    const int64_t shape[4] = {N, C, 1, 1};
+    double *xd = to_dbl(&x), *wd = to_dbl(&w), *bd = to_dbl(&b), *yd = malloc((size_t)(N * C) * sizeof *yd);
+    double rm[128] = {0}, rv[128];
+    for (int c = 0; c < 128; c++) rv[c] = 1.0;
+    ref_bn(xd, shape, wd, bd, 1, rm, rv, 1e-3, yd, NULL, NULL);
+    expect_close("y vs reference", &r[0].y, yd, N * C, FWD_REL, FWD_ABS);
+
+    mrt_tensor xc = {0}, dyc = {0}, rm1 = NEW(C), rv1 = NEW(C), sm = {0}, si = {0};
+    tu_fill_uniform(&rm1, 41, -0.3, 0.3);
+    tu_fill_uniform(&rv1, 42, 0.5, 1.5);
+    TU_OK(mrt_tensor_clone(&xc, &x));
+    TU_OK(mrt_tensor_clone(&dyc, &dy));
+    TU_OK(mrt_batchnorm2d_forward(&xc, &w, &b, &rm1, &rv1, 1, 0.01, 1e-3, &xc, &sm, &si));
+    expect_bits_equal("y in place", &xc, &r[0].y);
+    TU_OK(mrt_batchnorm2d_backward(&x, &dyc, &w, &sm, &si, 1, &dyc, NULL, NULL));
+    expect_bits_equal("dx into dy", &dyc, &r[0].dx);
+    TU_OK(mrt_tensor_clone(&dyc, &dy));
+    TU_OK(mrt_batchnorm2d_backward(&x, &dyc, &w, &sm, &si, 0, &dyc, NULL, NULL));
+    for (int64_t i = 0; i < N * C; i += 101) {
+        const double want = (double)(float)tu_get(&dy, i) *
+                            (double)(float)(tu_get(&w, i % C) * tu_get(&si, i % C));
+        ck_assert_msg(fabs(tu_get(&dyc, i) - want) <= 1e-6 * fabs(want) + 1e-12,
+                      "evaluation dx[%lld] %.9g vs %.9g", (long long)i, tu_get(&dyc, i), want);
+    }
+    free(xd), free(wd), free(bd), free(yd);
+    bn_rows_free(&r[0]), bn_rows_free(&r[1]);
+    mrt_tensor ts[] = {x, dy, w, b, xc, dyc, rm1, rv1, sm, si};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) mrt_tensor_release(&ts[i]);
+}
+END_TEST
+
 START_TEST(test_bn_errors)
 {
     mrt_tensor x = NEW(2, 4, 3, 3), x3 = NEW(2, 4, 9), xi = {0}, w = NEW(4), w5 = NEW(5);
@@ -1483,6 +1621,8 @@ int main(void)
     tcase_add_loop_test(bn, test_bn_backward, 0, 4);
     tcase_add_loop_test(bn, test_bn_accumulate_and_alias, 0, 2);
     tcase_add_test(bn, test_bn_thread_count_independence);
+    tcase_add_loop_test(bn, test_bn_rows_match_planes, 0, 4);
+    tcase_add_test(bn, test_bn_rows_threads_and_alias);
     tcase_add_test(bn, test_bn_errors);
     suite_add_tcase(s, bn);
 

@@ -3,8 +3,9 @@
 -- mean squared reconstruction error of its vectors.
 --
 --   local vectors = ae.frame_vectors(mel, 5)      -- {B, 1, M, T} -> {B (T - 4), 5 M}
---   local models = ae.train_all(cfg, split, front, device, dir, resume)   -- resume: --resume given
+--   local models, train_scores = ae.train_all(cfg, split, front, device, dir, resume)   -- resume: --resume given
 --   local scores = ae.score(models, cfg, items, front, device)
+--   local score = ae.reconstruction_error(model, vectors)
 local mt = require "machrt"
 local sys = require "machrt.sys"
 local nn = require "machrt.nn"
@@ -65,11 +66,22 @@ local function each_clip(cfg, items, front, frames, fn)
     end
 end
 
--- Every training vector of one machine type, on the CPU, in clip order.
+--- A clip's anomaly score: the mean squared error of the reconstructions
+--- of its vectors (rows of `vectors`).
+function M.reconstruction_error(model, vectors)
+    local d = model:forward(vectors) - vectors
+    local v = d:mul_(d):mean()
+    d:release() -- at once: left to the garbage collector, clip-sized blocks pile up
+    return v
+end
+
+-- Every training vector of one machine type, on the CPU, in clip order,
+-- and where each clip's rows are ({item = k of `items`, first =, count =}).
 local function training_vectors(cfg, items, front, frames)
-    local parts, total = {}, 0
-    each_clip(cfg, items, front, frames, function(_, v)
+    local parts, clips, total = {}, {}, 0
+    each_clip(cfg, items, front, frames, function(k, v)
         parts[#parts + 1] = v:to("cpu"):clone()
+        clips[#clips + 1] = { item = k, first = total + 1, count = v:size(1) }
         total = total + v:size(1)
     end)
     if total == 0 then fail("autoencoder: no training clip could be read") end
@@ -79,7 +91,7 @@ local function training_vectors(cfg, items, front, frames)
         X:narrow(1, at, p:size(1)):copy(p)
         at = at + p:size(1)
     end
-    return X
+    return X, clips
 end
 
 local function mse_in_chunks(model, X, device)
@@ -102,10 +114,14 @@ function M.build(cfg, input, seed)
     return nn.dcase_autoencoder{ input = input, hidden = ae.hidden, bottleneck = ae.bottleneck }:flatten_parameters()
 end
 
--- Trains (or resumes) the autoencoder of one machine type; returns it.
-local function train_type(cfg, split, front, device, dir, k, machine_type, resume)
+-- Trains (or resumes) the autoencoder of one machine type; returns it and
+-- the scores of its training clips (into train_scores, by split.train
+-- index), computed from the vectors it trained on: the clips are not read
+-- and transformed a second time.
+local function train_type(cfg, split, front, device, dir, k, machine_type, resume, train_scores)
     local ae, env = cfg.autoencoder, cfg.environment
-    local X = training_vectors(cfg, subset(split.train, machine_type), front, ae.frames)
+    local items = subset(split.train, machine_type)
+    local X, clips = training_vectors(cfg, items, front, ae.frames)
     -- As keras' fit(validation_split = v): the last v of the vectors only
     -- measure the validation loss; the rest train, shuffled every epoch.
     local nval = math.floor(X:size(1) * ae.validation_split)
@@ -125,6 +141,13 @@ local function train_type(cfg, split, front, device, dir, k, machine_type, resum
                                    set_lr = function() return ae.learning_rate end, checkpoint_dir = mdir,
                                    cfg = { training = { grad_accumulation = 1, gradient_clip = 0 } } }
     local nb = (ntrain + ae.batch_size - 1) // ae.batch_size
+    -- A batch is gathered row by row into one reused buffer; the row views
+    -- are made once, so a row costs one copy call (the step itself is only
+    -- a few milliseconds).
+    local rows, batch = {}, mt.empty{ math.min(ae.batch_size, ntrain), X:size(2) }
+    for i = 1, ntrain do rows[i] = X:select(1, i) end
+    local slots = {}
+    for j = 1, batch:size(1) do slots[j] = batch:select(1, j) end
     sys.mkdir(mdir)
     for epoch = state.epoch + 1, ae.epochs do
         local bar = log.progress{ title = string.format("autoencoder %s epoch %d/%d", machine_type, epoch, ae.epochs),
@@ -135,8 +158,8 @@ local function train_type(cfg, split, front, device, dir, k, machine_type, resum
         for b = 1, nb do
             local first, count = (b - 1) * ae.batch_size, math.min(ae.batch_size, ntrain - (b - 1) * ae.batch_size)
             if count >= 2 then -- batch norm needs two rows; keras' last batch of one is dropped
-                local xb = mt.empty{ count, X:size(2) }
-                for j = 1, count do xb:select(1, j):copy(X:select(1, order[first + j])) end
+                for j = 1, count do slots[j]:copy(rows[order[first + j]]) end
+                local xb = count == batch:size(1) and batch or batch:narrow(1, 1, count)
                 xb = xb:to(device)
                 stepper:step(xb, xb, b)
                 bar:update(b, { loss = stepper:mean_loss() }, count)
@@ -161,14 +184,28 @@ local function train_type(cfg, split, front, device, dir, k, machine_type, resum
                  last.val_loss and string.format(", validation loss %.4f", last.val_loss) or "")
     end
     model:evaluate()
+    for _, c in ipairs(clips) do
+        train_scores[items.index[c.item]] = M.reconstruction_error(model, X:narrow(1, c.first, c.count):clone():to(device))
+    end
     return model
 end
 
---- One trained autoencoder per machine type of the training data.
+local function check_scored(items, scores)
+    for i = 1, #items.files do
+        if not scores[i] then fail("autoencoder: clip %s could not be scored (unreadable)", items.files[i]) end
+    end
+end
+
+--- One trained autoencoder per machine type of the training data, and the
+--- score of every training clip (by split.train index; nil for an
+--- unreadable one).
 function M.train_all(cfg, split, front, device, dir, resume)
-    local models = {}
-    for k, t in ipairs(split.types) do models[t] = train_type(cfg, split, front, device, dir, k, t, resume) end
-    return models
+    local models, train_scores = {}, {}
+    for k, t in ipairs(split.types) do
+        models[t] = train_type(cfg, split, front, device, dir, k, t, resume, train_scores)
+    end
+    check_scored(split.train, train_scores)
+    return models, train_scores
 end
 
 --- The anomaly score of every clip of `items`: the mean squared error of
@@ -176,14 +213,9 @@ end
 function M.score(models, cfg, items, front, device)
     local scores = {}
     each_clip(cfg, items, front, cfg.autoencoder.frames, function(i, v)
-        local model = models[items.type[i]]
-        local x = v:to(device)
-        local d = model:forward(x) - x
-        scores[i] = (d * d):mean()
+        scores[i] = M.reconstruction_error(models[items.type[i]], v:to(device))
     end)
-    for i = 1, #items.files do
-        if not scores[i] then fail("autoencoder: clip %s could not be scored (unreadable)", items.files[i]) end
-    end
+    check_scored(items, scores)
     return scores
 end
 

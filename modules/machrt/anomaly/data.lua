@@ -139,12 +139,8 @@ end
 --- validation loader of train.loaders; close it (it is a to-be-closed
 --- value, with the loader in .val).
 function M.chunk_loader(cfg, items)
-    local c = {}
-    for k, v in pairs(cfg) do c[k] = v end
-    c.training = {}
-    for k, v in pairs(cfg.training) do c.training[k] = v end
-    c.training.drop_last_batch = false -- the unused training loader must not refuse a small set
-    return train.loaders(c, { train = items, val = items })
+    return setmetatable({ val = train.chunk_loader(cfg, items, { name = "clip loader" }) },
+                        { __close = function(l) l.val:close() end })
 end
 
 -- Fold ids stratified by machine and condition: the rows of each (machine,

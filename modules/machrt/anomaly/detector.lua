@@ -256,9 +256,7 @@ function M.score_chunks(det, chunks, machine)
         known_machine(det, machine)
         local t = machine:match("^(.-)/") or machine
         local model = det.models[t] or fail("no autoencoder for machine type '%s'", t)
-        local v = ae.frame_vectors(x, det.cfg.autoencoder.frames)
-        local d = model:forward(v) - v
-        r.anomaly_score = (d * d):mean()
+        r.anomaly_score = ae.reconstruction_error(model, ae.frame_vectors(x, det.cfg.autoencoder.frames))
     end
     r.machine, r.threshold = machine, det.thresholds[machine]
     r.is_anomaly = r.anomaly_score > r.threshold

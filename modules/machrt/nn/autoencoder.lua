@@ -32,7 +32,7 @@ return function(opts)
     local function block(cout)
         layers[#layers + 1] = dense(width, cout)
         layers[#layers + 1] = BatchNorm1d(cout, { eps = 1e-3, momentum = 0.01 })
-        layers[#layers + 1] = ReLU()
+        layers[#layers + 1] = ReLU{ inplace = true } -- batch norm's backward needs its input, not its output
         width = cout
     end
     for _ = 1, depth do block(hidden) end

@@ -317,7 +317,7 @@ end
 function Module:__call(...) return self:forward(...) end
 
 -- What forward and backward keep between calls (Torch7's clearState).
-local STATE_FIELDS = { "output", "save_mean", "save_invstd", "mask", "indices" }
+local STATE_FIELDS = { "output", "output4", "save_mean", "save_invstd", "mask", "indices" }
 
 local function clear_fields(m, keep, seen)
     if seen[m] then return end
