@@ -13,8 +13,10 @@
 -- abnormal). Two detectors (anomaly.method):
 --   embedding    (default) a ResNet learns which machine it hears from normal
 --                clips (angular-margin head: anomaly.head); a clip's score is
---                the Mahalanobis distance of its pooled embedding to its
---                machine's normal embeddings (anomaly.score: or cosine, or nll)
+--                the Mahalanobis distance of its embedding (anomaly.features:
+--                each log-mel bin's mean and spread, the pooled network
+--                output, or both) to its machine's normal embeddings
+--                (anomaly.score: or cosine, or nll)
 --   autoencoder  the DCASE 2020 baseline: one dense autoencoder per machine
 --                type on 5-frame log-mel vectors; score = reconstruction error
 -- A threshold per machine comes from its normal training clips at
