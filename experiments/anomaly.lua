@@ -13,8 +13,10 @@
 -- abnormal). Two detectors (anomaly.method):
 --   embedding    (default) a ResNet learns which machine it hears from normal
 --                clips (angular-margin head: anomaly.head); a clip's score is
---                the Mahalanobis distance of its pooled embedding to its
---                machine's normal embeddings (anomaly.score: or cosine, or nll)
+--                the Mahalanobis distance of its embedding (anomaly.features:
+--                each log-mel bin's mean and spread, the pooled network
+--                output, or both) to its machine's normal embeddings
+--                (anomaly.score: or cosine, or nll)
 --   autoencoder  the DCASE 2020 baseline: one dense autoencoder per machine
 --                type on 5-frame log-mel vectors; score = reconstruction error
 -- A threshold per machine comes from its normal training clips at
@@ -31,6 +33,7 @@ local defaults = {
     anomaly = {
         method = "embedding",                       -- embedding | autoencoder
         score = "mahalanobis",                      -- embedding: mahalanobis | cosine | nll
+        features = "spectrum",                      -- embedding: spectrum | network | both (see README)
         head = "arcface",                           -- embedding: arcface | adacos | softmax
         margin = 0.5, scale = 30,                   -- arcface's angular margin and scale
         shrinkage = "ledoit-wolf",                  -- covariance shrinkage: ledoit-wolf or a number in [0, 1]
@@ -136,8 +139,8 @@ for _, fold in ipairs(run.folds) do
         end
         -- Normal statistics from the training clips, whole (Fix chunks, in order).
         local normal_loaders <close> = anomaly.data.chunk_loader(cfg, split.train)
-        local e_train = anomaly.embedding.embed(model, front, normal_loaders.val, #split.train.files)
-        local e_val = anomaly.embedding.embed(model, front, loaders.val, #split.val.files)
+        local e_train = anomaly.embedding.embed(model, front, normal_loaders.val, #split.train.files, a.features)
+        local e_val = anomaly.embedding.embed(model, front, loaders.val, #split.val.files, a.features)
         local stats = anomaly.embedding.fit(cfg, split, e_train)
         alternatives = anomaly.embedding.scores(stats, split, split.val, e_val)
         train_scores = anomaly.embedding.normal_scores(cfg, split, stats, e_train)

@@ -25,6 +25,9 @@ M.SCHEMA = {
         about = "the detector: a machine-id embedding network, or the DCASE 2020 autoencoder" },
     ["anomaly.score"] = { "string", values = { "mahalanobis", "cosine", "nll" },
         about = "embedding: distance of a clip to its machine's normal embeddings" },
+    ["anomaly.features"] = { "string", values = { "network", "spectrum", "both" },
+        about = "embedding: what a clip's embedding holds: the network's pooled output, each log-mel bin's "
+                .. "mean and spread over time, or both" },
     ["anomaly.head"] = { "string", values = { "arcface", "adacos", "softmax" },
         about = "embedding: the classifier head trained on machine ids" },
     ["anomaly.margin"] = { "number", min = 0, max = math.pi / 2, about = "ArcFace's angular margin (radians)" },

@@ -48,6 +48,7 @@ local function stats_tensors(det)
     local t = {}
     for m, s in pairs(det.stats or {}) do
         t[m .. ".mean"] = s.mean
+        if s.scale then t[m .. ".scale"] = s.scale end
         if s.precision then t[m .. ".precision"] = s.precision end
     end
     return t
@@ -78,7 +79,7 @@ local function assemble(cfg, info, weights_of, stats, device, source)
         det.stats = {}
         for _, m in ipairs(info.machines) do
             local mean = stats[m .. ".mean"] or fail("%s: no normal statistics for machine %s", source, m)
-            local s = { mean = mean, precision = stats[m .. ".precision"] }
+            local s = { mean = mean, scale = stats[m .. ".scale"], precision = stats[m .. ".precision"] }
             if s.precision then s.gaussian = nn.Mahalanobis(mean, s.precision) end
             det.stats[m] = s
         end
@@ -228,9 +229,9 @@ function M.score_chunks(det, chunks, machine)
     local r = { chunks = chunks:size(1) }
     local x = det.front(chunks)
     if det.method == "embedding" then
-        local out = det.model:forward(x):to("cpu"):mean(1)
-        local e = det.model.children.flatten.output:to("cpu"):mean(1):reshape{ 1, -1 }
-        local logits = out:totable()
+        local e, out = emb.chunk_features(det.model, x, det.cfg.anomaly.features)
+        e = e:mean(1):reshape{ 1, -1 }
+        local logits = out:mean(1):totable()
         if machine == nil then
             local best = 1
             for k = 2, #logits do if logits[k] > logits[best] then best = k end end

@@ -3,7 +3,7 @@
 -- embedding lies far from its machine's normal embeddings.
 --
 --   local model, loss = emb.build(cfg, split)            -- ResNet + head, its loss
---   local e = emb.embed(model, front, loader, n)         -- {embedding = n x D, logits = n x C}
+--   local e = emb.embed(model, front, loader, n, cfg.anomaly.features)  -- {embedding = n x D, logits = n x C}
 --   local stats = emb.fit(cfg, split, e_train)            -- per machine: mean, precision
 --   local scores = emb.scores(stats, split, items, e)     -- {mahalanobis =, cosine =, nll =}
 local mt = require "machrt"
@@ -39,16 +39,45 @@ function M.build(cfg, split, opts)
     return model, loss
 end
 
---- Pooled embeddings and head outputs of every clip a chunk loader yields
---- (the mean over a clip's chunks), on the CPU.
-function M.embed(model, front, loader, n)
+--- The embedding of each chunk of a front-end output x ({N, 1, bins,
+--- frames}) and the head's logits, both {N, .} on the CPU. What the
+--- embedding holds is anomaly.features: "network" (the pooled network
+--- output), "spectrum" (each log-mel bin's mean and standard deviation over
+--- the chunk's frames: the fine spectral detail a fault adds, which a
+--- network that tells machines apart easily has no reason to keep) or
+--- "both", side by side. The network always runs: nll needs its logits.
+function M.chunk_features(model, x, which)
+    which = which or "network" -- runs made before anomaly.features embedded the network output alone
+    local logits = model:forward(x):to("cpu")
+    local parts = {}
+    if which ~= "spectrum" then parts[#parts + 1] = model.children.flatten.output:to("cpu") end
+    if which ~= "network" then
+        local N, F, T = x:size(1), x:size(3), x:size(4)
+        local s = x:reshape{ N, F, T }:to("cpu")
+        local mean = s:mean(3)
+        local var = ((s * s):mean(3) - mean * mean):relu()
+        parts[#parts + 1], parts[#parts + 2] = mean, var:sqrt()
+    end
+    if #parts == 1 then return parts[1], logits end
+    local width = 0
+    for _, p in ipairs(parts) do width = width + p:size(2) end
+    local e, at = mt.empty{ x:size(1), width }, 1
+    for _, p in ipairs(parts) do
+        e:narrow(2, at, p:size(2)):copy(p)
+        at = at + p:size(2)
+    end
+    return e, logits
+end
+
+--- Pooled embeddings (M.chunk_features) and head outputs of every clip a
+--- chunk loader yields (the mean over a clip's chunks), on the CPU.
+function M.embed(model, front, loader, n, which)
     model:evaluate()
     local emb, logits, seen
     for _, batch in loader:epoch(0) do
         for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
         if batch.chunks then
-            local out = model:forward(front(batch.chunks)):to("cpu")
-            local e = model.children.flatten.output:to("cpu")
+            local e, out = M.chunk_features(model, front(batch.chunks), which)
             if not emb then
                 emb, logits, seen = mt.zeros{ n, e:size(2) }, mt.zeros{ n, out:size(2) }, {}
             end
@@ -83,12 +112,25 @@ function M.take(t, idx)
     return out
 end
 
--- The statistics of one machine's normal embeddings x: the mean and, with
--- two rows or more, the Gaussian.
+-- The statistics of one machine's normal embeddings x: each dimension's
+-- spread (scale), the mean and, with two rows or more, the Gaussian, all
+-- of the embeddings divided by scale. Dimensions in different units (a
+-- network's activations, decibels) then weigh alike in the cosine score
+-- and in the shrinkage target of the covariance.
 local function stats_of(cfg, x)
-    local s = { mean = x:mean(1), clips = x:size(1) }
-    if x:size(1) >= 2 then
-        local g = nn.gaussian_fit(x, { shrinkage = cfg.anomaly.shrinkage })
+    local n = x:size(1)
+    local mean = x:mean(1)
+    local scale = mt.ones{ x:size(2) }
+    if n >= 2 then
+        local d = x - mean:reshape{ 1, -1 }
+        local sd = (d * d):mean(1):sqrt()
+        -- A dimension that does not vary keeps a floor in its own units, not a division by zero.
+        scale = sd + mean:abs() * 1e-6 + 1e-12
+    end
+    local z = x / scale:reshape{ 1, -1 }
+    local s = { mean = z:mean(1), scale = scale, clips = n }
+    if n >= 2 then
+        local g = nn.gaussian_fit(z, { shrinkage = cfg.anomaly.shrinkage })
         s.gaussian, s.shrinkage = nn.Mahalanobis(g.mean, g.precision), g.shrinkage
         s.precision = g.precision
     end
@@ -96,8 +138,10 @@ local function stats_of(cfg, x)
 end
 
 --- Mahalanobis (nil without a Gaussian) and cosine scores of the rows of
---- x (embeddings of one machine) against its statistics s = {mean, gaussian}.
+--- x (embeddings of one machine) against its statistics s = {mean, scale,
+--- gaussian}.
 function M.score_rows(s, x)
+    if s.scale then x = x / s.scale:reshape{ 1, -1 } end
     local d = s.gaussian and s.gaussian:forward(x):totable()
     local mean = s.mean:reshape{ 1, -1 }
     local cos = (x * mean):sum(2) / ((x * x):sum(2):sqrt() * math.sqrt((mean * mean):sum()) + 1e-12)
