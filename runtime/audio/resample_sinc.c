@@ -31,8 +31,9 @@
  *
  * One length torchaudio computes differently: it takes the ceiling of
  * new * frames / orig after rounding the quotient to float32, which for
- * outputs past 2^24 frames (6 min at 44.1 kHz) can be one frame short of
- * the exact ceiling used here. */
+ * outputs past 2^24 frames (6 min at 44.1 kHz) can be a frame off the exact
+ * ceiling used here (2 -> 1 Hz on 33554438 frames: torchaudio 16777220,
+ * exact 16777219). */
 #include "resample_internal.h"
 
 #include <math.h>
