@@ -87,7 +87,11 @@ test("changed inputs are refused with the command that regenerates the fixture",
     local other = { digest = fixture.inputs.digest, fingerprint = {} }
     for k, v in pairs(fixture.inputs.fingerprint) do other.fingerprint[k] = v end
     A.eq(select(2, pcall(check_inputs, other, fixture.inputs)), nil, "the fixture's own inputs pass")
-    local name = next(other.fingerprint)
+    -- A sum that is not 0 (the zero-initialised biases' are), first by name.
+    local names = {}
+    for k, v in pairs(other.fingerprint) do if v ~= 0 then names[#names + 1] = k end end
+    table.sort(names)
+    local name = names[1]
     other.fingerprint[name] = other.fingerprint[name] * (1 + 1e-4)
     A.raises(function() check_inputs(other, fixture.inputs) end, name, "regenerate the fixture with",
              C.REGENERATE)
