@@ -1,7 +1,8 @@
 -- Audio I/O benchmarks (issue 3), run through `make bench`:
 --   ./machrt bench/audio_io.lua [rounds]
 -- 1. Resampling 16000 -> 22050 Hz of 10 s clips (batches of 16, 2 threads):
---    machrt audio.resample (libsoxr) next to torchaudio.transforms.Resample
+--    machrt audio.resample (libsoxr, and its resampler = "torchaudio") next
+--    to torchaudio.transforms.Resample
 --    (bench/peers/torchaudio_resample.py, torch.set_num_threads(2)), with the
 --    tone error of each (1, 5, 7 kHz, dB) for scale. The peer runs under
 --    $PYTHON, else Debian's /usr/bin/python3 (where python3-torchaudio
@@ -33,11 +34,11 @@ mt.set_num_threads(THREADS)
 
 -- Relative error power (dB) of a tone resampled FROM -> TO against the
 -- ideal tone, 5 % excluded at each edge (the measure of the tests).
-local function tone_error_db(f)
+local function tone_error_db(f, resampler)
     local n = 2 * FROM
     local x = {}
     for i = 1, n do x[i] = math.sin(2 * math.pi * f * (i - 1) / FROM) end
-    local y = audio.resample(mt.tensor(x), FROM, TO):totable()
+    local y = audio.resample(mt.tensor(x), FROM, TO, { resampler = resampler }):totable()
     local m = #y
     local e, s = 0, 0
     for i = m // 20, m - m // 20 - 1 do
@@ -53,13 +54,13 @@ end
 mt.manual_seed(0)
 local wave = mt.rand { CLIPS, FROM * SECONDS } * 2 - 1
 
-local function machrt_round()
+local function machrt_round(resampler)
     local best, y = math.huge, nil
     for _ = 1, REPS do
         y = nil
         collectgarbage()
         local t0 = mt.clock()
-        y = audio.resample(wave, FROM, TO)
+        y = audio.resample(wave, FROM, TO, { resampler = resampler })
         best = math.min(best, mt.clock() - t0)
     end
     return best, y
@@ -81,11 +82,14 @@ end
 print("== audio I/O: resampling and decoding")
 print(("resampling %d -> %d Hz: %d clips x %d s, %d threads, best of %d rounds x %d calls")
     :format(FROM, TO, CLIPS, SECONDS, THREADS, ROUNDS, REPS))
-local best, y = math.huge, nil
+local RESAMPLERS = { "soxr", "torchaudio" }
+local best, y = { soxr = math.huge, torchaudio = math.huge }, nil
 local peer_best, peer_note, peer_info = nil, nil, nil
 for _ = 1, ROUNDS do
-    local t, out = machrt_round()
-    best, y = math.min(best, t), out
+    for _, rs in ipairs(RESAMPLERS) do
+        local t, out = machrt_round(rs)
+        best[rs], y = math.min(best[rs], t), out
+    end
     if peer_note == nil then
         local rate, info = peer_round()
         if rate then
@@ -95,17 +99,24 @@ for _ = 1, ROUNDS do
         end
     end
 end
-local errs = {}
-for i, f in ipairs { 1000, 5000, 7000 } do errs[i] = ("%.1f"):format(tone_error_db(f)) end
+local function errs_of(resampler)
+    local errs = {}
+    for i, f in ipairs { 1000, 5000, 7000 } do errs[i] = ("%.1f"):format(tone_error_db(f, resampler)) end
+    return table.concat(errs, " / ")
+end
 
 print(("%-40s %10s %12s %9s  %s"):format("", "clips/s", "ms/batch", "frames",
     "tone error dB at 1k/5k/7k"))
-print(("%-40s %10.1f %12.2f %9d  %s"):format("machrt audio.resample (libsoxr)", CLIPS / best,
-    best * 1e3, y:size(2), table.concat(errs, " / ")))
+for _, rs in ipairs(RESAMPLERS) do
+    print(("%-40s %10.1f %12.2f %9d  %s"):format(("machrt audio.resample (%s)"):format(rs),
+        CLIPS / best[rs], best[rs] * 1e3, y:size(2), errs_of(rs)))
+end
 if peer_best then
     print(("%-40s %10.1f %12.2f %9d  %s"):format("torchaudio Resample", peer_best,
         CLIPS / peer_best * 1e3, peer_info.frames, table.concat(peer_info.errs, " / ")))
-    print(("%-40s %9.1fx"):format("machrt / torchaudio", CLIPS / best / peer_best))
+    for _, rs in ipairs(RESAMPLERS) do
+        print(("%-40s %9.1fx"):format(("machrt (%s) / torchaudio"):format(rs), CLIPS / best[rs] / peer_best))
+    end
 else
     print(("%-40s %s"):format("torchaudio Resample", peer_note))
 end

@@ -1,8 +1,10 @@
 -- What the resampler does to the model's input: the real sample clips
--- (16 kHz MIMII) taken to 22050 Hz by machrt's libsoxr and by torchaudio's
--- default resampler (bench/peers/torchaudio_resample_clips.py), then the
--- same log-mel front end (the reference settings) on both. Prints the mean
--- absolute dB difference per band of mel bins, by centre frequency.
+-- (16 kHz MIMII) taken to 22050 Hz by machrt's two resamplers
+-- (audio.resampler = "soxr" and "torchaudio") and by torchaudio's default
+-- resampler itself (bench/peers/torchaudio_resample_clips.py), then the
+-- same log-mel front end (the reference settings) on each. Prints, per band
+-- of mel bins by centre frequency, the mean absolute dB difference of each
+-- machrt resampler from torchaudio.
 --
 --   MACHRT_SAMPLE_DATA=../shared/data/mimii-sample PYTHON=peers/bin/python \
 --       ./machrt bench/resampler_mel.lua
@@ -47,32 +49,42 @@ for k = 1, A.mel_frequency_bins do centre[k] = hz(lo + k * (hi - lo) / (A.mel_fr
 local BANDS = { { 0, 1000 }, { 1000, 4000 }, { 4000, 6000 }, { 6000, 7000 }, { 7000, 7500 }, { 7500, 8000 },
                 { 8000, 11025 } }
 local front = pipeline.front_end(A, "cpu", { quiet = true })
-local sums, counts, wave_err, wave_ref = {}, {}, 0, 0
-for b = 1, #BANDS do sums[b], counts[b] = 0, 0 end
+local RESAMPLERS = { "soxr", "torchaudio" }
+local sums, counts, wave_err, wave_ref = {}, {}, {}, 0
+for _, rs in ipairs(RESAMPLERS) do
+    sums[rs], wave_err[rs] = {}, 0
+    for b = 1, #BANDS do sums[rs][b] = 0 end
+end
+for b = 1, #BANDS do counts[b] = 0 end
 for name in pairs(native) do
-    local ours = pipeline.decode(folder .. "/" .. df:column("audio")[tonumber(name:match("%d+"))],
-                                 { channel = 1, sample_rate = TO })
     local theirs = peer[name]
-    assert(ours:size(1) == theirs:size(1), name .. ": frame counts differ")
-    local diff = ours - theirs
-    wave_err = wave_err + (diff * diff):sum()
-    wave_ref = wave_ref + (ours * ours):sum()
-    local a = front(ours:reshape{ 1, ours:size(1) }):clone()
-    local d = (a - front(theirs:reshape{ 1, theirs:size(1) })):abs():mean(4) -- {1, 1, mels}
-    for k = 1, A.mel_frequency_bins do
-        for b, band in ipairs(BANDS) do
-            if centre[k] >= band[1] and centre[k] < band[2] then
-                sums[b], counts[b] = sums[b] + d:get(1, 1, k), counts[b] + 1
+    local ref = front(theirs:reshape{ 1, theirs:size(1) }):clone()
+    wave_ref = wave_ref + (theirs * theirs):sum()
+    for _, rs in ipairs(RESAMPLERS) do
+        local ours = pipeline.decode(folder .. "/" .. df:column("audio")[tonumber(name:match("%d+"))],
+                                     { channel = 1, sample_rate = TO, resampler = rs })
+        assert(ours:size(1) == theirs:size(1), name .. ": frame counts differ")
+        local diff = ours - theirs
+        wave_err[rs] = wave_err[rs] + (diff * diff):sum()
+        local d = (front(ours:reshape{ 1, ours:size(1) }) - ref):abs():mean(4) -- {1, 1, mels}
+        for k = 1, A.mel_frequency_bins do
+            for b, band in ipairs(BANDS) do
+                if centre[k] >= band[1] and centre[k] < band[2] then
+                    sums[rs][b] = sums[rs][b] + d:get(1, 1, k)
+                    if rs == RESAMPLERS[1] then counts[b] = counts[b] + 1 end
+                end
             end
         end
     end
 end
-print(string.format("%d clips, %d Hz -> %d Hz: wave difference %.1f dB relative to the wave",
-                    df:nrows(), from, TO, 10 * math.log(wave_err / wave_ref, 10)))
-print("mel bins by centre frequency   bins   mean |dB difference| (libsoxr - torchaudio)")
+print(string.format("%d clips, %d Hz -> %d Hz; wave difference from torchaudio, relative to its wave: "
+                    .. "soxr %.1f dB, torchaudio %.1f dB", df:nrows(), from, TO,
+                    10 * math.log(wave_err.soxr / wave_ref, 10), 10 * math.log(wave_err.torchaudio / wave_ref, 10)))
+print("mel bins by centre frequency   bins   mean |dB difference| from torchaudio's resampler")
+print("                                      audio.resampler = soxr    torchaudio")
 for b, band in ipairs(BANDS) do
     if counts[b] > 0 then
-        print(string.format("  %5d - %5d Hz            %4d   %.3f dB", band[1], band[2],
-                            counts[b] // df:nrows(), sums[b] / counts[b]))
+        print(string.format("  %5d - %5d Hz            %4d   %10.3f dB %15.6f dB", band[1], band[2],
+                            counts[b] // df:nrows(), sums.soxr[b] / counts[b], sums.torchaudio[b] / counts[b]))
     end
 end

@@ -50,6 +50,7 @@ local defaults = {
         minimum_frequency = 0, maximum_frequency = 8000, spectrogram_normalization = "No",
         mel_scale = "slaney", mel_norm = "slaney",
         training_chunk_seconds = 4, channel = 1,
+        resampler = "soxr",                         -- soxr | torchaudio (machrt.schema)
     },
     augmentation = { mix_audio = "Disabled", mix_concentration = 1.0, mix_iterations = 1,
                      mix_probability = 1.0, mix_target = "Ratio" },

@@ -31,6 +31,7 @@ local defaults = {
         minimum_frequency = 50, maximum_frequency = 16000, spectrogram_normalization = "No",
         training_chunk_seconds = 10,
         channel = 1,                                -- machrt: channel of multi-channel files
+        resampler = "soxr",                         -- machrt: soxr | torchaudio (the reference's resampler)
     },
     augmentation = { mix_audio = "Disabled", mix_concentration = 1.0, mix_iterations = 1,
                      mix_probability = 1.0, mix_target = "Ratio" },

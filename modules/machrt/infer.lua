@@ -88,6 +88,7 @@ local function predictor(cfg, classes, weights, source, opts)
         -- Quiet: the all-zero mel filter notice was training's to give.
         front = pipeline.front_end(cfg.audio, device, { quiet = true }), source = source,
         sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel or 1,
+        resampler = cfg.audio.resampler,
         chunk_seconds = cfg.prediction.inference_chunk_seconds,
         max_seconds = cfg.prediction.max_inference_chunk_seconds,
     }
@@ -171,6 +172,7 @@ local function stream_chunks(p, path, emit)
     local info = audio.info(path)
     local function load(offset, duration)
         return pipeline.decode(path, { sample_rate = p.sample_rate, channel = p.channel, info = info,
+                                    resampler = p.resampler,
                                     offset = offset, duration = duration })
     end
     local total = math.min(info.seconds, p.max_seconds)

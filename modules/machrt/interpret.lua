@@ -127,7 +127,8 @@ local function decode(path, a, max_seconds)
     local st = sys.stat(path)
     if not st then error("file not found: " .. path, 0) end
     if st.is_dir then error("not a file: " .. path, 0) end
-    local wave = pipeline.decode(path, { sample_rate = a.sample_rate, channel = a.channel, duration = max_seconds })
+    local wave = pipeline.decode(path, { sample_rate = a.sample_rate, channel = a.channel,
+                                         resampler = a.resampler, duration = max_seconds })
     if wave:size(1) == 0 then error(path .. " holds no samples", 0) end
     return wave
 end

@@ -22,12 +22,14 @@ local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
 --- Decodes `path` to {frames} as the model hears it: channel opts.channel
 --- (default 1) of a multi-channel file, the only channel of a mono one,
---- resampled to opts.sample_rate; opts.offset / opts.duration in seconds;
+--- resampled to opts.sample_rate by opts.resampler ("soxr", the default, or
+--- "torchaudio": audio.resampler); opts.offset / opts.duration in seconds;
 --- opts.info (audio.info of the file) saves reading the header again.
 function M.decode(path, opts)
     local info = opts.info or audio.info(path)
     local channel = opts.channel or 1
-    local load = { sample_rate = opts.sample_rate, offset = opts.offset, duration = opts.duration }
+    local load = { sample_rate = opts.sample_rate, offset = opts.offset, duration = opts.duration,
+                   resampler = M.resampler(opts.resampler) }
     if info.channels > 1 then
         if channel > info.channels then
             fail("%s has %d channels; audio.channel = %d does not exist", path, info.channels, channel)
@@ -37,6 +39,12 @@ function M.decode(path, opts)
     local wave = audio.load(path, load)
     if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
     return wave
+end
+
+--- The resampler of an audio section's `resampler` value, lower case:
+--- "soxr" when unset (runs from before the key existed were resampled so).
+function M.resampler(name)
+    return name and name:lower() or "soxr"
 end
 
 -- The notice about all-zero mel filters, in the config's words, once per

@@ -88,6 +88,11 @@ M.reference = {
         about = "machrt: channels of the first stage (64 in the reference; smaller is faster)" },
     -- audio
     ["audio.sample_rate"] = { "integer", min = 1, about = "Hz every file is resampled to" },
+    ["audio.resampler"] = { "string", values = { "soxr", "torchaudio" },
+        about = "machrt: how files are resampled to audio.sample_rate: 'soxr' (libsoxr, flat to 91 % "
+             .. "of the lower Nyquist frequency, nothing above it) or 'torchaudio' (torchaudio's "
+             .. "default sinc, as the reference recipe was trained: keeps more of the top of the band "
+             .. "and leaks a little above the source's Nyquist frequency)" },
     ["audio.stft_window_size"] = { "integer", min = 2,
         rule = "with stft_window_size / 2 + 1 frequency bins at least audio.mel_frequency_bins",
         check = function(v, cfg)

@@ -280,6 +280,7 @@ local function clip_config(cfg, items, mode, chunk_seconds)
     return {
         data_folder = ds.data_folder, files = items.files, rows = items.rows, targets = items.targets,
         sample_rate = cfg.audio.sample_rate, channel = cfg.audio.channel, mode = mode,
+        resampler = cfg.audio.resampler,
         chunk_seconds = chunk_seconds, max_seconds = cfg.prediction.max_inference_chunk_seconds,
         cache = ds.cache, cache_folder = ds.cache_folder, on_error = ds.on_error,
         seed = cfg.environment.seed, augment = augment,

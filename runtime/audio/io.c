@@ -482,7 +482,7 @@ mrt_status mrt_audio_load(const char *path, const mrt_audio_load_opts *opts, mrt
         st = check_upsampling(path, count, b.one_row ? 1 : info.channels, rate, o->sample_rate);
         if (st != MRT_OK) goto done;
         mrt_tensor res = {0};
-        st = mrt_audio_resample(&wave, rate, o->sample_rate, &res);
+        st = mrt_audio_resample(&wave, rate, o->sample_rate, o->resampler, &res);
         if (st != MRT_OK) goto done;
         mrt_tensor_release(&wave);
         wave = res;

@@ -28,6 +28,16 @@ static int check_rate(lua_State *L, int idx, const char *op, const char *what)
     return (int)v;
 }
 
+/* The resampler named by option 'resampler' of the options table at `idx`
+ * (default libsoxr); `op` starts the error message. The names are in the
+ * order of mrt_resampler. */
+static mrt_resampler opt_resampler(lua_State *L, int idx, const char *op)
+{
+    static const char *const names[] = {"soxr", "torchaudio", NULL};
+    return (mrt_resampler)mrt_aux_opt_choice(L, idx, op, "resampler", names,
+                                             MRT_RESAMPLER_SOXR, NULL);
+}
+
 /* ---- audio.info ---------------------------------------------------------- */
 
 static int a_info(lua_State *L)
@@ -56,7 +66,7 @@ static int a_info(lua_State *L)
 static int a_load(lua_State *L)
 {
     static const char *const names[] = {"channel", "mono", "offset", "duration",
-                                        "sample_rate", NULL};
+                                        "sample_rate", "resampler", NULL};
     const char *path = luaL_checkstring(L, 1);
     mrt_audio_load_opts o = MRT_AUDIO_LOAD_DEFAULTS;
     mrt_aux_check_options(L, 2, "audio.load", names);
@@ -83,6 +93,8 @@ static int a_load(lua_State *L)
         const char *op = lua_pushfstring(L, "audio.load: %s", path);
         o.sample_rate = check_rate(L, at, op, "option 'sample_rate'");
     }
+    lua_settop(L, 2);
+    o.resampler = opt_resampler(L, 2, lua_pushfstring(L, "audio.load: %s", path));
     lua_settop(L, 2);
     mrt_tensor *t = mrt_lua_push_tensor(L);
     int sr = 0;
@@ -121,8 +133,12 @@ static int a_resample(lua_State *L)
     mrt_tensor *wave = mrt_lua_check_tensor(L, 1);
     int from = check_rate(L, 2, "audio.resample", "'from' (argument 2)");
     int to = check_rate(L, 3, "audio.resample", "'to' (argument 3)");
+    static const char *const names[] = {"resampler", NULL};
+    mrt_aux_check_options(L, 4, "audio.resample", names);
+    mrt_resampler how = opt_resampler(L, 4, "audio.resample");
+    lua_settop(L, 4);
     mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_audio_resample(wave, from, to, r));
+    mrt_lua_check(L, mrt_audio_resample(wave, from, to, how, r));
     return 1;
 }
 

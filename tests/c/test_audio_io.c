@@ -370,7 +370,7 @@ START_TEST(test_load_resampled)
     ck_assert_int_eq(sr, 22050);
     TU_ASSERT_SHAPE(&w, 2, 22050);
     mrt_tensor raw = load_ok(p, NULL, NULL), ref = {0};
-    TU_OK(mrt_audio_resample(&raw, 16000, 22050, &ref));
+    TU_OK(mrt_audio_resample(&raw, 16000, 22050, MRT_RESAMPLER_SOXR, &ref));
     ck_assert(memcmp(data_of(&w), data_of(&ref), sizeof(float) * 2 * 22050) == 0);
     /* The file's own rate: no resampling. */
     o.sample_rate = 16000;
@@ -961,7 +961,7 @@ static double tone_error_db(double f, int from, int to, int64_t n)
     mrt_tensor x = {0}, y = {0};
     TU_ALLOC(&x, MRT_F32, n);
     for (int64_t i = 0; i < n; i++) tu_set(&x, i, sin(2 * M_PI * f * (double)i / from));
-    TU_OK(mrt_audio_resample(&x, from, to, &y));
+    TU_OK(mrt_audio_resample(&x, from, to, MRT_RESAMPLER_SOXR, &y));
     int64_t m = mrt_audio_resampled_length(n, from, to);
     TU_ASSERT_SHAPE(&y, m);
     double e = 0, s = 0;
@@ -996,7 +996,7 @@ START_TEST(test_resample_rejects_aliases)
     mrt_tensor x = {0}, y = {0};
     TU_ALLOC(&x, MRT_F32, n);
     for (int64_t i = 0; i < n; i++) tu_set(&x, i, sin(2 * M_PI * 10000.0 * (double)i / 44100));
-    TU_OK(mrt_audio_resample(&x, 44100, 16000, &y));
+    TU_OK(mrt_audio_resample(&x, 44100, 16000, MRT_RESAMPLER_SOXR, &y));
     int64_t m = y.shape[0];
     double p = 0;
     for (int64_t i = m / 20; i < m - m / 20; i++) p += tu_get(&y, i) * tu_get(&y, i);
@@ -1028,7 +1028,7 @@ START_TEST(test_resample_lengths)
             mrt_tensor x = {0}, y = {0};
             TU_ALLOC(&x, MRT_F32, ns[k]);
             tu_fill_uniform(&x, (uint64_t)(r * 10 + k), -1, 1);
-            TU_OK(mrt_audio_resample(&x, rates[r][0], rates[r][1], &y));
+            TU_OK(mrt_audio_resample(&x, rates[r][0], rates[r][1], MRT_RESAMPLER_SOXR, &y));
             double want = ceil((double)ns[k] * rates[r][1] / rates[r][0]);
             TU_ASSERT_SHAPE(&y, (int64_t)want);
             for (int64_t i = 0; i < y.shape[0]; i++) ck_assert(isfinite(tu_get(&y, i)));
@@ -1047,7 +1047,7 @@ START_TEST(test_resample_last_sample)
     mrt_tensor x = {0}, y = {0};
     TU_ALLOC(&x, MRT_F32, n);
     for (int64_t i = 0; i < n; i++) tu_set(&x, i, sin(2 * M_PI * 100.0 * (double)i / 16000));
-    TU_OK(mrt_audio_resample(&x, 16000, 22050, &y));
+    TU_OK(mrt_audio_resample(&x, 16000, 22050, MRT_RESAMPLER_SOXR, &y));
     TU_ASSERT_SHAPE(&y, 22052);
     /* Frames near the end, not the very last few where the clip's edge
      * rings, follow the tone; the very last is on the same scale. */
@@ -1071,7 +1071,7 @@ START_TEST(test_resample_rows_and_threads)
     mrt_tensor ys[2] = {{0}, {0}};
     for (int t = 0; t < 2; t++) {
         mrt_set_num_threads(t + 1);
-        TU_OK(mrt_audio_resample(&x, 16000, 22050, &ys[t]));
+        TU_OK(mrt_audio_resample(&x, 16000, 22050, MRT_RESAMPLER_SOXR, &ys[t]));
     }
     mrt_set_num_threads(saved);
     int64_t m = mrt_audio_resampled_length(n, 16000, 22050);
@@ -1081,7 +1081,7 @@ START_TEST(test_resample_rows_and_threads)
         mrt_tensor row = {0}, flat = {0}, yr = {0};
         TU_OK(mrt_view_reshape(&x, 2, (int64_t[]){6, n}, &flat));
         TU_OK(mrt_view_select(&flat, 0, r, &row));
-        TU_OK(mrt_audio_resample(&row, 16000, 22050, &yr));
+        TU_OK(mrt_audio_resample(&row, 16000, 22050, MRT_RESAMPLER_SOXR, &yr));
         ck_assert(memcmp(data_of(&yr), data_of(&ys[0]) + r * m, sizeof(float) * (size_t)m) == 0);
         mrt_tensor_release(&row);
         mrt_tensor_release(&flat);
@@ -1102,35 +1102,35 @@ START_TEST(test_resample_views_and_outputs)
     tu_fill_uniform(&fc, 3, -1, 1);
     TU_OK(mrt_view_transpose(&fc, 0, 1, &view));
     TU_OK(mrt_tensor_clone(&ref_in, &view));
-    TU_OK(mrt_audio_resample(&ref_in, 16000, 8000, &ref));
+    TU_OK(mrt_audio_resample(&ref_in, 16000, 8000, MRT_RESAMPLER_SOXR, &ref));
     TU_ASSERT_SHAPE(&ref, 2, 500);
 
     mrt_tensor y = {0};
-    TU_OK(mrt_audio_resample(&view, 16000, 8000, &y));
+    TU_OK(mrt_audio_resample(&view, 16000, 8000, MRT_RESAMPLER_SOXR, &y));
     ck_assert(tu_max_abs_diff(&y, &ref) == 0.0);
 
     /* A preallocated strided output: the transpose of a {500, 2} tensor. */
     mrt_tensor store = {0}, out = {0};
     TU_ALLOC(&store, MRT_F32, 500, 2);
     TU_OK(mrt_view_transpose(&store, 0, 1, &out));
-    TU_OK(mrt_audio_resample(&view, 16000, 8000, &out));
+    TU_OK(mrt_audio_resample(&view, 16000, 8000, MRT_RESAMPLER_SOXR, &out));
     ck_assert(tu_max_abs_diff(&out, &ref) == 0.0);
 
     /* Wrong preallocated shape. */
     mrt_tensor bad = {0};
     TU_ALLOC(&bad, MRT_F32, 2, 499);
-    TU_FAILS(MRT_ERR_SHAPE, mrt_audio_resample(&view, 16000, 8000, &bad));
+    TU_FAILS(MRT_ERR_SHAPE, mrt_audio_resample(&view, 16000, 8000, MRT_RESAMPLER_SOXR, &bad));
 
     /* Same rate: a copy. */
     mrt_tensor same = {0};
-    TU_OK(mrt_audio_resample(&view, 16000, 16000, &same));
+    TU_OK(mrt_audio_resample(&view, 16000, 16000, MRT_RESAMPLER_SOXR, &same));
     ck_assert(tu_max_abs_diff(&same, &view) == 0.0);
     ck_assert(same.storage != view.storage);
 
     /* Zero frames stay zero frames. */
     mrt_tensor z = {0}, zy = {0};
     TU_ALLOC(&z, MRT_F32, 3, 0);
-    TU_OK(mrt_audio_resample(&z, 16000, 22050, &zy));
+    TU_OK(mrt_audio_resample(&z, 16000, 22050, MRT_RESAMPLER_SOXR, &zy));
     TU_ASSERT_SHAPE(&zy, 3, 0);
 
     mrt_tensor *all[] = {&fc, &view, &ref_in, &ref, &y, &store, &out, &bad, &same, &z, &zy};
@@ -1142,16 +1142,16 @@ START_TEST(test_resample_errors)
 {
     mrt_tensor x = {0}, y = {0}, s = {0}, l = {0};
     TU_ALLOC(&x, MRT_F32, 100);
-    TU_FAILS(MRT_ERR_ARG, mrt_audio_resample(&x, 0, 22050, &y));
+    TU_FAILS(MRT_ERR_ARG, mrt_audio_resample(&x, 0, 22050, MRT_RESAMPLER_SOXR, &y));
     TU_MSG_HAS("'from'");
-    TU_FAILS(MRT_ERR_ARG, mrt_audio_resample(&x, 16000, -1, &y));
+    TU_FAILS(MRT_ERR_ARG, mrt_audio_resample(&x, 16000, -1, MRT_RESAMPLER_SOXR, &y));
     TU_MSG_HAS("'to'");
-    TU_FAILS(MRT_ERR_ARG, mrt_audio_resample(&x, 16000, MRT_AUDIO_MAX_RATE + 1, &y));
+    TU_FAILS(MRT_ERR_ARG, mrt_audio_resample(&x, 16000, MRT_AUDIO_MAX_RATE + 1, MRT_RESAMPLER_SOXR, &y));
     tu_alloc_scalar(&s, MRT_F32);
-    TU_FAILS(MRT_ERR_SHAPE, mrt_audio_resample(&s, 16000, 22050, &y));
+    TU_FAILS(MRT_ERR_SHAPE, mrt_audio_resample(&s, 16000, 22050, MRT_RESAMPLER_SOXR, &y));
     TU_MSG_HAS("0-d");
     TU_ALLOC(&l, MRT_I64, 100);
-    TU_FAILS(MRT_ERR_DTYPE, mrt_audio_resample(&l, 16000, 22050, &y));
+    TU_FAILS(MRT_ERR_DTYPE, mrt_audio_resample(&l, 16000, 22050, MRT_RESAMPLER_SOXR, &y));
     TU_MSG_HAS("int64");
     ck_assert_ptr_null(y.storage);
     mrt_tensor_release(&x);

@@ -273,6 +273,65 @@ test("resample keeps leading dimensions and follows torchaudio's length", functi
     A.shape_eq(audio.resample(mt.zeros({ 10 }), 16000.0, 8000.0), { 5 })
 end)
 
+-- resampler = "torchaudio": torchaudio.functional.resample's outputs on synthetic
+-- signals (tests/fixtures/resample_torchaudio.safetensors, made by
+-- gen_resample_fixtures.py; each case's rates are in its metadata).
+local RESAMPLE_REF = "tests/fixtures/resample_torchaudio.safetensors"
+
+test("resampler 'torchaudio' gives torchaudio.functional.resample's output to float rounding", function()
+    local ref, meta = mt.load(RESAMPLE_REF)
+    local names = {}
+    for key, rates in pairs(meta) do
+        local name = key:match("^case%.(.+)$")
+        if name then names[#names + 1] = { name, rates } end
+    end
+    table.sort(names, function(a, b) return a[1] < b[1] end)
+    A.truthy(#names >= 10, "the fixture holds its cases")
+    for _, c in ipairs(names) do
+        local from, to = c[2]:match("^(%d+) (%d+)$")
+        from, to = tonumber(from), tonumber(to)
+        local x, want = ref["in." .. c[1]], ref["out." .. c[1]]
+        local got = audio.resample(x, from, to, { resampler = "torchaudio" })
+        A.shape_eq(got, want:shape())
+        local err = max_abs_diff(got, want)
+        A.truthy(err <= 1e-5, string.format("%s (%d -> %d Hz): max |difference| %.3g", c[1], from, to, err))
+    end
+    -- The fixture tells the resamplers apart: libsoxr cuts what torchaudio
+    -- keeps near 8 kHz.
+    local x, want = ref["in.tones_16000_22050"], ref["out.tones_16000_22050"]
+    A.truthy(max_abs_diff(audio.resample(x, 16000, 22050), want) > 1e-2, "libsoxr differs from torchaudio")
+end)
+
+test("load with resampler 'torchaudio' resamples the picked channel, or every channel, as audio.resample", function()
+    local p = tmp(".wav")
+    write_file(p, wav_bytes(3, 4001, 16000, s16))
+    local raw = audio.load(p)
+    local all = audio.load(p, { sample_rate = 22050, resampler = "torchaudio" })
+    A.eq(max_abs_diff(all, audio.resample(raw, 16000, 22050, { resampler = "torchaudio" })), 0)
+    local two, sr = audio.load(p, { channel = 2, sample_rate = 22050, resampler = "torchaudio" })
+    A.eq(sr, 22050)
+    A.shape_eq(two, { 5514 })
+    A.eq(max_abs_diff(two, all:select(1, 2)), 0)
+    A.truthy(max_abs_diff(two, audio.load(p, { channel = 2, sample_rate = 22050 })) > 1e-4,
+        "the default (libsoxr) is another resampler")
+    -- At the file's own rate nothing is resampled.
+    A.eq(max_abs_diff(audio.load(p, { sample_rate = 16000, resampler = "torchaudio" }), raw), 0)
+end)
+
+test("errors: an unknown resampler, and a rate pair too costly for the torchaudio one", function()
+    local p = tmp(".wav")
+    write_file(p, wav_bytes(1, 160, 16000, s16))
+    A.raises(function() local x = audio.load(p, { sample_rate = 22050, resampler = "sinc" }) return x end,
+        "audio.load", "unknown resampler 'sinc'", "'soxr'", "'torchaudio'")
+    A.raises(function() local x = audio.resample(mt.zeros{ 10 }, 16000, 22050, { resampler = 1 }) return x end,
+        "audio.resample", "resampler")
+    A.raises(function() local x = audio.resample(mt.zeros{ 10 }, 16000, 22050, { resampeler = "soxr" }) return x end,
+        "audio.resample", "resampeler")
+    A.raises(function()
+        local x = audio.resample(mt.zeros{ 10 }, 9999991, 10000000, { resampler = "torchaudio" }) return x
+    end, "audio.resample", "9999991 Hz to 10000000 Hz", "use resampler 'soxr'")
+end)
+
 -- chunks -------------------------------------------------------------------------------
 
 test("chunks: the Fix method", function()

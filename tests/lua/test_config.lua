@@ -212,6 +212,7 @@ test("values that failed with raw Lua errors, or were silently accepted, are ref
           "stem matches no layer of resnet34 (layers: conv1, bn1, layer1, layer2, layer3, layer4, pool, fc" },
         { "--audio.stft_window_size=3", "gives 2 frequency bins, fewer than the 128 mel filters" },
         { "--audio.channel=0", "audio.channel = 0: expects an integer >= 1" },
+        { "--audio.resampler=sinc", "audio.resampler = 'sinc': expects one of soxr, torchaudio" },
         { "--architecture.pool=max", "architecture.pool = 'max': expects one of GeM, Avg" },
         { "--dataset.folds=1,x", "dataset.folds = [1, x]: expects a non-empty comma-separated list of integers >= 0" },
         { "--dataset.folds=", "dataset.folds = []" },
@@ -236,7 +237,8 @@ end)
 test("allowed values match in any case and are stored as the code spells them", function()
     local cfg = checked("--architecture.pool=avg", "--training.optimizer=adamw", "--training.schedule=CONSTANT",
                         "--dataset.validation_strategy=KFold", "--environment.device=CPU",
-                        "--prediction.metric=logloss", "--augmentation.mix_audio=enabled")
+                        "--prediction.metric=logloss", "--augmentation.mix_audio=enabled",
+                        "--audio.resampler=TorchAudio")
     A.eq(cfg.architecture.pool, "Avg")
     A.eq(cfg.training.optimizer, "AdamW")
     A.eq(cfg.training.schedule, "Constant")
@@ -244,6 +246,7 @@ test("allowed values match in any case and are stored as the code spells them", 
     A.eq(cfg.environment.device, "cpu")
     A.eq(cfg.prediction.metric, "LogLoss")
     A.eq(cfg.augmentation.mix_audio, "Enabled")
+    A.eq(cfg.audio.resampler, "torchaudio")
     -- Integral floats of integer keys become integers (a config.json read back).
     local c2 = reference_defaults()
     c2.training.epochs = 3.0

@@ -418,8 +418,27 @@ test("cache memory: a second epoch hits; cache none keeps nothing", function()
     A.eq(workers.cache_stats(), { entries = 4, bytes = 4 * 80000 * 4, hits = 4, misses = 4 })
     for k = 1, 2 do A.eq(e1b[k].batch.wave:totable(), e1[k].batch.wave:totable()) end
     -- The cached waves are the files as audio.load reads them.
-    local key = clips.path_of(cfg, 1) .. "|sr=8000|ch=1"
+    local key = clips.path_of(cfg, 1) .. "|sr=8000|ch=1|rs=soxr"
     A.eq(workers.cache_get(key):totable(), full(dir .. "/" .. files[1], { sample_rate = 8000 }))
+end)
+
+test("cache disk and memory: a wave resampled by one resampler is never served for the other", function()
+    local dir, files = corpus(1)
+    local cache = tmpdir()
+    workers.cache_clear()
+    defer(workers.cache_clear)
+    local path = dir .. "/" .. files[1]
+    local soxr = clips.load_wave(path, { cache = "disk", cache_folder = cache, sample_rate = 8000, channel = 1 })
+    for _, clear in ipairs({ false, true }) do -- from the memory cache, then from the disk
+        if clear then workers.cache_clear() end
+        local sinc = clips.load_wave(path, { cache = "disk", cache_folder = cache, sample_rate = 8000,
+                                             channel = 1, resampler = "torchaudio" })
+        A.eq(sinc:totable(), full(path, { sample_rate = 8000, resampler = "torchaudio" }))
+        A.truthy((sinc - soxr):abs():max() > 1e-4, "the two resamplers give different waves")
+    end
+    local p = assert(io.popen("ls '" .. cache .. "' | wc -l"))
+    A.eq(tonumber(p:read("a")), 2, "cache files: one per resampler")
+    p:close()
 end)
 
 test("cache disk: files in cache_folder, read back after clearing and by a fresh process", function()

@@ -93,4 +93,22 @@ test("a folder that already holds a trace is refused, naming it", function()
              "the message names the folder; output:\n" .. text)
 end)
 
+test("audio.resampler reaches the model's input: torchaudio's sinc changes only the top of the band", function()
+    local x = {}
+    for _, rs in ipairs({ "soxr", "torchaudio" }) do
+        local trace = make_tmpdir{ create = false }
+        local code, text = X.run(X.args(tiny_corpus(), make_tmpdir{ create = false }) .. ARGS
+                                 .. " --audio.resampler=" .. rs, "MACHRT_TRACE=" .. trace)
+        A.eq(code, 0, "exit status; output:\n" .. text)
+        x[rs] = mt.load(trace .. "/batch_000001.safetensors").x -- {8, 1, 128 mels, T}
+    end
+    -- The same crops: the mel bins below 4 kHz (1-76) agree, the 13 from the
+    -- source's 8 kHz Nyquist frequency to 11025 Hz (102-114) do not (README,
+    -- bench/resampler_mel.lua); the bins above 11025 Hz are empty in both.
+    local d = (x.soxr - x.torchaudio):abs()
+    local low, high = d:narrow(3, 1, 76):mean(), d:narrow(3, 102, 13):mean()
+    A.truthy(low < 0.05, string.format("bins 1-76: mean |difference| %.3g dB", low))
+    A.truthy(high > 10, string.format("bins 102-114: mean |difference| %.3g dB", high))
+end)
+
 return tests

@@ -272,7 +272,8 @@ end
 --- Scores a file: decoded as training heard it, in Fix chunks.
 function M.score_file(det, path, machine)
     local a, p = det.cfg.audio, det.cfg.prediction
-    local wave = pipeline.decode(path, { sample_rate = a.sample_rate, channel = a.channel })
+    local wave = pipeline.decode(path, { sample_rate = a.sample_rate, channel = a.channel,
+                                             resampler = a.resampler })
     local chunks = audio.chunks(wave, a.sample_rate, p.inference_chunk_seconds,
                                 { max_seconds = p.max_inference_chunk_seconds })
     local r = M.score_chunks(det, chunks, machine)

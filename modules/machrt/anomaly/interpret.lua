@@ -62,7 +62,8 @@ end
 local function draw_clip(png, file, title, cfg)
     local a = cfg.audio
     local wave = pipeline.decode(clips.resolve(cfg.dataset.data_folder, file), { sample_rate = a.sample_rate,
-                                 channel = a.channel, duration = cfg.prediction.max_inference_chunk_seconds })
+                                 channel = a.channel, resampler = a.resampler,
+                                 duration = cfg.prediction.max_inference_chunk_seconds })
     local db = audio.amplitude_to_db(pipeline.mel_spectrogram(a):forward(wave))
     local top = db:max()
     plot.heatmap(png, db, { title = title, xlabel = "time (s)", ylabel = "mel band", clabel = "dB",

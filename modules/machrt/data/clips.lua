@@ -10,6 +10,7 @@
 --   data_folder = "...", files = {"fan/id_00/...wav", ...}, rows = {csv row numbers},
 --   targets = {{0, 1, 0, 0}, ...},        -- per clip
 --   sample_rate = 22050, channel = 1,     -- channel pick for multi-channel files
+--   resampler = "soxr" | "torchaudio",    -- pipeline.decode
 --   mode = "train" | "chunks",
 --   chunk_seconds = 10,                   -- train: crop/pad length; chunks: chunk length
 --   max_seconds = 600,                    -- chunks: at most this much of a clip
@@ -39,8 +40,11 @@ local function hash_hex(s)
     return string.format("%016x", h)
 end
 
+-- The resampler is part of the key: a wave cached by one is never handed
+-- out for the other.
 local function cache_key(path, cfg)
-    return string.format("%s|sr=%d|ch=%d", path, cfg.sample_rate, cfg.channel)
+    return string.format("%s|sr=%d|ch=%d|rs=%s", path, cfg.sample_rate, cfg.channel,
+                         pipeline.resampler(cfg.resampler))
 end
 
 local function disk_cached(path, key, cfg)

@@ -1,5 +1,5 @@
-/* Audio decoding and encoding (libsndfile), resampling (libsoxr) and the
- * fixed-size chunking used at inference.
+/* Audio decoding and encoding (libsndfile), resampling (libsoxr, or
+ * torchaudio's windowed sinc) and the fixed-size chunking used at inference.
  *
  * Conventions follow tensor.h: 0-based channels and dimensions in C (the Lua
  * binding converts from 1-based), float32 samples in [-1, 1] for PCM files
@@ -38,6 +38,18 @@ typedef struct {
  * an empty or truncated file is an error, as for mrt_audio_load). */
 mrt_status mrt_audio_read_info(const char *path, mrt_audio_info *info);
 
+/* ---- resamplers ---------------------------------------------------------- */
+
+/* The resampling algorithms. */
+typedef enum {
+    MRT_RESAMPLER_SOXR = 0,  /* libsoxr, high quality, linear phase, flat passband
+                                to 91 % of the lower Nyquist frequency, stopband
+                                below -135 dB */
+    MRT_RESAMPLER_TORCHAUDIO /* torchaudio.functional.resample's default:
+                                windowed sinc (Hann), 6 zero crossings, rolloff
+                                0.99 (the reference recipe's resampler) */
+} mrt_resampler;
+
 /* ---- load ------------------------------------------------------------------ */
 
 /* Not a channel number: every negative other than this is an out-of-range
@@ -51,11 +63,12 @@ typedef struct {
     double offset;      /* seconds skipped at the start, >= 0 */
     double duration;    /* seconds read, >= 0; INFINITY = to the end */
     int sample_rate;    /* 0: the file's rate; > 0: resampled to this rate */
+    mrt_resampler resampler; /* how, when sample_rate asks for another rate */
 } mrt_audio_load_opts;
 
 #define MRT_AUDIO_LOAD_DEFAULTS \
     {.channel = MRT_AUDIO_ALL_CHANNELS, .mono = 0, .offset = 0.0, .duration = INFINITY, \
-     .sample_rate = 0}
+     .sample_rate = 0, .resampler = MRT_RESAMPLER_SOXR}
 
 /* Decodes `path` into `out` (which must be empty). Only the frames selected
  * by offset/duration are decoded (the decoder seeks to the offset). A
@@ -94,11 +107,11 @@ mrt_status mrt_audio_save(const char *path, const mrt_tensor *wave, int sample_r
 int64_t mrt_audio_resampled_length(int64_t frames, int from, int to);
 
 /* Resamples `in` ({..., frames}, float32, any rank >= 1) along its last
- * dimension from `from` Hz to `to` Hz with libsoxr (high quality,
- * linear phase, flat passband to 91 % of the lower Nyquist frequency).
- * Rows run in parallel. `out` follows the output convention of tensor.h:
- * shape {..., mrt_audio_resampled_length(frames, from, to)}. */
-mrt_status mrt_audio_resample(const mrt_tensor *in, int from, int to, mrt_tensor *out);
+ * dimension from `from` Hz to `to` Hz with the resampler `how`. Rows run in
+ * parallel. `out` follows the output convention of tensor.h: shape
+ * {..., mrt_audio_resampled_length(frames, from, to)}. Equal rates copy. */
+mrt_status mrt_audio_resample(const mrt_tensor *in, int from, int to, mrt_resampler how,
+                              mrt_tensor *out);
 
 /* ---- chunks ----------------------------------------------------------------- */
 
