@@ -32,7 +32,8 @@ test("parts and other add up to the wall time, in the table's order", function()
     A.eq(names, { "front end", "optimizer", "a part of its own", "other" })
     A.near(sum, s.wall_seconds, 1e-9)
     A.truthy(s.parts[2].seconds >= 0.02, "optimizer time")
-    A.truthy(s.parts[4].seconds >= 0.01, "other holds the unclaimed time")
+    -- busy(0.01) unclaimed, less the 0.001 added by hand without elapsing
+    A.truthy(s.parts[4].seconds >= 0.009, "other holds the unclaimed time")
 end)
 
 test("wait times the iterator and sums the batches' worker timings", function()
