@@ -4,7 +4,6 @@
 #include <string.h>
 #include <stdio.h>
 #include <pthread.h>
-#include <dnnl.h>
 #include "cpu_features.h"
 
 #if defined(__x86_64__)
@@ -77,12 +76,6 @@ static void probe(void)
                     "-avx512f, -avx512_bf16, -amx_bf16)\n", tok);
     }
     if (!(features & MRT_CPU_AVX512F)) features = 0;
-    /* oneDNN probes the CPU itself: hidden features are hidden from it too
-     * (effective only before its first primitive, hence the probe comes first). */
-    dnnl_set_max_cpu_isa(!(features & MRT_CPU_AVX512F)       ? dnnl_cpu_isa_avx2
-                         : !(features & MRT_CPU_AVX512_BF16) ? dnnl_cpu_isa_avx512_core
-                         : !(features & MRT_CPU_AMX_BF16)    ? dnnl_cpu_isa_avx512_core_bf16
-                                                             : dnnl_cpu_isa_all);
 }
 
 unsigned mrt_cpu_features(void)

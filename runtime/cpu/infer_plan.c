@@ -14,6 +14,7 @@
 #include "machrt/infer_plan.h"
 #include "cpu_features.h"
 #include "gemm.h"
+#include "dnnl_engine.h"
 
 #define MAX_SHAPES 4 /* instances kept: a batch size, the last partial batch, ... */
 
@@ -95,13 +96,13 @@ mrt_status mrt_infer_plan_new(mrt_infer_precision precision, int in_channels, mr
     if (in_channels < 1) return mrt_fail(MRT_ERR_ARG, "infer plan: in_channels must be positive, got %d", in_channels);
     if (precision == MRT_INFER_BF16 && !mrt_infer_bf16_supported())
         return mrt_fail(MRT_ERR_ARG, "infer plan: this CPU has neither avx512_bf16 nor AMX; use an fp32 plan");
-    mrt_cpu_features(); /* caps oneDNN's ISA when features are hidden, before any primitive */
     mrt_infer_plan *p = calloc(1, sizeof *p);
     if (!p) return mrt_fail(MRT_ERR_NOMEM, "infer plan: out of memory");
     p->precision = precision;
     p->in_channels = in_channels;
     p->winograd = 1;
-    if (dnnl_engine_create(&p->engine, dnnl_cpu, 0) != dnnl_success ||
+    p->engine = mrt_dnnl_engine(); /* shared, with its ISA cap; not the plan's to destroy */
+    if (!p->engine ||
         dnnl_stream_create(&p->stream, p->engine, dnnl_stream_default_flags) != dnnl_success) {
         mrt_infer_plan_free(p);
         return mrt_fail(MRT_ERR_DEVICE, "infer plan: oneDNN's CPU engine is unavailable");
@@ -139,7 +140,6 @@ void mrt_infer_plan_free(mrt_infer_plan *p)
     }
     free(p->ops);
     if (p->stream) dnnl_stream_destroy(p->stream);
-    if (p->engine) dnnl_engine_destroy(p->engine);
     free(p);
 }
 
