@@ -622,6 +622,7 @@ START_TEST(test_bn_rows_threads_and_alias)
     expect_bits_equal("y in place", &xc, &r[0].y);
     TU_OK(mrt_batchnorm2d_backward(&x, &dyc, &w, &sm, &si, 1, &dyc, NULL, NULL));
     expect_bits_equal("dx into dy", &dyc, &r[0].dx);
+    mrt_tensor_release(&dyc);
     TU_OK(mrt_tensor_clone(&dyc, &dy));
     TU_OK(mrt_batchnorm2d_backward(&x, &dyc, &w, &sm, &si, 0, &dyc, NULL, NULL));
     for (int64_t i = 0; i < N * C; i += 101) {
