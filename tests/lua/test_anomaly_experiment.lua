@@ -297,11 +297,7 @@ local function trained_run()
     return trained
 end
 
-local function lines_of(text)
-    local l = {}
-    for line in text:gmatch("[^\n]+") do l[#l + 1] = line end
-    return l
-end
+local lines_of = F.lines
 
 test("predict.lua --run and the scorer's score.lua give the validation scores and decisions", function()
     local dir, data = trained_run(), tiny_corpus()

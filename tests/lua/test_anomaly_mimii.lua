@@ -19,11 +19,7 @@ local function sample_folder()
     return folder
 end
 
-local function lines_of(text)
-    local l = {}
-    for line in text:gmatch("[^\n]+") do l[#l + 1] = line end
-    return l
-end
+local lines_of = F.lines
 
 -- Training and validation are both sample.csv: the normal clips are scored in-sample.
 local function anomaly_run(sample, out, extra)
