@@ -162,7 +162,7 @@ for _, fold in ipairs(run.folds) do
         anomaly.decide.log_evaluation(evaluations[a.score], string.format("fold %d, score %s", fold, a.score))
         anomaly.decide.log_comparison(evaluations, string.format("fold %d", fold))
     end
-    anomaly.decide.write_metrics(dir, cfg, evaluations, a.score, thresholds)
+    anomaly.decide.write_metrics(dir, cfg, evaluations, a.score, thresholds, split)
     log.info("fold %d: val_scores.csv and metrics.json written to %s", fold, dir)
     if tr.run_interpretations then
         local page = anomaly.interpret.write(dir, {

@@ -123,6 +123,10 @@ end
 if channel > fmt.channels then
     usage(string.format("the stream has %d channels; the detector listens to channel %d (audio.channel)", fmt.channels, channel))
 end
+if fmt.channels > 1 then
+    io.stderr:write(string.format("monitor: the stream has %d channels: channel %d (the detector's audio.channel) "
+                                  .. "is scored, the others are not\n", fmt.channels, channel))
+end
 
 -- ---- the sliding window -----------------------------------------------------------
 

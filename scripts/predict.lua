@@ -11,6 +11,7 @@ local mt = require "machrt"
 local sys = require "machrt.sys"
 local infer = require "machrt.infer"
 local pipeline = require "machrt.pipeline"
+local audio = require "machrt.audio"
 local data = require "machrt.data"
 local csv = require "machrt.data.csv"
 local log = require "machrt.log"
@@ -116,11 +117,18 @@ end
 
 if anomaly then
     local lines = { line_of(detector.csv_header()) }
-    local unreadable = 0
+    local unreadable, multi_channel = 0, 0
     for k, f in ipairs(files) do
         local r = detector.score_file_safe(p, f, file_machine[k] or opts.machine)
         if r.error then unreadable = unreadable + 1 end
+        local read, info = pcall(audio.info, f)
+        if read and info.channels > 1 then multi_channel = multi_channel + 1 end
         lines[#lines + 1] = line_of(detector.csv_row(r), k)
+    end
+    if multi_channel > 0 then
+        io.stderr:write(string.format("predict: %d of the %d files have several channels: channel %d (the "
+                                      .. "detector's audio.channel) is scored, the others are not\n", multi_channel,
+                                      #files, p.cfg.audio.channel or 1))
     end
     local text = table.concat(lines, "\n") .. "\n"
     if opts.out then sys.write_file(opts.out, text) else io.write(text) end

@@ -133,29 +133,42 @@ local function decode(path, a, max_seconds)
     return wave
 end
 
--- A long path keeps its end (the part that tells clips apart) so the title fits.
-local function short(file, max)
+--- A long path keeps its end (the part that tells clips apart), so a
+--- picture's title fits.
+function M.short_path(file, max)
     if #file <= max then return file end
     return "..." .. file:sub(-(max - 3))
 end
 
--- HTK mel, as the front end's filterbank (machrt.audio.MelSpectrogram's default).
-local function hz_to_mel(hz) return 2595 * math.log(1 + hz / 700, 10) end
+-- The mel scales of the front end's filterbank (audio.mel_scale): HTK's
+-- (machrt.audio.MelSpectrogram's default) and librosa's slaney, linear up
+-- to 1 kHz and logarithmic above.
+local function htk_mel(hz) return 2595 * math.log(1 + hz / 700, 10) end
+
+local SLANEY_STEP, SLANEY_LOG_HZ = 200 / 3, 1000
+local SLANEY_LOG_MEL, SLANEY_LOG_STEP = SLANEY_LOG_HZ / SLANEY_STEP, math.log(6.4) / 27
+
+local function slaney_mel(hz)
+    if hz < SLANEY_LOG_HZ then return hz / SLANEY_STEP end
+    return SLANEY_LOG_MEL + math.log(hz / SLANEY_LOG_HZ) / SLANEY_LOG_STEP
+end
 
 local HZ_TICKS = { 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000 }
 
 --- The frequency axis of a log-mel picture of audio section `a`: band b
 --- (1-based) is centred at mel(f_min) + b * step, step = (mel(f_max) -
---- mel(f_min)) / (n_mels + 1), as the filterbank lays them out. Returns
---- the axis extent in mel ({low, high}: the outer edges of the first and
---- last bands) and ticks {{mel, "Hz"}, ...} at round frequencies.
+--- mel(f_min)) / (n_mels + 1), as the filterbank lays them out, on the
+--- section's mel scale (a.mel_scale: "htk", the default, or "slaney").
+--- Returns the axis extent in mel ({low, high}: the outer edges of the
+--- first and last bands) and ticks {{mel, "Hz"}, ...} at round frequencies.
 function M.frequency_axis(a)
-    local lo, hi = hz_to_mel(a.minimum_frequency or 0), hz_to_mel(a.maximum_frequency or a.sample_rate / 2)
+    local mel = a.mel_scale == "slaney" and slaney_mel or htk_mel
+    local lo, hi = mel(a.minimum_frequency or 0), mel(a.maximum_frequency or a.sample_rate / 2)
     local n = a.mel_frequency_bins
     local step = (hi - lo) / (n + 1)
     local range, ticks = { lo + 0.5 * step, lo + (n + 0.5) * step }, {}
     for _, hz in ipairs(HZ_TICKS) do
-        local m = hz_to_mel(hz)
+        local m = mel(hz)
         if m >= range[1] and m <= range[2] then ticks[#ticks + 1] = { m, tostring(hz) } end
     end
     return range, ticks
@@ -163,19 +176,22 @@ end
 
 M.SPECTROGRAM_AXES = "frequency (Hz, mel-spaced) against time (s)"
 
--- One spectrogram picture; raises with the reason when the clip cannot be
--- drawn. Returns the wave it drew.
-local function draw_clip(png, w, classes, o, mel, a)
-    local max_seconds = o.cfg and o.cfg.prediction and o.cfg.prediction.max_inference_chunk_seconds
-    local wave = decode(clips.resolve(o.data_folder, w.file), a, max_seconds)
-    local db = audio.amplitude_to_db(mel:forward(wave))
+--- The log-mel picture of a clip as the model heard it, for every page
+--- that shows clips (these interpretations and the anomaly run's): decodes
+--- `path` with audio section `a` (channel, rate, resampler; at most
+--- opts.max_seconds) and draws its log-mel spectrogram into `png`, titled
+--- opts.title, frequency in Hz on the mel-spaced axis (M.frequency_axis).
+--- opts.mel: a MelSpectrogram of `a` made once for many pictures. Raises
+--- with the reason when the clip cannot be drawn; returns the wave drawn.
+function M.clip_picture(png, path, a, opts)
+    opts = opts or {}
+    local wave = decode(path, a, opts.max_seconds)
+    local db = audio.amplitude_to_db((opts.mel or pipeline.mel_spectrogram(a)):forward(wave))
     local top = db:max()
     if top ~= top then error("the spectrogram holds NaN (a damaged file?)", 0) end
     local yrange, yticks = M.frequency_axis(a)
     plot.heatmap(png, db, {
-        title = string.format("%s  (true %s, predicted %s, p_true %.3f)", short(w.file, 60), classes[w.true_index],
-                              classes[w.predicted], w.p_true),
-        xlabel = "time (s)", ylabel = "frequency (Hz)", clabel = "dB", colormap = "magma",
+        title = opts.title, xlabel = "time (s)", ylabel = "frequency (Hz)", clabel = "dB", colormap = "magma",
         origin = "lower", xrange = { 0, wave:size(1) / a.sample_rate }, yrange = yrange, yticks_at = yticks,
         -- 80 dB below the peak, as librosa's top_db: empty bands above Nyquist
         -- (-100 dB) would otherwise wash out the rest of the picture.
@@ -183,6 +199,15 @@ local function draw_clip(png, w, classes, o, mel, a)
         width = 960, height = 420,
     })
     return wave
+end
+
+-- One worst clip's picture; raises with the reason when the clip cannot be
+-- drawn. Returns the wave it drew.
+local function draw_clip(png, w, classes, o, mel, a)
+    return M.clip_picture(png, clips.resolve(o.data_folder, w.file), a, {
+        mel = mel, max_seconds = o.cfg and o.cfg.prediction and o.cfg.prediction.max_inference_chunk_seconds,
+        title = string.format("%s  (true %s, predicted %s, p_true %.3f)", M.short_path(w.file, 60),
+                              classes[w.true_index], classes[w.predicted], w.p_true) })
 end
 
 -- ---- the page ---------------------------------------------------------------------------

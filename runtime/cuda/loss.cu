@@ -1,8 +1,8 @@
 /* Losses on the device, with the semantics of runtime/nn/loss.c: BCE with
- * logits and cross entropy (class indices or probabilities), mean
- * reduction, sums in double in a fixed order. Arguments arrive checked by
- * the ops in runtime/nn/loss.c (class indices in range, at least one
- * element), dlogits allocated (see nn_common.h). */
+ * logits, cross entropy (class indices or probabilities) and cross entropy
+ * with an angular margin, mean reduction, sums in double in a fixed order.
+ * Arguments arrive checked by the ops in runtime/nn/loss.c (class indices
+ * in range, at least one element), dlogits allocated (see nn_common.h). */
 #include "nn_common.h"
 
 #include <math.h>
@@ -176,5 +176,90 @@ extern "C" mrt_status mrt_cu_cross_entropy_backward(const mrt_tensor *logits,
                cls.t.storage ? mrt_cu_i64(&cls.t) : (const int64_t *)NULL,
                prob.t.storage ? prob.f() : (const float *)NULL, 1.0 / (double)N, (double *)NULL,
                mrt_cu_f32(&tg.t));
+    return target_close(&tg, mrt_cu_launched(op));
+}
+
+/* Cross entropy with an angular margin on the true class (see
+ * mrt_margin_cross_entropy_forward in machrt/nn.h), one thread per row as
+ * k_cross_entropy, with the true class's logit out_scale * psi. */
+__global__ void k_margin_cross_entropy(int64_t N, int64_t C, const float *z, const int64_t *cls,
+                                       double scale, double margin, double out_scale, double invn,
+                                       double *row_loss, float *grad)
+{
+    GRID_STRIDE(i, N)
+    {
+        const float *zr = z + i * C;
+        const int64_t y = cls[i];
+        const double ratio = out_scale / scale, cm = cos(margin), sm = sin(margin);
+        double c = (double)zr[y] / scale;
+        c = c < -1.0 ? -1.0 : c > 1.0 ? 1.0 : c;
+        double psi, dpsi;
+        if (c > cos(M_PI - margin)) {
+            const double s = sqrt(fmax(0.0, 1.0 - c * c));
+            psi = c * cm - s * sm;
+            dpsi = s > 0.0 ? cm + sm * c / s : cm;
+        } else {
+            psi = c - margin * sin(margin);
+            dpsi = 1.0;
+        }
+        const double u = out_scale * psi, du = out_scale * dpsi / scale;
+        double m = u;
+        for (int64_t j = 0; j < C; j++)
+            if (j != y && (double)zr[j] * ratio > m) m = (double)zr[j] * ratio;
+        double lse = m;
+        if (isfinite(m)) {
+            double s = 0.0;
+            for (int64_t j = 0; j < C; j++) s += exp((j == y ? u : (double)zr[j] * ratio) - m);
+            lse = m + log(s);
+        }
+        if (row_loss) row_loss[i] = lse - u;
+        if (grad) {
+            for (int64_t j = 0; j < C; j++) {
+                const double p = exp((j == y ? u : (double)zr[j] * ratio) - lse);
+                grad[i * C + j] = (float)(j == y ? (p - 1.0) * invn * du : p * invn * ratio);
+            }
+        }
+    }
+}
+
+/* The kernel over checked operands: the row losses into `rows`, or the gradient into `grad`. */
+static void launch_margin(const dense &zd, const dense &cls, int64_t N, int64_t C,
+                          const mrt_margin_ce_params *p, double *rows, float *grad)
+{
+    MRT_LAUNCH(k_margin_cross_entropy, mrt_cu_blocks(N), MRT_CU_THREADS, mrt_cu_stream(), N, C,
+               zd.f(), mrt_cu_i64(&cls.t), p->scale, p->margin, p->out_scale, 1.0 / (double)N, rows,
+               grad);
+}
+
+extern "C" mrt_status mrt_cu_margin_cross_entropy_forward(const mrt_tensor *logits,
+                                                          const mrt_tensor *target,
+                                                          const mrt_margin_ce_params *p,
+                                                          double *loss)
+{
+    static const char op[] = "margin_cross_entropy_forward";
+    mrt_status st;
+    const int64_t N = logits->shape[0], C = logits->shape[1];
+    dense zd, cls;
+    scratch rows;
+    if ((st = zd.of(logits)) || (st = cls.of(target)) || (st = rows.get((size_t)N * sizeof(double))))
+        return st;
+    launch_margin(zd, cls, N, C, p, (double *)rows.p, (float *)NULL);
+    if ((st = mrt_cu_launched(op))) return st;
+    return mean_of(op, (const double *)rows.p, N, N, loss);
+}
+
+extern "C" mrt_status mrt_cu_margin_cross_entropy_backward(const mrt_tensor *logits,
+                                                           const mrt_tensor *target,
+                                                           const mrt_margin_ce_params *p,
+                                                           mrt_tensor *dlogits)
+{
+    static const char op[] = "margin_cross_entropy_backward";
+    mrt_status st;
+    dense zd, cls;
+    if ((st = zd.of(logits)) || (st = cls.of(target))) return st;
+    const mrt_tensor *ins[2] = {logits, target};
+    out_target tg;
+    if ((st = target_open(dlogits, ins, 2, 0, &tg))) return st;
+    launch_margin(zd, cls, logits->shape[0], logits->shape[1], p, (double *)NULL, mrt_cu_f32(&tg.t));
     return target_close(&tg, mrt_cu_launched(op));
 }

@@ -109,4 +109,6 @@ extern "C" void mrt_cu_register_nn_ops(mrt_backend *b)
     b->nn.bce_logits_backward = mrt_cu_bce_logits_backward;
     b->nn.cross_entropy_forward = mrt_cu_cross_entropy_forward;
     b->nn.cross_entropy_backward = mrt_cu_cross_entropy_backward;
+    b->nn.margin_cross_entropy_forward = mrt_cu_margin_cross_entropy_forward;
+    b->nn.margin_cross_entropy_backward = mrt_cu_margin_cross_entropy_backward;
 }

@@ -305,6 +305,35 @@ static int k_cross_entropy_backward(lua_State *L)
     return loss_backward(L, mrt_cross_entropy_backward);
 }
 
+/* margin_cross_entropy_forward(logits, target, scale, margin, out_scale) -> loss;
+ * margin_cross_entropy_backward(logits, target, scale, margin, out_scale [, out]) -> dlogits */
+static mrt_margin_ce_params margin_params(lua_State *L, int at)
+{
+    mrt_margin_ce_params p = {luaL_checknumber(L, at), luaL_checknumber(L, at + 1),
+                              luaL_checknumber(L, at + 2)};
+    return p;
+}
+
+static int k_margin_cross_entropy_forward(lua_State *L)
+{
+    mrt_tensor *z = mrt_lua_check_tensor(L, 1), *t = mrt_lua_check_tensor(L, 2);
+    mrt_margin_ce_params p = margin_params(L, 3);
+    double loss;
+    mrt_lua_check(L, mrt_margin_cross_entropy_forward(z, t, &p, &loss));
+    lua_pushnumber(L, loss);
+    return 1;
+}
+
+static int k_margin_cross_entropy_backward(lua_State *L)
+{
+    mrt_tensor *z = mrt_lua_check_tensor(L, 1), *t = mrt_lua_check_tensor(L, 2);
+    mrt_margin_ce_params p = margin_params(L, 3);
+    out_arg d = out_at(L, 6);
+    mrt_lua_check(L, mrt_margin_cross_entropy_backward(z, t, &p, d.t));
+    push_out(L, d);
+    return 1;
+}
+
 /* ---- Gaussian model and Mahalanobis distance ---------------------------------- */
 
 /* gaussian_fit(x, shrinkage) -> mean, covariance, precision, shrinkage used
@@ -359,6 +388,8 @@ static const luaL_Reg nn_funcs[] = {
     {"bce_logits_forward", k_bce_logits_forward}, {"bce_logits_backward", k_bce_logits_backward},
     {"cross_entropy_forward", k_cross_entropy_forward},
     {"cross_entropy_backward", k_cross_entropy_backward},
+    {"margin_cross_entropy_forward", k_margin_cross_entropy_forward},
+    {"margin_cross_entropy_backward", k_margin_cross_entropy_backward},
     {"gaussian_fit", k_gaussian_fit}, {"mahalanobis_forward", k_mahalanobis_forward},
     {"mahalanobis_backward", k_mahalanobis_backward},
     {NULL, NULL}};

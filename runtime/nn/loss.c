@@ -330,3 +330,137 @@ mrt_status mrt_cpu_cross_entropy_backward(const mrt_tensor *logits_in,
     }
     return MRT_OK;
 }
+
+/* ---- cross entropy with an angular margin (ArcFace, AdaCos) -------------- */
+
+static mrt_status check_margin_ce(const char *op, const mrt_tensor *logits,
+                                  const mrt_tensor *target, const mrt_margin_ce_params *p)
+{
+    if (!p) return mrt_fail(MRT_ERR_ARG, "%s: parameters are required", op);
+    if (!(p->scale > 0.0) || !isfinite(p->scale))
+        return mrt_fail(MRT_ERR_ARG, "%s: scale must be a positive finite number, got %g", op,
+                        p->scale);
+    if (!(p->out_scale > 0.0) || !isfinite(p->out_scale))
+        return mrt_fail(MRT_ERR_ARG, "%s: out_scale must be a positive finite number, got %g", op,
+                        p->out_scale);
+    if (!(p->margin >= 0.0 && p->margin < M_PI / 2))
+        return mrt_fail(MRT_ERR_ARG, "%s: margin must be in [0, pi/2), got %g", op, p->margin);
+    if (target && target->storage && target->dtype != MRT_I64)
+        return mrt_fail(MRT_ERR_DTYPE, "%s: target must be int64 class indices, got %s", op,
+                        mrt_dtype_name(target->dtype));
+    return check_ce(op, logits, target);
+}
+
+/* The true class's loss logit out_scale * psi and d(it)/d(its input logit). */
+static inline void margin_true_logit(double z, const mrt_margin_ce_params *p, double *u,
+                                     double *du)
+{
+    double c = z / p->scale;
+    c = c < -1.0 ? -1.0 : c > 1.0 ? 1.0 : c;
+    const double cm = cos(p->margin), sm = sin(p->margin);
+    double psi, dpsi;
+    if (c > cos(M_PI - p->margin)) {
+        const double s = sqrt(fmax(0.0, 1.0 - c * c));
+        psi = c * cm - s * sm;
+        dpsi = s > 0.0 ? cm + sm * c / s : cm;
+    } else {
+        psi = c - p->margin * sin(p->margin);
+        dpsi = 1.0;
+    }
+    *u = p->out_scale * psi;
+    *du = p->out_scale * dpsi / p->scale;
+}
+
+/* Row maximum and log-sum-exp of the loss logits: z_j * ratio, u at y. */
+static inline double margin_row_lse(const float *z, int64_t C, int64_t cs, int64_t y, double ratio,
+                                    double u)
+{
+    double m = u;
+    for (int64_t j = 0; j < C; j++)
+        if (j != y && (double)z[j * cs] * ratio > m) m = (double)z[j * cs] * ratio;
+    if (isinf(m)) return m;
+    double s = 0.0;
+    for (int64_t j = 0; j < C; j++) s += exp((j == y ? u : (double)z[j * cs] * ratio) - m);
+    return m + log(s);
+}
+
+mrt_status mrt_margin_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor *target,
+                                            const mrt_margin_ce_params *p, double *loss)
+{
+    static const char *op = "margin_cross_entropy_forward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, logits, target);
+    mrt_status st;
+    if ((st = check_margin_ce(op, logits, target, p))) return st;
+    if (!loss) return mrt_fail(MRT_ERR_ARG, "%s: loss pointer is required", op);
+    MRT_BACKEND_CALL(st, op, dev, nn, margin_cross_entropy_forward, (logits, target, p, loss));
+    return st;
+}
+
+mrt_status mrt_cpu_margin_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor *target,
+                                                const mrt_margin_ce_params *p, double *loss)
+{
+    static const char *op = "margin_cross_entropy_forward";
+    const int64_t N = logits->shape[0], C = logits->shape[1];
+    const int64_t rs = logits->stride[0], cs = logits->stride[1];
+    const double ratio = p->out_scale / p->scale;
+    double *row_loss = malloc((size_t)N * sizeof *row_loss);
+    if (!row_loss) return mrt_fail(MRT_ERR_NOMEM, "%s: out of memory", op);
+    const float *pz = mrt_f32(logits);
+#pragma omp parallel for schedule(static) if (N * C >= LOSS_BLOCK)
+    for (int64_t i = 0; i < N; i++) {
+        const float *z = pz + i * rs;
+        const int64_t y = mrt_i64(target)[i * target->stride[0]];
+        double u, du;
+        margin_true_logit((double)z[y * cs], p, &u, &du);
+        row_loss[i] = margin_row_lse(z, C, cs, y, ratio, u) - u;
+    }
+    double sum = 0.0;
+    for (int64_t i = 0; i < N; i++) sum += row_loss[i];
+    *loss = sum / (double)N;
+    free(row_loss);
+    return MRT_OK;
+}
+
+/* d/dz_j: (softmax_j - [j = y]) / N times d(loss logit j)/dz_j (ratio, or
+ * du at the true class). */
+mrt_status mrt_margin_cross_entropy_backward(const mrt_tensor *logits, const mrt_tensor *target,
+                                             const mrt_margin_ce_params *p, mrt_tensor *dlogits)
+{
+    static const char *op = "margin_cross_entropy_backward";
+    mrt_device dev;
+    MRT_OP_DEVICE(op, &dev, logits, target, dlogits);
+    mrt_status st;
+    mrt_nn_out slot;
+    if ((st = check_margin_ce(op, logits, target, p)) ||
+        (st = prepare_grad(op, dlogits, logits, dev, &slot)))
+        return st;
+    MRT_BACKEND_CALL(st, op, dev, nn, margin_cross_entropy_backward, (logits, target, p, dlogits));
+    return mrt_nn_out_discard(&slot, 1, st);
+}
+
+mrt_status mrt_cpu_margin_cross_entropy_backward(const mrt_tensor *logits_in,
+                                                 const mrt_tensor *target,
+                                                 const mrt_margin_ce_params *p,
+                                                 mrt_tensor *dlogits)
+{
+    const mrt_tensor z = *logits_in, g = *dlogits; /* dlogits may be logits */
+    const int64_t N = z.shape[0], C = z.shape[1];
+    const int64_t rs = z.stride[0], cs = z.stride[1];
+    const double ratio = p->out_scale / p->scale, invn = 1.0 / (double)N;
+#pragma omp parallel for schedule(static) if (N * C >= LOSS_BLOCK)
+    for (int64_t i = 0; i < N; i++) {
+        const float *zr = mrt_f32(&z) + i * rs;
+        float *gr = mrt_f32(&g) + i * g.stride[0];
+        const int64_t y = mrt_i64(target)[i * target->stride[0]];
+        double u, du;
+        margin_true_logit((double)zr[y * cs], p, &u, &du);
+        const double lse = margin_row_lse(zr, C, cs, y, ratio, u);
+        /* Every logit is read before its gradient is written. */
+        for (int64_t j = 0; j < C; j++) {
+            const double pj = exp((j == y ? u : (double)zr[j * cs] * ratio) - lse);
+            gr[j * g.stride[1]] = (float)(j == y ? (pj - 1.0) * invn * du : pj * invn * ratio);
+        }
+    }
+    return MRT_OK;
+}

@@ -57,5 +57,11 @@ mrt_status mrt_cpu_cross_entropy_forward(const mrt_tensor *logits, const mrt_ten
                                          double *loss);
 mrt_status mrt_cpu_cross_entropy_backward(const mrt_tensor *logits, const mrt_tensor *target,
                                           mrt_tensor *dlogits);
+mrt_status mrt_cpu_margin_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor *target,
+                                                const mrt_margin_ce_params *p, double *loss);
+mrt_status mrt_cpu_margin_cross_entropy_backward(const mrt_tensor *logits,
+                                                 const mrt_tensor *target,
+                                                 const mrt_margin_ce_params *p,
+                                                 mrt_tensor *dlogits);
 
 #endif

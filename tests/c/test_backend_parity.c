@@ -678,13 +678,32 @@ START_TEST(test_losses)
     TU_OK(mrt_cross_entropy_backward(&z, &t, &hp));
     TU_OK(mrt_cross_entropy_backward(&gz, &gt, &gp));
     assert_close(&gp, &hp, TOL_ULP, "ce probs grad");
+    /* Cross entropy with an angular margin (ArcFace's, both branches; AdaCos's
+     * rescaling) on cosine-head logits: scale * cosines in (-1, 1). */
+    mrt_tensor cz = RAND(602, -29, 29, 6, 4);
+    ((float *)cz.storage->data)[3 * 4 + (3 * 3) % 4] = -29.5f; /* row 4: past pi - m */
+    mrt_tensor gcz = dev(&cz);
+    const mrt_margin_ce_params margins[] = {{30, 0.5, 30}, {30, 0, 12.5}};
+    for (int c = 0; c < 2; c++) {
+        mrt_tensor hm = {0}, gm = {0};
+        TU_OK(mrt_margin_cross_entropy_forward(&cz, &cls, &margins[c], &hl));
+        TU_OK(mrt_margin_cross_entropy_forward(&gcz, &gcls, &margins[c], &gl));
+        ck_assert_msg(tu_close(gl, hl, 1e-12, 1e-12), "margin ce %d: %.15g vs %.15g", c, gl, hl);
+        TU_OK(mrt_margin_cross_entropy_backward(&cz, &cls, &margins[c], &hm));
+        TU_OK(mrt_margin_cross_entropy_backward(&gcz, &gcls, &margins[c], &gm));
+        assert_close(&gm, &hm, TOL_ULP, "margin ce grad");
+        mrt_tensor pair[] = {hm, gm};
+        release_all(pair, 2);
+    }
     /* A bad label is an error on both. */
     ((int64_t *)cls.storage->data)[2] = 9;
     mrt_tensor gbad = dev(&cls);
     TU_FAILS(MRT_ERR_INDEX, mrt_cross_entropy_forward(&z, &cls, &hl));
     TU_FAILS(MRT_ERR_INDEX, mrt_cross_entropy_forward(&gz, &gbad, &gl));
-    mrt_tensor all[] = {z, t, gz, gt, hg, gg, cls, gcls, hc, gc, hp, gp, gbad};
-    release_all(all, 13);
+    TU_FAILS(MRT_ERR_INDEX, mrt_margin_cross_entropy_forward(&cz, &cls, &margins[0], &hl));
+    TU_FAILS(MRT_ERR_INDEX, mrt_margin_cross_entropy_forward(&gcz, &gbad, &margins[0], &gl));
+    mrt_tensor all[] = {z, t, gz, gt, hg, gg, cls, gcls, hc, gc, hp, gp, gbad, cz, gcz};
+    release_all(all, 15);
 }
 END_TEST
 

@@ -106,4 +106,23 @@ local dev_db = audio.amplitude_to_db(mel(wave:to("cuda")))
 check(dev_db:device() == "cuda", "front end output on the device")
 check(max_rel_diff(dev_db, host_db) < 1e-5, "log-mel on the device: " .. max_rel_diff(dev_db, host_db))
 check(max_rel_diff(audio.amplitude_to_db(mel(wave:select(1, 1):to("cuda"))), host_db:select(1, 1)) < 1e-5, "log-mel of one clip")
+-- The cosine head's margin losses on the device (K.margin_cross_entropy_*)
+-- against the CPU's: loss, gradient, and AdaCos's adapted scale.
+local nn = require "machrt.nn"
+for _, name in ipairs{ "ArcFaceLoss", "AdaCosLoss" } do
+    mt.manual_seed(5)
+    local head = nn.CosineLinear(6, 4, { scale = 16 })
+    local dev_head = nn.CosineLinear(6, 4, { scale = 16 })
+    dev_head:load_state_dict(head:state_dict())
+    dev_head:to("cuda")
+    local emb, classes = mt.randn{ 5, 6 }, mt.tensor{ 1, 4, 2, 2, 3 }:long()
+    local loss, dev_loss = nn[name](head), nn[name](dev_head)
+    local z, dz = head:forward(emb), dev_head:forward(emb:to("cuda"))
+    local l, dl = loss:forward(z, classes), dev_loss:forward(dz, classes:to("cuda"))
+    check(math.abs(l - dl) < 1e-5 * (1 + math.abs(l)), ("%s loss: cpu %g cuda %g"):format(name, l, dl))
+    local g, dg = loss:backward(z, classes), dev_loss:backward(dz, classes:to("cuda"))
+    check(dg:device() == "cuda", name .. " gradient on the device")
+    check(max_rel_diff(dg, g) < 1e-4, name .. " gradient: " .. max_rel_diff(dg, g))
+    check(math.abs(head:get_scale() - dev_head:get_scale()) < 1e-4, name .. " scale")
+end
 print("lua on device: ok")

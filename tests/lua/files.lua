@@ -90,6 +90,13 @@ function F.run(cmd)
     return code, out
 end
 
+--- The non-empty lines of a text (a command's output).
+function F.lines(text)
+    local l = {}
+    for line in text:gmatch("[^\n]+") do l[#l + 1] = line end
+    return l
+end
+
 --- The cells of a simple CSV file (no quoted fields), one list per
 --- non-empty line: a reader independent of machrt's own CSV code.
 function F.csv_rows(path)

@@ -235,6 +235,21 @@ test("a validation set without abnormal clips has no AUC, and says so", function
     A.truthy(not read(fold_dir(out) .. "/metrics.json"):find("0.5,", 1, true), "no AUC of 0.5 stands in")
 end)
 
+test("validation clips that are training clips too are said to be scored in-sample", function()
+    local data, out = tiny_corpus(), tmpdir()
+    local code, text = run(common_args(data, out) .. " --dataset.validation_dataframe=" .. data .. "/dataset.csv"
+                           .. " --anomaly.method=autoencoder --autoencoder.epochs=1")
+    A.eq(code, 0, "output:\n" .. text)
+    local normal = 0
+    for _, r in ipairs(F.csv_rows(data .. "/dataset.csv")) do if r[5] == "normal" then normal = normal + 1 end end
+    A.truthy(text:find(string.format("validation: %d of the 48 clips are training clips too: their scores are "
+                                     .. "in-sample", normal), 1, true), text)
+    A.eq(sys.json_decode(read(fold_dir(out) .. "/metrics.json")).in_sample_validation_clips, normal)
+    code, text = run(common_args(data, tmpdir()) .. " --anomaly.method=autoencoder --autoencoder.epochs=1")
+    A.eq(code, 0, "output:\n" .. text)
+    A.eq(text:find("in-sample (the detector", 1, true), nil, "a split fold has no training clip in it")
+end)
+
 test("CSVs without model_id or condition: one machine per type; scored but not evaluated", function()
     local data, out = tiny_corpus(), tmpdir()
     local no_id = csv_variant(data, function() return true end, { model_id = true })
@@ -282,11 +297,7 @@ local function trained_run()
     return trained
 end
 
-local function lines_of(text)
-    local l = {}
-    for line in text:gmatch("[^\n]+") do l[#l + 1] = line end
-    return l
-end
+local lines_of = F.lines
 
 test("predict.lua --run and the scorer's score.lua give the validation scores and decisions", function()
     local dir, data = trained_run(), tiny_corpus()

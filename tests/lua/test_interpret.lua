@@ -235,6 +235,48 @@ test("spectrogram axes: frequency in Hz on the mel-spaced axis, time in seconds"
     A.raises(function() plot.heatmap(png, mt.rand{ 4, 4 }, { yticks_at = ticks }) end, "yticks_at needs yrange")
 end)
 
+test("spectrogram axes follow the filterbank's mel scale: htk and slaney (the anomaly run's)", function()
+    local pipeline = require "machrt.pipeline"
+    for _, scale in ipairs{ "htk", "slaney" } do
+        local a = { sample_rate = 16000, stft_window_size = 1024, hop_size = 512, mel_frequency_bins = 128,
+                    minimum_frequency = 0, maximum_frequency = 8000, mel_scale = scale, mel_norm = "slaney" }
+        -- Each band's centre frequency from the filterbank itself (checked against
+        -- torchaudio in test_audio_spectral): its peak bin.
+        local fb = pipeline.mel_spectrogram(a):filterbank()
+        local bin_hz = a.sample_rate / a.stft_window_size
+        local function centre_hz(b)
+            local column = fb:select(2, b):contiguous():totable()
+            local best = 1
+            for k, w in ipairs(column) do if w > column[best] then best = k end end
+            return (best - 1) * bin_hz
+        end
+        local range, ticks = interpret.frequency_axis(a)
+        local step = (range[2] - range[1]) / a.mel_frequency_bins
+        A.truthy(#ticks >= 5, scale .. ": ticks")
+        for _, t in ipairs(ticks) do
+            local hz, band = tonumber(t[2]), (t[1] - range[1]) / step + 0.5
+            local below, above = math.max(1, math.floor(band)), math.min(a.mel_frequency_bins, math.ceil(band))
+            A.truthy(centre_hz(below) <= hz + bin_hz and centre_hz(above) >= hz - bin_hz,
+                     string.format("%s: the %d Hz tick at band %.2f lies between bands centred at %g and %g Hz",
+                                   scale, hz, band, centre_hz(below), centre_hz(above)))
+        end
+        if scale == "slaney" then
+            -- librosa.hz_to_mel (slaney): 100 Hz -> 1.5, 1000 Hz -> 15 (its documented break point).
+            A.near(ticks[1][1], 1.5, 1e-9, "100 Hz")
+            for _, t in ipairs(ticks) do if t[2] == "1000" then A.near(t[1], 15, 1e-9, "1000 Hz") end end
+        end
+    end
+end)
+
+test("clip_picture, shared with the anomaly pages: a missing file is the reason", function()
+    local a = { sample_rate = 16000, stft_window_size = 1024, hop_size = 512, mel_frequency_bins = 32,
+                minimum_frequency = 0, maximum_frequency = 8000, channel = 1 }
+    local dir = tmpdir()
+    A.raises(function() interpret.clip_picture(dir .. "/x.png", dir .. "/gone.wav", a, { title = "t" }) end,
+             "file not found: " .. dir .. "/gone.wav")
+    A.eq(exists(dir .. "/x.png"), false, "no picture")
+end)
+
 test("a clip that cannot be read gives a row with the reason, not a crash", function()
     local run, o = fixture{ number_of_audios = 3 }
     os.remove(o.data_folder .. "/slider/id_02/normal/00000000.wav") -- the worst clip

@@ -8,6 +8,7 @@
 --   --   machines), index (machine number), machine, type, model_id,
 --   --   condition ("normal" / "abnormal" / nil), abnormal (booleans)
 --   -- split.can_evaluate: the validation clips carry a condition
+--   -- split.in_sample: the validation rows whose file is a training clip too
 local data = require "machrt.data"
 local folds = require "machrt.data.folds"
 local log = require "machrt.log"
@@ -180,6 +181,55 @@ local function stratified_folds(df, ds, seed)
     return ids, k
 end
 
+-- What the clips hold, said once per run before any work: the channel the
+-- model hears when they have several (the others are not used), and their
+-- lengths when they differ (Fix chunks pad or cut them). A file whose header
+-- cannot be read is left to the loader, which fails or skips it as
+-- dataset.on_error says.
+local function describe_audio(cfg, split)
+    local audio = require "machrt.audio"
+    local clips = require "machrt.data.clips"
+    local seen, channels, shortest, longest = {}, {}, math.huge, 0
+    for _, items in ipairs{ split.train, split.val } do
+        for _, file in ipairs(items.files) do
+            local path = clips.resolve(cfg.dataset.data_folder, file)
+            if not seen[path] then
+                seen[path] = true
+                local ok, info = pcall(audio.info, path)
+                if ok then
+                    channels[info.channels] = (channels[info.channels] or 0) + 1
+                    shortest, longest = math.min(shortest, info.seconds), math.max(longest, info.seconds)
+                end
+            end
+        end
+    end
+    local multi = {}
+    for n, count in pairs(channels) do
+        if n > 1 then multi[#multi + 1] = string.format("%d clips with %d channels", count, n) end
+    end
+    table.sort(multi)
+    if #multi > 0 then
+        log.once("anomaly channels", "audio: %s: channel %d is used (audio.channel), the other channels are not",
+                 table.concat(multi, ", "), cfg.audio.channel)
+    end
+    if longest > 0 and longest - shortest > 1e-3 then
+        log.once("anomaly lengths", "audio: clips last %.2f to %.2f s (whole clips are scored in Fix chunks "
+                 .. "of prediction.inference_chunk_seconds = %g s)", shortest, longest,
+                 cfg.prediction.inference_chunk_seconds)
+    end
+end
+
+-- The validation clips that are training clips too (the same file), by
+-- row: their scores are in-sample, which the log and metrics.json say.
+local function in_sample(train, val)
+    local trained, out = {}, {}
+    for _, f in ipairs(train.files) do trained[f] = true end
+    for i, f in ipairs(val.files) do
+        if trained[f] then out[#out + 1] = i end
+    end
+    return out
+end
+
 --- Reads the dataframe(s) and splits them (see the header).
 function M.prepare(cfg, fold)
     local ds = cfg.dataset
@@ -232,8 +282,16 @@ function M.prepare(cfg, fold)
         log.info("validation data: no '%s' column: clips are scored, but AUC and pAUC cannot be computed",
                  ds.condition_column)
     end
-    return { machines = machines, types = types, counts = counts, train = train, val = val,
-             can_evaluate = can_evaluate, classes = machines }
+    local overlap = in_sample(train, val)
+    if #overlap > 0 then
+        log.info("validation: %d of the %d clips are training clips too: their scores are in-sample (the "
+                 .. "detector learnt from them), so an AUC over them overstates what it does on new clips",
+                 #overlap, #val.files)
+    end
+    local split = { machines = machines, types = types, counts = counts, train = train, val = val,
+                    can_evaluate = can_evaluate, classes = machines, in_sample = overlap }
+    describe_audio(cfg, split)
+    return split
 end
 
 return M

@@ -184,9 +184,10 @@ function M.write_scores(dir, split, scores, decisions)
 end
 
 --- metrics.json: the evaluation of the chosen score, the alternatives'
---- evaluations and, per machine, which score gave the highest AUC ("a, b"
---- when tied).
-function M.write_metrics(dir, cfg, evaluations, chosen, thresholds)
+--- evaluations, per machine, which score gave the highest AUC ("a, b"
+--- when tied), and how many validation clips are training clips too
+--- (split.in_sample).
+function M.write_metrics(dir, cfg, evaluations, chosen, thresholds, split)
     local best = {}
     local main = evaluations[chosen]
     if main then
@@ -198,6 +199,7 @@ function M.write_metrics(dir, cfg, evaluations, chosen, thresholds)
             .. "(pauc_mcclish: McClish's standardised area, as scikit-learn's roc_auc_score(max_fpr))",
         max_fpr = cfg.anomaly.max_fpr, target_false_positive_rate = cfg.anomaly.target_false_positive_rate,
         evaluation = main, alternatives = evaluations, best_score_per_machine = best, thresholds = thresholds,
+        in_sample_validation_clips = split and #split.in_sample or nil,
     }, { indent = true }) .. "\n")
 end
 

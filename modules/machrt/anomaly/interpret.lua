@@ -4,9 +4,8 @@
 -- the most anomalous normal clips and the least anomalous abnormal ones
 -- (the mistakes a threshold is most likely to make).
 local sys = require "machrt.sys"
-local audio = require "machrt.audio"
 local clips = require "machrt.data.clips"
-local pipeline = require "machrt.pipeline"
+local interpret = require "machrt.interpret"
 local metrics = require "machrt.metrics"
 local plot = require "machrt.plot"
 local report = require "machrt.report"
@@ -58,20 +57,6 @@ local function histogram_panel(m, idx, items, scores, threshold)
                         { name = "threshold", x = { threshold, threshold }, y = { 0, top } } } }
 end
 
--- The log-mel picture of a clip, as the detector heard it.
-local function draw_clip(png, file, title, cfg)
-    local a = cfg.audio
-    local wave = pipeline.decode(clips.resolve(cfg.dataset.data_folder, file), { sample_rate = a.sample_rate,
-                                 channel = a.channel, resampler = a.resampler,
-                                 duration = cfg.prediction.max_inference_chunk_seconds })
-    local db = audio.amplitude_to_db(pipeline.mel_spectrogram(a):forward(wave))
-    local top = db:max()
-    plot.heatmap(png, db, { title = title, xlabel = "time (s)", ylabel = "mel band", clabel = "dB",
-                            colormap = "magma", origin = "lower", xrange = { 0, wave:size(1) / a.sample_rate },
-                            yrange = { 0, db:size(1) }, vmin = math.max(db:min(), top - 80), vmax = top,
-                            width = 960, height = 360 })
-end
-
 --- Writes the pictures and index.html; o = {split, scores, decisions,
 --- thresholds, evaluation (nil without conditions), cfg, number_of_audios}.
 --- Returns the path of index.html.
@@ -111,9 +96,15 @@ function M.write(dir, o)
             local png = string.format("%s_%d.png", prefix, k)
             local title = string.format("%s: %s (%s), score %.4g, threshold %.4g", label, items.files[i],
                                         items.machine[i], scores[i], o.thresholds[items.machine[i]])
-            local ok, err = pcall(draw_clip, out .. "/" .. png, items.files[i], title, cfg)
+            local picture = {
+                title = string.format("%s (%s): score %.4g, threshold %.4g", interpret.short_path(items.files[i], 50),
+                                      items.machine[i], scores[i], o.thresholds[items.machine[i]]),
+                max_seconds = cfg.prediction.max_inference_chunk_seconds }
+            local ok, err = pcall(interpret.clip_picture, out .. "/" .. png,
+                                  clips.resolve(cfg.dataset.data_folder, items.files[i]), cfg.audio, picture)
             if ok then
-                images[#images + 1] = { title = title, file = M.FOLDER .. "/" .. png }
+                images[#images + 1] = { title = title .. "; log-mel spectrogram, " .. interpret.SPECTROGRAM_AXES,
+                                        file = M.FOLDER .. "/" .. png }
             else
                 rows[#rows + 1] = { items.files[i], "no picture: " .. tostring(err) }
             end

@@ -101,26 +101,11 @@ local function true_classes(name, logits, target)
     return classes
 end
 
--- Cross entropy on a table of logits rows (n x C) against 1-based classes:
--- the mean loss and the gradient rows (softmax - one_hot) / n.
-local function cross_entropy(rows, classes)
-    local n = #rows
-    local loss, grad = 0, {}
-    for i = 1, n do
-        local r = rows[i]
-        local top = -math.huge
-        for c = 1, #r do top = math.max(top, r[c]) end
-        local z = 0
-        for c = 1, #r do z = z + math.exp(r[c] - top) end
-        local lz = top + math.log(z)
-        loss = loss + lz - r[classes[i]]
-        local g = {}
-        for c = 1, #r do g[c] = (math.exp(r[c] - lz) - (c == classes[i] and 1 or 0)) / n end
-        grad[i] = g
-    end
-    return loss / n, grad
-end
-
+-- The losses run in the C core (K.margin_cross_entropy_*: the cross entropy
+-- of the logits with the true class's cosine moved by the margin and every
+-- logit at the loss's scale, forward and backward); each loss here says
+-- which scales and margin: loss_scales(logits, classes) -> the scale the
+-- logits carry, the margin, the scale of the loss's logits.
 local function criterion(name)
     local c = {}
     c.__index = c
@@ -136,17 +121,24 @@ local function criterion(name)
     --- forward(logits, target) -> mean loss; backward(logits, target) -> dlogits.
     function c:forward(logits, target)
         local classes = true_classes(name, logits, target)
-        local rows, factor = self:margin_logits(logits:to("cpu"):totable(), classes)
-        self.loss, self.grad_rows = cross_entropy(rows, classes)
-        for i, g in ipairs(self.grad_rows) do
-            for k = 1, #g do g[k] = g[k] * factor[i][k] end
-        end
-        return self.loss
+        local index = {}
+        for i, k in ipairs(classes) do index[i] = k - 1 end -- the kernel counts from 0
+        local t = mt.tensor(index):long()
+        self.target = logits:device() == "cpu" and t or t:to(logits:device())
+        self.scales = { self:loss_scales(logits, classes) }
+        local ok, v = pcall(K.margin_cross_entropy_forward, logits, self.target, table.unpack(self.scales))
+        if not ok then error(name .. ": " .. tostring(v), 2) end
+        self.loss = v
+        return v
     end
+    -- The gradient of the last forward's loss (at its scales; AdaCos moves
+    -- the head's scale in forward).
     function c:backward(logits, target)
-        if not self.grad_rows then error(name .. ": backward before forward", 2) end
-        local g = mt.tensor(self.grad_rows)
-        return logits:device() == "cpu" and g or g:to(logits:device())
+        if not self.scales then error(name .. ": backward before forward", 2) end
+        local s = self.scales
+        local ok, g = pcall(K.margin_cross_entropy_backward, logits, self.target, s[1], s[2], s[3])
+        if not ok then error(name .. ": " .. tostring(g), 2) end
+        return g
     end
     return c
 end
@@ -161,58 +153,32 @@ function ArcFaceLoss:__init(opts)
     self.margin = m
 end
 
--- The logits with the true class's cosine replaced by cos(theta + m), and
--- per entry the factor d(new logit)/d(old logit) for the backward pass.
-function ArcFaceLoss:margin_logits(rows, classes)
-    local s, m = self.head:get_scale(), self.margin
-    local cos_m, sin_m = math.cos(m), math.sin(m)
-    local th, mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
-    local factor = {}
-    for i, r in ipairs(rows) do
-        local f = {}
-        for k = 1, #r do f[k] = 1 end
-        local y = classes[i]
-        local cos = math.max(-1, math.min(1, r[y] / s))
-        local sin = math.sqrt(math.max(0, 1 - cos * cos))
-        if cos > th then
-            r[y] = s * (cos * cos_m - sin * sin_m)
-            f[y] = sin > 0 and cos_m + sin_m * cos / sin or cos_m
-        else
-            r[y] = s * (cos - mm)
-        end
-        factor[i] = f
-    end
-    return rows, factor
+function ArcFaceLoss:loss_scales()
+    local s = self.head:get_scale()
+    return s, self.margin, s
 end
 
 local AdaCosLoss = criterion("AdaCosLoss")
 
 function AdaCosLoss:__init() end
 
-function AdaCosLoss:margin_logits(rows, classes)
+-- No margin; in training the scale adapts to the batch (see the header) and
+-- the loss's logits are at the new scale.
+function AdaCosLoss:loss_scales(logits, classes)
     local s = self.head:get_scale()
-    local new_s = s
-    if self.head.train then
-        local b_sum, thetas = 0, {}
-        for i, r in ipairs(rows) do
-            for k = 1, #r do
-                if k ~= classes[i] then b_sum = b_sum + math.exp(r[k]) end
-            end
-            thetas[i] = math.acos(math.max(-1 + 1e-7, math.min(1 - 1e-7, r[classes[i]] / s)))
+    if not self.head.train then return s, 0, s end
+    local b_sum, thetas = 0, {}
+    for i, r in ipairs(logits:to("cpu"):totable()) do
+        for k = 1, #r do
+            if k ~= classes[i] then b_sum = b_sum + math.exp(r[k]) end
         end
-        table.sort(thetas)
-        local median = thetas[(#thetas + 1) // 2]
-        new_s = math.log(b_sum / #rows) / math.cos(math.min(math.pi / 4, median))
-        self.head:set_scale(new_s)
+        thetas[i] = math.acos(math.max(-1 + 1e-7, math.min(1 - 1e-7, r[classes[i]] / s)))
     end
-    local ratio = new_s / s
-    local factor = {}
-    for i, r in ipairs(rows) do
-        local f = {}
-        for k = 1, #r do r[k], f[k] = r[k] * ratio, ratio end
-        factor[i] = f
-    end
-    return rows, factor
+    table.sort(thetas)
+    local median = thetas[(#thetas + 1) // 2]
+    local new_s = math.log(b_sum / #thetas) / math.cos(math.min(math.pi / 4, median))
+    self.head:set_scale(new_s)
+    return s, 0, new_s
 end
 
 return { CosineLinear = CosineLinear, ArcFaceLoss = ArcFaceLoss, AdaCosLoss = AdaCosLoss }

@@ -110,6 +110,12 @@ typedef struct mrt_backend_nn {
                                         double *loss);
     mrt_status (*cross_entropy_backward)(const mrt_tensor *logits, const mrt_tensor *target,
                                          mrt_tensor *dlogits);
+    mrt_status (*margin_cross_entropy_forward)(const mrt_tensor *logits, const mrt_tensor *target,
+                                               const mrt_margin_ce_params *p, double *loss);
+    mrt_status (*margin_cross_entropy_backward)(const mrt_tensor *logits,
+                                                const mrt_tensor *target,
+                                                const mrt_margin_ce_params *p,
+                                                mrt_tensor *dlogits);
 } mrt_backend_nn;
 
 typedef struct mrt_backend_optim {

@@ -129,6 +129,24 @@ mrt_status mrt_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor 
                                      double *loss);
 mrt_status mrt_cross_entropy_backward(const mrt_tensor *logits, const mrt_tensor *target,
                                       mrt_tensor *dlogits);
+/* Cross entropy with an additive angular margin on the true class, for
+ * cosine heads (ArcFace, AdaCos): logits N,C hold scale * cos(theta_j), the
+ * head's output; target int64 N (0-based class index). The loss is the
+ * mean cross entropy of the logits out_scale * cos(theta_j) for the other
+ * classes and out_scale * psi for the true class y, with c = cos(theta_y)
+ * clamped to [-1, 1]: psi = cos(theta_y + margin) while c > cos(pi -
+ * margin), else c - margin * sin(margin) (insightface's ArcFace). margin 0
+ * with out_scale != scale is AdaCos's cross entropy at its adapted scale.
+ * Backward gives dloss/dlogits (the clamp's derivative taken as 1). */
+typedef struct mrt_margin_ce_params {
+    double scale;     /* the scale the logits carry (> 0) */
+    double margin;    /* the angular margin, in [0, pi/2) */
+    double out_scale; /* the scale of the loss's logits (> 0) */
+} mrt_margin_ce_params;
+mrt_status mrt_margin_cross_entropy_forward(const mrt_tensor *logits, const mrt_tensor *target,
+                                            const mrt_margin_ce_params *p, double *loss);
+mrt_status mrt_margin_cross_entropy_backward(const mrt_tensor *logits, const mrt_tensor *target,
+                                             const mrt_margin_ce_params *p, mrt_tensor *dlogits);
 
 /* ---- Gaussian model and Mahalanobis distance (CPU only) --------------------
  * fit: mean (D), covariance (D,D) = (1-a) S + a trace(S)/D I with S the
