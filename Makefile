@@ -190,8 +190,9 @@ test-c: $(CTEST_BIN)
 test-lua: all deps-dist
 	@./machrt tests/lua/run.lua
 
+# Check's per-test timeouts x4: ASan and UBSan run the C core several times slower.
 sanitize:
-	@LSAN_OPTIONS="suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0" \
+	@CK_TIMEOUT_MULTIPLIER=4 LSAN_OPTIONS="suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0" \
 	  $(MAKE) --no-print-directory BUILD=build-sanitize OPT="-O1 -g" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test-c

@@ -521,6 +521,7 @@ int main(void)
     suite_add_tcase(s, ref);
 
     TCase *torch = tcase_create("pytorch");
+    tcase_set_timeout(torch, 60); /* as above: the fixture cases are as large */
     tcase_add_unchecked_fixture(torch, load_fixtures, free_fixtures);
     tcase_add_loop_test(torch, test_matches_pytorch, 0, N_FIXTURE_CASES);
     tcase_add_test(torch, test_sum_squares_matches_clip_norm);
