@@ -55,7 +55,7 @@ function M.chunk_features(model, x, which)
     which = which or "network" -- runs made before anomaly.features embedded the network output alone
     local logits = model:forward(x):to("cpu")
     local parts = {}
-    if which ~= "spectrum" then parts[#parts + 1] = model.children.flatten.output:to("cpu") end
+    if which == "network" or which == "both" then parts[#parts + 1] = model.children.flatten.output:to("cpu") end
     if which ~= "network" then
         local N, F, T = x:size(1), x:size(3), x:size(4)
         local s = x:reshape{ N, F, T }:to("cpu")
