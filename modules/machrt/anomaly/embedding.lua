@@ -175,6 +175,21 @@ end
 --- machine's held-out normal scores.
 M.ENSEMBLE = { "mahalanobis", "frames", "deltas" }
 
+-- The ensemble of n clips from their scores (lists by name), each
+-- standardised by norm[name] = {mean, sd}; nil when a part is missing.
+local function ensemble(norm, scores, n)
+    for _, name in ipairs(M.ENSEMBLE) do
+        if not scores[name] then return nil end
+    end
+    local out = {}
+    for j = 1, n do
+        local sum = 0
+        for _, name in ipairs(M.ENSEMBLE) do sum = sum + (scores[name][j] - norm[name].mean) / norm[name].sd end
+        out[j] = sum / #M.ENSEMBLE
+    end
+    return out
+end
+
 -- The statistics of one machine: its normal clips' embeddings x and, when
 -- given, their frame rows fr = {frames = list, deltas = list}.
 local function machine_stats(cfg, x, fr)
@@ -198,24 +213,12 @@ function M.score_machine(s, x, fr)
             for j, rows in ipairs(fr[kind]) do out[kind][j] = frames.score(s[kind], rows) end
         end
     end
-    if s.norm then
-        local e = {}
-        for j = 1, x:size(1) do
-            local sum = 0
-            for _, name in ipairs(M.ENSEMBLE) do
-                if not out[name] then e = nil; break end
-                local z = s.norm[name]
-                sum = sum + (out[name][j] - z.mean) / z.sd
-            end
-            if not e then break end
-            e[j] = sum / #M.ENSEMBLE
-        end
-        out.ensemble = e
-    end
+    if s.norm then out.ensemble = ensemble(s.norm, out, x:size(1)) end
     return out
 end
 
--- The frame rows of clips idx of an embedding table e, or nil without them.
+-- The frame rows of clips idx of an embedding table e (or of frame rows
+-- {frames, deltas}), or nil without them.
 local function frame_rows(e, idx)
     if not e.frames then return nil end
     local fr = {}
@@ -244,17 +247,8 @@ local function held_out_scores(cfg, m, x, fr, s)
         for j = 1, n do
             if (j - 1) % folds == f then held[#held + 1] = j else rest[#rest + 1] = j end
         end
-        local sub = function(t, idx)
-            if not t then return nil end
-            local r = {}
-            for _, kind in ipairs(frames.KINDS) do
-                r[kind] = {}
-                for a, j in ipairs(idx) do r[kind][a] = t[kind][j] end
-            end
-            return r
-        end
-        local got = M.score_machine(machine_stats(cfg, M.take(x, rest), sub(fr, rest)), M.take(x, held),
-                                    sub(fr, held))
+        local got = M.score_machine(machine_stats(cfg, M.take(x, rest), fr and frame_rows(fr, rest)),
+                                    M.take(x, held), fr and frame_rows(fr, held))
         for name, list in pairs(got) do
             out[name] = out[name] or {}
             for a, j in ipairs(held) do out[name][j] = list[a] end
@@ -295,20 +289,11 @@ function M.fit(cfg, split, e)
             end
             log.info("machine %s has a single normal training clip: no Mahalanobis score for it", m)
         end
-        s.held_out = held_out_scores(cfg, m, x, fr, s)
-        local complete = true
-        for _, name in ipairs(M.ENSEMBLE) do complete = complete and s.held_out[name] ~= nil end
-        if complete then
-            s.norm = {}
-            for _, name in ipairs(M.ENSEMBLE) do s.norm[name] = standardisation(s.held_out[name]) end
-            local h = s.held_out
-            h.ensemble = {}
-            for j = 1, x:size(1) do
-                local sum = 0
-                for _, name in ipairs(M.ENSEMBLE) do sum = sum + (h[name][j] - s.norm[name].mean) / s.norm[name].sd end
-                h.ensemble[j] = sum / #M.ENSEMBLE
-            end
-        end
+        local h = held_out_scores(cfg, m, x, fr, s)
+        local norm = {}
+        for _, name in ipairs(M.ENSEMBLE) do norm[name] = h[name] and standardisation(h[name]) end
+        h.ensemble = ensemble(norm, h, x:size(1))
+        s.held_out, s.norm = h, h.ensemble and norm or nil
         stats[m] = s
     end
     return stats
