@@ -12,11 +12,14 @@
 -- The CSV has audio, label (machine type), model_id and condition (normal /
 -- abnormal). Two detectors (anomaly.method):
 --   embedding    (default) a ResNet learns which machine it hears from normal
---                clips (angular-margin head: anomaly.head); a clip's score is
---                the Mahalanobis distance of its embedding (anomaly.features:
---                each log-mel bin's mean and spread, the pooled network
---                output, or both) to its machine's normal embeddings
---                (anomaly.score: or cosine, or nll)
+--                clips (angular-margin head: anomaly.head); a clip's score
+--                (anomaly.score) averages, each standardised by the machine's
+--                normal scores, the Mahalanobis distance of its embedding
+--                (anomaly.features: each log-mel bin's mean, spread and
+--                kurtosis, the pooled network output, ...) to its machine's
+--                normal embeddings and the mean distances of its log-mel
+--                frames and of their differences to the machine's normal
+--                frames; or any one of them, or cosine, or nll
 --   autoencoder  the DCASE 2020 baseline: one dense autoencoder per machine
 --                type on 5-frame log-mel vectors; score = reconstruction error
 -- A threshold per machine comes from its normal training clips at
@@ -32,8 +35,8 @@ local anomaly = require "machrt.anomaly"
 local defaults = {
     anomaly = {
         method = "embedding",                       -- embedding | autoencoder
-        score = "mahalanobis",                      -- embedding: mahalanobis | cosine | nll
-        features = "spectrum",                      -- embedding: spectrum | network | both (see README)
+        score = "ensemble",                         -- embedding: ensemble | mahalanobis | frames | deltas | cosine | nll
+        features = "moments",                       -- embedding: moments | spectrum | network | both (see README)
         head = "arcface",                           -- embedding: arcface | adacos | softmax
         margin = 0.5, scale = 30,                   -- arcface's angular margin and scale
         shrinkage = "ledoit-wolf",                  -- covariance shrinkage: ledoit-wolf or a number in [0, 1]

@@ -18,6 +18,7 @@ local train = require "machrt.train"
 local run_folder = require "machrt.run_folder"
 local ae = require "machrt.anomaly.autoencoder"
 local emb = require "machrt.anomaly.embedding"
+local frames = require "machrt.anomaly.frames"
 
 local M = {}
 
@@ -44,14 +45,32 @@ local function info_of(det)
              thresholds = det.thresholds }
 end
 
+-- The saved parts of one Gaussian (clip embeddings, or a kind of frame rows).
+local function put_stats(t, prefix, s)
+    t[prefix .. ".mean"] = s.mean
+    if s.scale then t[prefix .. ".scale"] = s.scale end
+    if s.precision then t[prefix .. ".precision"] = s.precision end
+end
+
 local function stats_tensors(det)
     local t = {}
     for m, s in pairs(det.stats or {}) do
-        t[m .. ".mean"] = s.mean
-        if s.scale then t[m .. ".scale"] = s.scale end
-        if s.precision then t[m .. ".precision"] = s.precision end
+        put_stats(t, m, s)
+        for _, kind in ipairs(frames.KINDS) do
+            if s[kind] then put_stats(t, m .. "." .. kind, s[kind]) end
+        end
+        for name, z in pairs(s.norm or {}) do t[m .. ".norm." .. name] = mt.tensor{ z.mean, z.sd } end
     end
     return t
+end
+
+-- The statistics saved under prefix (nil when absent), with their Gaussian.
+local function get_stats(stats, prefix)
+    local mean = stats[prefix .. ".mean"]
+    if not mean then return nil end
+    local s = { mean = mean, scale = stats[prefix .. ".scale"], precision = stats[prefix .. ".precision"] }
+    if s.precision then s.gaussian = nn.Mahalanobis(mean, s.precision) end
+    return s
 end
 
 --- detector.json (method, score, machines, thresholds) and, for the
@@ -78,9 +97,15 @@ local function assemble(cfg, info, weights_of, stats, device, source)
         det.model = load(model, weights_of("model"), source)
         det.stats = {}
         for _, m in ipairs(info.machines) do
-            local mean = stats[m .. ".mean"] or fail("%s: no normal statistics for machine %s", source, m)
-            local s = { mean = mean, scale = stats[m .. ".scale"], precision = stats[m .. ".precision"] }
-            if s.precision then s.gaussian = nn.Mahalanobis(mean, s.precision) end
+            local s = get_stats(stats, m) or fail("%s: no normal statistics for machine %s", source, m)
+            for _, kind in ipairs(frames.KINDS) do s[kind] = get_stats(stats, m .. "." .. kind) end
+            for _, name in ipairs(emb.ENSEMBLE) do
+                local z = stats[m .. ".norm." .. name]
+                if z then
+                    s.norm = s.norm or {}
+                    s.norm[name] = { mean = z:get(1), sd = z:get(2) }
+                end
+            end
             det.stats[m] = s
         end
     else
@@ -243,12 +268,11 @@ function M.score_chunks(det, chunks, machine)
         if det.score == "nll" then
             r.anomaly_score = emb.nll(logits, k)
         else
-            local d, c = emb.score_rows(det.stats[machine], e)
-            local v = det.score == "mahalanobis" and d and d[1] or c[1]
-            if det.score == "mahalanobis" and not d then
-                fail("machine %s has no Mahalanobis statistics (a single normal training clip)", machine)
-            end
-            r.anomaly_score = v
+            local fr = frames.of_chunks(x)
+            local got = emb.score_machine(det.stats[machine], e, { frames = { fr.frames }, deltas = { fr.deltas } })
+            r.anomaly_score = got[det.score] and got[det.score][1]
+                or fail("machine %s has no statistics for the %s score (a single normal training clip, or a "
+                        .. "run made before the score existed)", machine, det.score)
         end
     else
         if machine == nil then

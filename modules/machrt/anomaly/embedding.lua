@@ -1,15 +1,17 @@
 -- The embedding detector: a network learns which machine (type and model
 -- id) it hears from normal clips; a clip is anomalous when its pooled
--- embedding lies far from its machine's normal embeddings.
+-- embedding lies far from its machine's normal embeddings, or its log-mel
+-- frames far from the machine's normal frames (machrt.anomaly.frames).
 --
 --   local model, loss = emb.build(cfg, split)            -- ResNet + head, its loss
---   local e = emb.embed(model, front, loader, n, cfg.anomaly.features)  -- {embedding = n x D, logits = n x C}
---   local stats = emb.fit(cfg, split, e_train)            -- per machine: mean, precision
---   local scores = emb.scores(stats, split, items, e)     -- {mahalanobis =, cosine =, nll =}
+--   local e = emb.embed(model, front, loader, n, cfg.anomaly.features)  -- {embedding, logits, frames, deltas}
+--   local stats = emb.fit(cfg, split, e_train)            -- per machine: Gaussians, held-out normal scores
+--   local scores = emb.scores(stats, split, items, e)     -- {mahalanobis, cosine, frames, deltas, ensemble, nll}
 local mt = require "machrt"
 local nn = require "machrt.nn"
 local pipeline = require "machrt.pipeline"
 local log = require "machrt.log"
+local frames = require "machrt.anomaly.frames"
 
 local M = {}
 
@@ -44,19 +46,29 @@ end
 --- embedding holds is anomaly.features: "network" (the pooled network
 --- output), "spectrum" (each log-mel bin's mean and standard deviation over
 --- the chunk's frames: the fine spectral detail a fault adds, which a
---- network that tells machines apart easily has no reason to keep) or
---- "both", side by side. The network always runs: nll needs its logits.
+--- network that tells machines apart easily has no reason to keep),
+--- "moments" (the spectrum and each bin's excess kurtosis over the frames:
+--- how peaked its distribution is, which short knocks and clicks raise) or
+--- "both" (network and spectrum), side by side. The network always runs:
+--- nll needs its logits.
 function M.chunk_features(model, x, which)
     which = which or "network" -- runs made before anomaly.features embedded the network output alone
     local logits = model:forward(x):to("cpu")
     local parts = {}
-    if which ~= "spectrum" then parts[#parts + 1] = model.children.flatten.output:to("cpu") end
+    if which == "network" or which == "both" then parts[#parts + 1] = model.children.flatten.output:to("cpu") end
     if which ~= "network" then
         local N, F, T = x:size(1), x:size(3), x:size(4)
         local s = x:reshape{ N, F, T }:to("cpu")
         local mean = s:mean(3)
         local var = ((s * s):mean(3) - mean * mean):relu()
         parts[#parts + 1], parts[#parts + 2] = mean, var:sqrt()
+        if which == "moments" then
+            local d = s - mean:reshape{ N, F, 1 }
+            local d2 = d * d
+            local m2 = d2:mean(3)
+            -- A bin that does not vary gets -3 (its fourth moment is 0 too), not a division by zero.
+            parts[#parts + 1] = (d2 * d2):mean(3) / (m2 * m2 + 1e-12) - 3
+        end
     end
     if #parts == 1 then return parts[1], logits end
     local width = 0
@@ -70,14 +82,20 @@ function M.chunk_features(model, x, which)
 end
 
 --- Pooled embeddings (M.chunk_features) and head outputs of every clip a
---- chunk loader yields (the mean over a clip's chunks), on the CPU.
+--- chunk loader yields (the mean over a clip's chunks), on the CPU, and
+--- each clip's log-mel frames and frame-to-frame differences as rows
+--- (machrt.anomaly.frames; lists by clip).
 function M.embed(model, front, loader, n, which)
     model:evaluate()
     local emb, logits, seen
+    local rows = { frames = {}, deltas = {} }
     for _, batch in loader:epoch(0) do
         for _, why in ipairs(batch.skipped) do log.info("skipped %s", why) end
         if batch.chunks then
-            local e, out = M.chunk_features(model, front(batch.chunks), which)
+            local x = front(batch.chunks)
+            local e, out = M.chunk_features(model, x, which)
+            local fr = frames.of_chunks(x)
+            local per = { frames = x:size(4), deltas = x:size(4) - 1 }
             if not emb then
                 emb, logits, seen = mt.zeros{ n, e:size(2) }, mt.zeros{ n, out:size(2) }, {}
             end
@@ -86,6 +104,9 @@ function M.embed(model, front, loader, n, which)
                 local c = batch.counts[j]
                 emb:select(1, i):copy(e:narrow(1, at, c):mean(1))
                 logits:select(1, i):copy(out:narrow(1, at, c):mean(1))
+                for _, kind in ipairs(frames.KINDS) do
+                    rows[kind][i] = fr[kind]:narrow(1, (at - 1) * per[kind] + 1, c * per[kind]):clone()
+                end
                 seen[i] = true
                 at = at + c
             end
@@ -95,14 +116,14 @@ function M.embed(model, front, loader, n, which)
     for i = 1, n do
         if not (seen and seen[i]) then fail("embedding: clip %d could not be read, so it has no score", i) end
     end
-    return { embedding = emb, logits = logits }
+    return { embedding = emb, logits = logits, frames = rows.frames, deltas = rows.deltas }
 end
 
--- Rows of `t` whose item belongs to machine k, and their item numbers.
-local function rows_of(t, items, k)
+-- Item numbers of the clips of `items` that belong to machine k.
+local function clips_of(items, k)
     local idx = {}
     for i, m in ipairs(items.index) do if m == k then idx[#idx + 1] = i end end
-    return M.take(t, idx), idx
+    return idx
 end
 
 --- The rows idx of a 2-D tensor, as a new tensor.
@@ -112,12 +133,12 @@ function M.take(t, idx)
     return out
 end
 
--- The statistics of one machine's normal embeddings x: each dimension's
--- spread (scale), the mean and, with two rows or more, the Gaussian, all
--- of the embeddings divided by scale. Dimensions in different units (a
--- network's activations, decibels) then weigh alike in the cosine score
--- and in the shrinkage target of the covariance.
-local function stats_of(cfg, x)
+--- The statistics of normal rows x (embeddings, or frames): each
+--- dimension's spread (scale), the mean and, with two rows or more, the
+--- Gaussian, all of the rows divided by scale. Dimensions in different
+--- units (a network's activations, decibels) then weigh alike in the cosine
+--- score and in the shrinkage target of the covariance.
+function M.stats_of(cfg, x)
     local n = x:size(1)
     local mean = x:mean(1)
     local scale = mt.ones{ x:size(2) }
@@ -150,73 +171,166 @@ function M.score_rows(s, x)
     return d, c
 end
 
---- Per machine, from its normal training embeddings: the mean (cosine
---- score) and, with two clips or more, the Gaussian (Mahalanobis score).
---- A machine with a single normal clip has no covariance: with
---- anomaly.score = mahalanobis that is an error naming it.
+--- The scores that the ensemble averages, each standardised by its
+--- machine's held-out normal scores.
+M.ENSEMBLE = { "mahalanobis", "frames", "deltas" }
+
+-- The ensemble of n clips from their scores (lists by name), each
+-- standardised by norm[name] = {mean, sd}; nil when a part is missing.
+local function ensemble(norm, scores, n)
+    for _, name in ipairs(M.ENSEMBLE) do
+        if not scores[name] then return nil end
+    end
+    local out = {}
+    for j = 1, n do
+        local sum = 0
+        for _, name in ipairs(M.ENSEMBLE) do sum = sum + (scores[name][j] - norm[name].mean) / norm[name].sd end
+        out[j] = sum / #M.ENSEMBLE
+    end
+    return out
+end
+
+-- The statistics of one machine: its normal clips' embeddings x and, when
+-- given, their frame rows fr = {frames = list, deltas = list}.
+local function machine_stats(cfg, x, fr)
+    local s = M.stats_of(cfg, x)
+    if fr and #fr.frames > 0 then
+        for _, kind in ipairs(frames.KINDS) do s[kind] = M.stats_of(cfg, frames.stack(fr[kind])) end
+    end
+    return s
+end
+
+--- The scores of clips of one machine against its statistics s: x their
+--- embeddings, fr their frame rows (or nil). {mahalanobis, cosine, frames,
+--- deltas, ensemble}, a list each; a score s cannot give is nil (the
+--- ensemble needs s.norm, the standardisation M.fit adds).
+function M.score_machine(s, x, fr)
+    local out = {}
+    out.mahalanobis, out.cosine = M.score_rows(s, x)
+    for _, kind in ipairs(frames.KINDS) do
+        if fr and s[kind] and s[kind].gaussian then
+            out[kind] = {}
+            for j, rows in ipairs(fr[kind]) do out[kind][j] = frames.score(s[kind], rows) end
+        end
+    end
+    if s.norm then out.ensemble = ensemble(s.norm, out, x:size(1)) end
+    return out
+end
+
+-- The frame rows of clips idx of an embedding table e (or of frame rows
+-- {frames, deltas}), or nil without them.
+local function frame_rows(e, idx)
+    if not e.frames then return nil end
+    local fr = {}
+    for _, kind in ipairs(frames.KINDS) do
+        fr[kind] = {}
+        for j, i in ipairs(idx) do fr[kind][j] = e[kind][i] end
+    end
+    return fr
+end
+
+-- Each normal clip's scores without the clip itself: 5 folds of the
+-- machine's clips (fewer with fewer clips), the statistics of the other
+-- folds scoring the held-out one (in-sample distances would be too small,
+-- and every new clip would look anomalous). With fewer than 3 clips there
+-- is nothing to hold out: in-sample scores, said once.
+local function held_out_scores(cfg, m, x, fr, s)
+    local n = x:size(1)
+    if n < 3 then
+        log.info("machine %s: %d normal training clips, too few to hold one out: its threshold comes "
+                 .. "from in-sample scores", m, n)
+        return M.score_machine(s, x, fr)
+    end
+    local folds, out = math.min(5, n), {}
+    for f = 0, folds - 1 do
+        local rest, held = {}, {}
+        for j = 1, n do
+            if (j - 1) % folds == f then held[#held + 1] = j else rest[#rest + 1] = j end
+        end
+        local got = M.score_machine(machine_stats(cfg, M.take(x, rest), fr and frame_rows(fr, rest)),
+                                    M.take(x, held), fr and frame_rows(fr, held))
+        for name, list in pairs(got) do
+            out[name] = out[name] or {}
+            for a, j in ipairs(held) do out[name][j] = list[a] end
+        end
+    end
+    return out
+end
+
+-- The mean and spread of a list of normal scores (the spread floored, so
+-- that a score every normal clip gives alike does not divide by zero).
+local function standardisation(list)
+    local n, sum, sum2 = #list, 0, 0
+    for _, v in ipairs(list) do sum = sum + v end
+    local mean = sum / n
+    for _, v in ipairs(list) do sum2 = sum2 + (v - mean) ^ 2 end
+    local sd = math.sqrt(sum2 / math.max(n - 1, 1))
+    return { mean = mean, sd = math.max(sd, 1e-6 * math.max(math.abs(mean), 1)) }
+end
+
+--- Per machine, from its normal training embeddings and frames: the mean
+--- (cosine score), with two clips or more the Gaussian (Mahalanobis score),
+--- the Gaussians of its frames and of their differences, and each normal
+--- clip's held-out scores (thresholds; their mean and spread standardise
+--- the ensemble's parts). A machine with a single normal clip has no
+--- covariance: with anomaly.score = mahalanobis or ensemble that is an
+--- error naming it.
 function M.fit(cfg, split, e)
     local stats = {}
     for k, m in ipairs(split.machines) do
-        local s = stats_of(cfg, (rows_of(e.embedding, split.train, k)))
+        local idx = clips_of(split.train, k)
+        local x, fr = M.take(e.embedding, idx), frame_rows(e, idx)
+        local s = machine_stats(cfg, x, fr)
         if not s.gaussian then
-            if cfg.anomaly.score == "mahalanobis" then
-                fail("machine %s has a single normal training clip: the Mahalanobis score needs at least 2 "
-                     .. "for a covariance (add clips, or use anomaly.score = cosine or nll)", m)
+            if cfg.anomaly.score == "mahalanobis" or cfg.anomaly.score == "ensemble" then
+                fail("machine %s has a single normal training clip: the %s score needs at least 2 "
+                     .. "for a covariance (add clips, or use anomaly.score = cosine, frames, deltas or nll)",
+                     m, cfg.anomaly.score)
             end
             log.info("machine %s has a single normal training clip: no Mahalanobis score for it", m)
         end
+        local h = held_out_scores(cfg, m, x, fr, s)
+        local norm = {}
+        for _, name in ipairs(M.ENSEMBLE) do norm[name] = h[name] and standardisation(h[name]) end
+        h.ensemble = ensemble(norm, h, x:size(1))
+        s.held_out, s.norm = h, h.ensemble and norm or nil
         stats[m] = s
     end
     return stats
 end
 
 --- The scores of the normal training clips that thresholds are chosen
---- from, each computed without the clip itself: per machine, 5 folds of
---- its clips (fewer with fewer clips), the statistics of the other folds
---- scoring the held-out one (in-sample distances would be too small, and
---- every new clip would look anomalous). The network saw every clip, so
---- nll stays in-sample. A machine with too few clips to hold one out
---- (2 for Mahalanobis) scores in-sample, and says so.
+--- from, each computed without the clip itself (M.fit's held-out scores).
+--- The network saw every clip, so nll stays in-sample.
 function M.normal_scores(cfg, split, stats, e)
     local which = cfg.anomaly.score
-    local all = M.scores(stats, split, split.train, e)
-    if which == "nll" then return all.nll end
-    local out = all[which]
+    if which == "nll" then return M.scores(stats, split, split.train, e).nll end
+    local out = {}
     for k, m in ipairs(split.machines) do
-        local x, idx = rows_of(e.embedding, split.train, k)
-        local n = #idx
-        local folds = math.min(5, n)
-        if n < (which == "mahalanobis" and 3 or 2) then
-            log.info("machine %s: %d normal training clips, too few to hold one out: its threshold comes "
-                     .. "from in-sample scores", m, n)
-        else
-            for f = 0, folds - 1 do
-                local rest, held = {}, {}
-                for j = 1, n do
-                    if (j - 1) % folds == f then held[#held + 1] = j else rest[#rest + 1] = j end
-                end
-                local d, c = M.score_rows(stats_of(cfg, M.take(x, rest)), M.take(x, held))
-                for j, h in ipairs(held) do out[idx[h]] = which == "mahalanobis" and d[j] or c[j] end
-            end
-        end
+        local list = stats[m].held_out[which]
+        if not list then fail("machine %s has no %s score for its normal clips", m, which) end
+        for j, i in ipairs(clips_of(split.train, k)) do out[i] = list[j] end
     end
     return out
 end
 
---- The three scores of every clip of `items` from its embeddings `e`:
---- mahalanobis (distance to the machine's Gaussian), cosine (1 - cosine
---- similarity to the machine's mean embedding) and nll (minus the log of
---- the classifier's probability of the clip's machine). A higher score is
---- more anomalous. A score a machine cannot give is nil in its list.
+--- Every score of every clip of `items` from its embeddings and frames `e`:
+--- mahalanobis (distance to the machine's Gaussian of clip embeddings),
+--- cosine (1 - cosine similarity to the machine's mean embedding), frames
+--- and deltas (mean squared distance of the clip's log-mel frames, and of
+--- their differences, to the machine's Gaussian of normal ones), ensemble
+--- (the mean of mahalanobis, frames and deltas, each standardised by the
+--- machine's held-out normal scores) and nll (minus the log of the
+--- classifier's probability of the clip's machine). A higher score is more
+--- anomalous. A score a machine cannot give is nil in its list.
 function M.scores(stats, split, items, e)
-    local out = { mahalanobis = {}, cosine = {}, nll = {} }
+    local out = { mahalanobis = {}, cosine = {}, frames = {}, deltas = {}, ensemble = {}, nll = {} }
     for k, m in ipairs(split.machines) do
-        local x, idx = rows_of(e.embedding, items, k)
+        local idx = clips_of(items, k)
         if #idx > 0 then
-            local d, c = M.score_rows(stats[m], x)
-            for j, i in ipairs(idx) do
-                out.mahalanobis[i] = d and d[j]
-                out.cosine[i] = c[j]
+            local got = M.score_machine(stats[m], M.take(e.embedding, idx), frame_rows(e, idx))
+            for name, list in pairs(got) do
+                for j, i in ipairs(idx) do out[name][i] = list[j] end
             end
         end
     end
