@@ -192,6 +192,9 @@ end
 --     nonempty = true,        a string or list that must not be empty
 --     check = function(v, cfg) -> problem text or nil,   rules across keys
 --     rule = "...",           the rule in words, where check adds to it
+--     before = value,         for a key added after runs were written: the value
+--                             that reproduces what those runs did (a resumed one
+--                             gets it, said in a line; see machrt.run_folder)
 --     about = "..." }         what the key means (--help)
 
 local NOUNS = { integer = "an integer", number = "a number", boolean = "true or false",

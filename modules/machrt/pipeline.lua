@@ -20,6 +20,17 @@ local M = {}
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
+-- The channel of a multi-channel file that opts.channel (default 1) picks,
+-- as audio.load takes it; nil for a mono file (its only channel).
+local function channel_of(path, info, opts)
+    local channel = opts.channel or 1
+    if info.channels == 1 then return nil end
+    if channel > info.channels then
+        fail("%s has %d channels; audio.channel = %d does not exist", path, info.channels, channel)
+    end
+    return channel
+end
+
 --- Decodes `path` to {frames} as the model hears it: channel opts.channel
 --- (default 1) of a multi-channel file, the only channel of a mono one,
 --- resampled to opts.sample_rate by opts.resampler ("soxr", the default, or
@@ -27,18 +38,28 @@ local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 --- opts.info (audio.info of the file) saves reading the header again.
 function M.decode(path, opts)
     local info = opts.info or audio.info(path)
-    local channel = opts.channel or 1
     local load = { sample_rate = opts.sample_rate, offset = opts.offset, duration = opts.duration,
-                   resampler = M.resampler(opts.resampler) }
-    if info.channels > 1 then
-        if channel > info.channels then
-            fail("%s has %d channels; audio.channel = %d does not exist", path, info.channels, channel)
-        end
-        load.channel = channel
-    end
+                   resampler = M.resampler(opts.resampler), channel = channel_of(path, info, opts) }
     local wave = audio.load(path, load)
     if wave:dim() == 2 then wave = wave:select(1, 1):contiguous() end
     return wave
+end
+
+--- The samples decode reads from `path`, as the file holds them, for a
+--- cache that keeps them small: the channel decode picks of a 16-bit PCM
+--- file at the file's rate, 2 bytes a frame (audio.load_pcm16), or nil for
+--- any other encoding. opts as decode's, without offset and duration.
+function M.decode_samples(path, opts)
+    local info = opts.info or audio.info(path)
+    if info.encoding ~= "pcm16" then return nil end
+    return audio.load_pcm16(path, channel_of(path, info, opts))
+end
+
+--- The wave decode gives (bit for bit) from decode_samples' samples: each
+--- use pays the resampling again.
+function M.from_samples(samples, path, opts)
+    return audio.unpack_pcm16(samples, { sample_rate = opts.sample_rate, resampler = M.resampler(opts.resampler),
+                                         name = path })
 end
 
 --- The resampler of an audio section's `resampler` value, lower case:

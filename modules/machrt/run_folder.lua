@@ -11,7 +11,8 @@
 --   run_folder.config_text(dir)   -- the config a checkpoint records (kept from write_config)
 --   run_folder.seal(tensors, meta); run_folder.verify(path, tensors, meta)   -- checkpoint checksums
 --   run_folder.intact(tensors, meta)   -- the same check as a boolean (the disk wave cache)
---   run_folder.check_trained_config(config_path, checkpoint_path, meta, cfg)   -- edited since?
+--   run_folder.check_trained_config(config_path, checkpoint_path, meta, cfg[, keys])   -- edited since?
+--   run_folder.fill_absent(stored, template, keys, where)   -- settings a run predates (schema's before)
 --   run_folder.remove_stale_temporaries(dir)   -- what killed writers left (resume, the disk cache)
 --
 -- open() locks the folder (run.lock, an flock held until the process ends)
@@ -276,6 +277,44 @@ function M.resumable(key)
     return key:match("^environment%.") ~= nil or key == "training.epochs"
 end
 
+--- Fills the settings of `template` (an experiment's defaults, or the config
+--- a run resumes with) that a stored config lacks (config.json, or the
+--- settings a checkpoint records) because the run was written before machrt
+--- had them: each gets its schema's `before`, the value that reproduces what
+--- that run did (audio.resampler: soxr), and is returned as {key =, value =},
+--- sorted by key. A lacking key with no `before` is refused, naming it and
+--- `where` (the file): today's default could train another model. The
+--- resumable ones (environment.*, training.epochs) are left to the command
+--- line and the defaults, as are keys with no spec (the experiment's
+--- mistake, which config.validate names).
+function M.fill_absent(stored, template, keys, where)
+    keys = keys or require("machrt.schema").reference
+    local filled = {}
+    local function fill(path, holder, key)
+        if holder[key] ~= nil or M.resumable(path) or not keys[path] then return end
+        local before = keys[path].before
+        if before == nil then
+            fail("%s has no setting %s: the run was written before machrt had it, and no value is "
+                 .. "known to reproduce what it did; start the run again with --overwrite", where, path)
+        end
+        holder[key] = config.copy(before)
+        filled[#filled + 1] = { key = path, value = before }
+    end
+    for name, default in pairs(template) do
+        if is_section(default) then
+            local section = stored[name] or {}
+            if type(section) == "table" then
+                for key in pairs(default) do fill(name .. "." .. key, section, key) end
+                if stored[name] == nil and next(section) ~= nil then stored[name] = section end
+            end
+        else
+            fill(name, stored, name)
+        end
+    end
+    table.sort(filled, function(p, q) return p.key < q.key end)
+    return filled
+end
+
 local function same(a, b)
     if type(a) == "table" and type(b) == "table" then
         if #a ~= #b then return false end
@@ -316,11 +355,17 @@ end
 
 --- Refuses a config that differs from the one a checkpoint was trained
 --- under (its machrt.config metadata) in more than environment.* and
---- training.epochs. Returns the trained config, or nil when the checkpoint
---- has none.
-function M.check_trained_config(config_path, checkpoint_path, meta, cfg)
+--- training.epochs. Settings the checkpoint predates are filled as
+--- fill_absent does (keys: the experiment's schema, default
+--- machrt.schema.reference). Returns the trained config, or nil when the
+--- checkpoint has none.
+function M.check_trained_config(config_path, checkpoint_path, meta, cfg, keys)
     if not meta["machrt.config"] then return nil end
     local trained = sys.json_decode(meta["machrt.config"], checkpoint_path .. " (config)")
+    if type(trained) == "table" then
+        M.fill_absent(trained, cfg, keys, string.format("checkpoint %s (the settings it was trained under)",
+                                                         checkpoint_path))
+    end
     local changed = M.differences(trained, cfg)
     if #changed > 0 then
         local c = changed[1]

@@ -88,7 +88,7 @@ M.reference = {
         about = "machrt: channels of the first stage (64 in the reference; smaller is faster)" },
     -- audio
     ["audio.sample_rate"] = { "integer", min = 1, about = "Hz every file is resampled to" },
-    ["audio.resampler"] = { "string", values = { "soxr", "torchaudio" },
+    ["audio.resampler"] = { "string", values = { "soxr", "torchaudio" }, before = "soxr",
         about = "machrt: how files are resampled to audio.sample_rate: 'soxr' (libsoxr, flat to 91 % "
              .. "of the lower Nyquist frequency, nothing above it) or 'torchaudio' (torchaudio's "
              .. "default sinc, as the reference recipe was trained: keeps more of the top of the band "

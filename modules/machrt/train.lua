@@ -51,10 +51,16 @@ end
 
 -- The resumed run's config: config.json over the defaults, then the command
 -- line, which may change only environment.* and training.epochs (a value
--- equal to the stored one is no change).
-local function resumed_config(defaults, opts)
+-- equal to the stored one is no change). A setting the run predates gets
+-- the value that reproduces what it did, said in a line (run_folder.fill_absent).
+local function resumed_config(defaults, opts, keys)
     local dir = opts.resume
     local saved = run_folder.read_config(dir, defaults)
+    local path = dir:gsub("/+$", "") .. "/" .. M.CONFIG
+    for _, f in ipairs(run_folder.fill_absent(saved, defaults, keys, path)) do
+        log.info("%s has no %s (the run predates the setting): resuming with %s = %s, what machrt "
+                 .. "did before it existed", path, f.key, f.key, run_folder.show(f.value))
+    end
     local resumed = config.copy(defaults)
     for section, v in pairs(saved) do
         if type(v) == "table" and type(resumed[section]) == "table" and v[1] == nil then
@@ -107,7 +113,7 @@ function M.setup(defaults, args, keys)
     if run.resume then
         -- Locked before its config is read; under mpirun by rank 0 alone, which writes.
         if dist.is_main() then run.folders.resumed = run_folder.open(run.resume, "resume") end
-        cfg = config.validate(resumed_config(defaults, opts), keys)
+        cfg = config.validate(resumed_config(defaults, opts, keys), keys)
     end
     run_folder.check_name(cfg.experiment_name, "experiment_name")
     local env, ds = cfg.environment, cfg.dataset

@@ -499,6 +499,90 @@ done:
     return st;
 }
 
+/* ---- 16-bit samples, kept small ------------------------------------------------ */
+
+#define PCM16_HEADER 2 /* int64 elements before the samples: frames, rate */
+
+mrt_status mrt_audio_load_pcm16(const char *path, int channel, mrt_tensor *packed, int *is_pcm16)
+{
+    if (!packed || packed->storage || !is_pcm16)
+        return mrt_fail(MRT_ERR_ARG, "audio.load_pcm16: the output tensor must be empty");
+    *is_pcm16 = 0;
+    mrt_audio_info info;
+    mrt_status st = mrt_audio_read_info(path, &info);
+    if (st != MRT_OK || strcmp(info.encoding, "pcm16") != 0) return st;
+    mrt_audio_load_opts o = MRT_AUDIO_LOAD_DEFAULTS;
+    o.channel = channel;
+    mrt_tensor wave = {0};
+    int rate = 0;
+    st = mrt_audio_load(path, &o, &wave, &rate);
+    if (st != MRT_OK) return st;
+    if (wave.ndim == 2 && wave.shape[0] != 1) {
+        mrt_tensor_release(&wave);
+        return mrt_fail(MRT_ERR_ARG, "audio.load_pcm16: %s has %d channels: pick one", path,
+                        info.channels);
+    }
+    const int64_t frames = wave.shape[wave.ndim - 1];
+    int64_t n = PCM16_HEADER + (frames + 3) / 4;
+    st = mrt_tensor_alloc(packed, MRT_I64, 1, &n);
+    if (st == MRT_OK) {
+        int64_t *head = mrt_i64(packed);
+        head[0] = frames;
+        head[1] = rate;
+        int16_t *samples = (int16_t *)(head + PCM16_HEADER);
+        const float *x = mrt_f32(&wave);
+        for (int64_t i = 0; i < frames; i++) {
+            /* Exact: the decoder made each sample s / 32768 of a 16-bit s. */
+            float s = x[i] * 32768.0f;
+            if (!(s >= -32768.0f && s <= 32767.0f) || s != (float)(int16_t)s) {
+                mrt_tensor_release(packed);
+                st = mrt_fail(MRT_ERR_FORMAT, "audio.load_pcm16: %s: sample %lld (%g) is not "
+                              "a 16-bit sample", path, (long long)i + 1, (double)x[i]);
+                break;
+            }
+            samples[i] = (int16_t)s;
+        }
+        if (st == MRT_OK) *is_pcm16 = 1;
+    }
+    mrt_tensor_release(&wave);
+    return st;
+}
+
+mrt_status mrt_audio_unpack_pcm16(const mrt_tensor *packed, int sample_rate, mrt_resampler how,
+                                  const char *name, mrt_tensor *out)
+{
+    if (!packed || !packed->storage || packed->dtype != MRT_I64 || packed->ndim != 1 ||
+        !mrt_tensor_is_contiguous(packed) || packed->shape[0] < PCM16_HEADER)
+        return mrt_fail(MRT_ERR_ARG, "audio.unpack_pcm16: expects the samples of "
+                        "audio.load_pcm16 (a 1-D int64 tensor)");
+    const int64_t *head = mrt_i64(packed);
+    const int64_t frames = head[0], rate = head[1];
+    if (frames < 0 || (frames + 3) / 4 != packed->shape[0] - PCM16_HEADER || rate < 1 ||
+        rate > MRT_AUDIO_MAX_RATE)
+        return mrt_fail(MRT_ERR_ARG, "audio.unpack_pcm16: %s: not the samples of "
+                        "audio.load_pcm16 (%lld frames at %lld Hz in %lld elements)",
+                        name ? name : "(unnamed)", (long long)frames, (long long)rate,
+                        (long long)packed->shape[0]);
+    if (!out || out->storage) return mrt_fail(MRT_ERR_ARG, "audio.unpack_pcm16: the output tensor must be empty");
+    mrt_tensor wave = {0};
+    mrt_status st = mrt_tensor_alloc_uninit(&wave, MRT_F32, 1, &frames);
+    if (st != MRT_OK) return st;
+    const int16_t *samples = (const int16_t *)(head + PCM16_HEADER);
+    float *x = mrt_f32(&wave);
+    const short *sbuf = samples;
+    for (int64_t k = 0; k < frames; k++) x[k] = SHORT_SAMPLE(k);
+    if (sample_rate > 0 && sample_rate != rate) {
+        st = check_upsampling(name ? name : "(unnamed)", frames, 1, (int)rate, sample_rate);
+        mrt_tensor res = {0};
+        if (st == MRT_OK) st = mrt_audio_resample(&wave, (int)rate, sample_rate, how, &res);
+        mrt_tensor_release(&wave);
+        if (st != MRT_OK) return st;
+        wave = res;
+    }
+    *out = wave;
+    return MRT_OK;
+}
+
 /* ---- save ------------------------------------------------------------------ */
 
 static const char *path_extension(const char *path)

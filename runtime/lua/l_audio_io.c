@@ -103,6 +103,46 @@ static int a_load(lua_State *L)
     return 2;
 }
 
+/* ---- audio.load_pcm16, audio.unpack_pcm16 ---------------------------------------- */
+
+/* audio.load_pcm16(path[, channel]) -> samples (an int64 tensor packing the
+ * 16-bit samples, for a cache), or nil when the file is not 16-bit PCM.
+ * channel is 1-based; nil for a mono file. */
+static int a_load_pcm16(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int channel = MRT_AUDIO_ALL_CHANNELS;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer c = luaL_checkinteger(L, 2);
+        if (c < 1 || c > MRT_AUDIO_MAX_CHANNELS)
+            luaL_error(L, "audio.load_pcm16: %s: channel %I out of range", path, c);
+        channel = (int)c - 1;
+    }
+    mrt_tensor *t = mrt_lua_push_tensor(L);
+    int is_pcm16 = 0;
+    mrt_lua_check(L, mrt_audio_load_pcm16(path, channel, t, &is_pcm16));
+    if (!is_pcm16) lua_pushnil(L);
+    return 1;
+}
+
+/* audio.unpack_pcm16(samples[, {sample_rate =, resampler =, name =}]) ->
+ * float32 wave, bit for bit what audio.load with that rate and resampler gives. */
+static int a_unpack_pcm16(lua_State *L)
+{
+    static const char *const names[] = {"sample_rate", "resampler", "name", NULL};
+    mrt_tensor *packed = mrt_lua_check_tensor(L, 1);
+    mrt_aux_check_options(L, 2, "audio.unpack_pcm16", names);
+    int rate = 0;
+    if (mrt_aux_get_option(L, 2, "sample_rate") != LUA_TNIL)
+        rate = check_rate(L, lua_gettop(L), "audio.unpack_pcm16", "option 'sample_rate'");
+    lua_settop(L, 2);
+    const char *name = mrt_aux_opt_string(L, 2, "audio.unpack_pcm16", "name", NULL);
+    mrt_resampler how = opt_resampler(L, 2, "audio.unpack_pcm16");
+    mrt_tensor *r = mrt_lua_push_tensor(L);
+    mrt_lua_check(L, mrt_audio_unpack_pcm16(packed, rate, how, name, r));
+    return 1;
+}
+
 /* ---- audio.save ------------------------------------------------------------- */
 
 static int a_save(lua_State *L)
@@ -180,7 +220,8 @@ static int a_chunks(lua_State *L)
 }
 
 static const luaL_Reg audio_io_funcs[] = {
-    {"info", a_info}, {"load", a_load}, {"save", a_save}, {"resample", a_resample},
+    {"info", a_info}, {"load", a_load}, {"load_pcm16", a_load_pcm16},
+    {"unpack_pcm16", a_unpack_pcm16}, {"save", a_save}, {"resample", a_resample},
     {"chunks", a_chunks}, {NULL, NULL}};
 
 void mrt_lua_audio_io(lua_State *L) { luaL_setfuncs(L, audio_io_funcs, 0); }

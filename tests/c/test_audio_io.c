@@ -384,6 +384,46 @@ START_TEST(test_load_resampled)
 }
 END_TEST
 
+/* The 16-bit samples a cache keeps: the raw samples, and the wave of
+ * mrt_audio_load (same channel, rate, resampler) byte for byte. */
+START_TEST(test_load_pcm16_unpacks_to_load)
+{
+    TPATH(p, "p16.wav");
+    write_file16(p, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 3, 16001, 16000);
+    mrt_tensor packed = {0};
+    int is16 = 0;
+    TU_OK(mrt_audio_load_pcm16(p, 1, &packed, &is16));
+    ck_assert_int_eq(is16, 1);
+    ck_assert_int_eq(packed.dtype, MRT_I64);
+    ck_assert_int_eq(packed.shape[0], 2 + (16001 + 3) / 4);
+    const int16_t *raw = (const int16_t *)(mrt_i64(&packed) + 2);
+    for (int64_t i = 0; i < 16001; i++) ck_assert_int_eq(raw[i], sample16(1, i));
+    const mrt_resampler hows[] = {MRT_RESAMPLER_SOXR, MRT_RESAMPLER_TORCHAUDIO};
+    const int rates[] = {0, 22050, 8000};
+    for (int h = 0; h < 2; h++)
+        for (int r = 0; r < 3; r++) {
+            mrt_audio_load_opts o = MRT_AUDIO_LOAD_DEFAULTS;
+            o.channel = 1;
+            o.sample_rate = rates[r];
+            o.resampler = hows[h];
+            mrt_tensor want = load_ok(p, &o, NULL), got = {0};
+            TU_OK(mrt_audio_unpack_pcm16(&packed, rates[r], hows[h], p, &got));
+            ck_assert_int_eq(got.ndim, 1);
+            ck_assert_int_eq(got.shape[0], want.shape[0]);
+            ck_assert(memcmp(data_of(&got), data_of(&want), sizeof(float) * (size_t)want.shape[0]) == 0);
+            mrt_tensor_release(&want);
+            mrt_tensor_release(&got);
+        }
+    mrt_tensor_release(&packed);
+    /* Not 16-bit PCM: nothing packed. */
+    TPATH(f, "p24.wav");
+    write_file16(f, SF_FORMAT_WAV | SF_FORMAT_PCM_24, 1, 100, 16000);
+    TU_OK(mrt_audio_load_pcm16(f, MRT_AUDIO_ALL_CHANNELS, &packed, &is16));
+    ck_assert_int_eq(is16, 0);
+    ck_assert(packed.storage == NULL);
+}
+END_TEST
+
 /* ---- load errors ---------------------------------------------------------- */
 
 START_TEST(test_load_missing_and_directory)
@@ -1288,6 +1328,7 @@ int main(void)
     tcase_add_test(ld, test_load_channel_and_mono);
     tcase_add_test(ld, test_load_offset_duration);
     tcase_add_test(ld, test_load_resampled);
+    tcase_add_test(ld, test_load_pcm16_unpacks_to_load);
     const char *sample = getenv("MACHRT_SAMPLE_DATA");
     if (sample && *sample)
         tcase_add_test(ld, test_real_mimii_clip);

@@ -168,6 +168,63 @@ test("load with sample_rate resamples", function()
     A.shape_eq(m, { 4000 })
 end)
 
+-- 16-bit samples kept small (audio.load_pcm16, audio.unpack_pcm16) ------------------
+
+-- Whether two tensors hold the same bits (SHA-256 of each).
+local function same_bits(a, b)
+    return a:dtype() == b:dtype() and table.concat(a:shape(), "x") == table.concat(b:shape(), "x")
+        and mt.checksum({ x = a }, {}) == mt.checksum({ x = b }, {})
+end
+
+test("load_pcm16 keeps a channel's 16-bit samples; unpack_pcm16 gives audio.load's wave bit for bit", function()
+    local p = tmp(".wav")
+    write_file(p, wav_bytes(2, 4001, 16000, s16)) -- 4001: the last int64 holds one sample
+    for c = 1, 2 do
+        local packed = audio.load_pcm16(p, c)
+        A.eq(packed:dtype(), "int64")
+        A.shape_eq(packed, { 2 + 1001 })
+        A.eq(packed:get(1), 4001, "frames")
+        A.eq(packed:get(2), 16000, "sample rate")
+        -- At the file's rate: s / 32768, the samples written.
+        local t = audio.unpack_pcm16(packed):totable()
+        A.eq(#t, 4001)
+        for i = 1, 4001 do
+            if t[i] ~= s16(c, i) / 32768 then
+                error(string.format("channel %d frame %d: %.9g, expected %.9g", c, i, t[i], s16(c, i) / 32768))
+            end
+        end
+        A.truthy(same_bits(audio.unpack_pcm16(packed), audio.load(p, { channel = c })))
+        for _, how in ipairs{ "soxr", "torchaudio" } do
+            for _, rate in ipairs{ 22050, 8000, 16000 } do
+                local want = audio.load(p, { channel = c, sample_rate = rate, resampler = how })
+                local got = audio.unpack_pcm16(packed, { sample_rate = rate, resampler = how, name = p })
+                A.truthy(same_bits(got, want), string.format("channel %d, %s to %d Hz", c, how, rate))
+            end
+        end
+    end
+    -- A mono file needs no channel.
+    local m = tmp(".wav")
+    write_file(m, wav_bytes(1, 300, 8000, s16))
+    A.truthy(same_bits(audio.unpack_pcm16(audio.load_pcm16(m), { sample_rate = 22050 }),
+                       audio.load(m, { sample_rate = 22050 }):select(1, 1):contiguous()))
+    -- Not 16-bit PCM: nil, the caller keeps float32.
+    local f = tmp(".wav")
+    audio.save(f, mt.zeros{ 100 }, 8000, { float = true })
+    A.eq(audio.load_pcm16(f), nil)
+    -- Errors: several channels unpicked, a channel out of range, a tensor that is not packed samples,
+    -- an upsampling past what audio.load allows (named by the file).
+    A.raises(function() audio.load_pcm16(p) end, "audio.load_pcm16", "has 2 channels: pick one")
+    A.raises(function() audio.load_pcm16(p, 3) end, "channel 3 out of range")
+    A.raises(function() audio.unpack_pcm16(mt.zeros{ 5 }) end, "expects the samples of audio.load_pcm16")
+    A.raises(function() audio.unpack_pcm16(mt.zeros({ 5 }, "int64"), { name = "x.wav" }) end,
+             "x.wav: not the samples of audio.load_pcm16")
+    A.raises(function() audio.unpack_pcm16(audio.load_pcm16(m), { sampling = 1 }) end, "unknown option 'sampling'")
+    local slow = tmp(".wav")
+    write_file(slow, wav_bytes(1, 3000, 100, s16))
+    A.raises(function() audio.unpack_pcm16(audio.load_pcm16(slow), { sample_rate = 10000000, name = slow }) end,
+             slow, "from 100 Hz to 10000000 Hz", "refused")
+end)
+
 -- save -----------------------------------------------------------------------------
 
 test("save/load round trips in every format", function()

@@ -6,6 +6,7 @@ local A = require "assert"
 local mt = require "machrt"
 local sys = require "machrt.sys"
 local audio = require "machrt.audio"
+local run_folder = require "machrt.run_folder"
 
 local F = require "files"
 local X = require "tiny_experiment"
@@ -359,6 +360,55 @@ test("--resume refuses a changed setting, naming the key", function()
     -- A folder that does not exist is named.
     code, text = run("--resume " .. out .. "/nothing")
     A.truthy(code ~= 0 and text:find("--resume " .. out .. "/nothing: no such run folder", 1, true), text)
+end)
+
+-- What a run written before machrt had a setting leaves: config.json and
+-- the checkpoint's settings without it, the checkpoint sealed as that
+-- version sealed it (run_folder.seal), so that its checksum holds.
+local function predate_setting(dir, section, key)
+    local path = dir .. "/config.json"
+    local cfg = sys.json_decode(read(path))
+    cfg[section][key] = nil
+    sys.write_file(path, sys.json_encode(cfg, { indent = true }) .. "\n")
+    local ckpt = dir .. "/checkpoint.safetensors"
+    local tensors, meta = mt.load(ckpt)
+    local trained = sys.json_decode(meta["machrt.config"])
+    A.truthy(trained[section][key] ~= nil, "the checkpoint records " .. section .. "." .. key)
+    trained[section][key] = nil
+    meta["machrt.config"] = sys.json_encode(trained, { indent = true }) .. "\n"
+    run_folder.seal(tensors, meta)
+    mt.save(ckpt, tensors, meta)
+end
+
+test("--resume of a run that predates a setting takes the value that run had, saying so, or refuses", function()
+    local out = copy_of_finished_run()
+    local dir = fold_dir(out)
+    predate_setting(dir, "audio", "resampler")
+    local code, text = run("--resume " .. dir .. " --training.epochs=3")
+    A.eq(code, 0, "output:\n" .. text)
+    A.truthy(text:find(dir .. "/config.json has no audio.resampler (the run predates the setting): "
+                       .. "resuming with audio.resampler = 'soxr', what machrt did before it existed", 1, true), text)
+    A.truthy(text:find("resuming " .. dir .. " after epoch 2 of 3 (step 8)", 1, true), text)
+    local rows = F.csv_rows(dir .. "/log.csv")
+    A.eq(#rows, 4, "header + 3 epochs: training went on")
+    A.eq(rows[4][2], "12", "epoch 3 ends at step 12")
+    -- From now on the run records the value: the next resume has nothing to fill.
+    A.eq(sys.json_decode(read(dir .. "/config.json")).audio.resampler, "soxr")
+    local _, meta = mt.load(dir .. "/checkpoint.safetensors")
+    A.eq(sys.json_decode(meta["machrt.config"]).audio.resampler, "soxr")
+    code, text = run("--resume " .. dir)
+    A.eq(code, 0, "output:\n" .. text)
+    A.eq(text:find("predates", 1, true), nil, text)
+    -- A setting with no known earlier value is refused by name, the folder left as it was.
+    out = copy_of_finished_run()
+    dir = fold_dir(out)
+    predate_setting(dir, "audio", "hop_size")
+    local before = snapshot(dir)
+    code, text = run("--resume " .. dir)
+    A.eq(code, 2, "a user's error; output:\n" .. text)
+    A.truthy(text:find(dir .. "/config.json has no setting audio.hop_size: the run was written before "
+                       .. "machrt had it, and no value is known to reproduce what it did", 1, true), text)
+    A.eq(snapshot(dir), before, "the run folder is unchanged")
 end)
 
 test("--resume checks the stored config with the command line over it, not the defaults with it", function()

@@ -413,13 +413,32 @@ test("cache memory: a second epoch hits; cache none keeps nothing", function()
     local cfg = clip_config(dir, files, targets, { cache = "memory" })
     local l = loader{ module = "machrt.data.clips", config = cfg, size = 4, batch_size = 2, workers = 2 }
     local e1 = collect(l, 1)
-    A.eq(workers.cache_stats(), { entries = 4, bytes = 4 * 80000 * 4, hits = 0, misses = 4 })
+    -- The files' 16-bit samples as decoded: 160000 frames at 16 kHz, 2 bytes
+    -- each, packed four to an int64 after a 2-element header; the float32
+    -- waves at 8 kHz would take 4 * 80000 * 4 bytes.
+    local packed_bytes = 4 * (2 + 160000 / 4) * 8
+    A.eq(workers.cache_stats(), { entries = 4, bytes = packed_bytes, hits = 0, misses = 4 })
     local e1b = collect(l, 1)
-    A.eq(workers.cache_stats(), { entries = 4, bytes = 4 * 80000 * 4, hits = 4, misses = 4 })
+    A.eq(workers.cache_stats(), { entries = 4, bytes = packed_bytes, hits = 4, misses = 4 })
     for k = 1, 2 do A.eq(e1b[k].batch.wave:totable(), e1[k].batch.wave:totable()) end
-    -- The cached waves are the files as audio.load reads them.
-    local key = clips.path_of(cfg, 1) .. "|sr=8000|ch=1|rs=soxr"
-    A.eq(workers.cache_get(key):totable(), full(dir .. "/" .. files[1], { sample_rate = 8000 }))
+    -- What a hit gives is the file as audio.load reads and resamples it, bit for bit.
+    local path = clips.path_of(cfg, 1)
+    local key = path .. "|sr=8000|ch=1|rs=soxr"
+    A.eq(workers.cache_get(key):dtype(), "int64", "the samples are kept, not the wave")
+    for _, how in ipairs{ "soxr", "torchaudio" } do
+        local opts = { cache = "memory", sample_rate = 8000, channel = 1, resampler = how }
+        local want = audio.load(path, { sample_rate = 8000, resampler = how })
+        for _ = 1, 2 do -- the miss, then the hit
+            local got = clips.load_wave(path, opts)
+            A.eq(mt.checksum({ x = got }, {}), mt.checksum({ x = want:select(1, 1):contiguous() }, {}), how)
+        end
+    end
+    -- A file that is not 16-bit PCM keeps its float32 wave.
+    local float_path = tmpdir() .. "/float.wav"
+    F.write_float_wav(float_path, 16000, 16000, function() return 0.25 end)
+    local wave = clips.load_wave(float_path, { cache = "memory", sample_rate = 8000, channel = 1 })
+    A.eq(workers.cache_get(float_path .. "|sr=8000|ch=1|rs=soxr"):dtype(), "float32")
+    A.eq(wave:size(1), 8000)
 end)
 
 test("cache disk and memory: a wave resampled by one resampler is never served for the other", function()

@@ -12,6 +12,7 @@ local infer = require "machrt.infer"
 local optim = require "machrt.optim"
 local pipeline = require "machrt.pipeline"
 local run_folder = require "machrt.run_folder"
+local schema = require "machrt.schema"
 
 local F = require "files"
 local tests, test, tmpdir, defer = F.suite()
@@ -217,9 +218,17 @@ test("a hand-edited config.json is refused naming the key: on resume and in load
     A.truthy(text:find(path .. ": training.learning_rate must be a number (as its default 0.001), "
                        .. "got string '0.5x'", 1, true), text)
     A.eq(text:find("attempt to", 1, true), nil, "no Lua internals: " .. text)
+    -- A key this version does not know (a typo, or a later version's): a user's error, one line.
     sys.write_file(path, '{"training": {"epoch": 2}, ' .. data .. '}')
     code, text = F.run("./machrt experiments/resnet34.lua --resume " .. dir)
-    A.truthy(code ~= 0 and text:find(path .. ": unknown key 'training.epoch'", 1, true), text)
+    local function last_line(t) return t:match("([^\n]*)\n?$") end
+    A.eq(code, 2, text)
+    A.eq(last_line(text), "machrt: " .. path .. ": unknown key 'training.epoch'; valid keys of training: see --help")
+    sys.write_file(path, '{"training": {"epochs": 2}, "audio_v2": {"rate": 1}, ' .. data .. '}')
+    code, text = F.run("./machrt experiments/resnet34.lua --resume " .. dir)
+    A.eq(code, 2, text)
+    A.eq(last_line(text), "machrt: " .. path .. ": unknown key 'audio_v2' (not a setting of this experiment)")
+    A.eq(text:find("traceback", 1, true), nil, "no traceback: " .. text)
     -- A value of the right type, changed after the checkpoint: the checkpoint knows.
     local run_dir = tmpdir()
     local cfg = make_run(run_dir)
@@ -234,6 +243,46 @@ test("a hand-edited config.json is refused naming the key: on resume and in load
     edited.training.epochs, edited.environment.seed = 5, 9
     A.truthy(load(run_dir, edited))
     A.truthy(load(run_dir, cfg))
+end)
+
+-- The checkpoint's settings without `section.key`, sealed again as a
+-- version that predates the setting sealed them.
+local function predate_in_checkpoint(dir, section, key)
+    local path = dir .. "/checkpoint.safetensors"
+    local tensors, meta = mt.load(path)
+    local trained = sys.json_decode(meta["machrt.config"])
+    trained[section][key] = nil
+    meta["machrt.config"] = sys.json_encode(trained)
+    run_folder.seal(tensors, meta)
+    mt.save(path, tensors, meta)
+end
+
+test("a setting a run predates gets the schema's earlier value, not today's default, or is refused", function()
+    -- Before audio.resampler existed (commit ad5e358) every decode resampled with soxr.
+    A.eq(schema.reference["audio.resampler"].before, "soxr")
+    -- The earlier value, where the default says otherwise.
+    local keys = schema.with{ ["audio.resampler"] = { "string", values = { "soxr", "torchaudio" }, before = "soxr" } }
+    local stored = { training = { epochs = 2 } }
+    local filled = run_folder.fill_absent(stored, { audio = { resampler = "torchaudio" },
+                                                    training = { epochs = 5 },
+                                                    environment = { threads = 2 } }, keys, "x/config.json")
+    A.eq(filled, { { key = "audio.resampler", value = "soxr" } })
+    A.eq(stored, { audio = { resampler = "soxr" }, training = { epochs = 2 } },
+         "filled with the earlier value; resumable keys left to the command line")
+    A.raises(function() run_folder.fill_absent({}, { audio = { hop_size = 256 } }, keys, "x/config.json") end,
+             "x/config.json has no setting audio.hop_size: the run was written before machrt had it")
+    -- A checkpoint that predates the setting, against a config.json that has it.
+    local dir = tmpdir()
+    local cfg = make_run(dir)
+    cfg.audio.resampler = "soxr"
+    A.truthy(load(dir, cfg), "the checkpoint's run resampled with soxr, as config.json says")
+    cfg.audio.resampler = "torchaudio"
+    A.raises(function() load(dir, cfg) end, "audio.resampler is 'torchaudio' there, 'soxr' in the checkpoint's settings")
+    cfg = config()
+    predate_in_checkpoint(dir, "audio", "hop_size")
+    A.raises(function() load(dir, cfg) end, "checkpoint " .. dir .. "/checkpoint.safetensors (the settings it "
+             .. "was trained under) has no setting audio.hop_size")
+    A.raises(function() infer.load_run(dir) end, "has no setting audio.hop_size")
 end)
 
 test("a checkpoint records the config the run wrote, without reading config.json back", function()

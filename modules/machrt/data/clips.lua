@@ -62,12 +62,24 @@ local function disk_cached(path, key, cfg)
 end
 
 --- The decoded, resampled wave of `path` ({frames}), through the cache.
+--- The memory cache keeps a 16-bit PCM file's samples as the file holds them
+--- (pipeline.decode_samples: 2 bytes a frame at the file's rate, where the
+--- float32 wave at 22050 Hz of a 16 kHz file takes 5.5) and resamples them
+--- at every load, to the same wave bit for bit; other files, and the disk
+--- cache's, are kept as float32 waves.
 function M.load_wave(path, cfg)
     local key = cache_key(path, cfg)
     local cache = cfg.cache or "memory"
     if cache ~= "none" then
         local hit = workers.cache_get(key)
-        if hit then return hit end
+        if hit then return hit:dtype() == "int64" and pipeline.from_samples(hit, path, cfg) or hit end
+    end
+    if cache == "memory" then
+        local samples = pipeline.decode_samples(path, cfg)
+        if samples then
+            workers.cache_put(key, samples)
+            return pipeline.from_samples(samples, path, cfg)
+        end
     end
     local wave, file, st
     if cache == "disk" then wave, file, st = disk_cached(path, key, cfg) end

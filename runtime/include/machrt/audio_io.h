@@ -83,6 +83,29 @@ typedef struct {
 mrt_status mrt_audio_load(const char *path, const mrt_audio_load_opts *opts, mrt_tensor *out,
                           int *sample_rate);
 
+/* ---- 16-bit samples, kept small ------------------------------------------------ */
+
+/* A cache of decoded clips can keep a 16-bit PCM file's samples as the file
+ * holds them (2 bytes a frame at the file's rate) and resample on every use,
+ * instead of float32 at the model's rate (4 bytes a frame, 5.5 at 22050 Hz
+ * from 16 kHz). There is no int16 tensor type: the samples are packed into an
+ * int64 tensor, a byte buffer for the cache and nothing else, {2 + ceil(frames
+ * / 4)}: element 0 the frame count, element 1 the sample rate, then the
+ * samples, four to an element in native byte order. */
+
+/* Decodes channel `channel` (0-based, or MRT_AUDIO_ALL_CHANNELS for a mono
+ * file) of `path` at its own rate, as mrt_audio_load does, into `packed`
+ * (empty). A file that is not 16-bit PCM leaves `packed` empty (*is_pcm16 =
+ * 0): its samples are not 16-bit integers. */
+mrt_status mrt_audio_load_pcm16(const char *path, int channel, mrt_tensor *packed, int *is_pcm16);
+
+/* The float32 wave {frames} of packed samples (s / 32768, as mrt_audio_load
+ * reads them) resampled to `sample_rate` (0: the file's rate) by `how`: bit
+ * for bit what mrt_audio_load with that channel, rate and resampler gives,
+ * with its refusal of an absurd upsampling (naming `name`, the file). */
+mrt_status mrt_audio_unpack_pcm16(const mrt_tensor *packed, int sample_rate, mrt_resampler how,
+                                  const char *name, mrt_tensor *out);
+
 /* ---- save ------------------------------------------------------------------ */
 
 typedef struct {
