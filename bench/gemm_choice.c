@@ -75,7 +75,8 @@ int main(int argc, char **argv)
                 if (r > 0 && dt < best[i]) best[i] = dt; /* the first run creates the primitive */
             }
         const double flop = 2.0 * m * n * (double)k * 1e-9;
-        printf("%-18s %5d %6d %5d %9.1f %9.1f", shapes[s].what, m, n, k, flop / best[0], flop / best[1]);
+        printf("%-18s %5d %6d %5d %9.1f %9.1f", shapes[s].what, m, n, k, flop / best[0],
+               flop / best[1]);
         if (mrt_cpu_gemm_bf16_supported()) {
             double err = 0;
             for (size_t i = 0; i < (size_t)m * n; i++) err = fmax(err, fabs(c[2][i] - c[0][i]));
