@@ -21,6 +21,16 @@
 #define TU_SHAPE(...) \
     (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
 
+/* Test cases this machine cannot run (a CPU feature it lacks, a data folder
+ * that is not there) are left out of the suite and said on one line, which
+ * tests/run_c.sh counts as skipped: a case that returns early would count
+ * as passed. */
+static inline void tu_skip(int cases, const char *why)
+{
+    printf("SKIP %d: %s\n", cases, why);
+    fflush(stdout);
+}
+
 /* Allocates `t` (which must be empty) or fails the current test. */
 #define TU_ALLOC(t, dtype, ...) tu_alloc_or_fail((t), (dtype), TU_SHAPE(__VA_ARGS__))
 
