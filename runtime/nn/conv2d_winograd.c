@@ -465,14 +465,13 @@ static const float G4[6 * 3] = {1.0f / 4,  0.0f,       0.0f,       -1.0f / 6, -1
 static const float G2[4 * 3] = {1.0f, 0.0f,  0.0f, 0.5f, 0.5f, 0.5f,
                                 0.5f, -0.5f, 0.5f, 0.0f, 0.0f, 1.0f};
 
+/* The bodies below are inlined with the patch size a as a constant (4 or
+ * 6), so that every loop but the lanes' unrolls; the lanes vectorise. */
+#define INLINE_BODY static inline __attribute__((always_inline))
 
 /* u[xi * stride + l] = (G g_l G^T)[r][s] (xi = alpha r + s) for the kernels
  * g_l = src + l * lstride (row-major 3x3; rotated by 180 degrees when rot),
  * l < cnt. */
-/* The bodies are inlined with the patch size a as a constant (4 or 6), so
- * that every loop but the lanes' unrolls; the lanes vectorise. */
-#define INLINE_BODY static inline __attribute__((always_inline))
-
 INLINE_BODY void kernel_transform8_body(const int a, const float *src, int64_t lstride, int rot,
                                         int cnt, float *u, size_t stride)
 {
