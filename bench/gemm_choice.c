@@ -2,19 +2,26 @@
  * GEMM shapes of ResNet34's convolutions on 32 log-mel chunks, through
  * OpenBLAS, oneDNN fp32 and oneDNN bf16, interleaved in one run so that
  * the machine's load falls on all three alike. Best of 5, GFLOP/s; the last
- * column is bf16's largest deviation from fp32 (inputs in [-0.5, 0.5]).
- *   build/bench/gemm_choice [reps] */
+ * column is bf16's largest deviation from fp32 (inputs in [-0.5, 0.5]); a
+ * CPU without bf16 prints "-" in both bf16 columns.
+ *   build/bench/gemm_choice [reps] [--cpu]
+ * --cpu times CPU seconds of the process instead of wall-clock ones: with
+ * OMP_NUM_THREADS=1 on a loaded machine that measures the kernels, not the
+ * load. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include "../runtime/cpu/cpu_features.h"
 #include "../runtime/cpu/gemm.h"
 
+static clockid_t clock_id = CLOCK_MONOTONIC;
+
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock_id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -25,7 +32,15 @@ typedef struct {
 
 int main(int argc, char **argv)
 {
-    const int reps = argc > 1 ? atoi(argv[1]) : 5;
+    int reps = 5;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--cpu")) clock_id = CLOCK_PROCESS_CPUTIME_ID;
+        else if (atoi(argv[i]) > 0) reps = atoi(argv[i]);
+        else {
+            fprintf(stderr, "usage: gemm_choice [reps] [--cpu]\n");
+            return 2;
+        }
+    }
     /* M = out channels, K = in channels x 9, N = output pixels of a chunk
      * group; then Winograd's per-tile GEMMs (M = out, K = in, N = tiles),
      * the fully connected head and small chunks. */
@@ -59,12 +74,16 @@ int main(int argc, char **argv)
                 const double dt = now() - t0;
                 if (r > 0 && dt < best[i]) best[i] = dt; /* the first run creates the primitive */
             }
-        double err = 0;
-        for (size_t i = 0; i < (size_t)m * n; i++) err = fmax(err, fabs(c[2][i] - c[0][i]));
         const double flop = 2.0 * m * n * (double)k * 1e-9;
-        printf("%-18s %5d %6d %5d %9.1f %9.1f %9.1f %8.4f\n", shapes[s].what, m, n, k,
-               flop / best[0], flop / best[1], mrt_cpu_gemm_bf16_supported() ? flop / best[2] : 0.0,
-               err);
+        printf("%-18s %5d %6d %5d %9.1f %9.1f", shapes[s].what, m, n, k, flop / best[0],
+               flop / best[1]);
+        if (mrt_cpu_gemm_bf16_supported()) {
+            double err = 0;
+            for (size_t i = 0; i < (size_t)m * n; i++) err = fmax(err, fabs(c[2][i] - c[0][i]));
+            printf(" %9.1f %8.4f\n", flop / best[2], err);
+        } else {
+            printf(" %9s %8s\n", "-", "-");
+        }
         free(a);
         free(b);
         for (int i = 0; i < 3; i++) free(c[i]);

@@ -8,11 +8,13 @@
 -- were skipped.
 --
 --   machrt bench/train_step.lua [--steps N] [--infer-reps N] [--batch N] [--profile] [--cpu-time]
+--                               [--train-only]
 --
 -- Training: batch 32 of 1 x 128 x 431 (10 s log-mel), BCE, AdamW.
 -- Inference: batch 32 of 1 x 128 x 216 (5 s chunks), evaluation mode.
 -- --profile prints time and GFLOP/s per layer type for one training step in
--- each precision measured.
+-- each precision measured. --train-only skips machrt's inference (layer by
+-- layer and the inference plan).
 local mt = require "machrt"
 local nn = require "machrt.nn"
 local optim = require "machrt.optim"
@@ -21,16 +23,18 @@ local cli = require "machrt.cli"
 
 local CLI = { name = "train_step",
               options = { steps = "value", ["infer-reps"] = "value", batch = "value", profile = "flag",
-                          ["cpu-time"] = "flag" },
+                          ["cpu-time"] = "flag", ["train-only"] = "flag" },
               usage = "usage: machrt bench/train_step.lua [--steps N] [--infer-reps N] [--batch N] [--profile] "
-                      .. "[--cpu-time]\n" }
+                      .. "[--cpu-time] [--train-only]\n" }
 local args = cli.parse(arg, CLI)
 local opts = { steps = cli.integer(CLI, args, "steps", 1) or 2,
                infer_reps = cli.integer(CLI, args, "infer-reps", 1) or 3,
-               batch = cli.integer(CLI, args, "batch", 1) or 32, profile = args.profile or false }
--- --cpu-time: machrt alone on one thread, timed in CPU seconds (os.clock),
--- which a loaded machine stretches far less than wall-clock ones; the
--- rates are per core, the peers are not run.
+               batch = cli.integer(CLI, args, "batch", 1) or 32, profile = args.profile or false,
+               train_only = args["train-only"] or false }
+-- --cpu-time: one thread, timed in CPU seconds (os.clock), which a loaded
+-- machine stretches far less than wall-clock ones; the rates are per core,
+-- and of the peers only PyTorch fp32 training runs (one thread, its CPU
+-- seconds: peers_resnet.py --cpu-time).
 local cpu_time = args["cpu-time"] or false
 local threads = cpu_time and 1 or 2
 local clock = cpu_time and os.clock or mt.clock
@@ -133,6 +137,8 @@ for _, precision in ipairs{"fp32", "bf16"} do
         step() -- warm-up: allocates every buffer once (and creates the GEMM primitives)
         ours[precision] = {train = B / best_time(opts.steps, step)}
         if precision == "fp32" then ours.train_rss = peak_rss_mb() end
+    end
+    if mt.gemm_precision() == precision and not opts.train_only then
         model:evaluate()
         local xi = mt.randn{B, 1, 128, 216}
         model:forward(xi)
@@ -179,10 +185,10 @@ if opts.profile then
 end
 
 local peer = {}
-local peers_python = not cpu_time and os.getenv("PEERS_PYTHON") or nil
+local peers_python = os.getenv("PEERS_PYTHON")
 if peers_python and peers_python ~= "" then
-    local py = io.popen(("%s bench/peers/peers_resnet.py %d %d %d 2>/dev/null"):format(
-        peers_python, opts.steps, opts.infer_reps, B))
+    local py = io.popen(("%s bench/peers/peers_resnet.py %d %d %d%s 2>/dev/null"):format(
+        peers_python, opts.steps, opts.infer_reps, B, cpu_time and " --cpu-time" or ""))
     for line in py:lines() do
         local k, v = line:match("^(%S+) (.+)$")
         if k then peer[k] = tonumber(v) or v end
@@ -267,12 +273,11 @@ goal("fp32 inference plan >= 1.5x fastest fp32 peer", f32.plan,
 goal("bf16 inference plan >= 1.5x OpenVINO default" .. in_fp32, asked.plan,
     peer["openvino_default.infer_chunks_per_s"])
 
--- Fraction of peak: direct-convolution FLOPs over an estimate of 2 cores'
--- peak at the nominal clock: fp32 64 FLOP/cycle a core with AVX-512 (two
--- FMA units of 16 floats), 32 with AVX2 and FMA (two of 8), bf16 on AMX
--- 1024 FLOP/cycle a core. Winograd does fewer
--- multiplications than counted, so its fraction can pass what direct
--- convolution could reach.
+-- Fraction of peak: direct-convolution FLOPs over an estimate of the
+-- threads' peak at the clock /proc/cpuinfo reports: fp32 64 FLOP/cycle a
+-- core with two AVX-512 FMA units, 32 with two AVX2 ones (Zen 2), bf16 on
+-- AMX 1024 FLOP/cycle a core. Winograd does fewer multiplications than
+-- counted, so its fraction can pass what direct convolution could reach.
 local mhz
 do
     local f = io.open("/proc/cpuinfo")
@@ -282,15 +287,18 @@ do
     end
 end
 local gflop_chunk = (infer_flops or 0) / B * 1e-9
-print(("inference: %.2f GFLOP of direct convolution a chunk; peak estimate at %s MHz, 2 cores"):format(gflop_chunk,
-    mhz and ("%.0f"):format(mhz) or "?"))
+local fp32_flop_per_cycle = flags.avx512f and 64 or 32
+if infer_flops then
+    print(("inference: %.2f GFLOP of direct convolution a chunk; peak estimate at %s MHz, %d core%s, "
+        .. "%d fp32 FLOP/cycle"):format(gflop_chunk, mhz and ("%.0f"):format(mhz) or "?", threads,
+        threads > 1 and "s" or "", fp32_flop_per_cycle))
+end
 local function peak_line(label, chunks, flop_per_cycle)
     if not chunks or not mhz then return end
     local gflops = chunks * gflop_chunk
-    local peak = 2 * flop_per_cycle * mhz * 1e-3
+    local peak = threads * flop_per_cycle * mhz * 1e-3
     print(("  %-52s %8.0f GFLOP/s  %5.1f%% of %.0f"):format(label, gflops, 100 * gflops / peak, peak))
 end
-local fp32_per_cycle = flags.avx512f and 64 or 32
-peak_line("machrt fp32 layer by layer", f32.infer, fp32_per_cycle)
-peak_line("machrt fp32 inference plan", f32.plan, fp32_per_cycle)
+peak_line("machrt fp32 layer by layer", f32.infer, fp32_flop_per_cycle)
+peak_line("machrt fp32 inference plan", f32.plan, fp32_flop_per_cycle)
 peak_line("machrt bf16 inference plan (of the AMX peak)", b16.plan, (flags or {}).amx_bf16 and 1024 or 128)

@@ -3,27 +3,34 @@
 and 4 classes, 2 threads, the shapes of machrt's lines (training: batch of
 1 x 128 x 431, AdamW, BCEWithLogits; inference: batch of 1 x 128 x 216).
 
-    peers_resnet.py TRAIN_STEPS INFER_REPS BATCH
+    peers_resnet.py TRAIN_STEPS INFER_REPS BATCH [--cpu-time]
 
 PyTorch 2.x in fp32 and with bf16 autocast, each in contiguous and
 channels_last layout (training and inference); ONNX Runtime in fp32 and
 OpenVINO in fp32 and in its default precision on this CPU (inference only:
 neither trains). Prints `name value` lines: `<peer>.train_samples_per_s`,
 `<peer>.infer_chunks_per_s`, `openvino_default.precision`, and `skip.<peer>
-why` for a peer whose package is missing."""
+why` for a peer whose package is missing.
+
+--cpu-time: PyTorch fp32 training alone (both layouts) on one thread, timed
+in CPU seconds of the process, the counterpart of train_step.lua's
+--cpu-time on a shared machine."""
 import os
 import sys
 import tempfile
 import time
 
 
+CLOCK = time.perf_counter
+
+
 def best_of(reps, fn):
     fn()  # warm-up
     best = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, CLOCK() - t0)
     return best
 
 
@@ -34,15 +41,15 @@ def make_model(torch, torchvision):
     return model
 
 
-def torch_peers(steps, reps, batch):
+def torch_peers(steps, reps, batch, threads=2, precisions=("fp32", "bf16"), infer=True):
     import torch
     import torchvision
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     x = torch.randn(batch, 1, 128, 431)
     xi = torch.randn(batch, 1, 128, 216)
     t = torch.zeros(batch, 4)
     t[:, 0] = 1
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         for layout in ("contiguous", "channels_last"):
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
             model = make_model(torch, torchvision).to(memory_format=fmt)
@@ -61,6 +68,8 @@ def torch_peers(steps, reps, batch):
             model.train()
             name = f"torch_{precision}_{layout}"
             print(f"{name}.train_samples_per_s {batch / best_of(steps, step):.3f}", flush=True)
+            if not infer:
+                continue
             model.eval()
             with torch.no_grad(), autocast:
                 dt = best_of(reps, lambda: model(xxi))
@@ -105,7 +114,12 @@ def openvino_peers(path, reps, batch):
 
 
 def main():
+    global CLOCK
     steps, reps, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    if "--cpu-time" in sys.argv[4:]:
+        CLOCK = time.process_time
+        torch_peers(steps, reps, batch, threads=1, precisions=("fp32",), infer=False)
+        return
     try:
         torch_peers(steps, reps, batch)
     except ImportError as e:

@@ -28,11 +28,14 @@ static unsigned probe_hardware(void)
     unsigned a, b, c, d, f = 0;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* no OSXSAVE */
     const unsigned long long x = xcr0();
+    const int ymm_saved = (x & 0x6) == 0x6;   /* XMM, YMM state */
     const int zmm_saved = (x & 0xe6) == 0xe6; /* XMM, YMM, opmask, ZMM state */
+    const int fma = (c & (1u << 12)) != 0;
     if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, a, b, c, d);
     const unsigned leaf7_edx = d;
-    if (zmm_saved && (b & (1u << 16))) f |= MRT_CPU_AVX512F;
+    if (ymm_saved && fma && (b & (1u << 5))) f |= MRT_CPU_AVX2;
+    if ((f & MRT_CPU_AVX2) && zmm_saved && (b & (1u << 16))) f |= MRT_CPU_AVX512F;
     __cpuid_count(7, 1, a, b, c, d);
     if ((f & MRT_CPU_AVX512F) && (a & (1u << 5))) f |= MRT_CPU_AVX512_BF16;
     const int amx = (leaf7_edx & (1u << 22)) && (leaf7_edx & (1u << 24)); /* AMX-BF16, AMX-TILE */
@@ -49,6 +52,7 @@ static const struct {
     const char *name;
     unsigned bit;
 } names[] = {
+    {"avx2", MRT_CPU_AVX2},
     {"avx512f", MRT_CPU_AVX512F},
     {"avx512_bf16", MRT_CPU_AVX512_BF16},
     {"amx_bf16", MRT_CPU_AMX_BF16},
@@ -73,9 +77,11 @@ static void probe(void)
             }
         if (!known)
             fprintf(stderr, "machrt: MACHRT_CPU_FEATURES: '%s' ignored (only removals: "
-                    "-avx512f, -avx512_bf16, -amx_bf16)\n", tok);
+                    "-avx2, -avx512f, -avx512_bf16, -amx_bf16)\n", tok);
     }
-    if (!(features & MRT_CPU_AVX512F)) features = 0;
+    /* bf16 and AMX are used only with AVX-512, and AVX-512 paths assume AVX2 */
+    if (!(features & MRT_CPU_AVX2)) features = 0;
+    if (!(features & MRT_CPU_AVX512F)) features &= MRT_CPU_AVX2;
 }
 
 unsigned mrt_cpu_features(void)
@@ -92,6 +98,6 @@ const char *mrt_cpu_features_str(char *buf, int size)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((f & names[i].bit) && n < size)
             n += snprintf(buf + n, (size_t)(size - n), "%s%s", n ? " " : "", names[i].name);
-    if (!f) snprintf(buf, (size_t)size, "(none of avx512f, avx512_bf16, amx_bf16)");
+    if (!f) snprintf(buf, (size_t)size, "(none of avx2, avx512f, avx512_bf16, amx_bf16)");
     return buf;
 }

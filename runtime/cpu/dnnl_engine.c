@@ -13,7 +13,8 @@ static void cap_isa(void)
 {
     const unsigned f = mrt_cpu_features();
     dnnl_cpu_isa_t isa = dnnl_cpu_isa_all;
-    if (!(f & MRT_CPU_AVX512F)) isa = dnnl_cpu_isa_avx2;
+    if (!(f & MRT_CPU_AVX2)) isa = dnnl_cpu_isa_sse41;
+    else if (!(f & MRT_CPU_AVX512F)) isa = dnnl_cpu_isa_avx2;
     else if (!(f & MRT_CPU_AVX512_BF16)) isa = dnnl_cpu_isa_avx512_core_vnni;
     else if (!(f & MRT_CPU_AMX_BF16)) isa = dnnl_cpu_isa_avx512_core_bf16;
     if (isa != dnnl_cpu_isa_all) dnnl_set_max_cpu_isa(isa);

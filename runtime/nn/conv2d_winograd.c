@@ -54,6 +54,7 @@
  * dW accumulates per thread (groups go to threads round-robin, statically)
  * and the per-thread sums are added in thread order, so a given thread
  * count always gives the same bits. */
+#include "../cpu/cpu_features.h"
 #include "../cpu/gemm.h"
 #include <omp.h>
 #include <string.h>
@@ -464,67 +465,131 @@ static const float G4[6 * 3] = {1.0f / 4,  0.0f,       0.0f,       -1.0f / 6, -1
 static const float G2[4 * 3] = {1.0f, 0.0f,  0.0f, 0.5f, 0.5f, 0.5f,
                                 0.5f, -0.5f, 0.5f, 0.0f, 0.0f, 1.0f};
 
-static const float *g_of(const wgeom *q) { return q->m == 2 ? G2 : G4; }
+/* The bodies below are inlined with the patch size a as a constant (4 or
+ * 6), so that every loop but the lanes' unrolls; the lanes vectorise. */
+#define INLINE_BODY static inline __attribute__((always_inline))
 
 /* u[xi * stride + l] = (G g_l G^T)[r][s] (xi = alpha r + s) for the kernels
  * g_l = src + l * lstride (row-major 3x3; rotated by 180 degrees when rot),
  * l < cnt. */
-static void kernel_transform8(const wgeom *q, const float *src, int64_t lstride, int rot, int cnt,
-                              float *u, size_t stride)
+INLINE_BODY void kernel_transform8_body(const int a, const float *src, int64_t lstride, int rot,
+                                        int cnt, float *u, size_t stride)
 {
-    const float *G = g_of(q);
-    const int a = q->alpha;
+    const float *G = a == 4 ? G2 : G4;
     float g[9][KL], t[6][3][KL], out[NXI_MAX][KL];
     for (int l = 0; l < KL; l++)
         for (int e = 0; e < 9; e++) g[e][l] = l < cnt ? src[l * lstride + (rot ? 8 - e : e)] : 0.0f;
+#pragma GCC unroll 6
     for (int r = 0; r < a; r++)
+#pragma GCC unroll 3
         for (int j = 0; j < 3; j++) {
             const float c0 = G[r * 3], c1 = G[r * 3 + 1], c2 = G[r * 3 + 2];
 #pragma omp simd
             for (int l = 0; l < KL; l++) t[r][j][l] = c0 * g[j][l] + c1 * g[3 + j][l] + c2 * g[6 + j][l];
         }
+#pragma GCC unroll 6
     for (int r = 0; r < a; r++)
+#pragma GCC unroll 6
         for (int c = 0; c < a; c++) {
             const float c0 = G[c * 3], c1 = G[c * 3 + 1], c2 = G[c * 3 + 2];
 #pragma omp simd
             for (int l = 0; l < KL; l++)
                 out[a * r + c][l] = t[r][0][l] * c0 + t[r][1][l] * c1 + t[r][2][l] * c2;
         }
-    for (int xi = 0; xi < q->nxi; xi++)
+    for (int xi = 0; xi < a * a; xi++)
         memcpy(u + (size_t)xi * stride, out[xi], sizeof(float) * (size_t)cnt);
 }
 
 /* dw[l * 9 ..] (3x3) += G^T du_l G for the cnt consecutive kernels whose
  * du[xi] are read `stride` apart. */
-static void kernel_grad8(const wgeom *q, const float *du, size_t stride, int cnt, float *dw)
+INLINE_BODY void kernel_grad8_body(const int a, const float *du, size_t stride, int cnt,
+                                   float *dw)
 {
-    const float *G = g_of(q);
-    const int a = q->alpha;
+    const float *G = a == 4 ? G2 : G4;
     float d[NXI_MAX][KL], t[6][3][KL], out[9][KL];
-    for (int xi = 0; xi < q->nxi; xi++)
+    for (int xi = 0; xi < a * a; xi++)
         for (int l = 0; l < KL; l++) d[xi][l] = l < cnt ? du[(size_t)xi * stride + l] : 0.0f;
     /* t[k][j] = sum_s du[k][s] G[s][j] */
+#pragma GCC unroll 6
     for (int k = 0; k < a; k++)
+#pragma GCC unroll 3
         for (int j = 0; j < 3; j++) {
 #pragma omp simd
             for (int l = 0; l < KL; l++) {
                 float acc = 0.0f;
+#pragma GCC unroll 6
                 for (int c = 0; c < a; c++) acc += d[a * k + c][l] * G[c * 3 + j];
                 t[k][j][l] = acc;
             }
         }
     /* out[i][j] = sum_k G[k][i] t[k][j] */
+#pragma GCC unroll 3
     for (int i = 0; i < 3; i++)
+#pragma GCC unroll 3
         for (int j = 0; j < 3; j++) {
 #pragma omp simd
             for (int l = 0; l < KL; l++) {
                 float acc = 0.0f;
+#pragma GCC unroll 6
                 for (int k = 0; k < a; k++) acc += G[k * 3 + i] * t[k][j][l];
                 out[i * 3 + j][l] = acc;
             }
         }
     for (int l = 0; l < cnt; l++)
         for (int e = 0; e < 9; e++) dw[l * 9 + e] += out[e][l];
+}
+
+/* The two weight transforms, compiled twice: for the baseline ISA (SSE2,
+ * each 8-lane loop as two 4-float halves) and with AVX2's 256-bit vectors,
+ * where each loop is one vector. The AVX2 build multiplies and adds as
+ * the baseline one does (no FMA: ISO C contracts nothing and the target
+ * does not name fma), so both give the same bits. */
+typedef struct {
+    void (*transform)(const wgeom *, const float *, int64_t, int, int, float *, size_t);
+    void (*grad)(const wgeom *, const float *, size_t, int, float *);
+} weight_kernels;
+
+static void kernel_transform8(const wgeom *q, const float *src, int64_t lstride, int rot, int cnt,
+                              float *u, size_t stride)
+{
+    if (q->alpha == 6) kernel_transform8_body(6, src, lstride, rot, cnt, u, stride);
+    else kernel_transform8_body(4, src, lstride, rot, cnt, u, stride);
+}
+
+static void kernel_grad8(const wgeom *q, const float *du, size_t stride, int cnt, float *dw)
+{
+    if (q->alpha == 6) kernel_grad8_body(6, du, stride, cnt, dw);
+    else kernel_grad8_body(4, du, stride, cnt, dw);
+}
+
+static const weight_kernels weight_portable = {kernel_transform8, kernel_grad8};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static void kernel_transform8_avx2(const wgeom *q, const float *src,
+                                                                  int64_t lstride, int rot, int cnt,
+                                                                  float *u, size_t stride)
+{
+    if (q->alpha == 6) kernel_transform8_body(6, src, lstride, rot, cnt, u, stride);
+    else kernel_transform8_body(4, src, lstride, rot, cnt, u, stride);
+}
+
+__attribute__((target("avx2"))) static void kernel_grad8_avx2(const wgeom *q, const float *du,
+                                                             size_t stride, int cnt, float *dw)
+{
+    if (q->alpha == 6) kernel_grad8_body(6, du, stride, cnt, dw);
+    else kernel_grad8_body(4, du, stride, cnt, dw);
+}
+
+static const weight_kernels weight_avx2 = {kernel_transform8_avx2, kernel_grad8_avx2};
+#endif
+
+static const weight_kernels *pick_weight_kernels(int portable)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!portable && (mrt_cpu_features() & MRT_CPU_AVX2)) return &weight_avx2;
+#endif
+    (void)portable;
+    return &weight_portable;
 }
 
 /* ---- passes ---------------------------------------------------------------- */
@@ -657,7 +722,8 @@ static void clear_m_padding(const wgeom *q, const wlayout *lay, float *m)
 
 /* u[xi][cout][cin] for the forward pass (rot = 0: u[o][c] from w[o][c]) or
  * for dX (rot = 1: cout = C, cin = O, u[c][o] from w[o][c] rotated). */
-static void transform_weights(const wgeom *q, int rot, const float *w, float *u)
+static void transform_weights(const weight_kernels *wk, const wgeom *q, int rot, const float *w,
+                              float *u)
 {
     const size_t stride = u_stride(q);
     const int64_t n = q->cout * q->cin;
@@ -665,14 +731,14 @@ static void transform_weights(const wgeom *q, int rot, const float *w, float *u)
     for (int64_t i0 = 0; i0 < n; i0 += KL) {
         const int cnt = (int)(n - i0 < KL ? n - i0 : KL);
         if (!rot) {
-            kernel_transform8(q, w + i0 * 9, 9, 0, cnt, u + i0, stride);
+            wk->transform(q, w + i0 * 9, 9, 0, cnt, u + i0, stride);
         } else {
             /* consecutive (c, o) pairs, o fastest: the source kernels are
              * C*9 floats apart within one c, so split where c changes */
             for (int64_t i = i0; i < i0 + cnt;) {
                 const int64_t c = i / q->cin, o = i % q->cin;
                 const int seg = (int)(q->cin - o < i0 + cnt - i ? q->cin - o : i0 + cnt - i);
-                kernel_transform8(q, w + (o * q->cout + c) * 9, q->cout * 9, 1, seg, u + i, stride);
+                wk->transform(q, w + (o * q->cout + c) * 9, q->cout * 9, 1, seg, u + i, stride);
                 i += seg;
             }
         }
@@ -722,7 +788,7 @@ void mrt_conv_wino_forward(const mrt_conv_geom *g, int m, int64_t nb, int portab
     const mrt_wino_kernels *k = pick_kernels(portable, m);
     const wgeom q = wgeom_fwd(g, m);
     float *u = scratch;
-    transform_weights(&q, 0, w, u);
+    transform_weights(pick_weight_kernels(portable), &q, 0, w, u);
     run_pass(k, &q, nb, u, x, bias, y, u + u_floats(&q));
 }
 
@@ -778,6 +844,7 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
                             float *dw, float *scratch)
 {
     const mrt_wino_kernels *k = pick_kernels(portable, m);
+    const weight_kernels *wk = pick_weight_kernels(portable);
     if (dw) {
         const wgeom q = wgeom_fwd(g, m);
         const size_t us = u_stride(&q);
@@ -786,12 +853,12 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
         const int64_t n = q.cout * q.cin;
 #pragma omp parallel for schedule(static) if (q.nxi * n > MRT_CONV_PAR_MIN)
         for (int64_t i0 = 0; i0 < n; i0 += KL)
-            kernel_grad8(&q, du + i0, us, (int)(n - i0 < KL ? n - i0 : KL), dw + i0 * 9);
+            wk->grad(&q, du + i0, us, (int)(n - i0 < KL ? n - i0 : KL), dw + i0 * 9);
     }
     if (dx) {
         const wgeom q = wgeom_dx(g, m);
         float *u = scratch;
-        transform_weights(&q, 1, w, u);
+        transform_weights(wk, &q, 1, w, u);
         run_pass(k, &q, nb, u, dy, NULL, dx, u + u_floats(&q));
     }
 }

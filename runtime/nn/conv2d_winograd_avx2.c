@@ -14,9 +14,10 @@
  * makes that safe (see mrt_wino_kernels).
  *
  * The file is compiled for the baseline ISA; only these functions carry the
- * avx2/fma target attribute, and conv2d_winograd.c calls them only after a
- * runtime CPU check. */
+ * avx2/fma target attribute, and conv2d_winograd.c calls them only when
+ * mrt_cpu_features() reports AVX2 and FMA. */
 #include <string.h>
+#include "../cpu/cpu_features.h"
 #include "conv2d.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -354,8 +355,7 @@ static const mrt_wino_kernels avx2_f2 = {"avx2", 8, input_chunk8_2, output_chunk
 
 const mrt_wino_kernels *mrt_wino_kernels_avx2(int m)
 {
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    if (!(mrt_cpu_features() & MRT_CPU_AVX2)) return NULL;
     return m == 2 ? &avx2_f2 : &avx2_f4;
 }
 

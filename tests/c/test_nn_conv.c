@@ -11,6 +11,7 @@
 #include "check_util.h"
 #include "machrt/nn.h"
 #include "../../runtime/nn/conv2d.h"
+#include "../../runtime/cpu/cpu_features.h"
 #include "../../runtime/cpu/gemm.h"
 
 /* im2col / 1x1: float sums of up to a few thousand terms; measured worst
@@ -1113,6 +1114,74 @@ START_TEST(test_inference_forward_uses_f4x4)
 }
 END_TEST
 
+/* ---- run-time CPU features ------------------------------------------------------ */
+
+/* The probe's AVX2 agrees with the compiler's own cpuid check. */
+START_TEST(test_avx2_probe_agrees)
+{
+    /* Check forks each test, so the probe below is this process's first. */
+    unsetenv("MACHRT_CPU_FEATURES");
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    const int want = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    const int want = 0;
+#endif
+    ck_assert_int_eq((mrt_cpu_features() & MRT_CPU_AVX2) != 0, want);
+    ck_assert_int_eq(mrt_wino_kernels_avx2(4) != NULL, want);
+}
+END_TEST
+
+/* MACHRT_CPU_FEATURES=-avx2 hides AVX2: Winograd's transforms are then the
+ * portable ones, so the default dispatch gives the bits of portable = 1
+ * (with AVX2 visible its tile transforms use FMA and round differently). */
+START_TEST(test_hidden_avx2_runs_portable)
+{
+    setenv("MACHRT_CPU_FEATURES", "-avx2", 1);
+    ck_assert_int_eq(mrt_cpu_features() & MRT_CPU_AVX2, 0);
+    ck_assert(mrt_wino_kernels_avx2(4) == NULL && mrt_wino_kernels_avx2(2) == NULL);
+    const conv_case k = {3, 16, 9, 14, 24, 3, 3, 1, 1, 1, 1, 1};
+    const mrt_conv_geom g = geom_of(&k);
+    const mrt_conv2d_params p = params_of(&k);
+    operands op;
+    make_operands(&k, 900, &op);
+    mrt_tensor dy = {0};
+    TU_ALLOC(&dy, MRT_F32, k.n, k.o, g.oh, g.ow);
+    tu_fill_uniform(&dy, 901, -1.0, 1.0);
+    mrt_workspace ws = {0};
+    const mrt_conv_algo algos[] = {MRT_CONV_WINOGRAD, MRT_CONV_WINOGRAD2};
+    for (int a = 0; a < 2; a++) {
+        mrt_tensor y[2] = {{0}}, dx[2] = {{0}}, dw[2] = {{0}};
+        for (int portable = 0; portable < 2; portable++) {
+            const mrt_conv2d_opts opts = {algos[a], 0, portable};
+            TU_ALLOC(&y[portable], MRT_F32, k.n, k.o, g.oh, g.ow);
+            TU_ALLOC(&dx[portable], MRT_F32, k.n, k.c, k.h, k.w);
+            TU_ALLOC(&dw[portable], MRT_F32, k.o, k.c, k.kh, k.kw);
+            /* dW accumulates */
+            for (int64_t i = 0; i < tu_numel(&dw[portable]); i++) tu_set(&dw[portable], i, 0.0);
+            TU_OK(mrt_conv2d_forward_opts(&op.x, &op.w, &op.b, &p, &y[portable], &ws, &opts));
+            TU_OK(mrt_conv2d_backward_opts(&op.x, &op.w, &dy, &p, &dx[portable], &dw[portable],
+                                           NULL, &ws, &opts));
+        }
+        const mrt_tensor *pairs[3][2] = {{&y[0], &y[1]}, {&dx[0], &dx[1]}, {&dw[0], &dw[1]}};
+        for (int t = 0; t < 3; t++)
+            for (int64_t i = 0; i < tu_numel(pairs[t][0]); i++)
+                ck_assert_msg(tu_get(pairs[t][0], i) == tu_get(pairs[t][1], i),
+                              "%s output %d [%lld]: %.9g (default) != %.9g (portable)",
+                              mrt_conv_algo_name(algos[a]), t, (long long)i,
+                              tu_get(pairs[t][0], i), tu_get(pairs[t][1], i));
+        for (int i = 0; i < 2; i++) {
+            mrt_tensor_release(&y[i]);
+            mrt_tensor_release(&dx[i]);
+            mrt_tensor_release(&dw[i]);
+        }
+    }
+    mrt_workspace_free(&ws);
+    mrt_tensor_release(&dy);
+    free_operands(&op);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("nn_conv");
 
@@ -1139,6 +1208,12 @@ int main(void) {
     tcase_add_test(er, test_workspace);
     tcase_add_test(er, test_inference_forward_uses_f4x4);
     suite_add_tcase(s, er);
+
+    TCase *cf = tcase_create("cpu_features");
+    tcase_set_timeout(cf, 60);
+    tcase_add_test(cf, test_avx2_probe_agrees);
+    tcase_add_test(cf, test_hidden_avx2_runs_portable);
+    suite_add_tcase(s, cf);
 
     TCase *li = tcase_create("linear");
     tcase_set_timeout(li, 60);
