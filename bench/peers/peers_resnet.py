@@ -3,27 +3,33 @@
 and 4 classes, 2 threads, the shapes of machrt's lines (training: batch of
 1 x 128 x 431, AdamW, BCEWithLogits; inference: batch of 1 x 128 x 216).
 
-    peers_resnet.py TRAIN_STEPS INFER_REPS BATCH
+    peers_resnet.py TRAIN_STEPS INFER_REPS BATCH [THREADS [cpu-time]]
 
 PyTorch 2.x in fp32 and with bf16 autocast, each in contiguous and
 channels_last layout (training and inference); ONNX Runtime in fp32 and
 OpenVINO in fp32 and in its default precision on this CPU (inference only:
 neither trains). Prints `name value` lines: `<peer>.train_samples_per_s`,
 `<peer>.infer_chunks_per_s`, `openvino_default.precision`, and `skip.<peer>
-why` for a peer whose package is missing."""
+why` for a peer whose package is missing. THREADS (default 2) sets every
+engine's thread count; TRAIN_STEPS 0 leaves training out; `cpu-time` times
+in CPU seconds of the process (time.process_time), for comparisons with
+machrt's --cpu-time on a loaded machine (meaningful with THREADS 1)."""
 import os
 import sys
 import tempfile
 import time
+
+THREADS = 2
+CLOCK = time.perf_counter
 
 
 def best_of(reps, fn):
     fn()  # warm-up
     best = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, CLOCK() - t0)
     return best
 
 
@@ -37,12 +43,16 @@ def make_model(torch, torchvision):
 def torch_peers(steps, reps, batch):
     import torch
     import torchvision
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     x = torch.randn(batch, 1, 128, 431)
     xi = torch.randn(batch, 1, 128, 216)
     t = torch.zeros(batch, 4)
     t[:, 0] = 1
+    bf16_native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)()
     for precision in ("fp32", "bf16"):
+        if precision == "bf16" and not bf16_native:
+            print("skip.torch_bf16 this CPU has no native bf16 (autocast would be emulated)", flush=True)
+            continue
         for layout in ("contiguous", "channels_last"):
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
             model = make_model(torch, torchvision).to(memory_format=fmt)
@@ -58,9 +68,10 @@ def torch_peers(steps, reps, batch):
                 loss.backward()
                 opt.step()
 
-            model.train()
             name = f"torch_{precision}_{layout}"
-            print(f"{name}.train_samples_per_s {batch / best_of(steps, step):.3f}", flush=True)
+            if steps > 0:
+                model.train()
+                print(f"{name}.train_samples_per_s {batch / best_of(steps, step):.3f}", flush=True)
             model.eval()
             with torch.no_grad(), autocast:
                 dt = best_of(reps, lambda: model(xxi))
@@ -79,7 +90,7 @@ def ort_peer(path, reps, batch):
     import numpy as np
     import onnxruntime as ort
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
+    so.intra_op_num_threads = THREADS
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     xi = np.random.default_rng(0).standard_normal((batch, 1, 128, 216), dtype=np.float32)
@@ -94,7 +105,7 @@ def openvino_peers(path, reps, batch):
     xi = np.random.default_rng(0).standard_normal((batch, 1, 128, 216), dtype=np.float32)
     for name, config in (("openvino_fp32", {"INFERENCE_PRECISION_HINT": "f32"}),
                          ("openvino_default", {})):
-        config = dict(config, INFERENCE_NUM_THREADS=2)
+        config = dict(config, INFERENCE_NUM_THREADS=THREADS)
         compiled = core.compile_model(core.read_model(path), "CPU", config)
         if name == "openvino_default":
             hint = compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -105,7 +116,14 @@ def openvino_peers(path, reps, batch):
 
 
 def main():
+    global THREADS, CLOCK
     steps, reps, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    if len(sys.argv) > 4:
+        THREADS = int(sys.argv[4])
+    if len(sys.argv) > 5:
+        if sys.argv[5] != "cpu-time":
+            sys.exit(f"peers_resnet.py: unknown option {sys.argv[5]!r} (valid: cpu-time)")
+        CLOCK = time.process_time
     try:
         torch_peers(steps, reps, batch)
     except ImportError as e:
