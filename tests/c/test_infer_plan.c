@@ -216,7 +216,19 @@ START_TEST(test_no_reorders_between_layers)
         int reorders = -1;
         char text[4096];
         TU_OK(mrt_infer_plan_describe(p, 2, 40, 40, &reorders, text, sizeof text));
-        ck_assert_msg(reorders == 0, "precision %d: %d reorders:\n%s", prec, reorders, text);
+        /* machrt's Winograd (CPUs without AVX-512) takes nchw, the layers
+         * before the first of them keep oneDNN's layout: the values they
+         * hand over are reordered there (here b1.conv1's and b1.down's), and
+         * nowhere after */
+        const char *own = strstr(text, "machrt winograd");
+        if (prec == MRT_INFER_F32 && own) {
+            ck_assert_msg(reorders == 2, "%d reorders:\n%s", reorders, text);
+            const char *r = text, *last = NULL;
+            while ((r = strstr(r, "\nreorder: "))) last = r++;
+            ck_assert_msg(last && last < own, "a reorder after the first Winograd layer:\n%s", text);
+        } else {
+            ck_assert_msg(reorders == 0, "precision %d: %d reorders:\n%s", prec, reorders, text);
+        }
         ck_assert_ptr_nonnull(strstr(text, "b2.conv2: "));
         /* fp32 3x3 stride-1 layers run Winograd: oneDNN's (jit_wino_*) with
          * AVX-512, machrt's own without */
