@@ -1,7 +1,7 @@
 -- ResNet34 training step and inference throughput of machrt in fp32 and in
 -- bf16 GEMMs (mt.set_gemm_precision), side by side in one run with the peers
 -- of bench/peers/peers_resnet.py (torchvision resnet34, 1-channel conv1, 2
--- threads each): PyTorch 2.x fp32 and bf16 autocast (best of contiguous and
+-- threads each, one with --cpu-time): PyTorch 2.x fp32 and bf16 autocast (best of contiguous and
 -- channels_last), ONNX Runtime fp32, OpenVINO fp32 and its default
 -- precision. The peers run under $PEERS_PYTHON (a venv with torch,
 -- torchvision, onnx, onnxruntime, openvino); without it a line says they
@@ -28,9 +28,9 @@ local args = cli.parse(arg, CLI)
 local opts = { steps = cli.integer(CLI, args, "steps", 1) or 2,
                infer_reps = cli.integer(CLI, args, "infer-reps", 1) or 3,
                batch = cli.integer(CLI, args, "batch", 1) or 32, profile = args.profile or false }
--- --cpu-time: machrt alone on one thread, timed in CPU seconds (os.clock),
--- which a loaded machine stretches far less than wall-clock ones; the
--- rates are per core, the peers are not run.
+-- --cpu-time: one thread, timed in CPU seconds (os.clock), which a loaded
+-- machine stretches far less than wall-clock ones; the rates are per core,
+-- and the peers (with $PEERS_PYTHON) run on one thread in CPU seconds too.
 local cpu_time = args["cpu-time"] or false
 local threads = cpu_time and 1 or 2
 local clock = cpu_time and os.clock or mt.clock
@@ -179,10 +179,11 @@ if opts.profile then
 end
 
 local peer = {}
-local peers_python = not cpu_time and os.getenv("PEERS_PYTHON") or nil
+-- the peers on as many threads as machrt, and in CPU time with --cpu-time
+local peers_python = os.getenv("PEERS_PYTHON")
 if peers_python and peers_python ~= "" then
-    local py = io.popen(("%s bench/peers/peers_resnet.py %d %d %d 2>/dev/null"):format(
-        peers_python, opts.steps, opts.infer_reps, B))
+    local py = io.popen(("%s bench/peers/peers_resnet.py %d %d %d %d%s 2>/dev/null"):format(
+        peers_python, opts.steps, opts.infer_reps, B, threads, cpu_time and " cpu-time" or ""))
     for line in py:lines() do
         local k, v = line:match("^(%S+) (.+)$")
         if k then peer[k] = tonumber(v) or v end
@@ -194,8 +195,10 @@ local model_name, isa, flags = cpu_line()
 print(("cpu: %s, %d thread%s%s; load average %s"):format(model_name, threads, threads > 1 and "s" or "",
     cpu_time and ", CPU time" or "", loadavg()))
 print(("cpu flags: %s"):format(isa))
-if not (flags or {}).amx_bf16 then
+if not (flags or {}).amx_bf16 and (flags or {}).avx512_bf16 then
     print("no AMX on this CPU: machrt's bf16 runs oneDNN's avx512_bf16 kernels; AMX figures unmeasured")
+elseif not (flags or {}).amx_bf16 then
+    print("neither AMX nor avx512_bf16 on this CPU: bf16 lines unmeasured")
 end
 print(("%-54s %12s %12s"):format("ResNet34, batch " .. B, "train smp/s", "infer chk/s"))
 local function fmt(v) return v and ("%12.2f"):format(v) or ("%12s"):format("-") end
@@ -258,9 +261,10 @@ goal("fp32 inference plan >= 1.5x fastest fp32 peer", f32.plan,
     max_of(best["torch_fp32.infer"], peer["onnxruntime_fp32.infer_chunks_per_s"], peer["openvino_fp32.infer_chunks_per_s"]))
 goal("bf16 inference plan >= 1.5x OpenVINO default", b16.plan, peer["openvino_default.infer_chunks_per_s"])
 
--- Fraction of peak: direct-convolution FLOPs over an estimate of 2 cores'
--- peak at the nominal clock: fp32 64 FLOP/cycle a core (two AVX-512 FMA
--- units), bf16 on AMX 1024 FLOP/cycle a core. Winograd does fewer
+-- Fraction of peak: direct-convolution FLOPs over an estimate of the
+-- threads' cores' peak at the nominal clock: fp32 64 FLOP/cycle a core with
+-- AVX-512 (two FMA units), 32 with AVX2 + FMA, bf16 on AMX 1024 FLOP/cycle
+-- a core. Winograd does fewer
 -- multiplications than counted, so its fraction can pass what direct
 -- convolution could reach.
 local mhz
@@ -272,14 +276,15 @@ do
     end
 end
 local gflop_chunk = (infer_flops or 0) / B * 1e-9
-print(("inference: %.2f GFLOP of direct convolution a chunk; peak estimate at %s MHz, 2 cores"):format(gflop_chunk,
-    mhz and ("%.0f"):format(mhz) or "?"))
+print(("inference: %.2f GFLOP of direct convolution a chunk; peak estimate at %s MHz, %d core%s"):format(gflop_chunk,
+    mhz and ("%.0f"):format(mhz) or "?", threads, threads > 1 and "s" or ""))
 local function peak_line(label, chunks, flop_per_cycle)
     if not chunks or not mhz then return end
     local gflops = chunks * gflop_chunk
-    local peak = 2 * flop_per_cycle * mhz * 1e-3
+    local peak = threads * flop_per_cycle * mhz * 1e-3
     print(("  %-52s %8.0f GFLOP/s  %5.1f%% of %.0f"):format(label, gflops, 100 * gflops / peak, peak))
 end
-peak_line("machrt fp32 layer by layer", f32.infer, 64)
-peak_line("machrt fp32 inference plan", f32.plan, 64)
+local fp32_flop = (flags or {}).avx512f and 64 or 32
+peak_line("machrt fp32 layer by layer", f32.infer, fp32_flop)
+peak_line("machrt fp32 inference plan", f32.plan, fp32_flop)
 peak_line("machrt bf16 inference plan (of the AMX peak)", b16.plan, (flags or {}).amx_bf16 and 1024 or 128)
