@@ -265,6 +265,55 @@ START_TEST(test_new_weights_reach_built_shapes)
 }
 END_TEST
 
+/* A residual sum without ReLU, and padding 0 and 2 (the Winograd epilogue's
+ * other cases and its padding limits), 3x3 stride 1 throughout. */
+START_TEST(test_residual_without_relu)
+{
+    conv_spec a, b, c;
+    spec_init(&a, 3, 8, 3, 1, 1);
+    spec_init(&b, 8, 8, 3, 1, 1);
+    spec_init(&c, 8, 8, 3, 1, 0);
+    for (int winograd = 0; winograd <= 1; winograd++) {
+        mrt_infer_plan *p = NULL;
+        TU_OK(mrt_infer_plan_new(MRT_INFER_F32, 3, &p));
+        mrt_infer_plan_set_winograd(p, winograd);
+        const mrt_infer_conv_geom ga = {3, 8, 3, 3, 1, 1, 1, 1}, gc = {8, 8, 3, 3, 1, 1, 0, 0};
+        int va, vb, vc;
+        TU_OK(mrt_infer_plan_conv(p, "a", 0, -1, &ga, 1, &va));
+        TU_OK(mrt_infer_plan_conv(p, "b", va, va, &(mrt_infer_conv_geom){8, 8, 3, 3, 1, 1, 1, 1}, 0, &vb));
+        TU_OK(mrt_infer_plan_conv(p, "c", vb, -1, &gc, 0, &vc));
+        const conv_spec *sp[3] = {&a, &b, &c};
+        const int vals[3] = {va, vb, vc};
+        for (int i = 0; i < 3; i++) {
+            const mrt_infer_bn bn = {sp[i]->gamma, sp[i]->beta, sp[i]->mean, sp[i]->var, 1e-5};
+            TU_OK(mrt_infer_plan_set_weights(p, vals[i], sp[i]->w, NULL, &bn));
+        }
+        const int n = 2, h = 13, w = 22;
+        const size_t nx = (size_t)n * 3 * h * w;
+        float *x = malloc(sizeof(float) * nx);
+        double *xd = malloc(sizeof(double) * nx);
+        for (size_t i = 0; i < nx; i++) xd[i] = x[i] = frand();
+        int h1, w1, h2, w2;
+        double *ra = ref_conv(&a, xd, n, h, w, NULL, 1, &h1, &w1);
+        double *rb = ref_conv(&b, ra, n, h1, w1, ra, 0, &h1, &w1);
+        double *rc = ref_conv(&c, rb, n, h1, w1, NULL, 0, &h2, &w2);
+        const size_t ny = (size_t)n * 8 * h2 * w2;
+        float *y = malloc(sizeof(float) * ny);
+        TU_OK(mrt_infer_plan_forward(p, x, n, 3, h, w, y, ny));
+        double err = 0, big = 0;
+        for (size_t i = 0; i < ny; i++) {
+            err = fmax(err, fabs(y[i] - rc[i]));
+            big = fmax(big, fabs(rc[i]));
+        }
+        ck_assert_msg(err / big < fp32_tol(winograd), "winograd %d: %.3e of the largest output", winograd,
+                      err / big);
+        free(x); free(xd); free(ra); free(rb); free(rc); free(y);
+        mrt_infer_plan_free(p);
+    }
+    spec_free(&a); spec_free(&b); spec_free(&c);
+}
+END_TEST
+
 START_TEST(test_bad_calls_fail_with_a_message)
 {
     mrt_infer_plan *p = build(MRT_INFER_F32, specs, 1);
@@ -305,6 +354,7 @@ int main(void)
     tcase_add_loop_test(t, test_bf16_near_reference, 0, nshapes);
     tcase_add_test(t, test_no_reorders_between_layers);
     tcase_add_test(t, test_new_weights_reach_built_shapes);
+    tcase_add_test(t, test_residual_without_relu);
     tcase_add_test(t, test_bad_calls_fail_with_a_message);
     suite_add_tcase(s, t);
     SRunner *r = srunner_create(s);
