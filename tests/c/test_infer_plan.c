@@ -265,8 +265,8 @@ START_TEST(test_new_weights_reach_built_shapes)
 }
 END_TEST
 
-/* A residual sum without ReLU, and padding 0 and 2 (the Winograd epilogue's
- * other cases and its padding limits), 3x3 stride 1 throughout. */
+/* A residual sum without ReLU, and paddings 1 and 0 (the Winograd epilogue's
+ * other case, and a plane the tiles overhang), 3x3 stride 1 throughout. */
 START_TEST(test_residual_without_relu)
 {
     conv_spec a, b, c;
