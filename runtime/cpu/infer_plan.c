@@ -94,7 +94,8 @@ struct mrt_infer_plan {
     int winograd;
     /* fp32 Winograd by machrt's own F(4x4, 3x3) on nchw activations: oneDNN
      * 2.6 has Winograd only for AVX-512, so without it 3x3 stride-1 layers
-     * run there and every other layer keeps nchw too (no reorders). */
+     * run there, and the oneDNN layers after the first of them keep nchw
+     * too (see build_conv). */
     int own_winograd;
     unsigned long long tick;
     shape_inst *inst[MAX_SHAPES];
