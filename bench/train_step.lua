@@ -1,7 +1,7 @@
 -- ResNet34 training step and inference throughput of machrt in fp32 and in
 -- bf16 GEMMs (mt.set_gemm_precision), side by side in one run with the peers
 -- of bench/peers/peers_resnet.py (torchvision resnet34, 1-channel conv1, 2
--- threads each): PyTorch 2.x fp32 and bf16 autocast (best of contiguous and
+-- threads each, one with --cpu-time): PyTorch 2.x fp32 and bf16 autocast (best of contiguous and
 -- channels_last), ONNX Runtime fp32, OpenVINO fp32 and its default
 -- precision. The peers run under $PEERS_PYTHON (a venv with torch,
 -- torchvision, onnx, onnxruntime, openvino); without it a line says they
@@ -33,8 +33,7 @@ local opts = { steps = cli.integer(CLI, args, "steps", 1) or 2,
                train_only = args["train-only"] or false }
 -- --cpu-time: one thread, timed in CPU seconds (os.clock), which a loaded
 -- machine stretches far less than wall-clock ones; the rates are per core,
--- and of the peers only PyTorch fp32 training runs (one thread, its CPU
--- seconds: peers_resnet.py --cpu-time).
+-- and the peers (with $PEERS_PYTHON) run on one thread in CPU seconds too.
 local cpu_time = args["cpu-time"] or false
 local threads = cpu_time and 1 or 2
 local clock = cpu_time and os.clock or mt.clock
@@ -185,10 +184,11 @@ if opts.profile then
 end
 
 local peer = {}
+-- the peers on as many threads as machrt, and in CPU time with --cpu-time
 local peers_python = os.getenv("PEERS_PYTHON")
 if peers_python and peers_python ~= "" then
-    local py = io.popen(("%s bench/peers/peers_resnet.py %d %d %d%s 2>/dev/null"):format(
-        peers_python, opts.steps, opts.infer_reps, B, cpu_time and " --cpu-time" or ""))
+    local py = io.popen(("%s bench/peers/peers_resnet.py %d %d %d %d%s 2>/dev/null"):format(
+        peers_python, opts.steps, opts.infer_reps, B, threads, cpu_time and " cpu-time" or ""))
     for line in py:lines() do
         local k, v = line:match("^(%S+) (.+)$")
         if k then peer[k] = tonumber(v) or v end
@@ -301,4 +301,4 @@ local function peak_line(label, chunks, flop_per_cycle)
 end
 peak_line("machrt fp32 layer by layer", f32.infer, fp32_flop_per_cycle)
 peak_line("machrt fp32 inference plan", f32.plan, fp32_flop_per_cycle)
-peak_line("machrt bf16 inference plan (of the AMX peak)", b16.plan, (flags or {}).amx_bf16 and 1024 or 128)
+peak_line("machrt bf16 inference plan (of the AMX peak)", b16.plan, flags.amx_bf16 and 1024 or 128)

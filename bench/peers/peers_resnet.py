@@ -3,24 +3,23 @@
 and 4 classes, 2 threads, the shapes of machrt's lines (training: batch of
 1 x 128 x 431, AdamW, BCEWithLogits; inference: batch of 1 x 128 x 216).
 
-    peers_resnet.py TRAIN_STEPS INFER_REPS BATCH [--cpu-time]
+    peers_resnet.py TRAIN_STEPS INFER_REPS BATCH [THREADS [cpu-time]]
 
 PyTorch 2.x in fp32 and with bf16 autocast, each in contiguous and
 channels_last layout (training and inference); ONNX Runtime in fp32 and
 OpenVINO in fp32 and in its default precision on this CPU (inference only:
 neither trains). Prints `name value` lines: `<peer>.train_samples_per_s`,
 `<peer>.infer_chunks_per_s`, `openvino_default.precision`, and `skip.<peer>
-why` for a peer whose package is missing.
-
---cpu-time: PyTorch fp32 training alone (both layouts) on one thread, timed
-in CPU seconds of the process, the counterpart of train_step.lua's
---cpu-time on a shared machine."""
+why` for a peer whose package is missing. THREADS (default 2) sets every
+engine's thread count; TRAIN_STEPS 0 leaves training out; `cpu-time` times
+in CPU seconds of the process (time.process_time), for comparisons with
+machrt's --cpu-time on a loaded machine (meaningful with THREADS 1)."""
 import os
 import sys
 import tempfile
 import time
 
-
+THREADS = 2
 CLOCK = time.perf_counter
 
 
@@ -41,15 +40,19 @@ def make_model(torch, torchvision):
     return model
 
 
-def torch_peers(steps, reps, batch, threads=2, precisions=("fp32", "bf16"), infer=True):
+def torch_peers(steps, reps, batch):
     import torch
     import torchvision
-    torch.set_num_threads(threads)
+    torch.set_num_threads(THREADS)
     x = torch.randn(batch, 1, 128, 431)
     xi = torch.randn(batch, 1, 128, 216)
     t = torch.zeros(batch, 4)
     t[:, 0] = 1
-    for precision in precisions:
+    bf16_native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)()
+    for precision in ("fp32", "bf16"):
+        if precision == "bf16" and not bf16_native:
+            print("skip.torch_bf16 this CPU has no native bf16 (autocast would be emulated)", flush=True)
+            continue
         for layout in ("contiguous", "channels_last"):
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
             model = make_model(torch, torchvision).to(memory_format=fmt)
@@ -65,11 +68,10 @@ def torch_peers(steps, reps, batch, threads=2, precisions=("fp32", "bf16"), infe
                 loss.backward()
                 opt.step()
 
-            model.train()
             name = f"torch_{precision}_{layout}"
-            print(f"{name}.train_samples_per_s {batch / best_of(steps, step):.3f}", flush=True)
-            if not infer:
-                continue
+            if steps > 0:
+                model.train()
+                print(f"{name}.train_samples_per_s {batch / best_of(steps, step):.3f}", flush=True)
             model.eval()
             with torch.no_grad(), autocast:
                 dt = best_of(reps, lambda: model(xxi))
@@ -88,7 +90,7 @@ def ort_peer(path, reps, batch):
     import numpy as np
     import onnxruntime as ort
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
+    so.intra_op_num_threads = THREADS
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     xi = np.random.default_rng(0).standard_normal((batch, 1, 128, 216), dtype=np.float32)
@@ -103,7 +105,7 @@ def openvino_peers(path, reps, batch):
     xi = np.random.default_rng(0).standard_normal((batch, 1, 128, 216), dtype=np.float32)
     for name, config in (("openvino_fp32", {"INFERENCE_PRECISION_HINT": "f32"}),
                          ("openvino_default", {})):
-        config = dict(config, INFERENCE_NUM_THREADS=2)
+        config = dict(config, INFERENCE_NUM_THREADS=THREADS)
         compiled = core.compile_model(core.read_model(path), "CPU", config)
         if name == "openvino_default":
             hint = compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -114,12 +116,14 @@ def openvino_peers(path, reps, batch):
 
 
 def main():
-    global CLOCK
+    global THREADS, CLOCK
     steps, reps, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    if "--cpu-time" in sys.argv[4:]:
+    if len(sys.argv) > 4:
+        THREADS = int(sys.argv[4])
+    if len(sys.argv) > 5:
+        if sys.argv[5] != "cpu-time":
+            sys.exit(f"peers_resnet.py: unknown option {sys.argv[5]!r} (valid: cpu-time)")
         CLOCK = time.process_time
-        torch_peers(steps, reps, batch, threads=1, precisions=("fp32",), infer=False)
-        return
     try:
         torch_peers(steps, reps, batch)
     except ImportError as e:

@@ -11,10 +11,12 @@
 #include <string.h>
 #include <math.h>
 #include <dnnl.h>
+#include <omp.h>
 #include "machrt/infer_plan.h"
 #include "cpu_features.h"
 #include "gemm.h"
 #include "dnnl_engine.h"
+#include "../nn/conv2d.h"
 
 #define MAX_SHAPES 4 /* instances kept: a batch size, the last partial batch, ... */
 
@@ -26,16 +28,27 @@ typedef struct {
     int src, residual, relu;
     mrt_infer_conv_geom g; /* max pooling: cin = cout = channels */
     float *w, *b;          /* folded weights (cout x cin x kh x kw) and bias */
+    float *u;              /* own Winograd: the folded weights transformed, else NULL */
     int has_weights;
 } plan_op;
 
 typedef enum { STEP_INPUT, STEP_REORDER, STEP_OP, STEP_OUTPUT } step_kind;
 
+/* A convolution run by machrt's own Winograd (runtime/nn/conv2d_winograd.c)
+ * on nchw buffers, the memory objects' handles read at run time. */
+typedef struct {
+    int op;
+    mrt_conv_geom g;
+    int64_t nb;
+    dnnl_memory_t src, res, dst; /* res NULL: no residual */
+} wino_step;
+
 typedef struct {
     step_kind kind;
-    dnnl_primitive_t prim;
+    dnnl_primitive_t prim; /* NULL for a wino step */
     int nargs;
     dnnl_exec_arg_t args[6];
+    wino_step wino;
 } step;
 
 /* A memory object whose handle is set once the buffers are allocated. */
@@ -46,6 +59,7 @@ typedef struct {
 
 typedef struct {
     int n, h, w;
+    int threads; /* the Winograd scratch depends on the OpenMP thread count */
     unsigned long long used;
     unsigned weights_version;
     int nvals;
@@ -58,6 +72,7 @@ typedef struct {
     int nbuf;
     step *steps;
     int nsteps, inner_reorders;
+    int first_wino; /* the first op on machrt's Winograd (nops: none) */
     binding *binds;
     int nbinds;
     dnnl_memory_t *owned; /* every memory object, for destruction */
@@ -77,6 +92,11 @@ struct mrt_infer_plan {
     int nops, cap;
     unsigned weights_version;
     int winograd;
+    /* fp32 Winograd by machrt's own F(4x4, 3x3) on nchw activations: oneDNN
+     * 2.6 has Winograd only for AVX-512, so without it 3x3 stride-1 layers
+     * run there, and the oneDNN layers after the first of them keep nchw
+     * too (see build_conv). */
+    int own_winograd;
     unsigned long long tick;
     shape_inst *inst[MAX_SHAPES];
     dnnl_engine_t engine;
@@ -101,6 +121,7 @@ mrt_status mrt_infer_plan_new(mrt_infer_precision precision, int in_channels, mr
     p->precision = precision;
     p->in_channels = in_channels;
     p->winograd = 1;
+    p->own_winograd = precision == MRT_INFER_F32 && !(mrt_cpu_features() & MRT_CPU_AVX512F);
     p->engine = mrt_dnnl_engine(); /* shared, with its ISA cap; not the plan's to destroy */
     if (!p->engine ||
         dnnl_stream_create(&p->stream, p->engine, dnnl_stream_default_flags) != dnnl_success) {
@@ -114,7 +135,8 @@ mrt_status mrt_infer_plan_new(mrt_infer_precision precision, int in_channels, mr
 static void inst_free(shape_inst *s, int nops)
 {
     if (!s) return;
-    for (int i = 0; i < s->nsteps; i++) dnnl_primitive_destroy(s->steps[i].prim);
+    for (int i = 0; i < s->nsteps; i++)
+        if (s->steps[i].prim) dnnl_primitive_destroy(s->steps[i].prim);
     for (int i = 0; i < s->nowned; i++) dnnl_memory_destroy(s->owned[i]);
     for (int i = 0; i < nops; i++) {
         if (s->wreorder && s->wreorder[i]) dnnl_primitive_destroy(s->wreorder[i]);
@@ -137,6 +159,7 @@ void mrt_infer_plan_free(mrt_infer_plan *p)
     for (int i = 0; i < p->nops; i++) {
         free(p->ops[i].w);
         free(p->ops[i].b);
+        free(p->ops[i].u);
     }
     free(p->ops);
     if (p->stream) dnnl_stream_destroy(p->stream);
@@ -228,10 +251,40 @@ mrt_status mrt_infer_plan_maxpool(mrt_infer_plan *p, const char *name, int src, 
 
 void mrt_infer_plan_forget_shapes(mrt_infer_plan *p) { drop_instances(p); }
 
+/* The layer as machrt's Winograd sees it (n, h, w do not matter for the
+ * weights). */
+static mrt_conv_geom wino_geom(const mrt_infer_conv_geom *g, int n, int h, int w, int oh, int ow)
+{
+    return (mrt_conv_geom){n, g->cin, h, w, g->cout, 3, 3, oh, ow, 1, 1, g->ph, g->pw};
+}
+
+static int runs_own_winograd(const mrt_infer_plan *p, const plan_op *op)
+{
+    const mrt_infer_conv_geom *g = &op->g;
+    return p->winograd && p->own_winograd && op->kind == OP_CONV && g->kh == 3 && g->kw == 3 && g->sh == 1 &&
+           g->sw == 1 && g->ph <= 2 && g->pw <= 2;
+}
+
+/* The transformed kernels of op (own Winograd), or none (NULL) otherwise. */
+static mrt_status transform_weights(const mrt_infer_plan *p, plan_op *op)
+{
+    free(op->u);
+    op->u = NULL;
+    if (!op->has_weights || !runs_own_winograd(p, op)) return MRT_OK;
+    const mrt_conv_geom g = wino_geom(&op->g, 1, 3, 3, 3, 3);
+    const size_t nu = mrt_conv_wino_weights_floats(&g, 4);
+    op->u = aligned_alloc(64, (nu * sizeof(float) + 63) & ~(size_t)63);
+    if (!op->u) return mrt_fail(MRT_ERR_NOMEM, "infer plan: out of memory for %s's Winograd weights", op->name);
+    mrt_conv_wino_weights(&g, 4, op->w, op->u);
+    return MRT_OK;
+}
+
 void mrt_infer_plan_set_winograd(mrt_infer_plan *p, int on)
 {
     drop_instances(p);
     p->winograd = on != 0;
+    for (int i = 0; i < p->nops; i++)
+        (void)transform_weights(p, &p->ops[i]); /* out of memory: refused by the next forward */
 }
 
 mrt_status mrt_infer_plan_set_weights(mrt_infer_plan *p, int value, const float *w, const float *bias,
@@ -253,6 +306,11 @@ mrt_status mrt_infer_plan_set_weights(mrt_infer_plan *p, int value, const float 
         op->b[o] = (float)shift;
     }
     op->has_weights = 1;
+    mrt_status st = transform_weights(p, op);
+    if (st != MRT_OK) {
+        op->has_weights = 0;
+        return st;
+    }
     p->weights_version++;
     return MRT_OK;
 }
@@ -419,8 +477,46 @@ static void dims4(dnnl_dims_t d, int a, int b, int c, int e)
     d[0] = a; d[1] = b; d[2] = c; d[3] = e;
 }
 
+static mrt_status add_wino_step(shape_inst *s, caps *c, const wino_step *w)
+{
+    if (!grow_array((void **)&s->steps, s->nsteps, &c->step_cap, sizeof *s->steps)) return nomem();
+    step *st = &s->steps[s->nsteps++];
+    memset(st, 0, sizeof *st);
+    st->kind = STEP_OP;
+    st->wino = *w;
+    const size_t sb = mrt_conv_wino_fused_scratch(&w->g, 4, w->nb) * sizeof(float);
+    if (sb > s->scratch_bytes) s->scratch_bytes = sb;
+    return MRT_OK;
+}
+
+/* A 3x3 stride-1 convolution by machrt's Winograd: nchw in, out and
+ * residual; the residual is never the destination (the output transform
+ * writes before the sum reads). */
+static mrt_status build_wino(mrt_infer_plan *p, shape_inst *s, caps *c, int i)
+{
+    const plan_op *op = &p->ops[i];
+    const int v = i + 1, src = op->src, res = op->residual;
+    dnnl_dims_t sd, dd;
+    dims4(sd, s->n, op->g.cin, s->vh[src], s->vw[src]);
+    dims4(dd, s->n, op->g.cout, s->vh[v], s->vw[v]);
+    dnnl_memory_desc_t src_md, dst_md;
+    dnnl_memory_desc_init_by_tag(&src_md, 4, sd, dnnl_f32, dnnl_nchw);
+    dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dnnl_f32, dnnl_nchw);
+    wino_step w = {i, wino_geom(&op->g, s->n, s->vh[src], s->vw[src], s->vh[v], s->vw[v]), 0, NULL, NULL, NULL};
+    w.nb = mrt_conv_wino_block(&w.g, 4);
+    mrt_status st = value_as(s, c, src, &src_md, p->engine, &w.src);
+    if (st == MRT_OK && res >= 0) st = value_as(s, c, res, &dst_md, p->engine, &w.res);
+    if (st == MRT_OK) st = value_new(s, c, v, &dst_md, p->engine);
+    if (st == MRT_OK) {
+        w.dst = s->mem[v];
+        st = add_wino_step(s, c, &w);
+    }
+    return st;
+}
+
 static mrt_status build_conv(mrt_infer_plan *p, shape_inst *s, caps *c, int i, const int *last_use)
 {
+    if (runs_own_winograd(p, &p->ops[i])) return build_wino(p, s, c, i);
     const plan_op *op = &p->ops[i];
     const mrt_infer_conv_geom *g = &op->g;
     const int v = i + 1, src = op->src, res = op->residual;
@@ -433,17 +529,25 @@ static mrt_status build_conv(mrt_infer_plan *p, shape_inst *s, caps *c, int i, c
     dnnl_dims_t pad_r = {(s->vh[v] - 1) * g->sh + g->kh - s->vh[src] - g->ph,
                          (s->vw[v] - 1) * g->sw + g->kw - s->vw[src] - g->pw};
     dnnl_memory_desc_t src_any, w_any, b_md, dst_any;
-    /* fp32 with Winograd: every activation in nChw16c, Winograd's layout, so
-     * that the direct convolutions between need no reorders (left to
-     * themselves they choose nhwc). bf16: oneDNN's choice (nhwc for AMX). */
-    const int wino = p->winograd && dt == dnnl_f32;
-    dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dt, wino && g->cin % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any);
+    /* fp32 with oneDNN's Winograd (AVX-512): every activation in nChw16c,
+     * Winograd's layout, so that the direct convolutions between need no
+     * reorders (left to themselves they choose nhwc). With machrt's own
+     * Winograd: nchw, its layout, from the first Winograd layer on; the
+     * layers before it (the stem) in oneDNN's layout, where the nchw
+     * kernels are several times slower (a ResNet34 stem on AVX2: 380 ms in
+     * nchw, 43 ms in nChw8c, batch 32, one thread), and one reorder hands
+     * over. Otherwise oneDNN's choice (nChw8c for AVX2, nhwc for AMX). */
+    const int wino = p->winograd && dt == dnnl_f32, own = wino && p->own_winograd;
+    const int plain = own && i > s->first_wino, blk16 = wino && !own;
+    const dnnl_format_tag_t src_tag = plain ? dnnl_nchw : blk16 && g->cin % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any;
+    const dnnl_format_tag_t dst_tag = plain ? dnnl_nchw : blk16 && g->cout % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any;
+    dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dt, src_tag);
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dt, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a);
-    dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dt, wino && g->cout % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dt, dst_tag);
     dnnl_convolution_desc_t desc;
     /* Winograd F(4x4, 3x3) where oneDNN has it (3x3, stride 1), direct otherwise */
-    const dnnl_alg_kind_t alg = wino && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1
+    const dnnl_alg_kind_t alg = blk16 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1
         ? dnnl_convolution_winograd : dnnl_convolution_direct;
     if (dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, alg, &src_any,
                                            &w_any, &b_md, &dst_any, strides, pad, pad_r) != dnnl_success &&
@@ -592,6 +696,9 @@ static mrt_status inst_alloc_arrays(shape_inst *s, int nops)
 static mrt_status build_steps(mrt_infer_plan *p, shape_inst *s, caps *c, int *last_use)
 {
     const int last = p->nops;
+    s->first_wino = p->nops;
+    for (int i = p->nops - 1; i >= 0; i--)
+        if (runs_own_winograd(p, &p->ops[i])) s->first_wino = i;
     for (int v = 0; v <= last; v++) last_use[v] = -1;
     for (int i = 0; i < p->nops; i++) {
         last_use[p->ops[i].src] = i;
@@ -635,6 +742,7 @@ static mrt_status build_instance(mrt_infer_plan *p, int n, int h, int w, shape_i
     shape_inst *s = calloc(1, sizeof *s);
     if (!s) return nomem();
     s->n = n; s->h = h; s->w = w;
+    s->threads = omp_get_max_threads();
     s->weights_version = p->weights_version - 1; /* weights laid out on first use */
     caps c = {0, 0, 0, 0};
     int *last_use = malloc(sizeof *last_use * (size_t)(p->nops + 1));
@@ -658,9 +766,11 @@ static mrt_status instance(mrt_infer_plan *p, int n, int h, int w, shape_inst **
     for (int i = 0; i < p->nops; i++)
         if (!p->ops[i].has_weights)
             return mrt_fail(MRT_ERR_ARG, "infer plan: %s has no weights yet", p->ops[i].name);
+        else if (runs_own_winograd(p, &p->ops[i]) && !p->ops[i].u)
+            return mrt_fail(MRT_ERR_NOMEM, "infer plan: out of memory for %s's Winograd weights", p->ops[i].name);
     for (int i = 0; i < MAX_SHAPES; i++) {
         shape_inst *s = p->inst[i];
-        if (s && s->n == n && s->h == h && s->w == w) {
+        if (s && s->n == n && s->h == h && s->w == w && s->threads == omp_get_max_threads()) {
             s->used = ++p->tick;
             *out = s;
             return MRT_OK;
@@ -714,6 +824,23 @@ mrt_status mrt_infer_plan_output_shape(mrt_infer_plan *p, int n, int h, int w, i
     return st;
 }
 
+static void *handle_of(dnnl_memory_t m)
+{
+    void *h = NULL;
+    dnnl_memory_get_data_handle(m, &h);
+    return h;
+}
+
+/* oneDNN's stream is in-order and synchronous on the CPU: the steps before
+ * have finished when this one starts. */
+static void run_wino(const mrt_infer_plan *p, const shape_inst *s, const wino_step *w)
+{
+    const plan_op *op = &p->ops[w->op];
+    const mrt_wino_epilogue ep = {w->res ? handle_of(w->res) : NULL, op->relu};
+    mrt_conv_wino_forward_fused(&w->g, 4, w->nb, 0, handle_of(w->src), op->u, op->b, &ep, handle_of(w->dst),
+                                s->scratch);
+}
+
 mrt_status mrt_infer_plan_forward(mrt_infer_plan *p, const float *x, int n, int c, int h, int w, float *y,
                                   size_t y_len)
 {
@@ -732,9 +859,15 @@ mrt_status mrt_infer_plan_forward(mrt_infer_plan *p, const float *x, int n, int 
     if (st != MRT_OK) return st;
     dnnl_memory_set_data_handle(s->in_user, (void *)x);
     dnnl_memory_set_data_handle(s->out_user, y);
-    for (int i = 0; i < s->nsteps; i++)
-        if (dnnl_primitive_execute(s->steps[i].prim, p->stream, s->steps[i].nargs, s->steps[i].args) != dnnl_success)
+    for (int i = 0; i < s->nsteps; i++) {
+        const step *t = &s->steps[i];
+        if (!t->prim) {
+            run_wino(p, s, &t->wino);
+            continue;
+        }
+        if (dnnl_primitive_execute(t->prim, p->stream, t->nargs, t->args) != dnnl_success)
             return mrt_fail(MRT_ERR_DEVICE, "infer plan: step %d of %d failed in oneDNN", i + 1, s->nsteps);
+    }
     if (dnnl_stream_wait(p->stream) != dnnl_success) return mrt_fail(MRT_ERR_DEVICE, "infer plan: oneDNN failed");
     return MRT_OK;
 }
@@ -753,7 +886,9 @@ mrt_status mrt_infer_plan_describe(mrt_infer_plan *p, int n, int h, int w, int *
     for (int i = 0; i < s->nsteps && used < len; i++) {
         const_dnnl_primitive_desc_t pd = NULL;
         const char *impl = "?";
-        if (dnnl_primitive_get_primitive_desc(s->steps[i].prim, &pd) == dnnl_success)
+        if (!s->steps[i].prim)
+            impl = mrt_wino_kernels_avx2(4) ? "machrt winograd F(4x4,3x3) avx2" : "machrt winograd F(4x4,3x3) portable";
+        else if (dnnl_primitive_get_primitive_desc(s->steps[i].prim, &pd) == dnnl_success)
             dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
         const char *what = s->steps[i].kind == STEP_OP ? p->ops[op++].name : kinds[s->steps[i].kind];
         const int k = snprintf(buf + used, len - used, "%s: %s\n", what, impl);

@@ -96,6 +96,23 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
                             float *dw, float *scratch);
 int64_t mrt_conv_wino_block(const mrt_conv_geom *g, int m);
 
+/* Inference (the plan, runtime/cpu/infer_plan.c): the forward pass with
+ * the kernels transformed once beforehand and, applied to each tile row as
+ * soon as the output transform has written it (while it is in cache), a
+ * residual sum and a ReLU. `residual` has y's shape and must not be y. */
+typedef struct {
+    const float *residual; /* NULL: none */
+    int relu;
+} mrt_wino_epilogue;
+/* Floats of u (64-byte aligned) and the kernels transformed into it. */
+size_t mrt_conv_wino_weights_floats(const mrt_conv_geom *g, int m);
+void mrt_conv_wino_weights(const mrt_conv_geom *g, int m, const float *w, float *u);
+/* Floats of scratch the fused pass takes besides u (same thread rule). */
+size_t mrt_conv_wino_fused_scratch(const mrt_conv_geom *g, int m, int64_t nb);
+void mrt_conv_wino_forward_fused(const mrt_conv_geom *g, int m, int64_t nb, int portable,
+                                 const float *x, const float *u, const float *bias,
+                                 const mrt_wino_epilogue *ep, float *y, float *scratch);
+
 /* oneDNN convolutions (conv2d_dnnl.c), fp32, or bf16 operands (bf16 = 1)
  * with fp32 accumulation and outputs. `inference` forward passes may use
  * kernels that keep nothing for a backward pass. supports: whether oneDNN

@@ -56,6 +56,7 @@
  * count always gives the same bits. */
 #include "../cpu/cpu_features.h"
 #include "../cpu/gemm.h"
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 #include "conv2d.h"
@@ -634,10 +635,25 @@ static void grad_rows(const mrt_wino_kernels *k, const wgeom *q, const wlayout *
     }
 }
 
+/* y = relu?(y + residual?) over len floats. */
+static void epilogue_span(const mrt_wino_epilogue *ep, float *y, const float *res, int64_t len)
+{
+    if (res && ep->relu) {
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) y[i] = fmaxf(y[i] + res[i], 0.0f);
+    } else if (res) {
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) y[i] += res[i];
+    } else if (ep->relu) {
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) y[i] = fmaxf(y[i], 0.0f);
+    }
+}
+
 /* Output rows of channel o for tile rows r0 .. from M[xi][o][t]. */
 static void output_rows(const mrt_wino_kernels *k, const wgeom *q, const wlayout *lay,
-                        const float *m, const float *bias, int64_t r0, int64_t br, int64_t o,
-                        float *y)
+                        const float *m, const float *bias, const mrt_wino_epilogue *ep, int64_t r0,
+                        int64_t br, int64_t o, float *y)
 {
     const size_t stride = xi_stride(lay, q->cout);
     const float bv = bias ? bias[o] : 0.0f;
@@ -649,6 +665,12 @@ static void output_rows(const mrt_wino_kernels *k, const wgeom *q, const wlayout
             int64_t t0 = (r - r0) * q->tw + tx;
             k->output(m + (size_t)o * lay->tp + (size_t)t0, stride, cnt, bv, plane, q->oh, q->ow,
                       q->m * ty, q->m * tx);
+        }
+        if (ep) {
+            /* the tile row's output lines, still in cache: one contiguous span */
+            const int64_t y0 = q->m * ty, y1 = y0 + q->m < q->oh ? y0 + q->m : q->oh;
+            const int64_t at = y0 * q->ow, len = (y1 - y0) * q->ow;
+            epilogue_span(ep, plane + at, ep->residual ? ep->residual + (plane - y) + at : NULL, len);
         }
     }
 }
@@ -677,12 +699,12 @@ static void transform_input_grad(const mrt_wino_kernels *k, const wgeom *q, cons
 }
 
 static void transform_output(const mrt_wino_kernels *k, const wgeom *q, const wlayout *lay,
-                             const float *m, const float *bias, int64_t r0, int64_t br, float *y,
-                             int par)
+                             const float *m, const float *bias, const mrt_wino_epilogue *ep,
+                             int64_t r0, int64_t br, float *y, int par)
 {
 #pragma omp parallel for schedule(dynamic, 1) \
     if (par && q->nxi * q->cout * (int64_t)lay->t > MRT_CONV_PAR_MIN)
-    for (int64_t o = 0; o < q->cout; o++) output_rows(k, q, lay, m, bias, r0, br, o, y);
+    for (int64_t o = 0; o < q->cout; o++) output_rows(k, q, lay, m, bias, ep, r0, br, o, y);
 }
 
 /* M[xi] = U[xi] . V[xi] for the T tiles of a group. */
@@ -749,7 +771,8 @@ static void transform_weights(const weight_kernels *wk, const wgeom *q, int rot,
  * input -> V, 36 GEMMs -> M, M -> output, for every group. `work` holds V | M
  * per pipeline (or once, for the phase schedule). */
 static void run_pass(const mrt_wino_kernels *k, const wgeom *q, int64_t nb, const float *u,
-                     const float *in, const float *bias, float *out, float *work)
+                     const float *in, const float *bias, const mrt_wino_epilogue *ep, float *out,
+                     float *work)
 {
     const wlayout lay = layout(q, nb);
     const int64_t rows = q->n * q->th, groups = groups_of(q, nb);
@@ -766,7 +789,7 @@ static void run_pass(const mrt_wino_kernels *k, const wgeom *q, int64_t nb, cons
                 const int64_t r0 = gi * nb, br = rows - r0 < nb ? rows - r0 : nb;
                 transform_input(k, q, &lay, in, r0, br, v, 0);
                 gemms_fwd(q, &lay, br * q->tw, u, v, m, 0);
-                transform_output(k, q, &lay, m, bias, r0, br, out, 0);
+                transform_output(k, q, &lay, m, bias, ep, r0, br, out, 0);
             }
         }
         return;
@@ -777,7 +800,7 @@ static void run_pass(const mrt_wino_kernels *k, const wgeom *q, int64_t nb, cons
         const int64_t br = rows - r0 < nb ? rows - r0 : nb;
         transform_input(k, q, &lay, in, r0, br, v, 1);
         gemms_fwd(q, &lay, br * q->tw, u, v, m, 1);
-        transform_output(k, q, &lay, m, bias, r0, br, out, 1);
+        transform_output(k, q, &lay, m, bias, ep, r0, br, out, 1);
     }
 }
 
@@ -789,7 +812,34 @@ void mrt_conv_wino_forward(const mrt_conv_geom *g, int m, int64_t nb, int portab
     const wgeom q = wgeom_fwd(g, m);
     float *u = scratch;
     transform_weights(pick_weight_kernels(portable), &q, 0, w, u);
-    run_pass(k, &q, nb, u, x, bias, y, u + u_floats(&q));
+    run_pass(k, &q, nb, u, x, bias, NULL, y, u + u_floats(&q));
+}
+
+/* Inference: the kernels transformed once, the pass run many times. */
+size_t mrt_conv_wino_weights_floats(const mrt_conv_geom *g, int m)
+{
+    const wgeom q = wgeom_fwd(g, m);
+    return u_floats(&q);
+}
+
+void mrt_conv_wino_weights(const mrt_conv_geom *g, int m, const float *w, float *u)
+{
+    const wgeom q = wgeom_fwd(g, m);
+    transform_weights(pick_weight_kernels(0), &q, 0, w, u);
+}
+
+size_t mrt_conv_wino_fused_scratch(const mrt_conv_geom *g, int m, int64_t nb)
+{
+    const wgeom q = wgeom_fwd(g, m);
+    return pass_floats(&q, nb, 0) - u_floats(&q);
+}
+
+void mrt_conv_wino_forward_fused(const mrt_conv_geom *g, int m, int64_t nb, int portable,
+                                 const float *x, const float *u, const float *bias,
+                                 const mrt_wino_epilogue *ep, float *y, float *scratch)
+{
+    const wgeom q = wgeom_fwd(g, m);
+    run_pass(pick_kernels(portable, m), &q, nb, u, x, bias, ep, y, scratch);
 }
 
 /* dU summed over all tile groups into du (36 x cout x cin); `work` holds,
@@ -859,6 +909,6 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
         const wgeom q = wgeom_dx(g, m);
         float *u = scratch;
         transform_weights(wk, &q, 1, w, u);
-        run_pass(k, &q, nb, u, dy, NULL, dx, u + u_floats(&q));
+        run_pass(k, &q, nb, u, dy, NULL, NULL, dx, u + u_floats(&q));
     }
 }

@@ -12,6 +12,16 @@ local W = require "resnet_weights"
 
 local tests, test, tmpdir = F.suite()
 
+-- Reorders a ResNet plan has between layers: with machrt's own Winograd
+-- (fp32 on CPUs without AVX-512) one, where the stem (conv1 and the max
+-- pool, in oneDNN's layout) hands its output to layer1's nchw Winograd
+-- layers; none otherwise.
+local function handover(steps)
+    if not steps:find("machrt winograd") then return 0 end
+    A.truthy(steps:find("maxpool[^\n]*\nreorder: [^\n]*\nlayer1%.0%.conv1"), "the one reorder follows the stem:\n" .. steps)
+    return 1
+end
+
 local function rel_max(got, want)
     return (got - want):abs():max() / math.max(want:abs():max(), 1e-12)
 end
@@ -100,17 +110,17 @@ for _, case in ipairs{{"avg", "eval.logits"}, {"gem", "gem.eval.logits"}} do
         local rel = rel_max(plan:forward(ref.input), ref[case[2]])
         A.truthy(rel < 1e-4, ("relative difference %.3e"):format(rel))
         local reorders, steps = plan:describe(ref.input:size(1), ref.input:size(3), ref.input:size(4))
-        A.eq(reorders, 0, "activations stay in one layout between layers:\n" .. steps)
+        A.eq(reorders, handover(steps), "activations stay in one layout between layers:\n" .. steps)
     end)
 end
 
-test("ResNet34 plans reorder only the input and the output, in both precisions", function()
+test("ResNet34 plans reorder only the input, the output and (own Winograd) the stem's hand-over, in both precisions", function()
     mt.manual_seed(0)
     local m = nn.resnet34{in_channels = 1, num_classes = 4, init = false}:evaluate()
     for _, precision in ipairs(K.infer_bf16_supported() and {"fp32", "bf16"} or {"fp32"}) do
         local plan = nn.compile_inference(m, {precision = precision})
         local reorders, steps = plan:describe(2, 128, 216)
-        A.eq(reorders, 0, precision .. ":\n" .. steps)
+        A.eq(reorders, handover(steps), precision .. ":\n" .. steps)
         local _, n_steps = steps:gsub("\n", "")
         local _, n_reorders = steps:gsub("reorder:", "")
         A.eq(n_steps - n_reorders, 36 + 1, precision .. ": one step per convolution, and the max pool:\n" .. steps)

@@ -1,0 +1,39 @@
+-- The fp32 inference plan alone (nn.compile_inference) on ResNet34, batch
+-- of 1 x 128 x 216 (5 s chunks): one thread, CPU seconds (os.clock) of the
+-- best of --reps forwards after one warm-up, so that a loaded machine
+-- stretches the figure as little as possible. --describe first prints each
+-- step's implementation (plan:describe).
+--
+--   machrt bench/infer_plan.lua [--batch N] [--reps N] [--describe]
+local mt = require "machrt"
+local nn = require "machrt.nn"
+local cli = require "machrt.cli"
+
+local CLI = { name = "infer_plan",
+              options = { batch = "value", reps = "value", describe = "flag" },
+              usage = "usage: machrt bench/infer_plan.lua [--batch N] [--reps N] [--describe]\n" }
+local args = cli.parse(arg, CLI)
+local B = cli.integer(CLI, args, "batch", 1) or 32
+local reps = cli.integer(CLI, args, "reps", 1) or 3
+
+mt.set_num_threads(1)
+mt.manual_seed(0)
+local model = nn.resnet34{in_channels = 1, num_classes = 4, pool = "avg"}:evaluate()
+local x = mt.randn{B, 1, 128, 216}
+local plan = nn.compile_inference(model, {precision = "fp32"})
+if args.describe then
+    local reorders, steps = plan:describe(B, 128, 216)
+    io.write(steps, ("%d reorders between layers\n"):format(reorders))
+end
+plan:forward(x)
+local best = math.huge
+for _ = 1, reps do
+    local t0 = os.clock()
+    plan:forward(x)
+    best = math.min(best, os.clock() - t0)
+end
+local f = io.open("/proc/loadavg")
+local load = f and f:read("l"):match("^(%S+ %S+ %S+)") or "?"
+if f then f:close() end
+print(("ResNet34 fp32 inference plan, batch %d, one thread: %.3f CPU s, %.2f chunks/s; load average %s"):format(
+    B, best, B / best, load))
