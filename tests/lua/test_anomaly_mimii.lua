@@ -35,12 +35,12 @@ end
 local EMBEDDING = "--architecture.backbone=resnet18 --architecture.width=8 --training.batch_size=4 "
     .. "--training.epochs=1"
 
-test("MIMII sample, embedding: Mahalanobis refused (one normal clip each), cosine runs and says what it did",
+test("MIMII sample, embedding: the default ensemble refused (one normal clip each), cosine runs and says what it did",
      function()
     local sample, out = sample_folder(), make_tmpdir{ create = false }
     local code, text = anomaly_run(sample, out, EMBEDDING)
-    A.truthy(code ~= 0, "Mahalanobis needs 2 normal clips per machine; output:\n" .. text)
-    A.truthy(text:find("machine fan/id_00 has a single normal training clip: the Mahalanobis score needs at "
+    A.truthy(code ~= 0, "the ensemble (a covariance) needs 2 normal clips per machine; output:\n" .. text)
+    A.truthy(text:find("machine fan/id_00 has a single normal training clip: the ensemble score needs at "
                        .. "least 2", 1, true), text)
     code, text = anomaly_run(sample, out, EMBEDDING .. " --anomaly.score=cosine --overwrite")
     A.eq(code, 0, "output:\n" .. text)
