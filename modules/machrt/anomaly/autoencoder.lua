@@ -18,6 +18,18 @@ local M = {}
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
+--- The rows of a list of 2-D tensors (same width), one after the other.
+function M.stack_rows(list)
+    local n = 0
+    for _, t in ipairs(list) do n = n + t:size(1) end
+    local out, at = list[1]:new_empty{ n, list[1]:size(2) }, 1
+    for _, t in ipairs(list) do
+        out:narrow(1, at, t:size(1)):copy(t)
+        at = at + t:size(1)
+    end
+    return out
+end
+
 --- DCASE's vectors: row t of clip b is frames t .. t + frames - 1 of its
 --- log-mel picture, concatenated frame after frame (frame-major, as the
 --- baseline's vector_array[:, n_mels * t : n_mels * (t + 1)]).
@@ -85,13 +97,7 @@ local function training_vectors(cfg, items, front, frames)
         total = total + v:size(1)
     end)
     if total == 0 then fail("autoencoder: no training clip could be read") end
-    local X = mt.empty{ total, parts[1]:size(2) }
-    local at = 1
-    for _, p in ipairs(parts) do
-        X:narrow(1, at, p:size(1)):copy(p)
-        at = at + p:size(1)
-    end
-    return X, clips
+    return M.stack_rows(parts), clips
 end
 
 local function mse_in_chunks(model, X, device)

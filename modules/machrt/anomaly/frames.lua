@@ -28,16 +28,7 @@ function M.of_chunks(x)
 end
 
 --- The rows of a list of 2-D tensors (same width), one after the other.
-function M.stack(list)
-    local n = 0
-    for _, t in ipairs(list) do n = n + t:size(1) end
-    local out, at = list[1]:new_empty{ n, list[1]:size(2) }, 1
-    for _, t in ipairs(list) do
-        out:narrow(1, at, t:size(1)):copy(t)
-        at = at + t:size(1)
-    end
-    return out
-end
+M.stack = ae.stack_rows
 
 --- The score of one clip's rows against the statistics of normal rows
 --- ({scale, gaussian}): the mean squared Mahalanobis distance.
