@@ -62,10 +62,11 @@ function M.from_samples(samples, path, opts)
                                          name = path })
 end
 
---- The resampler of an audio section's `resampler` value, lower case:
---- "soxr" when unset (runs from before the key existed were resampled so).
+--- The resampler of an audio section's `resampler` value, lower case; when
+--- unset, the schema's `before` value (what runs from before the key
+--- existed were resampled with), the one fact resumed runs are filled from.
 function M.resampler(name)
-    return name and name:lower() or "soxr"
+    return name and name:lower() or require("machrt.schema").reference["audio.resampler"].before
 end
 
 -- The notice about all-zero mel filters, in the config's words, once per
