@@ -20,6 +20,7 @@ local mt = require "machrt"
 local sys = require "machrt.sys"
 local synth = require "machrt.synth"
 local csv = require "machrt.data.csv"
+local cpuinfo = require "machrt.cpuinfo"
 
 local epochs = tonumber(os.getenv("BENCH_DCASE_EPOCHS") or "") or 100
 local threads, data = 2, "data/synthetic"
@@ -42,27 +43,9 @@ while i <= #arg do
     end
 end
 
--- The CPU's model and the vector extensions the kernels can use.
-local model, flags = "unknown", {}
-local f = io.open("/proc/cpuinfo", "r")
-if f then
-    for line in f:lines() do
-        local m = line:match("^model name%s*:%s*(.-)%s*$")
-        if m and model == "unknown" then model = m end
-        local fl = line:match("^flags%s*:%s*(.*)$")
-        if fl and #flags == 0 then
-            for w in fl:gmatch("%S+") do
-                if w:match("^avx") or w == "fma" or w == "f16c" or w:match("^sse4") or w == "amx_tile" then
-                    flags[#flags + 1] = w
-                end
-            end
-        end
-    end
-    f:close()
-end
-local function load() local l = io.open("/proc/loadavg"); local s = l and l:read("l") or "?"; if l then l:close() end; return s end
+local model, isa = cpuinfo.cpu()
 print(("cpu: %s; flags: %s; %d threads each side; OMP_WAIT_POLICY=%s; load %s"):format(model,
-    table.concat(flags, " "), threads, os.getenv("OMP_WAIT_POLICY") or "(unset)", load()))
+    isa, threads, os.getenv("OMP_WAIT_POLICY") or "(unset)", cpuinfo.loadavg()))
 
 local python = os.getenv("PEERS_PYTHON") or os.getenv("PYTHON") or "python3"
 if not os.execute(("%s -c 'import csv' >/dev/null 2>&1"):format(python)) then
@@ -144,4 +127,4 @@ print(("%-8s %6s  %s %s  %s %s"):format("mean", "types", num(mean_of(ours.per_ty
     num(mean_of(ours.per_type, "pauc_mcclish")), num(peer and mean_of(peer.types, "auc")),
     num(peer and mean_of(peer.types, "pauc"))))
 print(("wall seconds, everything (corpus read, features, training, scoring): machrt %.1f%s; load %s")
-    :format(machrt_seconds, peer and (", PyTorch %.1f"):format(peer.seconds) or "", load()))
+    :format(machrt_seconds, peer and (", PyTorch %.1f"):format(peer.seconds) or "", cpuinfo.loadavg()))

@@ -32,8 +32,5 @@ for _ = 1, reps do
     plan:forward(x)
     best = math.min(best, os.clock() - t0)
 end
-local f = io.open("/proc/loadavg")
-local load = f and f:read("l"):match("^(%S+ %S+ %S+)") or "?"
-if f then f:close() end
-print(("ResNet34 fp32 inference plan, batch %d, one thread: %.3f CPU s, %.2f chunks/s; load average %s"):format(
-    B, best, B / best, load))
+print(require("machrt.cpuinfo").line())
+print(("ResNet34 fp32 inference plan, batch %d, one thread: %.3f CPU s, %.2f chunks/s"):format(B, best, B / best))

@@ -29,9 +29,9 @@ local clips = 0
 for _, batch in loaders.train:epoch(1) do clips = clips + #batch.indices end
 for _, batch in loaders.val:epoch(0) do clips = clips + #batch.indices end
 local m, c = mt.memory_stats(), workers.cache_stats()
-local load = (io.open("/proc/loadavg") or io.stdin):read("l") or "?"
-print(string.format("loaders of the default experiment, %d workers, %d clips (training epoch + validation), "
-                    .. "load average %s", cfg.environment.number_of_workers, clips, load:match("^%S+ %S+ %S+") or load))
+print(require("machrt.cpuinfo").line())
+print(string.format("loaders of the default experiment, %d workers, %d clips (training epoch + validation)",
+                    cfg.environment.number_of_workers, clips))
 print(string.format("  wave cache %d entries, %.1f MB; storage live %.1f MB, cached (freed, kept) %.1f MB; "
                     .. "RSS %.1f MB, peak %.1f MB", c.entries, c.bytes / 1e6, m.live / 1e6, m.cached / 1e6,
                     status_kib("VmRSS") * 1024 / 1e6, status_kib("VmHWM") * 1024 / 1e6))

@@ -20,6 +20,7 @@ local nn = require "machrt.nn"
 local optim = require "machrt.optim"
 
 local cli = require "machrt.cli"
+local cpuinfo = require "machrt.cpuinfo"
 
 local CLI = { name = "train_step",
               options = { steps = "value", ["infer-reps"] = "value", batch = "value", profile = "flag",
@@ -106,26 +107,6 @@ local function peak_rss_mb()
     return (tonumber(s:match("VmHWM:%s+(%d+)")) or 0) / 1024
 end
 
--- The CPU, the way the table's figures depend on it.
-local function cpu_line()
-    local f = io.open("/proc/cpuinfo")
-    if not f then return "cpu: unknown", "" end
-    local text = f:read("a"); f:close()
-    local model_name = text:match("model name%s*:%s*([^\n]+)") or "unknown"
-    local flags, wanted = {}, {}
-    for flag in (text:match("flags%s*:%s*([^\n]+)") or ""):gmatch("%S+") do
-        if flag:match("^avx") or flag:match("^amx") or flag == "fma" then wanted[#wanted + 1] = flag end
-        flags[flag] = true
-    end
-    return model_name, table.concat(wanted, " "), flags
-end
-
-local function loadavg()
-    local f = io.open("/proc/loadavg")
-    local s = f and f:read("l") or "?"
-    if f then f:close() end
-    return s:match("^(%S+ %S+ %S+)") or s
-end
 
 local ours = {}
 local infer_flops -- direct-convolution FLOPs of one inference batch
@@ -196,9 +177,9 @@ if peers_python and peers_python ~= "" then
     py:close()
 end
 
-local model_name, isa, flags = cpu_line()
+local model_name, isa, flags = cpuinfo.cpu()
 print(("cpu: %s, %d thread%s%s; load average %s"):format(model_name, threads, threads > 1 and "s" or "",
-    cpu_time and ", CPU time" or "", loadavg()))
+    cpu_time and ", CPU time" or "", cpuinfo.loadavg()))
 print(("cpu flags: %s"):format(isa))
 flags = flags or {}
 if not flags.amx_bf16 and flags.avx512_bf16 then

@@ -14,6 +14,7 @@ local mt = require "machrt"
 local audio = require "machrt.audio"
 local pipeline = require "machrt.pipeline"
 local synth = require "machrt.synth"
+local cpuinfo = require "machrt.cpuinfo"
 
 local CLIPS = tonumber(arg and arg[1]) or 64
 local ROUNDS = tonumber(arg and arg[2]) or 3
@@ -22,11 +23,6 @@ local RATE = 22050
 
 mt.set_num_threads(1)
 
-local function loadavg()
-    local f = io.open("/proc/loadavg")
-    local text = f and f:read("l") or "?"
-    return text:match("^(%S+ %S+ %S+)") or text
-end
 
 local info = synth.ensure("data/synthetic")
 local paths = {}
@@ -58,9 +54,10 @@ for _ = 1, ROUNDS do
     best.unpack = math.min(best.unpack, cpu(function(i, p) pipeline.from_samples(samples[i], p, opts) end))
 end
 
+print(cpuinfo.line())
 print(string.format("wave cache, %d clips of the built-in corpus (%s), %s to %d Hz, 1 thread, CPU time, "
                     .. "best of %d rounds (load average %s)", #paths, audio.info(paths[1]).encoding,
-                    RESAMPLER, RATE, ROUNDS, loadavg()))
+                    RESAMPLER, RATE, ROUNDS, cpuinfo.loadavg()))
 print(string.format("  %-44s %8.1f clips/s  %6.2f ms CPU a clip", "decode + resample (a miss; cache = none)",
                     #paths / best.decode, 1e3 * best.decode / #paths))
 print(string.format("  %-44s %8.1f clips/s  %6.2f ms CPU a clip", "16-bit samples to float + resample (a hit)",
