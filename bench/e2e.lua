@@ -19,6 +19,7 @@
 -- move less with the load than the wall time does.
 local sys = require "machrt.sys"
 local synth = require "machrt.synth"
+local cpuinfo = require "machrt.cpuinfo"
 
 local function fail(fmt, ...) error(string.format("e2e: " .. fmt, ...), 0) end
 
@@ -83,6 +84,8 @@ local function timed(name, cmd, log)
     return { wall = wall, cpu = cpu, rss = kb and kb * 1024, load_before = before, load_after = after }
 end
 
+local _, _, cpu_flags = cpuinfo.cpu()
+local peer_bf16 = cpu_flags.avx512_bf16 or cpu_flags.amx_bf16
 local info = synth.ensure(data)
 local tmp = string.format("build/bench/e2e.%d", sys.pid())
 sys.mkdir(tmp)
@@ -112,9 +115,17 @@ elseif not os.execute(string.format("%s -c 'import torch, torchaudio, torchvisio
                                     python)) then
     print(string.format("peer skipped: %s cannot import torch, torchaudio, torchvision, scikit-learn and scipy", python))
 else
-    peer = timed("PyTorch", string.format("%s bench/peers/e2e_resnet34.py --data %s --epochs %d --out %s",
+    -- machrt trains in fp32 where the CPU has no bf16 (saying so); the peer
+    -- then does too: PyTorch's autocast would emulate bf16 there, many times
+    -- slower than its fp32, which would flatter machrt.
+    if not peer_bf16 then
+        print("no avx512_bf16 or amx_bf16 on this CPU: machrt trains in fp32 although the config asks "
+              .. "mixed precision, so the PyTorch peer runs in fp32 too (--mixed-precision off)")
+    end
+    peer = timed("PyTorch", string.format("%s bench/peers/e2e_resnet34.py --data %s --epochs %d --out %s%s",
                                           python, shell_quote(info.data_folder), epochs or DEFAULT_EPOCHS,
-                                          shell_quote(tmp .. "/peer")), tmp .. "/peer.log")
+                                          shell_quote(tmp .. "/peer"), peer_bf16 and "" or " --mixed-precision off"),
+                 tmp .. "/peer.log")
     local last = (read(tmp .. "/peer.log") or ""):match("(%b{})%s*$")
     local result = last and sys.json_decode(last) or fail("the peer printed no result; see %s/peer.log", tmp)
     peer.f1, peer.pss, peer.torch = result.final.val_f1, result.peak_pss_bytes, result.torch
@@ -125,13 +136,14 @@ print(string.format("\nthe default experiment end to end (%d of %d epochs%s), da
                     epochs or DEFAULT_EPOCHS, DEFAULT_EPOCHS,
                     epochs and epochs ~= DEFAULT_EPOCHS and ": a shortened run, not the full job" or "",
                     info.data_folder))
+print(cpuinfo.line())
 print("| | wall (s) | CPU (s) | peak RSS (GB) | val F1 | load before -> after |")
 print("|---|---|---|---|---|---|")
-print(string.format("| machrt (bf16 where the CPU has it) | %.1f | %.1f | %s | %.4f | %s -> %s |", m.wall, m.cpu, gb(m.rss), m.f1,
+print(string.format("| machrt (%s) | %.1f | %.1f | %s | %.4f | %s -> %s |", peer_bf16 and "bf16" or "fp32: no bf16 on this CPU", m.wall, m.cpu, gb(m.rss), m.f1,
                     m.load_before:match("load average: (.*)$") or "?", m.load_after:match("load average: (.*)$") or "?"))
 if peer then
-    print(string.format("| PyTorch %s, 4 workers, 2 threads, bf16 autocast | %.1f | %.1f | %s (main process; %s with its "
-                        .. "workers, PSS) | %.4f | %s -> %s |", peer.torch, peer.wall, peer.cpu, gb(peer.rss), gb(peer.pss),
+    print(string.format("| PyTorch %s, 4 workers, 2 threads, %s | %.1f | %.1f | %s (main process; %s with its "
+                        .. "workers, PSS) | %.4f | %s -> %s |", peer.torch, peer_bf16 and "bf16 autocast" or "fp32", peer.wall, peer.cpu, gb(peer.rss), gb(peer.pss),
                         peer.f1, peer.load_before:match("load average: (.*)$") or "?",
                         peer.load_after:match("load average: (.*)$") or "?"))
     local speed = peer.wall / m.wall
