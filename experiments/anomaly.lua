@@ -99,7 +99,7 @@ for _, fold in ipairs(run.folds) do
     -- for the normal training clips (thresholds); alternatives: every score
     -- the method gives, for the comparison in metrics.json; trained: what
     -- the detector keeps (networks, normal statistics).
-    local scores, train_scores, alternatives, trained
+    local scores, train_scores, alternatives, trained, thresholds_from
     if a.method == "autoencoder" then
         local models
         models, train_scores = anomaly.autoencoder.train_all(cfg, split, front, device, dir, run.resume)
@@ -107,6 +107,9 @@ for _, fold in ipairs(run.folds) do
         alternatives = { reconstruction = scores }
         a.score = "reconstruction"
         trained = { models = models }
+        -- As the DCASE baselines do: the scores of the clips the model was
+        -- fitted on (all but keras' last validation_split of the vectors).
+        thresholds_from = "the training clips' own reconstruction errors (in-sample)"
     else
         local loaders <close> = train.loaders(cfg, split)
         local steps_per_epoch = loaders.train:num_batches()
@@ -150,13 +153,16 @@ for _, fold in ipairs(run.folds) do
         train_scores = anomaly.embedding.normal_scores(cfg, split, stats, e_train)
         scores = alternatives[a.score]
         trained = { model = model, stats = stats }
+        thresholds_from = "the normal training clips, each scored by statistics without it"
     end
 
     local thresholds = anomaly.decide.thresholds(split, train_scores, a.target_false_positive_rate)
     local decisions = anomaly.decide.decide(split.val, scores, thresholds)
     anomaly.decide.write_scores(dir, split, scores, decisions)
-    local evaluations = {}
+    local evaluations, rates = {}, nil
     if split.can_evaluate then
+        rates = anomaly.decide.decision_rates(split.val, decisions)
+        rates.thresholds_from = thresholds_from
         for name, s in pairs(alternatives) do
             if anomaly.decide.complete(s, #split.val.files) then
                 evaluations[name] = anomaly.decide.evaluate(split, s, a.max_fpr)
@@ -164,8 +170,10 @@ for _, fold in ipairs(run.folds) do
         end
         anomaly.decide.log_evaluation(evaluations[a.score], string.format("fold %d, score %s", fold, a.score))
         anomaly.decide.log_comparison(evaluations, string.format("fold %d", fold))
+        anomaly.decide.log_decisions(rates, a.target_false_positive_rate, thresholds_from,
+                                     string.format("fold %d", fold))
     end
-    anomaly.decide.write_metrics(dir, cfg, evaluations, a.score, thresholds, split)
+    anomaly.decide.write_metrics(dir, cfg, evaluations, a.score, thresholds, split, rates)
     log.info("fold %d: val_scores.csv and metrics.json written to %s", fold, dir)
     if tr.run_interpretations then
         local page = anomaly.interpret.write(dir, {

@@ -90,6 +90,19 @@ test("an embedding run writes val_scores.csv, metrics.json with AUC and pAUC, an
         A.truthy(m.best_score_per_machine[machine] or r.undefined, machine .. ": the winning score")
     end
     A.truthy(m.evaluation.per_type.fan and m.evaluation.per_type.pump, "per machine type")
+    -- The thresholds' rates, recounted from val_scores.csv.
+    local count = { normal = 0, abnormal = 0, normal_flagged = 0, abnormal_flagged = 0 }
+    for i = 2, #rows do
+        local c = rows[i][4]
+        count[c] = count[c] + 1
+        if rows[i][6] == "true" then count[c .. "_flagged"] = count[c .. "_flagged"] + 1 end
+    end
+    A.eq(m.decisions.all.normal, count.normal)
+    A.eq(m.decisions.all.false_positives, count.normal_flagged)
+    A.eq(m.decisions.all.detected, count.abnormal_flagged)
+    A.truthy(m.decisions.thresholds_from:find("without it", 1, true), m.decisions.thresholds_from)
+    A.truthy(text:find(string.format("flag %d of %d", count.normal_flagged, count.normal), 1, true),
+             "the log says how many normal clips the thresholds flag")
     A.truthy(read(dir .. "/index.html"):find("interpretations/roc.png", 1, true), "index.html shows the ROC curves")
     for _, f in ipairs{ "roc.png", "histograms.png", "normal_most_anomalous_1.png", "abnormal_least_anomalous_1.png" } do
         A.truthy(exists(dir .. "/interpretations/" .. f), f .. " missing")
@@ -122,6 +135,8 @@ test("the autoencoder detector trains one model per machine type and scores ever
     local m = sys.json_decode(read(dir .. "/metrics.json"))
     A.eq(m.method, "autoencoder")
     A.eq(m.score, "reconstruction")
+    A.truthy(m.decisions.thresholds_from:find("in-sample", 1, true), "the autoencoder's thresholds are said to be in-sample")
+    A.truthy(text:find("reconstruction errors (in-sample)", 1, true), "and the log says so")
     local rows = F.csv_rows(dir .. "/val_scores.csv")
     for i = 2, #rows do A.truthy(tonumber(rows[i][5]) > 0, "a reconstruction error") end
 end)

@@ -55,4 +55,21 @@ tests["the best score per machine lists ties"] = function()
     A.eq(decide.best_scores(ev, "u"), nil)
 end
 
+tests["decision rates count flagged normal and abnormal clips per machine and in all"] = function()
+    local items = { machine = { "a", "a", "a", "a", "b", "b", "b" },
+                    condition = { "normal", "normal", "abnormal", "abnormal", "normal", "abnormal", nil } }
+    local r = decide.decision_rates(items, { true, false, true, false, false, true, true })
+    A.eq(table.concat(r.machines, ","), "a,b")
+    local a, b = r.per_machine.a, r.per_machine.b
+    A.eq(a.normal, 2); A.eq(a.false_positives, 1); A.eq(a.false_positive_rate, 0.5)
+    A.eq(a.abnormal, 2); A.eq(a.detected, 1); A.eq(a.detection_rate, 0.5)
+    A.eq(b.normal, 1); A.eq(b.false_positive_rate, 0); A.eq(b.detection_rate, 1)
+    -- The clip without a condition is not counted.
+    A.eq(r.all.normal, 3); A.eq(r.all.false_positives, 1); A.eq(r.all.abnormal, 3); A.eq(r.all.detected, 2)
+    A.near(r.all.false_positive_rate, 1 / 3, 1e-15)
+    local none = decide.decision_rates({ machine = { "a" }, condition = { "abnormal" } }, { false })
+    A.eq(none.all.false_positive_rate, nil, "no normal clip: no rate, not 0")
+    A.eq(none.all.detection_rate, 0)
+end
+
 return tests

@@ -48,6 +48,57 @@ function M.decide(items, scores, thresholds)
     return out
 end
 
+--- How the thresholds decided on the validation clips: per machine, the
+--- normal clips flagged (the false-positive rate the target promised) and
+--- the abnormal clips found, and both over all machines. Clips without a
+--- condition are not counted.
+function M.decision_rates(items, decisions)
+    local per, order = {}, {}
+    local all = { normal = 0, false_positives = 0, abnormal = 0, detected = 0 }
+    for i, m in ipairs(items.machine) do
+        local c = items.condition and items.condition[i]
+        if c == "normal" or c == "abnormal" then
+            if not per[m] then
+                per[m] = { normal = 0, false_positives = 0, abnormal = 0, detected = 0 }
+                order[#order + 1] = m
+            end
+            for _, r in ipairs({ per[m], all }) do
+                if c == "normal" then
+                    r.normal = r.normal + 1
+                    if decisions[i] then r.false_positives = r.false_positives + 1 end
+                else
+                    r.abnormal = r.abnormal + 1
+                    if decisions[i] then r.detected = r.detected + 1 end
+                end
+            end
+        end
+    end
+    local function rates(r)
+        r.false_positive_rate = r.normal > 0 and r.false_positives / r.normal or nil
+        r.detection_rate = r.abnormal > 0 and r.detected / r.abnormal or nil
+        return r
+    end
+    for _, m in ipairs(order) do rates(per[m]) end
+    table.sort(order)
+    return { per_machine = per, machines = order, all = rates(all) }
+end
+
+--- Logs the decision rates against the target false-positive rate and
+--- where the thresholds came from (`origin`), so that a miscalibrated
+--- threshold is seen, not assumed.
+function M.log_decisions(rates, target, origin, label)
+    local a = rates.all
+    if a.normal == 0 and a.abnormal == 0 then return end
+    local function pct(k, n) return n > 0 and string.format("%d of %d (%.1f %%)", k, n, 100 * k / n) or "none" end
+    log.info("%s: the thresholds (from %s; target %.1f %% false positives) flag %s normal validation clips "
+             .. "and %s abnormal ones", label, origin, 100 * target, pct(a.false_positives, a.normal),
+             pct(a.detected, a.abnormal))
+    if a.normal > 0 and a.false_positive_rate > 2 * target + 0.05 then
+        log.info("%s: that is well above the target: new normal clips score higher than the ones the "
+                 .. "thresholds came from", label)
+    end
+end
+
 -- AUC, pAUC of the clips `idx` (a list of item indices).
 local function group_scores(items, scores, idx, max_fpr)
     local s, ab, nab = {}, {}, 0
@@ -185,9 +236,10 @@ end
 
 --- metrics.json: the evaluation of the chosen score, the alternatives'
 --- evaluations, per machine, which score gave the highest AUC ("a, b"
---- when tied), and how many validation clips are training clips too
---- (split.in_sample).
-function M.write_metrics(dir, cfg, evaluations, chosen, thresholds, split)
+--- when tied), how many validation clips are training clips too
+--- (split.in_sample), and `decisions`: the thresholds' rates on the
+--- validation clips (decision_rates, with `thresholds_from`).
+function M.write_metrics(dir, cfg, evaluations, chosen, thresholds, split, decisions)
     local best = {}
     local main = evaluations[chosen]
     if main then
@@ -200,6 +252,7 @@ function M.write_metrics(dir, cfg, evaluations, chosen, thresholds, split)
         max_fpr = cfg.anomaly.max_fpr, target_false_positive_rate = cfg.anomaly.target_false_positive_rate,
         evaluation = main, alternatives = evaluations, best_score_per_machine = best, thresholds = thresholds,
         in_sample_validation_clips = split and #split.in_sample or nil,
+        decisions = decisions,
     }, { indent = true }) .. "\n")
 end
 
