@@ -523,7 +523,9 @@ function M.evaluate(cfg, model, front, loader, split)
         bar:update(b, {}, batch.indices and #batch.indices or 0)
     end
     bar:finish()
-    if net ~= model then net:forget_shapes() end -- its buffers are not training's to carry
+    -- Its weights and buffers are not training's to carry; built anew (a
+    -- fraction of a second) at the next validation.
+    if net ~= model then infer.release_plans(model) end
     model:clear_state()
     mt.empty_cache()
     model:training()

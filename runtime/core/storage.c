@@ -7,6 +7,9 @@
  * blocks go straight to malloc, which already caches them. */
 #include <pthread.h>
 #include <stdlib.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <string.h>
 #include "machrt/backend.h"
 
@@ -102,6 +105,13 @@ void mrt_storage_empty_cache(void)
     }
     cached_bytes = 0;
     pthread_mutex_unlock(&cache_lock);
+#if defined(__GLIBC__)
+    /* glibc keeps freed heap pages mapped (blocks under its mmap threshold,
+     * which rises to 32 MiB as large blocks are freed, and every worker
+     * thread's arena); without this they stay in the process's resident
+     * memory while the next phase maps new ones. */
+    malloc_trim(0);
+#endif
 }
 
 void mrt_storage_set_cache_limit(size_t bytes)

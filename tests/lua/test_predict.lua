@@ -67,6 +67,10 @@ local function direct(cfg, model, path)
     return p:mean(1):totable(), chunks:size(1)
 end
 
+local function rel_max_of(got, want)
+    return (got - want):abs():max() / math.max(want:abs():max(), 1e-12)
+end
+
 local function predict_all(p, files, batch)
     local out = {}
     infer.predict_files(p, files, { batch_chunks = batch, on_result = function(r) out[#out + 1] = r end })
@@ -101,6 +105,27 @@ test("predictions equal the direct computation, for any batch width", function()
     -- 1.2 s < one 2 s chunk: padded to one chunk; 4.5 s: two chunks, tail dropped.
     A.eq(ref[3][2], 1)
     A.eq(ref[2][2], 2)
+end)
+
+test("release_plans frees a model's inference plan; the next one is built anew from the new weights", function()
+    local cfg = config()
+    mt.manual_seed(3)
+    local model = pipeline.build_model(cfg.architecture, #CLASSES)
+    model:evaluate()
+    local x = mt.randn{ 2, 1, 32, 40 }
+    local net = infer.inference_net(model, "cpu")
+    A.truthy(net ~= model, "the CPU runs a plan")
+    A.near(rel_max_of(net:forward(x), model:forward(x)), 0, 1e-5, "plan against the model")
+    A.eq(infer.inference_net(model, "cpu"), net, "kept until released")
+    infer.release_plans(model)
+    A.raises(function() return net:forward(x) end, "released")
+    -- New weights: the new plan must follow them, not the freed one's.
+    for _, t in pairs(model:state_dict()) do if t:dim() == 4 then t:mul_(0.5) end end
+    local again = infer.inference_net(model, "cpu")
+    A.truthy(again ~= net, "a new plan")
+    A.near(rel_max_of(again:forward(x), model:forward(x)), 0, 1e-5, "the new plan has the new weights")
+    infer.release_plans(model)
+    infer.release_plans(model) -- nothing left: no error
 end)
 
 test("a long file read window by window matches reading it whole", function()

@@ -205,6 +205,13 @@ function Plan:forget_shapes()
     return self
 end
 
+--- Frees everything the plan holds in C (weights, primitives, buffers);
+--- the plan cannot run afterwards.
+function Plan:release()
+    self.plan:release()
+    self.body_out, self.body_shape = nil, nil
+end
+
 --- How many activation reorders run between the input's and the output's
 --- for an n x h x w input, and the oneDNN implementation of every step.
 function Plan:describe(n, h, w) return self.plan:describe(n, h, w) end
