@@ -183,6 +183,12 @@ static mrt_dist_reducer **check_reducer(lua_State *L)
 {
     mrt_dist_reducer **r = luaL_checkudata(L, 1, REDUCER_MT);
     if (!*r) luaL_error(L, "reducer has been released");
+    /* The reducer holds the buffer's data pointer: after buffer:release()
+     * the collectives would write into freed memory. */
+    lua_getiuservalue(L, 1, 1);
+    mrt_tensor *t = mrt_lua_test_tensor(L, -1);
+    if (!t || !t->storage) luaL_error(L, "reducer: its gradient buffer has been released");
+    lua_pop(L, 1);
     return r;
 }
 

@@ -325,6 +325,17 @@ test("JSON: text after the value and zero bytes are refused, not dropped", funct
         "json_encode", "zero byte")
 end)
 
+test("dist.reducer refuses to run on a gradient buffer that was released", function()
+    -- It keeps the buffer's data pointer; under mpirun the collectives wrote
+    -- into the freed memory. One process checks the same refusal.
+    local flat = mt.zeros(4)
+    local r = dist.reducer(flat, { 1, 3 }, "sum")
+    flat:release()
+    A.raises(function() r:start(1) end, "reducer", "buffer has been released")
+    A.raises(function() r:wait() end, "reducer", "buffer has been released")
+    r:release() -- and it can still be let go
+end)
+
 test("process_alive: a PID beyond pid_t is no process (it narrowed to 0, our own group)", function()
     A.eq(sys.process_alive(1 << 40), false)
     A.eq(sys.process_alive(1 << 32), false)
