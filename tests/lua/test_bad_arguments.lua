@@ -98,7 +98,7 @@ local function sweep(problems, name, fn, make, outs, also_named, skip)
                 end
                 for _, s in ipairs(before) do
                     local t = s[2]
-                    if t:is_released() or not A.fmt(t:shape()) == A.fmt(s[4])
+                    if t:is_released() or A.fmt(t:shape()) ~= A.fmt(s[4])
                             or not same_values(t:totable(), s[3]) then
                         problems[#problems + 1] = string.format(
                             "%s: argument %d was modified by a call that failed", what, s[1])
@@ -213,6 +213,18 @@ local function entries()
     }
     return E
 end
+
+test("the sweep reports a call that fails after writing an input, or fails unnamed", function()
+    local problems = {}
+    sweep(problems, "writes", function(t, v) t:fill(5); error("writes: no " .. tostring(v)) end,
+        function() return { mt.zeros(2), 1 } end)
+    A.truthy(#problems > 0 and problems[#problems]:find("argument 1 was modified", 1, true),
+        "a failing call that wrote argument 1: " .. tostring(problems[#problems]))
+    problems = {}
+    sweep(problems, "quiet", function() error("something went wrong") end, function() return { 1 } end)
+    A.truthy(#problems > 0 and problems[1]:find("names neither quiet nor argument 1", 1, true),
+        "an error naming nothing: " .. tostring(problems[1]))
+end)
 
 test("sweep: every argument of every C-backed function, each of the wrong values", function()
     local calls, functions, problems = 0, 0, {}
