@@ -138,7 +138,7 @@ static int m_full(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_Number v = luaL_checknumber(L, 2);
-    mrt_lua_check(L, mrt_tensor_fill(new_shaped(L, "full", 3), v));
+    mrt_lua_check_op(L, mrt_tensor_fill(new_shaped(L, "full", 3), v), "full");
     return 1;
 }
 

@@ -281,7 +281,7 @@ test("fill and full of an int64 tensor refuse NaN, 1e300 and 1.5", function()
     local x = mt.tensor({ 7, 8 }, "int64")
     for _, v in ipairs({ NAN, 1e300, -math.huge, 1.5 }) do
         A.raises(function() x:fill(v) end, "fill:", "int64")
-        A.raises(function() local t = mt.full({ 2 }, v, "int64"); return t end, "fill:", "int64")
+        A.raises(function() local t = mt.full({ 2 }, v, "int64"); return t end, "full:", "int64")
     end
     A.eq(x:totable(), { 7, 8 }, "a refused fill wrote something")
     A.eq(x:fill(-3.0):totable(), { -3, -3 })
