@@ -4,8 +4,9 @@
 #   make run        the main job (installs, builds, trains the reference experiment)
 #   make test       C (Check) suites, Lua tests, end-to-end smoke runs (MPI, Slurm)
 #   make sanitize   C suites under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make sanitize-lua   Lua tests (LUA_TESTS=pattern) on a host built the same way
 #   make bench      throughput benchmarks (side by side with PyTorch when present)
-#   make fuzz       libFuzzer targets (safetensors, audio, CSV), FUZZ_SECONDS each
+#   make fuzz       libFuzzer targets (safetensors, audio, CSV, JSON), FUZZ_SECONDS each
 #   make install    machrt on the PATH (PREFIX=/usr/local)
 #   make CUDA=1     the same with the CUDA backend (nvcc, cuBLAS, cuFFT; build-cuda/)
 #
@@ -84,7 +85,7 @@ endif
 LINK_STAMP := build/.link-mode
 $(shell mkdir -p build && (echo $(LINK_MODE) | cmp -s - $(LINK_STAMP) || echo $(LINK_MODE) > $(LINK_STAMP)))
 
-.PHONY: all deps deps-dist run test lint test-c test-lua sanitize fuzz fuzz-targets bench install uninstall clean
+.PHONY: all deps deps-dist run test lint test-c test-lua sanitize sanitize-lua fuzz fuzz-targets bench install uninstall clean
 .DEFAULT_GOAL := all
 
 all: machrt $(BUILD)/lua/machrt.so
@@ -191,18 +192,33 @@ test-lua: all deps-dist
 	@./machrt tests/lua/run.lua
 
 # Check's per-test timeouts x4: ASan and UBSan run the C core several times slower.
+SANITIZE_MAKE = $(MAKE) --no-print-directory BUILD=build-sanitize OPT="-O1 -g" \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 sanitize:
 	@CK_TIMEOUT_MULTIPLIER=4 LSAN_OPTIONS="suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0" \
-	  $(MAKE) --no-print-directory BUILD=build-sanitize OPT="-O1 -g" \
-	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test-c
+	  $(SANITIZE_MAKE) test-c
+
+# The Lua tests whose names match LUA_TESTS (run.lua's pattern; all when
+# empty) on a host built the same way, build-sanitize/machrt-host. Leaks are
+# not reported (the host leaves its Lua state to the exit), and allocations
+# too large to make return NULL: "cannot allocate" is then a Lua error, as
+# in the ordinary build, instead of ASan's abort.
+sanitize-lua:
+	@$(SANITIZE_MAKE) build-sanitize/machrt-host
+	@ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
+	  build-sanitize/machrt-host tests/lua/run.lua $(LUA_TESTS)
+
+$(BUILD)/machrt-host: $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a
+	@echo "  LD      $@"
+	@$(CC) -o $@ $(MAIN_OBJ) $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL) -lreadline
 
 # ---- fuzzing ----------------------------------------------------------------
 # libFuzzer targets (tests/fuzz/fuzz_*.c) built with clang under ASan+UBSan in
 # build-fuzz/, each run FUZZ_SECONDS from its seeds (tests/fuzz/seeds/);
 # findings land in build-fuzz/fuzz/findings/. Not part of `make test`.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := safetensors audio csv
+FUZZ_TARGETS := safetensors audio csv json
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # At -O1 clang reports `omp simd` loops it leaves scalar; that is not a fault.
 FUZZ_WARN := -Wno-pass-failed

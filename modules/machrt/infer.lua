@@ -112,6 +112,11 @@ function M.load_run(dir, opts)
     if not sys.stat(cfg_path) then fail("%s is not a run folder: it has no config.json", dir) end
     if not sys.stat(ckpt) then fail("run folder %s has no checkpoint (checkpoint.safetensors): was training interrupted before the first epoch ended?", dir) end
     local cfg = sys.read_json(cfg_path)
+    -- Checked before the checkpoint is read: a list or a number would reach
+    -- the first use of a setting (cfg.architecture) and fail there, unnamed.
+    if type(cfg) ~= "table" or (next(cfg) ~= nil and cfg[1] ~= nil) then
+        fail("%s: not a config (a JSON object of sections)", cfg_path)
+    end
     local ok, tensors, meta = pcall(mt.load, ckpt)
     if not ok then fail("checkpoint %s cannot be read: %s", ckpt, tostring(tensors)) end
     run_folder.verify(ckpt, tensors, meta)

@@ -557,8 +557,11 @@ mrt_status mrt_audio_unpack_pcm16(const mrt_tensor *packed, int sample_rate, mrt
                         "audio.load_pcm16 (a 1-D int64 tensor)");
     const int64_t *head = mrt_i64(packed);
     const int64_t frames = head[0], rate = head[1];
-    if (frames < 0 || (frames + 3) / 4 != packed->shape[0] - PCM16_HEADER || rate < 1 ||
-        rate > MRT_AUDIO_MAX_RATE)
+    /* frames / 4 + (frames % 4 != 0), not (frames + 3) / 4: frames is read from
+     * the buffer and may be near INT64_MAX. load_pcm16 never packs 0 frames
+     * (audio.load refuses a file without any). */
+    if (frames < 1 || frames / 4 + (frames % 4 != 0) != packed->shape[0] - PCM16_HEADER ||
+        rate < 1 || rate > MRT_AUDIO_MAX_RATE)
         return mrt_fail(MRT_ERR_ARG, "audio.unpack_pcm16: %s: not the samples of "
                         "audio.load_pcm16 (%lld frames at %lld Hz in %lld elements)",
                         name ? name : "(unnamed)", (long long)frames, (long long)rate,

@@ -96,9 +96,11 @@ mrt_status mrt_stft_config_check(const mrt_stft_config *c, const char *what)
 int64_t mrt_stft_frames(int64_t n, int n_fft, int hop_length, int center)
 {
     if (n_fft < 1 || hop_length < 1 || n < 0) return 0;
-    int64_t padded = center ? n + 2 * (int64_t)(n_fft / 2) : n;
-    if (padded < n_fft) return 0;
-    return 1 + (padded - n_fft) / hop_length;
+    /* padded - n_fft without forming padded = n + 2 (n_fft / 2), which
+     * overflows for n near INT64_MAX. */
+    const int64_t short_by = center ? n_fft - 2 * (int64_t)(n_fft / 2) : n_fft;
+    if (n < short_by) return 0;
+    return 1 + (n - short_by) / hop_length;
 }
 
 int64_t mrt_stft_min_length(const mrt_stft_config *c)

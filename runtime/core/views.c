@@ -98,7 +98,8 @@ mrt_status mrt_view_narrow(const mrt_tensor *t, int dim, int64_t start, int64_t 
 {
     mrt_status st = check_dim("narrow", t, dim);
     if (st) return st;
-    if (start < 0 || len < 0 || start + len > t->shape[dim])
+    /* len > size - start, not start + len > size: the sum can overflow. */
+    if (start < 0 || len < 0 || start > t->shape[dim] || len > t->shape[dim] - start)
         return mrt_fail(MRT_ERR_INDEX, "narrow: start %" PRId64 " with length %" PRId64
                         " does not fit dimension %d (size %" PRId64 ")",
                         start + 1, len, dim + 1, t->shape[dim]);
@@ -166,6 +167,17 @@ mrt_status mrt_view_expand(const mrt_tensor *t, int ndim, const int64_t *shape, 
                             "%" PRId64 ", not 1)", SHAPE(t, a),
                             mrt_shape_str(ndim, shape, b, sizeof b), i + 1, have);
         }
+    }
+    /* Stride 0 costs no memory, but every op counts the elements
+     * (mrt_tensor_numel): that count must not overflow. */
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (v.shape[i] > 0 && n > INT64_MAX / v.shape[i]) {
+            mrt_tensor_release(&v);
+            return mrt_fail(MRT_ERR_SHAPE, "expand: cannot expand %s to %s (more elements than "
+                            "an int64 counts)", SHAPE(t, a), mrt_shape_str(ndim, shape, b, sizeof b));
+        }
+        if (v.shape[i] > 0) n *= v.shape[i];
     }
     *out = v;
     return MRT_OK;

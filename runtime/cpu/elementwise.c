@@ -282,6 +282,11 @@ mrt_status mrt_tensor_fill_range(mrt_tensor *t, double start, double step)
 mrt_status mrt_tensor_fill(mrt_tensor *t, double value)
 {
     if (!t->storage) return mrt_fail(MRT_ERR_ARG, "fill: tensor has been released");
+    /* The conversion to int64 of NaN, of 1e300 or of 1.5 would be undefined
+     * or silently truncated; up to 2^53 every integer is exact in a double. */
+    if (t->dtype == MRT_I64 && !(fabs(value) <= 9007199254740992.0 && value == floor(value)))
+        return mrt_fail(MRT_ERR_ARG, "fill: an int64 tensor takes integers (at most 2^53 in "
+                        "magnitude), got %.17g", value);
     mrt_device dev;
     MRT_OP_DEVICE("fill", &dev, t);
     mrt_status st;
@@ -302,7 +307,7 @@ mrt_status mrt_cpu_fill_range(mrt_tensor *t, double start, double step)
 mrt_status mrt_cpu_fill(mrt_tensor *t, double value)
 {
     float f = (float)value;
-    int64_t l = (int64_t)value;
+    int64_t l = t->dtype == MRT_I64 ? (int64_t)value : 0; /* mrt_tensor_fill checked it */
     mrt_iter it;
     mrt_iter_init(&it, t->ndim, t->shape);
     mrt_iter_add(&it, t);

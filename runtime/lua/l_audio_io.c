@@ -215,7 +215,7 @@ static int a_chunks(lua_State *L)
         luaL_error(L, "audio.chunks: max_seconds = %f is shorter than one frame at %d Hz",
                    (lua_Number)max_seconds, sr);
     mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_audio_chunks(wave, chunk, max_frames, r));
+    mrt_lua_check_op(L, mrt_audio_chunks(wave, chunk, max_frames, r), "audio.chunks");
     return 1;
 }
 

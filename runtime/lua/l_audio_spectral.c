@@ -95,7 +95,12 @@ static int mel_forward(lua_State *L)
                           "got %s", luaL_typename(L, 2));
     if (!wave->storage) return luaL_error(L, "MelSpectrogram: wave has been released (closed)");
     if (!lua_isnoneornil(L, 3)) {
-        mrt_tensor *out = mrt_lua_check_tensor(L, 3);
+        /* Not mrt_lua_check_tensor: called as mel(wave, out), "bad argument #3
+         * to '?'" would name neither the function nor the argument. */
+        mrt_tensor *out = mrt_lua_test_tensor(L, 3);
+        if (!out || !out->storage)
+            return luaL_error(L, "MelSpectrogram: out must be a tensor, got %s",
+                              out ? "a released tensor" : luaL_typename(L, 3));
         mrt_lua_check(L, mrt_mel_spec_forward(m, wave, out));
         lua_pushvalue(L, 3);
         return 1;
@@ -148,12 +153,21 @@ static int mel_config(lua_State *L)
     return 1;
 }
 
+/* A clip length in samples: 0 to 2^53. Far beyond any clip, and 1 + n //
+ * hop of n = math.maxinteger would overflow. */
+static lua_Integer check_samples(lua_State *L, int idx, const char *what)
+{
+    lua_Integer n = luaL_checkinteger(L, idx);
+    if (n < 0 || n > ((lua_Integer)1 << 53))
+        luaL_error(L, "%s: n must be a number of samples in 0..2^53, got %I", what, n);
+    return n;
+}
+
 /* mel:frames(n): the number of frames T for a clip of n samples. */
 static int mel_frames(lua_State *L)
 {
     const mrt_mel_config *c = mrt_mel_spec_config(check_mel(L, 1));
-    lua_Integer n = luaL_checkinteger(L, 2);
-    if (n < 0) return luaL_error(L, "MelSpectrogram: frames: n must be non-negative, got %I", n);
+    lua_Integer n = check_samples(L, 2, "MelSpectrogram: frames");
     lua_pushinteger(L, mrt_stft_frames(n, c->stft.n_fft, c->stft.hop_length, c->stft.center));
     return 1;
 }
@@ -260,10 +274,9 @@ static int a_amplitude_to_db(lua_State *L)
 static int a_stft_frames(lua_State *L)
 {
     const char *what = "stft_frames";
-    lua_Integer n = luaL_checkinteger(L, 1);
+    lua_Integer n = check_samples(L, 1, what);
     lua_Integer hop = luaL_checkinteger(L, 2);
     int center = lua_isnoneornil(L, 3) ? 1 : lua_toboolean(L, 3);
-    if (n < 0) return luaL_error(L, "%s: n must be non-negative, got %I", what, n);
     if (hop < 1 || hop > INT_MAX) return luaL_error(L, "%s: hop must be positive, got %I", what, hop);
     lua_Integer n_fft;
     if (lua_isnoneornil(L, 4)) {

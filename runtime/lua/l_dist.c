@@ -32,18 +32,18 @@ static mrt_tensor *check_buffer_tensor(lua_State *L, int idx, const char *op, in
     return t;
 }
 
-static mrt_dist_op check_op(lua_State *L, int idx)
+static mrt_dist_op check_op(lua_State *L, int idx, const char *what)
 {
     mrt_dist_op op;
-    mrt_lua_check(L, mrt_dist_op_parse(luaL_optstring(L, idx, "sum"), &op));
+    mrt_lua_check_op(L, mrt_dist_op_parse(luaL_optstring(L, idx, "sum"), &op), what);
     return op;
 }
 
-static int check_root(lua_State *L, int idx)
+static int check_root(lua_State *L, int idx, const char *what)
 {
     lua_Integer root = luaL_optinteger(L, idx, 0);
     if (root < 0 || root >= mrt_dist_size())
-        luaL_error(L, "root %d is not a rank (ranks are 0..%d)", (int)root, mrt_dist_size() - 1);
+        luaL_error(L, "%s: root %I is not a rank (ranks are 0..%d)", what, root, mrt_dist_size() - 1);
     return (int)root;
 }
 
@@ -78,7 +78,7 @@ static int d_abort(lua_State *L)
 static int d_allreduce(lua_State *L)
 {
     mrt_tensor *t = check_buffer_tensor(L, 1, "allreduce", 1);
-    mrt_dist_op op = check_op(L, 2);
+    mrt_dist_op op = check_op(L, 2, "allreduce");
     mrt_lua_check(L, mrt_dist_allreduce(mrt_f32(t), (size_t)mrt_tensor_numel(t), op));
     lua_settop(L, 1);
     return 1;
@@ -87,7 +87,7 @@ static int d_allreduce(lua_State *L)
 static int d_allreduce_numbers(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    mrt_dist_op op = check_op(L, 2);
+    mrt_dist_op op = check_op(L, 2, "allreduce_numbers");
     lua_Integer n = luaL_len(L, 1);
     double *v = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *v, 0); /* freed with the state on error */
     for (lua_Integer i = 1; i <= n; i++) {
@@ -111,7 +111,7 @@ static int d_nccl_built(lua_State *L) { lua_pushboolean(L, mrt_dist_nccl_built()
 static int d_nccl_allreduce(lua_State *L)
 {
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
-    mrt_dist_op op = check_op(L, 2);
+    mrt_dist_op op = check_op(L, 2, "nccl allreduce");
     if (!t->storage) luaL_error(L, "nccl allreduce: tensor has been released");
     if (t->storage->device != MRT_CUDA)
         luaL_error(L, "nccl allreduce: tensor is on %s; NCCL reduces CUDA tensors", mrt_device_name(t->storage->device));
@@ -125,7 +125,7 @@ static int d_nccl_allreduce(lua_State *L)
 static int d_broadcast(lua_State *L)
 {
     mrt_tensor *t = check_buffer_tensor(L, 1, "broadcast", 0);
-    int root = check_root(L, 2);
+    int root = check_root(L, 2, "broadcast");
     size_t nbytes = (size_t)mrt_tensor_numel(t) * mrt_dtype_size(t->dtype);
     void *data = (char *)t->storage->data + (size_t)t->offset * mrt_dtype_size(t->dtype);
     mrt_lua_check(L, mrt_dist_broadcast(data, nbytes, root));
@@ -137,7 +137,7 @@ static int d_broadcast_string(lua_State *L)
 {
     size_t len = 0;
     const char *s = luaL_optlstring(L, 1, "", &len);
-    int root = check_root(L, 2);
+    int root = check_root(L, 2, "broadcast_string");
     unsigned long long n = len;
     mrt_lua_check(L, mrt_dist_broadcast(&n, sizeof n, root));
     char *buf = lua_newuserdatauv(L, n + 1, 0); /* collected with the state on error */
@@ -151,7 +151,7 @@ static int d_gather_strings(lua_State *L)
 {
     size_t len = 0;
     const char *s = luaL_checklstring(L, 1, &len);
-    int root = check_root(L, 2);
+    int root = check_root(L, 2, "gather_strings");
     int size = mrt_dist_size();
     size_t *lengths = lua_newuserdatauv(L, (size_t)size * sizeof *lengths, 0);
     char *all = NULL;
@@ -183,6 +183,12 @@ static mrt_dist_reducer **check_reducer(lua_State *L)
 {
     mrt_dist_reducer **r = luaL_checkudata(L, 1, REDUCER_MT);
     if (!*r) luaL_error(L, "reducer has been released");
+    /* The reducer holds the buffer's data pointer: after buffer:release()
+     * the collectives would write into freed memory. */
+    lua_getiuservalue(L, 1, 1);
+    mrt_tensor *t = mrt_lua_test_tensor(L, -1);
+    if (!t || !t->storage) luaL_error(L, "reducer: its gradient buffer has been released");
+    lua_pop(L, 1);
     return r;
 }
 
@@ -198,7 +204,7 @@ static int d_reducer(lua_State *L)
 {
     mrt_tensor *t = check_buffer_tensor(L, 1, "reducer", 1);
     luaL_checktype(L, 2, LUA_TTABLE);
-    mrt_dist_op op = check_op(L, 3);
+    mrt_dist_op op = check_op(L, 3, "reducer");
     lua_Integer nb = luaL_len(L, 2);
     if (nb < 1) luaL_error(L, "reducer: no bucket offsets given");
     size_t *starts = lua_newuserdatauv(L, (size_t)nb * sizeof *starts, 0);

@@ -1,5 +1,6 @@
 /* The `machrt` Lua module: constructors, safetensors I/O, seed and
  * generator state, threads, clock, memory. Tensor methods live in l_tensor.c. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,7 +110,7 @@ static mrt_tensor *new_shaped(lua_State *L, const char *what, int dtype_arg)
     mrt_dtype dtype = MRT_F32;
     if (dtype_arg > 0 && lua_type(L, dtype_arg) == LUA_TSTRING) dtype = check_dtype(L, dtype_arg);
     mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_tensor_alloc_uninit(r, dtype, nd, shape));
+    mrt_lua_check_op(L, mrt_tensor_alloc_uninit(r, dtype, nd, shape), what);
     return r;
 }
 
@@ -137,7 +138,7 @@ static int m_full(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_Number v = luaL_checknumber(L, 2);
-    mrt_lua_check(L, mrt_tensor_fill(new_shaped(L, "full", 3), v));
+    mrt_lua_check_op(L, mrt_tensor_fill(new_shaped(L, "full", 3), v), "full");
     return 1;
 }
 
@@ -325,7 +326,10 @@ static int m_manual_seed(lua_State *L)
 static int m_set_num_threads(lua_State *L)
 {
     lua_Integer n = luaL_checkinteger(L, 1);
-    if (n < 1) return luaL_error(L, "set_num_threads: need at least 1 thread, got %d", (int)n);
+    if (n < 1) return luaL_error(L, "set_num_threads: need at least 1 thread, got %I", n);
+    /* Not narrowed to int: 2^32 + 1 would become 1 thread without a word. */
+    if (n > INT_MAX)
+        return luaL_error(L, "set_num_threads: %I threads is more than a C int holds", n);
     mrt_set_num_threads((int)n);
     return 0;
 }

@@ -36,6 +36,9 @@ mrt_tensor *mrt_lua_check_tensor(lua_State *L, int idx);
 mrt_tensor *mrt_lua_test_tensor(lua_State *L, int idx);
 /* Raises the pending core error as a Lua error unless st == MRT_OK. */
 void mrt_lua_check(lua_State *L, mrt_status st);
+/* The same, the message led by "<op>: " unless it names op already (core
+ * errors such as "alloc: shape too large" do not say whose call it was). */
+void mrt_lua_check_op(lua_State *L, mrt_status st, const char *op);
 /* Reads a shape from a Lua list at idx, or from integers idx..top. */
 int mrt_lua_check_shape(lua_State *L, int idx, int64_t *shape, const char *what);
 void mrt_lua_open_tensor(lua_State *L); /* installs the metatable */

@@ -4,6 +4,7 @@
  * checked by the kernel), nil asks for a new tensor, and false skips that
  * output (e.g. no input gradient for the first layer). Every function returns
  * its outputs in order. */
+#include <limits.h>
 #include <string.h>
 #include "l_aux.h"
 #include "l_machrt.h"
@@ -39,7 +40,14 @@ static void push_out(lua_State *L, out_arg o)
     else lua_pushboolean(L, 0);
 }
 
-static int check_int(lua_State *L, int idx) { return (int)luaL_checkinteger(L, idx); }
+/* Strides, paddings and kernel sizes are C ints: 2^32 + 1 must be refused,
+ * not narrowed to 1. */
+static int check_int(lua_State *L, int idx)
+{
+    lua_Integer v = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, v >= INT_MIN && v <= INT_MAX, idx, "integer out of the C int range");
+    return (int)v;
+}
 
 /* ---- workspace ------------------------------------------------------------- */
 
@@ -199,7 +207,7 @@ static int k_maxpool2d_backward(lua_State *L)
     mrt_tensor *dy = mrt_lua_check_tensor(L, 1), *ix = mrt_lua_check_tensor(L, 2);
     int64_t h = luaL_checkinteger(L, 3), w = luaL_checkinteger(L, 4);
     out_arg dx = out_at(L, 5);
-    mrt_lua_check(L, mrt_maxpool2d_backward(dy, ix, h, w, dx.t));
+    mrt_lua_check_op(L, mrt_maxpool2d_backward(dy, ix, h, w, dx.t), "maxpool2d_backward");
     push_out(L, dx);
     return 1;
 }
@@ -220,7 +228,7 @@ static int k_avgpool_global_backward(lua_State *L)
     mrt_tensor *dy = mrt_lua_check_tensor(L, 1);
     int64_t h = luaL_checkinteger(L, 2), w = luaL_checkinteger(L, 3);
     out_arg dx = out_at(L, 4);
-    mrt_lua_check(L, mrt_avgpool_global_backward(dy, h, w, dx.t));
+    mrt_lua_check_op(L, mrt_avgpool_global_backward(dy, h, w, dx.t), "avgpool_global_backward");
     push_out(L, dx);
     return 1;
 }

@@ -96,7 +96,7 @@ static int p_canvas(lua_State *L)
     /* Saturated to int: the core refuses what is out of range, naming it. */
     int wi = w < INT_MIN ? INT_MIN : w > INT_MAX ? INT_MAX : (int)w;
     int hi = h < INT_MIN ? INT_MIN : h > INT_MAX ? INT_MAX : (int)h;
-    mrt_lua_check(L, mrt_canvas_new(wi, hi, &u->c));
+    mrt_lua_check_op(L, mrt_canvas_new(wi, hi, &u->c), "plot.canvas");
     return 1;
 }
 

@@ -276,7 +276,16 @@ static void add_json(lua_State *L, int idx, cJSON *parent, const char *key, int 
         item = isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
         break;
     }
-    case LUA_TSTRING: item = cJSON_CreateString(lua_tostring(L, idx)); break;
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        /* cJSON strings end at the first zero byte: "a\0b" would be written as "a". */
+        if (strlen(s) != len)
+            luaL_error(L, "json_encode: a string%s%s holds a zero byte (JSON text cannot carry "
+                       "it here)", key ? " at key " : "", key ? key : "");
+        item = cJSON_CreateString(s);
+        break;
+    }
     case LUA_TTABLE: {
         if (depth > 64) luaL_error(L, "json_encode: tables nested too deep (a cycle?)");
         lua_Integer n;
@@ -308,7 +317,10 @@ static void add_json(lua_State *L, int idx, cJSON *parent, const char *key, int 
         if (kt != LUA_TSTRING && kt != LUA_TNUMBER)
             luaL_error(L, "json_encode: a table key of type %s", lua_typename(L, kt));
         lua_pushvalue(L, -2);
-        const char *k = lua_tostring(L, -1); /* converts the copy, not the key */
+        size_t klen;
+        const char *k = lua_tolstring(L, -1, &klen); /* converts the copy, not the key */
+        if (strlen(k) != klen)
+            luaL_error(L, "json_encode: a table key '%s...' holds a zero byte", k);
         add_json(L, -2, item, k, depth + 1);
         lua_pop(L, 2);
     }
@@ -358,11 +370,20 @@ static void push_json(lua_State *L, const cJSON *j)
 /* Pushes the value of the JSON text; errors name the source and offset. */
 static int decode(lua_State *L, const char *text, size_t n, const char *name)
 {
-    cJSON *root = cJSON_ParseWithLength(text, n);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, 0);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
         long off = at && at >= text && at <= text + n ? (long)(at - text) : -1;
         return luaL_error(L, "%s: invalid JSON near byte %d", name, (int)off);
+    }
+    /* cJSON stops after the first value: "{} x" or two objects one after
+     * the other would otherwise be read as the first alone. */
+    while (end && end < text + n && *end && strchr(" \t\r\n", *end)) end++;
+    if (end && end < text + n) {
+        cJSON_Delete(root);
+        return luaL_error(L, "%s: invalid JSON near byte %d (text after the value)", name,
+                          (int)(end - text));
     }
     push_json_box(L, root); /* freed by the collector, also if push_json raises */
     push_json(L, root);

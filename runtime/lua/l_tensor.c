@@ -58,6 +58,15 @@ void mrt_lua_check(lua_State *L, mrt_status st)
     if (st != MRT_OK) luaL_error(L, "%s", mrt_last_error());
 }
 
+void mrt_lua_check_op(lua_State *L, mrt_status st, const char *op)
+{
+    if (st == MRT_OK) return;
+    const char *msg = mrt_last_error();
+    size_t n = strlen(op);
+    if (strncmp(msg, op, n) == 0 && msg[n] == ':') luaL_error(L, "%s", msg);
+    luaL_error(L, "%s: %s", op, msg);
+}
+
 int mrt_lua_check_shape(lua_State *L, int idx, int64_t *shape, const char *what)
 {
     int n = 0;
@@ -299,19 +308,38 @@ static int t_permute(lua_State *L)
     if (n != t->ndim)
         luaL_error(L, "permute: order has %d entries for a %d-d tensor", n, t->ndim);
     int order[MRT_MAX_DIMS];
-    for (int i = 0; i < n; i++) order[i] = (int)order64[i] - 1;
+    for (int i = 0; i < n; i++) {
+        /* Checked before the narrowing to int: 2^32 + 1 would pass as 1. */
+        if (order64[i] < 1 || order64[i] > t->ndim)
+            luaL_error(L, "permute: order is not a permutation of 1..%d (entry %d is %I)",
+                       t->ndim, i + 1, (lua_Integer)order64[i]);
+        order[i] = (int)order64[i] - 1;
+    }
     mrt_tensor *r = mrt_lua_push_tensor(L);
     mrt_lua_check(L, mrt_view_permute(t, order, r));
     return 1;
+}
+
+/* A 1-based position along dimension d -> 0-based. Below 1 is refused here:
+ * math.mininteger - 1 would overflow. */
+static int64_t check_position(lua_State *L, const mrt_tensor *t, int d, int arg, const char *op,
+                              const char *what)
+{
+    lua_Integer i = luaL_checkinteger(L, arg);
+    if (i < 1)
+        luaL_error(L, "%s: %s %I out of range for dimension %d (size %I)", op, what, i, d + 1,
+                   (lua_Integer)t->shape[d]);
+    return (int64_t)i - 1;
 }
 
 static int t_narrow(lua_State *L)
 {
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
     int d = check_dim(L, t, 2, "narrow");
-    lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
+    int64_t start = check_position(L, t, d, 3, "narrow", "start");
+    lua_Integer len = luaL_checkinteger(L, 4);
     mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_view_narrow(t, d, start - 1, len, r));
+    mrt_lua_check(L, mrt_view_narrow(t, d, start, len, r));
     return 1;
 }
 
@@ -319,9 +347,9 @@ static int t_select(lua_State *L)
 {
     mrt_tensor *t = mrt_lua_check_tensor(L, 1);
     int d = check_dim(L, t, 2, "select");
-    lua_Integer i = luaL_checkinteger(L, 3);
+    int64_t i = check_position(L, t, d, 3, "select", "index");
     mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_view_select(t, d, i - 1, r));
+    mrt_lua_check(L, mrt_view_select(t, d, i, r));
     return 1;
 }
 
@@ -454,7 +482,8 @@ static int new_like(lua_State *L, int zero)
         nd = mrt_lua_check_shape(L, 2, shape, zero ? "new_zeros" : "new_empty");
     }
     mrt_tensor *r = mrt_lua_push_tensor(L);
-    mrt_lua_check(L, mrt_tensor_alloc_on(r, MRT_F32, nd, shape, t->storage->device));
+    mrt_lua_check_op(L, mrt_tensor_alloc_on(r, MRT_F32, nd, shape, t->storage->device),
+                     zero ? "new_zeros" : "new_empty");
     if (zero) mrt_lua_check(L, mrt_tensor_fill(r, 0.0));
     return 1;
 }

@@ -91,6 +91,13 @@ static int encode(lua_State *L, int idx, blob *b, int depth, const char *what)
                             MAX_DEPTH);
             return 0;
         }
+        /* Each level holds a key and a value on the stack: 32 levels are more
+         * than the 20 slots a C function is given. Not luaL_checkstack: a
+         * worker encodes its result outside any protected call. */
+        if (!lua_checkstack(L, 4)) {
+            lua_pushfstring(L, "%s: tables nested too deep for the Lua stack", what);
+            return 0;
+        }
         if (!blob_tag(b, V_TABLE)) { lua_pushstring(L, "out of memory"); return 0; }
         size_t count_at = b->len;
         int64_t count = 0;
@@ -422,7 +429,7 @@ static int w_tostring(lua_State *L)
 static int w_roundtrip(lua_State *L)
 {
     blob b = {0};
-    if (!encode(L, 1, &b, 0, "value")) {
+    if (!encode(L, 1, &b, 0, "workers.roundtrip")) {
         blob_free(&b);
         return lua_error(L);
     }

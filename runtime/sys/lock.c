@@ -1,6 +1,7 @@
 /* Run-folder locks and process facts (see machrt/sys.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +60,9 @@ void mrt_sys_unlock_file(int fd)
 
 int mrt_sys_process_alive(long pid)
 {
-    if (pid <= 0) return 0;
+    /* pid_t is an int: 2^40 would narrow to 0, and kill(0, 0) asks about
+     * our own process group. */
+    if (pid <= 0 || pid > INT_MAX) return 0;
     /* EPERM: the process exists but belongs to another user. */
     return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }

@@ -451,6 +451,66 @@ test("errors: truncated files", function()
     A.raises(function() local w = audio.load(fcut) return w end, fcut, "truncated")
 end)
 
+-- A WAV of any fmt tag (1 PCM, 3 float) and sample width, its chunk sizes
+-- overridable to lie: opts.data_size, opts.fmt_size.
+local function wav_chunks(tag, channels, rate, bits, data, opts)
+    opts = opts or {}
+    local align = channels * bits // 8
+    local fmt = string.pack("<I2I2I4I4I2I2", tag, channels, rate, rate * align, align, bits)
+    return "RIFF" .. string.pack("<I4", 4 + 8 + #fmt + 8 + #data) .. "WAVE" ..
+        "fmt " .. string.pack("<I4", opts.fmt_size or #fmt) .. fmt ..
+        "data" .. string.pack("<I4", opts.data_size or #data) .. data
+end
+
+test("errors: a float file holding NaN or Inf is refused, never decoded into a wave", function()
+    for _, c in ipairs({ { "<f", 32, 0 / 0, "NaN" }, { "<f", 32, -math.huge, "-Inf" }, { "<d", 64, 0 / 0, "NaN" } }) do
+        local samples = {}
+        for i = 1, 10 do samples[i] = string.pack(c[1], i == 3 and c[3] or 0.25) end
+        local p = tmp(".wav")
+        write_file(p, wav_chunks(3, 1, 8000, c[2], table.concat(samples)))
+        A.raises(function() local w = audio.load(p) return w end, p, "corrupt", "sample " .. c[4], "frame 3")
+        A.raises(function() local w = audio.load(p, { sample_rate = 16000 }) return w end, p, c[4])
+        A.eq(audio.load_pcm16(p), nil, "not 16-bit PCM: the cache keeps audio.load's answer")
+    end
+end)
+
+test("24-bit PCM decodes exactly; load_pcm16 leaves it to audio.load", function()
+    local samples, want = {}, {}
+    for i = 1, 10 do
+        local v = i * 100000 - 4000000
+        samples[i] = string.pack("<i3", v)
+        want[i] = v / 8388608
+    end
+    local p = tmp(".wav")
+    write_file(p, wav_chunks(1, 1, 8000, 24, table.concat(samples)))
+    A.eq(audio.info(p).encoding, "pcm24")
+    A.eq(audio.load(p):select(1, 1):totable(), want)
+    A.eq(audio.load_pcm16(p), nil)
+end)
+
+test("errors: chunk sizes that lie name the file", function()
+    local s = {}
+    for i = 1, 100 do s[i] = string.pack("<i2", i * 100) end
+    local data = table.concat(s)
+    local cases = {
+        { { data_size = 200000 }, "truncated: its header declares 200000 bytes" },
+        { { data_size = 0xFFFFFFF0 }, "truncated" },
+        { { fmt_size = 1000 }, "malformed" },
+        { { fmt_size = 4 }, "malformed" },
+    }
+    for _, c in ipairs(cases) do
+        local p = tmp(".wav")
+        write_file(p, wav_chunks(1, 1, 8000, 16, data, c[1]))
+        A.raises(function() local w = audio.load(p) return w end, "audio.load", p, c[2])
+        A.raises(function() local w = audio.load_pcm16(p) return w end, p, c[2])
+    end
+    local p = tmp(".wav")
+    write_file(p, wav_chunks(1, 0, 8000, 16, data))
+    A.raises(function() local w = audio.load(p) return w end, p, "Channel count is zero")
+    write_file(p, wav_chunks(1, 1, 8000, 16, "", { data_size = 2000 }))
+    A.raises(function() local w = audio.load(p) return w end, p, "no audio frames")
+end)
+
 test("errors: unsupported formats", function()
     local p = tmp(".wav")
     local b = wav_bytes(1, 100, 16000, s16)

@@ -175,6 +175,11 @@ test("a run folder without a checkpoint is a clear error", function()
     A.raises(function() infer.load_run(dir) end, "has no checkpoint")
     sys.write_file(dir .. "/checkpoint.safetensors", "garbage")
     A.raises(function() infer.load_run(dir) end, "cannot be read")
+    -- A config.json that is JSON but not an object of sections.
+    for _, text in ipairs({ "[1, 2]", "5", '"resnet34"', "null" }) do
+        sys.write_file(dir .. "/config.json", text)
+        A.raises(function() infer.load_run(dir) end, dir .. "/config.json", "not a config")
+    end
 end)
 
 test("the scorer predicts alone and refuses weights that fail the checksum", function()

@@ -198,6 +198,31 @@ test("load rejects a missing or corrupt file", function()
     end)
 end)
 
+-- Headers that lie about the bytes after them; the reader's cases in full
+-- are in tests/c/test_safetensors.c, these check what reaches Lua.
+test("load names the file and the tensor for a header that lies", function()
+    with_tmp(function(path)
+        local data = string.rep(string.pack("<f", 1), 4)
+        local function header(entry)
+            local h = "{" .. entry .. "}"
+            h = h .. string.rep(" ", (8 - #h % 8) % 8)
+            return string.pack("<I8", #h) .. h .. data
+        end
+        local cases = {
+            { '"x":{"dtype":"F32","shape":[4],"data_offsets":[0,64]}', "x" },    -- past the end
+            { '"x":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}', "x" },    -- 12 bytes of shape, 16 given
+            { '"x":{"dtype":"F32","shape":[2,-2],"data_offsets":[0,16]}', "x" }, -- negative size
+            { '"x":{"dtype":"F99","shape":[4],"data_offsets":[0,16]}', "F99" },  -- no such dtype
+            { '"x":{"dtype":"F32","shape":[4],"data_offsets":[16,0]}', "x" },    -- end before start
+            { '"x":{"dtype":"F32","shape":[4]}', "x" },                           -- no offsets
+        }
+        for _, c in ipairs(cases) do
+            write_file(path, header(c[1]))
+            A.raises(function() local t = mt.load(path); return t end, "safetensors", path, c[2])
+        end
+    end)
+end)
+
 test("save rejects values that are not tensors", function()
     with_tmp(function(path)
         A.raises(function() mt.save(path, { x = 3 }) end)
