@@ -72,7 +72,6 @@ typedef struct {
     int nbuf;
     step *steps;
     int nsteps, inner_reorders;
-    int first_wino; /* the first op on machrt's Winograd (nops: none) */
     binding *binds;
     int nbinds;
     dnnl_memory_t *owned; /* every memory object, for destruction */
@@ -531,16 +530,19 @@ static mrt_status build_conv(mrt_infer_plan *p, shape_inst *s, caps *c, int i, c
     dnnl_memory_desc_t src_any, w_any, b_md, dst_any;
     /* fp32 with oneDNN's Winograd (AVX-512): every activation in nChw16c,
      * Winograd's layout, so that the direct convolutions between need no
-     * reorders (left to themselves they choose nhwc). With machrt's own
-     * Winograd: nchw, its layout, from the first Winograd layer on; the
-     * layers before it (the stem) in oneDNN's layout, where the nchw
-     * kernels are several times slower (a ResNet34 stem on AVX2: 380 ms in
-     * nchw, 43 ms in nChw8c, batch 32, one thread), and one reorder hands
-     * over. Otherwise oneDNN's choice (nChw8c for AVX2, nhwc for AMX). */
+     * reorders (left to themselves they choose nhwc). Otherwise oneDNN's
+     * choice (nChw8c for AVX2, nhwc for AMX), also with machrt's own
+     * Winograd, which works in nchw: the layers it does not run (the stem,
+     * the stride-2 3x3 and 1x1 layers of a ResNet) are several times faster
+     * in nChw8c than in nchw, reorders included (a ResNet34 stem on AVX2:
+     * 380 ms in nchw, 43 ms in nChw8c; its three stride-2 3x3 layers with
+     * their 1x1 downsamples 113 ms by oneDNN's nchw gemm, 93 ms direct in
+     * nChw8c with the three reorders each needs; batch 32, one thread).
+     * value_as inserts the reorders, one per value and layout. */
     const int wino = p->winograd && dt == dnnl_f32, own = wino && p->own_winograd;
-    const int plain = own && i > s->first_wino, blk16 = wino && !own;
-    const dnnl_format_tag_t src_tag = plain ? dnnl_nchw : blk16 && g->cin % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any;
-    const dnnl_format_tag_t dst_tag = plain ? dnnl_nchw : blk16 && g->cout % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any;
+    const int blk16 = wino && !own;
+    const dnnl_format_tag_t src_tag = blk16 && g->cin % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any;
+    const dnnl_format_tag_t dst_tag = blk16 && g->cout % 16 == 0 ? dnnl_aBcd16b : dnnl_format_tag_any;
     dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dt, src_tag);
     dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dt, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a);
@@ -696,9 +698,6 @@ static mrt_status inst_alloc_arrays(shape_inst *s, int nops)
 static mrt_status build_steps(mrt_infer_plan *p, shape_inst *s, caps *c, int *last_use)
 {
     const int last = p->nops;
-    s->first_wino = p->nops;
-    for (int i = p->nops - 1; i >= 0; i--)
-        if (runs_own_winograd(p, &p->ops[i])) s->first_wino = i;
     for (int v = 0; v <= last; v++) last_use[v] = -1;
     for (int i = 0; i < p->nops; i++) {
         last_use[p->ops[i].src] = i;
