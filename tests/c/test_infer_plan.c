@@ -215,10 +215,10 @@ START_TEST(test_no_reorders_between_layers)
         int reorders = -1;
         char text[4096];
         TU_OK(mrt_infer_plan_describe(p, 2, 40, 40, &reorders, text, sizeof text));
-        /* machrt's Winograd (CPUs without AVX-512) takes nchw, the layers
-         * before the first of them keep oneDNN's layout: the values they
-         * hand over are reordered there (here b1.conv1's and b1.down's), and
-         * nowhere after */
+        /* machrt's Winograd (CPUs without AVX-512) takes nchw, the other
+         * layers keep oneDNN's layout: the values they hand over are
+         * reordered (here b1.conv1's and b1.down's, before the first
+         * Winograd layer), and, these being all, nowhere after */
         const char *own = strstr(text, "machrt winograd");
         if (prec == MRT_INFER_F32 && own) {
             ck_assert_msg(reorders == 2, "%d reorders:\n%s", reorders, text);

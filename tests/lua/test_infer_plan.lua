@@ -13,13 +13,20 @@ local W = require "resnet_weights"
 local tests, test, tmpdir = F.suite()
 
 -- Reorders a ResNet plan has between layers: with machrt's own Winograd
--- (fp32 on CPUs without AVX-512) one, where the stem (conv1 and the max
--- pool, in oneDNN's layout) hands its output to layer1's nchw Winograd
--- layers; none otherwise.
+-- (fp32 on CPUs without AVX-512), which works in nchw while the layers it
+-- does not run stay in oneDNN's layout, one where the stem (conv1 and the
+-- max pool) hands its output to layer1, and three for each downsampling
+-- block (its input into oneDNN's layout, shared by the stride-2 conv1 and
+-- the 1x1 downsample, and their two outputs back to nchw); none otherwise.
 local function handover(steps)
     if not steps:find("machrt winograd") then return 0 end
-    A.truthy(steps:find("maxpool[^\n]*\nreorder: [^\n]*\nlayer1%.0%.conv1"), "the one reorder follows the stem:\n" .. steps)
-    return 1
+    A.truthy(steps:find("maxpool[^\n]*\nreorder: [^\n]*\nlayer1%.0%.conv1"), "a reorder follows the stem:\n" .. steps)
+    local _, downsamples = steps:gsub("downsample%.0 %(", "")
+    for stage = 2, 4 do
+        A.truthy(steps:find(("reorder: [^\n]*\nlayer%d%%.0%%.conv1"):format(stage)),
+            ("layer%d.0's input is reordered for oneDNN:\n"):format(stage) .. steps)
+    end
+    return 1 + 3 * downsamples
 end
 
 local function rel_max(got, want)
@@ -114,7 +121,7 @@ for _, case in ipairs{{"avg", "eval.logits"}, {"gem", "gem.eval.logits"}} do
     end)
 end
 
-test("ResNet34 plans reorder only the input, the output and (own Winograd) the stem's hand-over, in both precisions", function()
+test("ResNet34 plans reorder only the input, the output and (own Winograd) the stem's and the downsampling blocks' hand-overs, in both precisions", function()
     mt.manual_seed(0)
     local m = nn.resnet34{in_channels = 1, num_classes = 4, init = false}:evaluate()
     for _, precision in ipairs(K.infer_bf16_supported() and {"fp32", "bf16"} or {"fp32"}) do
