@@ -92,12 +92,25 @@ local function nearest(x, centres)
     return r, at
 end
 
+-- The rows' main direction (the first principal axis, by power iteration
+-- from the all-ones vector) and each row's position along it.
+local function main_axis_positions(x)
+    local c = x - x:mean(1):reshape{ 1, -1 }
+    local v = mt.ones{ x:size(2), 1 }
+    for _ = 1, 30 do
+        v = c:transpose(1, 2):matmul(c:matmul(v))
+        v = v / math.max(math.sqrt((v * v):sum()), 1e-30)
+    end
+    return c:matmul(v):reshape{ -1 }:totable()
+end
+
 -- K starting centres without randomness: the rows at the K evenly spaced
--- quantiles of the rows' mean (the loud and the quiet states apart), then
--- Lloyd's k-means steps; a centre left without rows keeps its place.
+-- quantiles of their positions along the main axis (the states that differ
+-- most apart), then Lloyd's k-means steps; a centre left without rows
+-- keeps its place.
 local function kmeans(x, K, steps)
     local N = x:size(1)
-    local level = x:mean(2):totable()
+    local level = main_axis_positions(x)
     local order = {}
     for i = 1, N do order[i] = i end
     table.sort(order, function(a, b) return level[a] < level[b] or (level[a] == level[b] and a < b) end)
