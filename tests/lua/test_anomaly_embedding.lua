@@ -199,6 +199,19 @@ test("held-out normal scores: each clip scored by the statistics of the other fo
     A.eq(emb.normal_scores(cfg, split, { m = s }, e), s.held_out.ensemble)
 end)
 
+-- By hand: the mean over `names` of clip j's score standardised by the
+-- mean and sample standard deviation of the held-out normal scores.
+local function standardised_mean(held_out, got, names, j)
+    local sum = 0
+    for _, name in ipairs(names) do
+        local h, mean, var = held_out[name], 0, 0
+        for _, v in ipairs(h) do mean = mean + v / #h end
+        for _, v in ipairs(h) do var = var + (v - mean) ^ 2 / (#h - 1) end
+        sum = sum + (got[name][j] - mean) / math.sqrt(var)
+    end
+    return sum / #names
+end
+
 test("the ensemble is the mean of its parts, each standardised by the held-out normal scores", function()
     mt.manual_seed(20)
     local n = 12
@@ -212,14 +225,8 @@ test("the ensemble is the mean of its parts, each standardised by the held-out n
     new.logits = mt.zeros{ 3, 1 }
     local got = emb.scores(stats, split, items, new)
     for j = 1, 3 do
-        local sum = 0
-        for _, name in ipairs{ "mahalanobis", "frames", "deltas" } do
-            local h, mean, var = stats.m.held_out[name], 0, 0
-            for _, v in ipairs(h) do mean = mean + v / #h end
-            for _, v in ipairs(h) do var = var + (v - mean) ^ 2 / (#h - 1) end
-            sum = sum + (got[name][j] - mean) / math.sqrt(var)
-        end
-        A.near(got.ensemble[j], sum / 3, 1e-6, "clip " .. j)
+        A.near(got.ensemble[j], standardised_mean(stats.m.held_out, got, { "mahalanobis", "frames", "deltas" }, j),
+               1e-6, "clip " .. j)
     end
     A.truthy(got.frames[3] > got.frames[2] and got.frames[2] > got.frames[1], "frames further away score higher")
 end)
@@ -244,14 +251,8 @@ test("the mixture ensemble standardises mahalanobis, mixture and deltas; held-ou
     new.logits = mt.zeros{ 3, 1 }
     local got = emb.scores(stats, split, { index = { 1, 1, 1 } }, new)
     for j = 1, 3 do
-        local sum = 0
-        for _, name in ipairs{ "mahalanobis", "mixture", "deltas" } do
-            local h, mean, var = stats.m.held_out[name], 0, 0
-            for _, v in ipairs(h) do mean = mean + v / #h end
-            for _, v in ipairs(h) do var = var + (v - mean) ^ 2 / (#h - 1) end
-            sum = sum + (got[name][j] - mean) / math.sqrt(var)
-        end
-        A.near(got.mixture_ensemble[j], sum / 3, 1e-6, "clip " .. j)
+        A.near(got.mixture_ensemble[j],
+               standardised_mean(stats.m.held_out, got, { "mahalanobis", "mixture", "deltas" }, j), 1e-6, "clip " .. j)
     end
     A.truthy(got.mixture[3] > got.mixture[2] and got.mixture[2] > got.mixture[1], "wider frames score higher")
 end)
