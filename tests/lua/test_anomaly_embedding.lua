@@ -257,4 +257,17 @@ test("the mixture ensemble standardises mahalanobis, mixture and deltas; held-ou
     A.truthy(got.mixture[3] > got.mixture[2] and got.mixture[2] > got.mixture[1], "wider frames score higher")
 end)
 
+test("too few frames for the mixture: no mixture score, and asking for it is a clear error", function()
+    mt.manual_seed(23)
+    local n = 4
+    local e = { embedding = mt.randn{ n, 3 }, frames = {}, deltas = {} }
+    for i = 1, n do e.frames[i], e.deltas[i] = mt.randn{ 1, 3 }, mt.randn{ 1, 3 } end
+    local split = { machines = { "m" }, train = { index = { 1, 1, 1, 1 } } }
+    local s = emb.fit({ anomaly = { shrinkage = "ledoit-wolf", score = "ensemble" } }, split, e).m
+    A.eq(s.mixture, nil)
+    A.truthy(s.held_out.ensemble and not s.held_out.mixture_ensemble, "the ensemble without the mixture works")
+    local cfg = { anomaly = { shrinkage = "ledoit-wolf", score = "mixture" } }
+    A.raises(function() emb.normal_scores(cfg, split, { m = s }, e) end, "machine m has no mixture score")
+end)
+
 return tests

@@ -215,7 +215,7 @@ local function machine_stats(cfg, x, fr)
     local s = M.stats_of(cfg, x)
     if fr and #fr.frames > 0 then
         for _, kind in ipairs(frames.KINDS) do s[kind] = M.stats_of(cfg, frames.stack(fr[kind])) end
-        s.mixture = frames.fit_mixture(fr.frames)
+        s.mixture = frames.can_fit_mixture(fr.frames) and frames.fit_mixture(fr.frames) or nil
     end
     return s
 end

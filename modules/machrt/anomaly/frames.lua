@@ -15,6 +15,7 @@
 --   local score = frames.score(stats, rows)      -- stats: embedding.stats_of of normal rows
 --   local m = frames.fit_mixture(list)          -- the mixture of a machine's normal clips' frame rows
 --   local score = frames.score_mixture(m, rows) -- minus the mean log-density of a clip's levelled frames
+local log = require "machrt.log"
 local ae = require "machrt.anomaly.autoencoder"
 local mixture = require "machrt.anomaly.mixture"
 
@@ -53,6 +54,17 @@ end
 --- Components of the frame mixture: chosen on a development corpus (8 of
 --- 4, 8 and 16 measured best; see the README).
 M.MIXTURE_COMPONENTS = 8
+
+--- Whether the frame rows of a list of clips are enough for the mixture;
+--- when not, says so once (its score is then missing for that machine).
+function M.can_fit_mixture(list)
+    local n = 0
+    for _, rows in ipairs(list) do n = n + rows:size(1) end
+    if n >= M.MIXTURE_COMPONENTS then return true end
+    log.once("mixture frames", "a machine has %d normal log-mel frames, fewer than the %d components of the "
+             .. "frame mixture: no mixture score for it", n, M.MIXTURE_COMPONENTS)
+    return false
+end
 
 --- The mixture of the levelled frame rows of a machine's normal clips
 --- (a list of tensors): {scale (each bin's spread, so that the
