@@ -16,10 +16,12 @@
 --                (anomaly.score) averages, each standardised by the machine's
 --                normal scores, the Mahalanobis distance of its embedding
 --                (anomaly.features: each log-mel bin's mean, spread and
---                kurtosis, the pooled network output, ...) to its machine's
---                normal embeddings and the mean distances of its log-mel
---                frames and of their differences to the machine's normal
---                frames; or any one of them, or cosine, or nll
+--                kurtosis over frames levelled to their own mean, the pooled
+--                network output, ...) to its machine's normal embeddings, the
+--                log-density of its levelled log-mel frames under a mixture
+--                of the machine's normal ones and the mean distance of its
+--                frame differences to the machine's normal ones; or any one
+--                of them, or cosine, or nll
 --   autoencoder  the DCASE 2020 baseline: one dense autoencoder per machine
 --                type on 5-frame log-mel vectors; score = reconstruction error
 -- A threshold per machine comes from its normal training clips at
@@ -35,8 +37,9 @@ local anomaly = require "machrt.anomaly"
 local defaults = {
     anomaly = {
         method = "embedding",                       -- embedding | autoencoder
-        score = "ensemble",                         -- embedding: ensemble | mahalanobis | frames | deltas | cosine | nll
-        features = "moments",                       -- embedding: moments | spectrum | network | both (see README)
+        score = "mixture_ensemble",                 -- embedding: mixture_ensemble | ensemble | mahalanobis | frames
+                                                    --   | deltas | mixture | cosine | nll
+        features = "levelled",                      -- embedding: levelled | moments | spectrum | network | both (see README)
         head = "arcface",                           -- embedding: arcface | adacos | softmax
         margin = 0.5, scale = 30,                   -- arcface's angular margin and scale
         shrinkage = "ledoit-wolf",                  -- covariance shrinkage: ledoit-wolf or a number in [0, 1]

@@ -105,6 +105,27 @@ test("moments are the spectrum statistics and each bin's excess kurtosis over th
     end
 end)
 
+test("levelled moments are the moments of each frame minus its own mean over the bins", function()
+    mt.manual_seed(21)
+    local N, F, T = 2, 4, 9
+    local x = mt.randn{ N, 1, F, T } * 3 + 5
+    local model = tiny_model(3)
+    model:evaluate()
+    -- By hand: subtract each frame's mean over the bins, then the moments.
+    local lev = x:clone()
+    for n = 1, N do
+        for t = 1, T do
+            local m = 0
+            for f = 1, F do m = m + x:get(n, 1, f, t) / F end
+            for f = 1, F do lev:set(x:get(n, 1, f, t) - m, n, 1, f, t) end
+        end
+    end
+    local got = emb.chunk_features(model, x, "levelled")
+    A.truthy((got - emb.chunk_features(model, lev, "moments")):abs():max() < 1e-4, "moments of the levelled frames")
+    -- A clip made louder by a constant gives the same levelled moments.
+    A.truthy((emb.chunk_features(model, x + 7, "levelled") - got):abs():max() < 1e-3, "level drops out")
+end)
+
 test("frame rows are the log-mel frames, chunk after chunk, and their differences", function()
     mt.manual_seed(18)
     local N, F, T = 2, 3, 5
@@ -178,6 +199,19 @@ test("held-out normal scores: each clip scored by the statistics of the other fo
     A.eq(emb.normal_scores(cfg, split, { m = s }, e), s.held_out.ensemble)
 end)
 
+-- By hand: the mean over `names` of clip j's score standardised by the
+-- mean and sample standard deviation of the held-out normal scores.
+local function standardised_mean(held_out, got, names, j)
+    local sum = 0
+    for _, name in ipairs(names) do
+        local h, mean, var = held_out[name], 0, 0
+        for _, v in ipairs(h) do mean = mean + v / #h end
+        for _, v in ipairs(h) do var = var + (v - mean) ^ 2 / (#h - 1) end
+        sum = sum + (got[name][j] - mean) / math.sqrt(var)
+    end
+    return sum / #names
+end
+
 test("the ensemble is the mean of its parts, each standardised by the held-out normal scores", function()
     mt.manual_seed(20)
     local n = 12
@@ -191,16 +225,49 @@ test("the ensemble is the mean of its parts, each standardised by the held-out n
     new.logits = mt.zeros{ 3, 1 }
     local got = emb.scores(stats, split, items, new)
     for j = 1, 3 do
-        local sum = 0
-        for _, name in ipairs{ "mahalanobis", "frames", "deltas" } do
-            local h, mean, var = stats.m.held_out[name], 0, 0
-            for _, v in ipairs(h) do mean = mean + v / #h end
-            for _, v in ipairs(h) do var = var + (v - mean) ^ 2 / (#h - 1) end
-            sum = sum + (got[name][j] - mean) / math.sqrt(var)
-        end
-        A.near(got.ensemble[j], sum / 3, 1e-6, "clip " .. j)
+        A.near(got.ensemble[j], standardised_mean(stats.m.held_out, got, { "mahalanobis", "frames", "deltas" }, j),
+               1e-6, "clip " .. j)
     end
     A.truthy(got.frames[3] > got.frames[2] and got.frames[2] > got.frames[1], "frames further away score higher")
+end)
+
+test("the mixture ensemble standardises mahalanobis, mixture and deltas; held-out mixture scores", function()
+    mt.manual_seed(22)
+    local n = 10
+    local e = machine_clips(n)
+    for i = 1, n do e.frames[i] = mt.randn{ 20, 3 } end -- three bins: levelled frames still vary
+    local split = { machines = { "m" }, train = { index = {} } }
+    for i = 1, n do split.train.index[i] = 1 end
+    local cfg = { anomaly = { shrinkage = "ledoit-wolf", score = "mixture_ensemble" } }
+    local stats = emb.fit(cfg, split, e)
+    -- Clip 1 is in fold 1 with clip 6: the others' mixture scores it.
+    local rest = {}
+    for i = 1, n do if (i - 1) % 5 ~= 0 then rest[#rest + 1] = e.frames[i] end end
+    A.near(stats.m.held_out.mixture[1], frames.score_mixture(frames.fit_mixture(rest), e.frames[1]), 1e-4,
+           "held-out mixture score")
+    A.eq(emb.normal_scores(cfg, split, stats, e), stats.m.held_out.mixture_ensemble)
+    local new = machine_clips(3)
+    new.frames = { mt.randn{ 20, 3 }, mt.randn{ 20, 3 } * 3, mt.randn{ 20, 3 } * 6 }
+    new.logits = mt.zeros{ 3, 1 }
+    local got = emb.scores(stats, split, { index = { 1, 1, 1 } }, new)
+    for j = 1, 3 do
+        A.near(got.mixture_ensemble[j],
+               standardised_mean(stats.m.held_out, got, { "mahalanobis", "mixture", "deltas" }, j), 1e-6, "clip " .. j)
+    end
+    A.truthy(got.mixture[3] > got.mixture[2] and got.mixture[2] > got.mixture[1], "wider frames score higher")
+end)
+
+test("too few frames for the mixture: no mixture score, and asking for it is a clear error", function()
+    mt.manual_seed(23)
+    local n = 4
+    local e = { embedding = mt.randn{ n, 3 }, frames = {}, deltas = {} }
+    for i = 1, n do e.frames[i], e.deltas[i] = mt.randn{ 1, 3 }, mt.randn{ 1, 3 } end
+    local split = { machines = { "m" }, train = { index = { 1, 1, 1, 1 } } }
+    local s = emb.fit({ anomaly = { shrinkage = "ledoit-wolf", score = "ensemble" } }, split, e).m
+    A.eq(s.mixture, nil)
+    A.truthy(s.held_out.ensemble and not s.held_out.mixture_ensemble, "the ensemble without the mixture works")
+    local cfg = { anomaly = { shrinkage = "ledoit-wolf", score = "mixture" } }
+    A.raises(function() emb.normal_scores(cfg, split, { m = s }, e) end, "machine m has no mixture score")
 end)
 
 return tests

@@ -77,9 +77,10 @@ test("an embedding run writes val_scores.csv, metrics.json with AUC and pAUC, an
     end
     local m = sys.json_decode(read(dir .. "/metrics.json"))
     A.eq(m.method, "embedding")
-    A.eq(m.score, "ensemble")
+    A.eq(m.score, "mixture_ensemble")
     A.eq(#m.evaluation.machines, 4)
-    for _, name in ipairs{ "ensemble", "mahalanobis", "frames", "deltas", "cosine", "nll" } do
+    for _, name in ipairs{ "mixture_ensemble", "ensemble", "mahalanobis", "frames", "deltas", "mixture", "cosine",
+                           "nll" } do
         A.truthy(m.alternatives[name], name)
     end
     for _, machine in ipairs(m.evaluation.machines) do

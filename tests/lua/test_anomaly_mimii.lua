@@ -40,7 +40,7 @@ test("MIMII sample, embedding: the default ensemble refused (one normal clip eac
     local sample, out = sample_folder(), make_tmpdir{ create = false }
     local code, text = anomaly_run(sample, out, EMBEDDING)
     A.truthy(code ~= 0, "the ensemble (a covariance) needs 2 normal clips per machine; output:\n" .. text)
-    A.truthy(text:find("machine fan/id_00 has a single normal training clip: the ensemble score needs at "
+    A.truthy(text:find("machine fan/id_00 has a single normal training clip: the mixture_ensemble score needs at "
                        .. "least 2", 1, true), text)
     code, text = anomaly_run(sample, out, EMBEDDING .. " --anomaly.score=cosine --overwrite")
     A.eq(code, 0, "output:\n" .. text)

@@ -24,12 +24,15 @@ local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 M.SCHEMA = {
     ["anomaly.method"] = { "string", values = { "embedding", "autoencoder" },
         about = "the detector: a machine-id embedding network, or the DCASE 2020 autoencoder" },
-    ["anomaly.score"] = { "string", values = { "ensemble", "mahalanobis", "frames", "deltas", "cosine", "nll" },
+    ["anomaly.score"] = { "string", values = { "ensemble", "mixture_ensemble", "mahalanobis", "frames", "deltas",
+                                                "mixture", "cosine", "nll" },
         about = "embedding: how far a clip lies from its machine's normal clips (ensemble: mahalanobis, frames "
-                .. "and deltas, each standardised by the machine's normal scores)" },
-    ["anomaly.features"] = { "string", values = { "moments", "spectrum", "network", "both" },
+                .. "and deltas, each standardised by the machine's normal scores; mixture_ensemble: the frames' "
+                .. "mixture of levelled frames in place of their Gaussian)" },
+    ["anomaly.features"] = { "string", values = { "moments", "levelled", "spectrum", "network", "both" },
         about = "embedding: what a clip's embedding holds: each log-mel bin's mean, spread and kurtosis over "
-                .. "time, its mean and spread, the network's pooled output, or network and spectrum" },
+                .. "time, the same of frames levelled (each minus its mean over the bins), its mean and spread, "
+                .. "the network's pooled output, or network and spectrum" },
     ["anomaly.head"] = { "string", values = { "arcface", "adacos", "softmax" },
         about = "embedding: the classifier head trained on machine ids" },
     ["anomaly.margin"] = { "number", min = 0, max = math.pi / 2, about = "ArcFace's angular margin (radians)" },

@@ -59,6 +59,11 @@ local function stats_tensors(det)
         for _, kind in ipairs(frames.KINDS) do
             if s[kind] then put_stats(t, m .. "." .. kind, s[kind]) end
         end
+        if s.mixture then
+            for _, part in ipairs{ "scale", "weights", "means", "variances" } do
+                t[m .. ".mixture." .. part] = s.mixture[part]
+            end
+        end
         for name, z in pairs(s.norm or {}) do t[m .. ".norm." .. name] = mt.tensor{ z.mean, z.sd } end
     end
     return t
@@ -71,6 +76,19 @@ local function get_stats(stats, prefix)
     local s = { mean = mean, scale = stats[prefix .. ".scale"], precision = stats[prefix .. ".precision"] }
     if s.precision then s.gaussian = nn.Mahalanobis(mean, s.precision) end
     return s
+end
+
+-- The frame mixture saved under prefix; nil when absent (a run made before
+-- the mixture score), a clear error when only some of its parts are there.
+local function get_mixture(stats, prefix)
+    local g, seen = {}, 0
+    for _, part in ipairs{ "scale", "weights", "means", "variances" } do
+        g[part] = stats[prefix .. "." .. part]
+        if g[part] then seen = seen + 1 end
+    end
+    if seen == 0 then return nil end
+    if seen < 4 then fail("normal statistics: the frame mixture %s is incomplete (%d of its 4 tensors)", prefix, seen) end
+    return g
 end
 
 --- detector.json (method, score, machines, thresholds) and, for the
@@ -99,7 +117,8 @@ local function assemble(cfg, info, weights_of, stats, device, source)
         for _, m in ipairs(info.machines) do
             local s = get_stats(stats, m) or fail("%s: no normal statistics for machine %s", source, m)
             for _, kind in ipairs(frames.KINDS) do s[kind] = get_stats(stats, m .. "." .. kind) end
-            for _, name in ipairs(emb.ENSEMBLE) do
+            s.mixture = get_mixture(stats, m .. ".mixture")
+            for _, name in ipairs(emb.ENSEMBLE_PARTS) do
                 local z = stats[m .. ".norm." .. name]
                 if z then
                     s.norm = s.norm or {}

@@ -6,7 +6,8 @@
 --   local model, loss = emb.build(cfg, split)            -- ResNet + head, its loss
 --   local e = emb.embed(model, front, loader, n, cfg.anomaly.features)  -- {embedding, logits, frames, deltas}
 --   local stats = emb.fit(cfg, split, e_train)            -- per machine: Gaussians, held-out normal scores
---   local scores = emb.scores(stats, split, items, e)     -- {mahalanobis, cosine, frames, deltas, ensemble, nll}
+--   local scores = emb.scores(stats, split, items, e)     -- {mahalanobis, cosine, frames, deltas, mixture,
+--                                                         --  ensemble, mixture_ensemble, nll}
 local mt = require "machrt"
 local nn = require "machrt.nn"
 local pipeline = require "machrt.pipeline"
@@ -48,7 +49,10 @@ end
 --- the chunk's frames: the fine spectral detail a fault adds, which a
 --- network that tells machines apart easily has no reason to keep),
 --- "moments" (the spectrum and each bin's excess kurtosis over the frames:
---- how peaked its distribution is, which short knocks and clicks raise) or
+--- how peaked its distribution is, which short knocks and clicks raise),
+--- "levelled" (the moments of the frames levelled first: each frame minus
+--- its own mean over the bins, so that a clip's loudness, which load and
+--- microphone distance move, drops out and the spectrum's shape remains) or
 --- "both" (network and spectrum), side by side. The network always runs:
 --- nll needs its logits.
 function M.chunk_features(model, x, which)
@@ -59,10 +63,11 @@ function M.chunk_features(model, x, which)
     if which ~= "network" then
         local N, F, T = x:size(1), x:size(3), x:size(4)
         local s = x:reshape{ N, F, T }:to("cpu")
+        if which == "levelled" then s = s - s:mean(2):reshape{ N, 1, T } end
         local mean = s:mean(3)
         local var = ((s * s):mean(3) - mean * mean):relu()
         parts[#parts + 1], parts[#parts + 2] = mean, var:sqrt()
-        if which == "moments" then
+        if which == "moments" or which == "levelled" then
             local d = s - mean:reshape{ N, F, 1 }
             local d2 = d * d
             local m2 = d2:mean(3)
@@ -171,23 +176,37 @@ function M.score_rows(s, x)
     return d, c
 end
 
---- The scores that the ensemble averages, each standardised by its
---- machine's held-out normal scores.
-M.ENSEMBLE = { "mahalanobis", "frames", "deltas" }
+--- The scores that each ensemble averages, each standardised by its
+--- machine's held-out normal scores: ensemble (the clip's moments, its
+--- frames' Gaussian and its differences'), mixture_ensemble (the frames'
+--- mixture in place of their Gaussian).
+M.ENSEMBLES = {
+    ensemble = { "mahalanobis", "frames", "deltas" },
+    mixture_ensemble = { "mahalanobis", "mixture", "deltas" },
+}
 
--- The ensemble of n clips from their scores (lists by name), each
--- standardised by norm[name] = {mean, sd}; nil when a part is missing.
-local function ensemble(norm, scores, n)
-    for _, name in ipairs(M.ENSEMBLE) do
-        if not scores[name] then return nil end
+--- Every score some ensemble averages (their standardisations are saved).
+M.ENSEMBLE_PARTS = { "mahalanobis", "frames", "deltas", "mixture" }
+
+-- The ensemble `name` of n clips from their scores (lists by name), each
+-- part standardised by norm[part] = {mean, sd}; nil when a part is missing.
+local function ensemble(name, norm, scores, n)
+    local parts = M.ENSEMBLES[name]
+    for _, part in ipairs(parts) do
+        if not (scores[part] and norm and norm[part]) then return nil end
     end
     local out = {}
     for j = 1, n do
         local sum = 0
-        for _, name in ipairs(M.ENSEMBLE) do sum = sum + (scores[name][j] - norm[name].mean) / norm[name].sd end
-        out[j] = sum / #M.ENSEMBLE
+        for _, part in ipairs(parts) do sum = sum + (scores[part][j] - norm[part].mean) / norm[part].sd end
+        out[j] = sum / #parts
     end
     return out
+end
+
+-- Every ensemble of n clips into the score lists `scores`.
+local function add_ensembles(norm, scores, n)
+    for name in pairs(M.ENSEMBLES) do scores[name] = ensemble(name, norm, scores, n) end
 end
 
 -- The statistics of one machine: its normal clips' embeddings x and, when
@@ -196,14 +215,16 @@ local function machine_stats(cfg, x, fr)
     local s = M.stats_of(cfg, x)
     if fr and #fr.frames > 0 then
         for _, kind in ipairs(frames.KINDS) do s[kind] = M.stats_of(cfg, frames.stack(fr[kind])) end
+        s.mixture = frames.can_fit_mixture(fr.frames) and frames.fit_mixture(fr.frames) or nil
     end
     return s
 end
 
 --- The scores of clips of one machine against its statistics s: x their
 --- embeddings, fr their frame rows (or nil). {mahalanobis, cosine, frames,
---- deltas, ensemble}, a list each; a score s cannot give is nil (the
---- ensemble needs s.norm, the standardisation M.fit adds).
+--- deltas, mixture, ensemble, mixture_ensemble}, a list each; a score s
+--- cannot give is nil (the ensembles need s.norm, the standardisation M.fit
+--- adds).
 function M.score_machine(s, x, fr)
     local out = {}
     out.mahalanobis, out.cosine = M.score_rows(s, x)
@@ -213,7 +234,11 @@ function M.score_machine(s, x, fr)
             for j, rows in ipairs(fr[kind]) do out[kind][j] = frames.score(s[kind], rows) end
         end
     end
-    if s.norm then out.ensemble = ensemble(s.norm, out, x:size(1)) end
+    if fr and s.mixture then
+        out.mixture = {}
+        for j, rows in ipairs(fr.frames) do out.mixture[j] = frames.score_mixture(s.mixture, rows) end
+    end
+    if s.norm then add_ensembles(s.norm, out, x:size(1)) end
     return out
 end
 
@@ -282,18 +307,19 @@ function M.fit(cfg, split, e)
         local x, fr = M.take(e.embedding, idx), frame_rows(e, idx)
         local s = machine_stats(cfg, x, fr)
         if not s.gaussian then
-            if cfg.anomaly.score == "mahalanobis" or cfg.anomaly.score == "ensemble" then
+            if cfg.anomaly.score == "mahalanobis" or M.ENSEMBLES[cfg.anomaly.score] then
                 fail("machine %s has a single normal training clip: the %s score needs at least 2 "
-                     .. "for a covariance (add clips, or use anomaly.score = cosine, frames, deltas or nll)",
+                     .. "for a covariance (add clips, or use anomaly.score = cosine, frames, deltas, mixture "
+                     .. "or nll)",
                      m, cfg.anomaly.score)
             end
             log.info("machine %s has a single normal training clip: no Mahalanobis score for it", m)
         end
         local h = held_out_scores(cfg, m, x, fr, s)
         local norm = {}
-        for _, name in ipairs(M.ENSEMBLE) do norm[name] = h[name] and standardisation(h[name]) end
-        h.ensemble = ensemble(norm, h, x:size(1))
-        s.held_out, s.norm = h, h.ensemble and norm or nil
+        for _, name in ipairs(M.ENSEMBLE_PARTS) do norm[name] = h[name] and standardisation(h[name]) end
+        add_ensembles(norm, h, x:size(1))
+        s.held_out, s.norm = h, next(norm) and norm or nil
         stats[m] = s
     end
     return stats
@@ -318,13 +344,16 @@ end
 --- mahalanobis (distance to the machine's Gaussian of clip embeddings),
 --- cosine (1 - cosine similarity to the machine's mean embedding), frames
 --- and deltas (mean squared distance of the clip's log-mel frames, and of
---- their differences, to the machine's Gaussian of normal ones), ensemble
---- (the mean of mahalanobis, frames and deltas, each standardised by the
---- machine's held-out normal scores) and nll (minus the log of the
+--- their differences, to the machine's Gaussian of normal ones), mixture
+--- (minus the mean log-density of the clip's levelled frames under the
+--- machine's mixture of normal ones), ensemble and mixture_ensemble (the
+--- means of M.ENSEMBLES' parts, each standardised by the machine's
+--- held-out normal scores) and nll (minus the log of the
 --- classifier's probability of the clip's machine). A higher score is more
 --- anomalous. A score a machine cannot give is nil in its list.
 function M.scores(stats, split, items, e)
-    local out = { mahalanobis = {}, cosine = {}, frames = {}, deltas = {}, ensemble = {}, nll = {} }
+    local out = { mahalanobis = {}, cosine = {}, frames = {}, deltas = {}, mixture = {}, ensemble = {},
+                  mixture_ensemble = {}, nll = {} }
     for k, m in ipairs(split.machines) do
         local idx = clips_of(items, k)
         if #idx > 0 then
