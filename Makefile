@@ -231,7 +231,7 @@ fuzz:
 
 fuzz-targets: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_file.h $(LUA_OBJ) $(BUILD)/libmachrt.a | deps
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_file.h tests/fuzz/fuzz_lua.h $(LUA_OBJ) $(BUILD)/libmachrt.a | deps
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
 	@$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer $< -o $@ $(LUA_OBJ) $(BUILD)/libmachrt.a $(LIBS_ALL)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "../../runtime/lua/l_machrt.h"
+#include "fuzz_lua.h"
 
 /* Returns nil when the input behaved, else what went wrong. */
 static const char *CHECK =
@@ -60,14 +61,6 @@ static void setup(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!L) setup();
-    lua_getfield(L, LUA_REGISTRYINDEX, "fuzz_check");
-    lua_pushlstring(L, (const char *)data, size);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isnil(L, -1)) {
-        fprintf(stderr, "fuzz_csv: %s\n", lua_tostring(L, -1));
-        abort();
-    }
-    lua_pop(L, 1);
-    /* Each input leaves garbage; collect it so memory stays flat. */
-    lua_gc(L, LUA_GCSTEP, 0);
+    fuzz_lua_run_check(L, "fuzz_csv", data, size);
     return 0;
 }
