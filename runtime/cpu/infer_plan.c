@@ -249,8 +249,6 @@ mrt_status mrt_infer_plan_maxpool(mrt_infer_plan *p, const char *name, int src, 
     return append(p, &op, value);
 }
 
-void mrt_infer_plan_forget_shapes(mrt_infer_plan *p) { drop_instances(p); }
-
 /* The layer as machrt's Winograd sees it (n, h, w do not matter for the
  * weights). */
 static mrt_conv_geom wino_geom(const mrt_infer_conv_geom *g, int n, int h, int w, int oh, int ow)

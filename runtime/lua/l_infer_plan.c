@@ -5,7 +5,6 @@
  *   plan:maxpool(name, src, kh, kw, sh, sw, ph, pw) -> value
  *   plan:forward(x, y?) -> y      (x: N x C x H x W; y: the last value, fp32 NCHW)
  *   plan:describe(n, h, w) -> inner reorders, one line per step
- *   plan:forget_shapes()          (frees the primitives and buffers built per shape)
  *   plan:set_winograd(on)         (fp32 plans: Winograd for 3x3 stride 1; on by default)
  * machrt.nn.compile_inference builds plans from models. */
 #include <string.h>
@@ -147,12 +146,6 @@ static int plan_set_winograd(lua_State *L)
     return 0;
 }
 
-static int plan_forget_shapes(lua_State *L)
-{
-    mrt_infer_plan_forget_shapes(check_plan(L));
-    return 0;
-}
-
 static int plan_release(lua_State *L)
 {
     plan_ud *u = luaL_checkudata(L, 1, PLAN_MT);
@@ -164,7 +157,6 @@ static int plan_release(lua_State *L)
 static const luaL_Reg plan_methods[] = {
     {"conv", plan_conv}, {"set_weights", plan_set_weights}, {"maxpool", plan_maxpool},
     {"forward", plan_forward}, {"describe", plan_describe}, {"set_winograd", plan_set_winograd},
-    {"forget_shapes", plan_forget_shapes},
     {"release", plan_release},
     {NULL, NULL}};
 

@@ -197,14 +197,6 @@ function Plan:forward(x)
     return y:clone()
 end
 
---- Frees the primitives and activation buffers built for each input
---- shape (built again on the next forward); the weights stay.
-function Plan:forget_shapes()
-    self.plan:forget_shapes()
-    self.body_out, self.body_shape = nil, nil
-    return self
-end
-
 --- Frees everything the plan holds in C (weights, primitives, buffers);
 --- the plan cannot run afterwards.
 function Plan:release()

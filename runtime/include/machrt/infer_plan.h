@@ -41,10 +41,6 @@ mrt_status mrt_infer_plan_new(mrt_infer_precision precision, int in_channels, mr
 void mrt_infer_plan_free(mrt_infer_plan *plan);
 int mrt_infer_bf16_supported(void);
 
-/* Frees what was built for each input shape (primitives, weight layouts,
- * activation buffers); the next forward builds its shape again. */
-void mrt_infer_plan_forget_shapes(mrt_infer_plan *plan);
-
 /* fp32 plans use Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions
  * unless this is turned off (on by default; bf16 plans never do). */
 void mrt_infer_plan_set_winograd(mrt_infer_plan *plan, int on);
