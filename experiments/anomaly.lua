@@ -173,8 +173,7 @@ for _, fold in ipairs(run.folds) do
         end
         anomaly.decide.log_evaluation(evaluations[a.score], string.format("fold %d, score %s", fold, a.score))
         anomaly.decide.log_comparison(evaluations, string.format("fold %d", fold))
-        anomaly.decide.log_decisions(rates, a.target_false_positive_rate, thresholds_from,
-                                     string.format("fold %d", fold))
+        anomaly.decide.log_decisions(rates, a.target_false_positive_rate, string.format("fold %d", fold))
     end
     anomaly.decide.write_metrics(dir, cfg, evaluations, a.score, thresholds, split, rates)
     log.info("fold %d: val_scores.csv and metrics.json written to %s", fold, dir)

@@ -84,14 +84,14 @@ function M.decision_rates(items, decisions)
 end
 
 --- Logs the decision rates against the target false-positive rate and
---- where the thresholds came from (`origin`), so that a miscalibrated
---- threshold is seen, not assumed.
-function M.log_decisions(rates, target, origin, label)
+--- where the thresholds came from (rates.thresholds_from), so that a
+--- miscalibrated threshold is seen, not assumed.
+function M.log_decisions(rates, target, label)
     local a = rates.all
     if a.normal == 0 and a.abnormal == 0 then return end
     local function pct(k, n) return n > 0 and string.format("%d of %d (%.1f %%)", k, n, 100 * k / n) or "none" end
     log.info("%s: the thresholds (from %s; target %.1f %% false positives) flag %s normal validation clips "
-             .. "and %s abnormal ones", label, origin, 100 * target, pct(a.false_positives, a.normal),
+             .. "and %s abnormal ones", label, rates.thresholds_from, 100 * target, pct(a.false_positives, a.normal),
              pct(a.detected, a.abnormal))
     if a.normal > 0 and a.false_positive_rate > 2 * target + 0.05 then
         log.info("%s: that is well above the target: new normal clips score higher than the ones the "
