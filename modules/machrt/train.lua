@@ -405,25 +405,19 @@ end
 --- device the convolution / linear GEMMs take fp16 operands (fp32
 --- accumulation, fp32 master weights and gradients) and the loss is scaled
 --- dynamically (machrt.amp). On the CPU they take bf16 operands where the
---- CPU has AMX tiles; bf16 has fp32's exponent range, so no loss scaling.
---- A CPU with avx512_bf16 but no AMX trains in fp32: there oneDNN's bf16
---- kernels measured slower than fp32 (README "Choices";
---- mt.set_gemm_precision("bf16") still forces them). A CPU without bf16
---- says so and trains in fp32. Returns the loss scaler, or nil. Which of
---- these it is is said once per run (log.once), not per fold.
+--- CPU has AMX tiles or avx512_bf16 (README "Matrix products on the CPU":
+--- measured faster than fp32 on both kinds); bf16 has fp32's exponent range,
+--- so no loss scaling. A CPU without bf16 says so and trains in fp32.
+--- Returns the loss scaler, or nil. Which of these it is is said once per
+--- run (log.once), not per fold.
 function M.mixed_precision(cfg, device)
     if not cfg.environment.mixed_precision_training then return nil end
     if device == "cpu" then
-        if mt.cpu_bf16() == "avx512_bf16" then
-            mt.set_gemm_precision("fp32")
-            log.once("mixed precision", "environment.mixed_precision_training: this CPU has avx512_bf16 "
-                     .. "but no AMX, where bf16 measured slower than fp32; training in float32")
-            return nil
-        end
         mt.set_gemm_precision("bf16")
         if mt.gemm_precision() == "bf16" then
-            log.once("mixed precision", "mixed precision: bf16 GEMM operands on the CPU, fp32 accumulation "
-                     .. "and master weights, no loss scaling")
+            log.once("mixed precision", "mixed precision: bf16 GEMM operands on the CPU (%s), fp32 "
+                     .. "accumulation and master weights, no loss scaling",
+                     mt.cpu_bf16() == "amx" and "AMX" or "avx512_bf16")
         else
             log.once("mixed precision", "environment.mixed_precision_training: this CPU has no bf16 "
                      .. "(avx512_bf16 or AMX); training in float32")
