@@ -247,7 +247,8 @@ ifeq ($(CUDA),1)
 bench: all
 	@./machrt bench/cuda.lua
 else
-bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers $(BUILD)/bench/gemm_choice
+bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers $(BUILD)/bench/gemm_choice \
+       $(BUILD)/bench/peak_flops
 	@sh scripts/deps.sh bench
 	@BUILD=$(BUILD) sh bench/run.sh
 endif
