@@ -247,8 +247,7 @@ ifeq ($(CUDA),1)
 bench: all
 	@./machrt bench/cuda.lua
 else
-bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers $(BUILD)/bench/gemm_choice \
-       $(BUILD)/bench/peak_flops
+bench: all $(BUILD)/bench/blas_direct $(BUILD)/bench/conv_layers $(BUILD)/bench/gemm_choice
 	@sh scripts/deps.sh bench
 	@BUILD=$(BUILD) sh bench/run.sh
 endif

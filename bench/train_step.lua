@@ -255,22 +255,14 @@ goal("bf16 inference plan >= 1.5x OpenVINO default" .. in_fp32, asked.plan,
     peer["openvino_default.infer_chunks_per_s"])
 
 -- Fraction of peak: direct-convolution FLOPs over the threads' peak, timed
--- on one core by build/bench/peak_flops (independent FMA chains in fp32,
--- bf16 dot products with avx512_bf16) and multiplied by the threads: the
--- clock /proc/cpuinfo gives is the nominal one, and FLOP per cycle differ
--- between CPUs with the same flags. AMX is not timed: its line uses 1024
--- bf16 FLOP/cycle a core at that nominal clock, an estimate. Winograd does
--- fewer multiplications than counted, so its fraction can pass what direct
+-- on one core by mt.cpu_peaks() (independent FMA chains in fp32, bf16 dot
+-- products with avx512_bf16) and multiplied by the threads: the clock
+-- /proc/cpuinfo gives is the nominal one, and FLOP per cycle differ between
+-- CPUs with the same flags. AMX is not timed: its line uses 1024 bf16
+-- FLOP/cycle a core at that nominal clock, an estimate. Winograd does fewer
+-- multiplications than counted, so its fraction can pass what direct
 -- convolution could reach.
-local measured = {}
-do
-    local p = io.popen((os.getenv("BUILD") or "build") .. "/bench/peak_flops 2>/dev/null")
-    for line in (p and p:read("a") or ""):gmatch("[^\n]+") do
-        local kind, gflops, isa = line:match("^(%w+) ([%d.]+) (%S+)$")
-        if kind then measured[kind] = { gflops = tonumber(gflops), isa = isa } end
-    end
-    if p then p:close() end
-end
+local peaks = mt.cpu_peaks()
 local mhz
 do
     local f = io.open("/proc/cpuinfo")
@@ -282,10 +274,10 @@ end
 local gflop_chunk = (infer_flops or 0) / B * 1e-9
 if infer_flops then
     print(("inference: %.2f GFLOP of direct convolution a chunk; peak timed on one core x %d thread%s "
-        .. "(build/bench/peak_flops): fp32 %s, bf16 %s"):format(gflop_chunk, threads, threads > 1 and "s" or "",
-        measured.fp32 and ("%.0f GFLOP/s (%s)"):format(measured.fp32.gflops, measured.fp32.isa) or "not timed",
+        .. "(mt.cpu_peaks): fp32 %s, bf16 %s"):format(gflop_chunk, threads, threads > 1 and "s" or "",
+        peaks.fp32 and ("%.0f GFLOP/s"):format(peaks.fp32) or "not timed",
         flags.amx_bf16 and ("AMX estimate 1024 FLOP/cycle at %s MHz"):format(mhz or "?")
-        or (measured.bf16 and ("%.0f GFLOP/s (%s)"):format(measured.bf16.gflops, measured.bf16.isa) or "none")))
+        or (peaks.bf16 and ("%.0f GFLOP/s (avx512_bf16)"):format(peaks.bf16) or "none")))
 end
 local function peak_line(label, chunks, per_core)
     if not chunks or not per_core then return end
@@ -293,9 +285,8 @@ local function peak_line(label, chunks, per_core)
     local peak = threads * per_core
     print(("  %-52s %8.0f GFLOP/s  %5.1f%% of %.0f"):format(label, gflops, 100 * gflops / peak, peak))
 end
-local fp32_peak = measured.fp32 and measured.fp32.gflops
-local bf16_peak = flags.amx_bf16 and mhz and 1024 * mhz * 1e-3 or (measured.bf16 and measured.bf16.gflops)
-peak_line("machrt fp32 layer by layer", f32.infer, fp32_peak)
-peak_line("machrt fp32 inference plan", f32.plan, fp32_peak)
+local bf16_peak = flags.amx_bf16 and mhz and 1024 * mhz * 1e-3 or peaks.bf16
+peak_line("machrt fp32 layer by layer", f32.infer, peaks.fp32)
+peak_line("machrt fp32 inference plan", f32.plan, peaks.fp32)
 peak_line(flags.amx_bf16 and "machrt bf16 inference plan (of the AMX estimate)" or "machrt bf16 inference plan",
           b16.plan, bf16_peak)

@@ -405,19 +405,39 @@ end
 --- device the convolution / linear GEMMs take fp16 operands (fp32
 --- accumulation, fp32 master weights and gradients) and the loss is scaled
 --- dynamically (machrt.amp). On the CPU they take bf16 operands where the
---- CPU has AMX tiles or avx512_bf16 (README "Matrix products on the CPU":
---- measured faster than fp32 on both kinds); bf16 has fp32's exponent range,
---- so no loss scaling. A CPU without bf16 says so and trains in fp32.
---- Returns the loss scaler, or nil. Which of these it is is said once per
---- run (log.once), not per fold.
+--- CPU has AMX tiles, or avx512_bf16 whose dot products time at least
+--- BF16_DOT_SPEEDUP x its fp32 FMAs (mt.cpu_peaks: about 2x on a Zen 5
+--- EPYC, where bf16 trained faster than fp32; an Intel Xeon without AMX
+--- trained slower in bf16, README "Matrix products on the CPU"); bf16 has
+--- fp32's exponent range, so no loss scaling. Elsewhere it says so and
+--- trains in fp32. Returns the loss scaler, or nil. Which of these it is is
+--- said once per run (log.once), not per fold; the timing is once per
+--- process, so every fold decides alike.
+local BF16_DOT_SPEEDUP = 1.5
+
 function M.mixed_precision(cfg, device)
     if not cfg.environment.mixed_precision_training then return nil end
     if device == "cpu" then
+        if mt.cpu_bf16() == "avx512_bf16" then
+            local peaks = mt.cpu_peaks()
+            local speedup = (peaks.bf16 or 0) / (peaks.fp32 or math.huge)
+            if speedup < BF16_DOT_SPEEDUP then
+                mt.set_gemm_precision("fp32")
+                log.once("mixed precision", "environment.mixed_precision_training: this CPU's bf16 dot "
+                         .. "products time at %.2fx its fp32 FMAs (below %.1fx; no AMX), too little for bf16 "
+                         .. "to pay for its conversions; training in float32", speedup, BF16_DOT_SPEEDUP)
+                return nil
+            end
+        end
         mt.set_gemm_precision("bf16")
         if mt.gemm_precision() == "bf16" then
+            local units = "AMX"
+            if mt.cpu_bf16() == "avx512_bf16" then
+                local peaks = mt.cpu_peaks()
+                units = ("avx512_bf16, dot products timed at %.2fx the fp32 FMAs"):format(peaks.bf16 / peaks.fp32)
+            end
             log.once("mixed precision", "mixed precision: bf16 GEMM operands on the CPU (%s), fp32 "
-                     .. "accumulation and master weights, no loss scaling",
-                     mt.cpu_bf16() == "amx" and "AMX" or "avx512_bf16")
+                     .. "accumulation and master weights, no loss scaling", units)
         else
             log.once("mixed precision", "environment.mixed_precision_training: this CPU has no bf16 "
                      .. "(avx512_bf16 or AMX); training in float32")

@@ -436,6 +436,24 @@ static int m_cpu_bf16(lua_State *L)
     return 1;
 }
 
+/* mt.cpu_peaks() -> {fp32 = GFLOP/s, bf16 = GFLOP/s}: one core's timed
+ * peak (mrt_cpu_time_peaks, once per process); a kind the CPU lacks is nil. */
+static int m_cpu_peaks(lua_State *L)
+{
+    double fp32 = 0, bf16 = 0;
+    mrt_cpu_time_peaks(&fp32, &bf16);
+    lua_createtable(L, 0, 2);
+    if (fp32 > 0) {
+        lua_pushnumber(L, fp32);
+        lua_setfield(L, -2, "fp32");
+    }
+    if (bf16 > 0) {
+        lua_pushnumber(L, bf16);
+        lua_setfield(L, -2, "bf16");
+    }
+    return 1;
+}
+
 /* ---- the generator's state and raw Philox blocks ----------------------------- */
 /* Seeded streams that do not disturb the default generator. */
 
@@ -489,6 +507,7 @@ static const luaL_Reg machrt_funcs[] = {
     {"memory_stats", m_memory_stats}, {"empty_cache", m_empty_cache},
     {"cuda_synchronize", m_cuda_synchronize}, {"set_gemm_precision", m_set_gemm_precision},
     {"gemm_precision", m_gemm_precision}, {"cpu_bf16", m_cpu_bf16},
+    {"cpu_peaks", m_cpu_peaks},
     {"philox", m_philox}, {"rng_state", m_rng_state}, {"set_rng_state", m_set_rng_state},
     {NULL, NULL}};
 

@@ -93,11 +93,13 @@ test("bf16 evaluation logits of a ResNet34 are within 1e-2 of fp32 (relative to 
     print(("# bf16 logits: %.3e of the largest fp32 logit"):format(rel))
 end)
 
-test("mixed_precision_training on the CPU: bf16 GEMMs, no loss scaler", function()
+test("mixed_precision_training on the CPU: bf16 GEMMs where they pay, no loss scaler", function()
     supported()
     local cfg = {environment = {mixed_precision_training = true}}
     A.eq(train.mixed_precision(cfg, "cpu"), nil, "no loss scaling in bf16")
-    A.eq(mt.gemm_precision(), "bf16")
+    local peaks = mt.cpu_peaks()
+    local pays = mt.cpu_bf16() == "amx" or peaks.bf16 / peaks.fp32 >= 1.5
+    A.eq(mt.gemm_precision(), pays and "bf16" or "fp32", "bf16 where it pays (the next test says why)")
     mt.set_gemm_precision("fp32")
     cfg.environment.mixed_precision_training = false
     A.eq(train.mixed_precision(cfg, "cpu"), nil)
@@ -114,6 +116,8 @@ local function run_mixed(hide)
         local cfg = {environment = {mixed_precision_training = true}}
         for _ = 1, 3 do train.mixed_precision(cfg, "cpu") end
         print("precision " .. mt.gemm_precision() .. " units " .. tostring(mt.cpu_bf16()))
+        local peaks = mt.cpu_peaks()
+        print(("peaks bf16/fp32 %.2f"):format((peaks.bf16 or 0) / peaks.fp32))
         mt.set_gemm_precision("bf16")
         print("forced " .. mt.gemm_precision())
     ]])
@@ -125,12 +129,37 @@ end
 
 local function count(text, s) return select(2, text:gsub(s:gsub("%p", "%%%0"), "")) end
 
-test("avx512_bf16 without AMX: bf16 GEMMs, said once, naming the units", function()
+test("avx512_bf16 without AMX: bf16 where its dot products time at 1.5x the FMAs, else fp32; said once",
+     function()
     supported()
     local text = run_mixed("-amx_bf16")
-    A.eq(count(text, "precision bf16 units avx512_bf16"), 1, text)
-    A.eq(count(text, "mixed precision: bf16 GEMM operands on the CPU (avx512_bf16)"), 1, text)
-    A.eq(count(text, "forced bf16"), 1, text)
+    local speedup = tonumber(text:match("peaks bf16/fp32 ([%d.]+)"))
+    A.truthy(speedup and speedup > 0, "the timed ratio: " .. text)
+    if speedup >= 1.5 then
+        A.eq(count(text, "precision bf16 units avx512_bf16"), 1, text)
+        A.eq(count(text, "mixed precision: bf16 GEMM operands on the CPU (avx512_bf16, dot products timed at "
+                         .. ("%.2fx"):format(speedup)), 1, text)
+    else
+        A.eq(count(text, "precision fp32 units avx512_bf16"), 1, text)
+        A.eq(count(text, ("bf16 dot products time at %.2fx its fp32 FMAs (below 1.5x; no AMX)"):format(speedup)),
+             1, text)
+    end
+    A.eq(count(text, "forced bf16"), 1, "mt.set_gemm_precision('bf16') still forces bf16: " .. text)
+end)
+
+test("cpu_peaks: timed once per process, positive where the CPU has the units, nil where not", function()
+    local p = mt.cpu_peaks()
+    A.truthy(p.fp32 and p.fp32 > 0, "an fp32 peak on a CPU with AVX2 or AVX-512")
+    A.eq(mt.cpu_peaks().fp32, p.fp32, "the same figure on a second call")
+    local flags = select(3, require("machrt.cpuinfo").cpu())
+    A.eq(p.bf16 ~= nil, flags.avx512_bf16 == true, "bf16 timed where the CPU has avx512_bf16")
+    local script = tmpdir() .. "/peaks.lua"
+    local f = assert(io.open(script, "w"))
+    f:write('local p = require("machrt").cpu_peaks() print("bf16 " .. tostring(p.bf16))\n')
+    f:close()
+    local code, text = F.run("MACHRT_CPU_FEATURES=-avx512_bf16,-amx_bf16 ./machrt " .. script)
+    A.eq(code, 0, text)
+    A.eq(count(text, "bf16 nil"), 1, "no bf16 figure with avx512_bf16 hidden: " .. text)
 end)
 
 test("a CPU without bf16: one message, and training in fp32", function()

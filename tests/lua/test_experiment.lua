@@ -89,7 +89,8 @@ test("validation shows progress; notices are said once per run, and not by predi
     A.eq(count("validation 2/2"), 2, "a validation progress line per fold (8 clips, batches of 4): " .. text)
     A.truthy(not text:find("\r", 1, true), "no carriage return in piped output")
     A.eq(count("mel filters are all zero"), 1, "the mel filter notice, once over two folds: " .. text)
-    A.eq(count("bf16 GEMM operands on the CPU") + count("this CPU has no bf16"), 1,
+    A.eq(count("bf16 GEMM operands on the CPU") + count("this CPU has no bf16")
+         + count("bf16 dot products time at"), 1,
          "the precision notice, once: " .. text)
     local dir = out .. "/final_machinetype_audio_classification/fold0"
     local clips = data .. "/fan/id_00/normal"

@@ -175,6 +175,13 @@ const char *mrt_gemm_precision(void);
  * (vector instructions only), or NULL (neither; bf16 falls back to fp32).
  * Honours MACHRT_CPU_FEATURES. */
 const char *mrt_cpu_bf16_units(void);
+/* One core's measured peak in GFLOP/s (runtime/cpu/peak.c): fp32 FMAs with
+ * AVX-512 (else AVX2) and bf16 dot products with avx512_bf16, timed in
+ * alternating trials of about 1 ms, best of 7 each (some 15 ms), once per
+ * process: every later call returns the same figures, so a decision made on
+ * them does not change within a run. 0 for a kind this CPU lacks; AMX is
+ * not timed. */
+void mrt_cpu_time_peaks(double *fp32_gflops, double *bf16_gflops);
 
 /* The device shared by the allocated tensors in ts[0..n) (NULL and empty
  * ones are skipped; none allocated = the CPU). Different devices are an
