@@ -16,9 +16,14 @@
 /* Lua's collector only sees the small userdata, not the tensor bytes behind
  * it, so a loop creating large temporaries would grow memory without bound.
  * Like Torch7's heap tracking: when the bytes held by tensors pass a
- * threshold, run a full collection, then set the next threshold to twice
- * what survived (at least 256 MiB). */
+ * threshold, run a full collection, then set the next threshold to what
+ * survived plus GC_GROWTH_PERCENT of it (at least 256 MiB). Garbage waits
+ * for at most that growth: with twice what survived, the default job (bf16,
+ * 2 threads) peaked at 3.97 GB of resident memory, with 10 % at 3.27 GB, in
+ * the same wall time (3:34 and 3:30) and to the same bits; a full collection
+ * of the Lua heap of a ResNet34 with its optimizer (0.5 MB) takes 0.07 ms. */
 #define GC_MIN_THRESHOLD ((size_t)256 << 20)
+#define GC_GROWTH_PERCENT 10
 /* Per thread: each worker thread has its own Lua state and collector. */
 static _Thread_local size_t gc_threshold = GC_MIN_THRESHOLD;
 
@@ -29,7 +34,8 @@ static void track_heap(lua_State *L)
     if (live < gc_threshold) return;
     lua_gc(L, LUA_GCCOLLECT);
     mrt_storage_stats(&live, NULL);
-    gc_threshold = 2 * live > GC_MIN_THRESHOLD ? 2 * live : GC_MIN_THRESHOLD;
+    const size_t next = live + live / 100 * GC_GROWTH_PERCENT;
+    gc_threshold = next > GC_MIN_THRESHOLD ? next : GC_MIN_THRESHOLD;
 }
 
 mrt_tensor *mrt_lua_push_tensor(lua_State *L)
