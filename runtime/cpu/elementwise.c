@@ -217,7 +217,28 @@ mrt_status mrt_cpu_unary(mrt_unop op, const mrt_tensor *a, mrt_tensor *out)
 COPY_ROW(row_copy_ff, float, float)
 COPY_ROW(row_copy_ll, int64_t, int64_t)
 COPY_ROW(row_copy_fl, float, int64_t)
-COPY_ROW(row_copy_lf, int64_t, float)
+
+/* float32 -> int64 truncates toward zero, as C and torch's .long() do; a NaN,
+ * an infinity or a value beyond int64's range has no int64 (in C the cast is
+ * undefined; x86 gives INT64_MIN), so the first one is kept for the error. */
+typedef struct { int bad; float value; } to_long_ctx;
+
+static void row_copy_lf(void *ctx, char **p, const int64_t *s, int64_t n, int64_t start)
+{
+    (void)start;
+    to_long_ctx *c = ctx;
+    int64_t *o = (int64_t *)p[0];
+    const float *src = (const float *)p[1];
+    for (int64_t i = 0; i < n; i++) {
+        const float v = src[i * s[1]];
+        if (!(v > -9223372036854775808.0f && v < 9223372036854775808.0f)) {
+            if (!__atomic_exchange_n(&c->bad, 1, __ATOMIC_RELAXED)) c->value = v;
+            o[i * s[0]] = 0;
+            continue;
+        }
+        o[i * s[0]] = (int64_t)v;
+    }
+}
 
 mrt_status mrt_tensor_copy(mrt_tensor *dst, const mrt_tensor *src)
 {
@@ -245,11 +266,15 @@ mrt_status mrt_cpu_copy(mrt_tensor *dst, const mrt_tensor *src)
 {
     mrt_row_fn fn = dst->dtype == MRT_F32 ? (src->dtype == MRT_F32 ? row_copy_ff : row_copy_fl)
                                           : (src->dtype == MRT_F32 ? row_copy_lf : row_copy_ll);
+    to_long_ctx check = {0, 0.0f};
     mrt_iter it;
     mrt_iter_init(&it, dst->ndim, dst->shape);
     mrt_iter_add(&it, dst);
     mrt_iter_add(&it, src);
-    mrt_iter_run(&it, fn, NULL);
+    mrt_iter_run(&it, fn, &check);
+    if (check.bad)
+        return mrt_fail(MRT_ERR_ARG, "copy to int64: the float32 source holds %g, which has no int64 value "
+                        "(NaN, infinite or beyond +-2^63)", (double)check.value);
     return MRT_OK;
 }
 

@@ -382,4 +382,18 @@ test("many tensors are collected without trouble", function()
     A.tensor_near(keep, R.gen({ 10 }, function() return 4 end), 0)
 end)
 
+
+test("float to int64 truncates toward zero; NaN, infinities and values past 2^63 are refused, named", function()
+    local l = mt.tensor{1.7, -2.9, 3e9, -0.5}:long()
+    A.eq(l:dtype(), "int64")
+    A.eq(l:totable(), {1, -2, 3000000000, 0})
+    for _, bad in ipairs{0 / 0, 1 / 0, -1 / 0, 1e19, -1e19} do
+        local ok, err = pcall(function() return mt.tensor{1, bad}:long() end)
+        A.eq(ok, false, "converted " .. tostring(bad))
+        A.truthy(tostring(err):find("copy to int64: the float32 source holds", 1, true), tostring(err))
+    end
+    local dst = mt.tensor({0, 0}, "int64")
+    A.eq(pcall(dst.copy, dst, mt.tensor{0 / 0, 1}), false, "copy into an int64 tensor refuses a NaN too")
+end)
+
 return T
