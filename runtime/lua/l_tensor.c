@@ -19,7 +19,7 @@
  * threshold, run a full collection, then set the next threshold to what
  * survived plus GC_GROWTH_PERCENT of it (at least 256 MiB). Garbage waits
  * for at most that growth: with twice what survived, the default job (bf16,
- * 2 threads) peaked at 3.97 GB of resident memory, with 10 % at 3.27 GB, in
+ * 2 threads) peaked at 4.07 GB of resident memory, with 10 % at 3.27 GB, in
  * the same wall time (3:34 and 3:30) and to the same bits; a full collection
  * of the Lua heap of a ResNet34 with its optimizer (0.5 MB) takes 0.07 ms. */
 #define GC_MIN_THRESHOLD ((size_t)256 << 20)
