@@ -22,12 +22,10 @@
 #include "machrt/backend.h"
 #include "machrt/nn.h"
 #include "batchnorm_rows.h"
+#include "batchnorm_simd.h"
 #include "nn_args.h"
 #include "nn_cpu.h"
 
-/* Independent accumulators: break the add latency chain and let the
- * compiler use vector registers, in a fixed order (reproducible). */
-#define LANES 8
 
 /* ---- argument checks (every device) --------------------------------------- */
 
@@ -93,48 +91,39 @@ static inline float *plane_at(const mrt_tensor *t, int64_t n, int64_t c)
     return mrt_f32(t) + n * t->stride[0] + c * t->stride[1];
 }
 
-/* s1 += sum(p - k), s2 += sum((p - k)^2) over a row. */
-static void row_shifted_sums(const float *p, int64_t len, int64_t es, double k, double *s1,
-                             double *s2)
+/* s1 += sum(p - k), s2 += sum((p - k)^2) over a row; a strided row
+ * accumulates in one lane. */
+static void row_shifted_sums(const mrt_bn_kernels *kern, const float *p, int64_t len, int64_t es, double k,
+                             double *s1, double *s2)
 {
-    double a[LANES] = {0}, b[LANES] = {0};
-    int64_t i = 0;
     if (es == 1) {
-        for (; i + LANES <= len; i += LANES)
-            for (int j = 0; j < LANES; j++) {
-                double d = (double)p[i + j] - k;
-                a[j] += d;
-                b[j] += d * d;
-            }
+        kern->shifted_sums(p, len, k, s1, s2);
+        return;
     }
-    for (; i < len; i++) {
+    double a = 0.0, b = 0.0;
+    for (int64_t i = 0; i < len; i++) {
         double d = (double)p[i * es] - k;
-        a[0] += d;
-        b[0] += d * d;
+        a += d;
+        b += d * d;
     }
-    for (int j = 0; j < LANES; j++) *s1 += a[j], *s2 += b[j];
+    *s1 += a, *s2 += b;
 }
 
 /* s1 += sum(g), s2 += sum(g * (x - mean)) over a row. */
-static void row_grad_sums(const float *x, int64_t xs, const float *g, int64_t gs, int64_t len,
-                          double mean, double *s1, double *s2)
+static void row_grad_sums(const mrt_bn_kernels *kern, const float *x, int64_t xs, const float *g, int64_t gs,
+                          int64_t len, double mean, double *s1, double *s2)
 {
-    double a[LANES] = {0}, b[LANES] = {0};
-    int64_t i = 0;
     if (xs == 1 && gs == 1) {
-        for (; i + LANES <= len; i += LANES)
-            for (int j = 0; j < LANES; j++) {
-                double gv = (double)g[i + j];
-                a[j] += gv;
-                b[j] += gv * ((double)x[i + j] - mean);
-            }
+        kern->grad_sums(x, g, len, mean, s1, s2);
+        return;
     }
-    for (; i < len; i++) {
+    double a = 0.0, b = 0.0;
+    for (int64_t i = 0; i < len; i++) {
         double gv = (double)g[i * gs];
-        a[0] += gv;
-        b[0] += gv * ((double)x[i * xs] - mean);
+        a += gv;
+        b += gv * ((double)x[i * xs] - mean);
     }
-    for (int j = 0; j < LANES; j++) *s1 += a[j], *s2 += b[j];
+    *s1 += a, *s2 += b;
 }
 
 /* ---- forward ---------------------------------------------------------------- */
@@ -197,6 +186,7 @@ static void plane_shifted_sums(const mrt_tensor *x, double *part, double *s1, do
     const mrt_tensor *ops[1] = {x};
     plane_walk pw;
     plane_walk_init(&pw, H, W, 1, ops);
+    const mrt_bn_kernels *kern = mrt_bn_kernels_pick(NULL);
 #pragma omp parallel for schedule(static) if (items * H * W >= BN_PARALLEL_MIN)
     for (int64_t it = 0; it < items; it++) {
         int64_t c = it / N, n = it % N;
@@ -204,7 +194,7 @@ static void plane_shifted_sums(const mrt_tensor *x, double *part, double *s1, do
         const float *p = plane_at(x, n, c);
         double a = 0.0, b = 0.0;
         for (int64_t r = 0; r < pw.rows; r++)
-            row_shifted_sums(p + r * pw.row_stride[0], pw.len, pw.elem_stride[0], k, &a, &b);
+            row_shifted_sums(kern, p + r * pw.row_stride[0], pw.len, pw.elem_stride[0], k, &a, &b);
         part[2 * it] = a;
         part[2 * it + 1] = b;
     }
@@ -226,6 +216,7 @@ static void plane_normalize(const mrt_tensor *x, const mrt_tensor *y, const floa
     const mrt_tensor *ops[2] = {x, y};
     plane_walk pw;
     plane_walk_init(&pw, H, W, 2, ops);
+    const mrt_bn_kernels *kern = mrt_bn_kernels_pick(NULL);
 #pragma omp parallel for schedule(static) if (items * H * W >= BN_PARALLEL_MIN)
     for (int64_t it = 0; it < items; it++) {
         int64_t c = it / N, n = it % N;
@@ -236,8 +227,7 @@ static void plane_normalize(const mrt_tensor *x, const mrt_tensor *y, const floa
             float *yr = py + r * pw.row_stride[1];
             const int64_t xs = pw.elem_stride[0], ys = pw.elem_stride[1];
             if (xs == 1 && ys == 1) {
-#pragma omp simd
-                for (int64_t i = 0; i < pw.len; i++) yr[i] = ((xr[i] - mh[c]) - ml[c]) * a[c] + b[c];
+                kern->normalize(xr, yr, pw.len, mh[c], ml[c], a[c], b[c]);
             } else {
                 for (int64_t i = 0; i < pw.len; i++)
                     yr[i * ys] = ((xr[i * xs] - mh[c]) - ml[c]) * a[c] + b[c];
@@ -368,6 +358,7 @@ static void plane_grad_sums(const mrt_tensor *x, const mrt_tensor *dy, const mrt
     const mrt_tensor *ops[3] = {x, dy, dx};
     plane_walk pw;
     plane_walk_init(&pw, H, W, dx ? 3 : 2, ops);
+    const mrt_bn_kernels *kern = mrt_bn_kernels_pick(NULL);
 #pragma omp parallel for schedule(static) if (items * H * W >= BN_PARALLEL_MIN)
     for (int64_t it = 0; it < items; it++) {
         int64_t c = it / N, n = it % N;
@@ -377,7 +368,7 @@ static void plane_grad_sums(const mrt_tensor *x, const mrt_tensor *dy, const mrt
         for (int64_t r = 0; r < pw.rows; r++) {
             const float *xr = px + r * pw.row_stride[0], *gr = pg + r * pw.row_stride[1];
             if (need_sums)
-                row_grad_sums(xr, pw.elem_stride[0], gr, pw.elem_stride[1], pw.len, mean[c], &u, &v);
+                row_grad_sums(kern, xr, pw.elem_stride[0], gr, pw.elem_stride[1], pw.len, mean[c], &u, &v);
             if (pd) {
                 float *dr = pd + r * pw.row_stride[2];
                 const int64_t gs = pw.elem_stride[1], ds = pw.elem_stride[2];
@@ -410,6 +401,7 @@ static void plane_grad_input(const mrt_tensor *x, const mrt_tensor *dy, const mr
     const mrt_tensor *ops[3] = {x, dy, dx};
     plane_walk pw;
     plane_walk_init(&pw, H, W, 3, ops);
+    const mrt_bn_kernels *kern = mrt_bn_kernels_pick(NULL);
 #pragma omp parallel for schedule(static) if (items * H * W >= BN_PARALLEL_MIN)
     for (int64_t it = 0; it < items; it++) {
         int64_t c = it / N, n = it % N;
@@ -420,9 +412,7 @@ static void plane_grad_input(const mrt_tensor *x, const mrt_tensor *dy, const mr
             float *dr = pd + r * pw.row_stride[2];
             const int64_t xs = pw.elem_stride[0], gs = pw.elem_stride[1], ds = pw.elem_stride[2];
             if (xs == 1 && gs == 1 && ds == 1) {
-#pragma omp simd
-                for (int64_t i = 0; i < pw.len; i++)
-                    dr[i] = (gr[i] - g0[c] - (xr[i] - m[c]) * k[c]) * a[c];
+                kern->grad_input(xr, gr, dr, pw.len, m[c], g0[c], k[c], a[c]);
             } else {
                 for (int64_t i = 0; i < pw.len; i++)
                     dr[i * ds] = (gr[i * gs] - g0[c] - (xr[i * xs] - m[c]) * k[c]) * a[c];

@@ -21,6 +21,7 @@
 #include "machrt/nn.h"
 #include "machrt/rng.h"
 #include "machrt/safetensors.h"
+#include "../../runtime/nn/batchnorm_simd.h"
 
 /* float32 kernel against a double reference of the same formula. */
 #define FWD_REL 2e-6
@@ -1609,6 +1610,53 @@ START_TEST(test_fixture_losses)
 }
 END_TEST
 
+/* The vector versions of batch norm's row loops give the portable loops'
+ * bits: sums, normalisation and the input gradient, at lengths around the
+ * 32 lanes (tails included), with a large offset, and in place. */
+static const char *const bn_versions[] = {"avx2", "avx512f"};
+
+START_TEST(test_bn_kernels_agree_bitwise)
+{
+    const mrt_bn_kernels *ref = mrt_bn_kernels_pick("portable");
+    const mrt_bn_kernels *k = mrt_bn_kernels_pick(bn_versions[_i]);
+    ck_assert_ptr_nonnull(ref);
+    ck_assert_ptr_nonnull(k);
+    static const int64_t lens[] = {0, 1, 7, 31, 32, 33, 95, 216, 1000, 4097};
+    tu_rng r = tu_rng_seed(41);
+    enum { MAX = 4097 };
+    static float x[MAX], g[MAX], y1[MAX], y2[MAX], d1[MAX], d2[MAX];
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        const int64_t n = lens[li];
+        for (int64_t i = 0; i < n; i++) {
+            x[i] = (float)(1000.0 + tu_rng_uniform(&r, -3, 3));
+            g[i] = (float)tu_rng_uniform(&r, -1, 1);
+        }
+        double a1 = 0.5, b1 = 0.25, a2 = 0.5, b2 = 0.25;
+        ref->shifted_sums(x, n, 1000.5, &a1, &b1);
+        k->shifted_sums(x, n, 1000.5, &a2, &b2);
+        ck_assert_msg(a1 == a2 && b1 == b2, "%s shifted sums, len %lld: %.17g %.17g against %.17g %.17g",
+                      k->name, (long long)n, a2, b2, a1, b1);
+        a1 = a2 = 0.0, b1 = b2 = 0.0;
+        ref->grad_sums(x, g, n, 999.75, &a1, &b1);
+        k->grad_sums(x, g, n, 999.75, &a2, &b2);
+        ck_assert_msg(a1 == a2 && b1 == b2, "%s grad sums, len %lld", k->name, (long long)n);
+        ref->normalize(x, y1, n, 1000.0f, 0.125f, 1.5f, -0.25f);
+        k->normalize(x, y2, n, 1000.0f, 0.125f, 1.5f, -0.25f);
+        ck_assert_msg(n == 0 || memcmp(y1, y2, sizeof(float) * (size_t)n) == 0, "%s normalize, len %lld",
+                      k->name, (long long)n);
+        memcpy(y2, x, sizeof(float) * (size_t)n); /* in place: y is x */
+        k->normalize(y2, y2, n, 1000.0f, 0.125f, 1.5f, -0.25f);
+        ck_assert_msg(n == 0 || memcmp(y1, y2, sizeof(float) * (size_t)n) == 0, "%s normalize in place",
+                      k->name);
+        ref->grad_input(x, g, d1, n, 1000.0f, 0.01f, 0.3f, 2.0f);
+        memcpy(d2, g, sizeof(float) * (size_t)n); /* in place: d is g */
+        k->grad_input(x, d2, d2, n, 1000.0f, 0.01f, 0.3f, 2.0f);
+        ck_assert_msg(n == 0 || memcmp(d1, d2, sizeof(float) * (size_t)n) == 0, "%s grad input, len %lld",
+                      k->name, (long long)n);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("nn_layers");
@@ -1625,6 +1673,17 @@ int main(void)
     tcase_add_loop_test(bn, test_bn_rows_match_planes, 0, 4);
     tcase_add_test(bn, test_bn_rows_threads_and_alias);
     tcase_add_test(bn, test_bn_errors);
+    /* main runs before any test; a version this CPU lacks is left out */
+    for (int v = 0; v < 2; v++) {
+        if (mrt_bn_kernels_pick(bn_versions[v]))
+            tcase_add_loop_test(bn, test_bn_kernels_agree_bitwise, v, v + 1);
+        else {
+            char why[128];
+            snprintf(why, sizeof why, "test_nn_layers: batch norm's %s loops: this CPU has no %s", bn_versions[v],
+                     bn_versions[v]);
+            tu_skip(1, why);
+        }
+    }
     suite_add_tcase(s, bn);
 
     TCase *act = tcase_create("relu");
