@@ -2,16 +2,19 @@
  * (fp32) and of bf16 dot products (vdpbf16ps), enough of them to cover the
  * instructions' latency, timed in short trials that alternate between the
  * two kinds so that a loaded machine stretches both alike; the best trial
- * of each counts. FLOP per cycle differ between CPUs with the same flags (an
- * Intel core without AMX issues one bf16 dot product a cycle against two
- * FMAs; a Zen 5 core issues two of each), and the clock /proc/cpuinfo
- * reports is the nominal one, so neither can be read off the flags. */
-#include <immintrin.h>
+ * of each counts. FLOP per cycle differ between CPUs with the same flags (a
+ * Zen 5 core times its bf16 dot products at twice its FMAs' FLOPs, while an
+ * Intel Xeon without AMX trained slower in bf16 than in fp32), and the clock
+ * /proc/cpuinfo reports is the nominal one, so neither can be read off the
+ * flags. */
 #include <pthread.h>
 #include <time.h>
 
 #include "cpu_features.h"
 #include "machrt/backend.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
 
 static double now(void)
 {
@@ -118,6 +121,11 @@ static void time_peaks(void)
         }
     }
 }
+#else
+static double peak_fp32, peak_bf16; /* nothing timed off x86-64 */
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void time_peaks(void) {}
+#endif
 
 void mrt_cpu_time_peaks(double *fp32_gflops, double *bf16_gflops)
 {

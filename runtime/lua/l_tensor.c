@@ -20,8 +20,9 @@
  * survived plus GC_GROWTH_PERCENT of it (at least 256 MiB). Garbage waits
  * for at most that growth: with twice what survived, the default job (bf16,
  * 2 threads) peaked at 4.07 GB of resident memory, with 10 % at 3.27 GB, in
- * the same wall time (3:34 and 3:30) and to the same bits; a full collection
- * of the Lua heap of a ResNet34 with its optimizer (0.5 MB) takes 0.07 ms. */
+ * the same wall time (3:34 and 3:30) and to the same validation figures; a
+ * full collection of the Lua heap of a ResNet34 with its optimizer (0.5 MB)
+ * takes 0.07 ms. */
 #define GC_MIN_THRESHOLD ((size_t)256 << 20)
 #define GC_GROWTH_PERCENT 10
 /* Per thread: each worker thread has its own Lua state and collector. */

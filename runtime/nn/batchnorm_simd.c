@@ -1,6 +1,5 @@
 /* The contiguous row loops of batch normalisation in portable C, AVX2 and
  * AVX-512 (see batchnorm_simd.h for why they agree bit for bit). */
-#include <immintrin.h>
 #include <string.h>
 #include "../cpu/cpu_features.h"
 #include "batchnorm_simd.h"
@@ -80,6 +79,10 @@ static void grad_input_c(const float *x, const float *g, float *d, int64_t len, 
 {
     GRAD_INPUT_BODY
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_X86_VERSIONS 1
 
 /* ---- AVX2: eight ymm accumulators of 4 doubles per sum -------------------------- */
 
@@ -188,19 +191,25 @@ AVX512 static void grad_input_avx512(const float *x, const float *g, float *d, i
     GRAD_INPUT_BODY
 }
 
-static const mrt_bn_kernels portable = {"portable", shifted_sums_c, grad_sums_c, normalize_c, grad_input_c};
 static const mrt_bn_kernels avx2 = {"avx2", shifted_sums_avx2, grad_sums_avx2, normalize_avx2,
                                     grad_input_avx2};
 static const mrt_bn_kernels avx512 = {"avx512f", shifted_sums_avx512, grad_sums_avx512, normalize_avx512,
                                       grad_input_avx512};
+#endif
+
+static const mrt_bn_kernels portable = {"portable", shifted_sums_c, grad_sums_c, normalize_c, grad_input_c};
 
 const mrt_bn_kernels *mrt_bn_kernels_pick(const char *name)
 {
+    if (name && strcmp(name, "portable") == 0) return &portable;
+#ifndef HAVE_X86_VERSIONS
+    return name ? NULL : &portable;
+#else
     const unsigned f = mrt_cpu_features();
     const mrt_bn_kernels *best = (f & MRT_CPU_AVX512F) ? &avx512 : (f & MRT_CPU_AVX2) ? &avx2 : &portable;
     if (!name) return best;
-    if (strcmp(name, "portable") == 0) return &portable;
     if (strcmp(name, "avx2") == 0) return (f & MRT_CPU_AVX2) ? &avx2 : NULL;
     if (strcmp(name, "avx512f") == 0) return (f & MRT_CPU_AVX512F) ? &avx512 : NULL;
     return NULL;
+#endif
 }
