@@ -6,6 +6,7 @@
  * (measured: a 64 MiB `a + b` ran 10x slower than the in-place add). Small
  * blocks go straight to malloc, which already caches them. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -42,7 +43,33 @@ static int size_class(size_t nbytes, size_t *class_bytes)
     return (log2 - 16) * 4 + step;
 }
 
-static void *block_get(size_t nbytes, size_t *capacity)
+/* A fresh block larger than the memory the system can still give
+ * (MemAvailable + SwapFree) would be granted by Linux's overcommit and end,
+ * once touched, in the out-of-memory killer, which takes the whole run with
+ * it; refusing it gives an error naming the size instead. Checked from
+ * 1 GiB up, where reading /proc/meminfo costs nothing next to filling the
+ * block. Returns 0 where the figure cannot be read (no check then). */
+#define CHECK_AVAILABLE_FROM ((size_t)1 << 30)
+
+static int available_bytes(size_t *out)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[128];
+    unsigned long long kb, avail = 0, swap = 0;
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = kb, found |= 1;
+        else if (sscanf(line, "SwapFree: %llu kB", &kb) == 1) swap = kb, found |= 2;
+    }
+    fclose(f);
+    if (!(found & 1)) return 0;
+    *out = (size_t)((avail + swap) * 1024ull);
+    return 1;
+}
+
+/* NULL with *short_of set to the bytes available when the check refused. */
+static void *block_get(size_t nbytes, size_t *capacity, size_t *short_of)
 {
     *capacity = (nbytes + MRT_ALIGN - 1) / MRT_ALIGN * MRT_ALIGN;
     if (*capacity == 0) *capacity = MRT_ALIGN;
@@ -63,6 +90,11 @@ static void *block_get(size_t nbytes, size_t *capacity)
                 return data;
             }
         }
+    }
+    size_t avail;
+    if (nbytes >= CHECK_AVAILABLE_FROM && available_bytes(&avail) && nbytes > avail) {
+        *short_of = avail;
+        return NULL;
     }
     void *data = NULL;
     if (posix_memalign(&data, MRT_ALIGN, *capacity) != 0) return NULL;
@@ -152,9 +184,15 @@ mrt_status mrt_storage_new(size_t nbytes, mrt_device device, mrt_storage **out)
         *out = s;
         return MRT_OK;
     }
-    s->data = block_get(nbytes, &s->capacity);
+    size_t short_of = 0;
+    s->data = block_get(nbytes, &s->capacity, &short_of);
     if (!s->data) {
         free(s);
+        if (short_of)
+            return mrt_fail(MRT_ERR_NOMEM, "storage: cannot allocate %zu bytes (%.2f GB): only %.2f GB of "
+                            "memory is available (MemAvailable + SwapFree in /proc/meminfo), and filling it "
+                            "would end in the out-of-memory killer", nbytes, (double)nbytes / 1e9,
+                            (double)short_of / 1e9);
         return mrt_fail(MRT_ERR_NOMEM, "storage: cannot allocate %zu bytes", nbytes);
     }
     s->nbytes = nbytes;

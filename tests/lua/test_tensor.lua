@@ -396,4 +396,19 @@ test("float to int64 truncates toward zero; NaN, infinities and values past 2^63
     A.eq(pcall(dst.copy, dst, mt.tensor{0 / 0, 1}), false, "copy into an int64 tensor refuses a NaN too")
 end)
 
+
+test("a tensor larger than the memory available is refused, naming its size, not left to the OOM killer", function()
+    local f = assert(io.open("/proc/meminfo"))
+    local info = f:read("a")
+    f:close()
+    local avail = (tonumber(info:match("MemAvailable:%s+(%d+)")) + tonumber(info:match("SwapFree:%s+(%d+)") or "0"))
+                  * 1024
+    -- 1 GB past what is available: the kernel's overcommit would grant an
+    -- untouched block of that size, or refuse it with a bare ENOMEM
+    local floats = math.floor((avail + 1e9) / 4)
+    local msg = A.raises(function() return mt.empty({floats}) end, "out-of-memory killer", "MemAvailable")
+    A.truthy(msg:find(("%d bytes"):format(floats * 4), 1, true), msg)
+    A.eq(mt.empty({1024}):numel(), 1024, "small tensors are unaffected")
+end)
+
 return T
