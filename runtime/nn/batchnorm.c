@@ -26,7 +26,6 @@
 #include "nn_args.h"
 #include "nn_cpu.h"
 
-
 /* ---- argument checks (every device) --------------------------------------- */
 
 /* A per-channel vector (weight, bias, running and saved statistics, their
