@@ -22,7 +22,7 @@ echo "== conv layers: oneDNN's convolutions vs machrt's own kernels, fp32 then b
 echo "== CPU GEMM: OpenBLAS, oneDNN fp32 and bf16 on ResNet34's shapes (bench/gemm_choice.c)"
 "$BUILD"/bench/gemm_choice
 echo "== ResNet34 training step and inference, machrt fp32 and bf16 vs the peers under PEERS_PYTHON"
-./machrt bench/train_step.lua --profile
+./machrt bench/train_step.lua --profile --rounds 3
 echo "== anomaly detection on the synthetic corpus: the DCASE 2020 baseline, machrt vs PyTorch (bench/anomaly_peer.lua)"
 ./machrt bench/anomaly_peer.lua
 echo "== the default experiment end to end, machrt vs PyTorch (bench/e2e.lua; BENCH_E2E_EPOCHS=N for a shorter run)"
