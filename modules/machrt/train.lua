@@ -418,9 +418,10 @@ local BF16_DOT_SPEEDUP = 1.5
 function M.mixed_precision(cfg, device)
     if not cfg.environment.mixed_precision_training then return nil end
     if device == "cpu" then
+        local speedup -- of the bf16 dot products over the fp32 FMAs, where there is no AMX
         if mt.cpu_bf16() == "avx512_bf16" then
             local peaks = mt.cpu_peaks()
-            local speedup = (peaks.bf16 or 0) / (peaks.fp32 or math.huge)
+            speedup = (peaks.bf16 or 0) / (peaks.fp32 or math.huge)
             if speedup < BF16_DOT_SPEEDUP then
                 mt.set_gemm_precision("fp32")
                 log.once("mixed precision", "environment.mixed_precision_training: this CPU's bf16 dot "
@@ -431,11 +432,8 @@ function M.mixed_precision(cfg, device)
         end
         mt.set_gemm_precision("bf16")
         if mt.gemm_precision() == "bf16" then
-            local units = "AMX"
-            if mt.cpu_bf16() == "avx512_bf16" then
-                local peaks = mt.cpu_peaks()
-                units = ("avx512_bf16, dot products timed at %.2fx the fp32 FMAs"):format(peaks.bf16 / peaks.fp32)
-            end
+            local units = speedup and ("avx512_bf16, dot products timed at %.2fx the fp32 FMAs"):format(speedup)
+                          or "AMX"
             log.once("mixed precision", "mixed precision: bf16 GEMM operands on the CPU (%s), fp32 "
                      .. "accumulation and master weights, no loss scaling", units)
         else

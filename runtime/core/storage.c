@@ -57,13 +57,13 @@ static int available_bytes(size_t *out)
     if (!f) return 0;
     char line[128];
     unsigned long long kb, avail = 0, swap = 0;
-    int found = 0;
+    int have_avail = 0;
     while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = kb, found |= 1;
-        else if (sscanf(line, "SwapFree: %llu kB", &kb) == 1) swap = kb, found |= 2;
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = kb, have_avail = 1;
+        else if (sscanf(line, "SwapFree: %llu kB", &kb) == 1) swap = kb;
     }
     fclose(f);
-    if (!(found & 1)) return 0;
+    if (!have_avail) return 0;
     *out = (size_t)((avail + swap) * 1024ull);
     return 1;
 }

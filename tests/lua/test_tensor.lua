@@ -382,7 +382,6 @@ test("many tensors are collected without trouble", function()
     A.tensor_near(keep, R.gen({ 10 }, function() return 4 end), 0)
 end)
 
-
 test("float to int64 truncates toward zero; NaN, infinities and values past 2^63 are refused, named", function()
     local l = mt.tensor{1.7, -2.9, 3e9, -0.5}:long()
     A.eq(l:dtype(), "int64")
@@ -395,7 +394,6 @@ test("float to int64 truncates toward zero; NaN, infinities and values past 2^63
     local dst = mt.tensor({0, 0}, "int64")
     A.eq(pcall(dst.copy, dst, mt.tensor{0 / 0, 1}), false, "copy into an int64 tensor refuses a NaN too")
 end)
-
 
 test("a tensor larger than the memory available is refused, naming its size, not left to the OOM killer", function()
     local f = assert(io.open("/proc/meminfo"))
