@@ -4,7 +4,9 @@
  * algorithm per shape and direction; the algorithms live in conv2d_gemm.c
  * (im2col + sgemm, and 1x1 convolutions as plain GEMMs) and
  * conv2d_winograd.c (Winograd F(4x4, 3x3) and F(2x2, 3x3) for 3x3 stride-1
- * convolutions, with AVX2 transforms in conv2d_winograd_avx2.c). The tests
+ * convolutions, with AVX-512 and AVX2 tile transforms in
+ * conv2d_winograd_avx512.c and conv2d_winograd_avx2.c, both written once in
+ * conv2d_winograd_simd.h). The tests
  * and the benchmark call the *_opts entry points to force every path on any
  * shape. */
 #ifndef MACHRT_NN_CONV2D_H
@@ -152,9 +154,14 @@ typedef struct {
                  float *v, size_t stride);
 } mrt_wino_kernels;
 
-/* The AVX2 + FMA transforms for tile size m, or NULL when the CPU (or the
- * build) lacks them. */
+/* The AVX2 + FMA (8 lanes) and AVX-512 (16 lanes) transforms for tile size
+ * m, or NULL when the CPU (or the build) lacks them; both give the same bits. */
 const mrt_wino_kernels *mrt_wino_kernels_avx2(int m);
+const mrt_wino_kernels *mrt_wino_kernels_avx512(int m);
+/* NULL: AVX-512, else AVX2, else portable C, as mrt_cpu_features() allows.
+ * "portable", "avx2" or "avx512f": that version, or NULL where the CPU
+ * lacks it (tests compare them). */
+const mrt_wino_kernels *mrt_wino_kernels_pick(const char *name, int m);
 /* dst[u] = row[ix0 + u] for u < len, zero where ix0 + u is outside [0, w). */
 void mrt_wino_load_row(float *dst, const float *row, int64_t w, int64_t ix0, int64_t len);
 

@@ -449,10 +449,22 @@ static const mrt_wino_kernels portable4 = {"portable", LANES, input_chunk, outpu
 static const mrt_wino_kernels portable2 = {"portable", LANES, input_chunk2, output_chunk2,
                                            grad_chunk2};
 
+const mrt_wino_kernels *mrt_wino_kernels_pick(const char *name, int m)
+{
+    const mrt_wino_kernels *portable = m == 2 ? &portable2 : &portable4;
+    if (!name) {
+        const mrt_wino_kernels *k = mrt_wino_kernels_avx512(m);
+        if (!k) k = mrt_wino_kernels_avx2(m);
+        return k ? k : portable;
+    }
+    if (strcmp(name, "avx512f") == 0) return mrt_wino_kernels_avx512(m);
+    if (strcmp(name, "avx2") == 0) return mrt_wino_kernels_avx2(m);
+    return strcmp(name, "portable") == 0 ? portable : NULL;
+}
+
 static const mrt_wino_kernels *pick_kernels(int portable, int m)
 {
-    const mrt_wino_kernels *k = portable ? NULL : mrt_wino_kernels_avx2(m);
-    return k ? k : (m == 2 ? &portable2 : &portable4);
+    return mrt_wino_kernels_pick(portable ? "portable" : NULL, m);
 }
 
 /* Weight transforms, 8 kernels at a time (one per lane) so that the

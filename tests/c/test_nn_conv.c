@@ -1182,6 +1182,70 @@ START_TEST(test_hidden_avx2_runs_portable)
 }
 END_TEST
 
+/* The AVX-512 tile transforms (16 tiles a call) give the AVX2 ones' bits (8
+ * tiles a call, run twice): input, output and gradient transforms of both
+ * tile sizes, full and partial chunks, at the plane's edges (padding rows
+ * and columns, clipped outputs) and inside. */
+static void fill_floats(float *p, size_t n, uint64_t seed)
+{
+    tu_rng r = tu_rng_seed(seed);
+    for (size_t i = 0; i < n; i++) p[i] = (float)tu_rng_uniform(&r, -1.0, 1.0);
+}
+
+START_TEST(test_wino_avx512_agrees_with_avx2)
+{
+    enum { H = 13, W = 150, NXI = 36, STRIDE = 40 };
+    static float plane[H * W], v1[NXI * STRIDE], v2[NXI * STRIDE], o1[H * W], o2[H * W];
+    fill_floats(plane, H * W, 7);
+    for (int m = 2; m <= 4; m += 2) {
+        const mrt_wino_kernels *a = mrt_wino_kernels_pick("avx2", m);
+        const mrt_wino_kernels *b = mrt_wino_kernels_pick("avx512f", m);
+        ck_assert_ptr_nonnull(a);
+        ck_assert_ptr_nonnull(b);
+        ck_assert_int_eq(a->lanes, 8);
+        ck_assert_int_eq(b->lanes, 16);
+        const int nxi = (m + 2) * (m + 2);
+        /* (y0, x0, tiles): top-left padding, inside, bottom rows past the
+         * plane, a partial chunk reaching past the right edge */
+        const int spots[][3] = {{-1, -1, 16}, {3, 5, 16}, {H - 2, 40, 11}, {4, W - 9 * m + 1, 9}, {0, 0, 3}};
+        for (size_t si = 0; si < sizeof spots / sizeof spots[0]; si++) {
+            const int y0 = spots[si][0], x0 = spots[si][1], cnt = spots[si][2];
+            const int rest = cnt > 8 ? cnt - 8 : 0, first = cnt > 8 ? 8 : cnt;
+            memset(v1, 0, sizeof v1);
+            memset(v2, 0, sizeof v2);
+            a->input(plane, H, W, y0, x0, first, v1, STRIDE);
+            if (rest) a->input(plane, H, W, y0, x0 + 8 * m, rest, v1 + 8, STRIDE);
+            b->input(plane, H, W, y0, x0, cnt, v2, STRIDE);
+            for (int xi = 0; xi < nxi; xi++)
+                for (int l = 0; l < cnt; l++)
+                    ck_assert_msg(v1[xi * STRIDE + l] == v2[xi * STRIDE + l],
+                                  "F(%dx%d) input at (%d, %d), xi %d tile %d: %.9g against %.9g", m, m, y0, x0,
+                                  xi, l, v2[xi * STRIDE + l], v1[xi * STRIDE + l]);
+            /* gradient transform of the same spot (output coordinates) */
+            const int gy = y0 < 0 ? 0 : y0, gx = x0 < 0 ? 0 : x0;
+            memset(v1, 0, sizeof v1);
+            memset(v2, 0, sizeof v2);
+            a->grad(plane, H, W, gy, gx, first, v1, STRIDE);
+            if (rest) a->grad(plane, H, W, gy, gx + 8 * m, rest, v1 + 8, STRIDE);
+            b->grad(plane, H, W, gy, gx, cnt, v2, STRIDE);
+            for (int xi = 0; xi < nxi; xi++)
+                for (int l = 0; l < cnt; l++)
+                    ck_assert_msg(v1[xi * STRIDE + l] == v2[xi * STRIDE + l],
+                                  "F(%dx%d) gradient at (%d, %d), xi %d tile %d", m, m, gy, gx, xi, l);
+            /* output transform of random M into a plane, clipped */
+            float mm[NXI * STRIDE];
+            fill_floats(mm, NXI * STRIDE, 100 + si);
+            memset(o1, 0, sizeof o1);
+            memset(o2, 0, sizeof o2);
+            a->output(mm, STRIDE, first, 0.25f, o1, H, W, gy, gx);
+            if (rest) a->output(mm + 8, STRIDE, rest, 0.25f, o1, H, W, gy, gx + 8 * m);
+            b->output(mm, STRIDE, cnt, 0.25f, o2, H, W, gy, gx);
+            ck_assert_msg(memcmp(o1, o2, sizeof o1) == 0, "F(%dx%d) output at (%d, %d) differs", m, m, gy, gx);
+        }
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("nn_conv");
 
@@ -1213,6 +1277,19 @@ int main(void) {
     tcase_set_timeout(cf, 60);
     tcase_add_test(cf, test_avx2_probe_agrees);
     tcase_add_test(cf, test_hidden_avx2_runs_portable);
+    /* Asked of the compiler, not of mrt_cpu_features: the tests above need
+     * their probe to be the first of their (forked) process. */
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+                       __builtin_cpu_supports("fma");
+#else
+    const int avx512 = 0;
+#endif
+    if (avx512)
+        tcase_add_test(cf, test_wino_avx512_agrees_with_avx2);
+    else
+        tu_skip(1, "test_nn_conv: Winograd's AVX-512 transforms against the AVX2 ones: this CPU has no avx512f");
     suite_add_tcase(s, cf);
 
     TCase *li = tcase_create("linear");
