@@ -462,9 +462,17 @@ const mrt_wino_kernels *mrt_wino_kernels_pick(const char *name, int m)
     return strcmp(name, "portable") == 0 ? portable : NULL;
 }
 
-static const mrt_wino_kernels *pick_kernels(int portable, int m)
+/* The transforms for a pass over tile rows of q->tw tiles. 16 lanes pay
+ * only on rows of more than 8 tiles: on narrower ones (a ResNet34's last
+ * two stages, 4 to 7 tiles) half of them idle, and the AVX2 transforms
+ * measured faster there (bench/conv_layers, one thread, CPU time: l3 and
+ * l4 backward 36 and 46 ms with AVX2, 40-43 and 48-51 with AVX-512), while
+ * the wider rows of the first stages gain (l1 backward 61 -> 52-55 ms). */
+static const mrt_wino_kernels *pick_kernels(int portable, const wgeom *q)
 {
-    return mrt_wino_kernels_pick(portable ? "portable" : NULL, m);
+    if (portable) return mrt_wino_kernels_pick("portable", q->m);
+    const mrt_wino_kernels *k = q->tw <= 8 ? mrt_wino_kernels_pick("avx2", q->m) : NULL;
+    return k ? k : mrt_wino_kernels_pick(NULL, q->m);
 }
 
 /* Weight transforms, 8 kernels at a time (one per lane) so that the
@@ -826,8 +834,8 @@ void mrt_conv_wino_forward(const mrt_conv_geom *g, int m, int64_t nb, int portab
                            const float *x, const float *w, const float *bias, float *y,
                            float *scratch)
 {
-    const mrt_wino_kernels *k = pick_kernels(portable, m);
     const wgeom q = wgeom_fwd(g, m);
+    const mrt_wino_kernels *k = pick_kernels(portable, &q);
     float *u = scratch;
     transform_weights(pick_weight_kernels(portable), &q, 0, w, u);
     run_pass(k, &q, nb, u, x, bias, NULL, y, u + u_floats(&q));
@@ -857,7 +865,7 @@ void mrt_conv_wino_forward_fused(const mrt_conv_geom *g, int m, int64_t nb, int 
                                  const mrt_wino_epilogue *ep, float *y, float *scratch)
 {
     const wgeom q = wgeom_fwd(g, m);
-    run_pass(pick_kernels(portable, m), &q, nb, u, x, bias, ep, y, scratch);
+    run_pass(pick_kernels(portable, &q), &q, nb, u, x, bias, ep, y, scratch);
 }
 
 /* dU summed over all tile groups into du (36 x cout x cin); `work` holds,
@@ -911,13 +919,12 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
                             const float *x, const float *w, const float *dy, float *dx,
                             float *dw, float *scratch)
 {
-    const mrt_wino_kernels *k = pick_kernels(portable, m);
     const weight_kernels *wk = pick_weight_kernels(portable);
     if (dw) {
         const wgeom q = wgeom_fwd(g, m);
         const size_t us = u_stride(&q);
         float *du = scratch;
-        accumulate_du(k, &q, nb, x, dy, du, scratch + u_floats(&q));
+        accumulate_du(pick_kernels(portable, &q), &q, nb, x, dy, du, scratch + u_floats(&q));
         const int64_t n = q.cout * q.cin;
 #pragma omp parallel for schedule(static) if (q.nxi * n > MRT_CONV_PAR_MIN)
         for (int64_t i0 = 0; i0 < n; i0 += KL)
@@ -927,6 +934,6 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
         const wgeom q = wgeom_dx(g, m);
         float *u = scratch;
         transform_weights(wk, &q, 1, w, u);
-        run_pass(k, &q, nb, u, dy, NULL, NULL, dx, u + u_floats(&q));
+        run_pass(pick_kernels(portable, &q), &q, nb, u, dy, NULL, NULL, dx, u + u_floats(&q));
     }
 }
