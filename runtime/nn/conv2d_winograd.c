@@ -517,8 +517,12 @@ INLINE_BODY void kernel_transform8_body(const int a, const float *src, int64_t l
             for (int l = 0; l < KL; l++)
                 out[a * r + c][l] = t[r][0][l] * c0 + t[r][1][l] * c1 + t[r][2][l] * c2;
         }
-    for (int xi = 0; xi < a * a; xi++)
-        memcpy(u + (size_t)xi * stride, out[xi], sizeof(float) * (size_t)cnt);
+    /* a constant length when the lanes are full, so the copies inline */
+    if (cnt == KL)
+        for (int xi = 0; xi < a * a; xi++) memcpy(u + (size_t)xi * stride, out[xi], sizeof out[xi]);
+    else
+        for (int xi = 0; xi < a * a; xi++)
+            memcpy(u + (size_t)xi * stride, out[xi], sizeof(float) * (size_t)cnt);
 }
 
 /* dw[l * 9 ..] (3x3) += G^T du_l G for the cnt consecutive kernels whose
