@@ -35,6 +35,18 @@
  * tile sizes). */
 static const float zero_row[ROWLEN];
 
+/* Row iy of the plane from column ix0 on, len <= ROWLEN floats: the plane
+ * itself where the row lies inside it, else buf (zero-filled past the
+ * edges), or zeros for a row outside. */
+static inline const float *patch_row(const float *plane, int64_t h, int64_t w, int64_t iy, int64_t ix0,
+                                     int64_t len, float *buf)
+{
+    if (iy < 0 || iy >= h) return zero_row;
+    if (ix0 >= 0 && ix0 + len <= w) return plane + iy * w + ix0;
+    mrt_wino_load_row(buf, plane + iy * w, w, ix0, len);
+    return buf;
+}
+
 /* B^T applied to 6 vectors: out[k] = sum_i BT[k][i] d[i]. */
 SIMD static inline void bt6(const VEC *d, VEC *out)
 {
@@ -81,20 +93,10 @@ SIMD static inline void a4(const VEC *v, VEC *out)
 SIMD static void input_chunk_f4(const float *plane, int64_t h, int64_t w, int64_t iy0, int64_t ix0,
                               int cnt, float *v, size_t stride)
 {
-    float buf[6][ROWLEN];
+    float buf[ROWLEN];
     VEC e[6][6];
-    const int inside = ix0 >= 0 && ix0 + ROWLEN <= w;
     for (int i = 0; i < 6; i++) {
-        const int64_t iy = iy0 + i;
-        const float *row;
-        if (iy < 0 || iy >= h) {
-            row = zero_row;
-        } else if (inside) {
-            row = plane + iy * w + ix0;
-        } else {
-            mrt_wino_load_row(buf[i], plane + iy * w, w, ix0, ROWLEN);
-            row = buf[i];
-        }
+        const float *row = patch_row(plane, h, w, iy0 + i, ix0, ROWLEN, buf);
         VEC d[6];
         deinterleave4(row, &d[0], &d[1], &d[2], &d[3]);
         deinterleave2(row + 4, &d[4], &d[5]);
@@ -142,19 +144,10 @@ SIMD static void output_chunk_f4(const float *m, size_t stride, int cnt, float b
 SIMD static void grad_chunk_f4(const float *plane, int64_t oh, int64_t ow, int64_t oy0, int64_t ox0,
                              int cnt, float *v, size_t stride)
 {
-    float buf[4][4 * LANES];
+    float buf[4 * LANES];
     VEC q[4][4], hc[6][4];
-    const int inside = ox0 + 4 * LANES <= ow;
     for (int i = 0; i < 4; i++) {
-        const float *row;
-        if (oy0 + i >= oh) {
-            row = zero_row;
-        } else if (inside) {
-            row = plane + (oy0 + i) * ow + ox0;
-        } else {
-            mrt_wino_load_row(buf[i], plane + (oy0 + i) * ow, ow, ox0, 4 * LANES);
-            row = buf[i];
-        }
+        const float *row = patch_row(plane, oh, ow, oy0 + i, ox0, 4 * LANES, buf);
         deinterleave4(row, &q[i][0], &q[i][1], &q[i][2], &q[i][3]);
     }
     for (int j = 0; j < 4; j++) {
@@ -201,20 +194,10 @@ SIMD static inline void a2(const VEC *v, VEC *out)
 SIMD static void input_chunk_f2(const float *plane, int64_t h, int64_t w, int64_t iy0,
                                 int64_t ix0, int cnt, float *v, size_t stride)
 {
-    float buf[4][ROWLEN2];
+    float buf[ROWLEN2];
     VEC e[4][4];
-    const int inside = ix0 >= 0 && ix0 + ROWLEN2 <= w;
     for (int i = 0; i < 4; i++) {
-        const int64_t iy = iy0 + i;
-        const float *row;
-        if (iy < 0 || iy >= h) {
-            row = zero_row;
-        } else if (inside) {
-            row = plane + iy * w + ix0;
-        } else {
-            mrt_wino_load_row(buf[i], plane + iy * w, w, ix0, ROWLEN2);
-            row = buf[i];
-        }
+        const float *row = patch_row(plane, h, w, iy0 + i, ix0, ROWLEN2, buf);
         VEC d[4];
         deinterleave2x(row, &d[0], &d[1]);
         deinterleave2x(row + 2, &d[2], &d[3]);
@@ -261,19 +244,10 @@ SIMD static void output_chunk_f2(const float *m, size_t stride, int cnt, float b
 SIMD static void grad_chunk_f2(const float *plane, int64_t oh, int64_t ow, int64_t oy0,
                                int64_t ox0, int cnt, float *v, size_t stride)
 {
-    float buf[2][2 * LANES];
+    float buf[2 * LANES];
     VEC q[2][2], hc[4][2];
-    const int inside = ox0 + 2 * LANES <= ow;
     for (int i = 0; i < 2; i++) {
-        const float *row;
-        if (oy0 + i >= oh) {
-            row = zero_row;
-        } else if (inside) {
-            row = plane + (oy0 + i) * ow + ox0;
-        } else {
-            mrt_wino_load_row(buf[i], plane + (oy0 + i) * ow, ow, ox0, 2 * LANES);
-            row = buf[i];
-        }
+        const float *row = patch_row(plane, oh, ow, oy0 + i, ox0, 2 * LANES, buf);
         deinterleave2x(row, &q[i][0], &q[i][1]);
     }
     for (int j = 0; j < 2; j++) {

@@ -1192,6 +1192,18 @@ static void fill_floats(float *p, size_t n, uint64_t seed)
     for (size_t i = 0; i < n; i++) p[i] = (float)tu_rng_uniform(&r, -1.0, 1.0);
 }
 
+/* The first cnt tiles of two transforms' outputs (stride apart per
+ * position) are the same floats. */
+static void same_tiles(const char *what, int m, int y, int x, const float *v1, const float *v2, int stride,
+                       int cnt)
+{
+    for (int xi = 0; xi < (m + 2) * (m + 2); xi++)
+        for (int l = 0; l < cnt; l++)
+            ck_assert_msg(v1[xi * stride + l] == v2[xi * stride + l],
+                          "F(%dx%d) %s at (%d, %d), xi %d tile %d: %.9g against %.9g", m, m, what, y, x, xi, l,
+                          v2[xi * stride + l], v1[xi * stride + l]);
+}
+
 START_TEST(test_wino_avx512_agrees_with_avx2)
 {
     enum { H = 13, W = 150, NXI = 36, STRIDE = 40 };
@@ -1204,7 +1216,6 @@ START_TEST(test_wino_avx512_agrees_with_avx2)
         ck_assert_ptr_nonnull(b);
         ck_assert_int_eq(a->lanes, 8);
         ck_assert_int_eq(b->lanes, 16);
-        const int nxi = (m + 2) * (m + 2);
         /* (y0, x0, tiles): top-left padding, inside, bottom rows past the
          * plane, a partial chunk reaching past the right edge */
         const int spots[][3] = {{-1, -1, 16}, {3, 5, 16}, {H - 2, 40, 11}, {4, W - 9 * m + 1, 9}, {0, 0, 3}};
@@ -1216,11 +1227,7 @@ START_TEST(test_wino_avx512_agrees_with_avx2)
             a->input(plane, H, W, y0, x0, first, v1, STRIDE);
             if (rest) a->input(plane, H, W, y0, x0 + 8 * m, rest, v1 + 8, STRIDE);
             b->input(plane, H, W, y0, x0, cnt, v2, STRIDE);
-            for (int xi = 0; xi < nxi; xi++)
-                for (int l = 0; l < cnt; l++)
-                    ck_assert_msg(v1[xi * STRIDE + l] == v2[xi * STRIDE + l],
-                                  "F(%dx%d) input at (%d, %d), xi %d tile %d: %.9g against %.9g", m, m, y0, x0,
-                                  xi, l, v2[xi * STRIDE + l], v1[xi * STRIDE + l]);
+            same_tiles("input", m, y0, x0, v1, v2, STRIDE, cnt);
             /* gradient transform of the same spot (output coordinates) */
             const int gy = y0 < 0 ? 0 : y0, gx = x0 < 0 ? 0 : x0;
             memset(v1, 0, sizeof v1);
@@ -1228,10 +1235,7 @@ START_TEST(test_wino_avx512_agrees_with_avx2)
             a->grad(plane, H, W, gy, gx, first, v1, STRIDE);
             if (rest) a->grad(plane, H, W, gy, gx + 8 * m, rest, v1 + 8, STRIDE);
             b->grad(plane, H, W, gy, gx, cnt, v2, STRIDE);
-            for (int xi = 0; xi < nxi; xi++)
-                for (int l = 0; l < cnt; l++)
-                    ck_assert_msg(v1[xi * STRIDE + l] == v2[xi * STRIDE + l],
-                                  "F(%dx%d) gradient at (%d, %d), xi %d tile %d", m, m, gy, gx, xi, l);
+            same_tiles("gradient", m, gy, gx, v1, v2, STRIDE, cnt);
             /* output transform of random M into a plane, clipped */
             float mm[NXI * STRIDE];
             fill_floats(mm, NXI * STRIDE, 100 + si);
