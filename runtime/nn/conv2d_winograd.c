@@ -25,16 +25,19 @@
  * 3.5x that of direct summation, and the float32 GEMM accumulation is most of
  * it (3x3 outputs from 64 channels: 5.2e-8 of the sum of the terms'
  * magnitudes, 3.0e-8 with the GEMM in float64, 1.7e-8 for a direct float32
- * sum). In the backward pass this is harmless; in the forward pass it flows
- * through batch statistics into every later layer, and three AdamW steps on a
- * ResNet34 (which move a weight by lr whatever the size of its gradient)
- * then follow PyTorch measurably less closely (tests/lua/test_resnet_torch:
- * 121 of 3520 sampled weights off by more than 1e-5, against 37 with an
- * im2col forward). So the same code also runs F(2x2, 3x3): 16 products per 4
- * outputs (a 2.25x cut instead of 4x), transform constants of 1 and 1/2, and
- * errors at the level of direct summation (1.2e-8 in the same simulation;
- * 33 of the 3520 weights above); conv2d.c picks it for the forward pass and
- * F(4x4, 3x3) for the backward. The code below is written for both tile
+ * sum). In the forward pass it flows through batch statistics into every
+ * later layer, and three AdamW steps on a ResNet34 (which move a weight by
+ * lr whatever the size of its gradient) follow PyTorch less closely
+ * (tests/lua/test_resnet_torch: 125 of 3520 sampled weights off by more
+ * than 1e-5, against 28 with an F(2x2, 3x3) forward; the test allows 6 %).
+ * That is the spread a different sgemm kernel alone gives (117-128 of 3520
+ * with OpenBLAS's Cooperlake kernels and the F(2x2) forward), while F(4x4)
+ * makes a float32 ResNet34 training step 8-13 % faster (bench/train_step
+ * --cpu-time, interleaved), so conv2d.c runs F(4x4, 3x3) both ways. The same
+ * code also runs F(2x2, 3x3) (MRT_CONV_WINOGRAD2): 16 products per 4
+ * outputs (a 2.25x cut instead of 4x), transform constants of 1 and 1/2,
+ * and errors at the level of direct summation (1.2e-8 in the same
+ * simulation). The code below is written for both tile
  * sizes m: patches of alpha = m + 2, alpha^2 = 36 or 16 GEMMs.
  *
  * Work is done for groups of `nb` tile rows (T = nb * tiles per row; a tile
