@@ -162,6 +162,22 @@ const mrt_wino_kernels *mrt_wino_kernels_avx512(int m);
  * "portable", "avx2" or "avx512f": that version, or NULL where the CPU
  * lacks it (tests compare them). */
 const mrt_wino_kernels *mrt_wino_kernels_pick(const char *name, int m);
+
+/* The kernel (weight) transforms of alpha x alpha patches (alpha = m + 2),
+ * `lanes` kernels a call:
+ *   transform: u[xi * stride + l] = (G g_l G^T)[xi] for the 3x3 kernels
+ *              g_l = src + l * lstride (rotated by 180 degrees when rot), l < cnt
+ *   grad:      dw[9 l ..] += G^T du_l G, du_l[xi] = du[xi * stride + l], l < cnt
+ * Every version gives the same bits. */
+typedef struct {
+    const char *name;
+    int lanes;
+    void (*transform)(int alpha, const float *src, int64_t lstride, int rot, int cnt, float *u,
+                      size_t stride);
+    void (*grad)(int alpha, const float *du, size_t stride, int cnt, float *dw);
+} mrt_wino_weight_kernels;
+/* As mrt_wino_kernels_pick: NULL for the best the CPU allows. */
+const mrt_wino_weight_kernels *mrt_wino_weight_kernels_pick(const char *name);
 /* dst[u] = row[ix0 + u] for u < len, zero where ix0 + u is outside [0, w). */
 void mrt_wino_load_row(float *dst, const float *row, int64_t w, int64_t ix0, int64_t len);
 

@@ -478,10 +478,10 @@ static const mrt_wino_kernels *pick_kernels(int portable, const wgeom *q)
     return k ? k : mrt_wino_kernels_pick(NULL, q->m);
 }
 
-/* Weight transforms, 8 kernels at a time (one per lane) so that the
- * arithmetic vectorises and each of the alpha^2 outputs is stored as 8
- * consecutive floats. G is alpha x 3, row-major. */
-#define KL 8
+/* Weight transforms, `kl` kernels at a time (one per lane: 8, or 16 with
+ * AVX-512) so that the arithmetic vectorises and each of the alpha^2
+ * outputs is stored as kl consecutive floats. G is alpha x 3, row-major. */
+#define KL_MAX 16
 static const float G4[6 * 3] = {1.0f / 4,  0.0f,       0.0f,       -1.0f / 6, -1.0f / 6,
                                 -1.0f / 6, -1.0f / 6,  1.0f / 6,   -1.0f / 6, 1.0f / 24,
                                 1.0f / 12, 1.0f / 6,   1.0f / 24,  -1.0f / 12, 1.0f / 6,
@@ -489,19 +489,20 @@ static const float G4[6 * 3] = {1.0f / 4,  0.0f,       0.0f,       -1.0f / 6, -1
 static const float G2[4 * 3] = {1.0f, 0.0f,  0.0f, 0.5f, 0.5f, 0.5f,
                                 0.5f, -0.5f, 0.5f, 0.0f, 0.0f, 1.0f};
 
-/* The bodies below are inlined with the patch size a as a constant (4 or
- * 6), so that every loop but the lanes' unrolls; the lanes vectorise. */
+/* The bodies below are inlined with the patch size a (4 or 6) and the lane
+ * count kl as constants, so that every loop but the lanes' unrolls; the
+ * lanes vectorise. */
 #define INLINE_BODY static inline __attribute__((always_inline))
 
 /* u[xi * stride + l] = (G g_l G^T)[r][s] (xi = alpha r + s) for the kernels
  * g_l = src + l * lstride (row-major 3x3; rotated by 180 degrees when rot),
- * l < cnt. */
-INLINE_BODY void kernel_transform8_body(const int a, const float *src, int64_t lstride, int rot,
-                                        int cnt, float *u, size_t stride)
+ * l < cnt <= kl. */
+INLINE_BODY void kernel_transform_body(const int a, const int kl, const float *src, int64_t lstride,
+                                       int rot, int cnt, float *u, size_t stride)
 {
     const float *G = a == 4 ? G2 : G4;
-    float g[9][KL], t[6][3][KL], out[NXI_MAX][KL];
-    for (int l = 0; l < KL; l++)
+    float g[9][KL_MAX], t[6][3][KL_MAX], out[NXI_MAX][KL_MAX];
+    for (int l = 0; l < kl; l++)
         for (int e = 0; e < 9; e++) g[e][l] = l < cnt ? src[l * lstride + (rot ? 8 - e : e)] : 0.0f;
 #pragma GCC unroll 6
     for (int r = 0; r < a; r++)
@@ -509,7 +510,7 @@ INLINE_BODY void kernel_transform8_body(const int a, const float *src, int64_t l
         for (int j = 0; j < 3; j++) {
             const float c0 = G[r * 3], c1 = G[r * 3 + 1], c2 = G[r * 3 + 2];
 #pragma omp simd
-            for (int l = 0; l < KL; l++) t[r][j][l] = c0 * g[j][l] + c1 * g[3 + j][l] + c2 * g[6 + j][l];
+            for (int l = 0; l < kl; l++) t[r][j][l] = c0 * g[j][l] + c1 * g[3 + j][l] + c2 * g[6 + j][l];
         }
 #pragma GCC unroll 6
     for (int r = 0; r < a; r++)
@@ -517,33 +518,33 @@ INLINE_BODY void kernel_transform8_body(const int a, const float *src, int64_t l
         for (int c = 0; c < a; c++) {
             const float c0 = G[c * 3], c1 = G[c * 3 + 1], c2 = G[c * 3 + 2];
 #pragma omp simd
-            for (int l = 0; l < KL; l++)
+            for (int l = 0; l < kl; l++)
                 out[a * r + c][l] = t[r][0][l] * c0 + t[r][1][l] * c1 + t[r][2][l] * c2;
         }
     /* a constant length when the lanes are full, so the copies inline */
-    if (cnt == KL)
-        for (int xi = 0; xi < a * a; xi++) memcpy(u + (size_t)xi * stride, out[xi], sizeof out[xi]);
+    if (cnt == kl)
+        for (int xi = 0; xi < a * a; xi++) memcpy(u + (size_t)xi * stride, out[xi], sizeof(float) * (size_t)kl);
     else
         for (int xi = 0; xi < a * a; xi++)
             memcpy(u + (size_t)xi * stride, out[xi], sizeof(float) * (size_t)cnt);
 }
 
-/* dw[l * 9 ..] (3x3) += G^T du_l G for the cnt consecutive kernels whose
- * du[xi] are read `stride` apart. */
-INLINE_BODY void kernel_grad8_body(const int a, const float *du, size_t stride, int cnt,
-                                   float *dw)
+/* dw[l * 9 ..] (3x3) += G^T du_l G for the cnt <= kl consecutive kernels
+ * whose du[xi] are read `stride` apart. */
+INLINE_BODY void kernel_grad_body(const int a, const int kl, const float *du, size_t stride, int cnt,
+                                  float *dw)
 {
     const float *G = a == 4 ? G2 : G4;
-    float d[NXI_MAX][KL], t[6][3][KL], out[9][KL];
+    float d[NXI_MAX][KL_MAX], t[6][3][KL_MAX], out[9][KL_MAX];
     for (int xi = 0; xi < a * a; xi++)
-        for (int l = 0; l < KL; l++) d[xi][l] = l < cnt ? du[(size_t)xi * stride + l] : 0.0f;
+        for (int l = 0; l < kl; l++) d[xi][l] = l < cnt ? du[(size_t)xi * stride + l] : 0.0f;
     /* t[k][j] = sum_s du[k][s] G[s][j] */
 #pragma GCC unroll 6
     for (int k = 0; k < a; k++)
 #pragma GCC unroll 3
         for (int j = 0; j < 3; j++) {
 #pragma omp simd
-            for (int l = 0; l < KL; l++) {
+            for (int l = 0; l < kl; l++) {
                 float acc = 0.0f;
 #pragma GCC unroll 6
                 for (int c = 0; c < a; c++) acc += d[a * k + c][l] * G[c * 3 + j];
@@ -556,7 +557,7 @@ INLINE_BODY void kernel_grad8_body(const int a, const float *du, size_t stride, 
 #pragma GCC unroll 3
         for (int j = 0; j < 3; j++) {
 #pragma omp simd
-            for (int l = 0; l < KL; l++) {
+            for (int l = 0; l < kl; l++) {
                 float acc = 0.0f;
 #pragma GCC unroll 6
                 for (int k = 0; k < a; k++) acc += G[k * 3 + i] * t[k][j][l];
@@ -567,57 +568,47 @@ INLINE_BODY void kernel_grad8_body(const int a, const float *du, size_t stride, 
         for (int e = 0; e < 9; e++) dw[l * 9 + e] += out[e][l];
 }
 
-/* The two weight transforms, compiled twice: for the baseline ISA (SSE2,
- * each 8-lane loop as two 4-float halves) and with AVX2's 256-bit vectors,
- * where each loop is one vector. The AVX2 build multiplies and adds as
- * the baseline one does (no FMA: ISO C contracts nothing and the target
- * does not name fma), so both give the same bits. */
-typedef struct {
-    void (*transform)(const wgeom *, const float *, int64_t, int, int, float *, size_t);
-    void (*grad)(const wgeom *, const float *, size_t, int, float *);
-} weight_kernels;
+/* The two weight transforms, compiled three times: for the baseline ISA
+ * (SSE2, each 8-lane loop as two 4-float halves), with AVX2's 256-bit
+ * vectors (each 8-lane loop one vector) and with AVX-512's (16 lanes). They
+ * multiply and add alike (no FMA: ISO C contracts nothing), so all three
+ * give the same bits. */
+#define WEIGHT_KERNELS(suffix, target, kl)                                                             \
+    target static void kernel_transform_##suffix(int alpha, const float *src, int64_t lstride, int rot, \
+                                                 int cnt, float *u, size_t stride)                    \
+    {                                                                                                  \
+        if (alpha == 6) kernel_transform_body(6, kl, src, lstride, rot, cnt, u, stride);               \
+        else kernel_transform_body(4, kl, src, lstride, rot, cnt, u, stride);                          \
+    }                                                                                                  \
+    target static void kernel_grad_##suffix(int alpha, const float *du, size_t stride, int cnt,        \
+                                            float *dw)                                                 \
+    {                                                                                                  \
+        if (alpha == 6) kernel_grad_body(6, kl, du, stride, cnt, dw);                                  \
+        else kernel_grad_body(4, kl, du, stride, cnt, dw);                                             \
+    }                                                                                                  \
+    static const mrt_wino_weight_kernels weight_##suffix = {#suffix, kl, kernel_transform_##suffix,    \
+                                                            kernel_grad_##suffix};
 
-static void kernel_transform8(const wgeom *q, const float *src, int64_t lstride, int rot, int cnt,
-                              float *u, size_t stride)
-{
-    if (q->alpha == 6) kernel_transform8_body(6, src, lstride, rot, cnt, u, stride);
-    else kernel_transform8_body(4, src, lstride, rot, cnt, u, stride);
-}
-
-static void kernel_grad8(const wgeom *q, const float *du, size_t stride, int cnt, float *dw)
-{
-    if (q->alpha == 6) kernel_grad8_body(6, du, stride, cnt, dw);
-    else kernel_grad8_body(4, du, stride, cnt, dw);
-}
-
-static const weight_kernels weight_portable = {kernel_transform8, kernel_grad8};
-
+WEIGHT_KERNELS(portable, , 8)
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2"))) static void kernel_transform8_avx2(const wgeom *q, const float *src,
-                                                                  int64_t lstride, int rot, int cnt,
-                                                                  float *u, size_t stride)
-{
-    if (q->alpha == 6) kernel_transform8_body(6, src, lstride, rot, cnt, u, stride);
-    else kernel_transform8_body(4, src, lstride, rot, cnt, u, stride);
-}
-
-__attribute__((target("avx2"))) static void kernel_grad8_avx2(const wgeom *q, const float *du,
-                                                             size_t stride, int cnt, float *dw)
-{
-    if (q->alpha == 6) kernel_grad8_body(6, du, stride, cnt, dw);
-    else kernel_grad8_body(4, du, stride, cnt, dw);
-}
-
-static const weight_kernels weight_avx2 = {kernel_transform8_avx2, kernel_grad8_avx2};
+WEIGHT_KERNELS(avx2, __attribute__((target("avx2"))), 8)
+WEIGHT_KERNELS(avx512f, __attribute__((target("avx512f"))), 16)
 #endif
 
-static const weight_kernels *pick_weight_kernels(int portable)
+const mrt_wino_weight_kernels *mrt_wino_weight_kernels_pick(const char *name)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (!portable && (mrt_cpu_features() & MRT_CPU_AVX2)) return &weight_avx2;
+    const unsigned f = mrt_cpu_features();
+    if (!name) return f & MRT_CPU_AVX512F ? &weight_avx512f : f & MRT_CPU_AVX2 ? &weight_avx2 : &weight_portable;
+    if (strcmp(name, "avx512f") == 0) return f & MRT_CPU_AVX512F ? &weight_avx512f : NULL;
+    if (strcmp(name, "avx2") == 0) return f & MRT_CPU_AVX2 ? &weight_avx2 : NULL;
 #endif
-    (void)portable;
-    return &weight_portable;
+    return !name || strcmp(name, "portable") == 0 ? &weight_portable : NULL;
+}
+
+static const mrt_wino_weight_kernels *pick_weight_kernels(int portable)
+{
+    return mrt_wino_weight_kernels_pick(portable ? "portable" : NULL);
 }
 
 /* ---- passes ---------------------------------------------------------------- */
@@ -777,23 +768,24 @@ static void clear_m_padding(const wgeom *q, const wlayout *lay, float *m)
 
 /* u[xi][cout][cin] for the forward pass (rot = 0: u[o][c] from w[o][c]) or
  * for dX (rot = 1: cout = C, cin = O, u[c][o] from w[o][c] rotated). */
-static void transform_weights(const weight_kernels *wk, const wgeom *q, int rot, const float *w,
+static void transform_weights(const mrt_wino_weight_kernels *wk, const wgeom *q, int rot, const float *w,
                               float *u)
 {
     const size_t stride = u_stride(q);
     const int64_t n = q->cout * q->cin;
+    const int kl = wk->lanes;
 #pragma omp parallel for schedule(static) if (q->nxi * n > MRT_CONV_PAR_MIN)
-    for (int64_t i0 = 0; i0 < n; i0 += KL) {
-        const int cnt = (int)(n - i0 < KL ? n - i0 : KL);
+    for (int64_t i0 = 0; i0 < n; i0 += kl) {
+        const int cnt = (int)(n - i0 < kl ? n - i0 : kl);
         if (!rot) {
-            wk->transform(q, w + i0 * 9, 9, 0, cnt, u + i0, stride);
+            wk->transform(q->alpha, w + i0 * 9, 9, 0, cnt, u + i0, stride);
         } else {
             /* consecutive (c, o) pairs, o fastest: the source kernels are
              * C*9 floats apart within one c, so split where c changes */
             for (int64_t i = i0; i < i0 + cnt;) {
                 const int64_t c = i / q->cin, o = i % q->cin;
                 const int seg = (int)(q->cin - o < i0 + cnt - i ? q->cin - o : i0 + cnt - i);
-                wk->transform(q, w + (o * q->cout + c) * 9, q->cout * 9, 1, seg, u + i, stride);
+                wk->transform(q->alpha, w + (o * q->cout + c) * 9, q->cout * 9, 1, seg, u + i, stride);
                 i += seg;
             }
         }
@@ -926,7 +918,7 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
                             const float *x, const float *w, const float *dy, float *dx,
                             float *dw, float *scratch)
 {
-    const weight_kernels *wk = pick_weight_kernels(portable);
+    const mrt_wino_weight_kernels *wk = pick_weight_kernels(portable);
     if (dw) {
         const wgeom q = wgeom_fwd(g, m);
         const size_t us = u_stride(&q);
@@ -934,8 +926,8 @@ void mrt_conv_wino_backward(const mrt_conv_geom *g, int m, int64_t nb, int porta
         accumulate_du(pick_kernels(portable, &q), &q, nb, x, dy, du, scratch + u_floats(&q));
         const int64_t n = q.cout * q.cin;
 #pragma omp parallel for schedule(static) if (q.nxi * n > MRT_CONV_PAR_MIN)
-        for (int64_t i0 = 0; i0 < n; i0 += KL)
-            wk->grad(&q, du + i0, us, (int)(n - i0 < KL ? n - i0 : KL), dw + i0 * 9);
+        for (int64_t i0 = 0; i0 < n; i0 += wk->lanes)
+            wk->grad(q.alpha, du + i0, us, (int)(n - i0 < wk->lanes ? n - i0 : wk->lanes), dw + i0 * 9);
     }
     if (dx) {
         const wgeom q = wgeom_dx(g, m);

@@ -1254,6 +1254,45 @@ START_TEST(test_wino_avx512_agrees_with_avx2)
 }
 END_TEST
 
+/* The kernel transforms give the same bits in every version (portable C,
+ * AVX2 with 8 lanes, AVX-512 with 16): both patch sizes, rotated or not,
+ * kernel counts that leave a partial last call. */
+static void weight_pass(const mrt_wino_weight_kernels *k, int alpha, int rot, const float *w, int n,
+                        float *u, size_t stride, const float *du, float *dw)
+{
+    for (int i0 = 0; i0 < n; i0 += k->lanes) {
+        const int cnt = n - i0 < k->lanes ? n - i0 : k->lanes;
+        k->transform(alpha, w + (size_t)i0 * 9, 9, rot, cnt, u + i0, stride);
+        k->grad(alpha, du + i0, stride, cnt, dw + (size_t)i0 * 9);
+    }
+}
+
+START_TEST(test_wino_weight_kernels_agree)
+{
+    enum { N = 37, STRIDE = 48, NXI = 36 };
+    static float w[N * 9], du[NXI * STRIDE], u0[NXI * STRIDE], u1[NXI * STRIDE], dw0[N * 9], dw1[N * 9];
+    fill_floats(w, N * 9, 21);
+    fill_floats(du, NXI * STRIDE, 22);
+    const mrt_wino_weight_kernels *ref = mrt_wino_weight_kernels_pick("portable");
+    const char *const names[] = {"avx2", "avx512f"};
+    for (int v = 0; v < 2; v++) {
+        const mrt_wino_weight_kernels *k = mrt_wino_weight_kernels_pick(names[v]);
+        ck_assert_ptr_nonnull(k);
+        for (int alpha = 4; alpha <= 6; alpha += 2)
+            for (int rot = 0; rot < 2; rot++) {
+                memset(u0, 0, sizeof u0);
+                memset(u1, 0, sizeof u1);
+                fill_floats(dw0, N * 9, 23);
+                memcpy(dw1, dw0, sizeof dw0);
+                weight_pass(ref, alpha, rot, w, N, u0, STRIDE, du, dw0);
+                weight_pass(k, alpha, rot, w, N, u1, STRIDE, du, dw1);
+                ck_assert_msg(memcmp(u0, u1, sizeof u0) == 0, "%s transform, alpha %d rot %d", k->name, alpha, rot);
+                ck_assert_msg(memcmp(dw0, dw1, sizeof dw0) == 0, "%s gradient, alpha %d", k->name, alpha);
+            }
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("nn_conv");
 
@@ -1294,10 +1333,13 @@ int main(void) {
 #else
     const int avx512 = 0;
 #endif
-    if (avx512)
+    if (avx512) {
         tcase_add_test(cf, test_wino_avx512_agrees_with_avx2);
-    else
-        tu_skip(1, "test_nn_conv: Winograd's AVX-512 transforms against the AVX2 ones: this CPU has no avx512f");
+        tcase_add_test(cf, test_wino_weight_kernels_agree);
+    } else {
+        tu_skip(2, "test_nn_conv: Winograd's AVX-512 transforms against the AVX2 and portable ones: this CPU has no "
+                   "avx512f");
+    }
     suite_add_tcase(s, cf);
 
     TCase *li = tcase_create("linear");
