@@ -90,6 +90,17 @@ unsigned mrt_cpu_features(void)
     return features;
 }
 
+const void *mrt_cpu_pick(const char *name, const void *portable, const void *avx2, const void *avx512f)
+{
+    const unsigned f = mrt_cpu_features();
+    if (!(f & MRT_CPU_AVX2)) avx2 = NULL;
+    if (!(f & MRT_CPU_AVX512F)) avx512f = NULL;
+    if (!name) return avx512f ? avx512f : avx2 ? avx2 : portable;
+    if (strcmp(name, "avx512f") == 0) return avx512f;
+    if (strcmp(name, "avx2") == 0) return avx2;
+    return strcmp(name, "portable") == 0 ? portable : NULL;
+}
+
 const char *mrt_cpu_features_str(char *buf, int size)
 {
     const unsigned f = mrt_cpu_features();

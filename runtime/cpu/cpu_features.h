@@ -16,6 +16,12 @@ typedef enum {
  * removing one removes those that build on it (-avx2 takes AVX-512 too). */
 unsigned mrt_cpu_features(void);
 
+/* One version of a kernel family (portable C, AVX2, AVX-512; avx2 and
+ * avx512f NULL where the build has none): with name NULL the best one this
+ * CPU allows, else the one named ("portable", "avx2", "avx512f"), or NULL
+ * where the CPU lacks it or the name is unknown (tests compare versions). */
+const void *mrt_cpu_pick(const char *name, const void *portable, const void *avx2, const void *avx512f);
+
 /* "avx2 avx512f avx512_bf16 amx_bf16" (those present) into buf. */
 const char *mrt_cpu_features_str(char *buf, int size);
 

@@ -1,6 +1,5 @@
 /* The contiguous row loops of batch normalisation in portable C, AVX2 and
  * AVX-512 (see batchnorm_simd.h for why they agree bit for bit). */
-#include <string.h>
 #include "../cpu/cpu_features.h"
 #include "batchnorm_simd.h"
 
@@ -84,112 +83,64 @@ static void grad_input_c(const float *x, const float *g, float *d, int64_t len, 
 #include <immintrin.h>
 #define HAVE_X86_VERSIONS 1
 
-/* ---- AVX2: eight ymm accumulators of 4 doubles per sum -------------------------- */
+/* The four loops for one vector ISA: the sums in L / W accumulators of W
+ * doubles each, fed W floats converted to double (LOAD_PD); the elementwise
+ * loops as the portable ones, compiled for TARGET. */
+#define ROW_VERSIONS(sfx, TARGET, VD, W, ZERO, SET1, SUB, ADD, MUL, LOAD_PD, STORE)                        \
+    TARGET static void shifted_sums_##sfx(const float *p, int64_t len, double k, double *s1, double *s2)      \
+    {                                                                                                         \
+        VD a[L / W], b[L / W];                                                                                \
+        for (int v = 0; v < L / W; v++) a[v] = b[v] = ZERO();                                                 \
+        const VD kk = SET1(k);                                                                                \
+        int64_t i = 0;                                                                                        \
+        for (; i + L <= len; i += L)                                                                          \
+            for (int v = 0; v < L / W; v++) {                                                                 \
+                const VD d = SUB(LOAD_PD(p + i + W * v), kk);                                                 \
+                a[v] = ADD(a[v], d);                                                                          \
+                b[v] = ADD(b[v], MUL(d, d));                                                                  \
+            }                                                                                                 \
+        double la[L], lb[L];                                                                                  \
+        for (int v = 0; v < L / W; v++) STORE(la + W * v, a[v]), STORE(lb + W * v, b[v]);                     \
+        tail_sums(p, i, len, k, la, lb);                                                                      \
+        fold(la, lb, s1, s2);                                                                                 \
+    }                                                                                                         \
+    TARGET static void grad_sums_##sfx(const float *x, const float *g, int64_t len, double mean, double *s1,  \
+                                       double *s2)                                                            \
+    {                                                                                                         \
+        VD a[L / W], b[L / W];                                                                                \
+        for (int v = 0; v < L / W; v++) a[v] = b[v] = ZERO();                                                 \
+        const VD mm = SET1(mean);                                                                             \
+        int64_t i = 0;                                                                                        \
+        for (; i + L <= len; i += L)                                                                          \
+            for (int v = 0; v < L / W; v++) {                                                                 \
+                const VD gv = LOAD_PD(g + i + W * v);                                                         \
+                const VD xv = SUB(LOAD_PD(x + i + W * v), mm);                                                \
+                a[v] = ADD(a[v], gv);                                                                         \
+                b[v] = ADD(b[v], MUL(gv, xv));                                                                \
+            }                                                                                                 \
+        double la[L], lb[L];                                                                                  \
+        for (int v = 0; v < L / W; v++) STORE(la + W * v, a[v]), STORE(lb + W * v, b[v]);                     \
+        tail_grad(x, g, i, len, mean, la, lb);                                                                \
+        fold(la, lb, s1, s2);                                                                                 \
+    }                                                                                                         \
+    TARGET static void normalize_##sfx(const float *x, float *y, int64_t len, float mh, float ml, float a,    \
+                                       float b)                                                               \
+    {                                                                                                         \
+        NORMALIZE_BODY                                                                                        \
+    }                                                                                                         \
+    TARGET static void grad_input_##sfx(const float *x, const float *g, float *d, int64_t len, float m,       \
+                                        float g0, float k, float a)                                           \
+    {                                                                                                         \
+        GRAD_INPUT_BODY                                                                                       \
+    }
 
-#define AVX2 __attribute__((target("avx2,fma")))
-
-AVX2 static void shifted_sums_avx2(const float *p, int64_t len, double k, double *s1, double *s2)
-{
-    __m256d a[L / 4], b[L / 4];
-    for (int v = 0; v < L / 4; v++) a[v] = b[v] = _mm256_setzero_pd();
-    const __m256d kk = _mm256_set1_pd(k);
-    int64_t i = 0;
-    for (; i + L <= len; i += L)
-        for (int v = 0; v < L / 4; v++) {
-            const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(p + i + 4 * v)), kk);
-            a[v] = _mm256_add_pd(a[v], d);
-            b[v] = _mm256_add_pd(b[v], _mm256_mul_pd(d, d));
-        }
-    double la[L], lb[L];
-    for (int v = 0; v < L / 4; v++) _mm256_storeu_pd(la + 4 * v, a[v]), _mm256_storeu_pd(lb + 4 * v, b[v]);
-    tail_sums(p, i, len, k, la, lb);
-    fold(la, lb, s1, s2);
-}
-
-AVX2 static void grad_sums_avx2(const float *x, const float *g, int64_t len, double mean, double *s1,
-                                double *s2)
-{
-    __m256d a[L / 4], b[L / 4];
-    for (int v = 0; v < L / 4; v++) a[v] = b[v] = _mm256_setzero_pd();
-    const __m256d mm = _mm256_set1_pd(mean);
-    int64_t i = 0;
-    for (; i + L <= len; i += L)
-        for (int v = 0; v < L / 4; v++) {
-            const __m256d gv = _mm256_cvtps_pd(_mm_loadu_ps(g + i + 4 * v));
-            const __m256d xv = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * v)), mm);
-            a[v] = _mm256_add_pd(a[v], gv);
-            b[v] = _mm256_add_pd(b[v], _mm256_mul_pd(gv, xv));
-        }
-    double la[L], lb[L];
-    for (int v = 0; v < L / 4; v++) _mm256_storeu_pd(la + 4 * v, a[v]), _mm256_storeu_pd(lb + 4 * v, b[v]);
-    tail_grad(x, g, i, len, mean, la, lb);
-    fold(la, lb, s1, s2);
-}
-
-AVX2 static void normalize_avx2(const float *x, float *y, int64_t len, float mh, float ml, float a, float b)
-{
-    NORMALIZE_BODY
-}
-
-AVX2 static void grad_input_avx2(const float *x, const float *g, float *d, int64_t len, float m, float g0,
-                                 float k, float a)
-{
-    GRAD_INPUT_BODY
-}
-
-/* ---- AVX-512 ------------------------------------------------------------------- */
-
-#define AVX512 __attribute__((target("avx512f")))
-
-AVX512 static void shifted_sums_avx512(const float *p, int64_t len, double k, double *s1, double *s2)
-{
-    __m512d a[L / 8], b[L / 8];
-    for (int v = 0; v < L / 8; v++) a[v] = b[v] = _mm512_setzero_pd();
-    const __m512d kk = _mm512_set1_pd(k);
-    int64_t i = 0;
-    for (; i + L <= len; i += L)
-        for (int v = 0; v < L / 8; v++) {
-            const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(p + i + 8 * v)), kk);
-            a[v] = _mm512_add_pd(a[v], d);
-            b[v] = _mm512_add_pd(b[v], _mm512_mul_pd(d, d));
-        }
-    double la[L], lb[L];
-    for (int v = 0; v < L / 8; v++) _mm512_storeu_pd(la + 8 * v, a[v]), _mm512_storeu_pd(lb + 8 * v, b[v]);
-    tail_sums(p, i, len, k, la, lb);
-    fold(la, lb, s1, s2);
-}
-
-AVX512 static void grad_sums_avx512(const float *x, const float *g, int64_t len, double mean, double *s1,
-                                    double *s2)
-{
-    __m512d a[L / 8], b[L / 8];
-    for (int v = 0; v < L / 8; v++) a[v] = b[v] = _mm512_setzero_pd();
-    const __m512d mm = _mm512_set1_pd(mean);
-    int64_t i = 0;
-    for (; i + L <= len; i += L)
-        for (int v = 0; v < L / 8; v++) {
-            const __m512d gv = _mm512_cvtps_pd(_mm256_loadu_ps(g + i + 8 * v));
-            const __m512d xv = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * v)), mm);
-            a[v] = _mm512_add_pd(a[v], gv);
-            b[v] = _mm512_add_pd(b[v], _mm512_mul_pd(gv, xv));
-        }
-    double la[L], lb[L];
-    for (int v = 0; v < L / 8; v++) _mm512_storeu_pd(la + 8 * v, a[v]), _mm512_storeu_pd(lb + 8 * v, b[v]);
-    tail_grad(x, g, i, len, mean, la, lb);
-    fold(la, lb, s1, s2);
-}
-
-AVX512 static void normalize_avx512(const float *x, float *y, int64_t len, float mh, float ml, float a,
-                                    float b)
-{
-    NORMALIZE_BODY
-}
-
-AVX512 static void grad_input_avx512(const float *x, const float *g, float *d, int64_t len, float m,
-                                     float g0, float k, float a)
-{
-    GRAD_INPUT_BODY
-}
+/* AVX2: eight ymm accumulators of 4 doubles per sum; AVX-512: four zmm of 8. */
+#define AVX2_LOAD_PD(q) _mm256_cvtps_pd(_mm_loadu_ps(q))
+#define AVX512_LOAD_PD(q) _mm512_cvtps_pd(_mm256_loadu_ps(q))
+ROW_VERSIONS(avx2, __attribute__((target("avx2,fma"))), __m256d, 4, _mm256_setzero_pd, _mm256_set1_pd,
+              _mm256_sub_pd, _mm256_add_pd, _mm256_mul_pd, AVX2_LOAD_PD, _mm256_storeu_pd)
+ROW_VERSIONS(avx512, __attribute__((target("avx512f"))), __m512d, 8, _mm512_setzero_pd, _mm512_set1_pd,
+              _mm512_sub_pd, _mm512_add_pd, _mm512_mul_pd, AVX512_LOAD_PD, _mm512_storeu_pd)
 
 static const mrt_bn_kernels avx2 = {"avx2", shifted_sums_avx2, grad_sums_avx2, normalize_avx2,
                                     grad_input_avx2};
@@ -201,15 +152,9 @@ static const mrt_bn_kernels portable = {"portable", shifted_sums_c, grad_sums_c,
 
 const mrt_bn_kernels *mrt_bn_kernels_pick(const char *name)
 {
-    if (name && strcmp(name, "portable") == 0) return &portable;
-#ifndef HAVE_X86_VERSIONS
-    return name ? NULL : &portable;
+#ifdef HAVE_X86_VERSIONS
+    return mrt_cpu_pick(name, &portable, &avx2, &avx512);
 #else
-    const unsigned f = mrt_cpu_features();
-    const mrt_bn_kernels *best = (f & MRT_CPU_AVX512F) ? &avx512 : (f & MRT_CPU_AVX2) ? &avx2 : &portable;
-    if (!name) return best;
-    if (strcmp(name, "avx2") == 0) return (f & MRT_CPU_AVX2) ? &avx2 : NULL;
-    if (strcmp(name, "avx512f") == 0) return (f & MRT_CPU_AVX512F) ? &avx512 : NULL;
-    return NULL;
+    return mrt_cpu_pick(name, &portable, NULL, NULL);
 #endif
 }

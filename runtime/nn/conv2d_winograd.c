@@ -454,15 +454,8 @@ static const mrt_wino_kernels portable2 = {"portable", LANES, input_chunk2, outp
 
 const mrt_wino_kernels *mrt_wino_kernels_pick(const char *name, int m)
 {
-    const mrt_wino_kernels *portable = m == 2 ? &portable2 : &portable4;
-    if (!name) {
-        const mrt_wino_kernels *k = mrt_wino_kernels_avx512(m);
-        if (!k) k = mrt_wino_kernels_avx2(m);
-        return k ? k : portable;
-    }
-    if (strcmp(name, "avx512f") == 0) return mrt_wino_kernels_avx512(m);
-    if (strcmp(name, "avx2") == 0) return mrt_wino_kernels_avx2(m);
-    return strcmp(name, "portable") == 0 ? portable : NULL;
+    return mrt_cpu_pick(name, m == 2 ? &portable2 : &portable4, mrt_wino_kernels_avx2(m),
+                        mrt_wino_kernels_avx512(m));
 }
 
 /* The transforms for a pass over tile rows of q->tw tiles. 16 lanes pay
@@ -598,12 +591,10 @@ WEIGHT_KERNELS(avx512f, __attribute__((target("avx512f"))), 16)
 const mrt_wino_weight_kernels *mrt_wino_weight_kernels_pick(const char *name)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    const unsigned f = mrt_cpu_features();
-    if (!name) return f & MRT_CPU_AVX512F ? &weight_avx512f : f & MRT_CPU_AVX2 ? &weight_avx2 : &weight_portable;
-    if (strcmp(name, "avx512f") == 0) return f & MRT_CPU_AVX512F ? &weight_avx512f : NULL;
-    if (strcmp(name, "avx2") == 0) return f & MRT_CPU_AVX2 ? &weight_avx2 : NULL;
+    return mrt_cpu_pick(name, &weight_portable, &weight_avx2, &weight_avx512f);
+#else
+    return mrt_cpu_pick(name, &weight_portable, NULL, NULL);
 #endif
-    return !name || strcmp(name, "portable") == 0 ? &weight_portable : NULL;
 }
 
 static const mrt_wino_weight_kernels *pick_weight_kernels(int portable)
